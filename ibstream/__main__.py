@@ -1,0 +1,5 @@
+import sys
+
+from ibstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,120 @@
+"""Error codes, WebSocket close codes and the mapping from IB's error numbers.
+
+Every error a client sees has a code, a message a person can act on, details and whether
+retrying can help.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+
+
+class ErrorCode(StrEnum):
+    CONTRACT_NOT_FOUND = "CONTRACT_NOT_FOUND"
+    CONNECTION_ERROR = "CONNECTION_ERROR"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    INVALID_TICK_TYPE = "INVALID_TICK_TYPE"
+    STREAM_TIMEOUT = "STREAM_TIMEOUT"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+    STREAM_NOT_FOUND = "STREAM_NOT_FOUND"
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    POLICY = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL = 1011
+    INVALID_MESSAGE = 4000
+    AUTH_REQUIRED = 4001
+    INVALID_CONTRACT = 4002
+    IB_CONNECTION_LOST = 4003
+
+
+_RECOVERABLE = {
+    ErrorCode.CONNECTION_ERROR,
+    ErrorCode.RATE_LIMIT_EXCEEDED,
+    ErrorCode.STREAM_TIMEOUT,
+    ErrorCode.SLOW_CONSUMER,
+    ErrorCode.INTERNAL_ERROR,
+}
+
+_HTTP_STATUS = {
+    ErrorCode.CONTRACT_NOT_FOUND: 404,
+    ErrorCode.STREAM_NOT_FOUND: 404,
+    ErrorCode.CONNECTION_ERROR: 503,
+    ErrorCode.RATE_LIMIT_EXCEEDED: 429,
+    ErrorCode.INVALID_TICK_TYPE: 400,
+    ErrorCode.INVALID_MESSAGE: 400,
+    ErrorCode.STREAM_TIMEOUT: 504,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.AUTH_REQUIRED: 401,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.SLOW_CONSUMER: 429,
+}
+
+
+class StreamError(Exception):
+    """An error with a protocol code; `body()` is what goes on the wire."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        details: dict | None = None,
+        recoverable: bool | None = None,
+    ):
+        super().__init__(f"{code}: {message}")
+        self.code = ErrorCode(code)
+        self.message = message
+        self.details = details or {}
+        self.recoverable = code in _RECOVERABLE if recoverable is None else recoverable
+
+    def body(self) -> dict:
+        return {
+            "code": self.code.value,
+            "message": self.message,
+            "details": self.details,
+            "recoverable": self.recoverable,
+        }
+
+    @property
+    def http_status(self) -> int:
+        return _HTTP_STATUS.get(self.code, 400)
+
+
+# IB error numbers (TWS API message codes) and what they mean for a stream.
+IB_ADVISORIES = frozenset({2104, 2106, 2107, 2108, 2119, 2158, 10089, 10090, 10167})
+IB_CONNECTIVITY_LOST = 1100
+IB_RESTORED_DATA_LOST = 1101
+IB_RESTORED_DATA_KEPT = 1102
+
+_IB_TO_CODE = {
+    200: ErrorCode.CONTRACT_NOT_FOUND,
+    354: ErrorCode.PERMISSION_DENIED,
+    10190: ErrorCode.RATE_LIMIT_EXCEEDED,
+    162: ErrorCode.RATE_LIMIT_EXCEEDED,
+    322: ErrorCode.INTERNAL_ERROR,
+    326: ErrorCode.CONNECTION_ERROR,
+    502: ErrorCode.CONNECTION_ERROR,
+    504: ErrorCode.CONNECTION_ERROR,
+    1100: ErrorCode.CONNECTION_ERROR,
+}
+
+
+def from_ib_error(ib_code: int, ib_message: str, **details: object) -> StreamError:
+    """Translate an IB error into a protocol error, keeping IB's number in `details`."""
+    code = _IB_TO_CODE.get(ib_code, ErrorCode.INTERNAL_ERROR)
+    hint = {
+        200: "check the symbol or conId (GET /v2/contracts?symbol=...)",
+        354: "the account has no market data permission for this contract",
+        10190: "the account has no free tick-by-tick slot; close another stream",
+        326: "another API client uses this client id; pass a different --client-id",
+    }.get(ib_code)
+    message = f"IB error {ib_code}: {ib_message}" + (f" ({hint})" if hint else "")
+    return StreamError(code, message, details={"ib_code": ib_code, **details})

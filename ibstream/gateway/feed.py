@@ -1,0 +1,135 @@
+"""Drives one contract's market while anyone subscribes and fans its events out.
+
+One asyncio task per contract with at least one subscription: every few milliseconds it
+asks the market for the events due at the current rate and writes each to every
+subscription of the matching tick type, one write per connection per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ibstream.gateway.market import Market, Quote, Trade
+from ibstream.gateway.wire import encode
+
+log = logging.getLogger("ibstream.gateway")
+
+TICK_TYPES = {"Last": 1, "AllLast": 2, "BidAsk": 3, "MidPoint": 4}
+BATCH_INTERVAL = 0.005  # seconds between batches
+
+
+class Sink(Protocol):
+    """Where a subscription's bytes go: a client connection."""
+
+    client_id: int
+
+    def write(self, data: bytes) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Subscription:
+    sink: Sink
+    req_id: int
+    con_id: int
+    tick_type: str  # IB's name: Last, AllLast, BidAsk or MidPoint
+    ignore_size: bool = False
+    last_bid: float | None = None
+    last_ask: float | None = None
+    last_mid: float | None = None
+
+    def encode(self, event: Quote | Trade, decimals: int) -> bytes | None:
+        """This subscription's message for an event, or None when it gets nothing."""
+        code = TICK_TYPES[self.tick_type]
+        stamp = int(event.time)
+        if isinstance(event, Trade):
+            if code > 2:
+                return None
+            return encode(
+                99, self.req_id, code, stamp, event.price, event.size, 0, event.exchange, ""
+            )
+        if code == 3:
+            if self.ignore_size and (event.bid, event.ask) == (self.last_bid, self.last_ask):
+                return None
+            self.last_bid, self.last_ask = event.bid, event.ask
+            return encode(
+                99, self.req_id, 3, stamp, event.bid, event.ask, event.bid_size, event.ask_size, 0
+            )
+        if code == 4:
+            mid = round(event.mid, decimals + 1)
+            if mid == self.last_mid:
+                return None
+            self.last_mid = mid
+            return encode(99, self.req_id, 4, stamp, mid)
+        return None
+
+
+class Feed:
+    """One contract's market, its subscriptions and the task that drives them."""
+
+    def __init__(self, market: Market, on_batch: Callable[[], None]) -> None:
+        self.market = market
+        self.subs: list[Subscription] = []
+        self.paused = False  # while True events still happen but nobody receives them
+        self._on_batch = on_batch
+        self._task: asyncio.Task[None] | None = None
+        self._decimals = market.contract.decimals
+
+    def add(self, sub: Subscription) -> None:
+        self.subs.append(sub)
+        quote = self.market.last_quote
+        if quote is not None and not self.paused:
+            data = sub.encode(quote, self._decimals)
+            if data:
+                sub.sink.write(data)
+        if self._task is None:
+            name = f"gateway-feed-{self.market.contract.con_id}"
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+
+    def remove(self, sub: Subscription) -> None:
+        with contextlib.suppress(ValueError):
+            self.subs.remove(sub)
+        if not self.subs and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def stop(self) -> None:
+        self.subs.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def deliver(self, events: list[Quote | Trade]) -> None:
+        chunks: dict[Sink, list[bytes]] = {}
+        for event in events:
+            for sub in self.subs:
+                data = sub.encode(event, self._decimals)
+                if data:
+                    chunks.setdefault(sub.sink, []).append(data)
+        for sink, parts in chunks.items():
+            sink.write(b"".join(parts))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        try:
+            while self.subs:
+                await asyncio.sleep(BATCH_INTERVAL)
+                now = loop.time()
+                events = self.market.advance(now - last, time.time())
+                last = now
+                if events:
+                    if not self.paused:
+                        self.deliver(events)
+                    self._on_batch()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("feed for conId %s failed", self.market.contract.con_id)

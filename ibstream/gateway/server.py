@@ -1,0 +1,258 @@
+"""The gateway simulator: a TCP server speaking the TWS API, with fault hooks for tests.
+
+Unmodified ib_insync and ib_async connect to it, resolve the built-in contracts and
+receive tick-by-tick data from a seeded synthetic market (see `market.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from types import TracebackType
+
+from ibstream.gateway.contracts import BUILTIN_CONTRACTS, SimContract
+from ibstream.gateway.feed import Feed, Subscription
+from ibstream.gateway.market import Market
+from ibstream.gateway.session import Session
+
+log = logging.getLogger("ibstream.gateway")
+
+MAX_WRITE_BUFFER = 8 * 1024 * 1024
+FAILABLE_REQUESTS = ("tick_by_tick", "contract_details")
+ERROR_MESSAGES = {
+    200: "No security definition has been found for the request",
+    322: "Error processing request.-'bW' : cause - Duplicate ticker id",
+    326: "Unable to connect as the client id is already in use. Retry with a unique client id.",
+    354: "Requested market data is not subscribed.",
+    1100: "Connectivity between IB and Trader Workstation has been lost.",
+    1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
+    1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
+    2104: "Market data farm connection is OK:usfarm",
+    2106: "HMDS data farm connection is OK:ushmds",
+    2158: "Sec-def data farm connection is OK:secdefil",
+    10089: "Requested market data requires additional subscription for API. See link in "
+    "'Market Data Connections' dialog for more details.",
+    10090: "Part of requested market data is not subscribed. Subscription-independent ticks "
+    "are still active.Delayed market data is available.",
+    10167: "Requested market data is not subscribed. Displaying delayed market data.",
+    10190: "Max number of tick-by-tick requests has been reached.",
+}
+
+
+class GatewaySimulator:
+    """A simulated TWS / IB Gateway. Use `async with` or `start()` / `stop()`."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        seed: int = 0,
+        rate: float = 20.0,
+        server_version: int = 176,
+        account: str = "DU1234567",
+        contracts: Iterable[SimContract] = BUILTIN_CONTRACTS,
+        farm_status: bool = True,
+        bursts: bool = True,
+        max_write_buffer: int = MAX_WRITE_BUFFER,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.seed = seed
+        self.server_version = server_version
+        self.account = account
+        self.contracts: tuple[SimContract, ...] = tuple(contracts)
+        self.farm_status = farm_status
+        self.max_write_buffer = max_write_buffer
+        self.total_connections = 0  # every accepted socket, refused ones included
+        self.refused_connections = 0
+        self._next_order_id = 1
+        self._feeds = {
+            c.con_id: Feed(Market(c, seed, rate, bursts=bursts), self._notify)
+            for c in self.contracts
+        }
+        self._sessions: set[Session] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failures: dict[str, deque[tuple[int, str]]] = {r: deque() for r in FAILABLE_REQUESTS}
+        self._refuse_until = 0.0
+        self._changed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.debug("gateway simulator started on %s:%s", self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.writer.transport.abort()
+        for feed in self._feeds.values():
+            await feed.stop()
+        if self._tasks:  # aborted sockets end their sessions; cancel only stragglers
+            _, pending = await asyncio.wait(list(self._tasks), timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> GatewaySimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- observability ------------------------------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """Live connections whose API has started."""
+        return sum(1 for s in self._sessions if s.started)
+
+    @property
+    def subscriptions(self) -> list[tuple[int, int, int, str]]:
+        """(client_id, req_id, con_id, tick_type) for every active tick-by-tick request."""
+        return [
+            (s.client_id, sub.req_id, sub.con_id, sub.tick_type)
+            for s in self._sessions
+            for sub in s.subs.values()
+        ]
+
+    def market(self, con_id: int) -> Market:
+        """The market, and so the ground truth, of a contract."""
+        return self._feeds[con_id].market
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
+        """Return once predicate() is true; it is re-checked on every state change
+        (connect, disconnect, subscribe, cancel, refused socket, market batch)."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await self._changed.wait()
+
+    # -- faults -------------------------------------------------------------------------
+
+    def set_rate(self, events_per_second: float, con_id: int | None = None) -> None:
+        feeds = self._feeds.values() if con_id is None else [self._feeds[con_id]]
+        for feed in feeds:
+            feed.market.rate = events_per_second
+
+    async def drop_connections(self) -> int:
+        """Close every client socket now; returns how many there were."""
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close()
+        await self.wait_for(lambda: not (self._sessions & set(sessions)))
+        return len(sessions)
+
+    def refuse_connections(self, seconds: float) -> None:
+        """For `seconds`, accept and at once close new sockets, like a restarting gateway."""
+        self._refuse_until = asyncio.get_running_loop().time() + seconds
+
+    def send_error(self, code: int, message: str | None = None, req_id: int = -1) -> None:
+        """Send an error message to every connection.
+
+        1100 also pauses all data until 1101 or 1102; 1101 also ends every subscription
+        (data lost: clients must resubscribe), as TWS does.
+        """
+        text = message if message is not None else self.error_message(code)
+        for session in self._started():
+            session.error(req_id, code, text)
+        if code in (1100, 1101, 1102):
+            for feed in self._feeds.values():
+                feed.paused = code == 1100
+        if code == 1101:
+            for session in self._started():
+                for sub in list(session.subs.values()):
+                    self._unsubscribe(sub)
+                session.subs.clear()
+            self._notify()
+
+    def fail_next(self, request: str, code: int, message: str | None = None) -> None:
+        """The next `request` ('tick_by_tick' or 'contract_details') gets this error."""
+        if request not in self._failures:
+            raise ValueError(f"request must be one of {FAILABLE_REQUESTS}, not {request!r}")
+        self._failures[request].append((code, message or self.error_message(code)))
+
+    @staticmethod
+    def error_message(code: int) -> str:
+        return ERROR_MESSAGES.get(code, f"Simulated error {code}")
+
+    # -- used by sessions ---------------------------------------------------------------
+
+    def _started(self) -> list[Session]:
+        return [s for s in self._sessions if s.started]
+
+    def _register(self, session: Session, client_id: int) -> bool:
+        if any(s.client_id == client_id for s in self._started()):
+            log.info("client id %s is already in use", client_id)
+            return False
+        session.client_id = client_id
+        session.started = True
+        log.info("client %s connected from %s", client_id, session.peer)
+        self._notify()
+        return True
+
+    def _take_failure(self, request: str) -> tuple[int, str] | None:
+        queue = self._failures[request]
+        return queue.popleft() if queue else None
+
+    def _subscribe(self, sub: Subscription) -> None:
+        self._feeds[sub.con_id].add(sub)
+        self._notify()
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        self._feeds[sub.con_id].remove(sub)
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.total_connections += 1
+        if asyncio.get_running_loop().time() < self._refuse_until:
+            self.refused_connections += 1
+            writer.close()
+            self._notify()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        session = Session(self, reader, writer)
+        self._sessions.add(session)
+        try:
+            await session.run()
+        except asyncio.CancelledError:
+            # asyncio's stream callback logs a cancelled handler task as an error
+            log.debug("session of client %s cancelled", session.client_id)
+        finally:
+            self._sessions.discard(session)
+            self._tasks.discard(task)
+            for sub in session.subs.values():
+                self._unsubscribe(sub)
+            session.subs.clear()
+            if session.started:
+                log.info("client %s disconnected", session.client_id)
+            self._notify()
+
+
+async def run_gateway(
+    host: str = "127.0.0.1", port: int = 4002, seed: int = 0, rate: float = 20.0
+) -> None:
+    """Run a gateway simulator until cancelled."""
+    async with GatewaySimulator(host, port, seed=seed, rate=rate) as sim:
+        log.info("gateway simulator listening on %s:%s", sim.host, sim.port)
+        await asyncio.Event().wait()

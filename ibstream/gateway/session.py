@@ -1,0 +1,268 @@
+"""One client connection: handshake, request dispatch and replies, as TWS answers them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ibstream.gateway.contracts import SimContract, match_contracts
+from ibstream.gateway.feed import TICK_TYPES, Subscription
+from ibstream.gateway.wire import FrameDecoder, ProtocolError, encode, parse_version_range
+
+if TYPE_CHECKING:
+    from ibstream.gateway.server import GatewaySimulator
+
+log = logging.getLogger("ibstream.gateway")
+
+MIN_CLIENT_VERSION = 157
+HANDSHAKE_TIMEOUT = 10.0
+FARM_STATUS = (
+    (2104, "Market data farm connection is OK:usfarm"),
+    (2106, "HMDS data farm connection is OK:ushmds"),
+    (2158, "Sec-def data farm connection is OK:secdefil"),
+)
+ACCOUNT_VALUES = (
+    ("NetLiquidation", "1000000.00", "USD"),
+    ("TotalCashValue", "1000000.00", "USD"),
+    ("AvailableFunds", "1000000.00", "USD"),
+    ("BuyingPower", "4000000.00", "USD"),
+)
+
+
+class Session:
+    """A client socket; `client_id` is set once the API has started."""
+
+    def __init__(
+        self, sim: GatewaySimulator, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.sim = sim
+        self.reader = reader
+        self.writer = writer
+        self.client_id: int = -1
+        self.version = 0
+        self.started = False
+        self.subs: dict[int, Subscription] = {}
+        self.peer = writer.get_extra_info("peername")
+        self._handlers: dict[int, Callable[[list[str]], None]] = {
+            71: self._start_api, 49: self._current_time, 8: self._req_ids,
+            17: self._managed_accounts, 61: self._positions, 5: self._open_orders,
+            16: self._open_orders, 99: self._completed_orders, 6: self._account_updates,
+            76: self._account_updates_multi, 7: self._executions, 62: self._account_summary,
+            9: self._contract_details, 97: self._tick_by_tick, 98: self._cancel_tick_by_tick,
+            96: self._historical_ticks,
+        }  # fmt: skip
+
+    # -- output -------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.writer.transport
+        if transport.is_closing():
+            return
+        self.writer.write(data)
+        if transport.get_write_buffer_size() > self.sim.max_write_buffer:
+            log.warning("client %s is not reading; dropping its connection", self.client_id)
+            transport.abort()
+
+    def send(self, *fields: object) -> None:
+        self.write(encode(*fields))
+
+    def error(self, req_id: int, code: int, message: str) -> None:
+        if self.version >= 166:
+            self.send(4, 2, req_id, code, message, "")
+        else:
+            self.send(4, 2, req_id, code, message)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    # -- input --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        decoder = FrameDecoder()
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                hello = await self._read_messages(decoder)
+            if not hello or not self._handshake(hello.pop(0)):
+                return
+            messages = hello
+            while True:
+                for fields in messages:
+                    self._dispatch(fields)
+                messages = await self._read_messages(decoder)
+                if messages is None:
+                    return
+        except (ProtocolError, TimeoutError, ConnectionError) as exc:
+            log.info("closing connection from %s: %r", self.peer, exc)
+        finally:
+            self.writer.close()
+
+    async def _read_messages(self, decoder: FrameDecoder) -> list[list[str]] | None:
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                return None
+            messages = decoder.feed(data)
+            if messages:
+                return messages
+
+    def _handshake(self, fields: list[str]) -> bool:
+        offer = parse_version_range(fields[0] if fields else "")
+        version = min(offer.max_version, self.sim.server_version)
+        if offer.max_version < MIN_CLIENT_VERSION or version < offer.min_version:
+            log.info("refusing client versions %s..%s", offer.min_version, offer.max_version)
+            return False
+        self.version = version
+        self.send(version, time.strftime("%Y%m%d %H:%M:%S UTC", time.gmtime()))
+        return True
+
+    def _dispatch(self, fields: list[str]) -> None:
+        try:
+            msg_id = int(fields[0])
+        except (IndexError, ValueError):
+            log.debug("ignoring malformed message %r", fields)
+            return
+        handler = self._handlers.get(msg_id)
+        if handler is None or (not self.started and msg_id != 71):
+            log.debug("ignoring message %s from client %s: %r", msg_id, self.client_id, fields)
+            return
+        try:
+            handler(fields)
+        except (IndexError, ValueError):
+            log.warning("malformed request from client %s: %r", self.client_id, fields)
+        except Exception:
+            log.exception("request %r from client %s failed", fields, self.client_id)
+
+    # -- requests -----------------------------------------------------------------------
+
+    def _start_api(self, fields: list[str]) -> None:
+        client_id = int(fields[2])
+        if self.started:
+            return
+        if not self.sim._register(self, client_id):
+            self.error(-1, 326, self.sim.error_message(326))
+            self.close()
+            return
+        self.send(15, 1, self.sim.account)
+        self.send(9, 1, self.sim._next_order_id)
+        if self.sim.farm_status:
+            for code, message in FARM_STATUS:
+                self.error(-1, code, message)
+
+    def _current_time(self, fields: list[str]) -> None:
+        self.send(49, 1, int(time.time()))
+
+    def _req_ids(self, fields: list[str]) -> None:
+        self.send(9, 1, self.sim._next_order_id)
+
+    def _managed_accounts(self, fields: list[str]) -> None:
+        self.send(15, 1, self.sim.account)
+
+    def _positions(self, fields: list[str]) -> None:
+        self.send(62, 1)
+
+    def _open_orders(self, fields: list[str]) -> None:
+        self.send(53, 1)
+
+    def _completed_orders(self, fields: list[str]) -> None:
+        self.send(102)
+
+    def _account_updates(self, fields: list[str]) -> None:
+        if fields[2] not in ("1", "true", "True"):
+            return
+        account = fields[3] or self.sim.account
+        for key, value, currency in ACCOUNT_VALUES:
+            self.send(6, 2, key, value, currency, account)
+        self.send(8, 1, time.strftime("%H:%M", time.gmtime()))
+        self.send(54, 1, account)
+
+    def _account_updates_multi(self, fields: list[str]) -> None:
+        req_id, account, model = int(fields[2]), fields[3] or self.sim.account, fields[4]
+        for key, value, currency in ACCOUNT_VALUES:
+            self.send(73, 1, req_id, account, model, key, value, currency)
+        self.send(74, 1, req_id)
+
+    def _executions(self, fields: list[str]) -> None:
+        self.send(55, 1, int(fields[2]))
+
+    def _account_summary(self, fields: list[str]) -> None:
+        self.send(64, 1, int(fields[2]))
+
+    def _historical_ticks(self, fields: list[str]) -> None:
+        self.error(int(fields[1]), 162, "Historical Market Data Service error message:"
+                   "HMDS query returned no data")  # fmt: skip
+
+    def _resolve(self, fields: list[str]) -> list[SimContract]:
+        """Contracts matching the 12 contract fields of a request."""
+        con_id, symbol, sec_type, last, _strike, _right, _mult, exchange = fields[:8]
+        currency, local_symbol = fields[9], fields[10]
+        return match_contracts(
+            self.sim.contracts, con_id=int(con_id or 0), symbol=symbol, sec_type=sec_type,
+            exchange=exchange, currency=currency, local_symbol=local_symbol,
+            last_trade_date=last,
+        )  # fmt: skip
+
+    def _contract_details(self, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        failure = self.sim._take_failure("contract_details")
+        if failure:
+            self.error(req_id, *failure)
+            return
+        found = self._resolve(fields[3:15])
+        if not found:
+            self.error(req_id, 200, self.sim.error_message(200))
+            return
+        for contract in found:
+            self.send(*contract_details_fields(contract, req_id, self.version))
+        self.send(52, 1, req_id)
+
+    def _tick_by_tick(self, fields: list[str]) -> None:
+        req_id, tick_type = int(fields[1]), fields[14]
+        ignore_size = fields[16] in ("1", "true", "True") if len(fields) > 16 else False
+        failure = self.sim._take_failure("tick_by_tick")
+        if failure:
+            self.error(req_id, *failure)
+            return
+        if req_id in self.subs:
+            self.error(req_id, 322, self.sim.error_message(322))
+            return
+        if tick_type not in TICK_TYPES:
+            self.error(req_id, 321, f"Error validating request: invalid tick type {tick_type!r}")
+            return
+        found = self._resolve(fields[2:14])
+        if len(found) != 1:
+            self.error(req_id, 200, self.sim.error_message(200))
+            return
+        sub = Subscription(self, req_id, found[0].con_id, tick_type, ignore_size)
+        self.subs[req_id] = sub
+        self.sim._subscribe(sub)
+
+    def _cancel_tick_by_tick(self, fields: list[str]) -> None:
+        sub = self.subs.pop(int(fields[1]), None)
+        if sub is not None:
+            self.sim._unsubscribe(sub)
+
+
+def contract_details_fields(c: SimContract, req_id: int, version: int) -> list[object]:
+    """A contractDetails (10) message as ib_insync's decoder reads it."""
+    head: list[object] = [10, 8] if version < 164 else [10]
+    fields = head + [
+        req_id, c.symbol, c.sec_type, c.last_trade_date, 0, "", c.exchange, c.currency,
+        c.local_symbol, c.market_name, c.trading_class, c.con_id, c.min_tick,
+    ]  # fmt: skip
+    if version < 164:
+        fields.append(1)  # mdSizeMultiplier
+    fields += [
+        c.multiplier, c.order_types, c.valid_exchanges, 1, c.under_con_id, c.long_name,
+        c.primary_exchange, c.last_trade_date[:6], c.industry, c.category, c.subcategory,
+        c.time_zone_id, c.trading_hours, c.trading_hours, "", "", 0,
+        1, c.under_symbol, c.under_sec_type, c.market_rule_ids, c.last_trade_date,
+        c.stock_type,
+    ]  # fmt: skip
+    if version == 163:
+        fields.append(c.size_increment)
+    if version >= 164:
+        fields += [c.size_increment, c.size_increment, c.size_increment]
+    return fields

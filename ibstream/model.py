@@ -1,0 +1,145 @@
+"""The data model shared by every layer: tick types, ticks and contracts.
+
+A tick is stamped with a nanosecond receive time when it leaves ib_insync, because IB's own
+tick time has one-second resolution: arrival order is the only order between streams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from ibstream.errors import ErrorCode, StreamError
+
+
+class TickType(StrEnum):
+    """Tick-by-tick data types; the value is the wire name, `ib_name` is IB's."""
+
+    LAST = "last"
+    ALL_LAST = "all_last"
+    BID_ASK = "bid_ask"
+    MID_POINT = "mid_point"
+
+    @property
+    def ib_name(self) -> str:
+        return _IB_NAMES[self]
+
+    @classmethod
+    def parse(cls, value: object) -> TickType:
+        """Accept the wire name (`bid_ask`) or IB's name (`BidAsk`), else INVALID_TICK_TYPE."""
+        if isinstance(value, TickType):
+            return value
+        if isinstance(value, str):
+            key = value.strip().replace("-", "_").lower()
+            found = _ALIASES.get(key)
+            if found is not None:
+                return found
+        raise StreamError(
+            ErrorCode.INVALID_TICK_TYPE,
+            f"unknown tick type {value!r}; use one of {', '.join(t.value for t in cls)}",
+            details={"tick_type": value, "supported": [t.value for t in cls]},
+        )
+
+    @classmethod
+    def parse_list(cls, value: object) -> list[TickType]:
+        """Parse `bid_ask,last` or a list; rejects empty lists and duplicates are merged."""
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not items:
+            raise StreamError(
+                ErrorCode.INVALID_TICK_TYPE,
+                "tick_types must be a non-empty list such as ['bid_ask', 'last']",
+                details={"tick_types": value},
+            )
+        return list(dict.fromkeys(cls.parse(item) for item in items))
+
+
+_IB_NAMES = {
+    TickType.LAST: "Last",
+    TickType.ALL_LAST: "AllLast",
+    TickType.BID_ASK: "BidAsk",
+    TickType.MID_POINT: "MidPoint",
+}
+_ALIASES = {t.value: t for t in TickType} | {
+    name.lower(): t for t, name in _IB_NAMES.items()
+} | {t.value.replace("_", ""): t for t in TickType}
+
+
+@dataclass(frozen=True, slots=True)
+class ContractInfo:
+    """A resolved contract: what a client sees and what the IB source subscribes with."""
+
+    contract_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    currency: str
+    local_symbol: str = ""
+    min_tick: float = 0.01
+    description: str = ""
+    last_trade_date: str = ""
+    multiplier: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in _asdict(self).items() if v not in ("", None)}
+
+
+@dataclass(slots=True)
+class Tick:
+    """One tick-by-tick event. Fields that do not apply to the tick type stay None."""
+
+    contract_id: int
+    tick_type: TickType
+    recv_ns: int
+    ib_time: int = 0
+    price: float | None = None
+    size: float | None = None
+    bid_price: float | None = None
+    bid_size: float | None = None
+    ask_price: float | None = None
+    ask_size: float | None = None
+    mid_price: float | None = None
+    exchange: str | None = None
+    conditions: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def data(self, sequence: int) -> dict:
+        """The `data` object of a tick message: snake_case, nulls omitted."""
+        out: dict = {
+            "contract_id": self.contract_id,
+            "tick_type": self.tick_type.value,
+            "sequence": sequence,
+            "recv_ns": self.recv_ns,
+        }
+        if self.ib_time:
+            out["ib_time"] = self.ib_time
+        for name in _OPTIONAL_FIELDS:
+            value = getattr(self, name)
+            if value is not None and value != "":
+                out[name] = value
+        if self.extra:
+            out.update(self.extra)
+        return out
+
+
+_OPTIONAL_FIELDS = (
+    "price",
+    "size",
+    "bid_price",
+    "bid_size",
+    "ask_price",
+    "ask_size",
+    "mid_price",
+    "exchange",
+    "conditions",
+)
+
+
+def iso_timestamp(ns: int | None = None) -> str:
+    """ISO-8601 UTC with milliseconds, the protocol's timestamp format."""
+    dt = datetime.now(UTC) if ns is None else datetime.fromtimestamp(ns / 1e9, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def _asdict(obj: ContractInfo) -> dict:
+    return {name: getattr(obj, name) for name in obj.__dataclass_fields__}

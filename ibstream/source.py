@@ -1,0 +1,300 @@
+"""The IB source: owns the ib_insync connection and the upstream tick-by-tick subscriptions.
+
+Ticks leave here stamped with a strictly increasing nanosecond receive time, in arrival
+order per contract. The connection is kept alive with backoff and jitter; after a reconnect
+every live subscription is requested again (ib_insync hands out fresh request ids) and the
+hub is told through `SourceEvent`s, so clients stay connected through gateway restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ibstream import ibapi
+from ibstream.contracts import parse_spec, pick_front
+from ibstream.errors import (
+    IB_ADVISORIES,
+    IB_CONNECTIVITY_LOST,
+    IB_RESTORED_DATA_KEPT,
+    IB_RESTORED_DATA_LOST,
+    ErrorCode,
+    StreamError,
+    from_ib_error,
+)
+from ibstream.model import ContractInfo, Tick, TickType
+
+log = logging.getLogger(__name__)
+_FARM_OK = frozenset({2104, 2106, 2107, 2108, 2119, 2158})
+
+
+@dataclass
+class SourceEvent:
+    """A change a client should hear about: connection state, advisories, stream failures."""
+
+    status: str  # ib_disconnected | resumed | ib_advisory | stream_error
+    message: str
+    key: tuple[int, TickType] | None = None
+    error: StreamError | None = None
+    details: dict | None = None
+
+
+class IBSource:
+    """ib_insync (or ib_async) connection with shared upstream subscriptions."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 4002,
+        client_id: int = 1,
+        *,
+        connect_timeout: float = 4.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        library: str | None = None,
+    ):
+        self.host, self.port, self.client_id = host, port, client_id
+        self.connect_timeout = connect_timeout
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.lib = ibapi.load(library)
+        self.ib = self.lib.IB()
+        self.ib.RaiseRequestErrors = False
+        self.on_tick: Callable[[Tick], None] = lambda tick: None
+        self.on_event: Callable[[SourceEvent], None] = lambda event: None
+        self.upstream: set[tuple[int, TickType]] = set()
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self._contracts: dict[int, object] = {}  # conId -> the one ib Contract object
+        self._infos: dict[int, ContractInfo] = {}
+        self._last_ns = 0
+        self._task: asyncio.Task | None = None
+        self._connected = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._stopping = False
+        self.ib.pendingTickersEvent += self._on_tickers
+        self.ib.errorEvent += self._on_error
+        self.ib.disconnectedEvent += self._lost.set
+
+    # -- connection ---------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.ib.isConnected() and self._connected.is_set()
+
+    async def start(self, wait: float | None = None) -> None:
+        """Start the connection loop; with `wait`, return once connected or raise after that long."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ibstream-ib-source")
+        if wait is not None:
+            await self.wait_connected(wait)
+
+    async def wait_connected(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        except TimeoutError:
+            raise StreamError(
+                ErrorCode.CONNECTION_ERROR,
+                f"could not connect to IB at {self.host}:{self.port} within {timeout:g} s "
+                f"({self.last_error or 'no answer'}); is TWS / IB Gateway running with the API enabled?",
+            ) from None
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.ib.disconnect()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            try:
+                await self._connect_once()
+            except (OSError, TimeoutError, ConnectionError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                self.ib.disconnect()
+                delay = min(self.backoff_max, self.backoff_initial * 2**attempt)
+                attempt += 1
+                log.info("IB connect failed (%s); retry in %.2f s", self.last_error, delay)
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # backoff, not sync
+                continue
+            attempt = 0
+            self._lost.clear()
+            self._connected.set()
+            log.info("connected to IB at %s:%s (server version %s)", self.host, self.port,
+                     self.ib.client.serverVersion())
+            if self.reconnects:
+                self._resubscribe_all("resumed", "IB connection restored; streams resumed")
+            await self._lost.wait()
+            self._connected.clear()
+            if self._stopping:
+                return
+            self.reconnects += 1
+            self.last_error = "connection to IB lost"
+            log.warning("IB connection lost; reconnecting")
+            self.on_event(SourceEvent("ib_disconnected", "connection to IB lost; reconnecting"))
+
+    async def _connect_once(self) -> None:
+        """One connect attempt that fails as soon as the peer closes, not after the timeout."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future = loop.create_future()
+
+        def on_api_error(msg: str) -> None:
+            if not closed.done():
+                closed.set_result(msg)
+
+        connect = asyncio.ensure_future(
+            self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.connect_timeout)
+        )
+        self.ib.client.apiError += on_api_error
+        try:
+            await asyncio.wait({connect, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.ib.client.apiError -= on_api_error
+        if not connect.done():
+            connect.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connect
+            raise ConnectionError(closed.result())
+        connect.result()
+
+    def _resubscribe_all(self, status: str, message: str) -> None:
+        for con_id, tick_type in sorted(self.upstream):
+            self._request(con_id, tick_type)
+        self.on_event(SourceEvent(status, message, details={"streams": len(self.upstream)}))
+
+    def status(self) -> dict:
+        return {
+            "connected": self.connected,
+            "host": self.host,
+            "port": self.port,
+            "client_id": self.client_id,
+            "library": self.lib.__name__,
+            "server_version": self.ib.client.serverVersion() if self.connected else None,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "upstream_subscriptions": [
+                {"contract_id": c, "tick_type": t.value} for c, t in sorted(self.upstream)
+            ],
+        }
+
+    # -- contracts ----------------------------------------------------------------------
+    async def resolve(self, spec: str | int) -> ContractInfo:
+        """A conId or symbol spec to one contract; CONTRACT_NOT_FOUND if IB has none."""
+        fields = parse_spec(spec)
+        if "conId" in fields and fields["conId"] in self._infos:
+            return self._infos[fields["conId"]]
+        details = await self._details(fields, spec)
+        return self._remember(pick_front(details))
+
+    async def search(self, symbol: str) -> list[ContractInfo]:
+        fields = parse_spec(symbol)
+        if fields.get("secType") == "STK":
+            fields.pop("exchange", None)  # every listing, not only SMART
+        return [self._remember(d) for d in await self._details(fields, symbol)]
+
+    async def _details(self, fields: dict, spec: object) -> list:
+        if not self.connected:
+            raise StreamError(
+                ErrorCode.CONNECTION_ERROR,
+                f"not connected to IB at {self.host}:{self.port}; cannot look up {spec!r} now",
+            )
+        details = await self.ib.reqContractDetailsAsync(self.lib.Contract(**fields))
+        if not details:
+            raise StreamError(
+                ErrorCode.CONTRACT_NOT_FOUND,
+                f"IB has no contract for {spec!r} (IB error 200); check the symbol or conId",
+                details={"contract": spec, "query": fields},
+            )
+        return details
+
+    def _remember(self, details: object) -> ContractInfo:
+        c = details.contract  # type: ignore[attr-defined]
+        info = ContractInfo(
+            contract_id=c.conId, symbol=c.symbol, sec_type=c.secType, exchange=c.exchange,
+            currency=c.currency, local_symbol=c.localSymbol, min_tick=details.minTick,  # type: ignore[attr-defined]
+            description=details.longName, last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
+            multiplier=c.multiplier,
+        )
+        self._infos[info.contract_id] = info
+        self._contracts.setdefault(info.contract_id, c)
+        return info
+
+    # -- subscriptions ------------------------------------------------------------------
+    def subscribe(self, contract: ContractInfo, tick_type: TickType) -> None:
+        """Add one upstream subscription (the hub calls this once per key)."""
+        key = (contract.contract_id, tick_type)
+        if key in self.upstream:
+            return
+        self._contracts.setdefault(contract.contract_id, self.lib.Contract(conId=contract.contract_id,
+                                                                           exchange=contract.exchange))
+        self.upstream.add(key)
+        if self.connected:
+            self._request(*key)
+
+    def unsubscribe(self, contract_id: int, tick_type: TickType) -> None:
+        key = (contract_id, tick_type)
+        if key not in self.upstream:
+            return
+        self.upstream.discard(key)
+        if self.connected:
+            self.ib.cancelTickByTickData(self._contracts[contract_id], tick_type.ib_name)
+
+    def _request(self, con_id: int, tick_type: TickType) -> None:
+        self.ib.reqTickByTickData(self._contracts[con_id], tick_type.ib_name)
+
+    def _key_for_req(self, req_id: int) -> tuple[int, TickType] | None:
+        wrapper = self.ib.wrapper
+        for tick_type in TickType:
+            for ticker, rid in wrapper.ticker2ReqId.get(tick_type.ib_name, {}).items():
+                if rid == req_id:
+                    return ticker.contract.conId, tick_type
+        return None
+
+    # -- events from ib_insync ----------------------------------------------------------
+    def _on_tickers(self, tickers: set) -> None:
+        lib = self.lib
+        for ticker in tickers:
+            con_id = ticker.contract.conId
+            for t in ticker.tickByTicks:
+                ns = time.time_ns()
+                self._last_ns = ns = ns if ns > self._last_ns else self._last_ns + 1
+                if isinstance(t, lib.TickByTickBidAsk):
+                    tick = Tick(con_id, TickType.BID_ASK, ns, bid_price=t.bidPrice, bid_size=t.bidSize,
+                                ask_price=t.askPrice, ask_size=t.askSize)
+                elif isinstance(t, lib.TickByTickAllLast):
+                    kind = TickType.LAST if t.tickType == 1 else TickType.ALL_LAST
+                    tick = Tick(con_id, kind, ns, price=t.price, size=t.size,
+                                exchange=t.exchange or None, conditions=t.specialConditions or None)
+                else:
+                    tick = Tick(con_id, TickType.MID_POINT, ns, mid_price=t.midPoint)
+                if (con_id, tick.tick_type) in self.upstream:
+                    self.on_tick(tick)
+
+    def _on_error(self, req_id: int, code: int, text: str, contract: object = None) -> None:
+        if code in _FARM_OK:
+            return
+        if code == IB_CONNECTIVITY_LOST:
+            self.on_event(SourceEvent("ib_disconnected", f"IB error 1100: {text}", details={"ib_code": code}))
+        elif code in (IB_RESTORED_DATA_LOST, IB_RESTORED_DATA_KEPT):
+            if code == IB_RESTORED_DATA_LOST:
+                self._resubscribe_all("resumed", f"IB error 1101: {text}; streams requested again")
+            else:
+                self.on_event(SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code}))
+        else:
+            key = self._key_for_req(req_id)
+            if key is None or key not in self.upstream:
+                return
+            if code in IB_ADVISORIES:
+                self.on_event(SourceEvent("ib_advisory", f"IB error {code}: {text}", key,
+                                          details={"ib_code": code}))
+                return
+            self.upstream.discard(key)
+            self.ib.cancelTickByTickData(self._contracts[key[0]], key[1].ib_name)
+            err = from_ib_error(code, text, contract_id=key[0], tick_type=key[1].value)
+            self.on_event(SourceEvent("stream_error", err.message, key, error=err))

@@ -1,0 +1,219 @@
+"""A subscriber is one client connection (a WebSocket or an SSE response) and its streams.
+
+It owns one bounded queue of ready-to-send messages. The hub only ever appends without
+waiting; when a client stops reading and the queue fills, the subscriber is closed with
+SLOW_CONSUMER instead of growing memory or stalling other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import deque
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.hub import Hub
+from ibstream.messages import Outgoing, error_message, message, tick_prefix
+from ibstream.model import ContractInfo, TickType
+
+log = logging.getLogger(__name__)
+
+
+class SubscriberClosed(Exception):
+    """Raised by `Subscriber.get` once the subscriber is closed and its queue drained."""
+
+
+def new_stream_id(contract_id: int, tick_type: TickType) -> str:
+    return f"{contract_id}_{tick_type.value}_{int(time.time() * 1000)}_{secrets.token_hex(4)}"
+
+
+class StreamHandle:
+    """One client stream: a (contract, tick type) with its own limit, timeout and counters."""
+
+    def __init__(
+        self,
+        owner: Subscriber,
+        contract: ContractInfo,
+        tick_type: TickType,
+        *,
+        limit: int | None,
+        timeout: float | None,
+    ):
+        self.owner = owner
+        self.contract = contract
+        self.tick_type = tick_type
+        self.stream_id = new_stream_id(contract.contract_id, tick_type)
+        self.prefix = tick_prefix(self.stream_id)
+        self.limit = limit
+        self.timeout = timeout
+        self.count = 0
+        self.last_sequence = 0
+        self.started = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self.active = True
+
+    def deliver(self, sequence: int, tail: bytes) -> None:
+        if not self.active:
+            return
+        self.count += 1
+        self.last_sequence = sequence
+        self.owner.put(Outgoing("tick", self.prefix + tail, sequence))
+        if self.limit is not None and self.count >= self.limit:
+            self.owner.complete(self, "limit_reached")
+
+    def notify(self, status: str, text: str, details: dict | None = None) -> None:
+        data = {"status": status, "message": text, "details": details or None}
+        self.owner.put(message("info", data, stream_id=self.stream_id))
+
+    def fail(self, error: StreamError) -> None:
+        self.owner.put(error_message(error, stream_id=self.stream_id))
+        self.owner.complete(self, "error")
+
+    def summary(self, reason: str) -> dict:
+        return {
+            "reason": reason,
+            "total_ticks": self.count,
+            "duration_seconds": round(time.monotonic() - self.started, 3),
+            "final_sequence": self.last_sequence,
+        }
+
+
+class Subscriber:
+    """A client connection's streams and outgoing queue."""
+
+    def __init__(self, hub: Hub, *, client: str = "", max_streams: int = 20, queue_size: int = 10_000):
+        self.hub = hub
+        self.client = client
+        self.max_streams = max_streams
+        self.queue_size = queue_size
+        self.streams: dict[str, StreamHandle] = {}
+        self.completed = 0
+        self._queue: deque[Outgoing] = deque()
+        self._wakeup = asyncio.Event()
+        self.closed: StreamError | None = None
+        self._closing = False
+        self.sent = 0
+
+    async def subscribe(
+        self,
+        spec: str | int,
+        tick_types: list[TickType],
+        *,
+        limit: int | None = None,
+        timeout: float | None = None,
+        resume_from: int | None = None,
+    ) -> list[StreamHandle]:
+        """Resolve the contract and attach one stream per tick type."""
+        if self._closing:
+            raise StreamError(ErrorCode.CONNECTION_ERROR, "this connection is closing")
+        if len(self.streams) + len(tick_types) > self.max_streams:
+            raise StreamError(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"at most {self.max_streams} streams per connection; "
+                f"{len(self.streams)} open, {len(tick_types)} requested: unsubscribe first",
+                details={"max_streams": self.max_streams, "open_streams": len(self.streams)},
+            )
+        contract = await self.hub.resolve(spec)
+        handles = []
+        for tick_type in tick_types:
+            handle = StreamHandle(self, contract, tick_type, limit=limit, timeout=timeout)
+            self.streams[handle.stream_id] = handle
+            handles.append(handle)
+        for handle in handles:
+            for seq, tail in self.hub.attach(handle, resume_from):
+                handle.deliver(seq, tail)
+            if handle.timeout is not None and handle.active:
+                loop = asyncio.get_running_loop()
+                handle._timer = loop.call_later(handle.timeout, self.complete, handle, "timeout")
+        return handles
+
+    def unsubscribe(self, stream_id: str) -> dict:
+        """Detach one stream and return its final counters."""
+        handle = self.streams.get(stream_id)
+        if handle is None:
+            raise StreamError(
+                ErrorCode.STREAM_NOT_FOUND,
+                f"no open stream {stream_id!r} on this connection",
+                details={"stream_id": stream_id, "open_streams": list(self.streams)},
+            )
+        self._detach(handle)
+        return {"stream_id": stream_id, **handle.summary("unsubscribed")}
+
+    def unsubscribe_all(self) -> list[str]:
+        ids = list(self.streams)
+        for stream_id in ids:
+            self._detach(self.streams[stream_id])
+        return ids
+
+    def complete(self, handle: StreamHandle, reason: str) -> None:
+        """End a stream from the server side and tell the client why."""
+        if not handle.active:
+            return
+        self._detach(handle)
+        self.completed += 1
+        self.put(message("complete", handle.summary(reason), stream_id=handle.stream_id), force=True)
+
+    def _detach(self, handle: StreamHandle) -> None:
+        handle.active = False
+        if handle._timer is not None:
+            handle._timer.cancel()
+        self.streams.pop(handle.stream_id, None)
+        self.hub.detach(handle)
+
+    def put(self, item: Outgoing, *, force: bool = False) -> None:
+        """Queue a message without waiting; overflow closes the subscriber (SLOW_CONSUMER)."""
+        if self.closed is not None:
+            return
+        if len(self._queue) >= self.queue_size and not force:
+            self._overflow()
+            return
+        self._queue.append(item)
+        self._wakeup.set()
+
+    def _overflow(self) -> None:
+        error = StreamError(
+            ErrorCode.SLOW_CONSUMER,
+            f"client fell {self.queue_size} messages behind and was disconnected; "
+            "read faster or resume from the last sequence you received",
+            details={s.stream_id: s.last_sequence for s in self.streams.values()},
+        )
+        log.warning("slow consumer %s disconnected", self.client)
+        self._queue.clear()
+        self._queue.append(error_message(error))
+        self.close(error)
+
+    def close(self, error: StreamError | None = None) -> None:
+        """Detach every stream; `get` drains what is queued, then raises SubscriberClosed."""
+        if self._closing:
+            return
+        self._closing = True
+        for handle in list(self.streams.values()):
+            self._detach(handle)
+        self.closed = error or StreamError(ErrorCode.CONNECTION_ERROR, "closed")
+        self._wakeup.set()
+
+    def close_streams(self, reason: str) -> None:
+        """End every open stream with `complete` (e.g. server shutdown)."""
+        for handle in list(self.streams.values()):
+            self.complete(handle, reason)
+
+    async def get(self) -> Outgoing:
+        while not self._queue:
+            if self._closing:
+                raise SubscriberClosed
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        self.sent += 1
+        return self._queue.popleft()
+
+    def get_nowait(self) -> Outgoing | None:
+        if self._queue:
+            self.sent += 1
+            return self._queue.popleft()
+        return None
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)

@@ -1,0 +1,189 @@
+"""IBSource against the gateway simulator over real TCP, through ib_insync and ib_async."""
+
+import asyncio
+import random
+
+import pytest
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.gateway import GatewaySimulator
+from ibstream.model import TickType
+from ibstream.source import IBSource
+
+ES_CON_ID = 637533641
+
+
+@pytest.fixture
+async def sim():
+    gateway = GatewaySimulator(port=0, seed=3, rate=300.0, bursts=False)
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+class Collector:
+    """Records what the source emits and lets a test await a condition on it."""
+
+    def __init__(self, source: IBSource):
+        self.ticks, self.events = [], []
+        self._changed = asyncio.Event()
+        source.on_tick = self._add_tick
+        source.on_event = self._add_event
+
+    def _add_tick(self, tick):
+        self.ticks.append(tick)
+        self._changed.set()
+
+    def _add_event(self, event):
+        self.events.append(event)
+        self._changed.set()
+
+    async def until(self, predicate, timeout=10.0):
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def statuses(self):
+        return [e.status for e in self.events]
+
+
+async def started(sim, library=None, **kw):
+    source = IBSource("127.0.0.1", sim.port, client_id=random.randint(1, 10**6), library=library, **kw)
+    collector = Collector(source)
+    await source.start(wait=10)
+    return source, collector
+
+
+@pytest.mark.parametrize("library", ["ib_insync", "ib_async"])
+async def test_resolves_and_streams_all_four_tick_types(sim, library):
+    source, got = await started(sim, library)
+    try:
+        assert source.status()["connected"] and source.status()["library"] == library
+        es = await source.resolve("ES")
+        assert (es.contract_id, es.sec_type, es.min_tick) == (ES_CON_ID, "FUT", 0.25)
+        for tick_type in TickType:
+            source.subscribe(es, tick_type)
+        await got.until(lambda: {t.tick_type for t in got.ticks} == set(TickType))
+        assert len(sim.subscriptions) == 4
+        stamps = [t.recv_ns for t in got.ticks]
+        assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+        quote = next(t for t in got.ticks if t.tick_type is TickType.BID_ASK)
+        assert quote.ask_price > quote.bid_price and quote.ask_price % 0.25 == 0
+        trade = next(t for t in got.ticks if t.tick_type is TickType.LAST)
+        assert trade.price > 0 and trade.size > 0
+    finally:
+        await source.stop()
+
+
+async def test_contract_specs_resolve_and_unknown_is_contract_not_found(sim):
+    source, _ = await started(sim)
+    try:
+        assert (await source.resolve("AAPL")).contract_id == 265598
+        assert (await source.resolve(265598)).symbol == "AAPL"
+        assert (await source.resolve("EURUSD")).contract_id == 12087792
+        assert (await source.resolve("MNQ")).local_symbol == "MNQZ6"
+        assert [c.contract_id for c in await source.search("AAPL")] == [265598]
+        with pytest.raises(StreamError) as info:
+            await source.resolve("NOSUCH")
+        assert info.value.code is ErrorCode.CONTRACT_NOT_FOUND and "NOSUCH" in info.value.message
+        with pytest.raises(StreamError) as info:
+            await source.resolve(999999999)
+        assert info.value.code is ErrorCode.CONTRACT_NOT_FOUND
+    finally:
+        await source.stop()
+
+
+async def test_subscribe_is_once_upstream_and_unsubscribe_cancels(sim):
+    source, _ = await started(sim)
+    try:
+        es = await source.resolve(ES_CON_ID)
+        source.subscribe(es, TickType.LAST)
+        source.subscribe(es, TickType.LAST)
+        await sim.wait_for(lambda: len(sim.subscriptions) == 1)
+        source.unsubscribe(es.contract_id, TickType.LAST)
+        await sim.wait_for(lambda: sim.subscriptions == [])
+        assert source.upstream == set()
+    finally:
+        await source.stop()
+
+
+async def test_rejected_subscription_becomes_stream_error(sim):
+    source, got = await started(sim)
+    try:
+        es = await source.resolve("ES")
+        sim.fail_next("tick_by_tick", 10190)
+        source.subscribe(es, TickType.BID_ASK)
+        await got.until(lambda: "stream_error" in got.statuses())
+        event = got.events[-1]
+        assert event.key == (ES_CON_ID, TickType.BID_ASK)
+        assert event.error.code is ErrorCode.RATE_LIMIT_EXCEEDED and event.error.details["ib_code"] == 10190
+        assert source.upstream == set()
+    finally:
+        await source.stop()
+
+
+async def test_advisory_does_not_end_the_stream(sim):
+    source, got = await started(sim)
+    try:
+        es = await source.resolve("ES")
+        source.subscribe(es, TickType.LAST)
+        await sim.wait_for(lambda: len(sim.subscriptions) == 1)
+        client_id, req_id, _, _ = sim.subscriptions[0]
+        sim.send_error(10167, req_id=req_id)
+        await got.until(lambda: "ib_advisory" in got.statuses())
+        n = len(got.ticks)
+        await got.until(lambda: len(got.ticks) > n + 5)
+        assert source.upstream == {(ES_CON_ID, TickType.LAST)}
+    finally:
+        await source.stop()
+
+
+async def test_reconnects_through_drops_and_refusals_and_resubscribes(sim):
+    source, got = await started(sim, connect_timeout=2.0)
+    try:
+        es = await source.resolve("ES")
+        source.subscribe(es, TickType.LAST)
+        source.subscribe(es, TickType.BID_ASK)
+        for round_ in range(3):
+            await got.until(lambda: len(got.ticks) > 20)
+            got.ticks.clear()
+            assert await sim.drop_connections() == 1
+            await got.until(lambda r=round_: got.statuses().count("resumed") == r + 1)
+        sim.refuse_connections(2.0)
+        await sim.drop_connections()
+        await got.until(lambda: got.statuses().count("resumed") == 4, timeout=20)
+        assert sim.refused_connections >= 1
+        got.ticks.clear()
+        await got.until(lambda: {t.tick_type for t in got.ticks} == {TickType.LAST, TickType.BID_ASK})
+        assert got.statuses().count("ib_disconnected") == 4 and source.reconnects == 4
+        assert sorted(s[3] for s in sim.subscriptions) == ["BidAsk", "Last"]
+    finally:
+        await source.stop()
+
+
+async def test_connectivity_codes_become_infos_and_1101_resubscribes(sim):
+    source, got = await started(sim)
+    try:
+        es = await source.resolve("ES")
+        source.subscribe(es, TickType.LAST)
+        await sim.wait_for(lambda: len(sim.subscriptions) == 1)
+        sim.send_error(1100)
+        await got.until(lambda: "ib_disconnected" in got.statuses())
+        sim.send_error(1101)
+        await got.until(lambda: "resumed" in got.statuses())
+        await sim.wait_for(lambda: len(sim.subscriptions) == 1)
+        n = len(got.ticks)
+        await got.until(lambda: len(got.ticks) > n + 5)
+    finally:
+        await source.stop()
+
+
+async def test_wait_connected_names_the_address_when_nothing_listens():
+    source = IBSource("127.0.0.1", 1, client_id=5)
+    try:
+        with pytest.raises(StreamError) as info:
+            await source.start(wait=0.5)
+        assert info.value.code is ErrorCode.CONNECTION_ERROR and "127.0.0.1:1" in info.value.message
+    finally:
+        await source.stop()
