@@ -116,6 +116,8 @@ class Subscriber:
                 details={"max_streams": self.max_streams, "open_streams": len(self.streams)},
             )
         contract = await self.hub.resolve(spec)
+        if self._closing:  # closed while resolving: attaching now would leak upstream streams
+            raise StreamError(ErrorCode.CONNECTION_ERROR, "this connection closed while subscribing")
         handles = []
         for tick_type in tick_types:
             handle = StreamHandle(self, contract, tick_type, limit=limit, timeout=timeout)

@@ -1,0 +1,84 @@
+"""`ibstream demo`: simulator → ib_insync → server → WebSocket → live delta, in one command.
+
+Every tick travels the path a live TWS user's does: the gateway simulator speaks the TWS API
+socket protocol, the server reads it through ib_insync, and this demo is a WebSocket client.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TextIO
+
+import orjson
+
+from ibstream.classify import QuoteRuleClassifier, Side
+from ibstream.client import StreamClient
+from ibstream.gateway import GatewaySimulator
+from ibstream.model import iso_timestamp
+from ibstream.serve import start_server
+from ibstream.settings import ServerSettings
+
+_ARROW = {Side.BUY: "BUY ", Side.SELL: "SELL", Side.NEUTRAL: "----"}
+
+
+async def run_demo(
+    out: TextIO,
+    *,
+    seconds: float = 20.0,
+    contract: str = "ES",
+    seed: int = 7,
+    rate: float = 40.0,
+    as_json: bool = False,
+    quiet: bool = False,
+) -> dict:
+    """Run the whole pipeline for `seconds` and return the summary that was printed."""
+    classifier = QuoteRuleClassifier()
+    async with GatewaySimulator(port=0, seed=seed, rate=rate) as gateway:
+        settings = ServerSettings(port=0, ib_port=gateway.port, client_id=random.randint(100, 10_000))
+        async with await start_server(settings) as server:
+            out.write(f"gateway simulator on 127.0.0.1:{gateway.port}, server on {server.url}\n")
+            async with StreamClient(server.ws_url) as client:
+                reply = await client.subscribe(contract, ["bid_ask", "last"], timeout_seconds=seconds)
+                info = reply.get("contract", {})
+                name = info.get("local_symbol") or info.get("symbol") or contract
+                out.write(f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
+                          f"for {seconds:g} s over WebSocket\n")
+                async for msg in client.messages():
+                    if msg["type"] == "tick":
+                        _on_tick(msg, classifier, out, quiet)
+                    elif msg["type"] in ("info", "error"):
+                        out.write(f"[{msg['type']}] {msg['data'].get('message', msg['data'])}\n")
+                    if not client.open_streams:
+                        break
+    summary = classifier.summary.to_dict()
+    _print_summary(summary, out, as_json)
+    return summary
+
+
+def _on_tick(msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool) -> None:
+    data = msg["data"]
+    if data["tick_type"] == "bid_ask":
+        classifier.on_quote(data.get("bid_price"), data.get("ask_price"))
+        return
+    side = classifier.on_trade(data["price"], data["size"])
+    if quiet:
+        return
+    s = classifier.summary
+    out.write(
+        f"{iso_timestamp(data['recv_ns'])[11:23]}  {_ARROW[side]} {data['size']:>6g} @ {data['price']:<10g}"
+        f" bid {classifier.bid!s:<10} ask {classifier.ask!s:<10} delta {s.net_delta:+g}\n"
+    )
+
+
+def _print_summary(summary: dict, out: TextIO, as_json: bool) -> None:
+    out.write(
+        "\n--- delta summary ---\n"
+        f"total trades : {summary['total_trades']}\n"
+        f"buy volume   : {summary['buy_volume']}\n"
+        f"sell volume  : {summary['sell_volume']}\n"
+        f"net delta    : {summary['net_delta']:+}\n"
+        f"buy %        : {summary['buy_pct']:.2f}\n"
+    )
+    if as_json:
+        out.write(orjson.dumps(summary).decode() + "\n")
+    out.flush()

@@ -1,0 +1,198 @@
+"""Run the server inside the caller's event loop: tests, notebooks, the CLI and the demo.
+
+`start_server` binds its own socket (so port 0 works and the port is known at once), starts
+uvicorn on it without touching signal handlers, and returns a handle whose `stop()` first
+completes every stream with `server_shutdown` and only then stops uvicorn, because uvicorn's
+own shutdown would cut WebSockets with 1012 and wait forever on endless SSE responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import warnings
+from types import TracebackType
+
+import uvicorn
+
+from ibstream.app import ServerContext, create_app
+from ibstream.errors import StreamError
+from ibstream.hub import Hub
+from ibstream.settings import ServerSettings
+from ibstream.source import IBSource
+
+log = logging.getLogger(__name__)
+
+
+def ws_protocol_class(close_timeout: float) -> type:
+    """uvicorn's `websockets` protocol with a short close timeout.
+
+    It is the implementation whose close handshake ends in an abort of the TCP connection
+    when the peer stops reading, so a dead client cannot pin a socket; its default 10 s
+    timeout is shortened to the server's send_timeout.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # websockets.legacy / uvicorn deprecation notices
+        from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
+
+    class Protocol(WebSocketProtocol):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            with warnings.catch_warnings():  # "remove second argument of ws_handler"
+                warnings.simplefilter("ignore", DeprecationWarning)
+                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            self.close_timeout = close_timeout
+
+    return Protocol
+
+
+def bind_socket(host: str, port: int, send_buffer: int | None = None) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if send_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class ServerHandle:
+    """A running server: `url`, `ws_url`, `port`, `context`; `await stop()` or `async with`."""
+
+    def __init__(
+        self,
+        server: uvicorn.Server,
+        sock: socket.socket,
+        context: ServerContext,
+        source: IBSource,
+        own_source: bool,
+    ):
+        self.server = server
+        self.sock = sock
+        self.context = context
+        self.source = source
+        self._own_source = own_source
+        host, self.port = sock.getsockname()[:2]
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{host}:{self.port}"
+        self.ws_url = f"ws://{host}:{self.port}/v2/ws/stream"
+        self._main = asyncio.create_task(server.main_loop(), name="ibstream-uvicorn")
+        self._stopped = False
+
+    @property
+    def hub(self) -> Hub:
+        return self.context.hub
+
+    async def stop(self) -> None:
+        """Graceful stop: `complete` (server_shutdown) to every stream, close 1001, then exit."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.context.shutdown()
+        self.server.should_exit = True
+        await self._main
+        await self.server.shutdown(sockets=[self.sock])
+        if self._own_source:
+            await self.source.stop()
+
+    async def __aenter__(self) -> ServerHandle:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def start_server(
+    settings: ServerSettings, *, source: IBSource | None = None, sock: socket.socket | None = None
+) -> ServerHandle:
+    """Start IB source (unless given: then the caller starts and stops it), hub, app, uvicorn.
+
+    Waits up to `settings.ib_connect_timeout` for IB; if IB is not there the server still
+    starts (health "degraded") and the source keeps retrying in the background.
+    """
+    own_source = source is None
+    if source is None:
+        source = IBSource(
+            settings.ib_host,
+            settings.ib_port,
+            settings.client_id,
+            connect_timeout=settings.ib_connect_timeout,
+            library=settings.ib_lib,
+        )
+        try:
+            await source.start(wait=settings.ib_connect_timeout)
+        except StreamError as exc:
+            log.warning("%s; serving anyway and retrying in the background", exc.message)
+    hub = Hub(source, ring_size=settings.ring_size)
+    app = create_app(hub, settings)
+    config = uvicorn.Config(
+        app,
+        ws=ws_protocol_class(settings.send_timeout),
+        ws_max_size=settings.ws_max_size,
+        ws_ping_interval=settings.ping_interval,
+        ws_ping_timeout=settings.ping_timeout,
+        ws_per_message_deflate=False,  # compressing every tick for every client costs more than it saves
+        log_level=settings.log_level,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+    )
+    server = uvicorn.Server(config)
+    sock = sock or bind_socket(settings.host, settings.port, settings.socket_send_buffer)
+    try:
+        config.load()
+        server.lifespan = config.lifespan_class(config)
+        await server.startup(sockets=[sock])
+    except BaseException:
+        sock.close()
+        if own_source:
+            await source.stop()
+        raise
+    handle = ServerHandle(server, sock, app.state.ibstream, source, own_source)
+    log.info("ibstream server on %s (IB %s:%s)", handle.url, settings.ib_host, settings.ib_port)
+    return handle
+
+
+async def run_forever(settings: ServerSettings, demo: bool = False) -> None:
+    """The CLI's `serve`: run until SIGINT/SIGTERM, then shut down gracefully.
+
+    With `demo`, a gateway simulator is started on a free port first and the source points
+    at it. Signals are handled here (not by uvicorn) so shutdown sends `complete` first.
+    """
+    gateway = None
+    if demo:
+        from ibstream.gateway import GatewaySimulator
+
+        gateway = GatewaySimulator(port=0, seed=0, rate=20.0)
+        await gateway.start()
+        settings.ib_host, settings.ib_port = "127.0.0.1", gateway.port
+        log.info("gateway simulator on 127.0.0.1:%s", gateway.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        async with await start_server(settings) as handle:
+            log.info("serving on %s (WebSocket %s)", handle.url, handle.ws_url)
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        if gateway is not None:
+            await gateway.stop()

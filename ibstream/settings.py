@@ -1,0 +1,46 @@
+"""Server settings: one dataclass shared by the app, the uvicorn runner and the CLI.
+
+Defaults follow the system ibstream grew out of (port 8001, 10 connections per IP,
+20 streams per connection).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    ib_host: str = "127.0.0.1"
+    ib_port: int = 4002
+    client_id: int = 1
+    ib_lib: str | None = None  # "ib_insync" | "ib_async"; None: $IBSTREAM_IB_LIB or ib_insync
+    # start_server waits this long for IB before serving (degraded, still retrying) without it.
+    ib_connect_timeout: float = 4.0
+    max_connections_per_ip: int = 10
+    max_streams_per_connection: int = 20
+    max_message_bytes: int = 65536
+    queue_size: int = 10_000
+    ring_size: int = 10_000
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    # A single frame that cannot be written for this long marks the client as dead
+    # (SLOW_CONSUMER); it also bounds how long a stuck close handshake may take.
+    send_timeout: float = 10.0
+    # How long stop() waits for clients to receive their `complete` messages.
+    shutdown_timeout: float = 5.0
+    # Kernel send buffer per client socket (SO_SNDBUF, inherited from the listening socket).
+    # None keeps the OS autotuning (up to ~4 MiB on Linux); a small value bounds what a dead
+    # client can pin in kernel memory and makes a stalled client show up sooner.
+    socket_send_buffer: int | None = None
+    sse_ping_interval: float = 15.0
+    log_level: str = "warning"
+
+    @property
+    def ws_max_size(self) -> int:
+        """Frames up to this size reach the app, which answers INVALID_MESSAGE and closes
+        with 1009 when they exceed max_message_bytes; bigger frames are cut by the
+        WebSocket layer itself (close 1009, no error message)."""
+        return self.max_message_bytes * 4

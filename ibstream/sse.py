@@ -1,0 +1,154 @@
+"""SSE endpoints: one HTTP response per subscription, for browsers' EventSource and curl.
+
+`GET /v2/stream/{contract_id}/{tick_type}` and `GET /v2/stream/{contract_id}?tick_types=...`
+with `limit`, `timeout` (seconds) and `resume_from` (or the `Last-Event-ID` header).
+Everything that can be wrong is checked before the response starts, so those errors are
+plain JSON HTTP errors; once streaming, the first event is `subscribed`, ticks carry their
+sequence as the SSE id, and the response ends after the last stream's `complete` event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.messages import PROTOCOL_VERSION, Outgoing, message
+from ibstream.protocol import parse_sse_params
+from ibstream.subscriber import Subscriber, SubscriberClosed
+
+if TYPE_CHECKING:
+    from ibstream.app import ServerContext
+    from ibstream.limits import Connection
+
+log = logging.getLogger(__name__)
+VERSION_HEADER = {"X-IB-Stream-Version": PROTOCOL_VERSION}
+_BATCH = 256  # events written per chunk when the client is behind
+
+
+def error_response(error: StreamError) -> JSONResponse:
+    return JSONResponse({"error": error.body()}, error.http_status, headers=VERSION_HEADER)
+
+
+def encode_event(item: Outgoing) -> bytes:
+    """SSE framing; orjson output never holds a raw newline, so `data:` is one line."""
+    head = b"id: %d\r\n" % item.sequence if item.sequence is not None else b""
+    return head + b"event: " + item.event.encode() + b"\r\ndata: " + item.payload + b"\r\n\r\n"
+
+
+class _StreamResponse(EventSourceResponse):
+    """Releases the connection however the response ends (even if the body never started),
+    and drops a client that leaves a chunk unread for `send_timeout` without a traceback."""
+
+    def __init__(self, *args: Any, on_close: Callable[[], None], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            log.warning("SSE client %s stopped reading; stream dropped", scope.get("client"))
+        finally:
+            self._on_close()
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    async def one(request: Request) -> Response:
+        p = request.path_params
+        return await open_stream(ctx, request, p["contract_id"], p["tick_type"])
+
+    async def many(request: Request) -> Response:
+        return await open_stream(ctx, request, request.path_params["contract_id"], None)
+
+    return [
+        Route("/v2/stream/{contract_id}/{tick_type}", one, methods=["GET"]),
+        Route("/v2/stream/{contract_id}", many, methods=["GET"]),
+    ]
+
+
+async def open_stream(
+    ctx: ServerContext, request: Request, contract: str, tick_type: str | None
+) -> Response:
+    settings = ctx.settings
+    if request.method == "HEAD":  # headers only; never open a stream nobody will read
+        return Response(headers=VERSION_HEADER, media_type="text/event-stream")
+    ip = request.client.host if request.client else "unknown"
+    sub = Subscriber(
+        ctx.hub,
+        client=f"sse {ip}:{request.client.port if request.client else 0}",
+        max_streams=settings.max_streams_per_connection,
+        queue_size=settings.queue_size,
+    )
+    conn: Connection | None = None
+    try:
+        req = parse_sse_params(
+            contract,
+            tick_type,
+            request.query_params.multi_items(),
+            request.headers.get("last-event-id"),
+        )
+        conn = ctx.connections.open(ip, "sse", sub)
+        handles = await sub.subscribe(
+            req.contract,
+            req.tick_types,
+            limit=req.limit,
+            timeout=req.timeout,
+            resume_from=req.resume_from,
+        )
+    except StreamError as exc:
+        if conn is not None:
+            ctx.connections.close(conn)
+        return error_response(exc)
+    except Exception as exc:
+        log.exception("SSE subscribe %r failed", contract)
+        if conn is not None:
+            ctx.connections.close(conn)
+        return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}"))
+    config = {"limit": req.limit, "timeout_seconds": req.timeout, "resume_from": req.resume_from}
+    first = message(
+        "subscribed",
+        {
+            "contract": handles[0].contract.to_dict(),
+            "streams": [
+                {"stream_id": h.stream_id, "tick_type": h.tick_type.value} for h in handles
+            ],
+            "config": {k: v for k, v in config.items() if v is not None} or None,
+        },
+    )
+    return _StreamResponse(
+        events(ctx, conn, first),
+        headers=VERSION_HEADER,
+        ping=settings.sse_ping_interval,
+        send_timeout=settings.send_timeout,
+        on_close=lambda: ctx.connections.close(conn),
+    )
+
+
+async def events(ctx: ServerContext, conn: Connection, first: Outgoing) -> AsyncIterator[bytes]:
+    """Yield framed events until every stream completed or the subscriber closed."""
+    sub = conn.subscriber
+    try:
+        yield encode_event(first)
+        while True:
+            try:
+                item = await sub.get()
+            except SubscriberClosed:
+                return
+            chunk = [encode_event(item)]
+            while len(chunk) < _BATCH and (more := sub.get_nowait()) is not None:
+                chunk.append(encode_event(more))
+            yield b"".join(chunk)
+            ctx.connections.messages_sent += len(chunk)
+            if not sub.streams and not sub.queued:
+                return
+    finally:
+        ctx.connections.close(conn)

@@ -1,0 +1,200 @@
+"""Shared fixtures: a gateway simulator, a server on a free port, WebSocket and SSE clients.
+
+Everything talks over real sockets on 127.0.0.1. Waiting is always on a message or an event
+with a deadline, never on a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import orjson
+import pytest
+import websockets
+from httpx_sse import EventSource, aconnect_sse
+
+from ibstream.gateway import GatewaySimulator
+from ibstream.serve import ServerHandle, start_server
+from ibstream.settings import ServerSettings
+
+AAPL, EURUSD = 265598, 12087792
+WAIT = 10.0  # seconds any single expected message may take
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[GatewaySimulator]:
+    gw = GatewaySimulator(port=0, seed=1, rate=200.0, bursts=False)
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+ServerFactory = Callable[..., Awaitable[ServerHandle]]
+
+
+@pytest.fixture
+async def make_server(gateway: GatewaySimulator) -> AsyncIterator[ServerFactory]:
+    """Start servers with settings overrides; all are stopped after the test."""
+    handles: list[ServerHandle] = []
+
+    async def make(**overrides: object) -> ServerHandle:
+        options: dict = {
+            "port": 0,
+            "ib_port": gateway.port,
+            "client_id": random.randint(1000, 1_000_000),
+            "max_connections_per_ip": 100,
+        }
+        options.update(overrides)
+        handle = await start_server(ServerSettings(**options))
+        handles.append(handle)
+        return handle
+
+    try:
+        yield make
+    finally:
+        for handle in reversed(handles):
+            await handle.stop()
+
+
+@pytest.fixture
+async def server(make_server: ServerFactory) -> ServerHandle:
+    return await make_server()
+
+
+class WSClient:
+    """A `websockets` client that keeps every message it reads, in order."""
+
+    def __init__(self, conn: websockets.ClientConnection):
+        self.conn = conn
+        self.seen: list[dict] = []
+        self.greeting: dict = {}
+        self._ids = 0
+
+    async def recv(self, timeout: float = WAIT) -> dict:
+        msg = orjson.loads(await asyncio.wait_for(self.conn.recv(), timeout))
+        self.seen.append(msg)
+        return msg
+
+    async def send(self, obj: dict | str | bytes) -> None:
+        await self.conn.send(obj if isinstance(obj, str | bytes) else orjson.dumps(obj).decode())
+
+    async def expect(self, type_: str, timeout: float = WAIT, **match: object) -> dict:
+        """Read until a message of `type_` whose data contains `match` arrives."""
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await self.recv(timeout)
+                data = msg.get("data", {})
+                if msg["type"] == type_ and all(data.get(k) == v for k, v in match.items()):
+                    return msg
+
+    async def request(self, type_: str, data: dict | None = None) -> dict:
+        """Send a request and return its reply (matched by request_id)."""
+        self._ids += 1
+        rid = f"r{self._ids}"
+        body: dict = {"type": type_, "id": rid}
+        if data is not None:
+            body["data"] = data
+        await self.send(body)
+        async with asyncio.timeout(WAIT):
+            while True:
+                msg = await self.recv()
+                if msg.get("data", {}).get("request_id") == rid:
+                    return msg
+
+    async def subscribe(self, contract: int | str, tick_types: list[str], **config: object) -> dict:
+        data: dict = {"contract_id": contract, "tick_types": tick_types}
+        if config:
+            data["config"] = config
+        reply = await self.request("subscribe", data)
+        assert reply["type"] == "subscribed", reply
+        return reply["data"]
+
+    async def ticks(
+        self, n: int, stream_id: str | None = None, timeout: float = WAIT
+    ) -> list[dict]:
+        """The next n ticks (of one stream if given) read from now on."""
+        out: list[dict] = []
+        async with asyncio.timeout(timeout):
+            while len(out) < n:
+                msg = await self.recv(timeout)
+                if msg["type"] == "tick" and stream_id in (None, msg["stream_id"]):
+                    out.append(msg)
+        return out
+
+    async def closed(self, timeout: float = WAIT) -> tuple[int | None, list[dict]]:
+        """Read until the server closes; the close code and what arrived before it."""
+        got: list[dict] = []
+        async with asyncio.timeout(timeout):
+            try:
+                while True:
+                    got.append(orjson.loads(await self.conn.recv()))
+            except websockets.ConnectionClosed as exc:
+                return (exc.rcvd.code if exc.rcvd else None), got
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
+@pytest.fixture
+async def ws_client() -> AsyncIterator[Callable[..., Awaitable[WSClient]]]:
+    """Open WebSocket clients (`await ws_client(server)`); closed after the test."""
+    clients: list[WSClient] = []
+
+    async def connect(server: ServerHandle, *, greet: bool = True, **kwargs: object) -> WSClient:
+        kwargs.setdefault("max_queue", 4096)
+        kwargs.setdefault("max_size", 2**24)
+        conn = await websockets.connect(server.ws_url, open_timeout=WAIT, **kwargs)
+        client = WSClient(conn)
+        clients.append(client)
+        if greet:
+            client.greeting = await client.recv()
+            assert client.greeting["type"] == "connected", client.greeting
+        return client
+
+    try:
+        yield connect
+    finally:
+        await asyncio.gather(*(c.conn.close() for c in clients), return_exceptions=True)
+
+
+@asynccontextmanager
+async def sse(
+    server: ServerHandle, path: str, headers: dict | None = None
+) -> AsyncIterator[EventSource]:
+    """An SSE response from the server (check `.response.status_code` first)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        async with aconnect_sse(client, "GET", path, headers=dict(headers or {})) as source:
+            yield source
+
+
+async def sse_events(
+    source: EventSource, timeout: float = WAIT
+) -> AsyncIterator[tuple[str, dict, str]]:
+    """(event, data, id) of each SSE event, with a deadline for each one."""
+    events = source.aiter_sse().__aiter__()
+    while True:
+        try:
+            ev = await asyncio.wait_for(events.__anext__(), timeout)
+        except StopAsyncIteration:
+            return
+        yield ev.event, orjson.loads(ev.data), ev.id
+
+
+async def get_json(server: ServerHandle, path: str) -> tuple[int, object]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        response = await client.get(path)
+        return response.status_code, response.json()
+
+
+def upstream(gateway: GatewaySimulator, con_id: int, ib_tick_type: str) -> list[tuple]:
+    return [s for s in gateway.subscriptions if s[2] == con_id and s[3] == ib_tick_type]
+
+
+def assert_contiguous(seqs: list[int]) -> None:
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs

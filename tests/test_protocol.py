@@ -1,0 +1,205 @@
+"""Validation of client messages and SSE parameters: every defect names the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from ibstream.errors import ErrorCode
+from ibstream.model import TickType
+from ibstream.protocol import CONTROL_TYPES, MessageError, parse_message, parse_sse_params
+
+
+def test_subscribe_full():
+    msg = parse_message(
+        '{"type":"subscribe","id":"a1","data":{"contract_id":"AAPL","tick_types":["BidAsk","last"],'
+        '"config":{"limit":5,"timeout_seconds":2.5,"resume_from":0}}}'
+    )
+    assert msg.type == "subscribe" and msg.request_id == "a1"
+    sub = msg.subscribe
+    assert sub is not None
+    assert sub.contract == "AAPL"
+    assert sub.tick_types == [TickType.BID_ASK, TickType.LAST]
+    assert (sub.limit, sub.timeout, sub.resume_from) == (5, 2.5, 0)
+
+
+def test_subscribe_minimal_and_conid_forms():
+    assert (
+        parse_message(
+            b'{"type":"subscribe","data":{"contract_id":265598,"tick_types":"last"}}'
+        ).subscribe.contract
+        == 265598
+    )
+    msg = parse_message(
+        '{"type":"subscribe","id":7,"data":{"contract_id":" 265598 ","tick_types":["mid_point"]}}'
+    )
+    assert msg.subscribe.contract == 265598 and msg.request_id == 7
+
+
+@pytest.mark.parametrize("kind", ["unsubscribe_all", "ping"])
+def test_simple_types(kind):
+    assert parse_message(f'{{"type":"{kind}"}}').type == kind
+
+
+def test_ping_timestamp_and_unsubscribe():
+    assert parse_message('{"type":"ping","data":{"timestamp":123}}').data["timestamp"] == 123
+    assert parse_message('{"type":"unsubscribe","data":{"stream_id":"x_1"}}').stream_id == "x_1"
+
+
+def test_control_types():
+    assert parse_message('{"type":"stats","id":"s"}', CONTROL_TYPES).type == "stats"
+    with pytest.raises(MessageError, match="unknown message type 'subscribe'"):
+        parse_message('{"type":"subscribe","data":{}}', CONTROL_TYPES)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "text"),
+    [
+        ('{"type":"subscribe",', None, "malformed JSON"),
+        ("[1,2]", None, "JSON object"),
+        ('{"id":"x"}', "type", "field 'type' must be one of"),
+        ('{"type":"subscrib","id":"x"}', "type", "unknown message type 'subscrib'"),
+        ('{"type":"ping","extra":1}', "extra", "unknown field 'extra'"),
+        ('{"type":"ping","id":true}', "id", "field 'id' must be a string"),
+        ('{"type":"ping","id":{"a":1}}', "id", "field 'id'"),
+        ('{"type":"subscribe"}', "data", "field 'data' must be an object; missing"),
+        ('{"type":"subscribe","data":[]}', "data", "field 'data' must be an object"),
+        ('{"type":"subscribe","data":{"tick_types":["last"]}}', "data.contract_id", "missing"),
+        (
+            '{"type":"subscribe","data":{"contract_id":"","tick_types":["last"]}}',
+            "data.contract_id",
+            "conId",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":-5,"tick_types":["last"]}}',
+            "data.contract_id",
+            "got -5",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":1.5,"tick_types":["last"]}}',
+            "data.contract_id",
+            "1.5",
+        ),
+        ('{"type":"subscribe","data":{"contract_id":"AAPL"}}', "data.tick_types", "missing"),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],"foo":1}}',
+            "data.foo",
+            "unknown field 'data.foo'",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],"config":3}}',
+            "data.config",
+            "must be an object",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],"config":{"limit":0}}}',
+            "data.config.limit",
+            "positive integer",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],"config":{"limit":true}}}',
+            "data.config.limit",
+            "positive integer",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],"config":{"limit":"5"}}}',
+            "data.config.limit",
+            "positive integer",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],'
+            '"config":{"timeout_seconds":-1}}}',
+            "data.config.timeout_seconds",
+            "positive number",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],'
+            '"config":{"resume_from":-1}}}',
+            "data.config.resume_from",
+            "sequence number",
+        ),
+        (
+            '{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":["last"],'
+            '"config":{"limt":5}}}',
+            "data.config.limt",
+            "unknown field 'data.config.limt'",
+        ),
+        ('{"type":"unsubscribe","data":{}}', "data.stream_id", "missing"),
+        ('{"type":"unsubscribe","data":{"stream_id":5}}', "data.stream_id", "got 5"),
+        ('{"type":"unsubscribe_all","data":{"x":1}}', "data.x", "unknown field"),
+        ('{"type":"ping","data":{"ts":1}}', "data.ts", "allowed here: timestamp"),
+    ],
+)
+def test_invalid_messages(raw, field, text):
+    with pytest.raises(MessageError) as info:
+        parse_message(raw)
+    err = info.value
+    assert err.code == ErrorCode.INVALID_MESSAGE
+    assert text in err.message
+    if field is not None:
+        assert err.details["field"] == field
+
+
+def test_request_id_is_kept_on_errors():
+    with pytest.raises(MessageError) as info:
+        parse_message(
+            '{"type":"subscribe","id":"q9","data":{"contract_id":"AAPL","tick_types":["x"]}}'
+        )
+    assert info.value.request_id == "q9"
+    assert info.value.code == ErrorCode.INVALID_TICK_TYPE
+    assert info.value.details["supported"] == [t.value for t in TickType]
+
+
+@pytest.mark.parametrize("bad", ["[]", '"quotes"', '["last","nope"]', "5"])
+def test_bad_tick_types(bad):
+    with pytest.raises(MessageError) as info:
+        parse_message('{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":' + bad + "}}")
+    assert info.value.code == ErrorCode.INVALID_TICK_TYPE
+
+
+def test_sse_params_single_and_multi():
+    req = parse_sse_params("265598", "BidAsk", [("limit", "10"), ("timeout", "1.5")])
+    assert (req.contract, req.tick_types, req.limit, req.timeout) == (
+        265598,
+        [TickType.BID_ASK],
+        10,
+        1.5,
+    )
+    req = parse_sse_params("AAPL", None, [("tick_types", "bid_ask,last")], last_event_id="41")
+    assert req.tick_types == [TickType.BID_ASK, TickType.LAST] and req.resume_from == 41
+    req = parse_sse_params("AAPL", "last", [("resume_from", "7")], last_event_id="41")
+    assert req.resume_from == 7  # the explicit parameter wins over the header
+
+
+@pytest.mark.parametrize(
+    ("tick_type", "params", "code", "text"),
+    [
+        (
+            "last",
+            [("limit", "0")],
+            ErrorCode.INVALID_MESSAGE,
+            "field 'limit' must be a positive integer",
+        ),
+        ("last", [("limit", "x")], ErrorCode.INVALID_MESSAGE, "'limit'"),
+        ("last", [("limit", "2.5")], ErrorCode.INVALID_MESSAGE, "'limit'"),
+        ("last", [("timeout", "-3")], ErrorCode.INVALID_MESSAGE, "'timeout'"),
+        ("last", [("timeout", "nan")], ErrorCode.INVALID_MESSAGE, "'timeout'"),
+        ("last", [("resume_from", "a")], ErrorCode.INVALID_MESSAGE, "'resume_from'"),
+        ("last", [("bogus", "1")], ErrorCode.INVALID_MESSAGE, "unknown query parameter 'bogus'"),
+        ("last", [("tick_types", "last")], ErrorCode.INVALID_MESSAGE, "unknown query parameter"),
+        ("last", [("limit", "1"), ("limit", "2")], ErrorCode.INVALID_MESSAGE, "more than once"),
+        ("trades", [], ErrorCode.INVALID_TICK_TYPE, "unknown tick type 'trades'"),
+        (None, [], ErrorCode.INVALID_MESSAGE, "field 'tick_types'"),
+        (None, [("tick_types", "last,bad")], ErrorCode.INVALID_TICK_TYPE, "'bad'"),
+    ],
+)
+def test_sse_params_invalid(tick_type, params, code, text):
+    with pytest.raises(MessageError) as info:
+        parse_sse_params("AAPL", tick_type, params)
+    assert info.value.code == code
+    assert text in info.value.message
+    assert info.value.http_status == 400
+
+
+def test_sse_bad_last_event_id():
+    with pytest.raises(MessageError, match="Last-Event-ID"):
+        parse_sse_params("AAPL", "last", [], last_event_id="abc")

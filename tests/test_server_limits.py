@@ -1,0 +1,238 @@
+"""Bad input and limits: each gets its documented error or close code, and a bystander
+client on the same server keeps receiving ticks after every one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+
+import orjson
+import psutil
+import pytest
+
+from tests.conftest import AAPL, EURUSD, WAIT, get_json, sse, sse_events
+
+ES, MNQ = 637533641, 654503320
+
+
+@pytest.fixture
+async def limited(make_server):
+    """A server with the production limits (10 connections per IP, 20 streams each)."""
+    return await make_server(max_connections_per_ip=10)
+
+
+@pytest.fixture
+async def bystander(limited, ws_client):
+    client = await ws_client(limited)
+    await client.subscribe(EURUSD, ["bid_ask"])
+    await client.ticks(1)
+    return client
+
+
+async def still_streaming(client) -> None:
+    """The bystander receives fresh ticks, and its sequence has no gap."""
+    ticks = await client.ticks(3)
+    seqs = [m["data"]["sequence"] for m in client.seen if m["type"] == "tick"]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert ticks
+
+
+async def test_unknown_contract_keeps_connection(limited, bystander, ws_client):
+    client = await ws_client(limited)
+    reply = await client.request("subscribe", {"contract_id": "NOSUCH", "tick_types": ["last"]})
+    assert reply["type"] == "error"
+    assert reply["data"]["code"] == "CONTRACT_NOT_FOUND" and reply["data"]["recoverable"] is False
+    assert (await client.request("ping"))["type"] == "pong"  # connection still open
+    await still_streaming(bystander)
+
+
+async def test_unknown_tick_type(limited, bystander, ws_client):
+    client = await ws_client(limited)
+    reply = await client.request("subscribe", {"contract_id": AAPL, "tick_types": ["trades"]})
+    assert reply["data"]["code"] == "INVALID_TICK_TYPE"
+    assert "trades" in reply["data"]["message"] and "bid_ask" in reply["data"]["message"]
+    assert (await client.request("ping"))["type"] == "pong"
+    await still_streaming(bystander)
+
+
+async def test_malformed_json_and_missing_field(limited, bystander, ws_client):
+    client = await ws_client(limited)
+    await client.send('{"type": "subscribe", "id": ')
+    err = await client.expect("error")
+    assert err["data"]["code"] == "INVALID_MESSAGE" and "malformed JSON" in err["data"]["message"]
+    reply = await client.request("subscribe", {"tick_types": ["last"]})
+    assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE"
+    assert reply["data"]["details"]["field"] == "data.contract_id"
+    assert "data.contract_id" in reply["data"]["message"]
+    reply = await client.request(
+        "subscribe", {"contract_id": AAPL, "tick_types": ["last"], "config": {"limit": -1}}
+    )
+    assert reply["data"]["details"]["field"] == "data.config.limit"
+    data = await client.subscribe(AAPL, ["last"], limit=2)  # still usable afterwards
+    assert data["streams"][0]["tick_type"] == "last"
+    await still_streaming(bystander)
+
+
+async def test_oversized_message_closes_1009(limited, bystander, ws_client):
+    client = await ws_client(limited)
+    await client.send(orjson.dumps({"type": "ping", "data": {"timestamp": "x" * 70_000}}).decode())
+    code, got = await client.closed()
+    assert code == 1009
+    assert got[-1]["type"] == "error" and got[-1]["data"]["code"] == "INVALID_MESSAGE"
+    assert got[-1]["data"]["details"]["max_message_bytes"] == 65536
+    await still_streaming(bystander)
+
+
+async def test_huge_frame_is_cut_by_the_websocket_layer(make_server, ws_client):
+    """Beyond ws_max_size (4 x max_message_bytes) the frame is refused unread: close 1009
+    without an error message. A short send_timeout keeps the server's wait for the peer's
+    TCP close (it never reads the rest of the frame) short in this test."""
+    server = await make_server(send_timeout=0.3)
+    client = await ws_client(server)
+    await client.send("x" * (5 * 65536))
+    code, got = await client.closed()
+    assert code == 1009 and got == []
+    connections = server.context.connections
+    await connections.wait_for(lambda: connections.limiter.total == 0, WAIT)
+
+
+async def test_eleventh_connection_refused(limited, bystander, ws_client):
+    clients = [await ws_client(limited) for _ in range(9)]  # + bystander = 10
+    refused = await ws_client(limited, greet=False)
+    code, got = await refused.closed()
+    assert code == 1008
+    assert got[0]["type"] == "error" and got[0]["data"]["code"] == "RATE_LIMIT_EXCEEDED"
+    status, body = await get_json(limited, f"/v2/stream/{AAPL}/last")
+    assert status == 429 and body["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    status, health = await get_json(limited, "/health")  # status endpoints are not counted
+    assert status == 200
+    await still_streaming(bystander)
+    await clients[0].close()  # a freed slot can be used again, by SSE too
+    await wait_connections(limited, 9)
+    async with sse(limited, f"/v2/stream/{AAPL}/last?limit=1") as source:
+        assert [e[0] async for e in sse_events(source)] == ["subscribed", "tick", "complete"]
+    await still_streaming(bystander)
+
+
+async def test_twenty_first_stream_refused(limited, bystander, ws_client):
+    client = await ws_client(limited)
+    ids = [AAPL, EURUSD, ES, MNQ]
+    for con_id in ids:
+        await client.subscribe(con_id, ["last", "all_last", "bid_ask", "mid_point"])
+    await client.subscribe(AAPL, ["bid_ask", "last", "mid_point", "all_last"])  # 20 open now
+    reply = await client.request("subscribe", {"contract_id": EURUSD, "tick_types": ["bid_ask"]})
+    assert reply["type"] == "error" and reply["data"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert reply["data"]["details"]["max_streams"] == 20
+    assert (await client.request("ping"))["type"] == "pong"
+    await client.ticks(5)
+    await still_streaming(bystander)
+
+
+async def wait_connections(server, n: int) -> None:
+    connections = server.context.connections
+    await connections.wait_for(lambda: connections.limiter.total == n, WAIT)
+
+
+async def raw_ws_subscribe(port: int, subscribe: list[dict]) -> socket.socket:
+    """A WebSocket client that does the handshake, subscribes and then never reads again.
+
+    A tiny receive buffer makes the server's socket back up within a fraction of a second.
+    """
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(
+        sock,
+        (
+            f"GET /v2/ws/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode(),
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += await asyncio.wait_for(loop.sock_recv(sock, 1), WAIT)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    for msg in subscribe:
+        await loop.sock_sendall(sock, masked_text_frame(orjson.dumps(msg)))
+    return sock
+
+
+async def read_until_closed(sock: socket.socket, timeout: float = WAIT) -> None:
+    """Drain what the kernel still holds for the slow client until EOF or reset."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                if not await loop.sock_recv(sock, 1 << 16):
+                    return
+            except ConnectionResetError:
+                return
+
+
+def masked_text_frame(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    size = len(payload)
+    head = bytes([0x81]) + (
+        bytes([0x80 | size]) if size < 126 else bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    )
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+ALL_TYPES = ["bid_ask", "last", "all_last", "mid_point"]
+QUEUE = 500
+
+
+async def test_slow_consumer_is_cut_off(make_server, ws_client, gateway):
+    """A client that stops reading is closed; a twin that reads the same 16 streams is not."""
+    server = await make_server(queue_size=QUEUE, send_timeout=1.0, socket_send_buffer=65536)
+    bystander = await ws_client(server)
+    await bystander.subscribe(EURUSD, ["bid_ask"])
+    twin = await ws_client(server)
+    for con_id in (AAPL, EURUSD, ES, MNQ):
+        await twin.subscribe(con_id, ALL_TYPES)
+    twin_got: list[int] = []
+
+    async def read_twin() -> None:
+        while True:
+            twin_got.append(len(await twin.conn.recv()))
+
+    twin_reader = asyncio.create_task(read_twin())
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    gateway.set_rate(150)
+    subs = [
+        {"type": "subscribe", "id": i, "data": {"contract_id": c, "tick_types": ALL_TYPES}}
+        for i, c in enumerate((AAPL, EURUSD, ES, MNQ))
+    ]
+    slow = await raw_ws_subscribe(server.port, subs)
+    try:
+        max_depth = 0
+        async with asyncio.timeout(30):
+            while True:  # the bystander streams on while the slow one backs up and is cut off
+                await bystander.ticks(20)
+                _, stats = await get_json(server, "/ws/stats")
+                max_depth = max(max_depth, stats["max_queue_depth"])
+                if stats["slow_consumers_closed"] >= 1:
+                    break
+        assert max_depth <= QUEUE + 1
+        assert stats["connections"] == 2  # bystander and twin
+        assert all(s["queued"] < QUEUE for s in stats["subscribers"])
+        growth = process.memory_info().rss - rss_before
+        assert growth < 100 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB"
+        await still_streaming(bystander)
+        received = len(twin_got)
+        assert not twin_reader.done()
+        await bystander.ticks(20)
+        assert len(twin_got) > received  # the twin still streams too
+        # Without the client reading a byte, the server drops its TCP connection (the close
+        # handshake is bounded by send_timeout), so a dead peer cannot pin a socket.
+        await read_until_closed(slow)
+    finally:
+        twin_reader.cancel()
+        slow.close()
+        gateway.set_rate(200)

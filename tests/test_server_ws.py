@@ -1,0 +1,187 @@
+"""The WebSocket endpoint and the control/status endpoints, against the gateway simulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+import websockets
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.model import TickType
+from ibstream.subscriber import Subscriber
+from tests.conftest import AAPL, EURUSD, WAIT, assert_contiguous, get_json, upstream
+
+
+async def test_greeting_capabilities(server, ws_client):
+    client = await ws_client(server)
+    data = client.greeting["data"]
+    assert data["version"] == "2.0"
+    caps = data["capabilities"]
+    assert caps["max_streams_per_connection"] == 20
+    assert caps["max_message_bytes"] == 65536
+    assert set(caps["supported_tick_types"]) == {"last", "all_last", "bid_ask", "mid_point"}
+    assert caps["ping_interval_seconds"] == 20.0
+    assert client.greeting["timestamp"].endswith("Z")
+
+
+async def test_subscribe_ticks_unsubscribe(server, gateway, ws_client):
+    client = await ws_client(server)
+    data = await client.subscribe("AAPL", ["bid_ask", "last"])
+    assert data["contract"]["contract_id"] == AAPL
+    streams = {s["tick_type"]: s["stream_id"] for s in data["streams"]}
+    assert set(streams) == {"bid_ask", "last"}
+    assert streams["bid_ask"].startswith(f"{AAPL}_bid_ask_")
+    ticks = await client.ticks(20, streams["bid_ask"])
+    assert_contiguous([t["data"]["sequence"] for t in ticks])
+    tick = ticks[0]
+    assert set(tick) == {"type", "stream_id", "timestamp", "data"}
+    assert {"bid_price", "ask_price", "bid_size", "ask_size", "recv_ns"} <= set(tick["data"])
+    assert len(upstream(gateway, AAPL, "BidAsk")) == 1
+
+    reply = await client.request("unsubscribe", {"stream_id": streams["bid_ask"]})
+    assert reply["type"] == "unsubscribed" and reply["stream_id"] == streams["bid_ask"]
+    assert reply["data"]["total_ticks"] >= 20 and reply["data"]["final_sequence"] >= 20
+    await gateway.wait_for(lambda: not upstream(gateway, AAPL, "BidAsk"))
+    assert len(upstream(gateway, AAPL, "Last")) == 1  # the other stream is untouched
+
+    reply = await client.request("unsubscribe", {"stream_id": streams["bid_ask"]})
+    assert reply["type"] == "error" and reply["data"]["code"] == "STREAM_NOT_FOUND"
+    reply = await client.request("unsubscribe_all")
+    assert reply["type"] == "unsubscribed" and reply["data"]["stream_ids"] == [streams["last"]]
+    await gateway.wait_for(lambda: not upstream(gateway, AAPL, "Last"))
+
+
+async def test_fifty_clients_share_one_upstream(server, gateway, ws_client):
+    clients = await asyncio.gather(*(ws_client(server) for _ in range(50)))
+    await asyncio.gather(*(c.subscribe(EURUSD, ["bid_ask"]) for c in clients))
+    assert len(upstream(gateway, EURUSD, "BidAsk")) == 1
+    batches = await asyncio.gather(*(c.ticks(3) for c in clients))
+    assert all(len(b) == 3 for b in batches)
+    assert len(upstream(gateway, EURUSD, "BidAsk")) == 1
+    _, stats = await get_json(server, "/ws/stats")
+    assert stats["connections"] == 50
+    assert stats["hub"]["upstream_streams"] == 1
+    assert stats["hub"]["channels"][0]["clients"] == 50
+
+    await asyncio.gather(*(c.close() for c in clients[:-1]))
+    connections = server.context.connections
+    await connections.wait_for(lambda: connections.limiter.total == 1, WAIT)
+    assert server.hub.stats()["channels"][0]["clients"] == 1
+    await clients[-1].ticks(3)  # the last one still streams
+    assert len(upstream(gateway, EURUSD, "BidAsk")) == 1
+    await clients[-1].close()
+    await gateway.wait_for(lambda: not upstream(gateway, EURUSD, "BidAsk"))
+
+
+async def test_limit_and_timeout_complete(server, ws_client):
+    client = await ws_client(server)
+    data = await client.subscribe(AAPL, ["bid_ask"], limit=7)
+    done = await client.expect("complete")
+    assert done["stream_id"] == data["streams"][0]["stream_id"]
+    assert done["data"]["reason"] == "limit_reached" and done["data"]["total_ticks"] == 7
+    ticks = [m for m in client.seen if m["type"] == "tick"]
+    assert len(ticks) == 7
+
+    data = await client.subscribe(AAPL, ["last"], timeout_seconds=0.3)
+    done = await client.expect("complete")
+    assert done["data"]["reason"] == "timeout" and done["data"]["duration_seconds"] >= 0.3
+    assert done["stream_id"] == data["streams"][0]["stream_id"]
+
+
+async def test_ping_pong(server, ws_client):
+    client = await ws_client(server)
+    reply = await client.request("ping", {"timestamp": "2026-01-01T00:00:00.000Z"})
+    assert reply["type"] == "pong"
+    assert reply["data"]["client_timestamp"] == "2026-01-01T00:00:00.000Z"
+    assert reply["data"]["server_timestamp"].endswith("Z")
+
+
+async def test_resume_from_ring(server, ws_client):
+    first = await ws_client(server)
+    await first.subscribe(AAPL, ["bid_ask"])
+    seqs = [t["data"]["sequence"] for t in await first.ticks(30)]
+    second = await ws_client(server)
+    reply = await second.subscribe(AAPL, ["bid_ask"], resume_from=seqs[10])
+    assert reply["config"]["resume_from"] == seqs[10]
+    replayed = [t["data"]["sequence"] for t in await second.ticks(25)]
+    assert replayed[0] == seqs[10] + 1
+    assert_contiguous(replayed)
+
+
+async def test_graceful_shutdown(make_server, ws_client):
+    server = await make_server()
+    client = await ws_client(server)
+    data = await client.subscribe(AAPL, ["bid_ask", "last"])
+    await client.ticks(2)
+    stopping = asyncio.create_task(server.stop())
+    code, got = await client.closed()
+    await stopping
+    assert code == 1001
+    completes = [m for m in got if m["type"] == "complete"]
+    assert {m["stream_id"] for m in completes} == {s["stream_id"] for s in data["streams"]}
+    assert all(m["data"]["reason"] == "server_shutdown" for m in completes)
+
+
+async def test_health_contracts_stats(server, ws_client):
+    status, health = await get_json(server, "/health")
+    assert status == 200 and health["status"] == "ok" and health["ib"]["connected"] is True
+    status, found = await get_json(server, "/v2/contracts?symbol=AAPL")
+    assert status == 200 and found[0]["contract_id"] == AAPL and found[0]["sec_type"] == "STK"
+    status, body = await get_json(server, "/v2/contracts?symbol=NOSUCH")
+    assert status == 404 and body["error"]["code"] == "CONTRACT_NOT_FOUND"
+    status, body = await get_json(server, "/v2/contracts")
+    assert status == 400 and body["error"]["code"] == "INVALID_MESSAGE"
+    assert "symbol" in body["error"]["message"]
+
+    client = await ws_client(server)
+    await client.subscribe(AAPL, ["last"])
+    status, stats = await get_json(server, "/ws/stats")
+    assert status == 200 and stats["connections"] == 1 and stats["per_ip"] == {"127.0.0.1": 1}
+    sub = stats["subscribers"][0]
+    assert sub["transport"] == "ws" and sub["streams"][0]["tick_type"] == "last"
+    assert stats["hub"]["upstream_streams"] == 1
+
+
+async def test_health_degraded_without_ib(make_server):
+    server = await make_server(ib_port=1, ib_connect_timeout=0.5)  # nothing listens on port 1
+    status, health = await get_json(server, "/health")
+    assert status == 200 and health["status"] == "degraded" and health["ib"]["connected"] is False
+
+
+async def test_control_channel(server):
+    async with websockets.connect(server.url.replace("http", "ws") + "/ws/control") as conn:
+        await conn.send('{"type":"stats","id":1}')
+        reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
+        assert reply["type"] == "stats" and reply["data"]["request_id"] == 1
+        assert "hub" in reply["data"] and "connections" in reply["data"]
+        await conn.send('{"type":"ping","id":2,"data":{"timestamp":5}}')
+        reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
+        assert reply["type"] == "pong" and reply["data"]["client_timestamp"] == 5
+        await conn.send('{"type":"subscribe","id":3}')
+        reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
+        assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE"
+        assert reply["data"]["request_id"] == 3
+
+
+async def test_close_while_resolving_attaches_nothing(server, monkeypatch):
+    """A connection closed while its contract lookup is in flight must not attach afterwards."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    resolve = server.hub.source.resolve
+
+    async def slow_resolve(spec):
+        entered.set()
+        await release.wait()
+        return await resolve(spec)
+
+    monkeypatch.setattr(server.hub.source, "resolve", slow_resolve)
+    sub = Subscriber(server.hub)
+    task = asyncio.create_task(sub.subscribe("AAPL", [TickType.LAST]))
+    await entered.wait()
+    sub.close()
+    release.set()
+    with pytest.raises(StreamError) as info:
+        await task
+    assert info.value.code == ErrorCode.CONNECTION_ERROR
+    assert not server.hub.channels and not server.hub.source.upstream
