@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 
 from ibstream.settings import ServerSettings
@@ -79,6 +80,8 @@ def _demo(args: argparse.Namespace) -> int:
                              seed=args.seed, as_json=args.json, quiet=args.quiet))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ibstream demo | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -43,9 +43,10 @@ async def run_demo(
                 name = info.get("local_symbol") or info.get("symbol") or contract
                 out.write(f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
                           f"for {seconds:g} s over WebSocket\n")
+                places = _decimals(info.get("min_tick", 0.01))
                 async for msg in client.messages():
                     if msg["type"] == "tick":
-                        _on_tick(msg, classifier, out, quiet)
+                        _on_tick(msg, classifier, out, quiet, places)
                     elif msg["type"] in ("info", "error"):
                         out.write(f"[{msg['type']}] {msg['data'].get('message', msg['data'])}\n")
                     if not client.open_streams:
@@ -55,7 +56,13 @@ async def run_demo(
     return summary
 
 
-def _on_tick(msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool) -> None:
+def _decimals(min_tick: float) -> int:
+    """Decimal places that show every price on the contract's tick grid (0.25 -> 2)."""
+    text = f"{min_tick:.10f}".rstrip("0")
+    return len(text.split(".")[1])
+
+
+def _on_tick(msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool, places: int) -> None:
     data = msg["data"]
     if data["tick_type"] == "bid_ask":
         classifier.on_quote(data.get("bid_price"), data.get("ask_price"))
@@ -63,10 +70,13 @@ def _on_tick(msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: boo
     side = classifier.on_trade(data["price"], data["size"])
     if quiet:
         return
-    s = classifier.summary
+    def px(value: float | None) -> str:
+        return "-" if value is None else f"{value:.{places}f}"
+
     out.write(
-        f"{iso_timestamp(data['recv_ns'])[11:23]}  {_ARROW[side]} {data['size']:>6g} @ {data['price']:<10g}"
-        f" bid {classifier.bid!s:<10} ask {classifier.ask!s:<10} delta {s.net_delta:+g}\n"
+        f"{iso_timestamp(data['recv_ns'])[11:23]}  {_ARROW[side]} {data['size']:>6g} @ {px(data['price']):>10}"
+        f"   bid {px(classifier.bid):>10}  ask {px(classifier.ask):>10}"
+        f"   delta {classifier.summary.net_delta:>+7g}\n"
     )
 
 

@@ -35,6 +35,22 @@ async def gateway() -> AsyncIterator[GatewaySimulator]:
         await gw.stop()
 
 
+class Changes:
+    """Lets a test await a condition on state that callbacks update (no polling sleeps)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        self._event.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._event.clear()
+                await self._event.wait()
+
+
 ServerFactory = Callable[..., Awaitable[ServerHandle]]
 
 

@@ -1,6 +1,5 @@
 """IBSource against the gateway simulator over real TCP, through ib_insync and ib_async."""
 
-import asyncio
 import random
 
 import pytest
@@ -9,6 +8,7 @@ from ibstream.errors import ErrorCode, StreamError
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import TickType
 from ibstream.source import IBSource
+from tests.conftest import Changes
 
 ES_CON_ID = 637533641
 
@@ -21,28 +21,22 @@ async def sim():
     await gateway.stop()
 
 
-class Collector:
-    """Records what the source emits and lets a test await a condition on it."""
+class Collector(Changes):
+    """Records what the source emits; `until` awaits a condition on it."""
 
     def __init__(self, source: IBSource):
+        super().__init__()
         self.ticks, self.events = [], []
-        self._changed = asyncio.Event()
         source.on_tick = self._add_tick
         source.on_event = self._add_event
 
     def _add_tick(self, tick):
         self.ticks.append(tick)
-        self._changed.set()
+        self.notify()
 
     def _add_event(self, event):
         self.events.append(event)
-        self._changed.set()
-
-    async def until(self, predicate, timeout=10.0):
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                self._changed.clear()
-                await self._changed.wait()
+        self.notify()
 
     def statuses(self):
         return [e.status for e in self.events]
