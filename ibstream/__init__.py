@@ -1,7 +1,14 @@
 """ibstream: live Interactive Brokers tick-by-tick data over SSE and WebSocket, with
 order-flow analytics for pandas and Jupyter."""
 
-from ibstream.classify import DeltaSummary, QuoteRuleClassifier, Side, classify_trade
+from ibstream.classify import (
+    DeltaSummary,
+    QuoteRuleClassifier,
+    Side,
+    classify_frame,
+    classify_trade,
+    summarize,
+)
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, Tick, TickType
 
@@ -15,5 +22,7 @@ __all__ = [
     "StreamError",
     "Tick",
     "TickType",
+    "classify_frame",
     "classify_trade",
+    "summarize",
 ]

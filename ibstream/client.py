@@ -65,7 +65,11 @@ class StreamClient:
         request_id = str(next(self._ids))
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        await self._ws.send(orjson.dumps({"type": type_, "id": request_id, "data": data or {}}).decode())
+        try:
+            await self._ws.send(orjson.dumps({"type": type_, "id": request_id, "data": data or {}}).decode())
+        except websockets.ConnectionClosed as exc:
+            self._pending.pop(request_id, None)
+            raise StreamError(ErrorCode.CONNECTION_ERROR, f"connection to {self.url} is closed ({exc})") from None
         reply = await future
         if reply["type"] == "error":
             body = reply["data"]
@@ -92,12 +96,18 @@ class StreamClient:
     async def unsubscribe(self, stream_id: str) -> dict:
         return (await self.request("unsubscribe", {"stream_id": stream_id}))["data"]
 
-    async def messages(self) -> AsyncIterator[dict]:
-        """Ticks, infos, stream errors and completes, in the order the server sent them."""
+    async def messages(self, *, until_complete: bool = True) -> AsyncIterator[dict]:
+        """Ticks, infos, stream errors and completes, in the order the server sent them.
+
+        Ends when the connection closes or, with `until_complete`, after the `complete` of
+        the last open stream (so a stream with a limit or timeout ends the loop by itself).
+        """
         while (msg := await self._inbox.get()) is not None:
             if msg["type"] == "complete":
                 self.open_streams.discard(msg.get("stream_id"))
             yield msg
+            if until_complete and msg["type"] == "complete" and not self.open_streams:
+                return
 
     async def _read(self) -> None:
         assert self._ws is not None

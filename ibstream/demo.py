@@ -49,8 +49,6 @@ async def run_demo(
                         _on_tick(msg, classifier, out, quiet, places)
                     elif msg["type"] in ("info", "error"):
                         out.write(f"[{msg['type']}] {msg['data'].get('message', msg['data'])}\n")
-                    if not client.open_streams:
-                        break
     summary = classifier.summary.to_dict()
     _print_summary(summary, out, as_json)
     return summary

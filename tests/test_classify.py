@@ -3,7 +3,14 @@
 import pandas as pd
 import pytest
 
-from ibstream.classify import DeltaSummary, QuoteRuleClassifier, Side, classify_trade
+from ibstream.classify import (
+    DeltaSummary,
+    QuoteRuleClassifier,
+    Side,
+    classify_frame,
+    classify_trade,
+    summarize,
+)
 from tests.data import shared_csv
 
 
@@ -73,3 +80,32 @@ def test_delta_totals_match_true_volume_within_one_percent(dataset):
     true_delta = trades["size"].where(trades["side"] == "buy", -trades["size"]).sum()
     clf_delta = trades["size"].where(sides == "buy", 0).sum() - trades["size"].where(sides == "sell", 0).sum()
     assert abs(clf_delta - true_delta) <= 0.01 * trades["size"].sum() + 2
+
+
+def _as_tick_frame(quotes: pd.DataFrame, trades: pd.DataFrame, time_col: str) -> pd.DataFrame:
+    """Recorded data shaped like the server's tick `data` rows, in arrival order."""
+    q = quotes.assign(tick_type="bid_ask", order=1)[[time_col, "order", "tick_type", "bid_price", "ask_price"]]
+    t = trades.assign(tick_type="last", order=0).reset_index(names="trade")
+    t = t[[time_col, "order", "tick_type", "price", "size", "trade"]]
+    return pd.concat([q, t]).sort_values([time_col, "order"], kind="stable").reset_index(drop=True)
+
+
+def test_vectorised_classification_equals_streaming_on_real_data():
+    trades = shared_csv("cme-esu4-2024-07-01", "trades.csv")
+    quotes = shared_csv("cme-esu4-2024-07-01", "quotes.csv")
+    frame = classify_frame(_as_tick_frame(quotes, trades, "ts_recv_ns"))
+    streaming = _replay(quotes, trades, "ts_recv_ns")
+    assert len(frame) == len(trades) == 120
+    assert frame.set_index("trade")["side"].astype(str).sort_index().tolist() == streaming.tolist()
+    clf = QuoteRuleClassifier()
+    for row in _as_tick_frame(quotes, trades, "ts_recv_ns").itertuples():
+        if row.tick_type == "bid_ask":
+            clf.on_quote(row.bid_price, row.ask_price)
+        else:
+            clf.on_trade(row.price, row.size)
+    assert summarize(frame).to_dict() == clf.summary.to_dict()
+
+
+def test_classify_frame_names_missing_columns():
+    with pytest.raises(ValueError, match="bid_price"):
+        classify_frame(pd.DataFrame({"tick_type": ["last"], "price": [1.0], "size": [1.0], "ask_price": [1.0]}))

@@ -12,6 +12,7 @@ import asyncio
 
 import pytest
 
+from ibstream.model import TickType
 from tests.conftest import Changes, sse, sse_events
 
 ES = 637533641
@@ -75,3 +76,19 @@ async def test_streams_survive_drops_and_refusal(make_server, gateway, ws_client
     finally:
         sse_task.cancel()
         await asyncio.gather(sse_task, return_exceptions=True)
+
+
+@pytest.mark.parametrize("ib_code, code", [(10190, "RATE_LIMIT_EXCEEDED"), (354, "PERMISSION_DENIED")])
+async def test_ib_rejection_ends_only_that_stream(server, gateway, ws_client, ib_code, code):
+    client = await ws_client(server)
+    keep = (await client.subscribe("AAPL", ["last"]))["streams"][0]["stream_id"]
+    gateway.fail_next("tick_by_tick", ib_code)
+    doomed = (await client.subscribe(ES, ["bid_ask"]))["streams"][0]["stream_id"]
+    error = await client.expect("error", code=code)
+    assert error["stream_id"] == doomed and error["data"]["details"]["ib_code"] == ib_code
+    complete = await client.expect("complete", reason="error")
+    assert complete["stream_id"] == doomed
+    assert server.source.upstream == {(265598, TickType.LAST)}  # the failed one is gone upstream
+    assert [t["stream_id"] for t in await client.ticks(2, keep)] == [keep, keep]
+    again = (await client.subscribe(ES, ["bid_ask"]))["streams"][0]["stream_id"]
+    assert len(await client.ticks(2, again)) == 2  # a later subscribe works again
