@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 20
 
 .PHONY: demo test lint bench serve gateway clean
 
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ibstream demo --seconds $${SECONDS_TO_RUN:-20}
+	$(BIN)/ibstream demo --seconds $(DEMO_SECONDS)
 
 test: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
