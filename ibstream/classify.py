@@ -72,9 +72,10 @@ def classify_frame(ticks: pd.DataFrame) -> pd.DataFrame:
 
     The vectorised twin of `QuoteRuleClassifier`: same rule, same answers.
     """
-    missing = {"tick_type", "price", "size", "bid_price", "ask_price"} - set(ticks.columns)
-    if missing:
-        raise ValueError(f"ticks frame lacks columns {sorted(missing)}; pass the `data` of tick messages")
+    if "tick_type" not in ticks.columns:
+        raise ValueError("ticks frame has no 'tick_type' column; pass the `data` of tick messages")
+    # a window with no trades (or no quotes) lacks their columns: treat them as empty
+    ticks = ticks.reindex(columns=ticks.columns.union(["price", "size", "bid_price", "ask_price"], sort=False))
     is_quote = ticks["tick_type"].eq("bid_ask")
     bid = ticks["bid_price"].where(is_quote).ffill()
     ask = ticks["ask_price"].where(is_quote).ffill()

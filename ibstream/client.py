@@ -70,7 +70,10 @@ class StreamClient:
         except websockets.ConnectionClosed as exc:
             self._pending.pop(request_id, None)
             raise StreamError(ErrorCode.CONNECTION_ERROR, f"connection to {self.url} is closed ({exc})") from None
-        reply = await future
+        try:
+            reply = await future
+        finally:  # a cancelled or timed-out request must not leave its future behind
+            self._pending.pop(request_id, None)
         if reply["type"] == "error":
             body = reply["data"]
             raise StreamError(body["code"], body["message"], details=body.get("details"),
@@ -94,7 +97,15 @@ class StreamClient:
         return reply["data"]
 
     async def unsubscribe(self, stream_id: str) -> dict:
-        return (await self.request("unsubscribe", {"stream_id": stream_id}))["data"]
+        """Close one stream; returns its final counters."""
+        data = (await self.request("unsubscribe", {"stream_id": stream_id}))["data"]
+        self.open_streams.discard(stream_id)
+        return data
+
+    async def unsubscribe_all(self) -> list[str]:
+        ids = (await self.request("unsubscribe_all"))["data"]["stream_ids"]
+        self.open_streams.difference_update(ids)
+        return ids
 
     async def messages(self, *, until_complete: bool = True) -> AsyncIterator[dict]:
         """Ticks, infos, stream errors and completes, in the order the server sent them.
@@ -117,7 +128,8 @@ class StreamClient:
                 request_id = msg.get("data", {}).get("request_id")
                 future = self._pending.pop(str(request_id), None) if request_id is not None else None
                 if future is not None and msg["type"] in _REPLIES:
-                    future.set_result(msg)
+                    if not future.done():  # the requester may have given up (cancelled)
+                        future.set_result(msg)
                 else:
                     await self._inbox.put(msg)
         except websockets.ConnectionClosed:

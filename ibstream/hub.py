@@ -37,6 +37,7 @@ class Channel:
     ring: deque[tuple[int, bytes]]
     members: set[StreamHandle] = field(default_factory=set)
     ticks: int = 0
+    opened_at: int = 0  # the stream's last sequence when this channel (re)opened
 
 
 class Hub:
@@ -54,22 +55,45 @@ class Hub:
     async def resolve(self, spec: str | int) -> ContractInfo:
         return await self.source.resolve(spec)
 
-    def attach(self, handle: StreamHandle, resume_from: int | None = None) -> list[tuple[int, bytes]]:
-        """Join a channel, subscribing upstream if it is the first member.
-
-        Returns the buffered ticks after `resume_from` (empty when not resuming).
-        """
+    def attach(self, handle: StreamHandle) -> None:
+        """Join a channel, subscribing upstream if it is the first member."""
+        if not handle.active:  # ended while its subscribe was under way: never re-join
+            return
         key = StreamKey(handle.contract.contract_id, handle.tick_type)
         channel = self.channels.get(key)
         if channel is None:
             self.source.subscribe(handle.contract, handle.tick_type)
-            channel = Channel(key, handle.contract, deque(maxlen=self.ring_size))
+            channel = Channel(key, handle.contract, deque(maxlen=self.ring_size),
+                              opened_at=self._sequences.get(key, 0))
             self.channels[key] = channel
             log.info("upstream subscribed: %s %s", key.contract_id, key.tick_type)
         channel.members.add(handle)
-        if resume_from is None:
-            return []
-        return [(seq, tail) for seq, tail in channel.ring if seq > resume_from]
+
+    def replay(self, key: StreamKey, after: int) -> tuple[list[tuple[int, bytes]], dict | None]:
+        """Buffered ticks after sequence `after`, and what could not be replayed (or None).
+
+        Gaps: ticks older than the ring, ticks IB sent while no client held the channel open
+        (they were never received, so never numbered), and positions from before a restart.
+        """
+        channel = self.channels.get(key)
+        last = self._sequences.get(key, 0)
+        if channel is None:
+            return [], None
+        if after > last:
+            return [], {"reason": "unknown_sequence", "resume_from": after, "last_sequence": last,
+                        "message": f"resume_from {after} is beyond this stream's last sequence {last} "
+                                   "(did the server restart?); streaming live ticks only"}
+        entries = [(seq, tail) for seq, tail in channel.ring if seq > after]
+        first = entries[0][0] if entries else last + 1
+        if first > after + 1:
+            return entries, {"reason": "not_buffered", "first_missing": after + 1, "last_missing": first - 1,
+                             "message": f"ticks {after + 1}-{first - 1} are no longer buffered "
+                                        f"(the server keeps the last {self.ring_size} per stream)"}
+        if 0 < channel.opened_at and after <= channel.opened_at:
+            return entries, {"reason": "upstream_idle", "after_sequence": channel.opened_at,
+                             "message": f"no client held this stream after sequence {channel.opened_at}, "
+                                        "so ticks IB sent meanwhile were not received"}
+        return entries, None
 
     def detach(self, handle: StreamHandle) -> None:
         """Leave a channel; the last member out cancels the upstream subscription."""

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class ConnectionLimiter:
-    def __init__(self, max_per_ip: int):
+    def __init__(self, max_per_ip: int, max_streams: int = 20):
         self.max_per_ip = max_per_ip
+        self.max_streams = max_streams
         self.counts: Counter[str] = Counter()
         self.rejected = 0
 
@@ -35,7 +36,7 @@ class ConnectionLimiter:
             raise StreamError(
                 ErrorCode.RATE_LIMIT_EXCEEDED,
                 f"at most {self.max_per_ip} stream connections per IP address; "
-                "close one or share streams on one WebSocket (up to 20 per connection)",
+                f"close one or share streams on one WebSocket (up to {self.max_streams} per connection)",
                 details={
                     "ip": ip,
                     "max_connections_per_ip": self.max_per_ip,
@@ -98,8 +99,8 @@ class Connection:
 class Connections:
     """Open stream connections: per-IP limits, stats and a graceful server shutdown."""
 
-    def __init__(self, max_per_ip: int):
-        self.limiter = ConnectionLimiter(max_per_ip)
+    def __init__(self, max_per_ip: int, max_streams: int = 20):
+        self.limiter = ConnectionLimiter(max_per_ip, max_streams)
         self.live: set[Connection] = set()
         self.shutting_down = False
         self.messages_sent = 0

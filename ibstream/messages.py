@@ -23,6 +23,8 @@ class Outgoing:
     event: str
     payload: bytes
     sequence: int | None = None
+    stream_id: str | None = None  # set on ticks, so a transport can track positions per stream
+    replayed: bool = False  # replayed from the ring: counted apart from the live queue limit
 
 
 def encode_tick_tail(tick: Tick, sequence: int) -> bytes:

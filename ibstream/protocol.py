@@ -55,7 +55,7 @@ class Subscribe:
     tick_types: list[TickType]
     limit: int | None = None
     timeout: float | None = None
-    resume_from: int | None = None
+    resume_from: dict[TickType, int] | None = None
 
 
 @dataclass(slots=True)
@@ -219,8 +219,49 @@ def _subscribe(data: dict, rid: str | int | None) -> Subscribe:
     if config.get("timeout_seconds") is not None:
         out.timeout = positive_number(config["timeout_seconds"], "data.config.timeout_seconds", rid)
     if config.get("resume_from") is not None:
-        out.resume_from = sequence_number(config["resume_from"], "data.config.resume_from", rid)
+        out.resume_from = resume_positions(config["resume_from"], types, "data.config.resume_from", rid)
     return out
+
+
+def resume_positions(
+    value: object, types: list[TickType], path: str, rid: str | int | None = None
+) -> dict[TickType, int]:
+    """`resume_from`: one sequence (only with one tick type) or {tick_type: sequence}.
+
+    Sequences are counted per tick type, so one number cannot say where several streams
+    stopped; a map can.
+    """
+    if not isinstance(value, dict):
+        if len(types) != 1:
+            raise MessageError(
+                f"'{path}' as one number needs exactly one tick type; with several give one "
+                'sequence per type, e.g. {"bid_ask": 50, "last": 3}',
+                field=path, request_id=rid,
+            )
+        return {types[0]: sequence_number(value, path, rid)}
+    out: dict[TickType, int] = {}
+    for name, seq in value.items():
+        try:
+            tick_type = TickType.parse(name)
+        except StreamError:
+            tick_type = None
+        if tick_type not in types:
+            raise _invalid(f"{path}.{name}", f"one of the subscribed tick types {[t.value for t in types]}",
+                           name, rid)
+        out[tick_type] = sequence_number(seq, f"{path}.{name}", rid)  # type: ignore[index]
+    return out
+
+
+def parse_resume_text(text: str, types: list[TickType], name: str) -> dict[TickType, int]:
+    """SSE form of resume_from / Last-Event-ID: `50`, or `bid_ask:50,last:3`."""
+    text = text.strip()
+    if ":" not in text:
+        return resume_positions(_number_param(name, text, lambda v, _p: v), types, name)
+    pairs: dict[str, object] = {}
+    for part in text.split(","):
+        key, _, seq = part.partition(":")
+        pairs[key.strip()] = _number_param(name, seq.strip(), lambda v, _p: v)
+    return resume_positions(pairs, types, name)
 
 
 def _number_param(name: str, text: str, parse) -> object:
@@ -275,5 +316,5 @@ def parse_sse_params(
     else:
         name = "resume_from"
     if resume is not None:
-        out.resume_from = _number_param(name, resume.strip(), sequence_number)  # type: ignore[assignment]
+        out.resume_from = parse_resume_text(resume, types, name)
     return out

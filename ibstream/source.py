@@ -54,12 +54,14 @@ class IBSource:
         client_id: int = 1,
         *,
         connect_timeout: float = 4.0,
+        request_timeout: float = 10.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
         library: str | None = None,
     ):
         self.host, self.port, self.client_id = host, port, client_id
         self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
         self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
         self.lib = ibapi.load(library)
         self.ib = self.lib.IB()
@@ -113,6 +115,7 @@ class IBSource:
     async def _run(self) -> None:
         attempt = 0
         while not self._stopping:
+            self._lost.clear()  # before connecting: a drop right after connect must stay seen
             try:
                 await self._connect_once()
             except (OSError, TimeoutError, ConnectionError) as exc:
@@ -124,7 +127,8 @@ class IBSource:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # backoff, not sync
                 continue
             attempt = 0
-            self._lost.clear()
+            if self._lost.is_set() or not self.ib.isConnected():
+                continue  # dropped between connecting and here: connect again
             self._connected.set()
             log.info("connected to IB at %s:%s (server version %s)", self.host, self.port,
                      self.ib.client.serverVersion())
@@ -154,6 +158,9 @@ class IBSource:
         self.ib.client.apiError += on_api_error
         try:
             await asyncio.wait({connect, closed}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # stop() cancelled us: never let the handshake finish later
+            connect.cancel()
+            raise
         finally:
             self.ib.client.apiError -= on_api_error
         if not connect.done():
@@ -193,10 +200,11 @@ class IBSource:
         return self._remember(pick_front(details))
 
     async def search(self, symbol: str) -> list[ContractInfo]:
+        """Every listing that matches (not cached: streams resolve through `resolve`)."""
         fields = parse_spec(symbol)
         if fields.get("secType") == "STK":
             fields.pop("exchange", None)  # every listing, not only SMART
-        return [self._remember(d) for d in await self._details(fields, symbol)]
+        return [_info(d) for d in await self._details(fields, symbol)]
 
     async def _details(self, fields: dict, spec: object) -> list:
         if not self.connected:
@@ -204,7 +212,17 @@ class IBSource:
                 ErrorCode.CONNECTION_ERROR,
                 f"not connected to IB at {self.host}:{self.port}; cannot look up {spec!r} now",
             )
-        details = await self.ib.reqContractDetailsAsync(self.lib.Contract(**fields))
+        try:
+            details = await asyncio.wait_for(
+                self.ib.reqContractDetailsAsync(self.lib.Contract(**fields)), self.request_timeout
+            )
+        except (ConnectionError, TimeoutError) as exc:
+            reason = "did not answer" if isinstance(exc, TimeoutError) else "connection was lost"
+            raise StreamError(
+                ErrorCode.CONNECTION_ERROR,
+                f"IB at {self.host}:{self.port} {reason} while looking up {spec!r}; retry shortly",
+                details={"contract": spec},
+            ) from None
         if not details:
             raise StreamError(
                 ErrorCode.CONTRACT_NOT_FOUND,
@@ -214,15 +232,9 @@ class IBSource:
         return details
 
     def _remember(self, details: object) -> ContractInfo:
-        c = details.contract  # type: ignore[attr-defined]
-        info = ContractInfo(
-            contract_id=c.conId, symbol=c.symbol, sec_type=c.secType, exchange=c.exchange,
-            currency=c.currency, local_symbol=c.localSymbol, min_tick=details.minTick,  # type: ignore[attr-defined]
-            description=details.longName, last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
-            multiplier=c.multiplier,
-        )
+        info = _info(details)
         self._infos[info.contract_id] = info
-        self._contracts.setdefault(info.contract_id, c)
+        self._contracts.setdefault(info.contract_id, details.contract)  # type: ignore[attr-defined]
         return info
 
     # -- subscriptions ------------------------------------------------------------------
@@ -298,3 +310,14 @@ class IBSource:
             self.ib.cancelTickByTickData(self._contracts[key[0]], key[1].ib_name)
             err = from_ib_error(code, text, contract_id=key[0], tick_type=key[1].value)
             self.on_event(SourceEvent("stream_error", err.message, key, error=err))
+
+
+def _info(details: object) -> ContractInfo:
+    """ib_insync ContractDetails -> ContractInfo."""
+    c = details.contract  # type: ignore[attr-defined]
+    return ContractInfo(
+        contract_id=c.conId, symbol=c.symbol, sec_type=c.secType, exchange=c.exchange,
+        currency=c.currency, local_symbol=c.localSymbol, min_tick=details.minTick,  # type: ignore[attr-defined]
+        description=details.longName, last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
+        multiplier=c.multiplier,
+    )

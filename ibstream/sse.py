@@ -38,10 +38,30 @@ def error_response(error: StreamError) -> JSONResponse:
     return JSONResponse({"error": error.body()}, error.http_status, headers=VERSION_HEADER)
 
 
-def encode_event(item: Outgoing) -> bytes:
+def encode_event(item: Outgoing, event_id: str | None = None) -> bytes:
     """SSE framing; orjson output never holds a raw newline, so `data:` is one line."""
-    head = b"id: %d\r\n" % item.sequence if item.sequence is not None else b""
+    head = b"id: " + event_id.encode() + b"\r\n" if event_id else b""
     return head + b"event: " + item.event.encode() + b"\r\ndata: " + item.payload + b"\r\n\r\n"
+
+
+class EventIds:
+    """SSE ids that let `Last-Event-ID` resume every stream of a response exactly.
+
+    One tick type: the tick's sequence (`42`). Several: every stream's position
+    (`bid_ask:50,last:3`), because sequences are counted per tick type.
+    """
+
+    def __init__(self, handles: list) -> None:
+        self.types = {h.stream_id: h.tick_type.value for h in handles}
+        self.positions = {h.tick_type.value: h.start_sequence for h in handles}
+
+    def for_item(self, item: Outgoing) -> str | None:
+        if item.sequence is None or item.stream_id not in self.types:
+            return None
+        if len(self.positions) == 1:
+            return str(item.sequence)
+        self.positions[self.types[item.stream_id]] = item.sequence
+        return ",".join(f"{t}:{n}" for t, n in self.positions.items())
 
 
 class _StreamResponse(EventSourceResponse):
@@ -97,13 +117,11 @@ async def open_stream(
             request.headers.get("last-event-id"),
         )
         conn = ctx.connections.open(ip, "sse", sub)
-        handles = await sub.subscribe(
-            req.contract,
-            req.tick_types,
-            limit=req.limit,
-            timeout=req.timeout,
-            resume_from=req.resume_from,
-        )
+        handles = await sub.subscribe(req.contract, req.tick_types, limit=req.limit, timeout=req.timeout)
+        ids = EventIds(handles)  # before replay: positions start where the client resumes
+        if req.resume_from:
+            ids.positions.update({t.value: n for t, n in req.resume_from.items()})
+            sub.replay(handles, req.resume_from)  # no await since subscribe: nothing live yet
     except StreamError as exc:
         if conn is not None:
             ctx.connections.close(conn)
@@ -113,7 +131,8 @@ async def open_stream(
         if conn is not None:
             ctx.connections.close(conn)
         return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}"))
-    config = {"limit": req.limit, "timeout_seconds": req.timeout, "resume_from": req.resume_from}
+    resume = {t.value: n for t, n in req.resume_from.items()} if req.resume_from else None
+    config = {"limit": req.limit, "timeout_seconds": req.timeout, "resume_from": resume}
     first = message(
         "subscribed",
         {
@@ -125,7 +144,7 @@ async def open_stream(
         },
     )
     return _StreamResponse(
-        events(ctx, conn, first),
+        events(ctx, conn, first, ids),
         headers=VERSION_HEADER,
         ping=settings.sse_ping_interval,
         send_timeout=settings.send_timeout,
@@ -133,7 +152,9 @@ async def open_stream(
     )
 
 
-async def events(ctx: ServerContext, conn: Connection, first: Outgoing) -> AsyncIterator[bytes]:
+async def events(
+    ctx: ServerContext, conn: Connection, first: Outgoing, ids: EventIds
+) -> AsyncIterator[bytes]:
     """Yield framed events until every stream completed or the subscriber closed."""
     sub = conn.subscriber
     try:
@@ -143,9 +164,9 @@ async def events(ctx: ServerContext, conn: Connection, first: Outgoing) -> Async
                 item = await sub.get()
             except SubscriberClosed:
                 return
-            chunk = [encode_event(item)]
+            chunk = [encode_event(item, ids.for_item(item))]
             while len(chunk) < _BATCH and (more := sub.get_nowait()) is not None:
-                chunk.append(encode_event(more))
+                chunk.append(encode_event(more, ids.for_item(more)))
             yield b"".join(chunk)
             ctx.connections.messages_sent += len(chunk)
             if not sub.streams and not sub.queued:

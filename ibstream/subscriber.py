@@ -50,16 +50,17 @@ class StreamHandle:
         self.timeout = timeout
         self.count = 0
         self.last_sequence = 0
+        self.start_sequence = 0  # the stream's sequence when this client joined
         self.started = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self.active = True
 
-    def deliver(self, sequence: int, tail: bytes) -> None:
+    def deliver(self, sequence: int, tail: bytes, *, replayed: bool = False) -> None:
         if not self.active:
             return
         self.count += 1
         self.last_sequence = sequence
-        self.owner.put(Outgoing("tick", self.prefix + tail, sequence))
+        self.owner.put(Outgoing("tick", self.prefix + tail, sequence, self.stream_id, replayed))
         if self.limit is not None and self.count >= self.limit:
             self.owner.complete(self, "limit_reached")
 
@@ -91,6 +92,8 @@ class Subscriber:
         self.streams: dict[str, StreamHandle] = {}
         self.completed = 0
         self._queue: deque[Outgoing] = deque()
+        self._replayed = 0  # replayed ticks still queued: they do not count against queue_size
+        self.sent_sequences: dict[str, int] = {}  # stream id -> last tick sequence handed out
         self._wakeup = asyncio.Event()
         self.closed: StreamError | None = None
         self._closing = False
@@ -103,9 +106,8 @@ class Subscriber:
         *,
         limit: int | None = None,
         timeout: float | None = None,
-        resume_from: int | None = None,
     ) -> list[StreamHandle]:
-        """Resolve the contract and attach one stream per tick type."""
+        """Resolve the contract and attach one stream per tick type (see `replay` to resume)."""
         if self._closing:
             raise StreamError(ErrorCode.CONNECTION_ERROR, "this connection is closing")
         if len(self.streams) + len(tick_types) > self.max_streams:
@@ -124,12 +126,29 @@ class Subscriber:
             self.streams[handle.stream_id] = handle
             handles.append(handle)
         for handle in handles:
-            for seq, tail in self.hub.attach(handle, resume_from):
-                handle.deliver(seq, tail)
-            if handle.timeout is not None and handle.active:
+            self.hub.attach(handle)
+            handle.start_sequence = handle.last_sequence = self.hub.last_sequence(
+                contract.contract_id, handle.tick_type)
+            if handle.timeout is not None:
                 loop = asyncio.get_running_loop()
                 handle._timer = loop.call_later(handle.timeout, self.complete, handle, "timeout")
         return handles
+
+    def replay(self, handles: list[StreamHandle], positions: dict[TickType, int]) -> None:
+        """Queue the buffered ticks after each position; an `info` `gap` tells what is lost.
+
+        Call it right after `subscribe` returns (no await in between, so no live tick can
+        come first) and after the transport queued `subscribed`.
+        """
+        for handle in handles:
+            if handle.tick_type not in positions or not handle.active:
+                continue
+            key = (handle.contract.contract_id, handle.tick_type)
+            entries, gap = self.hub.replay(key, positions[handle.tick_type])  # type: ignore[arg-type]
+            if gap is not None:
+                handle.notify("gap", gap.pop("message"), gap)
+            for seq, tail in entries:
+                handle.deliver(seq, tail, replayed=True)
 
     def unsubscribe(self, stream_id: str) -> dict:
         """Detach one stream and return its final counters."""
@@ -159,6 +178,7 @@ class Subscriber:
 
     def _detach(self, handle: StreamHandle) -> None:
         handle.active = False
+        self.sent_sequences.pop(handle.stream_id, None)
         if handle._timer is not None:
             handle._timer.cancel()
         self.streams.pop(handle.stream_id, None)
@@ -168,9 +188,10 @@ class Subscriber:
         """Queue a message without waiting; overflow closes the subscriber (SLOW_CONSUMER)."""
         if self.closed is not None:
             return
-        if len(self._queue) >= self.queue_size and not force:
+        if len(self._queue) - self._replayed >= self.queue_size and not (force or item.replayed):
             self._overflow()
             return
+        self._replayed += item.replayed
         self._queue.append(item)
         self._wakeup.set()
 
@@ -178,11 +199,15 @@ class Subscriber:
         error = StreamError(
             ErrorCode.SLOW_CONSUMER,
             f"client fell {self.queue_size} messages behind and was disconnected; "
-            "read faster or resume from the last sequence you received",
-            details={s.stream_id: s.last_sequence for s in self.streams.values()},
+            "read faster, or resubscribe with resume_from = the last sequences you received",
+            details={"last_sent": {
+                h.tick_type.value: self.sent_sequences.get(h.stream_id, h.start_sequence)
+                for h in self.streams.values()
+            }},
         )
         log.warning("slow consumer %s disconnected", self.client)
         self._queue.clear()
+        self._replayed = 0
         self._queue.append(error_message(error))
         self.close(error)
 
@@ -207,14 +232,18 @@ class Subscriber:
                 raise SubscriberClosed
             self._wakeup.clear()
             await self._wakeup.wait()
-        self.sent += 1
-        return self._queue.popleft()
+        return self._take()
 
     def get_nowait(self) -> Outgoing | None:
-        if self._queue:
-            self.sent += 1
-            return self._queue.popleft()
-        return None
+        return self._take() if self._queue else None
+
+    def _take(self) -> Outgoing:
+        item = self._queue.popleft()
+        self.sent += 1
+        self._replayed -= item.replayed
+        if item.stream_id in self.streams:
+            self.sent_sequences[item.stream_id] = item.sequence  # type: ignore[assignment]
+        return item
 
     @property
     def queued(self) -> int:

@@ -222,7 +222,7 @@ class StreamSession:
         config = {
             "limit": spec.limit,
             "timeout_seconds": spec.timeout,
-            "resume_from": spec.resume_from,
+            "resume_from": {t.value: n for t, n in spec.resume_from.items()} if spec.resume_from else None,
         }
         data = {
             "request_id": rid,
@@ -233,10 +233,5 @@ class StreamSession:
             "config": {k: v for k, v in config.items() if v is not None} or None,
         }
         self.sub.put(message("subscribed", data))
-        if spec.resume_from is not None:
-            # Replay after `subscribed` so the client knows the stream ids first. No await
-            # since subscribe() attached, so no live tick can precede the replayed ones;
-            # attach() of an attached handle only returns the ring after resume_from.
-            for handle in handles:
-                for seq, tail in self.ctx.hub.attach(handle, spec.resume_from):
-                    handle.deliver(seq, tail)
+        if spec.resume_from:
+            self.sub.replay(handles, spec.resume_from)  # after `subscribed`: ids known first

@@ -106,6 +106,10 @@ def test_vectorised_classification_equals_streaming_on_real_data():
     assert summarize(frame).to_dict() == clf.summary.to_dict()
 
 
-def test_classify_frame_names_missing_columns():
-    with pytest.raises(ValueError, match="bid_price"):
-        classify_frame(pd.DataFrame({"tick_type": ["last"], "price": [1.0], "size": [1.0], "ask_price": [1.0]}))
+def test_classify_frame_quotes_only_or_trades_only_windows():
+    quotes_only = pd.DataFrame({"tick_type": ["bid_ask"], "bid_price": [1.0], "ask_price": [1.1]})
+    assert classify_frame(quotes_only).empty and summarize(classify_frame(quotes_only)).total_trades == 0
+    trades_only = pd.DataFrame({"tick_type": ["last"], "price": [1.0], "size": [2.0]})
+    assert classify_frame(trades_only)["side"].tolist() == ["neutral"]  # no quote seen yet
+    with pytest.raises(ValueError, match="tick_type"):
+        classify_frame(pd.DataFrame({"price": [1.0]}))

@@ -1,5 +1,7 @@
 """StreamClient against the real server: replies matched to requests, errors raised, ends."""
 
+import asyncio
+
 import pytest
 
 from ibstream.client import StreamClient
@@ -44,3 +46,17 @@ async def test_server_shutdown_ends_messages_and_fails_requests(make_server):
         with pytest.raises(StreamError) as info:
             await client.subscribe("AAPL", ["last"])
         assert info.value.code is ErrorCode.CONNECTION_ERROR
+
+
+async def test_requests_given_up_on_do_not_break_the_client(server):
+    async with StreamClient(server.ws_url) as client:
+        for _ in range(20):  # some are cancelled before sending, some while awaiting the reply
+            try:
+                await asyncio.wait_for(client.request("ping", {"timestamp": "t"}), 0.0001)
+            except TimeoutError:
+                pass
+        assert (await client.request("ping", {"timestamp": "t"}))["type"] == "pong"
+        reply = await client.subscribe("ES", ["bid_ask", "last"], limit=3)
+        await client.unsubscribe(reply["streams"][0]["stream_id"])
+        msgs = [m async for m in client.messages()]  # ends: the unsubscribed one is not awaited
+        assert msgs[-1]["type"] == "complete" and client._pending == {}

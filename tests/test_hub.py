@@ -88,7 +88,8 @@ async def test_resume_replays_ring_after_sequence_and_sequences_never_restart():
     for _ in range(8):
         hub.publish(trade())
     late = Subscriber(hub)
-    await late.subscribe("ES", [TickType.LAST], resume_from=6)
+    handles = await late.subscribe("ES", [TickType.LAST])
+    late.replay(handles, {TickType.LAST: 6})
     assert [m["data"]["sequence"] for m in await drain(late, 2)] == [7, 8]
     keeper.close()
     late.close()
@@ -96,6 +97,81 @@ async def test_resume_replays_ring_after_sequence_and_sequences_never_restart():
     await again.subscribe("ES", [TickType.LAST])
     hub.publish(trade())
     assert (await drain(again, 1))[0]["data"]["sequence"] == 9
+
+
+async def resumed(hub, position):
+    sub = Subscriber(hub)
+    sub.replay(await sub.subscribe("ES", [TickType.LAST]), {TickType.LAST: position})
+    return sub
+
+
+async def test_resume_older_than_the_ring_reports_the_missing_range():
+    hub = Hub(RecordingSource(), ring_size=5)
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST])
+    for _ in range(10):
+        hub.publish(trade())
+    msgs = await drain(await resumed(hub, 2), 6)
+    assert msgs[0]["type"] == "info" and msgs[0]["data"]["status"] == "gap"
+    assert msgs[0]["data"]["details"] == {"reason": "not_buffered", "first_missing": 3, "last_missing": 5}
+    assert [m["data"]["sequence"] for m in msgs[1:]] == [6, 7, 8, 9, 10]
+
+
+async def test_resume_after_the_channel_was_idle_reports_unreceived_ticks():
+    hub = Hub(RecordingSource())
+    first = Subscriber(hub)
+    await first.subscribe("ES", [TickType.LAST])
+    hub.publish(trade())
+    first.close()  # upstream cancelled: whatever IB trades now is never received
+    msgs = await drain(await resumed(hub, 1), 1)
+    assert msgs[0]["data"]["status"] == "gap" and msgs[0]["data"]["details"]["reason"] == "upstream_idle"
+
+
+async def test_resume_beyond_the_last_sequence_says_so_and_streams_live():
+    hub = Hub(RecordingSource())
+    sub = await resumed(hub, 500)
+    (msg,) = await drain(sub, 1)
+    assert msg["data"]["details"]["reason"] == "unknown_sequence" and "restart" in msg["data"]["message"]
+    hub.publish(trade())
+    assert (await drain(sub, 1))[0]["data"]["sequence"] == 1
+
+
+async def test_replay_of_a_full_ring_does_not_trip_the_slow_consumer_limit():
+    hub = Hub(RecordingSource(), ring_size=100)
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST])
+    for _ in range(100):
+        hub.publish(trade())
+    late = Subscriber(hub, queue_size=10)
+    late.replay(await late.subscribe("ES", [TickType.LAST]), {TickType.LAST: 0})
+    for _ in range(5):
+        hub.publish(trade())  # live ticks on top of the replay: within the live budget
+    assert late.closed is None
+    assert [m["data"]["sequence"] for m in await drain(late, 105)] == list(range(1, 106))
+
+
+async def test_overflow_reports_what_was_sent_not_what_was_queued():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub, queue_size=5)
+    await sub.subscribe("ES", [TickType.LAST])
+    for _ in range(3):
+        hub.publish(trade())
+    await drain(sub, 2)
+    for _ in range(10):
+        hub.publish(trade())
+    error = (await drain(sub, 1))[0]
+    assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
+    assert error["data"]["details"] == {"last_sent": {"last": 2}}
+
+
+async def test_a_handle_that_ended_during_subscribe_never_rejoins():
+    source = RecordingSource()
+    hub = Hub(source)
+    sub = Subscriber(hub)
+    (handle,) = await sub.subscribe("ES", [TickType.LAST])
+    sub.close()
+    hub.attach(handle)
+    assert hub.channels == {} and source.upstream == []
 
 
 async def test_slow_consumer_is_closed_and_memory_bounded_others_unaffected():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ibstream.errors import ErrorCode
+from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
 from ibstream.protocol import CONTROL_TYPES, MessageError, parse_message, parse_sse_params
 
@@ -12,14 +12,31 @@ from ibstream.protocol import CONTROL_TYPES, MessageError, parse_message, parse_
 def test_subscribe_full():
     msg = parse_message(
         '{"type":"subscribe","id":"a1","data":{"contract_id":"AAPL","tick_types":["BidAsk","last"],'
-        '"config":{"limit":5,"timeout_seconds":2.5,"resume_from":0}}}'
+        '"config":{"limit":5,"timeout_seconds":2.5,"resume_from":{"bid_ask":0,"Last":3}}}}'
     )
     assert msg.type == "subscribe" and msg.request_id == "a1"
     sub = msg.subscribe
     assert sub is not None
     assert sub.contract == "AAPL"
     assert sub.tick_types == [TickType.BID_ASK, TickType.LAST]
-    assert (sub.limit, sub.timeout, sub.resume_from) == (5, 2.5, 0)
+    assert (sub.limit, sub.timeout) == (5, 2.5)
+    assert sub.resume_from == {TickType.BID_ASK: 0, TickType.LAST: 3}
+
+
+@pytest.mark.parametrize(
+    ("resume", "text"),
+    [
+        ("5", "needs exactly one tick type"),
+        ('{"mid_point": 5}', "one of the subscribed tick types"),
+        ('{"bid_ask": -1}', "a sequence number"),
+    ],
+)
+def test_resume_from_must_say_where_each_stream_stopped(resume, text):
+    config = '"config":{"resume_from":' + resume + "}"
+    raw = '{"type":"subscribe","id":"r","data":{"contract_id":"ES","tick_types":["bid_ask","last"],' + config + "}}"
+    with pytest.raises(StreamError) as info:
+        parse_message(raw)
+    assert info.value.code is ErrorCode.INVALID_MESSAGE and text in info.value.message
 
 
 def test_subscribe_minimal_and_conid_forms():
@@ -164,10 +181,13 @@ def test_sse_params_single_and_multi():
         10,
         1.5,
     )
-    req = parse_sse_params("AAPL", None, [("tick_types", "bid_ask,last")], last_event_id="41")
-    assert req.tick_types == [TickType.BID_ASK, TickType.LAST] and req.resume_from == 41
+    req = parse_sse_params("AAPL", None, [("tick_types", "bid_ask,last")], last_event_id="bid_ask:41,last:7")
+    assert req.tick_types == [TickType.BID_ASK, TickType.LAST]
+    assert req.resume_from == {TickType.BID_ASK: 41, TickType.LAST: 7}
     req = parse_sse_params("AAPL", "last", [("resume_from", "7")], last_event_id="41")
-    assert req.resume_from == 7  # the explicit parameter wins over the header
+    assert req.resume_from == {TickType.LAST: 7}  # the explicit parameter wins over the header
+    with pytest.raises(StreamError, match="exactly one tick type"):
+        parse_sse_params("AAPL", None, [("tick_types", "bid_ask,last")], last_event_id="41")
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ async def test_resume_from_ring(server, ws_client):
     seqs = [t["data"]["sequence"] for t in await first.ticks(30)]
     second = await ws_client(server)
     reply = await second.subscribe(AAPL, ["bid_ask"], resume_from=seqs[10])
-    assert reply["config"]["resume_from"] == seqs[10]
+    assert reply["config"]["resume_from"] == {"bid_ask": seqs[10]}
     replayed = [t["data"]["sequence"] for t in await second.ticks(25)]
     assert replayed[0] == seqs[10] + 1
     assert_contiguous(replayed)

@@ -1,5 +1,6 @@
 """IBSource against the gateway simulator over real TCP, through ib_insync and ib_async."""
 
+import asyncio
 import random
 
 import pytest
@@ -179,5 +180,40 @@ async def test_wait_connected_names_the_address_when_nothing_listens():
         with pytest.raises(StreamError) as info:
             await source.start(wait=0.5)
         assert info.value.code is ErrorCode.CONNECTION_ERROR and "127.0.0.1:1" in info.value.message
+    finally:
+        await source.stop()
+
+
+async def test_stop_during_a_connect_closes_the_socket_at_once():
+    """A gateway that accepts but never answers the handshake: stop() must not leave the
+    connect attempt running (it would hold the client id once it completed)."""
+    accepted, closed = asyncio.Event(), asyncio.Event()
+
+    async def silent(reader, writer):
+        accepted.set()
+        await reader.read()  # returns at EOF, when the client closes its socket
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    source = IBSource("127.0.0.1", port, client_id=3, connect_timeout=30)
+    try:
+        await source.start()
+        await asyncio.wait_for(accepted.wait(), 10)
+        await source.stop()
+        await asyncio.wait_for(closed.wait(), 2)
+        assert not source.ib.isConnected()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_lookup_that_gets_no_answer_is_connection_error(sim):
+    source, _ = await started(sim, request_timeout=1e-6)
+    try:
+        with pytest.raises(StreamError) as info:
+            await source.resolve("AAPL")
+        assert info.value.code is ErrorCode.CONNECTION_ERROR and "retry" in info.value.message
     finally:
         await source.stop()
