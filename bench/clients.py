@@ -19,7 +19,11 @@ async def client(i: int, url: str, contract: str | None, ready: asyncio.Event) -
     async with websockets.connect(url, max_size=2**22, max_queue=None) as ws:
         if contract:
             await ws.recv()  # connected
-            sub = {"type": "subscribe", "id": "1", "data": {"contract_id": contract, "tick_types": ["bid_ask", "last"]}}
+            sub = {
+                "type": "subscribe",
+                "id": "1",
+                "data": {"contract_id": contract, "tick_types": ["bid_ask", "last"]},
+            }
             await ws.send(orjson.dumps(sub).decode())
             while orjson.loads(await ws.recv())["type"] != "subscribed":
                 pass

@@ -104,10 +104,23 @@ async def bare_baseline(k: int, window: float) -> float:
 
 async def ibstream_sustained(k: int, window: float) -> tuple[float, float]:
     """Highest per-client delivered rate at which every client keeps up."""
-    async with GatewaySimulator(port=0, seed=1, rate=RATES[0], bursts=False, max_write_buffer=64 << 20) as sim:
+    async with GatewaySimulator(
+        port=0, seed=1, rate=RATES[0], bursts=False, max_write_buffer=64 << 20
+    ) as sim:
         port = free_port()
-        server = await spawn("ibstream", "serve", "--port", str(port), "--ib-port", str(sim.port),
-                             "--client-id", "77", "--max-connections-per-ip", str(k + 1), stderr=DEVNULL)
+        server = await spawn(
+            "ibstream",
+            "serve",
+            "--port",
+            str(port),
+            "--ib-port",
+            str(sim.port),
+            "--client-id",
+            "77",
+            "--max-connections-per-ip",
+            str(k + 1),
+            stderr=DEVNULL,
+        )
         try:
             await wait_healthy(f"http://127.0.0.1:{port}")
             clients = Clients()
@@ -121,8 +134,11 @@ async def ibstream_sustained(k: int, window: float) -> tuple[float, float]:
                 deltas, elapsed, closed = await window_counts(clients, window)
                 offered = (market.events - e0) / elapsed
                 delivered = min(deltas) / elapsed
-                print(f"  ibstream {k:>2} clients: offered {offered:>8.0f}/s, slowest client got "
-                      f"{delivered:>8.0f}/s ({delivered / offered:.0%}), dropped clients {closed}", flush=True)
+                print(
+                    f"  ibstream {k:>2} clients: offered {offered:>8.0f}/s, slowest client got "
+                    f"{delivered:>8.0f}/s ({delivered / offered:.0%}), dropped clients {closed}",
+                    flush=True,
+                )
                 if closed or delivered < 0.95 * offered:
                     break
                 best, best_offered = delivered, offered

@@ -50,7 +50,11 @@ class ServerContext:
 
 
 def create_app(hub: Hub, settings: ServerSettings) -> Starlette:
-    ctx = ServerContext(hub, settings, Connections(settings.max_connections_per_ip, settings.max_streams_per_connection))
+    ctx = ServerContext(
+        hub,
+        settings,
+        Connections(settings.max_connections_per_ip, settings.max_streams_per_connection),
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -75,23 +75,34 @@ def classify_frame(ticks: pd.DataFrame) -> pd.DataFrame:
     if "tick_type" not in ticks.columns:
         raise ValueError("ticks frame has no 'tick_type' column; pass the `data` of tick messages")
     # a window with no trades (or no quotes) lacks their columns: treat them as empty
-    ticks = ticks.reindex(columns=ticks.columns.union(["price", "size", "bid_price", "ask_price"], sort=False))
+    ticks = ticks.reindex(
+        columns=ticks.columns.union(["price", "size", "bid_price", "ask_price"], sort=False)
+    )
     is_quote = ticks["tick_type"].eq("bid_ask")
     bid = ticks["bid_price"].where(is_quote).ffill()
     ask = ticks["ask_price"].where(is_quote).ffill()
     is_trade = ticks["tick_type"].isin(("last", "all_last"))
-    trades = ticks.loc[is_trade].drop(columns=["bid_price", "ask_price", "bid_size", "ask_size"], errors="ignore")
+    trades = ticks.loc[is_trade].drop(
+        columns=["bid_price", "ask_price", "bid_size", "ask_size"], errors="ignore"
+    )
     trades = trades.assign(bid=bid[is_trade], ask=ask[is_trade])
-    side = np.select([trades["price"] >= trades["ask"], trades["price"] <= trades["bid"]],
-                     [Side.BUY.value, Side.SELL.value], Side.NEUTRAL.value)
+    side = np.select(
+        [trades["price"] >= trades["ask"], trades["price"] <= trades["bid"]],
+        [Side.BUY.value, Side.SELL.value],
+        Side.NEUTRAL.value,
+    )
     return trades.assign(side=pd.Categorical(side, categories=[s.value for s in Side]))
 
 
 def summarize(trades: pd.DataFrame) -> DeltaSummary:
     """The delta study of a classified trades frame (from `classify_frame`)."""
     volume = trades.groupby("side", observed=False)["size"].sum()
-    return DeltaSummary(len(trades), float(volume.get("buy", 0.0)), float(volume.get("sell", 0.0)),
-                        float(volume.get("neutral", 0.0)))
+    return DeltaSummary(
+        len(trades),
+        float(volume.get("buy", 0.0)),
+        float(volume.get("sell", 0.0)),
+        float(volume.get("neutral", 0.0)),
+    )
 
 
 class QuoteRuleClassifier:

@@ -14,27 +14,43 @@ from ibstream.settings import ServerSettings
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibstream", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     gw = sub.add_parser("gateway", help="run the TWS API gateway simulator")
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=4002)
     gw.add_argument("--seed", type=int, default=0)
-    gw.add_argument("--rate", type=float, default=20.0, help="market events per second per contract")
+    gw.add_argument(
+        "--rate", type=float, default=20.0, help="market events per second per contract"
+    )
 
     serve = sub.add_parser("serve", help="run the streaming server next to TWS / IB Gateway")
     defaults = ServerSettings()
-    serve.add_argument("--host", default=defaults.host, help="bind address (default: loopback only)")
+    serve.add_argument(
+        "--host", default=defaults.host, help="bind address (default: loopback only)"
+    )
     serve.add_argument("--port", type=int, default=defaults.port)
     serve.add_argument("--ib-host", default=defaults.ib_host)
     serve.add_argument("--ib-port", type=int, default=defaults.ib_port)
     serve.add_argument("--client-id", type=int, default=defaults.client_id)
-    serve.add_argument("--ib-lib", choices=("ib_insync", "ib_async"), default=None,
-                       help="client library (default ib_insync, or $IBSTREAM_IB_LIB)")
-    serve.add_argument("--demo", action="store_true", help="start the gateway simulator and connect to it")
-    serve.add_argument("--max-connections-per-ip", type=int, default=defaults.max_connections_per_ip)
-    serve.add_argument("--max-streams-per-connection", type=int, default=defaults.max_streams_per_connection)
+    serve.add_argument(
+        "--ib-lib",
+        choices=("ib_insync", "ib_async"),
+        default=None,
+        help="client library (default ib_insync, or $IBSTREAM_IB_LIB)",
+    )
+    serve.add_argument(
+        "--demo", action="store_true", help="start the gateway simulator and connect to it"
+    )
+    serve.add_argument(
+        "--max-connections-per-ip", type=int, default=defaults.max_connections_per_ip
+    )
+    serve.add_argument(
+        "--max-streams-per-connection", type=int, default=defaults.max_streams_per_connection
+    )
 
     demo = sub.add_parser("demo", help="simulator + server + live delta summary in the terminal")
     demo.add_argument("--seconds", type=float, default=20.0)
@@ -61,10 +77,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from ibstream.serve import run_forever
 
-            settings = ServerSettings(host=args.host, port=args.port, ib_host=args.ib_host,
-                                      ib_port=args.ib_port, client_id=args.client_id, ib_lib=args.ib_lib,
-                                      max_connections_per_ip=args.max_connections_per_ip,
-                                      max_streams_per_connection=args.max_streams_per_connection)
+            settings = ServerSettings(
+                host=args.host,
+                port=args.port,
+                ib_host=args.ib_host,
+                ib_port=args.ib_port,
+                client_id=args.client_id,
+                ib_lib=args.ib_lib,
+                max_connections_per_ip=args.max_connections_per_ip,
+                max_streams_per_connection=args.max_streams_per_connection,
+            )
             asyncio.run(run_forever(settings, demo=args.demo))
     return 0
 
@@ -76,8 +98,16 @@ def _demo(args: argparse.Namespace) -> int:
         sys.stderr.write("ibstream demo: --seconds must be positive\n")
         return 2
     try:
-        asyncio.run(run_demo(sys.stdout, seconds=args.seconds, contract=args.contract,
-                             seed=args.seed, as_json=args.json, quiet=args.quiet))
+        asyncio.run(
+            run_demo(
+                sys.stdout,
+                seconds=args.seconds,
+                contract=args.contract,
+                seed=args.seed,
+                as_json=args.json,
+                quiet=args.quiet,
+            )
+        )
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `ibstream demo | head`: the reader left, which is fine

@@ -44,7 +44,9 @@ class StreamClient:
         await self.close()
 
     async def connect(self) -> dict:
-        self._ws = await websockets.connect(self.url, open_timeout=self.open_timeout, max_size=2**22)
+        self._ws = await websockets.connect(
+            self.url, open_timeout=self.open_timeout, max_size=2**22
+        )
         self.greeting = orjson.loads(await self._ws.recv())
         if self.greeting.get("type") != "connected":
             raise StreamError(ErrorCode.CONNECTION_ERROR, f"unexpected greeting {self.greeting}")
@@ -66,18 +68,26 @@ class StreamClient:
         future = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._ws.send(orjson.dumps({"type": type_, "id": request_id, "data": data or {}}).decode())
+            await self._ws.send(
+                orjson.dumps({"type": type_, "id": request_id, "data": data or {}}).decode()
+            )
         except websockets.ConnectionClosed as exc:
             self._pending.pop(request_id, None)
-            raise StreamError(ErrorCode.CONNECTION_ERROR, f"connection to {self.url} is closed ({exc})") from None
+            raise StreamError(
+                ErrorCode.CONNECTION_ERROR, f"connection to {self.url} is closed ({exc})"
+            ) from None
         try:
             reply = await future
         finally:  # a cancelled or timed-out request must not leave its future behind
             self._pending.pop(request_id, None)
         if reply["type"] == "error":
             body = reply["data"]
-            raise StreamError(body["code"], body["message"], details=body.get("details"),
-                              recoverable=body.get("recoverable"))
+            raise StreamError(
+                body["code"],
+                body["message"],
+                details=body.get("details"),
+                recoverable=body.get("recoverable"),
+            )
         return reply
 
     async def subscribe(
@@ -126,7 +136,9 @@ class StreamClient:
             async for raw in self._ws:
                 msg = orjson.loads(raw)
                 request_id = msg.get("data", {}).get("request_id")
-                future = self._pending.pop(str(request_id), None) if request_id is not None else None
+                future = (
+                    self._pending.pop(str(request_id), None) if request_id is not None else None
+                )
                 if future is not None and msg["type"] in _REPLIES:
                     if not future.done():  # the requester may have given up (cancelled)
                         future.set_result(msg)
@@ -137,5 +149,7 @@ class StreamClient:
         finally:
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(StreamError(ErrorCode.CONNECTION_ERROR, "connection closed"))
+                    future.set_exception(
+                        StreamError(ErrorCode.CONNECTION_ERROR, "connection closed")
+                    )
             await self._inbox.put(None)

@@ -50,8 +50,11 @@ def parse_spec(spec: str | int) -> dict:
     if ":" in text:
         parts = text.split(":")
         if len(parts) > 4 or not parts[0] or parts[1] not in _SEC_TYPES:
-            raise _bad(spec, "explicit specs look like SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY]], "
-                       f"SECTYPE one of {', '.join(sorted(_SEC_TYPES))}")
+            raise _bad(
+                spec,
+                "explicit specs look like SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY]], "
+                f"SECTYPE one of {', '.join(sorted(_SEC_TYPES))}",
+            )
         fields = {"symbol": parts[0], "secType": parts[1]}
         if len(parts) > 2 and parts[2]:
             fields["exchange"] = parts[2]
@@ -62,7 +65,12 @@ def parse_spec(spec: str | int) -> dict:
     if fx:
         return {"symbol": fx[0], "currency": fx[1], "secType": "CASH", "exchange": "IDEALPRO"}
     if text in FUTURE_EXCHANGES:
-        return {"symbol": text, "secType": "FUT", "exchange": FUTURE_EXCHANGES[text], "currency": "USD"}
+        return {
+            "symbol": text,
+            "secType": "FUT",
+            "exchange": FUTURE_EXCHANGES[text],
+            "currency": "USD",
+        }
     if not text.replace(".", "").replace(" ", "").isalnum():
         raise _bad(spec, "symbols are letters and digits, e.g. AAPL or BRK B")
     return {"symbol": text, "secType": "STK", "exchange": "SMART", "currency": "USD"}
@@ -88,5 +96,7 @@ def _fx_pair(text: str) -> tuple[str, str] | None:
 
 def _bad(spec: object, hint: str) -> StreamError:
     return StreamError(
-        ErrorCode.CONTRACT_NOT_FOUND, f"cannot read contract {spec!r}: {hint}", details={"contract": spec}
+        ErrorCode.CONTRACT_NOT_FOUND,
+        f"cannot read contract {spec!r}: {hint}",
+        details={"contract": spec},
     )

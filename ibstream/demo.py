@@ -34,15 +34,21 @@ async def run_demo(
     """Run the whole pipeline for `seconds` and return the summary that was printed."""
     classifier = QuoteRuleClassifier()
     async with GatewaySimulator(port=0, seed=seed, rate=rate) as gateway:
-        settings = ServerSettings(port=0, ib_port=gateway.port, client_id=random.randint(100, 10_000))
+        settings = ServerSettings(
+            port=0, ib_port=gateway.port, client_id=random.randint(100, 10_000)
+        )
         async with await start_server(settings) as server:
             out.write(f"gateway simulator on 127.0.0.1:{gateway.port}, server on {server.url}\n")
             async with StreamClient(server.ws_url) as client:
-                reply = await client.subscribe(contract, ["bid_ask", "last"], timeout_seconds=seconds)
+                reply = await client.subscribe(
+                    contract, ["bid_ask", "last"], timeout_seconds=seconds
+                )
                 info = reply.get("contract", {})
                 name = info.get("local_symbol") or info.get("symbol") or contract
-                out.write(f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
-                          f"for {seconds:g} s over WebSocket\n")
+                out.write(
+                    f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
+                    f"for {seconds:g} s over WebSocket\n"
+                )
                 places = _decimals(info.get("min_tick", 0.01))
                 async for msg in client.messages():
                     if msg["type"] == "tick":
@@ -60,7 +66,9 @@ def _decimals(min_tick: float) -> int:
     return len(text.split(".")[1])
 
 
-def _on_tick(msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool, places: int) -> None:
+def _on_tick(
+    msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool, places: int
+) -> None:
     data = msg["data"]
     if data["tick_type"] == "bid_ask":
         classifier.on_quote(data.get("bid_price"), data.get("ask_price"))
@@ -68,6 +76,7 @@ def _on_tick(msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: boo
     side = classifier.on_trade(data["price"], data["size"])
     if quiet:
         return
+
     def px(value: float | None) -> str:
         return "-" if value is None else f"{value:.{places}f}"
 

@@ -63,8 +63,12 @@ class Hub:
         channel = self.channels.get(key)
         if channel is None:
             self.source.subscribe(handle.contract, handle.tick_type)
-            channel = Channel(key, handle.contract, deque(maxlen=self.ring_size),
-                              opened_at=self._sequences.get(key, 0))
+            channel = Channel(
+                key,
+                handle.contract,
+                deque(maxlen=self.ring_size),
+                opened_at=self._sequences.get(key, 0),
+            )
             self.channels[key] = channel
             log.info("upstream subscribed: %s %s", key.contract_id, key.tick_type)
         channel.members.add(handle)
@@ -80,19 +84,30 @@ class Hub:
         if channel is None:
             return [], None
         if after > last:
-            return [], {"reason": "unknown_sequence", "resume_from": after, "last_sequence": last,
-                        "message": f"resume_from {after} is beyond this stream's last sequence {last} "
-                                   "(did the server restart?); streaming live ticks only"}
+            return [], {
+                "reason": "unknown_sequence",
+                "resume_from": after,
+                "last_sequence": last,
+                "message": f"resume_from {after} is beyond this stream's last sequence {last} "
+                "(did the server restart?); streaming live ticks only",
+            }
         entries = [(seq, tail) for seq, tail in channel.ring if seq > after]
         first = entries[0][0] if entries else last + 1
         if first > after + 1:
-            return entries, {"reason": "not_buffered", "first_missing": after + 1, "last_missing": first - 1,
-                             "message": f"ticks {after + 1}-{first - 1} are no longer buffered "
-                                        f"(the server keeps the last {self.ring_size} per stream)"}
+            return entries, {
+                "reason": "not_buffered",
+                "first_missing": after + 1,
+                "last_missing": first - 1,
+                "message": f"ticks {after + 1}-{first - 1} are no longer buffered "
+                f"(the server keeps the last {self.ring_size} per stream)",
+            }
         if 0 < channel.opened_at and after <= channel.opened_at:
-            return entries, {"reason": "upstream_idle", "after_sequence": channel.opened_at,
-                             "message": f"no client held this stream after sequence {channel.opened_at}, "
-                                        "so ticks IB sent meanwhile were not received"}
+            return entries, {
+                "reason": "upstream_idle",
+                "after_sequence": channel.opened_at,
+                "message": f"no client held this stream after sequence {channel.opened_at}, "
+                "so ticks IB sent meanwhile were not received",
+            }
         return entries, None
 
     def detach(self, handle: StreamHandle) -> None:

@@ -60,9 +60,11 @@ _IB_NAMES = {
     TickType.BID_ASK: "BidAsk",
     TickType.MID_POINT: "MidPoint",
 }
-_ALIASES = {t.value: t for t in TickType} | {
-    name.lower(): t for t, name in _IB_NAMES.items()
-} | {t.value.replace("_", ""): t for t in TickType}
+_ALIASES = (
+    {t.value: t for t in TickType}
+    | {name.lower(): t for t, name in _IB_NAMES.items()}
+    | {t.value.replace("_", ""): t for t in TickType}
+)
 
 
 @dataclass(frozen=True, slots=True)

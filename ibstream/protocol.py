@@ -219,7 +219,9 @@ def _subscribe(data: dict, rid: str | int | None) -> Subscribe:
     if config.get("timeout_seconds") is not None:
         out.timeout = positive_number(config["timeout_seconds"], "data.config.timeout_seconds", rid)
     if config.get("resume_from") is not None:
-        out.resume_from = resume_positions(config["resume_from"], types, "data.config.resume_from", rid)
+        out.resume_from = resume_positions(
+            config["resume_from"], types, "data.config.resume_from", rid
+        )
     return out
 
 
@@ -236,7 +238,8 @@ def resume_positions(
             raise MessageError(
                 f"'{path}' as one number needs exactly one tick type; with several give one "
                 'sequence per type, e.g. {"bid_ask": 50, "last": 3}',
-                field=path, request_id=rid,
+                field=path,
+                request_id=rid,
             )
         return {types[0]: sequence_number(value, path, rid)}
     out: dict[TickType, int] = {}
@@ -246,8 +249,12 @@ def resume_positions(
         except StreamError:
             tick_type = None
         if tick_type not in types:
-            raise _invalid(f"{path}.{name}", f"one of the subscribed tick types {[t.value for t in types]}",
-                           name, rid)
+            raise _invalid(
+                f"{path}.{name}",
+                f"one of the subscribed tick types {[t.value for t in types]}",
+                name,
+                rid,
+            )
         out[tick_type] = sequence_number(seq, f"{path}.{name}", rid)  # type: ignore[index]
     return out
 

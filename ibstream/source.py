@@ -130,8 +130,12 @@ class IBSource:
             if self._lost.is_set() or not self.ib.isConnected():
                 continue  # dropped between connecting and here: connect again
             self._connected.set()
-            log.info("connected to IB at %s:%s (server version %s)", self.host, self.port,
-                     self.ib.client.serverVersion())
+            log.info(
+                "connected to IB at %s:%s (server version %s)",
+                self.host,
+                self.port,
+                self.ib.client.serverVersion(),
+            )
             if self.reconnects:
                 self._resubscribe_all("resumed", "IB connection restored; streams resumed")
             await self._lost.wait()
@@ -153,7 +157,9 @@ class IBSource:
                 closed.set_result(msg)
 
         connect = asyncio.ensure_future(
-            self.ib.connectAsync(self.host, self.port, clientId=self.client_id, timeout=self.connect_timeout)
+            self.ib.connectAsync(
+                self.host, self.port, clientId=self.client_id, timeout=self.connect_timeout
+            )
         )
         self.ib.client.apiError += on_api_error
         try:
@@ -243,8 +249,10 @@ class IBSource:
         key = (contract.contract_id, tick_type)
         if key in self.upstream:
             return
-        self._contracts.setdefault(contract.contract_id, self.lib.Contract(conId=contract.contract_id,
-                                                                           exchange=contract.exchange))
+        self._contracts.setdefault(
+            contract.contract_id,
+            self.lib.Contract(conId=contract.contract_id, exchange=contract.exchange),
+        )
         self.upstream.add(key)
         if self.connected:
             self._request(*key)
@@ -277,12 +285,26 @@ class IBSource:
                 ns = time.time_ns()
                 self._last_ns = ns = ns if ns > self._last_ns else self._last_ns + 1
                 if isinstance(t, lib.TickByTickBidAsk):
-                    tick = Tick(con_id, TickType.BID_ASK, ns, bid_price=t.bidPrice, bid_size=t.bidSize,
-                                ask_price=t.askPrice, ask_size=t.askSize)
+                    tick = Tick(
+                        con_id,
+                        TickType.BID_ASK,
+                        ns,
+                        bid_price=t.bidPrice,
+                        bid_size=t.bidSize,
+                        ask_price=t.askPrice,
+                        ask_size=t.askSize,
+                    )
                 elif isinstance(t, lib.TickByTickAllLast):
                     kind = TickType.LAST if t.tickType == 1 else TickType.ALL_LAST
-                    tick = Tick(con_id, kind, ns, price=t.price, size=t.size,
-                                exchange=t.exchange or None, conditions=t.specialConditions or None)
+                    tick = Tick(
+                        con_id,
+                        kind,
+                        ns,
+                        price=t.price,
+                        size=t.size,
+                        exchange=t.exchange or None,
+                        conditions=t.specialConditions or None,
+                    )
                 else:
                     tick = Tick(con_id, TickType.MID_POINT, ns, mid_price=t.midPoint)
                 if (con_id, tick.tick_type) in self.upstream:
@@ -292,19 +314,26 @@ class IBSource:
         if code in _FARM_OK:
             return
         if code == IB_CONNECTIVITY_LOST:
-            self.on_event(SourceEvent("ib_disconnected", f"IB error 1100: {text}", details={"ib_code": code}))
+            self.on_event(
+                SourceEvent("ib_disconnected", f"IB error 1100: {text}", details={"ib_code": code})
+            )
         elif code in (IB_RESTORED_DATA_LOST, IB_RESTORED_DATA_KEPT):
             if code == IB_RESTORED_DATA_LOST:
                 self._resubscribe_all("resumed", f"IB error 1101: {text}; streams requested again")
             else:
-                self.on_event(SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code}))
+                self.on_event(
+                    SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code})
+                )
         else:
             key = self._key_for_req(req_id)
             if key is None or key not in self.upstream:
                 return
             if code in IB_ADVISORIES:
-                self.on_event(SourceEvent("ib_advisory", f"IB error {code}: {text}", key,
-                                          details={"ib_code": code}))
+                self.on_event(
+                    SourceEvent(
+                        "ib_advisory", f"IB error {code}: {text}", key, details={"ib_code": code}
+                    )
+                )
                 return
             self.upstream.discard(key)
             self.ib.cancelTickByTickData(self._contracts[key[0]], key[1].ib_name)
@@ -316,8 +345,14 @@ def _info(details: object) -> ContractInfo:
     """ib_insync ContractDetails -> ContractInfo."""
     c = details.contract  # type: ignore[attr-defined]
     return ContractInfo(
-        contract_id=c.conId, symbol=c.symbol, sec_type=c.secType, exchange=c.exchange,
-        currency=c.currency, local_symbol=c.localSymbol, min_tick=details.minTick,  # type: ignore[attr-defined]
-        description=details.longName, last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
+        contract_id=c.conId,
+        symbol=c.symbol,
+        sec_type=c.secType,
+        exchange=c.exchange,
+        currency=c.currency,
+        local_symbol=c.localSymbol,
+        min_tick=details.minTick,  # type: ignore[attr-defined]
+        description=details.longName,
+        last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
         multiplier=c.multiplier,
     )

@@ -117,7 +117,9 @@ async def open_stream(
             request.headers.get("last-event-id"),
         )
         conn = ctx.connections.open(ip, "sse", sub)
-        handles = await sub.subscribe(req.contract, req.tick_types, limit=req.limit, timeout=req.timeout)
+        handles = await sub.subscribe(
+            req.contract, req.tick_types, limit=req.limit, timeout=req.timeout
+        )
         ids = EventIds(handles)  # before replay: positions start where the client resumes
         if req.resume_from:
             ids.positions.update({t.value: n for t, n in req.resume_from.items()})

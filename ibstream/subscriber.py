@@ -84,7 +84,9 @@ class StreamHandle:
 class Subscriber:
     """A client connection's streams and outgoing queue."""
 
-    def __init__(self, hub: Hub, *, client: str = "", max_streams: int = 20, queue_size: int = 10_000):
+    def __init__(
+        self, hub: Hub, *, client: str = "", max_streams: int = 20, queue_size: int = 10_000
+    ):
         self.hub = hub
         self.client = client
         self.max_streams = max_streams
@@ -119,7 +121,9 @@ class Subscriber:
             )
         contract = await self.hub.resolve(spec)
         if self._closing:  # closed while resolving: attaching now would leak upstream streams
-            raise StreamError(ErrorCode.CONNECTION_ERROR, "this connection closed while subscribing")
+            raise StreamError(
+                ErrorCode.CONNECTION_ERROR, "this connection closed while subscribing"
+            )
         handles = []
         for tick_type in tick_types:
             handle = StreamHandle(self, contract, tick_type, limit=limit, timeout=timeout)
@@ -128,7 +132,8 @@ class Subscriber:
         for handle in handles:
             self.hub.attach(handle)
             handle.start_sequence = handle.last_sequence = self.hub.last_sequence(
-                contract.contract_id, handle.tick_type)
+                contract.contract_id, handle.tick_type
+            )
             if handle.timeout is not None:
                 loop = asyncio.get_running_loop()
                 handle._timer = loop.call_later(handle.timeout, self.complete, handle, "timeout")
@@ -174,7 +179,9 @@ class Subscriber:
             return
         self._detach(handle)
         self.completed += 1
-        self.put(message("complete", handle.summary(reason), stream_id=handle.stream_id), force=True)
+        self.put(
+            message("complete", handle.summary(reason), stream_id=handle.stream_id), force=True
+        )
 
     def _detach(self, handle: StreamHandle) -> None:
         handle.active = False
@@ -200,10 +207,12 @@ class Subscriber:
             ErrorCode.SLOW_CONSUMER,
             f"client fell {self.queue_size} messages behind and was disconnected; "
             "read faster, or resubscribe with resume_from = the last sequences you received",
-            details={"last_sent": {
-                h.tick_type.value: self.sent_sequences.get(h.stream_id, h.start_sequence)
-                for h in self.streams.values()
-            }},
+            details={
+                "last_sent": {
+                    h.tick_type.value: self.sent_sequences.get(h.stream_id, h.start_sequence)
+                    for h in self.streams.values()
+                }
+            },
         )
         log.warning("slow consumer %s disconnected", self.client)
         self._queue.clear()

@@ -222,7 +222,9 @@ class StreamSession:
         config = {
             "limit": spec.limit,
             "timeout_seconds": spec.timeout,
-            "resume_from": {t.value: n for t, n in spec.resume_from.items()} if spec.resume_from else None,
+            "resume_from": {t.value: n for t, n in spec.resume_from.items()}
+            if spec.resume_from
+            else None,
         }
         data = {
             "request_id": rid,

@@ -28,7 +28,11 @@ def test_summary_delta_and_buy_pct():
     for side, size in [(Side.BUY, 3), (Side.SELL, 1), (Side.NEUTRAL, 5), (Side.BUY, 1)]:
         s.add(side, size)
     assert s.to_dict() == {
-        "total_trades": 4, "buy_volume": 4, "sell_volume": 1, "net_delta": 3, "buy_pct": 80.0,
+        "total_trades": 4,
+        "buy_volume": 4,
+        "sell_volume": 1,
+        "net_delta": 3,
+        "buy_pct": 80.0,
     }
     assert DeltaSummary().buy_pct == 0.0
 
@@ -78,13 +82,18 @@ def test_delta_totals_match_true_volume_within_one_percent(dataset):
     quotes = shared_csv(dataset, "quotes.csv")
     sides = _replay(quotes, trades, "ts_recv_ns")
     true_delta = trades["size"].where(trades["side"] == "buy", -trades["size"]).sum()
-    clf_delta = trades["size"].where(sides == "buy", 0).sum() - trades["size"].where(sides == "sell", 0).sum()
+    clf_delta = (
+        trades["size"].where(sides == "buy", 0).sum()
+        - trades["size"].where(sides == "sell", 0).sum()
+    )
     assert abs(clf_delta - true_delta) <= 0.01 * trades["size"].sum() + 2
 
 
 def _as_tick_frame(quotes: pd.DataFrame, trades: pd.DataFrame, time_col: str) -> pd.DataFrame:
     """Recorded data shaped like the server's tick `data` rows, in arrival order."""
-    q = quotes.assign(tick_type="bid_ask", order=1)[[time_col, "order", "tick_type", "bid_price", "ask_price"]]
+    q = quotes.assign(tick_type="bid_ask", order=1)[
+        [time_col, "order", "tick_type", "bid_price", "ask_price"]
+    ]
     t = trades.assign(tick_type="last", order=0).reset_index(names="trade")
     t = t[[time_col, "order", "tick_type", "price", "size", "trade"]]
     return pd.concat([q, t]).sort_values([time_col, "order"], kind="stable").reset_index(drop=True)
@@ -108,7 +117,10 @@ def test_vectorised_classification_equals_streaming_on_real_data():
 
 def test_classify_frame_quotes_only_or_trades_only_windows():
     quotes_only = pd.DataFrame({"tick_type": ["bid_ask"], "bid_price": [1.0], "ask_price": [1.1]})
-    assert classify_frame(quotes_only).empty and summarize(classify_frame(quotes_only)).total_trades == 0
+    assert (
+        classify_frame(quotes_only).empty
+        and summarize(classify_frame(quotes_only)).total_trades == 0
+    )
     trades_only = pd.DataFrame({"tick_type": ["last"], "price": [1.0], "size": [2.0]})
     assert classify_frame(trades_only)["side"].tolist() == ["neutral"]  # no quote seen yet
     with pytest.raises(ValueError, match="tick_type"):

@@ -27,8 +27,12 @@ def free_port() -> int:
 
 
 def test_demo_json_summary_is_the_last_line():
-    run = subprocess.run(IBSTREAM + ["demo", "--seconds", "2", "--json", "--quiet"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        IBSTREAM + ["demo", "--seconds", "2", "--json", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()
     summary = json.loads(lines[-1])
@@ -41,15 +45,21 @@ def test_demo_json_summary_is_the_last_line():
 
 
 def test_demo_prints_a_line_per_trade():
-    run = subprocess.run(IBSTREAM + ["demo", "--seconds", "1.5"], capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        IBSTREAM + ["demo", "--seconds", "1.5"], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 0, run.stderr
     trade_lines = [ln for ln in run.stdout.splitlines() if " @ " in ln]
-    total = int(next(ln for ln in run.stdout.splitlines() if ln.startswith("total trades")).split(":")[1])
+    total = int(
+        next(ln for ln in run.stdout.splitlines() if ln.startswith("total trades")).split(":")[1]
+    )
     assert len(trade_lines) == total > 0
 
 
 def test_demo_rejects_bad_seconds():
-    run = subprocess.run(IBSTREAM + ["demo", "--seconds", "0"], capture_output=True, text=True, timeout=30)
+    run = subprocess.run(
+        IBSTREAM + ["demo", "--seconds", "0"], capture_output=True, text=True, timeout=30
+    )
     assert run.returncode == 2 and "--seconds" in run.stderr
 
 
@@ -61,8 +71,9 @@ async def wait_for_line(proc: asyncio.subprocess.Process, text: str, timeout: fl
 
 async def test_serve_demo_answers_health_and_stops_cleanly_on_sigterm():
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(*IBSTREAM, "serve", "--demo", "--port", str(port),
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *IBSTREAM, "serve", "--demo", "--port", str(port), stderr=asyncio.subprocess.PIPE
+    )
     try:
         await wait_for_line(proc, "serving on")
         async with httpx.AsyncClient() as http:
@@ -78,8 +89,9 @@ async def test_serve_demo_answers_health_and_stops_cleanly_on_sigterm():
 
 async def test_gateway_command_serves_ib_insync():
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(*IBSTREAM, "gateway", "--port", str(port),
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        *IBSTREAM, "gateway", "--port", str(port), stderr=asyncio.subprocess.PIPE
+    )
     source = IBSource("127.0.0.1", port, client_id=9)
     try:
         await wait_for_line(proc, "listening")
@@ -97,19 +109,38 @@ def test_background_script_reads_the_example_config(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     argv = module.args_from_config(script.parent / "ibstream.example.toml")
-    assert argv == ["serve", "--host", "127.0.0.1", "--port", "8001", "--ib-host", "127.0.0.1",
-                    "--ib-port", "4002", "--client-id", "17"]
+    assert argv == [
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8001",
+        "--ib-host",
+        "127.0.0.1",
+        "--ib-port",
+        "4002",
+        "--client-id",
+        "17",
+    ]
     config = tmp_path / "demo.toml"
     config.write_text('port = 9999\ndemo = true\nib_lib = "ib_async"\n')
-    assert module.args_from_config(config) == ["serve", "--port", "9999", "--ib-lib", "ib_async", "--demo"]
+    assert module.args_from_config(config) == [
+        "serve",
+        "--port",
+        "9999",
+        "--ib-lib",
+        "ib_async",
+        "--demo",
+    ]
 
 
 async def test_background_script_serves(tmp_path):
     port = free_port()
     config = tmp_path / "ibstream.toml"
     config.write_text(f"port = {port}\ndemo = true\n")
-    proc = await asyncio.create_subprocess_exec(sys.executable, str(SERVER_SCRIPT), str(config),
-                                                stderr=asyncio.subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(SERVER_SCRIPT), str(config), stderr=asyncio.subprocess.PIPE
+    )
     try:
         await wait_for_line(proc, "serving on")
         async with httpx.AsyncClient() as http:

@@ -68,7 +68,11 @@ async def test_limit_completes_stream_with_counters():
     msgs = await drain(sub, 4)
     assert [m["type"] for m in msgs] == ["tick", "tick", "tick", "complete"]
     assert msgs[-1]["data"] | {"duration_seconds": 0} == {
-        "reason": "limit_reached", "total_ticks": 3, "final_sequence": 3, "duration_seconds": 0}
+        "reason": "limit_reached",
+        "total_ticks": 3,
+        "final_sequence": 3,
+        "duration_seconds": 0,
+    }
     assert handle.stream_id not in sub.streams and sub.queued == 0
 
 
@@ -113,7 +117,11 @@ async def test_resume_older_than_the_ring_reports_the_missing_range():
         hub.publish(trade())
     msgs = await drain(await resumed(hub, 2), 6)
     assert msgs[0]["type"] == "info" and msgs[0]["data"]["status"] == "gap"
-    assert msgs[0]["data"]["details"] == {"reason": "not_buffered", "first_missing": 3, "last_missing": 5}
+    assert msgs[0]["data"]["details"] == {
+        "reason": "not_buffered",
+        "first_missing": 3,
+        "last_missing": 5,
+    }
     assert [m["data"]["sequence"] for m in msgs[1:]] == [6, 7, 8, 9, 10]
 
 
@@ -124,14 +132,20 @@ async def test_resume_after_the_channel_was_idle_reports_unreceived_ticks():
     hub.publish(trade())
     first.close()  # upstream cancelled: whatever IB trades now is never received
     msgs = await drain(await resumed(hub, 1), 1)
-    assert msgs[0]["data"]["status"] == "gap" and msgs[0]["data"]["details"]["reason"] == "upstream_idle"
+    assert (
+        msgs[0]["data"]["status"] == "gap"
+        and msgs[0]["data"]["details"]["reason"] == "upstream_idle"
+    )
 
 
 async def test_resume_beyond_the_last_sequence_says_so_and_streams_live():
     hub = Hub(RecordingSource())
     sub = await resumed(hub, 500)
     (msg,) = await drain(sub, 1)
-    assert msg["data"]["details"]["reason"] == "unknown_sequence" and "restart" in msg["data"]["message"]
+    assert (
+        msg["data"]["details"]["reason"] == "unknown_sequence"
+        and "restart" in msg["data"]["message"]
+    )
     hub.publish(trade())
     assert (await drain(sub, 1))[0]["data"]["sequence"] == 1
 

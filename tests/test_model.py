@@ -11,8 +11,14 @@ from ibstream.model import Tick, TickType, iso_timestamp
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("bid_ask", TickType.BID_ASK), ("BidAsk", TickType.BID_ASK), ("AllLast", TickType.ALL_LAST),
-     ("last", TickType.LAST), ("MidPoint", TickType.MID_POINT), ("mid-point", TickType.MID_POINT)],
+    [
+        ("bid_ask", TickType.BID_ASK),
+        ("BidAsk", TickType.BID_ASK),
+        ("AllLast", TickType.ALL_LAST),
+        ("last", TickType.LAST),
+        ("MidPoint", TickType.MID_POINT),
+        ("mid-point", TickType.MID_POINT),
+    ],
 )
 def test_tick_type_accepts_wire_and_ib_names(raw, expected):
     assert TickType.parse(raw) is expected
@@ -34,12 +40,18 @@ def test_tick_type_list_merges_duplicates_and_rejects_empty():
 
 @pytest.mark.parametrize(
     "spec, fields",
-    [(265598, {"conId": 265598}), ("12087792", {"conId": 12087792}),
-     ("AAPL", {"symbol": "AAPL", "secType": "STK", "exchange": "SMART", "currency": "USD"}),
-     ("EURUSD", {"symbol": "EUR", "currency": "USD", "secType": "CASH", "exchange": "IDEALPRO"}),
-     ("eur.usd", {"symbol": "EUR", "currency": "USD", "secType": "CASH", "exchange": "IDEALPRO"}),
-     ("ES", {"symbol": "ES", "secType": "FUT", "exchange": "CME", "currency": "USD"}),
-     ("ES:FUT:CME", {"symbol": "ES", "secType": "FUT", "exchange": "CME"})],
+    [
+        (265598, {"conId": 265598}),
+        ("12087792", {"conId": 12087792}),
+        ("AAPL", {"symbol": "AAPL", "secType": "STK", "exchange": "SMART", "currency": "USD"}),
+        ("EURUSD", {"symbol": "EUR", "currency": "USD", "secType": "CASH", "exchange": "IDEALPRO"}),
+        (
+            "eur.usd",
+            {"symbol": "EUR", "currency": "USD", "secType": "CASH", "exchange": "IDEALPRO"},
+        ),
+        ("ES", {"symbol": "ES", "secType": "FUT", "exchange": "CME", "currency": "USD"}),
+        ("ES:FUT:CME", {"symbol": "ES", "secType": "FUT", "exchange": "CME"}),
+    ],
 )
 def test_contract_specs(spec, fields):
     assert parse_spec(spec) == fields
@@ -53,20 +65,30 @@ def test_bad_contract_specs_say_what_is_expected(spec):
 
 
 def test_tick_message_is_encoded_once_and_spliced_per_stream():
-    tick = Tick(265598, TickType.LAST, 1_700_000_000_123_456_789, price=230.5, size=100.0, exchange="NASDAQ")
+    tick = Tick(
+        265598, TickType.LAST, 1_700_000_000_123_456_789, price=230.5, size=100.0, exchange="NASDAQ"
+    )
     tail = encode_tick_tail(tick, 7)
     a = orjson.loads(tick_prefix("s1") + tail)
     b = orjson.loads(tick_prefix("s2") + tail)
     assert a["stream_id"] == "s1" and b["stream_id"] == "s2"
     assert a["type"] == "tick" and a["timestamp"] == "2023-11-14T22:13:20.123Z"
-    assert a["data"] == {"contract_id": 265598, "tick_type": "last", "sequence": 7,
-                         "recv_ns": 1_700_000_000_123_456_789, "price": 230.5, "size": 100.0,
-                         "exchange": "NASDAQ"}
+    assert a["data"] == {
+        "contract_id": 265598,
+        "tick_type": "last",
+        "sequence": 7,
+        "recv_ns": 1_700_000_000_123_456_789,
+        "price": 230.5,
+        "size": 100.0,
+        "exchange": "NASDAQ",
+    }
     assert "bid_price" not in a["data"]  # nulls omitted
 
 
 def test_message_omits_nulls_and_has_timestamp():
-    msg = orjson.loads(message("info", {"status": "resumed", "details": None}, stream_id="x").payload)
+    msg = orjson.loads(
+        message("info", {"status": "resumed", "details": None}, stream_id="x").payload
+    )
     assert msg["data"] == {"status": "resumed"} and msg["stream_id"] == "x"
     assert len(iso_timestamp()) == 24
 

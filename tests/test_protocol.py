@@ -33,7 +33,11 @@ def test_subscribe_full():
 )
 def test_resume_from_must_say_where_each_stream_stopped(resume, text):
     config = '"config":{"resume_from":' + resume + "}"
-    raw = '{"type":"subscribe","id":"r","data":{"contract_id":"ES","tick_types":["bid_ask","last"],' + config + "}}"
+    raw = (
+        '{"type":"subscribe","id":"r","data":{"contract_id":"ES","tick_types":["bid_ask","last"],'
+        + config
+        + "}}"
+    )
     with pytest.raises(StreamError) as info:
         parse_message(raw)
     assert info.value.code is ErrorCode.INVALID_MESSAGE and text in info.value.message
@@ -181,7 +185,9 @@ def test_sse_params_single_and_multi():
         10,
         1.5,
     )
-    req = parse_sse_params("AAPL", None, [("tick_types", "bid_ask,last")], last_event_id="bid_ask:41,last:7")
+    req = parse_sse_params(
+        "AAPL", None, [("tick_types", "bid_ask,last")], last_event_id="bid_ask:41,last:7"
+    )
     assert req.tick_types == [TickType.BID_ASK, TickType.LAST]
     assert req.resume_from == {TickType.BID_ASK: 41, TickType.LAST: 7}
     req = parse_sse_params("AAPL", "last", [("resume_from", "7")], last_event_id="41")

@@ -37,7 +37,11 @@ class SSEWatcher(Changes):
         return sum(1 for e, d in self.events if e == "info" and d["data"]["status"] == status)
 
     def ticks_after_last(self, status):
-        idx = max(i for i, (e, d) in enumerate(self.events) if e == "info" and d["data"]["status"] == status)
+        idx = max(
+            i
+            for i, (e, d) in enumerate(self.events)
+            if e == "info" and d["data"]["status"] == status
+        )
         return [d for e, d in self.events[idx:] if e == "tick"]
 
 
@@ -78,7 +82,9 @@ async def test_streams_survive_drops_and_refusal(make_server, gateway, ws_client
         await asyncio.gather(sse_task, return_exceptions=True)
 
 
-@pytest.mark.parametrize("ib_code, code", [(10190, "RATE_LIMIT_EXCEEDED"), (354, "PERMISSION_DENIED")])
+@pytest.mark.parametrize(
+    "ib_code, code", [(10190, "RATE_LIMIT_EXCEEDED"), (354, "PERMISSION_DENIED")]
+)
 async def test_ib_rejection_ends_only_that_stream(server, gateway, ws_client, ib_code, code):
     client = await ws_client(server)
     keep = (await client.subscribe("AAPL", ["last"]))["streams"][0]["stream_id"]

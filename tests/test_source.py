@@ -44,7 +44,9 @@ class Collector(Changes):
 
 
 async def started(sim, library=None, **kw):
-    source = IBSource("127.0.0.1", sim.port, client_id=random.randint(1, 10**6), library=library, **kw)
+    source = IBSource(
+        "127.0.0.1", sim.port, client_id=random.randint(1, 10**6), library=library, **kw
+    )
     collector = Collector(source)
     await source.start(wait=10)
     return source, collector
@@ -112,7 +114,10 @@ async def test_rejected_subscription_becomes_stream_error(sim):
         await got.until(lambda: "stream_error" in got.statuses())
         event = got.events[-1]
         assert event.key == (ES_CON_ID, TickType.BID_ASK)
-        assert event.error.code is ErrorCode.RATE_LIMIT_EXCEEDED and event.error.details["ib_code"] == 10190
+        assert (
+            event.error.code is ErrorCode.RATE_LIMIT_EXCEEDED
+            and event.error.details["ib_code"] == 10190
+        )
         assert source.upstream == set()
     finally:
         await source.stop()
@@ -150,7 +155,9 @@ async def test_reconnects_through_drops_and_refusals_and_resubscribes(sim):
         await got.until(lambda: got.statuses().count("resumed") == 4, timeout=20)
         assert sim.refused_connections >= 1
         got.ticks.clear()
-        await got.until(lambda: {t.tick_type for t in got.ticks} == {TickType.LAST, TickType.BID_ASK})
+        await got.until(
+            lambda: {t.tick_type for t in got.ticks} == {TickType.LAST, TickType.BID_ASK}
+        )
         assert got.statuses().count("ib_disconnected") == 4 and source.reconnects == 4
         assert sorted(s[3] for s in sim.subscriptions) == ["BidAsk", "Last"]
     finally:
