@@ -69,11 +69,9 @@ async def wait_for_line(proc: asyncio.subprocess.Process, text: str, timeout: fl
             assert line, f"process ended before logging {text!r}"
 
 
-async def test_serve_demo_answers_health_and_stops_cleanly_on_sigterm():
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *IBSTREAM, "serve", "--demo", "--port", str(port), stderr=asyncio.subprocess.PIPE
-    )
+async def assert_serves_then_stops_on_sigterm(*command: str, port: int) -> None:
+    """Start a server process, check /health says IB is connected, SIGTERM, exit code 0."""
+    proc = await asyncio.create_subprocess_exec(*command, stderr=asyncio.subprocess.PIPE)
     try:
         await wait_for_line(proc, "serving on")
         async with httpx.AsyncClient() as http:
@@ -85,6 +83,13 @@ async def test_serve_demo_answers_health_and_stops_cleanly_on_sigterm():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_serve_demo_answers_health_and_stops_cleanly_on_sigterm():
+    port = free_port()
+    await assert_serves_then_stops_on_sigterm(
+        *IBSTREAM, "serve", "--demo", "--port", str(port), port=port
+    )
 
 
 async def test_gateway_command_serves_ib_insync():
@@ -138,16 +143,6 @@ async def test_background_script_serves(tmp_path):
     port = free_port()
     config = tmp_path / "ibstream.toml"
     config.write_text(f"port = {port}\ndemo = true\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(SERVER_SCRIPT), str(config), stderr=asyncio.subprocess.PIPE
+    await assert_serves_then_stops_on_sigterm(
+        sys.executable, str(SERVER_SCRIPT), str(config), port=port
     )
-    try:
-        await wait_for_line(proc, "serving on")
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(f"http://127.0.0.1:{port}/health")).json()["status"] == "ok"
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 15) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
