@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ibstream.errors import ErrorCode, StreamError
+from ibstream.model import ContractInfo
 
 FX_CURRENCIES = frozenset(
     "USD EUR GBP JPY CHF AUD CAD NZD SEK NOK DKK HKD SGD CNH MXN ZAR PLN CZK HUF TRY ILS KRW".split()
@@ -99,4 +100,21 @@ def _bad(spec: object, hint: str) -> StreamError:
         ErrorCode.CONTRACT_NOT_FOUND,
         f"cannot read contract {spec!r}: {hint}",
         details={"contract": spec},
+    )
+
+
+def contract_info(details: object) -> ContractInfo:
+    """ib_insync / ib_async ContractDetails -> ContractInfo."""
+    c = details.contract  # type: ignore[attr-defined]
+    return ContractInfo(
+        contract_id=c.conId,
+        symbol=c.symbol,
+        sec_type=c.secType,
+        exchange=c.exchange,
+        currency=c.currency,
+        local_symbol=c.localSymbol,
+        min_tick=details.minTick,  # type: ignore[attr-defined]
+        description=details.longName,
+        last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
+        multiplier=c.multiplier,
     )

@@ -12,7 +12,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from ibstream.errors import StreamError
 from ibstream.messages import encode_tick_tail
 from ibstream.model import ContractInfo, Tick, TickType
 
@@ -155,11 +154,6 @@ class Hub:
                 handle.fail(event.error)
             else:
                 handle.notify(event.status, event.message, event.details)
-
-    def fail_all(self, error: StreamError) -> None:
-        for channel in list(self.channels.values()):
-            for handle in list(channel.members):
-                handle.fail(error)
 
     def stats(self) -> dict:
         return {

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ibstream import ibapi
-from ibstream.contracts import parse_spec, pick_front
+from ibstream.contracts import contract_info, parse_spec, pick_front
 from ibstream.errors import (
     IB_ADVISORIES,
     IB_CONNECTIVITY_LOST,
@@ -127,8 +127,6 @@ class IBSource:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # backoff, not sync
                 continue
             attempt = 0
-            if self._lost.is_set() or not self.ib.isConnected():
-                continue  # dropped between connecting and here: connect again
             self._connected.set()
             log.info(
                 "connected to IB at %s:%s (server version %s)",
@@ -175,6 +173,8 @@ class IBSource:
                 await connect
             raise ConnectionError(closed.result())
         connect.result()
+        if self._lost.is_set() or not self.ib.isConnected():
+            raise ConnectionError("connection dropped right after connecting")
 
     def _resubscribe_all(self, status: str, message: str) -> None:
         for con_id, tick_type in sorted(self.upstream):
@@ -210,7 +210,7 @@ class IBSource:
         fields = parse_spec(symbol)
         if fields.get("secType") == "STK":
             fields.pop("exchange", None)  # every listing, not only SMART
-        return [_info(d) for d in await self._details(fields, symbol)]
+        return [contract_info(d) for d in await self._details(fields, symbol)]
 
     async def _details(self, fields: dict, spec: object) -> list:
         if not self.connected:
@@ -238,7 +238,7 @@ class IBSource:
         return details
 
     def _remember(self, details: object) -> ContractInfo:
-        info = _info(details)
+        info = contract_info(details)
         self._infos[info.contract_id] = info
         self._contracts.setdefault(info.contract_id, details.contract)  # type: ignore[attr-defined]
         return info
@@ -317,13 +317,12 @@ class IBSource:
             self.on_event(
                 SourceEvent("ib_disconnected", f"IB error 1100: {text}", details={"ib_code": code})
             )
-        elif code in (IB_RESTORED_DATA_LOST, IB_RESTORED_DATA_KEPT):
-            if code == IB_RESTORED_DATA_LOST:
-                self._resubscribe_all("resumed", f"IB error 1101: {text}; streams requested again")
-            else:
-                self.on_event(
-                    SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code})
-                )
+        elif code == IB_RESTORED_DATA_LOST:
+            self._resubscribe_all("resumed", f"IB error 1101: {text}; streams requested again")
+        elif code == IB_RESTORED_DATA_KEPT:
+            self.on_event(
+                SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code})
+            )
         else:
             key = self._key_for_req(req_id)
             if key is None or key not in self.upstream:
@@ -339,20 +338,3 @@ class IBSource:
             self.ib.cancelTickByTickData(self._contracts[key[0]], key[1].ib_name)
             err = from_ib_error(code, text, contract_id=key[0], tick_type=key[1].value)
             self.on_event(SourceEvent("stream_error", err.message, key, error=err))
-
-
-def _info(details: object) -> ContractInfo:
-    """ib_insync ContractDetails -> ContractInfo."""
-    c = details.contract  # type: ignore[attr-defined]
-    return ContractInfo(
-        contract_id=c.conId,
-        symbol=c.symbol,
-        sec_type=c.secType,
-        exchange=c.exchange,
-        currency=c.currency,
-        local_symbol=c.localSymbol,
-        min_tick=details.minTick,  # type: ignore[attr-defined]
-        description=details.longName,
-        last_trade_date=c.lastTradeDateOrContractMonth,  # type: ignore[attr-defined]
-        multiplier=c.multiplier,
-    )

@@ -21,9 +21,9 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.messages import PROTOCOL_VERSION, Outgoing, message
+from ibstream.messages import PROTOCOL_VERSION, Outgoing
 from ibstream.protocol import parse_sse_params
-from ibstream.subscriber import Subscriber, SubscriberClosed
+from ibstream.subscriber import Subscriber, SubscriberClosed, subscribed_message
 
 if TYPE_CHECKING:
     from ibstream.app import ServerContext
@@ -133,18 +133,7 @@ async def open_stream(
         if conn is not None:
             ctx.connections.close(conn)
         return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}"))
-    resume = {t.value: n for t, n in req.resume_from.items()} if req.resume_from else None
-    config = {"limit": req.limit, "timeout_seconds": req.timeout, "resume_from": resume}
-    first = message(
-        "subscribed",
-        {
-            "contract": handles[0].contract.to_dict(),
-            "streams": [
-                {"stream_id": h.stream_id, "tick_type": h.tick_type.value} for h in handles
-            ],
-            "config": {k: v for k, v in config.items() if v is not None} or None,
-        },
-    )
+    first = subscribed_message(handles, req)
     return _StreamResponse(
         events(ctx, conn, first, ids),
         headers=VERSION_HEADER,

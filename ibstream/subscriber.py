@@ -12,17 +12,36 @@ import logging
 import secrets
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.hub import Hub
 from ibstream.messages import Outgoing, error_message, message, tick_prefix
 from ibstream.model import ContractInfo, TickType
 
+if TYPE_CHECKING:
+    from ibstream.protocol import Subscribe
+
 log = logging.getLogger(__name__)
 
 
 class SubscriberClosed(Exception):
     """Raised by `Subscriber.get` once the subscriber is closed and its queue drained."""
+
+
+def subscribed_message(
+    handles: list[StreamHandle], spec: Subscribe, request_id: object = None
+) -> Outgoing:
+    """The `subscribed` reply: contract, one stream id per tick type, the config in force."""
+    resume = {t.value: n for t, n in spec.resume_from.items()} if spec.resume_from else None
+    config = {"limit": spec.limit, "timeout_seconds": spec.timeout, "resume_from": resume}
+    data = {
+        "request_id": request_id,
+        "contract": handles[0].contract.to_dict(),
+        "streams": [{"stream_id": h.stream_id, "tick_type": h.tick_type.value} for h in handles],
+        "config": {k: v for k, v in config.items() if v is not None} or None,
+    }
+    return message("subscribed", data)
 
 
 def new_stream_id(contract_id: int, tick_type: TickType) -> str:

@@ -23,7 +23,7 @@ from ibstream.errors import CloseCode, ErrorCode, StreamError
 from ibstream.messages import PROTOCOL_VERSION, error_message, message
 from ibstream.model import TickType, iso_timestamp
 from ibstream.protocol import ClientMessage, MessageError, parse_message
-from ibstream.subscriber import Subscriber, SubscriberClosed
+from ibstream.subscriber import Subscriber, SubscriberClosed, subscribed_message
 
 if TYPE_CHECKING:
     from ibstream.app import ServerContext
@@ -219,21 +219,6 @@ class StreamSession:
             error = StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}")
             self.sub.put(error_message(error, request_id=rid))
             return
-        config = {
-            "limit": spec.limit,
-            "timeout_seconds": spec.timeout,
-            "resume_from": {t.value: n for t, n in spec.resume_from.items()}
-            if spec.resume_from
-            else None,
-        }
-        data = {
-            "request_id": rid,
-            "contract": handles[0].contract.to_dict(),
-            "streams": [
-                {"stream_id": h.stream_id, "tick_type": h.tick_type.value} for h in handles
-            ],
-            "config": {k: v for k, v in config.items() if v is not None} or None,
-        }
-        self.sub.put(message("subscribed", data))
+        self.sub.put(subscribed_message(handles, spec, rid))
         if spec.resume_from:
             self.sub.replay(handles, spec.resume_from)  # after `subscribed`: ids known first
