@@ -45,8 +45,10 @@ class ServerContext:
         }
 
     async def shutdown(self) -> None:
-        """Send `complete` (server_shutdown) on every stream and close the connections."""
+        """Send `complete` (server_shutdown) on every stream, close the connections, then
+        cancel every upstream subscription (idle ones in their grace period too)."""
         await self.connections.shutdown(self.settings.shutdown_timeout)
+        self.hub.close()
 
 
 def create_app(hub: Hub, settings: ServerSettings) -> Starlette:

@@ -1,4 +1,4 @@
-"""The `ibstream` console script: gateway, serve, demo."""
+"""The `ibstream` console script: gateway, serve, demo, delta."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from ibstream.settings import ServerSettings
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibstream", description=__doc__)
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-streams-per-connection", type=int, default=defaults.max_streams_per_connection
     )
+    serve.add_argument(
+        "--channel-grace",
+        type=_seconds,
+        default=defaults.channel_grace_seconds,
+        metavar="SECONDS",
+        help="keep an upstream stream and its resume buffer this long after its last client "
+        "leaves, so a client that reconnects resumes without a gap "
+        f"(default {defaults.channel_grace_seconds:g}; 0: cancel at once)",
+    )
 
     demo = sub.add_parser("demo", help="simulator + server + live delta summary in the terminal")
     demo.add_argument("--seconds", type=float, default=20.0)
@@ -58,17 +67,53 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--json", action="store_true", help="end with one JSON summary line")
     demo.add_argument("--quiet", action="store_true", help="no line per trade, only the summary")
+
+    from ibstream import study
+
+    study.add_parser(sub)
     return parser
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def serve_settings(args: argparse.Namespace) -> ServerSettings:
+    """The `serve` command's options as server settings."""
+    return ServerSettings(
+        host=args.host,
+        port=args.port,
+        ib_host=args.ib_host,
+        ib_port=args.ib_port,
+        client_id=args.client_id,
+        ib_lib=args.ib_lib,
+        max_connections_per_ip=args.max_connections_per_ip,
+        max_streams_per_connection=args.max_streams_per_connection,
+        channel_grace_seconds=args.channel_grace,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     if args.command in ("gateway", "serve"):
         level = min(level, logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo":
         return _demo(args)
+    if args.command == "delta":
+        from ibstream import study
+
+        try:
+            return study.main(args)
+        except KeyboardInterrupt:  # before the study took over Ctrl-C
+            return 130
     with contextlib.suppress(KeyboardInterrupt):
         if args.command == "gateway":
             from ibstream.gateway.server import run_gateway
@@ -77,17 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from ibstream.serve import run_forever
 
-            settings = ServerSettings(
-                host=args.host,
-                port=args.port,
-                ib_host=args.ib_host,
-                ib_port=args.ib_port,
-                client_id=args.client_id,
-                ib_lib=args.ib_lib,
-                max_connections_per_ip=args.max_connections_per_ip,
-                max_streams_per_connection=args.max_streams_per_connection,
-            )
-            asyncio.run(run_forever(settings, demo=args.demo))
+            asyncio.run(run_forever(serve_settings(args), demo=args.demo))
     return 0
 
 

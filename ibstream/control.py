@@ -99,16 +99,13 @@ async def control_session(websocket: WebSocket, ctx: ServerContext) -> None:
                 reply = error_message(exc, request_id=exc.request_id)
             else:
                 if req.type == "stats":
-                    reply = message("stats", {"request_id": req.request_id, **ctx.stats()})
+                    reply = message("stats", ctx.stats(), request_id=req.request_id)
                 else:
-                    reply = message(
-                        "pong",
-                        {
-                            "request_id": req.request_id,
-                            "client_timestamp": req.data.get("timestamp"),
-                            "server_timestamp": iso_timestamp(),
-                        },
-                    )
+                    pong = {
+                        "client_timestamp": req.data.get("timestamp"),
+                        "server_timestamp": iso_timestamp(),
+                    }
+                    reply = message("pong", pong, request_id=req.request_id)
             await websocket.send_text(reply.payload.decode())
     except (WebSocketDisconnect, OSError, RuntimeError):
         return

@@ -6,13 +6,15 @@ socket protocol, the server reads it through ib_insync, and this demo is a WebSo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from typing import TextIO
 
 import orjson
 
 from ibstream.classify import QuoteRuleClassifier, Side
-from ibstream.client import StreamClient
+from ibstream.client import AsyncClient, ErrorEvent, Gap, Info
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import iso_timestamp
 from ibstream.serve import start_server
@@ -39,22 +41,19 @@ async def run_demo(
         )
         async with await start_server(settings) as server:
             out.write(f"gateway simulator on 127.0.0.1:{gateway.port}, server on {server.url}\n")
-            async with StreamClient(server.ws_url) as client:
-                reply = await client.subscribe(
-                    contract, ["bid_ask", "last"], timeout_seconds=seconds
-                )
-                info = reply.get("contract", {})
-                name = info.get("local_symbol") or info.get("symbol") or contract
-                out.write(
-                    f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
-                    f"for {seconds:g} s over WebSocket\n"
-                )
-                places = _decimals(info.get("min_tick", 0.01))
-                async for msg in client.messages():
-                    if msg["type"] == "tick":
-                        _on_tick(msg, classifier, out, quiet, places)
-                    elif msg["type"] in ("info", "error"):
-                        out.write(f"[{msg['type']}] {msg['data'].get('message', msg['data'])}\n")
+            async with AsyncClient(server.url, on_event=lambda e: _on_event(e, out)) as client:
+                async with client.stream(contract, ("bid_ask", "last")) as stream:
+                    info = stream.contract
+                    name = info.get("local_symbol") or info.get("symbol") or contract
+                    out.write(
+                        f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
+                        f"for {seconds:g} s over WebSocket\n"
+                    )
+                    places = _decimals(info.get("min_tick", 0.01))
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(seconds):  # the demo's duration
+                            async for tick in stream:
+                                _on_tick(tick, classifier, out, quiet, places)
     summary = classifier.summary.to_dict()
     _print_summary(summary, out, as_json)
     return summary
@@ -66,10 +65,17 @@ def _decimals(min_tick: float) -> int:
     return len(text.split(".")[1])
 
 
+def _on_event(event: object, out: TextIO) -> None:
+    """Server infos, gaps and errors, one line each, as they come."""
+    if isinstance(event, Info | Gap):
+        out.write(f"[info] {event.message}\n")
+    elif isinstance(event, ErrorEvent):
+        out.write(f"[error] {event.error.message}\n")
+
+
 def _on_tick(
-    msg: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool, places: int
+    data: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool, places: int
 ) -> None:
-    data = msg["data"]
     if data["tick_type"] == "bid_ask":
         classifier.on_quote(data.get("bid_price"), data.get("ask_price"))
         return

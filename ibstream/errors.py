@@ -1,12 +1,14 @@
-"""Error codes, WebSocket close codes and the mapping from IB's error numbers.
+"""Error codes, WebSocket close codes, typed errors and the mapping from IB's error numbers.
 
 Every error a client sees has a code, a message a person can act on, details and whether
-retrying can help.
+retrying can help. `StreamError(code, ...)` builds the subclass for its code (e.g.
+`ContractNotFound`), so `except ContractNotFound` works wherever the error was raised.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum, StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -59,7 +61,16 @@ _HTTP_STATUS = {
 
 
 class StreamError(Exception):
-    """An error with a protocol code; `body()` is what goes on the wire."""
+    """An error with a protocol code; `body()` is what goes on the wire.
+
+    Constructing `StreamError` itself returns the typed subclass for the code.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> StreamError:
+        if cls is StreamError:  # subclasses (MessageError ...) keep their own signature
+            code = args[0] if args else kwargs.get("code")
+            cls = _BY_CODE.get(ErrorCode(code), StreamError)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -86,6 +97,89 @@ class StreamError(Exception):
     @property
     def http_status(self) -> int:
         return _HTTP_STATUS.get(self.code, 400)
+
+    def __reduce__(self) -> tuple:  # picklable although __init__ takes two arguments
+        return (_rebuild, (self.code.value, self.message, self.details, self.recoverable))
+
+
+def _rebuild(code: str, message: str, details: dict, recoverable: bool) -> StreamError:
+    return StreamError(code, message, details=details, recoverable=recoverable)
+
+
+class ContractNotFound(StreamError):
+    """CONTRACT_NOT_FOUND: no contract for the conId or symbol."""
+
+
+class StreamConnectionError(StreamError):
+    """CONNECTION_ERROR: the server (or IB behind it) cannot be reached."""
+
+
+class RateLimitExceeded(StreamError):
+    """RATE_LIMIT_EXCEEDED: too many connections or streams, or no free IB slot."""
+
+
+class InvalidTickType(StreamError):
+    """INVALID_TICK_TYPE: not one of last, all_last, bid_ask, mid_point (or IB's names)."""
+
+
+class StreamTimeout(StreamError):
+    """STREAM_TIMEOUT: a request got no answer in time."""
+
+
+class PermissionDenied(StreamError):
+    """PERMISSION_DENIED: the account may not receive this data."""
+
+
+class InvalidMessage(StreamError):
+    """INVALID_MESSAGE: a request the server could not accept."""
+
+
+class AuthRequired(StreamError):
+    """AUTH_REQUIRED: the server wants a token."""
+
+
+class InternalError(StreamError):
+    """INTERNAL_ERROR: the server failed; retrying may help."""
+
+
+class SlowConsumer(StreamError):
+    """SLOW_CONSUMER: a reader fell too far behind and was cut off."""
+
+
+class StreamNotFound(StreamError):
+    """STREAM_NOT_FOUND: no such open stream."""
+
+
+_BY_CODE: dict[ErrorCode, type[StreamError]] = {
+    ErrorCode.CONTRACT_NOT_FOUND: ContractNotFound,
+    ErrorCode.CONNECTION_ERROR: StreamConnectionError,
+    ErrorCode.RATE_LIMIT_EXCEEDED: RateLimitExceeded,
+    ErrorCode.INVALID_TICK_TYPE: InvalidTickType,
+    ErrorCode.STREAM_TIMEOUT: StreamTimeout,
+    ErrorCode.PERMISSION_DENIED: PermissionDenied,
+    ErrorCode.INVALID_MESSAGE: InvalidMessage,
+    ErrorCode.AUTH_REQUIRED: AuthRequired,
+    ErrorCode.INTERNAL_ERROR: InternalError,
+    ErrorCode.SLOW_CONSUMER: SlowConsumer,
+    ErrorCode.STREAM_NOT_FOUND: StreamNotFound,
+}
+
+
+def error_from_body(body: dict) -> StreamError:
+    """The typed error for an error body from the wire (`code`, `message`, `details` ...)."""
+    try:
+        code = ErrorCode(body.get("code"))
+    except ValueError:  # a code this client does not know yet
+        code = ErrorCode.INTERNAL_ERROR
+    details = dict(body.get("details") or {})
+    if body.get("code") != code.value:
+        details.setdefault("server_code", body.get("code"))
+    return StreamError(
+        code,
+        str(body.get("message") or code.value),
+        details=details,
+        recoverable=body.get("recoverable"),
+    )
 
 
 # IB error numbers (TWS API message codes) and what they mean for a stream.

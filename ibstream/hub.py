@@ -3,23 +3,29 @@
 Each channel numbers its ticks (sequences never restart while the server lives), keeps a ring
 buffer of recent encoded ticks for resume, and hands each tick to its members without ever
 awaiting, so a slow client cannot stall the others (see `subscriber.Subscriber`).
+
+A channel outlives its last member by a grace period: it keeps receiving and numbering ticks,
+so a lone client that reconnects within it resumes without a gap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from ibstream.messages import encode_tick_tail
-from ibstream.model import ContractInfo, Tick, TickType
+from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
 
 if TYPE_CHECKING:
     from ibstream.source import IBSource, SourceEvent
     from ibstream.subscriber import StreamHandle
 
 log = logging.getLogger(__name__)
+_OUTAGES_KEPT = 32  # IB connection losses remembered per channel, for resume gap reports
 
 
 class StreamKey(NamedTuple):
@@ -37,17 +43,25 @@ class Channel:
     members: set[StreamHandle] = field(default_factory=set)
     ticks: int = 0
     opened_at: int = 0  # the stream's last sequence when this channel (re)opened
+    # The stream's last sequence at each IB connection loss: ticks IB sent meanwhile are lost.
+    outages: deque[int] = field(default_factory=lambda: deque(maxlen=_OUTAGES_KEPT))
+    expiry: asyncio.TimerHandle | None = None  # pending close while no member is left
+    idle_until: float | None = None  # wall-clock time of that close
 
 
 class Hub:
     """Fan-out between one `IBSource` and many subscribers."""
 
-    def __init__(self, source: IBSource, *, ring_size: int = 10_000):
+    def __init__(self, source: IBSource, *, ring_size: int = 10_000, grace_seconds: float = 30.0):
+        if grace_seconds < 0:
+            raise ValueError(f"grace_seconds must be >= 0, not {grace_seconds}")
         self.source = source
         self.ring_size = ring_size
+        self.grace_seconds = grace_seconds
         self.channels: dict[StreamKey, Channel] = {}
         self._sequences: dict[StreamKey, int] = {}
         self.ticks_in = 0
+        self.closed = False
         source.on_tick = self.publish
         source.on_event = self.on_source_event
 
@@ -70,56 +84,107 @@ class Hub:
             )
             self.channels[key] = channel
             log.info("upstream subscribed: %s %s", key.contract_id, key.tick_type)
+        elif channel.expiry is not None:
+            channel.expiry.cancel()
+            channel.expiry = channel.idle_until = None
+            log.info("upstream kept (client back within grace): %s %s", *key)
         channel.members.add(handle)
 
-    def replay(self, key: StreamKey, after: int) -> tuple[list[tuple[int, bytes]], dict | None]:
-        """Buffered ticks after sequence `after`, and what could not be replayed (or None).
+    def replay(self, key: StreamKey, after: int) -> tuple[list[tuple[int, bytes]], list[dict]]:
+        """Buffered ticks after sequence `after`, and what could not be replayed (gaps).
 
-        Gaps: ticks older than the ring, ticks IB sent while no client held the channel open
-        (they were never received, so never numbered), and positions from before a restart.
+        Gaps: ticks older than the ring, ticks IB sent while no channel was open (never
+        received, so never numbered), while IB was disconnected, and positions from before
+        a restart.
         """
         channel = self.channels.get(key)
         last = self._sequences.get(key, 0)
         if channel is None:
-            return [], None
+            return [], []
         if after > last:
-            return [], {
-                "reason": "unknown_sequence",
-                "resume_from": after,
-                "last_sequence": last,
-                "message": f"resume_from {after} is beyond this stream's last sequence {last} "
-                "(did the server restart?); streaming live ticks only",
-            }
+            return [], [
+                {
+                    "reason": "unknown_sequence",
+                    "resume_from": after,
+                    "last_sequence": last,
+                    "message": f"resume_from {after} is beyond this stream's last sequence "
+                    f"{last} (did the server restart?); streaming live ticks only",
+                }
+            ]
         entries = [(seq, tail) for seq, tail in channel.ring if seq > after]
         first = entries[0][0] if entries else last + 1
+        gaps = []
         if first > after + 1:
-            return entries, {
-                "reason": "not_buffered",
-                "first_missing": after + 1,
-                "last_missing": first - 1,
-                "message": f"ticks {after + 1}-{first - 1} are no longer buffered "
-                f"(the server keeps the last {self.ring_size} per stream)",
-            }
+            gaps.append(
+                {
+                    "reason": "not_buffered",
+                    "first_missing": after + 1,
+                    "last_missing": first - 1,
+                    "message": f"ticks {after + 1}-{first - 1} are no longer buffered "
+                    f"(the server keeps the last {self.ring_size} per stream)",
+                }
+            )
         if 0 < channel.opened_at and after <= channel.opened_at:
-            return entries, {
-                "reason": "upstream_idle",
-                "after_sequence": channel.opened_at,
-                "message": f"no client held this stream after sequence {channel.opened_at}, "
-                "so ticks IB sent meanwhile were not received",
-            }
-        return entries, None
+            gaps.append(
+                {
+                    "reason": "upstream_idle",
+                    "after_sequence": channel.opened_at,
+                    "message": f"no client held this stream after sequence {channel.opened_at}"
+                    ", so ticks IB sent meanwhile were not received",
+                }
+            )
+        lost = [seq for seq in channel.outages if seq >= after]
+        if lost:
+            gaps.append(
+                {
+                    "reason": "ib_disconnected",
+                    "after_sequences": lost,
+                    "message": f"the IB connection was lost after sequence {lost[0]}"
+                    + (f" (and {len(lost) - 1} more time(s))" if len(lost) > 1 else "")
+                    + "; ticks IB sent while it was down were not received",
+                }
+            )
+        return entries, gaps
 
     def detach(self, handle: StreamHandle) -> None:
-        """Leave a channel; the last member out cancels the upstream subscription."""
+        """Leave a channel; when the last member is out, close it after the grace period."""
         key = StreamKey(handle.contract.contract_id, handle.tick_type)
         channel = self.channels.get(key)
         if channel is None or handle not in channel.members:
             return
         channel.members.discard(handle)
-        if not channel.members:
-            del self.channels[key]
-            self.source.unsubscribe(key.contract_id, key.tick_type)
-            log.info("upstream cancelled: %s %s", key.contract_id, key.tick_type)
+        if channel.members:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if self.grace_seconds <= 0 or self.closed or loop is None:
+            self._drop(key)
+            return
+        channel.expiry = loop.call_later(self.grace_seconds, self._expire, channel)
+        channel.idle_until = time.time() + self.grace_seconds
+        log.info("upstream idle for up to %gs: %s %s", self.grace_seconds, *key)
+
+    def _expire(self, channel: Channel) -> None:
+        if self.channels.get(channel.key) is channel and not channel.members:
+            self._drop(channel.key)
+
+    def _drop(self, key: StreamKey) -> None:
+        """Forget a channel and cancel its upstream subscription."""
+        channel = self.channels.pop(key, None)
+        if channel is None:
+            return
+        if channel.expiry is not None:
+            channel.expiry.cancel()
+        self.source.unsubscribe(key.contract_id, key.tick_type)
+        log.info("upstream cancelled: %s %s", key.contract_id, key.tick_type)
+
+    def close(self) -> None:
+        """Server shutdown: cancel pending grace timers and every upstream subscription."""
+        self.closed = True
+        for key in list(self.channels):
+            self._drop(key)
 
     def last_sequence(self, contract_id: int, tick_type: TickType) -> int:
         return self._sequences.get(StreamKey(contract_id, tick_type), 0)
@@ -140,15 +205,21 @@ class Hub:
             handle.deliver(seq, tail)
 
     def on_source_event(self, event: SourceEvent) -> None:
-        """Connection changes go to every stream; a stream error ends that channel's streams."""
+        """Connection changes go to every stream; a stream error ends that channel at once."""
         if event.key is None:
             for channel in list(self.channels.values()):
+                last = self._sequences.get(channel.key, 0)
+                if event.status == "ib_disconnected" and last not in channel.outages:
+                    channel.outages.append(last)
                 for handle in list(channel.members):
                     handle.notify(event.status, event.message, event.details)
             return
-        channel = self.channels.get(StreamKey(*event.key))
+        key = StreamKey(*event.key)
+        channel = self.channels.get(key)
         if channel is None:
             return
+        if event.error is not None:  # upstream is gone: no grace, a new subscribe starts over
+            self._drop(key)
         for handle in list(channel.members):
             if event.error is not None:
                 handle.fail(event.error)
@@ -158,6 +229,8 @@ class Hub:
     def stats(self) -> dict:
         return {
             "upstream_streams": len(self.channels),
+            "idle_streams": sum(1 for ch in self.channels.values() if not ch.members),
+            "grace_seconds": self.grace_seconds,
             "ticks_in": self.ticks_in,
             "channels": [
                 {
@@ -166,6 +239,9 @@ class Hub:
                     "clients": len(ch.members),
                     "ticks": ch.ticks,
                     "last_sequence": self._sequences.get(ch.key, 0),
+                    "idle_until": None
+                    if ch.idle_until is None
+                    else iso_timestamp(int(ch.idle_until * 1e9)),
                 }
                 for ch in self.channels.values()
             ],

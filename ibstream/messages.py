@@ -38,10 +38,22 @@ def tick_prefix(stream_id: str) -> bytes:
 
 
 def message(
-    type_: str, data: dict, *, stream_id: str | None = None, metadata: dict | None = None
+    type_: str,
+    data: dict,
+    *,
+    stream_id: str | None = None,
+    metadata: dict | None = None,
+    request_id: str | int | None = None,
 ) -> Outgoing:
-    """Build a non-tick message (info, error, complete, subscribed, pong ...)."""
+    """Build a non-tick message (info, error, complete, subscribed, pong ...).
+
+    A reply to a request echoes its `id` at the top level, as sent (string or number), and
+    in `data.request_id` for clients written against earlier versions of this server.
+    """
     obj: dict = {"type": type_}
+    if request_id is not None:
+        obj["id"] = request_id
+        data = {**data, "request_id": request_id}
     if stream_id is not None:
         obj["stream_id"] = stream_id
     obj["timestamp"] = iso_timestamp()
@@ -52,9 +64,6 @@ def message(
 
 
 def error_message(
-    error: StreamError, *, stream_id: str | None = None, request_id: str | None = None
+    error: StreamError, *, stream_id: str | None = None, request_id: str | int | None = None
 ) -> Outgoing:
-    data = error.body()
-    if request_id is not None:
-        data["request_id"] = request_id
-    return message("error", data, stream_id=stream_id)
+    return message("error", error.body(), stream_id=stream_id, request_id=request_id)

@@ -136,7 +136,7 @@ async def start_server(
             await source.start(wait=settings.ib_connect_timeout)
         except StreamError as exc:
             log.warning("%s; serving anyway and retrying in the background", exc.message)
-    hub = Hub(source, ring_size=settings.ring_size)
+    hub = Hub(source, ring_size=settings.ring_size, grace_seconds=settings.channel_grace_seconds)
     app = create_app(hub, settings)
     config = uvicorn.Config(
         app,

@@ -24,6 +24,9 @@ class ServerSettings:
     max_message_bytes: int = 65536
     queue_size: int = 10_000
     ring_size: int = 10_000
+    # An upstream subscription and its ring outlive their last client this long, so a lone
+    # client that reconnects within it resumes without a gap; 0 cancels upstream at once.
+    channel_grace_seconds: float = 30.0
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     # A single frame that cannot be written for this long marks the client as dead

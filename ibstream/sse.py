@@ -48,7 +48,8 @@ class EventIds:
     """SSE ids that let `Last-Event-ID` resume every stream of a response exactly.
 
     One tick type: the tick's sequence (`42`). Several: every stream's position
-    (`bid_ask:50,last:3`), because sequences are counted per tick type.
+    (`bid_ask:50,last:3`), because sequences are counted per tick type. Positions start at
+    each stream's `start_sequence` (its resume position when the client resumed).
     """
 
     def __init__(self, handles: list) -> None:
@@ -120,10 +121,9 @@ async def open_stream(
         handles = await sub.subscribe(
             req.contract, req.tick_types, limit=req.limit, timeout=req.timeout
         )
-        ids = EventIds(handles)  # before replay: positions start where the client resumes
         if req.resume_from:
-            ids.positions.update({t.value: n for t, n in req.resume_from.items()})
             sub.replay(handles, req.resume_from)  # no await since subscribe: nothing live yet
+        ids = EventIds(handles)  # after replay: positions start where the client resumes
     except StreamError as exc:
         if conn is not None:
             ctx.connections.close(conn)

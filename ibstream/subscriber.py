@@ -36,12 +36,11 @@ def subscribed_message(
     resume = {t.value: n for t, n in spec.resume_from.items()} if spec.resume_from else None
     config = {"limit": spec.limit, "timeout_seconds": spec.timeout, "resume_from": resume}
     data = {
-        "request_id": request_id,
         "contract": handles[0].contract.to_dict(),
         "streams": [{"stream_id": h.stream_id, "tick_type": h.tick_type.value} for h in handles],
         "config": {k: v for k, v in config.items() if v is not None} or None,
     }
-    return message("subscribed", data)
+    return message("subscribed", data, request_id=request_id)
 
 
 def new_stream_id(contract_id: int, tick_type: TickType) -> str:
@@ -69,7 +68,9 @@ class StreamHandle:
         self.timeout = timeout
         self.count = 0
         self.last_sequence = 0
-        self.start_sequence = 0  # the stream's sequence when this client joined
+        # Where this stream continues from: the stream's last sequence when the client
+        # joined, or its resume position (what the client already has) when it resumed.
+        self.start_sequence = 0
         self.started = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self.active = True
@@ -167,9 +168,12 @@ class Subscriber:
         for handle in handles:
             if handle.tick_type not in positions or not handle.active:
                 continue
+            position = positions[handle.tick_type]
             key = (handle.contract.contract_id, handle.tick_type)
-            entries, gap = self.hub.replay(key, positions[handle.tick_type])  # type: ignore[arg-type]
-            if gap is not None:
+            entries, gaps = self.hub.replay(key, position)  # type: ignore[arg-type]
+            if not any(gap["reason"] == "unknown_sequence" for gap in gaps):
+                handle.start_sequence = handle.last_sequence = position
+            for gap in gaps:
                 handle.notify("gap", gap.pop("message"), gap)
             for seq, tail in entries:
                 handle.deliver(seq, tail, replayed=True)

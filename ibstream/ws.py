@@ -169,24 +169,25 @@ class StreamSession:
                 self.sub.put(error_message(too_big(size, limit)))
                 conn.finish(CloseCode.MESSAGE_TOO_BIG)
                 continue
+            request = None
             try:
                 request = parse_message(raw)
                 await self._handle(request)
             except MessageError as exc:
                 self.sub.put(error_message(exc, request_id=exc.request_id))
             except StreamError as exc:
-                self.sub.put(error_message(exc))
+                rid = request.request_id if request is not None else None
+                self.sub.put(error_message(exc, request_id=rid))
 
     async def _handle(self, req: ClientMessage) -> None:
         rid = req.request_id
         sub = self.sub
         if req.type == "ping":
             pong = {
-                "request_id": rid,
                 "client_timestamp": req.data.get("timestamp"),
                 "server_timestamp": iso_timestamp(),
             }
-            sub.put(message("pong", pong))
+            sub.put(message("pong", pong, request_id=rid))
         elif req.type == "unsubscribe":
             assert req.stream_id is not None
             try:
@@ -194,12 +195,10 @@ class StreamSession:
             except StreamError as exc:
                 sub.put(error_message(exc, request_id=rid))
                 return
-            sub.put(
-                message("unsubscribed", {"request_id": rid, **summary}, stream_id=req.stream_id)
-            )
+            sub.put(message("unsubscribed", summary, stream_id=req.stream_id, request_id=rid))
         elif req.type == "unsubscribe_all":
             ids = sub.unsubscribe_all()
-            sub.put(message("unsubscribed", {"request_id": rid, "stream_ids": ids}))
+            sub.put(message("unsubscribed", {"stream_ids": ids}, request_id=rid))
         else:
             await self._subscribe(req)
 

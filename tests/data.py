@@ -1,17 +1,56 @@
-"""Access to the recorded market data in ../shared/data (true aggressor side per trade)."""
+"""Recorded market data (../shared/data, true aggressor per trade) through the loader, and
+hand-built tick frames in the tick-frame schema.
+
+Missing data skips a test locally but fails it under CI (CI=true), where it must be present.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
+import os
+from collections.abc import Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from ibstream.datasets import Recorded, load_recorded
+
+CME = "cme-esu4-2024-07-01"
+BINANCE = "binance-futures-btcusdt-2020-02-22"
+DATASETS = (CME, BINANCE)
+TICK_TYPES = ["last", "all_last", "bid_ask", "mid_point"]
+_FLOATS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
 
 
-def shared_csv(dataset: str, name: str) -> pd.DataFrame:
-    path = SHARED_DATA / dataset / name
-    if not path.exists():
-        pytest.skip(f"recorded data not found at ../shared/data/{dataset}/{name}")
-    return pd.read_csv(path)
+def recorded(name: str, clock: str = "receive") -> Recorded:
+    """A recorded data set; missing data fails under CI and skips elsewhere."""
+    try:
+        return _load(name, clock)
+    except FileNotFoundError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"recorded data set {name} is missing under CI: {exc}")
+        pytest.skip(str(exc))
+
+
+@functools.cache
+def _load(name: str, clock: str) -> Recorded:
+    return load_recorded(name, clock)
+
+
+def tick_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
+    """Tick `data` rows (wire fields, nulls omitted) -> a tick frame built by hand."""
+    rows = list(rows)
+    data: dict[str, object] = {
+        "contract_id": np.array([r.get("contract_id", 1) for r in rows], dtype=np.int64),
+        "tick_type": pd.Categorical([r["tick_type"] for r in rows], categories=TICK_TYPES),
+        "sequence": np.array([r.get("sequence", i) for i, r in enumerate(rows)], dtype=np.int64),
+    }
+    for name in _FLOATS:
+        data[name] = np.array([r.get(name, np.nan) for r in rows], dtype=np.float64)
+    data["exchange"] = pd.array([r.get("exchange") for r in rows], dtype=pd.StringDtype())
+    stamps = [r.get("recv_ns", 1_700_000_000_000_000_000 + i) for i, r in enumerate(rows)]
+    index = pd.DatetimeIndex(
+        pd.to_datetime(np.array(stamps, dtype=np.int64), utc=True), name="time"
+    )
+    return pd.DataFrame(data, index=index)

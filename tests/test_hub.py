@@ -1,6 +1,8 @@
-"""Hub and subscriber behaviour in isolation: fan-out, sequences, limits, resume, overflow.
+"""Hub and subscriber behaviour in isolation: fan-out, sequences, limits, resume, overflow,
+and the grace period an idle channel lives on for.
 
 The source here is a plain recorder (the real IBSource is exercised end to end elsewhere).
+Hubs that test an immediate upstream cancel run with grace_seconds=0.
 """
 
 import asyncio
@@ -8,9 +10,10 @@ import asyncio
 import orjson
 import pytest
 
-from ibstream.errors import ErrorCode
-from ibstream.hub import Hub
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.hub import Hub, StreamKey
 from ibstream.model import ContractInfo, Tick, TickType
+from ibstream.source import SourceEvent
 from ibstream.subscriber import Subscriber, SubscriberClosed
 
 ES = ContractInfo(637533641, "ES", "FUT", "CME", "USD", "ESZ6", 0.25)
@@ -20,6 +23,7 @@ class RecordingSource:
     def __init__(self):
         self.upstream: list[tuple[int, TickType]] = []
         self.calls: list[str] = []
+        self.cancelled = asyncio.Event()
 
     async def resolve(self, spec):
         return ES
@@ -31,10 +35,15 @@ class RecordingSource:
     def unsubscribe(self, contract_id, tick_type):
         self.calls.append("unsub")
         self.upstream.remove((contract_id, tick_type))
+        self.cancelled.set()
 
 
 def trade(price=5900.25, size=1.0):
     return Tick(ES.contract_id, TickType.LAST, 1, price=price, size=size)
+
+
+def quote():
+    return Tick(ES.contract_id, TickType.BID_ASK, 1, bid_price=5900.0, ask_price=5900.25)
 
 
 async def drain(sub, n):
@@ -43,7 +52,7 @@ async def drain(sub, n):
 
 async def test_one_upstream_for_many_subscribers_and_last_out_cancels():
     source = RecordingSource()
-    hub = Hub(source)
+    hub = Hub(source, grace_seconds=0)
     subs = [Subscriber(hub) for _ in range(50)]
     for sub in subs:
         await sub.subscribe("ES", [TickType.LAST])
@@ -77,7 +86,7 @@ async def test_limit_completes_stream_with_counters():
 
 
 async def test_timeout_completes_stream():
-    hub = Hub(RecordingSource())
+    hub = Hub(RecordingSource(), grace_seconds=0)
     sub = Subscriber(hub)
     await sub.subscribe("ES", [TickType.LAST], timeout=0.05)
     msg = orjson.loads((await asyncio.wait_for(sub.get(), 5)).payload)
@@ -126,7 +135,7 @@ async def test_resume_older_than_the_ring_reports_the_missing_range():
 
 
 async def test_resume_after_the_channel_was_idle_reports_unreceived_ticks():
-    hub = Hub(RecordingSource())
+    hub = Hub(RecordingSource(), grace_seconds=0)
     first = Subscriber(hub)
     await first.subscribe("ES", [TickType.LAST])
     hub.publish(trade())
@@ -180,7 +189,7 @@ async def test_overflow_reports_what_was_sent_not_what_was_queued():
 
 async def test_a_handle_that_ended_during_subscribe_never_rejoins():
     source = RecordingSource()
-    hub = Hub(source)
+    hub = Hub(source, grace_seconds=0)
     sub = Subscriber(hub)
     (handle,) = await sub.subscribe("ES", [TickType.LAST])
     sub.close()
@@ -213,3 +222,121 @@ async def test_stream_cap_is_rate_limit_exceeded():
         await sub.subscribe("ES", [TickType.MID_POINT, TickType.ALL_LAST])
     assert info.value.code is ErrorCode.RATE_LIMIT_EXCEEDED
     assert len(sub.streams) == 2
+
+
+async def test_grace_keeps_upstream_and_numbers_ticks_until_expiry():
+    source = RecordingSource()
+    hub = Hub(source, grace_seconds=0.2)
+    key = StreamKey(ES.contract_id, TickType.LAST)
+    lone = Subscriber(hub)
+    await lone.subscribe("ES", [TickType.LAST])
+    hub.publish(trade())
+    assert (await drain(lone, 1))[0]["data"]["sequence"] == 1
+    lone.close()
+    assert source.calls == ["sub"] and source.upstream == [key]  # still held upstream
+    (idle,) = hub.stats()["channels"]
+    assert idle["clients"] == 0 and idle["idle_until"].endswith("Z")
+    assert hub.stats()["idle_streams"] == 1
+    pending = hub.channels[key].expiry
+    for _ in range(3):
+        hub.publish(trade())  # IB keeps sending while nobody listens: numbered into the ring
+    back = await resumed(hub, 1)
+    assert pending.cancelled() and hub.channels[key].expiry is None  # the close was called off
+    msgs = await drain(back, 3)
+    assert [(m["type"], m["data"]["sequence"]) for m in msgs] == [
+        ("tick", 2),
+        ("tick", 3),
+        ("tick", 4),
+    ]
+    assert hub.stats()["channels"][0]["idle_until"] is None
+    back.close()
+    await asyncio.wait_for(source.cancelled.wait(), 5)  # grace expires with nobody back
+    assert source.calls == ["sub", "unsub"] and hub.channels == {}
+    later = await drain(await resumed(hub, 4), 1)  # the channel reopened: IB's ticks are lost
+    assert later[0]["data"]["details"]["reason"] == "upstream_idle"
+
+
+async def test_hub_close_cancels_grace_timers_and_every_upstream():
+    source = RecordingSource()
+    hub = Hub(source, grace_seconds=30)
+    idle, active = Subscriber(hub), Subscriber(hub)
+    await idle.subscribe("ES", [TickType.BID_ASK])
+    await active.subscribe("ES", [TickType.LAST])
+    idle.close()
+    pending = hub.channels[StreamKey(ES.contract_id, TickType.BID_ASK)].expiry
+    hub.close()
+    assert pending.cancelled() and hub.channels == {} and source.upstream == []
+    active.close()  # after teardown a leaving member changes nothing, and arms no timer
+    assert source.calls == ["sub", "sub", "unsub", "unsub"]
+    assert hub.channels == {}
+
+
+async def test_stream_error_ends_the_channel_without_grace():
+    source = RecordingSource()
+    hub = Hub(source, grace_seconds=30)
+    sub = Subscriber(hub)
+    (handle,) = await sub.subscribe("ES", [TickType.LAST])
+    error = StreamError(ErrorCode.PERMISSION_DENIED, "IB error 354")
+    hub.on_source_event(SourceEvent("stream_error", error.message, handle_key(handle), error))
+    msgs = await drain(sub, 2)
+    assert [m["type"] for m in msgs] == ["error", "complete"]
+    assert hub.channels == {}  # no idle channel left whose upstream IB already ended
+    again = Subscriber(hub)
+    await again.subscribe("ES", [TickType.LAST])
+    assert source.calls == ["sub", "unsub", "sub"]  # a new subscribe asks IB again
+
+
+def handle_key(handle):
+    return (handle.contract.contract_id, handle.tick_type)
+
+
+async def test_resume_across_an_ib_outage_reports_the_lost_ticks():
+    hub = Hub(RecordingSource(), grace_seconds=30)
+    lone = Subscriber(hub)
+    await lone.subscribe("ES", [TickType.LAST])
+    for _ in range(2):
+        hub.publish(trade())
+    lone.close()
+    hub.on_source_event(SourceEvent("ib_disconnected", "connection to IB lost; reconnecting"))
+    hub.on_source_event(SourceEvent("resumed", "IB connection restored; streams resumed"))
+    for _ in range(2):
+        hub.publish(trade())
+    msgs = await drain(await resumed(hub, 2), 3)
+    assert msgs[0]["data"]["status"] == "gap"
+    assert msgs[0]["data"]["details"] == {"reason": "ib_disconnected", "after_sequences": [2]}
+    assert [m["data"]["sequence"] for m in msgs[1:]] == [3, 4]
+    (msg,) = await drain(await resumed(hub, 3), 1)  # after the outage: nothing was lost
+    assert msg["type"] == "tick" and msg["data"]["sequence"] == 4
+
+
+async def test_overflow_of_a_resumed_stream_reports_its_resume_position():
+    hub = Hub(RecordingSource())
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST, TickType.BID_ASK])
+    for _ in range(10):
+        hub.publish(trade())
+        hub.publish(quote())
+    late = Subscriber(hub, queue_size=3)
+    handles = await late.subscribe("ES", [TickType.LAST, TickType.BID_ASK])
+    late.replay(handles, {TickType.LAST: 4})  # 6 replayed ticks queued, none sent yet
+    for _ in range(4):
+        hub.publish(quote())
+    msgs = await drain(late, 1)
+    assert msgs[0]["data"]["code"] == ErrorCode.SLOW_CONSUMER
+    # last: what the client already had; bid_ask (not resumed): where it joined
+    assert msgs[0]["data"]["details"] == {"last_sent": {"last": 4, "bid_ask": 10}}
+
+
+async def test_overflow_after_a_resume_beyond_the_stream_reports_where_it_joined():
+    hub = Hub(RecordingSource())
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST])
+    for _ in range(5):
+        hub.publish(trade())
+    late = Subscriber(hub, queue_size=2)
+    late.replay(await late.subscribe("ES", [TickType.LAST]), {TickType.LAST: 500})
+    for _ in range(3):
+        hub.publish(trade())
+    (error,) = await drain(late, 1)  # the overflow dropped the queued gap info and ticks
+    assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
+    assert error["data"]["details"] == {"last_sent": {"last": 5}}

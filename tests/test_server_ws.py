@@ -26,7 +26,8 @@ async def test_greeting_capabilities(server, ws_client):
     assert client.greeting["timestamp"].endswith("Z")
 
 
-async def test_subscribe_ticks_unsubscribe(server, gateway, ws_client):
+async def test_subscribe_ticks_unsubscribe(make_server, gateway, ws_client):
+    server = await make_server(channel_grace_seconds=0)  # the last one out cancels at once
     client = await ws_client(server)
     data = await client.subscribe("AAPL", ["bid_ask", "last"])
     assert data["contract"]["contract_id"] == AAPL
@@ -42,18 +43,22 @@ async def test_subscribe_ticks_unsubscribe(server, gateway, ws_client):
 
     reply = await client.request("unsubscribe", {"stream_id": streams["bid_ask"]})
     assert reply["type"] == "unsubscribed" and reply["stream_id"] == streams["bid_ask"]
+    assert reply["id"] == reply["data"]["request_id"]
     assert reply["data"]["total_ticks"] >= 20 and reply["data"]["final_sequence"] >= 20
     await gateway.wait_for(lambda: not upstream(gateway, AAPL, "BidAsk"))
     assert len(upstream(gateway, AAPL, "Last")) == 1  # the other stream is untouched
 
     reply = await client.request("unsubscribe", {"stream_id": streams["bid_ask"]})
     assert reply["type"] == "error" and reply["data"]["code"] == "STREAM_NOT_FOUND"
+    assert reply["id"] == reply["data"]["request_id"]
     reply = await client.request("unsubscribe_all")
     assert reply["type"] == "unsubscribed" and reply["data"]["stream_ids"] == [streams["last"]]
+    assert reply["id"] == reply["data"]["request_id"]
     await gateway.wait_for(lambda: not upstream(gateway, AAPL, "Last"))
 
 
-async def test_fifty_clients_share_one_upstream(server, gateway, ws_client):
+async def test_fifty_clients_share_one_upstream(make_server, gateway, ws_client):
+    server = await make_server(channel_grace_seconds=0)
     clients = await asyncio.gather(*(ws_client(server) for _ in range(50)))
     await asyncio.gather(*(c.subscribe(EURUSD, ["bid_ask"]) for c in clients))
     assert len(upstream(gateway, EURUSD, "BidAsk")) == 1
@@ -75,6 +80,56 @@ async def test_fifty_clients_share_one_upstream(server, gateway, ws_client):
     await gateway.wait_for(lambda: not upstream(gateway, EURUSD, "BidAsk"))
 
 
+async def reply_to(client, body: dict) -> dict:
+    """Send a raw request and return the first message that is not a tick, info or complete."""
+    await client.send(body)
+    async with asyncio.timeout(WAIT):
+        while (msg := await client.recv())["type"] in ("tick", "info", "complete"):
+            assert "id" not in msg, msg  # messages that reply to nothing carry no id
+    return msg
+
+
+async def test_replies_echo_the_request_id(server, ws_client):
+    """Every reply carries the request's id at the top level, with its JSON type as sent."""
+    client = await ws_client(server)
+    assert "id" not in client.greeting
+    sub = {"contract_id": AAPL, "tick_types": ["bid_ask", "last"]}
+    reply = await reply_to(client, {"type": "subscribe", "id": "msg-001", "data": sub})
+    assert reply["type"] == "subscribed" and list(reply)[:2] == ["type", "id"]
+    assert reply["id"] == reply["data"]["request_id"] == "msg-001"
+    streams = [s["stream_id"] for s in reply["data"]["streams"]]
+    await client.ticks(3)
+    reply = await reply_to(client, {"type": "ping", "id": 7, "data": {"timestamp": "t"}})
+    assert reply["type"] == "pong" and reply["id"] == 7 and reply["data"]["request_id"] == 7
+    reply = await reply_to(client, {"type": "ping", "id": "7"})
+    assert reply["type"] == "pong" and reply["id"] == "7"  # a string stays a string
+    reply = await reply_to(client, {"type": "ping"})
+    assert reply["type"] == "pong" and "id" not in reply and "request_id" not in reply["data"]
+    body = {"type": "unsubscribe", "id": 0, "data": {"stream_id": streams[0]}}
+    reply = await reply_to(client, body)
+    assert reply["type"] == "unsubscribed" and reply["id"] == 0
+    assert reply["stream_id"] == streams[0]
+    reply = await reply_to(client, body)
+    assert reply["type"] == "error" and reply["data"]["code"] == "STREAM_NOT_FOUND"
+    assert reply["id"] == 0
+    reply = await reply_to(client, {"type": "unsubscribe_all", "id": "all"})
+    assert reply["type"] == "unsubscribed" and reply["id"] == "all"
+    assert reply["data"]["stream_ids"] == streams[1:]
+    bad = {"contract_id": "NOSUCH", "tick_types": ["last"]}
+    reply = await reply_to(client, {"type": "subscribe", "id": "nf", "data": bad})
+    assert reply["data"]["code"] == "CONTRACT_NOT_FOUND" and reply["id"] == "nf"
+    reply = await reply_to(client, {"type": "subscribe", "id": 12, "data": {"tick_types": []}})
+    assert reply["data"]["code"] == "INVALID_MESSAGE" and reply["id"] == 12
+    reply = await reply_to(client, {"type": "subscribe", "id": "typo", "data": sub, "x": 1})
+    assert reply["data"]["code"] == "INVALID_MESSAGE" and reply["id"] == "typo"
+    reply = await reply_to(client, {"type": "dance", "id": "what"})
+    assert reply["data"]["code"] == "INVALID_MESSAGE" and reply["id"] == "what"
+    reply = await reply_to(client, {"type": "ping", "id": ["not", "an", "id"]})
+    assert reply["data"]["code"] == "INVALID_MESSAGE" and "id" not in reply  # unusable id
+    reply = await reply_to(client, '{"type": "ping", "id": "cut')
+    assert reply["data"]["code"] == "INVALID_MESSAGE" and "id" not in reply  # unparsable
+
+
 async def test_limit_and_timeout_complete(server, ws_client):
     client = await ws_client(server)
     data = await client.subscribe(AAPL, ["bid_ask"], limit=7)
@@ -93,7 +148,7 @@ async def test_limit_and_timeout_complete(server, ws_client):
 async def test_ping_pong(server, ws_client):
     client = await ws_client(server)
     reply = await client.request("ping", {"timestamp": "2026-01-01T00:00:00.000Z"})
-    assert reply["type"] == "pong"
+    assert reply["type"] == "pong" and reply["id"] == reply["data"]["request_id"]
     assert reply["data"]["client_timestamp"] == "2026-01-01T00:00:00.000Z"
     assert reply["data"]["server_timestamp"].endswith("Z")
 
@@ -154,15 +209,20 @@ async def test_control_channel(server):
     async with websockets.connect(server.url.replace("http", "ws") + "/ws/control") as conn:
         await conn.send('{"type":"stats","id":1}')
         reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
-        assert reply["type"] == "stats" and reply["data"]["request_id"] == 1
+        assert reply["type"] == "stats" and reply["id"] == reply["data"]["request_id"] == 1
         assert "hub" in reply["data"] and "connections" in reply["data"]
-        await conn.send('{"type":"ping","id":2,"data":{"timestamp":5}}')
+        await conn.send('{"type":"ping","id":"two","data":{"timestamp":5}}')
         reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
         assert reply["type"] == "pong" and reply["data"]["client_timestamp"] == 5
+        assert reply["id"] == "two"
         await conn.send('{"type":"subscribe","id":3}')
         reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
         assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE"
-        assert reply["data"]["request_id"] == 3
+        assert reply["id"] == reply["data"]["request_id"] == 3
+        await conn.send('{"type":"ping"}')  # no id: the reply has none
+        reply = orjson.loads(await asyncio.wait_for(conn.recv(), 10))
+        assert reply["type"] == "pong" and "id" not in reply
+        assert "request_id" not in reply["data"]
 
 
 async def test_close_while_resolving_attaches_nothing(server, monkeypatch):

@@ -4,7 +4,9 @@
 the quote a trade is judged against is always emitted before the trade, so the rule
 "price >= ask is a buy, <= bid is a sell, else neutral" applied against the last emitted
 quote recovers the recorded aggressor for every trade except those marked `inside`
-(printed strictly inside a spread wider than one tick, aggressor still recorded).
+(printed strictly inside a spread wider than one tick, aggressor still recorded). Those sit
+where hidden liquidity prints them: a buy above the midpoint, a sell below it, either at the
+midpoint of an even spread; so the midpoint rule (Lee-Ready) recovers all but the midpoint ones.
 `Market.advance(dt)` turns elapsed time into a number of due events at the current rate,
 with bursts and quiet spells. Prices and sides depend only on the seed and the number of
 events taken, never on timing.
@@ -183,9 +185,13 @@ class Market:
         size = self._draw(c.trade_size)
         venue = rng.choice(c.venues) if c.venues else c.exchange
         if self._spread > 1 and rng.random() < INSIDE_FRACTION:
-            price = c.price(self._bid + rng.randint(1, self._spread - 1))
+            # hidden or midpoint liquidity: a buyer lifts it above the mid, a seller below;
+            # the mid itself (an even spread) is a level both sides can print at
+            half = self._spread / 2
+            low, high = (math.ceil(half), self._spread - 1) if side == BUY else (1, int(half))
+            price = c.price(self._bid + rng.randint(low, high))
             self._pending.append(Trade(now, price, size, side, True, venue))
-            return  # hidden liquidity: the displayed book does not change
+            return  # the displayed book does not change
         if side == BUY:
             size = min(size, self._ask_size)
             self._pending.append(

@@ -1,0 +1,90 @@
+"""Footprint: volume by price level and side within each time bar (long format)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+
+from ibstream.analytics.kernels import (
+    TradeArrays,
+    group_rows,
+    running_sums,
+    to_nanos,
+    to_time_index,
+    trade_arrays,
+    typed_frame,
+)
+
+__all__ = ["FOOTPRINT_COLUMNS", "footprint", "price_levels"]
+
+FOOTPRINT_COLUMNS = {
+    "contract_id": "int64",
+    "price": "float64",
+    "buy_volume": "float64",
+    "sell_volume": "float64",
+    "neutral_volume": "float64",
+    "delta": "float64",
+    "trade_count": "int64",
+}
+_SUMS = ("buy_volume", "sell_volume", "neutral_volume")
+LevelState = dict[str, np.ndarray]
+
+
+def footprint(
+    trades: pd.DataFrame, interval: object = "1min", tick_size: float | None = None
+) -> pd.DataFrame:
+    """One row per (bar, contract, price level) that traded, sorted by time, contract, price.
+
+    Bars are those of `ibstream.analytics.bars.bars` (index `time` = bar start, UTC). With
+    `tick_size`, prices are floored to multiples of it (`price` is the level's low edge);
+    without, every traded price is its own level. delta = buy_volume - sell_volume.
+    """
+    step = to_nanos(interval, "interval")
+    return finish_levels(merge_levels(level_rows(trade_arrays(trades), step, tick_size)))
+
+
+def price_levels(price: np.ndarray, tick_size: float | None) -> np.ndarray:
+    """Prices floored to the tick grid (tolerant of float noise such as 100.07 / 0.01)."""
+    if tick_size is None:
+        return price
+    try:
+        ok = float(tick_size) > 0 and np.isfinite(float(tick_size))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or isinstance(tick_size, bool):
+        raise ValueError(f"tick_size must be a positive number, got {tick_size!r}")
+    places = max(0, -int(Decimal(str(tick_size)).normalize().as_tuple().exponent))
+    steps = np.floor(np.round(price / tick_size, 6))
+    return np.round(steps * tick_size, places)
+
+
+def level_rows(a: TradeArrays, step: int, tick_size: float | None) -> LevelState:
+    """Each trade as a footprint cell of its own, in the layout `merge_levels` combines."""
+    flows = a.flows()
+    return {
+        "time": a.time - a.time % step,
+        "contract_id": a.contract,
+        "price": price_levels(a.price, tick_size),
+        "buy_volume": flows[:, 0],
+        "sell_volume": flows[:, 1],
+        "neutral_volume": flows[:, 2],
+        "trade_count": np.ones(len(a.price), dtype=np.int64),
+    }
+
+
+def merge_levels(rows: LevelState) -> LevelState:
+    """Combine cells (earlier rows first) into one per (time, contract, price)."""
+    g = group_rows(rows["time"], rows["contract_id"], rows["price"])
+    sums = running_sums(np.column_stack([rows[k] for k in _SUMS]), g)[g.last]
+    out = dict(zip(("time", "contract_id", "price"), g.keys, strict=True))
+    out |= {k: sums[:, i] for i, k in enumerate(_SUMS)}
+    out["trade_count"] = g.reduce(np.add, rows["trade_count"])
+    return out
+
+
+def finish_levels(state: LevelState) -> pd.DataFrame:
+    delta = state["buy_volume"] - state["sell_volume"]
+    columns = dict(state) | {"delta": delta}
+    return typed_frame(columns, FOOTPRINT_COLUMNS, to_time_index(state["time"]))

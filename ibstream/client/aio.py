@@ -1,0 +1,262 @@
+"""`AsyncClient`: the research client for asyncio code (the sync `Client` drives one too).
+
+    async with AsyncClient("http://127.0.0.1:8001") as client:
+        ticks = await client.collect("ES", seconds=10)          # tick frame
+        async with client.stream("ES", ("bid_ask", "last")) as stream:
+            async for tick in stream: ...
+
+It connects on first use, reconnects by itself with backoff and resumes every subscription
+from its own positions, so ticks are neither lost nor duplicated; reconnects and gaps are
+reported through `state`, `reconnects`, `gaps`, `events` and the `on_event` callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ibstream.client.collect import Collection, check_bounds
+from ibstream.client.events import ClientEvent, ClientState, EventLog, Listener
+from ibstream.client.options import TRANSPORTS, Backoff, ClientOptions, base_url
+from ibstream.client.progress import Progress
+from ibstream.client.sinks import BufferSink, Sink
+from ibstream.client.stream import AsyncStream
+from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
+from ibstream.client.transport import Transport, connection_error
+
+DEFAULT_SERVER = "http://127.0.0.1:8001"
+Contracts = str | int | Iterable[str | int]
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        transport: str = "websocket",
+        token: str | None = None,
+        *,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 2.0,
+        backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
+        max_queue: int = 10_000,
+        on_event: Listener | None = None,
+    ):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}; got {transport!r}")
+        self.server = base_url(server)
+        self.transport = transport
+        self.token = token
+        self.options = ClientOptions(
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+            max_queue=max_queue,
+            backoff=backoff,
+        )
+        self._events = EventLog(f"{self.server} ({transport})", [on_event] if on_event else [])
+        self._link: Transport | None = None
+        self._subs: set[Subscription] = set()
+        self._buffers: dict[int, Subscription] = {}
+        self._start: asyncio.Lock | None = None
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """connecting | connected | reconnecting | closed."""
+        return self._events.state.value
+
+    @property
+    def reconnects(self) -> int:
+        return self._events.reconnects
+
+    @property
+    def gaps(self) -> int:
+        return self._events.gaps
+
+    @property
+    def events(self) -> list[ClientEvent]:
+        """The last 1000 events (state changes, gaps, infos, errors), oldest first."""
+        return list(self._events.recent)
+
+    def add_listener(self, listener: Callable[[ClientEvent], Any]) -> None:
+        """Also call `listener(event)` for every event (on the client's event loop)."""
+        self._events.listeners.append(listener)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Return once predicate() holds, re-checked on every event; TimeoutError after."""
+        await self._events.wait_for(predicate, timeout)
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def connect(self) -> AsyncClient:
+        """Reach the server (done by the first request anyway); StreamConnectionError if not."""
+        self._start = self._start or asyncio.Lock()
+        async with self._start:
+            if self._events.state == ClientState.CLOSED:
+                raise connection_error("cannot connect", "this client is closed")
+            if self._link is None:
+                link = self._make_transport()
+                try:
+                    await link.start()
+                except BaseException:
+                    await link.close()
+                    raise
+                self._link = link
+                self._events.set_state(ClientState.CONNECTED, f"connected to {self.server}")
+        return self
+
+    def _make_transport(self) -> Transport:
+        if self.transport == "sse":
+            from ibstream.client.sse import SSETransport
+
+            return SSETransport(self.server, self.token, self.options, self._events)
+        from ibstream.client.ws import WebSocketTransport
+
+        return WebSocketTransport(self.server, self.token, self.options, self._events)
+
+    async def close(self) -> None:
+        """End every subscription and release every socket and task (within close_timeout)."""
+        self._events.set_state(ClientState.CLOSED, "closed by the user")
+        for sub in list(self._subs):
+            sub.finish()
+        self._subs.clear()
+        self._buffers.clear()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- subscriptions -----------------------------------------------------------------
+    def stream(
+        self,
+        contract: str | int,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        *,
+        on_tick: Callable[[dict], Any] | None = None,
+        max_queue: int | None = None,
+    ) -> AsyncStream:
+        """A live subscription: iterate it (`async for tick in ...`) or pass `on_tick`.
+
+        Contract and tick types are checked at once (InvalidMessage, InvalidTickType); the
+        subscription opens on `await`, `async with` or the first `async for`.
+        """
+        return AsyncStream(self, contract, tick_types, on_tick, max_queue or self.options.max_queue)
+
+    async def collect(
+        self,
+        contract: Contracts,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        seconds: float | None = None,
+        limit: int | None = None,
+        *,
+        progress: bool = True,
+    ) -> Any:
+        """Ticks as a tick frame (`ibstream.client.frames`), in arrival order.
+
+        `contract` may be a list (one frame holds them all). Ends after `seconds` of wall time
+        or `limit` ticks in all, whichever comes first; one of them is required here (the sync
+        `Client.collect` also runs until interrupted).
+        """
+        if seconds is None and limit is None:
+            raise ValueError("give seconds= or limit= (or use stream() for an open-ended feed)")
+        collection = await self._start_collection(contract, tick_types, seconds, limit)
+        bar = Progress(progress, total=limit, desc=_describe(contract))
+        try:
+            await collection.wait(seconds, bar.show if progress else None)
+        finally:
+            bar.close(collection.count)
+            await self._finish_collection(collection)
+        return collection.frame()
+
+    async def _start_collection(
+        self, contract: Contracts, tick_types: Any, seconds: float | None, limit: int | None
+    ) -> Collection:
+        check_bounds(seconds, limit)
+        contracts = [contract] if isinstance(contract, str | int) else list(contract)
+        if not contracts:
+            raise ValueError("collect needs at least one contract")
+        collection = Collection(limit, len(contracts))
+        subs = [self._new_subscription(c, tick_types, collection) for c in contracts]
+        collection.subscriptions = subs
+        try:
+            for sub in subs:
+                await self._open(sub)
+        except BaseException:
+            await self._finish_collection(collection)
+            raise
+        return collection
+
+    async def _finish_collection(self, collection: Collection) -> None:
+        collection.stop()
+        for sub in collection.subscriptions:
+            await self._close_subscription(sub)
+
+    async def buffer(
+        self,
+        contract: str | int,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        *,
+        max_ticks: int | None = None,
+        max_seconds: float | None = None,
+    ) -> Any:
+        """A live `TickBuffer` (window of `max_ticks` / `max_seconds`) that this client keeps
+        filling until it is closed or `unsubscribe(buffer)` is called."""
+        from ibstream.client.buffer import TickBuffer
+
+        buffer = TickBuffer(max_ticks=max_ticks, max_seconds=max_seconds)
+        sub = self._new_subscription(contract, tick_types, BufferSink(buffer))
+        await self._open(sub)
+        self._buffers[id(buffer)] = sub
+        return buffer
+
+    async def unsubscribe(self, handle: Any) -> None:
+        """Stop an `AsyncStream`, a buffer from `buffer()` or a Subscription."""
+        if isinstance(handle, AsyncStream):
+            await handle.close()
+            return
+        sub = handle if isinstance(handle, Subscription) else self._buffers.pop(id(handle), None)
+        if sub is None:
+            raise ValueError("not a stream, buffer or subscription of this client")
+        await self._close_subscription(sub)
+
+    async def ping(self) -> float:
+        """Round-trip time to the server in seconds."""
+        await self.connect()
+        assert self._link is not None
+        return await self._link.ping()
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        return [s for s in self._subs if s.active]
+
+    # --- internals shared with the handles and the sync face ------------------------------
+    def _new_subscription(self, contract: object, tick_types: Any, sink: Sink) -> Subscription:
+        return Subscription(contract, tick_types, sink, self._events)
+
+    async def _open(self, sub: Subscription) -> None:
+        await self.connect()
+        assert self._link is not None
+        await self._link.open(sub)
+        if self._events.state == ClientState.CLOSED:  # closed meanwhile: end it here too
+            sub.finish()
+            raise connection_error(f"cannot subscribe {sub.spec}", "this client was closed")
+        self._subs = {s for s in self._subs if s.active} | {sub}
+
+    async def _close_subscription(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+        if self._link is not None:
+            await self._link.cancel(sub)
+        else:
+            sub.finish()
+
+
+def _describe(contract: Contracts) -> str:
+    if isinstance(contract, str | int):
+        return str(contract)
+    return ",".join(str(c) for c in contract)

@@ -1,0 +1,79 @@
+"""Client settings: timeouts, reconnect backoff, queue bounds and the server's URLs."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
+
+TRANSPORTS = ("websocket", "sse")
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: exponential from `initial`, capped at `maximum`, with jitter.
+
+    Each delay is drawn uniformly from [d * (1 - jitter), d]; `max_attempts` None retries
+    forever (a research session outlives short server restarts).
+    """
+
+    initial: float = 0.1
+    maximum: float = 5.0
+    factor: float = 2.0
+    jitter: float = 0.5
+    max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0 < self.initial <= self.maximum) or self.factor < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError(
+                "Backoff needs 0 < initial <= maximum, factor >= 1 and 0 <= jitter <= 1"
+            )
+
+    def delays(self) -> Iterator[float]:
+        delay, attempt = self.initial, 0
+        while self.max_attempts is None or attempt < self.max_attempts:
+            attempt += 1
+            yield delay * (1 - self.jitter * random.random())
+            delay = min(self.maximum, delay * self.factor)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Everything that bounds a client: no call waits longer than its timeout."""
+
+    request_timeout: float = 10.0  # subscribe / unsubscribe / ping answer
+    connect_timeout: float = 10.0  # TCP + handshake + greeting
+    close_timeout: float = 2.0  # close() returns within about this, whatever the server does
+    sse_idle_timeout: float = 45.0  # no byte for this long on an SSE response: reconnect
+    max_queue: int = 10_000  # ticks waiting in one iterator before it fails (SLOW_CONSUMER)
+    backoff: Backoff | None = field(default_factory=Backoff)  # None: never reconnect
+
+    def __post_init__(self) -> None:
+        for name in ("request_timeout", "connect_timeout", "close_timeout", "sse_idle_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        if self.max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
+
+
+def base_url(server: str) -> str:
+    """`http(s)://host:port` from what a user types: a URL (http, https, ws, wss) or host:port."""
+    text = server.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"server must look like http://127.0.0.1:8001; got {server!r}")
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def ws_url(base: str) -> str:
+    parts = urlsplit(base)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    return urlunsplit((scheme, parts.netloc, "/v2/ws/stream", "", ""))
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}

@@ -1,0 +1,150 @@
+"""Where a subscription's ticks go. Every `put` returns at once: the reader never waits.
+
+Iterators get a bounded inbox each. When a consumer falls `max_queue` ticks behind, its inbox
+stops taking ticks and, once the consumer has drained what is queued, raises `SlowConsumer`
+to that consumer alone; the connection and every other consumer carry on. Callbacks run on
+the client's event loop, inline with the reader: a slow callback slows the connection (and
+the server may then drop it as a slow consumer, after which the client resumes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from ibstream.errors import ErrorCode, StreamError
+
+log = logging.getLogger("ibstream.client")
+
+
+class Sink(Protocol):
+    def put(self, tick: dict) -> None: ...
+
+    def end(self, error: StreamError | None = None) -> None: ...
+
+
+def overflow_error(max_queue: int) -> StreamError:
+    return StreamError(
+        ErrorCode.SLOW_CONSUMER,
+        f"this iterator fell {max_queue} ticks behind and was stopped (ticks after that were "
+        "not kept for it); pull faster, pass on_tick=, use collect() or buffer(), or raise "
+        "max_queue",
+        details={"max_queue": max_queue},
+        recoverable=False,
+    )
+
+
+class AsyncInbox:
+    """A bounded inbox read by `async for` on the client's own loop."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        self._items: deque[dict] = deque()
+        self._done = False
+        self._error: StreamError | None = None
+        self._wakeup = asyncio.Event()
+
+    def put(self, tick: dict) -> None:
+        if self._done:
+            return
+        if len(self._items) >= self.max_queue:
+            self.end(overflow_error(self.max_queue))
+            return
+        self._items.append(tick)
+        self._wakeup.set()
+
+    def end(self, error: StreamError | None = None) -> None:
+        if not self._done:
+            self._done, self._error = True, error
+            self._wakeup.set()
+
+    async def get(self) -> dict:
+        """The next tick; StopAsyncIteration once ended, or the error it ended with."""
+        while not self._items:
+            if self._done:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        return self._items.popleft()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ThreadInbox:
+    """A bounded inbox filled on the client's loop thread and read from any other thread."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        self._items: deque[dict] = deque()
+        self._done = False
+        self._error: StreamError | None = None
+        self._cond = threading.Condition()
+
+    def put(self, tick: dict) -> None:
+        with self._cond:
+            if self._done:
+                return
+            if len(self._items) >= self.max_queue:
+                self._done, self._error = True, overflow_error(self.max_queue)
+            else:
+                self._items.append(tick)
+            self._cond.notify_all()
+
+    def end(self, error: StreamError | None = None) -> None:
+        with self._cond:
+            if not self._done:
+                self._done, self._error = True, error
+                self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> dict:
+        """The next tick; StopIteration once ended, TimeoutError if none came in `timeout`."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items or self._done, timeout):
+                raise TimeoutError(f"no tick within {timeout} s")
+            if self._items:
+                return self._items.popleft()
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class CallbackSink:
+    """Calls `on_tick(tick)` for every new tick; a callback that raises is logged, not fatal."""
+
+    def __init__(self, on_tick: Callable[[dict], object]):
+        self.on_tick = on_tick
+        self.failures = 0
+
+    def put(self, tick: dict) -> None:
+        try:
+            self.on_tick(tick)
+        except Exception:
+            self.failures += 1
+            if self.failures <= 3 or self.failures % 1000 == 0:
+                log.exception("on_tick callback failed (%d time(s))", self.failures)
+
+    def end(self, error: StreamError | None = None) -> None:
+        pass
+
+
+class BufferSink:
+    """Keeps a `TickBuffer` filled (its append is cheap and thread-safe for one writer)."""
+
+    def __init__(self, buffer: object):
+        self.buffer = buffer
+
+    def put(self, tick: dict) -> None:
+        self.buffer.append(tick)  # type: ignore[attr-defined]
+
+    def end(self, error: StreamError | None = None) -> None:
+        pass

@@ -1,0 +1,197 @@
+"""SSE transport: one HTTP response per subscription (`GET /v2/stream/{contract}`).
+
+Events are parsed by httpx-sse. Each subscription runs its own task: when its response
+ends or breaks (server shutdown, cut, idle beyond `sse_idle_timeout`) the task reopens it
+with backoff and `?resume_from=bid_ask:50,last:3` (the subscription's own positions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import quote
+
+import httpx
+import orjson
+from httpx_sse import SSEError, aconnect_sse
+
+from ibstream.client.events import ClientState, ErrorEvent, EventLog
+from ibstream.client.options import ClientOptions, auth_headers
+from ibstream.client.subscription import Subscription
+from ibstream.client.transport import connection_error, timeout_error
+from ibstream.errors import ErrorCode, StreamError, error_from_body
+
+log = logging.getLogger("ibstream.client")
+_BROKEN = (httpx.HTTPError, OSError, SSEError, orjson.JSONDecodeError, TimeoutError)
+_STATUS = {404: ErrorCode.CONTRACT_NOT_FOUND, 429: ErrorCode.RATE_LIMIT_EXCEEDED}
+
+
+async def error_from_response(response: httpx.Response) -> StreamError:
+    """The typed error of an HTTP error answer (`{"error": {...}}`), or one from its status."""
+    try:
+        return error_from_body(orjson.loads(await response.aread())["error"])
+    except (KeyError, TypeError, orjson.JSONDecodeError, httpx.HTTPError):
+        code = _STATUS.get(response.status_code, ErrorCode.INTERNAL_ERROR)
+        return StreamError(code, f"HTTP {response.status_code} from {response.request.url}")
+
+
+class SSETransport:
+    name = "sse"
+
+    def __init__(self, base: str, token: str | None, options: ClientOptions, events: EventLog):
+        self.base = base
+        self.token = token
+        self.options = options
+        self.events = events
+        self._http = httpx.AsyncClient(
+            base_url=base,
+            headers=auth_headers(token),
+            timeout=httpx.Timeout(
+                options.request_timeout,
+                connect=options.connect_timeout,
+                read=options.sse_idle_timeout,  # the server pings every 15 s while idle
+            ),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=4),
+        )
+        self._tasks: dict[Subscription, asyncio.Task[None]] = {}
+        self._down: set[Subscription] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        await self.ping(self.options.connect_timeout)
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Round trip of GET /health."""
+        timeout = timeout or self.options.request_timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._http.get("/health")
+        except TimeoutError:
+            raise timeout_error(f"GET {self.base}/health", timeout) from None
+        except httpx.HTTPError as exc:
+            raise connection_error(f"cannot reach {self.base}", exc, url=self.base) from None
+        if response.status_code != 200:
+            raise await error_from_response(response)
+        return loop.time() - started
+
+    async def open(self, sub: Subscription) -> None:
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._run(sub, opened), name=f"ibstream-sse {sub.spec}")
+        self._tasks[sub] = task
+        timeout = self.options.request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(opened)
+        except BaseException as exc:
+            task.cancel()
+            if not opened.done():
+                opened.cancel()
+            if isinstance(exc, TimeoutError):
+                raise timeout_error(f"subscribe {sub.spec}", timeout) from None
+            raise
+
+    async def cancel(self, sub: Subscription) -> None:
+        sub.finish()
+        task = self._tasks.pop(sub, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=self.options.close_timeout)
+
+    async def close(self) -> None:
+        self._closing = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.options.close_timeout)
+        try:
+            async with asyncio.timeout(self.options.close_timeout):
+                await self._http.aclose()
+        except TimeoutError:
+            log.warning("closing the HTTP client of %s took too long", self.base)
+
+    async def _run(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
+        """Keep one subscription's response open until the subscription ends."""
+        delays = None
+        try:
+            while sub.active and not self._closing:
+                try:
+                    await self._response(sub, opened)
+                    why = "the server ended the response"
+                except StreamError as exc:
+                    if not opened.done():
+                        opened.set_exception(exc)
+                        return
+                    if not exc.recoverable:
+                        self.events.emit(ErrorEvent(exc, sub.contract_id))
+                        sub.fail(exc)
+                        return
+                    why = exc.message
+                except _BROKEN as exc:
+                    if not opened.done():
+                        opened.set_exception(connection_error(f"cannot open {sub.spec}", exc))
+                        return
+                    why = f"response broke ({type(exc).__name__}: {exc})"
+                if not sub.active or self._closing:
+                    return
+                if sub not in self._down:
+                    delays = None
+                self._lost(sub, why)
+                delays = delays or (self.options.backoff.delays() if self.options.backoff else None)
+                delay = next(delays, None) if delays is not None else None
+                if delay is None:
+                    error = connection_error("gave up reconnecting", why, url=self.base)
+                    self.events.emit(ErrorEvent(error, sub.contract_id))
+                    sub.fail(error)
+                    return
+                await asyncio.sleep(delay)  # backoff, not synchronisation
+        finally:
+            self._tasks.pop(sub, None)
+            if sub in self._down:
+                self._down.discard(sub)
+                self._settle()
+
+    async def _response(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
+        params = {"tick_types": ",".join(sub.tick_types)}
+        if sub.positions:
+            params["resume_from"] = ",".join(f"{t}:{n}" for t, n in sub.positions.items())
+        if self.token:
+            params["token"] = self.token
+        path = "/v2/stream/" + quote(str(sub.target), safe="")
+        async with asyncio.timeout(self.options.request_timeout) as deadline:
+            async with aconnect_sse(self._http, "GET", path, params=params) as source:
+                if source.response.status_code != 200:
+                    raise await error_from_response(source.response)
+                async for event in source.aiter_sse():
+                    if not event.data:
+                        continue
+                    msg = orjson.loads(event.data)
+                    if msg.get("type") == "subscribed":
+                        deadline.reschedule(None)  # open: from now on only idle reads time out
+                        sub.bind(msg.get("data") or {})
+                        if not opened.done():
+                            opened.set_result(None)
+                        self._up(sub)
+                        continue
+                    sub.on_message(msg)
+                    if not sub.active:
+                        return
+
+    def _lost(self, sub: Subscription, why: str) -> None:
+        if sub in self._down:
+            log.info("%s: reopening %s failed: %s", self.base, sub.describe(), why)
+            return
+        self._down.add(sub)
+        self.events.set_state(ClientState.RECONNECTING, f"{sub.describe()}: {why}")
+
+    def _up(self, sub: Subscription) -> None:
+        if sub in self._down:
+            self._down.discard(sub)
+            self.events.reconnects += 1
+            self._settle()
+
+    def _settle(self) -> None:
+        if not self._down and not self._closing:
+            self.events.set_state(ClientState.CONNECTED, f"every stream of {self.base} is open")

@@ -1,0 +1,161 @@
+"""One subscription (a contract and its tick types) as it outlives connections.
+
+It knows where each of its streams stands (the last sequence received per tick type), so a
+reconnect resumes exactly there; it drops any tick it has already had (sequence <= last seen)
+and accepts new numbering after the server says its position is unknown (`gap` with reason
+`unknown_sequence`: the server restarted). Server `info`s, `gap`s and stream errors become
+client events. Positions are per subscription, because two subscriptions of one stream
+receive the same sequences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ibstream.client.events import ErrorEvent, EventLog, Gap, Info
+from ibstream.client.sinks import Sink
+from ibstream.errors import ErrorCode, StreamError, error_from_body
+from ibstream.model import TickType
+from ibstream.protocol import contract_spec
+
+DEFAULT_TICK_TYPES = ("bid_ask", "last")
+
+
+def parse_tick_types(tick_types: str | Iterable[str]) -> list[str]:
+    """Wire names of the tick types (ours or IB's: `BidAsk`); InvalidTickType otherwise."""
+    if isinstance(tick_types, str):
+        tick_types = [tick_types]
+    return [t.value for t in TickType.parse_list(list(tick_types))]
+
+
+def parse_contract(contract: object) -> str | int:
+    """A conId (`265598`) or a spec (`"ES"`, `"AAPL"`, `"EUR.USD"`); InvalidMessage otherwise."""
+    try:
+        return contract_spec(contract, "contract")
+    except StreamError as exc:  # the protocol's MessageError, as the typed InvalidMessage
+        raise StreamError(exc.code, exc.message, details=exc.details) from None
+
+
+class Subscription:
+    """Positions, dedup and delivery for one subscribe, across any number of reconnects."""
+
+    def __init__(self, contract: object, tick_types: Iterable[str], sink: Sink, events: EventLog):
+        self.spec = parse_contract(contract)
+        self.tick_types = parse_tick_types(tick_types)
+        self.sink = sink
+        self.events = events
+        self.contract: dict = {}
+        self.positions: dict[str, int] = {}  # tick type -> last sequence received
+        self.stream_ids: dict[str, str] = {}  # server stream id -> tick type (current binding)
+        self.received = 0
+        self.duplicates = 0
+        self.active = True
+        self.error: StreamError | None = None
+        self._gap_told: set[str] = set()  # tick types whose next jump the server already told
+        self._stream_errors: dict[str, StreamError] = {}
+
+    @property
+    def contract_id(self) -> int | None:
+        return self.contract.get("contract_id")
+
+    @property
+    def target(self) -> str | int:
+        """What to subscribe to: the conId once known (exact across reconnects), else the spec."""
+        return self.contract_id or self.spec
+
+    def resume_from(self) -> dict[str, int]:
+        return dict(self.positions)
+
+    def bind(self, data: dict) -> list[str]:
+        """Take a `subscribed` reply: the contract and this connection's stream ids."""
+        self.contract = data.get("contract") or self.contract
+        self.stream_ids = {s["stream_id"]: s["tick_type"] for s in data.get("streams", ())}
+        for stream in data.get("streams", ()):  # a server that says where a stream starts
+            start = stream.get("start_sequence")
+            if isinstance(start, int) and stream["tick_type"] not in self.positions:
+                self.positions[stream["tick_type"]] = start
+        return list(self.stream_ids)
+
+    def on_message(self, msg: dict) -> None:
+        """Handle one stream message (tick, info, error, complete) of a bound stream id."""
+        kind = msg.get("type")
+        data = msg.get("data") or {}
+        if kind == "tick":
+            self.on_tick(data)
+            return
+        tick_type = self.stream_ids.get(msg.get("stream_id", ""))
+        if kind == "info":
+            self._on_info(tick_type, data)
+        elif kind == "error":
+            error = error_from_body(data)
+            self._stream_errors[msg.get("stream_id", "")] = error
+            self.events.emit(ErrorEvent(error, self.contract_id, tick_type))
+        elif kind == "complete":
+            self._on_complete(msg.get("stream_id", ""), data)
+
+    def on_tick(self, data: dict) -> None:
+        if not self.active:
+            return
+        tick_type, seq = data["tick_type"], data["sequence"]
+        last = self.positions.get(tick_type)
+        if last is not None:
+            if seq <= last:
+                self.duplicates += 1
+                return
+            if seq > last + 1 and tick_type not in self._gap_told:
+                self.events.emit(
+                    Gap(
+                        self.contract_id,
+                        tick_type,
+                        "missed",
+                        f"sequences {last + 1}-{seq - 1} never arrived",
+                        {"first_missing": last + 1, "last_missing": seq - 1},
+                    )
+                )
+        self._gap_told.discard(tick_type)
+        self.positions[tick_type] = seq
+        self.received += 1
+        self.sink.put(data)
+
+    def _on_info(self, tick_type: str | None, data: dict) -> None:
+        status = data.get("status", "")
+        details = dict(data.get("details") or {})
+        message = data.get("message", "")
+        if status != "gap":
+            self.events.emit(Info(self.contract_id, tick_type, status, message, details))
+            return
+        reason = details.get("reason", "")
+        if tick_type is not None:
+            self._gap_told.add(tick_type)
+            if reason == "unknown_sequence":  # the server restarted: its numbering starts over
+                self.positions.pop(tick_type, None)
+        self.events.emit(Gap(self.contract_id, tick_type, reason, message, details))
+
+    def _on_complete(self, stream_id: str, data: dict) -> None:
+        reason = data.get("reason")
+        if reason == "server_shutdown":  # the connection goes next; the client reconnects
+            return
+        self.stream_ids.pop(stream_id, None)
+        if reason == "error":
+            error = self._stream_errors.get(stream_id) or StreamError(
+                ErrorCode.INTERNAL_ERROR, "the server ended the stream with an error"
+            )
+            self.fail(error)
+        elif not self.stream_ids:
+            self.finish()
+
+    def fail(self, error: StreamError) -> None:
+        """End with an error: consumers see it (an iterator raises it)."""
+        if self.active:
+            self.active = False
+            self.error = error
+            self.sink.end(error)
+
+    def finish(self) -> None:
+        """End normally: iterators stop."""
+        if self.active:
+            self.active = False
+            self.sink.end(None)
+
+    def describe(self) -> str:
+        return f"{self.contract.get('local_symbol') or self.spec} {'+'.join(self.tick_types)}"

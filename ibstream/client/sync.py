@@ -1,0 +1,224 @@
+"""`Client`: the sync face, for scripts and Jupyter cells (even while the kernel's loop runs).
+
+    with Client("http://127.0.0.1:8001") as client:
+        ticks = client.collect("ES", seconds=10)
+        for tick in client.stream("ES", "last"): ...
+
+It runs an `AsyncClient` on the process's private loop thread (`loop.py`); each call waits
+for its result with a deadline. Iterators read from a bounded thread-safe inbox; `on_tick`
+and `on_event` callbacks run on the loop thread (keep them quick; do not call the Client
+from inside them). A blocking call holds the calling thread: when the server itself runs in
+the same notebook kernel's loop, use `AsyncClient` there (or `asyncio.to_thread`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ibstream.client import loop
+from ibstream.client.aio import DEFAULT_SERVER, AsyncClient, Contracts, _describe
+from ibstream.client.collect import PROGRESS_EVERY
+from ibstream.client.events import ClientEvent, Listener
+from ibstream.client.options import Backoff
+from ibstream.client.progress import Progress
+from ibstream.client.sinks import CallbackSink, Sink, ThreadInbox
+from ibstream.client.stream import SubscriptionView
+from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
+
+
+class SyncStream(SubscriptionView):
+    """A live subscription: `for tick in stream` (ticks are the wire's tick `data` dicts),
+    `stream.get(timeout)`, `stream.close()` or `with client.stream(...) as stream:`."""
+
+    def __init__(self, client: Client, sub: Subscription, inbox: ThreadInbox | None):
+        self._client = client
+        self._sub = sub
+        self._inbox = inbox
+
+    def __iter__(self) -> SyncStream:
+        return self
+
+    def __next__(self) -> dict:
+        return self.get()
+
+    def get(self, timeout: float | None = None) -> dict:
+        """The next tick (TimeoutError if none within `timeout`, StopIteration once closed)."""
+        if self._inbox is None:
+            raise TypeError("this stream delivers its ticks to on_tick; it is not iterable")
+        return self._inbox.get(timeout)
+
+    def close(self) -> None:
+        self._client._call(self._client._async._close_subscription(self._sub), "close stream")
+
+    def __enter__(self) -> SyncStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Client:
+    """Same arguments and behaviour as `AsyncClient`, with blocking methods."""
+
+    def __init__(
+        self,
+        server: str = DEFAULT_SERVER,
+        transport: str = "websocket",
+        token: str | None = None,
+        *,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        close_timeout: float = 2.0,
+        backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
+        max_queue: int = 10_000,
+        on_event: Listener | None = None,
+    ):
+        self._async = AsyncClient(
+            server,
+            transport,
+            token,
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+            close_timeout=close_timeout,
+            backoff=backoff,
+            max_queue=max_queue,
+            on_event=on_event,
+        )
+        # Every coroutine bounds itself; this outer deadline only guards against surprises.
+        self._deadline = connect_timeout + 2 * request_timeout + close_timeout + 5
+
+    def _call(self, coro: Any, what: str) -> Any:
+        return loop.call(coro, self._deadline, what)
+
+    @property
+    def server(self) -> str:
+        return self._async.server
+
+    @property
+    def state(self) -> str:
+        """connecting | connected | reconnecting | closed."""
+        return self._async.state
+
+    @property
+    def reconnects(self) -> int:
+        return self._async.reconnects
+
+    @property
+    def gaps(self) -> int:
+        return self._async.gaps
+
+    @property
+    def events(self) -> list[ClientEvent]:
+        """The last 1000 events (state changes, gaps, infos, errors), oldest first."""
+        return self._snapshot(lambda: self._async.events)
+
+    @property
+    def subscriptions(self) -> list[Subscription]:
+        """Open subscriptions (streams, buffers, collections under way)."""
+        return self._snapshot(lambda: self._async.subscriptions)
+
+    def _snapshot(self, read: Callable[[], list]) -> list:
+        for _ in range(10):  # the loop thread may change the container meanwhile
+            try:
+                return read()
+            except RuntimeError:
+                continue
+        return self._call(_read(read), "snapshot")
+
+    def add_listener(self, listener: Callable[[ClientEvent], Any]) -> None:
+        self._async.add_listener(listener)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Block until predicate() holds (checked on the loop thread at every event)."""
+        loop.call(self._async.wait_for(predicate, timeout), timeout + 5, "wait_for")
+
+    def connect(self) -> Client:
+        self._call(self._async.connect(), "connect")
+        return self
+
+    def close(self) -> None:
+        self._call(self._async.close(), "close")
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stream(
+        self,
+        contract: str | int,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        *,
+        on_tick: Callable[[dict], Any] | None = None,
+        max_queue: int | None = None,
+    ) -> SyncStream:
+        """Subscribe now; iterate the result, or pass `on_tick` (runs on the loop thread)."""
+        inbox = None if on_tick else ThreadInbox(max_queue or self._async.options.max_queue)
+        sink: Sink = CallbackSink(on_tick) if on_tick else inbox  # type: ignore[assignment]
+        sub = self._async._new_subscription(contract, tick_types, sink)
+        self._call(self._async._open(sub), "stream")
+        return SyncStream(self, sub, inbox)
+
+    def collect(
+        self,
+        contract: Contracts,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        seconds: float | None = None,
+        limit: int | None = None,
+        *,
+        progress: bool = True,
+    ) -> Any:
+        """Ticks as a tick frame, after `seconds` or `limit` ticks in all; with neither, until
+        interrupted (Ctrl-C, or the stop button in Jupyter), returning what arrived."""
+        start = self._async._start_collection(contract, tick_types, seconds, limit)
+        collection = self._call(start, "collect")
+        bar = Progress(progress, total=limit, desc=_describe(contract))
+        waiting = loop.submit(collection.wait(seconds))
+        try:
+            while not waiting.done():
+                try:
+                    with contextlib.suppress(concurrent.futures.TimeoutError):
+                        waiting.result(PROGRESS_EVERY)
+                    bar.show(collection.count)
+                except KeyboardInterrupt:  # stop collecting, keep what arrived
+                    loop.client_loop().call_soon_threadsafe(collection.stop)
+            waiting.result()
+        finally:
+            bar.close(collection.count)
+            self._call(self._async._finish_collection(collection), "collect")
+        return collection.frame()
+
+    def buffer(
+        self,
+        contract: str | int,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        *,
+        max_ticks: int | None = None,
+        max_seconds: float | None = None,
+    ) -> Any:
+        """A `TickBuffer` this client keeps filling (see `AsyncClient.buffer`)."""
+        coro = self._async.buffer(
+            contract, tick_types, max_ticks=max_ticks, max_seconds=max_seconds
+        )
+        return self._call(coro, "buffer")
+
+    def unsubscribe(self, handle: Any) -> None:
+        """Stop a stream from `stream()` or a buffer from `buffer()`."""
+        if isinstance(handle, SyncStream):
+            handle.close()
+        else:
+            self._call(self._async.unsubscribe(handle), "unsubscribe")
+
+    def ping(self) -> float:
+        return self._call(self._async.ping(), "ping")
+
+    def __repr__(self) -> str:
+        return f"Client({self.server!r}, transport={self._async.transport!r}, state={self.state!r})"
+
+
+async def _read(read: Callable[[], list]) -> list:
+    return read()

@@ -1,0 +1,203 @@
+"""WebSocket transport: one connection carries every subscription of a client.
+
+When the connection goes (cut, SLOW_CONSUMER then 1008, server shutdown 1001, server killed),
+a supervisor reconnects with backoff and resubscribes every subscription with `resume_from`
+= its own positions. The reader (`ws_link.Link`) only parses and hands messages on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from urllib.parse import quote
+
+from ibstream.client.events import ClientState, ErrorEvent, EventLog, Info
+from ibstream.client.options import ClientOptions, auth_headers, ws_url
+from ibstream.client.subscription import Subscription
+from ibstream.client.transport import connection_error, timeout_error
+from ibstream.client.ws_link import Link
+from ibstream.errors import ErrorCode, StreamError, error_from_body
+from ibstream.model import iso_timestamp
+
+log = logging.getLogger("ibstream.client")
+_LINK_TROUBLE = (ErrorCode.CONNECTION_ERROR, ErrorCode.STREAM_TIMEOUT)
+
+
+class WebSocketTransport:
+    name = "websocket"
+
+    def __init__(self, base: str, token: str | None, options: ClientOptions, events: EventLog):
+        self.url = ws_url(base) + (f"?token={quote(token)}" if token else "")
+        self.headers = auth_headers(token)
+        self.options = options
+        self.events = events
+        self._link: Link | None = None
+        self._up = asyncio.Event()  # set while a link is up
+        self._subs: dict[Subscription, Link] = {}  # -> the link it is subscribed on
+        self._streams: dict[str, Subscription] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        await self._connect()
+        self._supervisor = asyncio.create_task(self._supervise(), name="ibstream-ws-supervisor")
+
+    async def _connect(self) -> None:
+        self._link = await Link.open(self.url, self.headers, self.options, self._on_message)
+        self._up.set()
+
+    def _on_message(self, msg: dict) -> None:
+        sub = self._streams.get(msg.get("stream_id") or "")
+        kind, data = msg.get("type"), msg.get("data") or {}
+        if sub is not None:
+            sub.on_message(msg)
+            if not sub.active:
+                self._forget(sub, unsubscribe=True)
+        elif kind == "subscribed":  # its requester gave up: leave no stream running
+            self._unsubscribe_later([s["stream_id"] for s in data.get("streams", ())])
+        elif kind == "error" and not msg.get("stream_id"):  # SLOW_CONSUMER before 1008 ...
+            self.events.emit(ErrorEvent(error_from_body(data)))
+        elif kind == "info" and not msg.get("stream_id"):
+            status, text = data.get("status", ""), data.get("message", "")
+            self.events.emit(Info(None, None, status, text, data.get("details") or {}))
+
+    def _bind(self, sub: Subscription, link: Link, data: dict) -> None:
+        for stream_id in sub.stream_ids:
+            self._streams.pop(stream_id, None)
+        for stream_id in sub.bind(data):
+            self._streams[stream_id] = sub
+        self._subs[sub] = link
+
+    def _forget(self, sub: Subscription, *, unsubscribe: bool) -> list[str]:
+        self._subs.pop(sub, None)
+        ids = [sid for sid, owner in self._streams.items() if owner is sub]
+        for stream_id in ids:
+            del self._streams[stream_id]
+        if unsubscribe:
+            self._unsubscribe_later(ids)
+        return ids
+
+    def _unsubscribe_later(self, stream_ids: list[str]) -> None:
+        if stream_ids and self._link is not None and self._link.up and not self._closing:
+            task = asyncio.create_task(self._unsubscribe(stream_ids))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _unsubscribe(self, stream_ids: list[str]) -> None:
+        for stream_id in stream_ids:
+            link = self._link
+            if link is None:
+                return
+            with contextlib.suppress(StreamError):
+                data = {"stream_id": stream_id}
+                await link.request("unsubscribe", data, self.options.request_timeout)
+
+    async def _subscribe(self, sub: Subscription) -> None:
+        link = self._link
+        if link is None:
+            raise connection_error(f"cannot subscribe {sub.spec}", "not connected")
+        data: dict = {"contract_id": sub.target, "tick_types": sub.tick_types}
+        if sub.positions:
+            data["config"] = {"resume_from": sub.resume_from()}
+        bind = lambda reply: self._bind(sub, link, reply)  # noqa: E731
+        await link.request("subscribe", data, self.options.request_timeout, bind)
+
+    async def open(self, sub: Subscription) -> None:
+        timeout = self.options.request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if self._closing or self.events.state == ClientState.CLOSED:
+                        raise connection_error(f"cannot subscribe {sub.spec}", "client closed")
+                    await self._up.wait()
+                    try:
+                        await self._subscribe(sub)
+                        return
+                    except StreamError as exc:  # the link dropped mid-request: next link
+                        if exc.code != ErrorCode.CONNECTION_ERROR or self._closing:
+                            raise
+                        if self._link is None or not self._link.up:
+                            self._up.clear()  # the supervisor sets it again once reconnected
+        except BaseException as exc:
+            self._forget(sub, unsubscribe=True)  # a reply may have bound it just too late
+            if isinstance(exc, TimeoutError):
+                state = self.events.state.value
+                raise timeout_error(f"subscribe {sub.spec} ({state})", timeout) from None
+            raise
+
+    async def cancel(self, sub: Subscription) -> None:
+        sub.finish()
+        ids = self._forget(sub, unsubscribe=False)
+        await self._unsubscribe(ids)
+
+    async def ping(self) -> float:
+        link = self._link
+        if link is None:
+            raise connection_error("cannot ping", "not connected")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await link.request("ping", {"timestamp": iso_timestamp()}, self.options.request_timeout)
+        return loop.time() - started
+
+    async def _supervise(self) -> None:
+        while self._link is not None:
+            why = await self._link.reader
+            self._up.clear()
+            if self._closing:
+                return
+            self.events.set_state(ClientState.RECONNECTING, why)
+            if not await self._reconnect():
+                self._give_up(why)
+                return
+            self.events.reconnects += 1
+            await self._restore()
+            if self._link.up:
+                self.events.set_state(ClientState.CONNECTED, f"reconnected to {self.url}")
+
+    async def _reconnect(self) -> bool:
+        backoff = self.options.backoff
+        if backoff is None:
+            return False
+        for attempt, delay in enumerate(backoff.delays(), 1):
+            await asyncio.sleep(delay)  # backoff, not synchronisation
+            try:
+                await self._connect()
+                return True
+            except StreamError as exc:
+                log.info("reconnect attempt %d to %s failed: %s", attempt, self.url, exc.message)
+        return False
+
+    async def _restore(self) -> None:
+        """Resubscribe everything not yet subscribed on this link, from its positions."""
+        link = self._link
+        for sub in list(self._subs):
+            if not sub.active or self._subs.get(sub) is link:
+                continue
+            try:
+                await self._subscribe(sub)
+            except StreamError as exc:
+                if exc.code in _LINK_TROUBLE:  # down, or up but not answering: start over
+                    if link is not None:
+                        await link.abort(self.options.close_timeout)
+                    return
+                self._forget(sub, unsubscribe=False)
+                self.events.emit(ErrorEvent(exc, sub.contract_id))
+                sub.fail(exc)
+
+    def _give_up(self, why: str) -> None:
+        error = connection_error("gave up reconnecting", why, url=self.url)
+        for sub in list(self._subs):
+            self._forget(sub, unsubscribe=False)
+            sub.fail(error)
+        self.events.emit(ErrorEvent(error))
+        self.events.set_state(ClientState.CLOSED, "gave up reconnecting")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.wait([self._supervisor], timeout=self.options.close_timeout)
+        if self._link is not None:
+            await self._link.close(self.options.close_timeout)
+        for sub in list(self._subs):
+            self._forget(sub, unsubscribe=False)

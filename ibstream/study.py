@@ -1,0 +1,230 @@
+"""`ibstream delta CONTRACT`: the live delta study against a running ibstream server.
+
+Ticks (quotes and trades) come through the research client over WebSocket or SSE and are
+classified and summed by the incremental `DeltaEngine`, in the batches they arrive in. The
+terminal shows a line per trade and, every second, the rolling summary; with `--json`,
+stdout carries only JSON lines, one per update (each batch of ticks that brought trades):
+
+    {"study": "delta", "contract_id": 637533641, "timestamp": "...Z", "window_seconds": 60,
+     "data": {"current_delta": -3, "cumulative_delta": 41, "period_stats": {...}}}
+
+`timestamp` is the receive time of the update's last trade, `current_delta` that trade's
+signed size, `cumulative_delta` the sum since the study started, `period_stats` the rolling
+window up to that trade. Notes (reconnects, gaps, server infos) and the final summary go to
+stderr in JSON mode. Exit codes: 0 at the end (`--seconds`, Ctrl-C, SIGTERM, the server
+ending the stream), 1 on a server or contract error, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ibstream.client import AsyncStream
+
+SUMMARY_EVERY = 1.0  # seconds between rolling-summary lines in the table
+MAX_PENDING = 100_000  # ticks waiting for the study before it gives up as too slow
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The `delta` subcommand's options (the console script calls `main(args)`)."""
+    p = sub.add_parser("delta", help="live buy/sell delta of one contract from a running server")
+    p.add_argument("contract", help="conId or spec: ES, MNQ, AAPL, EUR.USD, SYMBOL:SECTYPE...")
+    p.add_argument("--server", help="server URL (default $IBSTREAM_URL or http://127.0.0.1:8001)")
+    p.add_argument("--transport", choices=("websocket", "sse"), default="websocket")
+    p.add_argument("--window", type=_positive, default=60.0, help="rolling window, seconds")
+    p.add_argument("--method", default=None, help="classification method (default lee_ready)")
+    p.add_argument("--json", action="store_true", help="only JSON lines on stdout")
+    p.add_argument("--output", metavar="FILE.jsonl", help="also write the JSON lines here")
+    p.add_argument("--seconds", type=_positive, default=None, help="stop after N seconds")
+    p.add_argument("--token", default=None, help="bearer token, if the server wants one")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the study until its end; returns the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr
+    from ibstream.analytics import resolve_method
+    from ibstream.launch import default_url
+
+    args.server = args.server or default_url()
+    try:
+        args.method = resolve_method(args.method)
+    except ValueError as exc:
+        err.write(f"ibstream delta: {exc}\n")
+        return 2
+    try:
+        sink = open(args.output, "w", buffering=1) if args.output else None
+    except OSError as exc:
+        err.write(f"ibstream delta: cannot write {args.output}: {exc.strerror}\n")
+        return 2
+    if not getattr(args, "verbose", 0):  # the study prints the client's events itself
+        logging.getLogger("ibstream.client").setLevel(logging.ERROR)
+    try:
+        return asyncio.run(_until_signal(args, out, err, sink))
+    except BrokenPipeError:  # `ibstream delta ES | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+async def _until_signal(args: argparse.Namespace, out: TextIO, err: TextIO, sink: object) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    return await run_delta(args, out, err, stop, sink)
+
+
+class Pending:
+    """Ticks handed over by the client's callback until the study takes them (bounded)."""
+
+    def __init__(self, limit: int, wake: Callable[[], None]):
+        self.ticks: list[dict] = []
+        self.limit = limit
+        self.overflowed = False
+        self._wake = wake
+
+    def put(self, tick: dict) -> None:
+        if len(self.ticks) >= self.limit:
+            self.overflowed = True
+        else:
+            self.ticks.append(tick)
+        self._wake()
+
+    def take(self) -> list[dict]:
+        ticks, self.ticks = self.ticks, []
+        return ticks
+
+
+async def run_delta(
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+    stop: asyncio.Event,
+    sink: TextIO | None = None,
+) -> int:
+    """Subscribe, then feed each batch of arrived ticks to the study and render it, until
+    `stop` is set, `args.seconds` pass or the stream ends; returns the exit code."""
+    from ibstream.client import AsyncClient
+    from ibstream.errors import StreamError
+
+    run = _Run(args, out, err, stop, sink)
+    client = AsyncClient(
+        args.server, args.transport, args.token, connect_timeout=5.0, on_event=run.on_event
+    )
+    try:
+        stream = await client.stream(args.contract, ("bid_ask", "last"), on_tick=run.pending.put)
+        run.study.contract = stream.contract
+        run.note(run.study.describe(args.transport))
+        return await run.loop(stream)
+    except StreamError as exc:
+        err.write(f"ibstream delta: {exc.code}: {exc.message}\n")
+        return 1
+    finally:
+        run.stop_waiter.cancel()
+        await client.close()
+        if run.study.trade_count:
+            run.note(run.view.final_summary(run.study))
+
+
+class _Run:
+    """One run of the command: the study, its outputs and what wakes its loop."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        out: TextIO,
+        err: TextIO,
+        stop: asyncio.Event,
+        sink: TextIO | None,
+    ):
+        self.args, self.out, self.sink, self.stop = args, out, sink, stop
+        self.notes = err if args.json else out
+        from ibstream import delta_study as view  # pandas: only once the study runs
+
+        self.view = view
+        self.study = view.DeltaStudy(args.method, args.window)
+        self.wake = asyncio.Event()
+        self.pending = Pending(MAX_PENDING, self.wake.set)
+        self.stop_waiter = asyncio.ensure_future(stop.wait())
+        self.stop_waiter.add_done_callback(lambda _: self.wake.set())
+
+    def note(self, line: str) -> None:
+        self.notes.write(line + "\n")
+        self.notes.flush()
+
+    def on_event(self, event: object) -> None:
+        line = self.view.event_line(event)
+        if line:
+            self.note(line)
+        self.wake.set()
+
+    def show(self, trades: pd.DataFrame) -> None:
+        """Render a batch's trades: table rows, or one JSON update (and into --output)."""
+        if self.args.json or self.sink is not None:
+            line = self.study.update_json()
+            if self.args.json:
+                self.out.write(line + "\n")
+            if self.sink is not None:
+                self.sink.write(line + "\n")
+        if not self.args.json:
+            self.out.write(self.view.trade_lines(trades, self.study) + "\n")
+        self.out.flush()
+
+    async def loop(self, stream: AsyncStream) -> int:
+        loop = asyncio.get_running_loop()
+        seconds = self.args.seconds
+        deadline = math.inf if seconds is None else loop.time() + seconds
+        next_summary, unsummarised = loop.time() + SUMMARY_EVERY, False
+        if not self.args.json:
+            self.out.write(self.view.trade_lines(None, self.study) + "\n")  # the header
+        while not self.stop.is_set():
+            self.wake.clear()
+            trades = self.study.feed(self.pending.take())
+            if len(trades):
+                self.show(trades)
+                unsummarised = True
+            if self.pending.overflowed:
+                self.note(f"ibstream delta: fell {MAX_PENDING} ticks behind the stream; stopped")
+                return 1
+            if not stream.active:
+                if stream.error is not None:
+                    raise stream.error
+                self.note("the server ended the stream")
+                return 0
+            now = loop.time()
+            if now >= next_summary:
+                next_summary = now + SUMMARY_EVERY
+                if unsummarised and not self.args.json:
+                    self.out.write(self.view.summary_line(self.study) + "\n")
+                    self.out.flush()
+                unsummarised = False
+            if now >= deadline:
+                return 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), min(next_summary, deadline) - now)
+        return 0

@@ -1,0 +1,223 @@
+"""The incremental DeltaEngine equals the batch functions exactly, on any split of the ticks."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ibstream.analytics import classify
+from ibstream.analytics.bars import bars
+from ibstream.analytics.delta import cumulative_delta, rolling, summary
+from ibstream.analytics.engine import DeltaEngine
+from ibstream.analytics.footprint import footprint
+from ibstream.client.frames import ticks_to_frame
+from ibstream.datasets import load_recorded
+from tests.test_delta import T0, trades_frame
+
+T0_NS = T0.value
+GAPS_NS = [0, 0, 1_000_000, 400_000_000, 7 * 10**9, 31 * 10**9, 61 * 10**9]
+SIZES = st.one_of(st.integers(1, 50).map(float), st.floats(0.001, 1000.0))
+
+
+def assert_engine_equals_batch(engine: DeltaEngine, trades: pd.DataFrame) -> None:
+    """Every read of the engine against the batch function on all `trades`, bit for bit."""
+    exact = {"check_exact": True}
+    pd.testing.assert_frame_equal(engine.summary(), summary(trades), **exact)
+    cum = cumulative_delta(trades).groupby(trades["contract_id"].to_numpy()).last()
+    pd.testing.assert_series_equal(
+        engine.cumulative_delta, cum.rename_axis("contract_id"), check_index_type=False, **exact
+    )
+    last = rolling(trades, engine.window).groupby("contract_id").tail(1)
+    pd.testing.assert_frame_equal(
+        engine.rolling(), last.sort_values("contract_id", kind="stable"), **exact
+    )
+    interval = engine.bar_interval
+    pd.testing.assert_frame_equal(engine.bars(), bars(trades, interval), **exact)
+    cells = footprint(trades, interval, engine.tick_size)
+    pd.testing.assert_frame_equal(engine.footprint(), cells, **exact)
+
+
+def split(frame: pd.DataFrame, cuts: list[int]) -> list[pd.DataFrame]:
+    edges = [0, *sorted(cuts), len(frame)]
+    return [frame.iloc[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+
+
+@st.composite
+def trades_and_cuts(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int]]:
+    n = draw(st.integers(0, 40))
+    gaps = draw(st.lists(st.sampled_from(GAPS_NS), min_size=n, max_size=n))
+    seconds = (np.cumsum(gaps) / 1e9).tolist()
+    rows = [
+        (
+            s,
+            draw(st.sampled_from([1, 2, 3])),
+            100.0 + 0.25 * draw(st.integers(0, 16)),
+            draw(SIZES),
+            draw(st.sampled_from(["buy", "sell", "neutral"])),
+        )
+        for s in seconds
+    ]
+    cuts = draw(st.lists(st.integers(0, n), max_size=6))
+    return trades_frame(rows), cuts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=trades_and_cuts(),
+    window=st.sampled_from(["1s", "30s", "60s"]),
+    interval=st.sampled_from(["1s", "10s", "1min"]),
+    tick_size=st.sampled_from([None, 0.5]),
+)
+def test_engine_equals_batch_on_trades_in_any_split(data, window, interval, tick_size):
+    trades, cuts = data
+    engine = DeltaEngine(window=window, bar_interval=interval, tick_size=tick_size)
+    for part in split(trades, cuts):
+        engine.feed_trades(part)
+    assert_engine_equals_batch(engine, trades)
+
+
+@st.composite
+def ticks_and_cuts(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int]]:
+    n = draw(st.integers(0, 50))
+    stamp, rows = T0_NS, []
+    for _ in range(n):
+        stamp += draw(st.sampled_from(GAPS_NS))
+        row = {"contract_id": draw(st.sampled_from([11, 12])), "recv_ns": stamp}
+        level = 100.0 + 0.25 * draw(st.integers(0, 12))
+        if draw(st.booleans()):
+            spread = 0.25 * draw(st.integers(0, 2))
+            row |= {"tick_type": "bid_ask", "bid_price": level, "ask_price": level + spread}
+            row |= {"bid_size": draw(SIZES), "ask_size": draw(SIZES)}
+        else:
+            row |= {"tick_type": draw(st.sampled_from(["last", "all_last"]))}
+            row |= {"price": level, "size": draw(SIZES)}
+        rows.append(row)
+    cuts = draw(st.lists(st.integers(0, n), max_size=6))
+    return ticks_to_frame(rows), cuts
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=ticks_and_cuts(), method=st.sampled_from(["quote", "tick", "lee_ready"]))
+def test_engine_fed_ticks_equals_classify_then_batch(data, method):
+    ticks, cuts = data
+    engine = DeltaEngine(method=method, window="30s", bar_interval="10s", tick_size=0.5)
+    for part in split(ticks, cuts):
+        engine.feed(part)
+    trades = classify(ticks, method)
+    pd.testing.assert_frame_equal(engine.trades, trades, check_exact=True)
+    assert_engine_equals_batch(engine, trades)
+
+
+def recorded(name: str):
+    """A recorded data set; missing data fails under CI and skips elsewhere."""
+    try:
+        return load_recorded(name)
+    except FileNotFoundError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"recorded data {name} not found at ../shared/data")
+
+
+@pytest.mark.parametrize(
+    ("name", "tick_size"),
+    [("binance-futures-btcusdt-2020-02-22", 1.0), ("cme-esu4-2024-07-01", 0.25)],
+)
+def test_engine_equals_batch_on_recorded_data_in_many_batches(name, tick_size):
+    data = recorded(name)
+    engine = DeltaEngine(bar_interval="1min", window="60s", tick_size=tick_size)
+    rng = np.random.default_rng(5)
+    cuts = rng.choice(len(data.ticks), size=300, replace=False).tolist()
+    for part in split(data.ticks, cuts):
+        engine.feed(part)
+    trades = classify(data.ticks)
+    assert len(trades) == len(data.truth) and engine.summary()["total_trades"].sum() == len(trades)
+    assert_engine_equals_batch(engine, trades)
+
+
+def _steady_trades(n: int, seconds: float, contracts: int = 2) -> pd.DataFrame:
+    step = seconds / n
+    sides = ["buy", "sell", "neutral"]
+    return trades_frame(
+        [
+            (i * step, 1 + i % contracts, 100 + (i % 7) * 0.25, 1 + i % 5, sides[i % 3])
+            for i in range(n)
+        ]
+    )
+
+
+def test_memory_stays_bounded_and_bars_are_the_newest():
+    trades = _steady_trades(3000, 2 * 3600)  # a trade every 2.4 s for two hours
+    engine = DeltaEngine(window="60s", max_bars=5, max_trades=100)
+    for part in np.array_split(np.arange(len(trades)), 300):
+        engine.feed_trades(trades.iloc[part])
+    held = engine.retained
+    assert held["window_trades"] <= 2 * (60 / 2.4 / 2 + 1)
+    assert held["bars"] <= 2 * 5 + 2 * 33 and held["trades"] <= 200
+    newest = bars(trades).groupby("contract_id").tail(5)
+    pd.testing.assert_frame_equal(engine.bars(), newest, check_exact=True)
+    assert engine.retained["bars"] == 10  # reading compacts to exactly max_bars per contract
+    cells = footprint(trades)
+    kept = cells.index >= newest.index.min()
+    pd.testing.assert_frame_equal(engine.footprint(), cells[kept], check_exact=True)
+    pd.testing.assert_frame_equal(engine.trades, trades.iloc[-100:])
+    pd.testing.assert_frame_equal(engine.summary(), summary(trades), check_exact=True)
+
+
+def test_trades_going_back_in_time_are_refused_and_change_nothing():
+    trades = _steady_trades(40, 120)
+    engine = DeltaEngine()
+    engine.feed_trades(trades.iloc[10:20])
+    before = (engine.summary(), engine.bars(), engine.rolling())
+    with pytest.raises(ValueError, match="go back within contract.*1, 2"):
+        engine.feed_trades(trades.iloc[[20, 21, 5, 6]])
+    with pytest.raises(ValueError, match="go back within contract.*1"):
+        engine.feed_trades(trades.iloc[[30, 28]])
+    for got, then in zip((engine.summary(), engine.bars(), engine.rolling()), before, strict=True):
+        pd.testing.assert_frame_equal(got, then)
+    engine.feed_trades(trades.iloc[20:])  # the same contracts in order: accepted
+    assert_engine_equals_batch(engine, trades.iloc[10:])
+
+
+def test_wire_rows_and_frames_feed_alike():
+    rows = [
+        {"contract_id": 5, "tick_type": "bid_ask", "recv_ns": T0_NS, "bid_price": 99.75}
+        | {"ask_price": 100.0, "bid_size": 3.0, "ask_size": 4.0},
+        {"contract_id": 5, "tick_type": "last", "recv_ns": T0_NS + 1, "price": 100.0, "size": 2.0},
+        {"contract_id": 5, "tick_type": "last", "recv_ns": T0_NS + 2, "price": 99.75, "size": 5.0},
+    ]
+    by_rows, by_frame = DeltaEngine(method="quote"), DeltaEngine(method="quote")
+    assert len(by_rows.feed(rows[:2])) == 1 and len(by_rows.feed(rows[2])) == 1
+    by_frame.feed(ticks_to_frame(rows))
+    pd.testing.assert_frame_equal(by_rows.summary(), by_frame.summary())
+    assert by_rows.summary().loc[5, ["buy_volume", "sell_volume"]].tolist() == [2.0, 5.0]
+    pd.testing.assert_frame_equal(by_rows.bars(), by_frame.bars())
+
+
+def test_a_fresh_engine_reads_empty_frames_with_dtypes():
+    engine = DeltaEngine()
+    engine.feed(ticks_to_frame([]))
+    empty = classify(ticks_to_frame([]))
+    assert_engine_equals_batch(engine, empty)
+    pd.testing.assert_frame_equal(engine.trades, empty)
+    assert engine.retained == {"window_trades": 0, "bars": 0, "footprint_cells": 0, "trades": 0}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"window": "later"}, "window"),
+        ({"bar_interval": 0}, "interval"),
+        ({"max_bars": 0}, "max_bars"),
+        ({"max_trades": 2.5}, "max_trades"),
+        ({"tick_size": -1}, "tick_size"),
+        ({"method": "astrology"}, "method"),
+    ],
+)
+def test_bad_engine_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DeltaEngine(**kwargs)

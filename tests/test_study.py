@@ -1,0 +1,223 @@
+"""`ibstream delta`: the console script against a real server, checked against the batch
+analytics computed on the very ticks the command saw."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import re
+import signal
+import sys
+
+import pytest
+
+from ibstream.analytics import METHODS, classify
+from ibstream.analytics.delta import cumulative_delta, rolling, signed_volume
+from ibstream.client import AsyncClient
+from ibstream.client.frames import ticks_to_frame
+from ibstream.delta_study import DeltaStudy
+from ibstream.model import iso_timestamp
+from ibstream.study import run_delta
+from tests.client_fixtures import free_port
+from tests.conftest import WAIT, Changes
+from tests.proxy import TcpProxy
+
+IBSTREAM = [sys.executable, "-m", "ibstream", "delta"]
+ES = 637533641
+TRANSPORTS = ("websocket", "sse")
+UPDATE_KEYS = {"study", "contract_id", "timestamp", "window_seconds", "data"}
+STATS_KEYS = {
+    "total_buy_volume",
+    "total_sell_volume",
+    "net_delta",
+    "buy_sell_ratio",
+    "buy_pct",
+    "trade_count",
+}
+TRADES_WANTED = 40
+ROW = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s")
+
+
+async def delta_process(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *IBSTREAM, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def read_line(stream: asyncio.StreamReader) -> str:
+    line = (await asyncio.wait_for(stream.readline(), WAIT)).decode()
+    assert line, "the command ended early"
+    return line
+
+
+def check_update(update: dict) -> dict:
+    assert set(update) == UPDATE_KEYS and update["study"] == "delta"
+    assert set(update["data"]) == {"current_delta", "cumulative_delta", "period_stats"}
+    assert set(update["data"]["period_stats"]) == STATS_KEYS
+    return update
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_json_updates_equal_the_batch_analytics_on_the_same_ticks(
+    server, gateway, transport, tmp_path
+):
+    """The flow is held while the test's own client and the command subscribe, so both see
+    the same ticks from then on; the command ends on SIGINT once every trade is in."""
+    market, changes, seen = gateway.market(ES), Changes(), []
+    gateway.set_rate(0)
+    output = tmp_path / "delta.jsonl"
+    args = ["ES", "--server", server.url, "--transport", transport, "--json", "--output"]
+    async with AsyncClient(server.url, transport) as client:
+        await client.stream(ES, on_tick=lambda t: (seen.append(t), changes.notify()))
+        proc = await delta_process(*args, str(output))
+        try:
+            while "delta study of ESZ6" not in await read_line(proc.stderr):
+                pass  # the command is subscribed once it says what it studies
+            mark, first = len(seen), market.trade_count
+            gateway.set_rate(200.0)
+            await gateway.wait_for(lambda: market.trade_count - first >= TRADES_WANTED, WAIT)
+            gateway.set_rate(0)
+            sent = market.trade_count - first
+            await changes.until(lambda: sum(t["tick_type"] == "last" for t in seen) >= sent)
+            lines = []
+            while not lines or lines[-1]["data"]["period_stats"]["trade_count"] < sent:
+                lines.append(check_update(json.loads(await read_line(proc.stdout))))
+            proc.send_signal(signal.SIGINT)
+            rest, err = await asyncio.wait_for(proc.communicate(), WAIT)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert proc.returncode == 0 and not rest, err.decode()
+    trades = classify(ticks_to_frame(seen[mark:]))  # the ticks the command saw
+    assert len(trades) == sent == lines[-1]["data"]["period_stats"]["trade_count"]
+    cumulative, signed = cumulative_delta(trades), signed_volume(trades)
+    window = rolling(trades, "60s")
+    for update in lines:  # within the 60 s window trade_count numbers the trades
+        n = update["data"]["period_stats"]["trade_count"]
+        assert update["contract_id"] == ES and update["window_seconds"] == 60
+        assert update["timestamp"] == iso_timestamp(trades.index[n - 1].value)
+        assert update["data"]["current_delta"] == signed.iloc[n - 1]
+        assert update["data"]["cumulative_delta"] == cumulative.iloc[n - 1]
+    stats, last = lines[-1]["data"]["period_stats"], window.iloc[-1]
+    assert stats["total_buy_volume"] == last["buy_volume"]
+    assert stats["total_sell_volume"] == last["sell_volume"]
+    assert stats["net_delta"] == last["net_delta"] == cumulative.iloc[-1]
+    assert stats["buy_pct"] == pytest.approx(last["buy_pct"], abs=0.01)
+    assert stats["buy_sell_ratio"] == pytest.approx(last["buy_sell_ratio"], abs=1e-4)
+    assert [json.loads(x) for x in output.read_text().splitlines()] == lines
+    assert f"net delta      : {cumulative.iloc[-1]:+g}" in err.decode()  # the final summary
+
+
+async def test_table_for_some_seconds_adds_up(server):
+    proc = await delta_process("ES", "--server", server.url, "--seconds", "2", "--window", "30")
+    out, err = await asyncio.wait_for(proc.communicate(), 3 * WAIT)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    rows = [line.split() for line in lines if ROW.match(line)]
+    assert rows, out.decode()
+    total = 0.0
+    for row in rows:  # time price size bid ask side delta cumulative
+        size, side, delta, cum = float(row[2]), row[5], float(row[6]), float(row[7])
+        assert delta == {"BUY": size, "SELL": -size, "----": 0.0}[side]
+        total += delta
+        assert cum == total
+    assert any(line.startswith("-- last 30s: buys") for line in lines)
+    assert f"trades         : {len(rows)}" in lines
+    assert f"net delta      : {total:+g}" in lines
+
+
+async def test_bad_method_exits_2_naming_the_valid_ones():
+    proc = await delta_process("ES", "--method", "guess", "--server", "http://127.0.0.1:9")
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and not out and len(lines) == 1
+    assert "'guess'" in lines[0] and all(m in lines[0] for m in METHODS)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_unknown_contract_is_one_line_with_the_error_code(server, transport):
+    proc = await delta_process("NOSUCH", "--server", server.url, "--transport", transport)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and not out, err.decode()
+    assert len(lines) == 1 and "CONTRACT_NOT_FOUND" in lines[0] and "NOSUCH" in lines[0]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_no_server_is_one_line_not_a_traceback(transport):
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = await delta_process("ES", "--server", url, "--transport", transport, "--json")
+    out, err = await asyncio.wait_for(proc.communicate(), 2 * WAIT)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and not out
+    assert len(lines) == 1 and "CONNECTION_ERROR" in lines[0] and url.split("//")[1] in lines[0]
+
+
+class Lines(io.StringIO):
+    """An output that tells `Changes` about every write."""
+
+    def __init__(self, changes: Changes):
+        super().__init__()
+        self.changes = changes
+
+    def write(self, text: str) -> int:
+        n = super().write(text)
+        self.changes.notify()
+        return n
+
+    def lines(self) -> list[str]:
+        return self.getvalue().splitlines()
+
+
+async def test_reconnects_are_notes_on_stderr_and_the_delta_carries_on(server):
+    changes = Changes()
+    out, err, stop = Lines(changes), Lines(changes), asyncio.Event()
+    async with TcpProxy(server.port) as proxy:
+        args = argparse.Namespace(
+            contract="ES", server=proxy.url, transport="websocket", token=None, window=60.0,
+            method="quote", json=True, seconds=None,
+        )  # fmt: skip
+        study = asyncio.create_task(run_delta(args, out, err, stop))
+        try:
+            await changes.until(lambda: len(out.lines()) >= 5)
+            assert proxy.cut() >= 1
+            await changes.until(lambda: any("[reconnected]" in x for x in err.lines()))
+            before = len(out.lines())
+            await changes.until(lambda: len(out.lines()) >= before + 5)
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(study, WAIT) == 0
+    updates = [check_update(json.loads(line)) for line in out.lines()]
+    counts = [u["data"]["period_stats"]["trade_count"] for u in updates]
+    assert counts == sorted(set(counts))  # no trade lost and counted twice, none repeated
+    assert any(x.startswith("[reconnecting]") for x in err.lines())
+    assert proxy.accepted >= 2
+
+
+def test_study_update_before_and_after_trades():
+    study = DeltaStudy("quote", 60)
+    study.contract = {"contract_id": 1, "local_symbol": "X", "min_tick": 0.25}
+    assert study.update()["data"] == {
+        "current_delta": 0,
+        "cumulative_delta": 0,
+        "period_stats": dict.fromkeys(STATS_KEYS, 0) | {"buy_sell_ratio": None, "buy_pct": None},
+    }
+    base = 1_764_000_000_000_000_000
+    quote = {"contract_id": 1, "tick_type": "bid_ask", "sequence": 1, "recv_ns": base}
+    quote |= {"bid_price": 10.0, "ask_price": 10.25, "bid_size": 1.0, "ask_size": 1.0}
+    trades = [
+        {"contract_id": 1, "tick_type": "last", "sequence": i, "recv_ns": base + i * 10**6}
+        | {"price": 10.25, "size": float(i)}
+        for i in (1, 2)
+    ]
+    got = study.feed([quote, *trades])
+    assert got["delta"].tolist() == [1.0, 2.0] and got["cumulative"].tolist() == [1.0, 3.0]
+    update = study.update()
+    assert update["timestamp"] == iso_timestamp(base + 2 * 10**6)
+    assert update["data"]["current_delta"] == 2 and update["data"]["cumulative_delta"] == 3
+    stats = update["data"]["period_stats"]
+    assert stats["buy_sell_ratio"] is None and stats["buy_pct"] == 100.0  # no sells: inf
+    assert stats["trade_count"] == 2 and stats["net_delta"] == 3
