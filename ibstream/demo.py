@@ -9,18 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from typing import TextIO
+from collections import Counter
+from typing import TYPE_CHECKING, TextIO
 
 import orjson
 
-from ibstream.classify import QuoteRuleClassifier, Side
 from ibstream.client import AsyncClient, ErrorEvent, Gap, Info
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import iso_timestamp
 from ibstream.serve import start_server
 from ibstream.settings import ServerSettings
 
-_ARROW = {Side.BUY: "BUY ", Side.SELL: "SELL", Side.NEUTRAL: "----"}
+if TYPE_CHECKING:
+    from ibstream.analytics import TradeClassifier
+
+_ARROW = {"buy": "BUY ", "sell": "SELL", "neutral": "----"}
 
 
 async def run_demo(
@@ -33,8 +36,15 @@ async def run_demo(
     as_json: bool = False,
     quiet: bool = False,
 ) -> dict:
-    """Run the whole pipeline for `seconds` and return the summary that was printed."""
-    classifier = QuoteRuleClassifier()
+    """Run the whole pipeline for `seconds` and return the summary that was printed.
+
+    Trades are classified as they arrive by the incremental `TradeClassifier` with the
+    default method (`ibstream.analytics.DEFAULT_METHOD`).
+    """
+    from ibstream.analytics import TradeClassifier
+    from ibstream.analytics.delta import DeltaSummary
+
+    classifier, totals = TradeClassifier(), Counter()
     async with GatewaySimulator(port=0, seed=seed, rate=rate) as gateway:
         settings = ServerSettings(
             port=0, ib_port=gateway.port, client_id=random.randint(100, 10_000)
@@ -53,8 +63,10 @@ async def run_demo(
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(seconds):  # the demo's duration
                             async for tick in stream:
-                                _on_tick(tick, classifier, out, quiet, places)
-    summary = classifier.summary.to_dict()
+                                _on_tick(tick, classifier, totals, out, quiet, places)
+    summary = DeltaSummary(
+        totals["trades"], totals["buy"], totals["sell"], totals["neutral"]
+    ).to_dict()
     _print_summary(summary, out, as_json)
     return summary
 
@@ -74,22 +86,30 @@ def _on_event(event: object, out: TextIO) -> None:
 
 
 def _on_tick(
-    data: dict, classifier: QuoteRuleClassifier, out: TextIO, quiet: bool, places: int
+    data: dict,
+    classifier: TradeClassifier,
+    totals: Counter,
+    out: TextIO,
+    quiet: bool,
+    places: int,
 ) -> None:
-    if data["tick_type"] == "bid_ask":
-        classifier.on_quote(data.get("bid_price"), data.get("ask_price"))
+    trades = classifier.update(data)
+    if trades.empty:  # a quote: it only moves the classifier's prevailing bid / ask
         return
-    side = classifier.on_trade(data["price"], data["size"])
+    trade = trades.iloc[0]
+    side, size = str(trade["side"]), float(trade["size"])
+    totals["trades"] += 1
+    totals[side] += size
     if quiet:
         return
 
-    def px(value: float | None) -> str:
-        return "-" if value is None else f"{value:.{places}f}"
+    def px(value: float) -> str:
+        return "-" if value != value else f"{value:.{places}f}"  # NaN: no quote yet
 
     out.write(
-        f"{iso_timestamp(data['recv_ns'])[11:23]}  {_ARROW[side]} {data['size']:>6g} @ {px(data['price']):>10}"
-        f"   bid {px(classifier.bid):>10}  ask {px(classifier.ask):>10}"
-        f"   delta {classifier.summary.net_delta:>+7g}\n"
+        f"{iso_timestamp(data['recv_ns'])[11:23]}  {_ARROW[side]} {size:>6g} @ {px(trade['price']):>10}"
+        f"   bid {px(trade['bid']):>10}  ask {px(trade['ask']):>10}"
+        f"   delta {totals['buy'] - totals['sell']:>+7g}\n"
     )
 
 

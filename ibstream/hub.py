@@ -6,12 +6,16 @@ awaiting, so a slow client cannot stall the others (see `subscriber.Subscriber`)
 
 A channel outlives its last member by a grace period: it keeps receiving and numbering ticks,
 so a lone client that reconnects within it resumes without a gap.
+
+Sequences only mean something within one hub: `server_id` (random per hub, so per server
+start) tells a client whether the positions it holds are still valid after a reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,6 +60,7 @@ class Hub:
         if grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, not {grace_seconds}")
         self.source = source
+        self.server_id = secrets.token_hex(8)  # new numbering: every position before is void
         self.ring_size = ring_size
         self.grace_seconds = grace_seconds
         self.channels: dict[StreamKey, Channel] = {}
@@ -228,6 +233,7 @@ class Hub:
 
     def stats(self) -> dict:
         return {
+            "server_id": self.server_id,
             "upstream_streams": len(self.channels),
             "idle_streams": sum(1 for ch in self.channels.values() if not ch.members),
             "grace_seconds": self.grace_seconds,

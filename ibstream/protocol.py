@@ -292,8 +292,10 @@ def parse_sse_params(
 
     `tick_type` is the path segment of /v2/stream/{contract_id}/{tick_type}; None means the
     multi-type endpoint, where `tick_types` is required. `Last-Event-ID` counts as resume_from.
+    `token` is accepted (EventSource cannot send headers) and not used yet: never log it.
     """
-    allowed = ("limit", "timeout", "resume_from") + (() if tick_type else ("tick_types",))
+    allowed = ("limit", "timeout", "resume_from", "token")
+    allowed += () if tick_type else ("tick_types",)
     seen: dict[str, str] = {}
     for key, value in params:
         if key not in allowed:

@@ -74,6 +74,7 @@ class IBSource:
         self._contracts: dict[int, object] = {}  # conId -> the one ib Contract object
         self._infos: dict[int, ContractInfo] = {}
         self._last_ns = 0
+        self.ib_link_lost = False  # TWS is up but lost IB's servers (1100 until 1101/1102)
         self._task: asyncio.Task | None = None
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
@@ -86,6 +87,11 @@ class IBSource:
     @property
     def connected(self) -> bool:
         return self.ib.isConnected() and self._connected.is_set()
+
+    @property
+    def available(self) -> bool:
+        """Connected, and TWS / IB Gateway itself reaches IB (no 1100 outstanding)."""
+        return self.connected and not self.ib_link_lost
 
     async def start(self, wait: float | None = None) -> None:
         """Start the connection loop; with `wait`, return once connected or raise after that long."""
@@ -127,6 +133,7 @@ class IBSource:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # backoff, not sync
                 continue
             attempt = 0
+            self.ib_link_lost = False
             self._connected.set()
             log.info(
                 "connected to IB at %s:%s (server version %s)",
@@ -189,6 +196,7 @@ class IBSource:
             "client_id": self.client_id,
             "library": self.lib.__name__,
             "server_version": self.ib.client.serverVersion() if self.connected else None,
+            "ib_link_lost": self.ib_link_lost,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
             "upstream_subscriptions": [
@@ -213,15 +221,24 @@ class IBSource:
         return [contract_info(d) for d in await self._details(fields, symbol)]
 
     async def _details(self, fields: dict, spec: object) -> list:
-        if not self.connected:
+        """Ask IB; while it is down, fail at once (CONNECTION_ERROR, recoverable) instead of
+        leaving the request to time out: the caller can retry once the source reconnected."""
+        if not self.available:
+            where = f"TWS / IB Gateway at {self.host}:{self.port}"
+            why = (
+                f"{where} has lost its connection to IB and the server waits for it to return"
+                if self.connected
+                else f"the server is not connected to {where} and keeps retrying"
+            )
             raise StreamError(
                 ErrorCode.CONNECTION_ERROR,
-                f"not connected to IB at {self.host}:{self.port}; cannot look up {spec!r} now",
+                f"IB is not connected ({why}); cannot look up {spec!r} now: subscribe again "
+                "shortly",
+                details={"contract": spec, "ib_connected": False},
             )
         try:
-            details = await asyncio.wait_for(
-                self.ib.reqContractDetailsAsync(self.lib.Contract(**fields)), self.request_timeout
-            )
+            async with asyncio.timeout(self.request_timeout):
+                details = await self.ib.reqContractDetailsAsync(self.lib.Contract(**fields))
         except (ConnectionError, TimeoutError) as exc:
             reason = "did not answer" if isinstance(exc, TimeoutError) else "connection was lost"
             raise StreamError(
@@ -314,12 +331,15 @@ class IBSource:
         if code in _FARM_OK:
             return
         if code == IB_CONNECTIVITY_LOST:
+            self.ib_link_lost = True
             self.on_event(
                 SourceEvent("ib_disconnected", f"IB error 1100: {text}", details={"ib_code": code})
             )
         elif code == IB_RESTORED_DATA_LOST:
+            self.ib_link_lost = False
             self._resubscribe_all("resumed", f"IB error 1101: {text}; streams requested again")
         elif code == IB_RESTORED_DATA_KEPT:
+            self.ib_link_lost = False
             self.on_event(
                 SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code})
             )

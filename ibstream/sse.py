@@ -121,9 +121,10 @@ async def open_stream(
         handles = await sub.subscribe(
             req.contract, req.tick_types, limit=req.limit, timeout=req.timeout
         )
-        if req.resume_from:
-            sub.replay(handles, req.resume_from)  # no await since subscribe: nothing live yet
-        ids = EventIds(handles)  # after replay: positions start where the client resumes
+        plan = sub.prepare_replay(handles, req.resume_from)  # no await since subscribe
+        ids = EventIds(handles)  # after the plan: positions start where the client resumes
+        first = subscribed_message(handles, req)
+        sub.start(handles, plan)  # queued behind `first`, ahead of any live tick
     except StreamError as exc:
         if conn is not None:
             ctx.connections.close(conn)
@@ -133,7 +134,6 @@ async def open_stream(
         if conn is not None:
             ctx.connections.close(conn)
         return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}"))
-    first = subscribed_message(handles, req)
     return _StreamResponse(
         events(ctx, conn, first, ids),
         headers=VERSION_HEADER,

@@ -202,12 +202,14 @@ class _Run:
         next_summary, unsummarised = loop.time() + SUMMARY_EVERY, False
         if not self.args.json:
             self.out.write(self.view.trade_lines(None, self.study) + "\n")  # the header
-        while not self.stop.is_set():
+        while True:
             self.wake.clear()
             trades = self.study.feed(self.pending.take())
             if len(trades):
                 self.show(trades)
                 unsummarised = True
+            if self.stop.is_set():  # Ctrl-C or SIGTERM, after what had arrived
+                return 0
             if self.pending.overflowed:
                 self.note(f"ibstream delta: fell {MAX_PENDING} ticks behind the stream; stopped")
                 return 1
@@ -227,4 +229,3 @@ class _Run:
                 return 0
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), min(next_summary, deadline) - now)
-        return 0

@@ -12,7 +12,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.hub import Hub
@@ -32,15 +32,37 @@ class SubscriberClosed(Exception):
 def subscribed_message(
     handles: list[StreamHandle], spec: Subscribe, request_id: object = None
 ) -> Outgoing:
-    """The `subscribed` reply: contract, one stream id per tick type, the config in force."""
+    """The `subscribed` reply: contract, streams (id, tick type, start_sequence), the config in
+    force and the server id (sequences are only comparable between replies with the same id).
+
+    `start_sequence` is where the stream continues from: the stream's last sequence when it
+    joined, or the resume position after a valid resume. Build it after `prepare_replay`.
+    """
     resume = {t.value: n for t, n in spec.resume_from.items()} if spec.resume_from else None
     config = {"limit": spec.limit, "timeout_seconds": spec.timeout, "resume_from": resume}
+    streams = [
+        {
+            "stream_id": h.stream_id,
+            "tick_type": h.tick_type.value,
+            "start_sequence": h.start_sequence,
+        }
+        for h in handles
+    ]
     data = {
         "contract": handles[0].contract.to_dict(),
-        "streams": [{"stream_id": h.stream_id, "tick_type": h.tick_type.value} for h in handles],
+        "streams": streams,
         "config": {k: v for k, v in config.items() if v is not None} or None,
+        "server_id": handles[0].owner.hub.server_id,
     }
     return message("subscribed", data, request_id=request_id)
+
+
+class Replay(NamedTuple):
+    """What a resume queues after `subscribed`: the gap infos, then the buffered ticks."""
+
+    handle: StreamHandle
+    gaps: list[dict]
+    entries: list[tuple[int, bytes]]
 
 
 def new_stream_id(contract_id: int, tick_type: TickType) -> str:
@@ -159,20 +181,45 @@ class Subscriber:
                 handle._timer = loop.call_later(handle.timeout, self.complete, handle, "timeout")
         return handles
 
-    def replay(self, handles: list[StreamHandle], positions: dict[TickType, int]) -> None:
-        """Queue the buffered ticks after each position; an `info` `gap` tells what is lost.
-
-        Call it right after `subscribe` returns (no await in between, so no live tick can
-        come first) and after the transport queued `subscribed`.
-        """
+    def prepare_replay(
+        self, handles: list[StreamHandle], positions: dict[TickType, int] | None
+    ) -> list[Replay]:
+        """Move each resumed stream's start to its resume position (when the hub knows it)
+        and collect what to queue; call it right after `subscribe` returns (no await in
+        between, so no live tick can come first), before building `subscribed`."""
+        plan = []
         for handle in handles:
-            if handle.tick_type not in positions or not handle.active:
+            if not positions or handle.tick_type not in positions or not handle.active:
                 continue
             position = positions[handle.tick_type]
             key = (handle.contract.contract_id, handle.tick_type)
             entries, gaps = self.hub.replay(key, position)  # type: ignore[arg-type]
             if not any(gap["reason"] == "unknown_sequence" for gap in gaps):
                 handle.start_sequence = handle.last_sequence = position
+            plan.append(Replay(handle, gaps, entries))
+        return plan
+
+    def start(self, handles: list[StreamHandle], plan: list[Replay]) -> None:
+        """After `subscribed` is queued: the replay (gap infos, then buffered ticks), and an
+        `ib_disconnected` info on each stream when IB is down right now (the stream is
+        requested from IB as soon as the source has reconnected)."""
+        self._queue_replay(plan)
+        if not self.hub.source.available:
+            for handle in handles:
+                if handle.active:
+                    handle.notify(
+                        "ib_disconnected",
+                        "IB is not connected right now; the server keeps reconnecting and this "
+                        "stream starts as soon as IB is back",
+                    )
+
+    def replay(self, handles: list[StreamHandle], positions: dict[TickType, int]) -> None:
+        """`prepare_replay` and queue it at once (when nothing has to go in between)."""
+        self._queue_replay(self.prepare_replay(handles, positions))
+
+    @staticmethod
+    def _queue_replay(plan: list[Replay]) -> None:
+        for handle, gaps, entries in plan:
             for gap in gaps:
                 handle.notify("gap", gap.pop("message"), gap)
             for seq, tail in entries:

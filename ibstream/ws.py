@@ -112,6 +112,7 @@ class StreamSession:
         return {
             "version": PROTOCOL_VERSION,
             "server_version": self.ctx.version,
+            "server_id": self.ctx.hub.server_id,
             "capabilities": {
                 "max_streams_per_connection": s.max_streams_per_connection,
                 "supported_tick_types": [t.value for t in TickType],
@@ -130,8 +131,9 @@ class StreamSession:
                 item = await sub.get()
             except SubscriberClosed:
                 break
-            try:
-                await asyncio.wait_for(self.ws.send_text(item.payload.decode()), timeout)
+            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
+                async with asyncio.timeout(timeout):
+                    await self.ws.send_text(item.payload.decode())
             except TimeoutError:
                 log.warning(
                     "%s: send blocked for %.1fs, closing as slow consumer", sub.client, timeout
@@ -218,6 +220,6 @@ class StreamSession:
             error = StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}")
             self.sub.put(error_message(error, request_id=rid))
             return
+        plan = self.sub.prepare_replay(handles, spec.resume_from)  # sets start_sequence
         self.sub.put(subscribed_message(handles, spec, rid))
-        if spec.resume_from:
-            self.sub.replay(handles, spec.resume_from)  # after `subscribed`: ids known first
+        self.sub.start(handles, plan)  # after `subscribed`: the client knows the ids first

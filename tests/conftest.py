@@ -93,7 +93,11 @@ class WSClient:
         self._ids = 0
 
     async def recv(self, timeout: float = WAIT) -> dict:
-        msg = orjson.loads(await asyncio.wait_for(self.conn.recv(), timeout))
+        # asyncio.timeout, not wait_for: cancelling a task parked in wait_for(conn.recv())
+        # could hang at teardown on Python 3.11; a timeout scope cancels at once.
+        async with asyncio.timeout(timeout):
+            raw = await self.conn.recv()
+        msg = orjson.loads(raw)
         self.seen.append(msg)
         return msg
 
@@ -196,7 +200,8 @@ async def sse_events(
     events = source.aiter_sse().__aiter__()
     while True:
         try:
-            ev = await asyncio.wait_for(events.__anext__(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see WSClient.recv
+                ev = await anext(events)
         except StopAsyncIteration:
             return
         yield ev.event, orjson.loads(ev.data), ev.id

@@ -4,6 +4,8 @@ accuracy of every method on real recorded trades whose aggressor is known."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -13,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ibstream.analytics import DEFAULT_METHOD, METHODS, TRADE_COLUMNS, classify
+from ibstream.analytics.strings import take_strings
 from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
 from ibstream.gateway.market import BUY, Market, Quote, Trade
 from tests.data import BINANCE, CME, recorded, tick_frame
@@ -116,6 +119,25 @@ def test_each_trade_is_priced_against_its_own_contracts_quote():
     assert trades[["bid", "ask"]].values.tolist()[:2] == [[100.0, 100.5], [50.0, 50.5]]
     assert sides(trades) == ["buy", "sell", "neutral"]
     assert trades["quote"].astype(str).tolist() == ["ok", "ok", "missing"]
+
+
+@pytest.mark.parametrize("contracts", [1, 3, 40])  # one; a few (gathered); many (sorted)
+def test_interleaved_contracts_classify_as_each_alone(contracts):
+    rng = np.random.default_rng(contracts)
+    n = 4000
+    ids = 637533641 - 1000 * np.arange(contracts)  # conIds: large, descending
+    level = 100 + 0.25 * rng.integers(0, 12, n)
+    quote = rng.random(n) < 0.5
+    rows = [
+        q(x, x + 0.25 * rng.integers(-1, 3), c=int(c)) if is_quote else t(x, c=int(c))
+        for x, c, is_quote in zip(level, rng.choice(ids, n), quote, strict=True)
+    ]
+    frame = tick_frame(rows)
+    for method in ("lee_ready", "tick"):
+        both = classify(frame, method)
+        for cid in ids:
+            alone = classify(frame[frame["contract_id"] == cid], method)
+            pd.testing.assert_frame_equal(both[both["contract_id"] == cid], alone)
 
 
 @pytest.mark.parametrize(
@@ -261,13 +283,63 @@ def test_simulated_inside_spread_prints_sit_on_their_aggressors_side_of_the_mid(
     assert (np.array(sides(by_mid)) == truth)[~at_mid].all()
 
 
-def test_the_package_exports_the_function_not_its_module():
-    import importlib
+def test_the_package_exports_the_functions_not_their_modules():
+    """`classify`, `bars` and `footprint` share their module's name; in a fresh interpreter,
+    after the submodules are imported, the package still gives the functions."""
+    code = (
+        "import ibstream.analytics.bars, ibstream.analytics.footprint\n"
+        "import ibstream.analytics.classify, ibstream.analytics.engine\n"
+        "import ibstream.analytics as package\n"
+        "from ibstream.analytics import bars, classify, footprint\n"
+        "names = (bars, classify, footprint, package.bars, package.classify, package.footprint)\n"
+        "print(*(type(f).__name__ for f in names))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["function"] * 6
 
+
+def test_the_package_names():
     import ibstream.analytics as analytics
 
-    importlib.import_module("ibstream.analytics.classify")
-    assert analytics.classify is classify and callable(analytics.classify)
-    assert {"classify", "TradeClassifier", "METHODS", "DEFAULT_METHOD"} <= set(dir(analytics))
+    assert analytics.classify is classify and callable(analytics.bars)
+    assert {"classify", "TradeClassifier", "METHODS", "DEFAULT_METHOD", "DeltaEngine"} <= set(
+        dir(analytics)
+    )
+    assert set(analytics.__all__) <= set(dir(analytics))
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         analytics.no_such_name  # noqa: B018
+
+
+def _chars(array) -> int:
+    """The address of an Arrow string array's character buffer."""
+    return array.__arrow_array__().chunk(0).buffers()[2].address
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.none(), st.sampled_from(["", "CME", "ARCA", "é"])), max_size=30),
+    picks=st.lists(st.booleans(), max_size=30),
+    skip=st.integers(0, 3),
+)
+def test_take_strings_equals_a_plain_take(values, picks, skip):
+    column = pd.Series(values, dtype=pd.StringDtype()).iloc[skip:]  # a slice: Arrow offset
+    rows = np.flatnonzero((picks + [False] * len(column))[: len(column)])
+    expected = column.array.take(rows)
+    got = take_strings(column, rows)
+    pd.testing.assert_extension_array_equal(got, expected)
+    object_column = take_strings(column.astype(object), rows)
+    pd.testing.assert_extension_array_equal(object_column, expected)
+
+
+def test_take_strings_shares_the_characters_when_the_rows_between_hold_none():
+    column = pd.Series(["CME", None, "ARCA", "", "CME", None], dtype=pd.StringDtype())
+    shared = take_strings(column, np.array([0, 2, 4]))
+    assert shared.tolist() == ["CME", "ARCA", "CME"] and shared.dtype == pd.StringDtype()
+    assert _chars(shared) == _chars(column.array)
+    copied = take_strings(column, np.array([0, 4]))  # "ARCA" between: a copy
+    assert copied.tolist() == ["CME", "CME"] and _chars(copied) != _chars(column.array)
+    missing = take_strings(None, np.arange(3))
+    assert missing.dtype == pd.StringDtype() and missing.isna().all() and len(missing) == 3

@@ -15,7 +15,7 @@ from ibstream.analytics.delta import (
     signed_volume,
     summary,
 )
-from ibstream.analytics.kernels import group_rows, previous_in_group, running_sums
+from ibstream.analytics.grouping import group_rows, previous_in_group, running_sums
 from ibstream.analytics.ofi import order_flow_imbalance
 
 T0 = pd.Timestamp("2024-07-01 13:30", tz="UTC")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +14,7 @@ from ibstream.analytics.delta import cumulative_delta, rolling, summary
 from ibstream.analytics.engine import DeltaEngine
 from ibstream.analytics.footprint import footprint
 from ibstream.client.frames import ticks_to_frame
-from ibstream.datasets import load_recorded
+from tests.data import BINANCE, CME, recorded
 from tests.test_delta import T0, trades_frame
 
 T0_NS = T0.value
@@ -113,20 +111,7 @@ def test_engine_fed_ticks_equals_classify_then_batch(data, method):
     assert_engine_equals_batch(engine, trades)
 
 
-def recorded(name: str):
-    """A recorded data set; missing data fails under CI and skips elsewhere."""
-    try:
-        return load_recorded(name)
-    except FileNotFoundError:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"recorded data {name} not found at ../shared/data")
-
-
-@pytest.mark.parametrize(
-    ("name", "tick_size"),
-    [("binance-futures-btcusdt-2020-02-22", 1.0), ("cme-esu4-2024-07-01", 0.25)],
-)
+@pytest.mark.parametrize(("name", "tick_size"), [(BINANCE, 1.0), (CME, 0.25)])
 def test_engine_equals_batch_on_recorded_data_in_many_batches(name, tick_size):
     data = recorded(name)
     engine = DeltaEngine(bar_interval="1min", window="60s", tick_size=tick_size)

@@ -29,7 +29,6 @@ def test_public_names_resolve_lazily():
 
 def test_unknown_name_is_an_attribute_error():
     out = _run(
-        "import ibstream\n"
-        "try:\n    ibstream.nope\nexcept AttributeError as e:\n    print(e)"
+        "import ibstream\ntry:\n    ibstream.nope\nexcept AttributeError as e:\n    print(e)"
     )
     assert "no attribute 'nope'" in out

@@ -10,11 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ibstream.analytics.grouping import (
+    goes_back,
+    group_rows,
+    grouped_cumsum,
+    previous_in_group,
+    running_sums,
+)
 from ibstream.analytics.kernels import (
     TradeArrays,
-    group_rows,
     require_columns,
-    running_sums,
     to_nanos,
     to_time_index,
     trade_arrays,
@@ -51,13 +56,13 @@ def bars(trades: pd.DataFrame, interval: object = "1min") -> pd.DataFrame:
     delta = buy_volume - sell_volume. delta_high / delta_low / delta_close are the extremes
     and close of the bar's running delta, which opens at 0 (so delta_high >= 0 >= delta_low,
     as a delta candle). vwap = sum(price * size) / volume (NaN if volume is 0).
-    cumulative_delta is the contract's running delta since the frame's first trade, at the
-    bar's last trade. Sums run in arrival order, as in `ibstream.analytics.delta`.
+    cumulative_delta is the contract's `delta.cumulative_delta` (running signed volume since
+    the frame's first trade) at the bar's last trade. Sums run in arrival order, as there.
     """
     step = to_nanos(interval, "interval")
     a = trade_arrays(trades)
-    cum = running_sums(a.flows(), group_rows(a.contract))
-    return finish_bars(merge_bars(bar_rows(a, step, cum[:, 0] - cum[:, 1])))
+    cum_delta = grouped_cumsum(a.signed(), a.contract)
+    return finish_bars(merge_bars(bar_rows(a, step, cum_delta)))
 
 
 def bar_rows(a: TradeArrays, step: int, cum_delta: np.ndarray) -> BarState:
@@ -136,14 +141,9 @@ def bulk_volume(bars: pd.DataFrame, window: int = 20) -> pd.DataFrame:
     contract = bars["contract_id"].to_numpy(dtype=np.int64)
     close = bars["close"].to_numpy(dtype=np.float64)
     g = group_rows(contract)
-    start_rows = np.zeros(len(close), dtype=bool)
-    start_rows[g.first] = True
-    ordered = g.order
-    if np.any(np.diff(bars.index.asi8[ordered])[~start_rows[ordered][1:]] < 0):
+    if goes_back(bars.index.asi8, g).any():
         raise ValueError("bulk_volume needs bars in time order within each contract")
-    change = np.full(len(close), np.nan)
-    change[ordered[1:]] = close[ordered[1:]] - close[ordered[:-1]]
-    change[start_rows] = np.nan
+    change = close - previous_in_group(close, g, np.nan)
     series = pd.Series(change)
     sigma = (
         series.groupby(contract, sort=False)

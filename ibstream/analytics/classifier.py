@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.classify import classify_with_state, empty_state, resolve_method
+from ibstream.analytics.classify import classify_with_state, resolve_method
+from ibstream.analytics.prevailing import empty_state
 
 _FLOAT_FIELDS = ("price", "size", "bid_price", "ask_price")
 

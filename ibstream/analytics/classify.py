@@ -31,11 +31,12 @@ count as equal (midpoints are not exact in binary floating point).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ibstream.analytics.prevailing import empty_state, prevailing
+from ibstream.analytics.strings import take_strings
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 
@@ -62,7 +63,6 @@ _ALIASES = {re.sub(r"[^a-z]", "", m): m for m in METHODS} | {
     "quoterule": "quote",
     "ticktest": "tick",
 }
-_SIDE_OF_DIRECTION = np.array([1, 2, 0], dtype=np.int8)  # direction -1/0/+1 -> sell/neutral/buy
 
 
 def resolve_method(method: str | None) -> str:
@@ -97,8 +97,7 @@ def classify_with_state(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`classify` that starts from a carried per-contract `state` and returns the new one.
 
-    The state (index contract_id; columns bid, ask: last quote; price: last trade price; tick:
-    last nonzero price change sign) is what makes batch after batch equal to one big batch.
+    The state (see `empty_state`) is what makes batch after batch equal to one big batch.
     """
     method = resolve_method(method)
     if "tick_type" not in ticks.columns:
@@ -109,20 +108,22 @@ def classify_with_state(
     state = empty_state() if state is None else state
     if ticks.empty:
         return empty_trades(ticks.index), state
-    is_quote, is_trade = _kinds(ticks["tick_type"])
-    cid = _column(ticks, "contract_id", np.int64, 0)
-    ids, codes = _contracts(cid)
-    book = _prevailing(is_quote, is_trade, codes, ticks, state.reindex(ids))
-    rows, price = book.rows, book.price
-    side, quote = _decide(method, price, book.bid, book.ask, book.tick)
-    exchange = ticks["exchange"].array.take(rows) if "exchange" in ticks else [None] * len(rows)
+    contract = _column(ticks, "contract_id", np.int64, 0)
+    book = prevailing(
+        *_kinds(ticks["tick_type"]),
+        contract,
+        *(_column(ticks, c, np.float64, np.nan) for c in ("price", "bid_price", "ask_price")),
+        state,
+    )
+    rows, ids = book.rows, book.state.index
+    side, quote = _decide(method, book.price, book.bid, book.ask, book.tick)
     trades = pd.DataFrame(
         {
-            "contract_id": np.full(len(rows), ids[0]) if len(ids) == 1 else cid.take(rows),
+            "contract_id": np.full(len(rows), ids[0]) if len(ids) == 1 else contract.take(rows),
             "sequence": _column(ticks, "sequence", np.int64, 0).take(rows),
-            "price": price,
+            "price": book.price,
             "size": _column(ticks, "size", np.float64, np.nan).take(rows),
-            "exchange": pd.array(exchange, dtype=TRADE_COLUMNS["exchange"]),
+            "exchange": take_strings(ticks.get("exchange"), rows),
             "bid": book.bid,
             "ask": book.ask,
             "quote": pd.Categorical.from_codes(quote, dtype=QUOTE_DTYPE, validate=False),
@@ -131,17 +132,9 @@ def classify_with_state(
         index=ticks.index.take(rows),
         copy=False,
     )
-    last = book.last.set_axis(pd.Index(ids, name="contract_id"))
-    return trades, pd.concat([state.drop(ids, errors="ignore"), last]) if len(state) else last
-
-
-def empty_state() -> pd.DataFrame:
-    """The carried state of `classify_with_state` before any tick."""
-    cols = {"bid": "float64", "ask": "float64", "price": "float64", "tick": "int8"}
-    return pd.DataFrame(
-        {c: pd.Series(dtype=d) for c, d in cols.items()},
-        index=pd.Index([], dtype="int64", name="contract_id"),
-    )
+    if len(state):
+        return trades, pd.concat([state.drop(ids, errors="ignore"), book.state])
+    return trades, book.state
 
 
 def _kinds(tick_type: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -172,178 +165,43 @@ def _column(ticks: pd.DataFrame, name: str, dtype: type, default: float) -> np.n
     return column.to_numpy(dtype=dtype, na_value=default)
 
 
-def _contracts(cid: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Distinct contract ids and each row's position among them (None: just one)."""
-    if (cid == cid[0]).all():
-        return cid[:1], None
-    codes, ids = pd.factorize(cid)
-    return ids, codes
-
-
-@dataclass(frozen=True)
-class _Book:
-    rows: np.ndarray  # the trade rows, arrival order
-    price: np.ndarray  # their price
-    bid: np.ndarray  # their prevailing quote
-    ask: np.ndarray
-    tick: np.ndarray  # their tick-test direction: +1, -1 or 0
-    last: pd.DataFrame  # per contract: bid, ask, price, tick after the last row
-
-
-def _prevailing(
-    is_quote: np.ndarray,
-    is_trade: np.ndarray,
-    codes: np.ndarray | None,
-    ticks: pd.DataFrame,
-    init: pd.DataFrame,
-) -> _Book:
-    """Prevailing quote and tick-test direction of every trade. Rows are grouped by contract
-    (a stable sort when there are several); a forward fill counts marks with a cumsum."""
-    px = {c: _column(ticks, c, np.float64, np.nan) for c in ("price", "bid_price", "ask_price")}
-    start = {c: init[c].to_numpy(np.float64) for c in ("bid", "ask", "price")}
-    start["tick"] = init["tick"].fillna(0).to_numpy(np.int8)
-    k, n = len(init), len(is_quote)
-    if codes is None:
-        order = starts = tcode = None
-        ts = np.flatnonzero(is_trade)
-    else:  # group the rows by contract; a stable sort of uint16 is a radix sort
-        order = np.argsort(codes.astype(np.uint16 if k <= 65536 else np.intp), kind="stable")
-        kind = (is_quote.view(np.int8) + 2 * is_trade.view(np.int8)).take(order)
-        is_quote, ts = kind == 1, np.flatnonzero(kind == 2)
-        starts = np.concatenate([[0], np.cumsum(np.bincount(codes, minlength=k))[:-1]])
-        tcode = np.repeat(np.arange(k), np.diff(np.append(np.searchsorted(ts, starts), len(ts))))
-    quotes = _Marks(is_quote, starts)
-    qpos = quotes.before(ts, tcode)
-    ends = np.append(starts[1:], n) - 1 if starts is not None else np.array([n - 1])
-    qend = quotes.before(ends, None if starts is None else np.arange(k))
-    rows = ts if order is None else order.take(ts)
-    tick, last_price, last_tick = _tick_test(px["price"].take(rows), tcode, k, start)
-    if order is not None:  # back to arrival order: rows is k ascending runs, a quick sort
-        arrival = np.argsort(rows, kind="stable")
-        rows, tick, tcode = rows.take(arrival), tick.take(arrival), tcode.take(arrival)
-        qpos, qend = _rows(order, qpos.take(arrival)), _rows(order, qend)
-    fill = (lambda a: a[0]) if tcode is None else (lambda a: a.take(tcode))
-    last = pd.DataFrame(
-        {
-            "bid": _pick(px["bid_price"], qend, start["bid"]),
-            "ask": _pick(px["ask_price"], qend, start["ask"]),
-            "price": last_price,
-            "tick": last_tick,
-        }
-    )
-    return _Book(
-        rows,
-        px["price"].take(rows),
-        _pick(px["bid_price"], qpos, fill(start["bid"]), ascending=order is None),
-        _pick(px["ask_price"], qpos, fill(start["ask"]), ascending=order is None),
-        tick,
-        last,
-    )
-
-
-class _Marks:
-    """The last marked position at or before given positions of a sequence grouped by
-    contract (groups beginning at `starts`; None for one contract), by counting marks."""
-
-    def __init__(self, marked: np.ndarray, starts: np.ndarray | None) -> None:
-        self.count = np.cumsum(marked, dtype=np.int32 if len(marked) < 2**31 else np.int64)
-        self.marks = np.concatenate([[-1], np.flatnonzero(marked)])  # [count] -> position
-        self.earlier = None  # marks before each group's first position
-        if starts is not None and len(marked):
-            self.earlier = np.where(starts > 0, self.count.take(starts - 1), 0)
-
-    def before(self, at: np.ndarray | None, group: np.ndarray | None) -> np.ndarray:
-        """Per position in `at` (None: every position) of group `group`: the last marked
-        position of the same group at or before it, else -1."""
-        seen = self.count if at is None else self.count.take(at)
-        pos = self.marks.take(seen)
-        if self.earlier is not None:
-            pos[seen <= self.earlier.take(group)] = -1
-        return pos
-
-
-def _tick_test(
-    price: np.ndarray, codes: np.ndarray | None, k: int, start: dict[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tick-test direction of each trade (grouped by contract), and per contract the last
-    price and direction. A run of equal prices takes the sign of the change that began it;
-    each contract's first run compares with its carried last price (or keeps its direction)."""
-    valid = None if not np.isnan(price).any() else ~np.isnan(price)
-    p, c = (
-        (price, codes)
-        if valid is None
-        else (price[valid], codes if codes is None else codes[valid])
-    )
-    if c is None:
-        firsts, lasts = np.arange(min(len(p), 1)), np.array([len(p) - 1])
-        first_price, first_tick = start["price"], start["tick"]
-    else:
-        firsts = np.searchsorted(c, np.arange(k))
-        lasts = np.searchsorted(c, np.arange(k), "right") - 1
-        present = firsts <= lasts  # contracts with trades here
-        lasts[~present], firsts = -1, firsts[present]
-        first_price, first_tick = start["price"][present], start["tick"][present]
-    new_run = np.empty(len(p), dtype=bool)
-    new_run[1:] = p[1:] != p[:-1]
-    new_run[firsts] = True
-    starts = np.flatnonzero(new_run)
-    earlier = p.take(starts - 1) if len(starts) else p[:0]
-    at_first = np.searchsorted(starts, firsts)
-    earlier[at_first] = first_price
-    change = p.take(starts) - earlier  # NaN where no earlier price: direction 0
-    sign = (change > 0).view(np.int8) - (change < 0).view(np.int8)
-    sign[at_first] = np.where(change[at_first] == 0, first_tick, sign[at_first])
-    tick = sign.take(np.cumsum(new_run, dtype=np.intp) - 1)
-    last = (_pick(p, lasts, start["price"]), _pick(tick, lasts, start["tick"]))
-    return (tick if valid is None else _place(tick, np.flatnonzero(valid), len(price))), *last
-
-
-def _rows(order: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Grouped positions (-1: none) -> original rows."""
-    return np.where(pos >= 0, order.take(pos), -1)
-
-
-def _pick(
-    values: np.ndarray, pos: np.ndarray, fallback: np.ndarray | float, ascending: bool = False
-) -> np.ndarray:
-    """values[pos] where pos >= 0, else the fallback (a scalar or one per position);
-    `ascending` positions have their -1s in front."""
-    out = values.take(pos) if len(values) else np.empty(len(pos), dtype=values.dtype)
-    missing = slice(0, np.searchsorted(pos, 0)) if ascending else pos < 0
-    out[missing] = fallback if np.ndim(fallback) == 0 else fallback[missing]
-    return out
-
-
-def _place(values: np.ndarray, dest: np.ndarray, n: int) -> np.ndarray:
-    """values put at positions dest of an array of n (zeros elsewhere)."""
-    out = np.zeros(n, dtype=values.dtype)
-    out[dest] = values
-    return out
-
-
 def _decide(
     method: str, price: np.ndarray, bid: np.ndarray, ask: np.ndarray, tick: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Side codes (0 buy, 1 sell, 2 neutral) and quote-state codes of the trades."""
     spread = ask - bid
-    quote = (spread <= 0).view(np.int8) + (spread < 0).view(np.int8)  # ok, locked, crossed
-    quote[np.isnan(spread)] = 3  # missing
+    quote = (spread <= 0).view(np.int8)  # ok 0, locked 1, crossed 2, missing 3
+    quote += spread < 0
+    quote[np.isnan(spread)] = 3
     if method == "tick":
-        direction = tick
-    elif method == "quote":
-        tol = EQUAL_WITHIN * np.abs(spread)
-        direction = (price >= ask - tol).view(np.int8) - (price <= bid + tol).view(np.int8)
-    else:
-        tol = EQUAL_WITHIN * spread  # only ok quotes (spread > 0) decide
-        if method == "lee_ready":
-            off_mid = price - (bid + ask) * 0.5
-            buy, sell = off_mid > tol, off_mid < -tol
-        elif method == "emo":
+        return _side_of(tick), quote
+    if method == "quote":
+        tol = np.abs(spread)
+        tol *= EQUAL_WITHIN
+        above, below = price >= ask - tol, price <= bid + tol
+        return _side_of(above.view(np.int8) - below.view(np.int8)), quote
+    tol = EQUAL_WITHIN * spread  # only ok quotes (spread > 0) decide
+    if method == "lee_ready":
+        off_mid = bid + ask
+        off_mid *= 0.5
+        np.subtract(price, off_mid, out=off_mid)
+        sell = off_mid < 0
+        decided = np.abs(off_mid, out=off_mid) > tol
+    else:  # at most one of buy and sell holds where the spread is positive
+        if method == "emo":
             buy, sell = np.abs(price - ask) <= tol, np.abs(price - bid) <= tol
         else:  # clnv
             band = CLNV_BAND * spread + tol
             buy = (price >= ask - band) & (price <= ask + tol)
             sell = (price <= bid + band) & (price >= bid - tol)
-        decided = (buy | sell) & (quote == 0)
-        direction = np.where(decided, buy.view(np.int8) - sell.view(np.int8), tick)
-    return _SIDE_OF_DIRECTION.take(direction + 1), quote
+        decided = buy | sell
+    decided &= spread > 0
+    return np.where(decided, sell.view(np.int8), _side_of(tick)), quote
+
+
+def _side_of(direction: np.ndarray) -> np.ndarray:
+    """Directions +1 / -1 / 0 -> side codes buy 0 / sell 1 / neutral 2."""
+    side = (direction == 0).view(np.int8)
+    side += side
+    side += direction < 0
+    return side

@@ -3,8 +3,9 @@
 Every sum here is a plain left-to-right float sum in arrival order (`np.cumsum`), per contract.
 That choice makes the incremental `DeltaEngine` equal these batch functions bit for bit: a
 running total carried from one batch and continued over the next gives the same bits as one
-pass. Buy volume, sell volume and neutral volume are summed; every delta is `buy - sell` of
-those sums, so the summary's `net_delta`, the last cumulative delta and the bars agree exactly.
+pass. The cumulative delta is the running sum of signed volume (one cumsum, no sort for one
+contract); the net delta of a summary, window or bar is `buy - sell` of its buy and sell
+sums. Both are exact for whole sizes; for fractional sizes they may differ in the last bits.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.kernels import (
+from ibstream.analytics.grouping import (
+    goes_back,
     group_rows,
+    grouped_cumsum,
     previous_in_group,
     running_sums,
+)
+from ibstream.analytics.kernels import (
     to_nanos,
     trade_arrays,
     typed_frame,
@@ -57,16 +62,15 @@ SUMMARY_COLUMNS = {
 
 def signed_volume(trades: pd.DataFrame) -> pd.Series:
     """Buy +size, sell -size, neutral 0, aligned with `trades`."""
-    a = trade_arrays(trades)
-    sign = np.array([1.0, -1.0, 0.0])[a.side]
-    return pd.Series(sign * a.size, index=trades.index, name="signed_volume")
+    signed = trade_arrays(trades).signed()
+    return pd.Series(signed, index=trades.index, name="signed_volume", copy=False)
 
 
 def cumulative_delta(trades: pd.DataFrame) -> pd.Series:
-    """Running buy volume minus running sell volume per contract, aligned with `trades`."""
+    """The running sum of signed volume per contract, aligned with `trades`."""
     a = trade_arrays(trades)
-    totals = running_sums(a.flows(), group_rows(a.contract))
-    return pd.Series(totals[:, 0] - totals[:, 1], index=trades.index, name="cumulative_delta")
+    total = grouped_cumsum(a.signed(), a.contract)
+    return pd.Series(total, index=trades.index, name="cumulative_delta", copy=False)
 
 
 def rolling(trades: pd.DataFrame, window: object = "60s") -> pd.DataFrame:
@@ -95,15 +99,15 @@ def window_stats(
     (`upto`) and excluding it (`before`): upto[i] - before[first row of i's window]."""
     start = np.empty(len(time), dtype=np.int64)
     g = group_rows(contract)
-    for cid, rows in zip(g.keys[0], g.members(), strict=True):
+    back = g.order[goes_back(time, g)[g.order]]  # by contract, then arrival
+    if len(back):
+        at = pd.Timestamp(int(time[back[0]]), tz="UTC")
+        raise ValueError(
+            "rolling needs non-decreasing trade times within a contract; contract "
+            f"{contract[back[0]]} goes back in time at {at}"
+        )
+    for rows in g.members():
         times = time[rows]
-        back = np.flatnonzero(np.diff(times) < 0)
-        if len(back):
-            at = pd.Timestamp(int(times[back[0] + 1]), tz="UTC")
-            raise ValueError(
-                f"rolling needs non-decreasing trade times within a contract; contract {cid} "
-                f"goes back in time at {at}"
-            )
         start[rows] = rows[np.searchsorted(times, times - span, side="right")]
     return upto - before[start]
 

@@ -2,24 +2,18 @@
 
 `DeltaEngine` gives the same numbers as the batch functions (`summary`, `cumulative_delta`,
 `rolling`, `bars`, `footprint`) on all ticks fed so far, bit for bit: it carries the running
-sums those functions compute left to right and continues them (see `kernels.running_sums`).
+sums those functions compute left to right and continues them (see `kernels.running_sums`):
+buy, sell and neutral volume, the trade count, and signed volume (the cumulative delta).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.bars import (
-    BarState,
-    bar_rows,
-    concat_states,
-    finish_bars,
-    merge_bars,
-    take,
-)
+from ibstream.analytics.bars import BarState, bar_rows, concat_states, finish_bars, merge_bars, take
 from ibstream.analytics.classifier import TradeClassifier
 from ibstream.analytics.classify import empty_trades
 from ibstream.analytics.delta import rolling_frame, summary_frame, window_stats
@@ -30,12 +24,16 @@ from ibstream.analytics.footprint import (
     merge_levels,
     price_levels,
 )
-from ibstream.analytics.kernels import (
-    TradeArrays,
+from ibstream.analytics.grouping import (
+    EARLIEST,
+    goes_back,
     group_rows,
     positions,
     previous_in_group,
     running_sums,
+)
+from ibstream.analytics.kernels import (
+    TradeArrays,
     to_nanos,
     to_time_index,
     trade_arrays,
@@ -75,7 +73,7 @@ class DeltaEngine:
         self._span, self._step = to_nanos(window, "window"), to_nanos(bar_interval, "interval")
         self.max_bars, self.tick_size, self.max_trades = max_bars, tick_size, max_trades
         self._contracts = np.zeros(0, dtype=np.int64)  # sorted; per contract:
-        self._totals = np.zeros((0, 4))  # running buy, sell, neutral volume and trade count
+        self._totals = np.zeros((0, 5))  # running buy, sell, neutral volume, count, delta
         self._last_time = np.zeros(0, dtype=np.int64)
         self._recent: dict[str, np.ndarray] = {
             "time": np.zeros(0, dtype=np.int64),
@@ -105,7 +103,7 @@ class DeltaEngine:
         self._check_order(a)
         upto, before = self._advance_totals(a)
         self._advance_window(a, upto, before)
-        self._advance_bars(a, upto[:, 0] - upto[:, 1])
+        self._advance_bars(a, upto[:, 4])
         self._trades.append(trades)
         self._trade_rows += len(trades)
         if self.max_trades is not None and self._trade_rows > 2 * self.max_trades:
@@ -124,15 +122,13 @@ class DeltaEngine:
 
     def summary(self) -> pd.DataFrame:
         """As `delta.summary` of every trade fed."""
-        return summary_frame(self._contracts, self._totals)
+        return summary_frame(self._contracts, self._totals[:, :4])
 
     @property
     def cumulative_delta(self) -> pd.Series:
         """Per contract (index `contract_id`), the cumulative delta at its last trade."""
         index = pd.Index(self._contracts, name="contract_id")
-        return pd.Series(
-            self._totals[:, 0] - self._totals[:, 1], index=index, name="cumulative_delta"
-        )
+        return pd.Series(self._totals[:, 4], index=index, name="cumulative_delta")
 
     def rolling(self) -> pd.DataFrame:
         """Per contract, `delta.rolling` at its last trade (one row each, by contract_id)."""
@@ -167,59 +163,45 @@ class DeltaEngine:
 
     def _check_order(self, a: TradeArrays) -> None:
         g = group_rows(a.contract)
-        back = np.diff(a.time[g.order]) < 0
-        back[g.starts[1:] - 1] = False  # a step into the next contract is no step back
         pos = positions(self._contracts, g.keys[0])
-        early = pos >= 0
-        early[early] = a.time[g.first[early]] < self._last_time[pos[early]]
-        if back.any() or early.any():
-            bad = set(g.keys[0][early]) | set(a.contract[g.order[1:][back]])
+        since = np.full(g.size, EARLIEST)  # each contract's last time fed before
+        since[pos >= 0] = self._last_time[pos[pos >= 0]]
+        back = goes_back(a.time, g, since)
+        if back.any():
             raise ValueError(
                 "trade times go back within contract(s) "
-                f"{', '.join(map(str, sorted(bad)))}; feed ticks in arrival order"
+                f"{', '.join(map(str, np.unique(a.contract[back])))}; feed ticks in arrival order"
             )
 
     def _advance_totals(self, a: TradeArrays) -> tuple[np.ndarray, np.ndarray]:
         """Continue the per-contract running sums; the new trades' values with and without
-        themselves."""
+        themselves (buy, sell, neutral volume, count; and with themselves the delta too)."""
         n = len(self._contracts)
         g = group_rows(np.concatenate([self._contracts, a.contract]))
-        run = running_sums(np.vstack([self._totals, a.flows()]), g)
-        before = previous_in_group(run, g)
+        flows = np.column_stack([a.flows(), a.signed()])
+        run = running_sums(np.vstack([self._totals, flows]), g)
+        before = previous_in_group(run[:, :4], g)
         self._contracts, self._totals = g.keys[0], run[g.last]
         self._last_time = np.concatenate([self._last_time, a.time])[g.last]
         return run[n:], before[n:]
 
     def _advance_window(self, a: TradeArrays, upto: np.ndarray, before: np.ndarray) -> None:
         r = self._recent
-        new = {"time": a.time, "contract": a.contract, "upto": upto, "before": before}
+        new = {"time": a.time, "contract": a.contract, "upto": upto[:, :4], "before": before}
         r = {k: np.concatenate([r[k], new[k]]) for k in r}
         latest = self._last_time[np.searchsorted(self._contracts, r["contract"])]
         self._recent = {k: v[r["time"] > latest - self._span] for k, v in r.items()}
 
     def _advance_bars(self, a: TradeArrays, cum_delta: np.ndarray) -> None:
-        touched = np.isin(self._open["contract_id"], a.contract)
-        bars = merge_bars(
-            concat_states(take(self._open, touched), bar_rows(a, self._step, cum_delta))
-        )
+        bars, idle = _merge_open(self._open, bar_rows(a, self._step, cum_delta), merge_bars)
+        g = group_rows(bars["contract_id"])  # a contract's newest bar is its open one
         newest = np.zeros(len(bars["time"]), dtype=bool)
-        newest[group_rows(bars["contract_id"]).last] = True
-        if not newest.all():
-            self._closed.append(take(bars, ~newest))
-        self._open = concat_states(take(self._open, ~touched), take(bars, newest))
-        touched = np.isin(self._open_cells["contract_id"], a.contract)
-        cells = merge_levels(
-            concat_states(
-                take(self._open_cells, touched), level_rows(a, self._step, self.tick_size)
-            )
-        )
-        order = np.argsort(bars["contract_id"][newest])
-        open_contracts = bars["contract_id"][newest][order]
-        open_times = bars["time"][newest][order]
-        current = cells["time"] == open_times[positions(open_contracts, cells["contract_id"])]
-        if not current.all():
-            self._closed_cells.append(take(cells, ~current))
-        self._open_cells = concat_states(take(self._open_cells, ~touched), take(cells, current))
+        newest[g.last] = True
+        self._open = _close(bars, newest, idle, self._closed)
+        cells = level_rows(a, self._step, self.tick_size)
+        cells, idle = _merge_open(self._open_cells, cells, merge_levels)
+        open_time = bars["time"][g.last][positions(g.keys[0], cells["contract_id"])]
+        self._open_cells = _close(cells, cells["time"] == open_time, idle, self._closed_cells)
         if len(self._closed) > _COMPACT_AT:
             self._compact()
 
@@ -240,6 +222,19 @@ class DeltaEngine:
             kept[kept] = cells["time"][kept] >= oldest[pos[kept]]
             cells = take(cells, kept)
         self._closed, self._closed_cells = [closed], [cells]
+
+
+def _merge_open(open_state: BarState, rows: BarState, merge: Callable) -> tuple[BarState, BarState]:
+    """`rows` merged with the open rows of their contracts; and the other open rows."""
+    touched = np.isin(open_state["contract_id"], rows["contract_id"])
+    return merge(concat_states(take(open_state, touched), rows)), take(open_state, ~touched)
+
+
+def _close(merged: BarState, current: np.ndarray, idle: BarState, closed: list) -> BarState:
+    """The open rows: `idle` and the `current` merged ones; the others join `closed`."""
+    if not current.all():
+        closed.append(take(merged, ~current))
+    return concat_states(idle, take(merged, current))
 
 
 def _by_time(state: dict[str, np.ndarray], *then: str) -> np.ndarray:

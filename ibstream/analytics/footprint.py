@@ -7,10 +7,12 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.kernels import (
-    TradeArrays,
+from ibstream.analytics.grouping import (
     group_rows,
     running_sums,
+)
+from ibstream.analytics.kernels import (
+    TradeArrays,
     to_nanos,
     to_time_index,
     trade_arrays,

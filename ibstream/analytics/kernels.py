@@ -1,10 +1,5 @@
-"""Shared numpy kernels of the delta analytics: input checks, grouping, exact running sums.
-
-`running_sums` is the core: a left-to-right float sum within each group, vectorised. Because
-it is strictly sequential, a total carried over from an earlier batch (put in front of the
-group as one more row) continues to the same bits as a single pass over all rows; that is
-how the incremental engine equals the batch functions exactly.
-"""
+"""Inputs and outputs of the delta analytics: checked trade frames as numpy arrays,
+durations, UTC nanosecond times and typed result frames (grouping and sums: `grouping`)."""
 
 from __future__ import annotations
 
@@ -80,6 +75,11 @@ class TradeArrays:
         out[:, 3] = 1.0
         return out
 
+    def signed(self) -> np.ndarray:
+        """Signed volume per trade: buy +size, sell -size, neutral 0."""
+        sign = (self.side == 0).view(np.int8) - (self.side == 1).view(np.int8)
+        return np.multiply(self.size, sign, dtype=np.float64)
+
 
 def trade_arrays(trades: object) -> TradeArrays:
     """Check a trades frame (see SCHEMA: classify's output) and take its arrays."""
@@ -100,108 +100,3 @@ def trade_arrays(trades: object) -> TradeArrays:
             raise ValueError(f"trades frame has {int((~np.isfinite(values)).sum())} bad {name}s")
     contract = trades["contract_id"].to_numpy(dtype=np.int64)
     return TradeArrays(utc_nanos(trades.index), contract, price, size, codes.astype(np.int8))
-
-
-@dataclass(frozen=True)
-class Groups:
-    """Rows grouped by keys; groups numbered in ascending key order, rows kept in order."""
-
-    keys: tuple[np.ndarray, ...]  # the key values of each group
-    order: np.ndarray  # row numbers sorted by group, arrival order within a group
-    starts: np.ndarray  # where each group begins in `order`
-
-    @property
-    def size(self) -> int:
-        return len(self.starts)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(np.append(self.starts, len(self.order)))
-
-    @property
-    def first(self) -> np.ndarray:
-        return self.order[self.starts]
-
-    @property
-    def last(self) -> np.ndarray:
-        return self.order[np.append(self.starts, len(self.order))[1:] - 1]
-
-    @property
-    def codes(self) -> np.ndarray:
-        out = np.empty(len(self.order), dtype=np.int64)
-        out[self.order] = np.repeat(np.arange(self.size), self.lengths)
-        return out
-
-    def members(self) -> list[np.ndarray]:
-        """The row numbers of each group (a Python loop over these is one per group)."""
-        return np.split(self.order, self.starts[1:]) if self.size else []
-
-    def reduce(self, ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
-        if not self.size:
-            return values[:0]
-        return ufunc.reduceat(values[self.order], self.starts)
-
-
-def group_rows(*keys: np.ndarray) -> Groups:
-    """Group rows by the key arrays (first key sorts first)."""
-    order = np.lexsort(keys[::-1]) if len(keys[0]) else np.zeros(0, dtype=np.int64)
-    ordered = [k[order] for k in keys]
-    change = np.zeros(len(order), dtype=bool)
-    change[:1] = True
-    for k in ordered:
-        change[1:] |= k[1:] != k[:-1]
-    starts = np.flatnonzero(change)
-    return Groups(tuple(k[starts] for k in ordered), order, starts)
-
-
-def positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Index of each query value in the sorted `keys`, -1 where absent."""
-    pos = np.searchsorted(keys, query)
-    found = pos < len(keys)
-    found[found] = keys[pos[found]] == query[found]
-    return np.where(found, pos, -1)
-
-
-def running_sums(values: np.ndarray, groups: Groups) -> np.ndarray:
-    """Per row, the left-to-right sum of `values` (n, k) over the rows of its group up to it.
-
-    Every sum is `np.cumsum`, which adds strictly in order. A long group is one slice of the
-    group-sorted rows (one call per group, at least `_LONG` rows each); short groups are
-    padded into blocks of equal power-of-two width (at most twice their rows) and summed
-    along the block in one call per width, so no Python loop runs per row.
-    """
-    n, k = len(groups.order), values.shape[1]
-    ordered = values[groups.order]
-    out = np.empty_like(ordered)
-    lengths = groups.lengths
-    long = lengths >= _LONG
-    for start, length in zip(groups.starts[long], lengths[long], strict=True):
-        out[start : start + length] = np.cumsum(ordered[start : start + length], axis=0)
-    if not long.all():
-        group_of = np.repeat(np.arange(groups.size), lengths)
-        pos = np.arange(n) - np.repeat(groups.starts, lengths)
-        width = np.where(long, -1, np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64))
-        for exp in np.unique(width[~long]):
-            members = np.flatnonzero(width == exp)
-            rows = np.flatnonzero(width[group_of] == exp)
-            cell = (np.searchsorted(members, group_of[rows]) << exp) + pos[rows]
-            block = np.zeros((len(members), 1 << int(exp), k))
-            block.reshape(-1, k)[cell] = ordered[rows]
-            out[rows] = np.cumsum(block, axis=1).reshape(-1, k)[cell]
-    result = np.empty_like(out)
-    result[groups.order] = out
-    return result
-
-
-_LONG = 64  # rows from which a group is summed on its own
-
-
-def previous_in_group(running: np.ndarray, groups: Groups) -> np.ndarray:
-    """Per row, the running value of the row before it in its group (0 for a group's first)."""
-    ordered = running[groups.order]
-    shifted = np.zeros_like(ordered)
-    shifted[1:] = ordered[:-1]
-    shifted[groups.starts] = 0.0
-    out = np.empty_like(shifted)
-    out[groups.order] = shifted
-    return out

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.kernels import (
+from ibstream.analytics.grouping import (
     group_rows,
+    previous_in_group,
+)
+from ibstream.analytics.kernels import (
     require_columns,
     to_nanos,
     to_time_index,
@@ -39,12 +42,7 @@ def order_flow_imbalance(ticks: pd.DataFrame, interval: object = None) -> pd.Dat
         for k in ("bid_price", "bid_size", "ask_price", "ask_size")
     }
     g = group_rows(contract)
-    before = {}
-    for k, v in book.items():
-        prev = np.full(len(v), np.nan)
-        prev[g.order[1:]] = v[g.order[:-1]]
-        prev[g.first] = np.nan
-        before[k] = prev
+    before = {k: previous_in_group(v, g, np.nan) for k, v in book.items()}
     bid, ask = book["bid_price"], book["ask_price"]
     bid_was, ask_was = before["bid_price"], before["ask_price"]
     ofi = (

@@ -8,6 +8,7 @@ the moment every subscription is open. Ticks go into a columnar `FrameBuilder` a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -72,10 +73,9 @@ class Collection:
                 if left <= 0:
                     break
                 step = left if step is None else min(step, left)
-            try:
-                await asyncio.wait_for(self._done.wait(), step)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(step):  # not wait_for: on 3.11 it can eat a cancel
+                    await self._done.wait()
             if on_progress is not None:
                 on_progress(self.count)
 

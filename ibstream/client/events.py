@@ -39,8 +39,10 @@ class StateChange:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Ticks the server could not replay after a reconnect (`reason`: not_buffered,
-    upstream_idle, unknown_sequence); `details` is the server's `info` details."""
+    """Ticks that could not be replayed after a reconnect. `reason` is the server's
+    (not_buffered, upstream_idle, ib_disconnected, unknown_sequence) or the client's own
+    (server_restarted: another server instance, positions void; missed: sequences jumped
+    without a word from the server); `details` says what is known about the stretch."""
 
     kind: ClassVar[str] = "gap"
     contract_id: int | None

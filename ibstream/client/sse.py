@@ -2,7 +2,9 @@
 
 Events are parsed by httpx-sse. Each subscription runs its own task: when its response
 ends or breaks (server shutdown, cut, idle beyond `sse_idle_timeout`) the task reopens it
-with backoff and `?resume_from=bid_ask:50,last:3` (the subscription's own positions).
+with backoff and `?resume_from=bid_ask:50,last:3` (the subscription's own positions). If the
+reopened response comes from another server instance (`server_id` of `subscribed`), those
+positions were void there: the subscription resets and reopens at once without them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ from ibstream.errors import ErrorCode, StreamError, error_from_body
 log = logging.getLogger("ibstream.client")
 _BROKEN = (httpx.HTTPError, OSError, SSEError, orjson.JSONDecodeError, TimeoutError)
 _STATUS = {404: ErrorCode.CONTRACT_NOT_FOUND, 429: ErrorCode.RATE_LIMIT_EXCEEDED}
+
+
+class _ServerRestarted(Exception):
+    """A response resumed on another server instance: reopen it without resume_from."""
 
 
 async def error_from_response(response: httpx.Response) -> StreamError:
@@ -120,6 +126,8 @@ class SSETransport:
                 try:
                     await self._response(sub, opened)
                     why = "the server ended the response"
+                except _ServerRestarted:
+                    continue
                 except StreamError as exc:
                     if not opened.done():
                         opened.set_exception(exc)
@@ -169,8 +177,11 @@ class SSETransport:
                         continue
                     msg = orjson.loads(event.data)
                     if msg.get("type") == "subscribed":
+                        data = msg.get("data") or {}
+                        if sub.check_server(data.get("server_id")) and "resume_from" in params:
+                            raise _ServerRestarted
                         deadline.reschedule(None)  # open: from now on only idle reads time out
-                        sub.bind(msg.get("data") or {})
+                        sub.bind(data)
                         if not opened.done():
                             opened.set_result(None)
                         self._up(sub)

@@ -1,11 +1,13 @@
 """One subscription (a contract and its tick types) as it outlives connections.
 
-It knows where each of its streams stands (the last sequence received per tick type), so a
-reconnect resumes exactly there; it drops any tick it has already had (sequence <= last seen)
-and accepts new numbering after the server says its position is unknown (`gap` with reason
-`unknown_sequence`: the server restarted). Server `info`s, `gap`s and stream errors become
-client events. Positions are per subscription, because two subscriptions of one stream
-receive the same sequences.
+It knows where each of its streams stands (the last sequence received per tick type, from
+the `start_sequence` of `subscribed` before the first tick), so a reconnect resumes exactly
+there; it drops any tick it has already had (sequence <= last seen). Sequences belong to one
+server instance (`server_id`): when a reconnect reaches another one, the positions are void,
+a `Gap` (`server_restarted`) is reported per stream and the subscription starts afresh. A
+server without ids says `unknown_sequence` instead. Server `info`s, `gap`s and stream errors
+become client events. Positions are per subscription, because two subscriptions of one
+stream receive the same sequences.
 """
 
 from __future__ import annotations
@@ -47,11 +49,13 @@ class Subscription:
         self.contract: dict = {}
         self.positions: dict[str, int] = {}  # tick type -> last sequence received
         self.stream_ids: dict[str, str] = {}  # server stream id -> tick type (current binding)
+        self.server_id: str | None = None  # the server instance the positions belong to
         self.received = 0
         self.duplicates = 0
         self.active = True
         self.error: StreamError | None = None
         self._gap_told: set[str] = set()  # tick types whose next jump the server already told
+        self._starts: dict[str, int] = {}  # tick type -> start_sequence of the last binding
         self._stream_errors: dict[str, StreamError] = {}
 
     @property
@@ -68,13 +72,40 @@ class Subscription:
 
     def bind(self, data: dict) -> list[str]:
         """Take a `subscribed` reply: the contract and this connection's stream ids."""
+        self.check_server(data.get("server_id"))
         self.contract = data.get("contract") or self.contract
         self.stream_ids = {s["stream_id"]: s["tick_type"] for s in data.get("streams", ())}
+        self._starts.clear()
         for stream in data.get("streams", ()):  # a server that says where a stream starts
             start = stream.get("start_sequence")
-            if isinstance(start, int) and stream["tick_type"] not in self.positions:
-                self.positions[stream["tick_type"]] = start
+            if isinstance(start, int):
+                self._starts[stream["tick_type"]] = start
+                self.positions.setdefault(stream["tick_type"], start)
         return list(self.stream_ids)
+
+    def check_server(self, server_id: object) -> bool:
+        """Note the server instance; True (positions reset, a Gap per stream) if it changed."""
+        if not isinstance(server_id, str) or not server_id:
+            return False
+        old, self.server_id = self.server_id, server_id
+        if old is None or old == server_id:
+            return False
+        for tick_type in self.tick_types:
+            last = self.positions.get(tick_type)
+            self.events.emit(
+                Gap(
+                    self.contract_id,
+                    tick_type,
+                    "server_restarted",
+                    f"the server restarted (instance {old} -> {server_id}): ticks since "
+                    f"{'sequence ' + str(last) if last is not None else 'the last one'} until "
+                    "the new subscription were not received; its sequences start over",
+                    {"old_server_id": old, "new_server_id": server_id, "last_sequence": last},
+                )
+            )
+        self.positions.clear()
+        self._gap_told.clear()
+        return True
 
     def on_message(self, msg: dict) -> None:
         """Handle one stream message (tick, info, error, complete) of a bound stream id."""
@@ -129,6 +160,8 @@ class Subscription:
             self._gap_told.add(tick_type)
             if reason == "unknown_sequence":  # the server restarted: its numbering starts over
                 self.positions.pop(tick_type, None)
+                if tick_type in self._starts:  # ... from where this stream joined
+                    self.positions[tick_type] = self._starts[tick_type]
         self.events.emit(Gap(self.contract_id, tick_type, reason, message, details))
 
     def _on_complete(self, stream_id: str, data: dict) -> None:

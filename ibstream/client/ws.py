@@ -2,7 +2,9 @@
 
 When the connection goes (cut, SLOW_CONSUMER then 1008, server shutdown 1001, server killed),
 a supervisor reconnects with backoff and resubscribes every subscription with `resume_from`
-= its own positions. The reader (`ws_link.Link`) only parses and hands messages on.
+= its own positions, unless the greeting shows another server instance (`server_id`): then
+those positions mean nothing there and every subscription starts afresh (a `Gap` each).
+The reader (`ws_link.Link`) only parses and hands messages on.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ibstream.client.events import ClientState, ErrorEvent, EventLog, Info
 from ibstream.client.options import ClientOptions, auth_headers, ws_url
 from ibstream.client.subscription import Subscription
 from ibstream.client.transport import connection_error, timeout_error
-from ibstream.client.ws_link import Link
+from ibstream.client.ws_link import Link, LinkLost, link_lost
 from ibstream.errors import ErrorCode, StreamError, error_from_body
 from ibstream.model import iso_timestamp
 
@@ -44,7 +46,11 @@ class WebSocketTransport:
         self._supervisor = asyncio.create_task(self._supervise(), name="ibstream-ws-supervisor")
 
     async def _connect(self) -> None:
-        self._link = await Link.open(self.url, self.headers, self.options, self._on_message)
+        link = await Link.open(self.url, self.headers, self.options, self._on_message)
+        server_id = (link.greeting.get("data") or {}).get("server_id")
+        for sub in self._subs:  # before anything is resubscribed with stale positions
+            sub.check_server(server_id)
+        self._link = link
         self._up.set()
 
     def _on_message(self, msg: dict) -> None:
@@ -95,7 +101,7 @@ class WebSocketTransport:
     async def _subscribe(self, sub: Subscription) -> None:
         link = self._link
         if link is None:
-            raise connection_error(f"cannot subscribe {sub.spec}", "not connected")
+            raise link_lost(f"cannot subscribe {sub.spec}", "not connected")
         data: dict = {"contract_id": sub.target, "tick_types": sub.tick_types}
         if sub.positions:
             data["config"] = {"resume_from": sub.resume_from()}
@@ -113,8 +119,8 @@ class WebSocketTransport:
                     try:
                         await self._subscribe(sub)
                         return
-                    except StreamError as exc:  # the link dropped mid-request: next link
-                        if exc.code != ErrorCode.CONNECTION_ERROR or self._closing:
+                    except LinkLost:  # the link dropped mid-request: next link (a server's
+                        if self._closing:  # own CONNECTION_ERROR, e.g. IB down, is raised)
                             raise
                         if self._link is None or not self._link.up:
                             self._up.clear()  # the supervisor sets it again once reconnected

@@ -20,12 +20,25 @@ from websockets.exceptions import WebSocketException
 
 from ibstream.client.options import ClientOptions
 from ibstream.client.transport import connection_error, timeout_error
-from ibstream.errors import StreamError, error_from_body
+from ibstream.errors import StreamConnectionError, StreamError, error_from_body
 
 log = logging.getLogger("ibstream.client")
 _REPLIES = frozenset({"subscribed", "unsubscribed", "pong", "error"})
 _CONNECT_FAILED = (OSError, TimeoutError, WebSocketException)
 OnReply = Callable[[dict], None]
+
+
+class LinkLost(StreamConnectionError):
+    """The connection went before a request was answered: worth retrying on the next one.
+
+    A CONNECTION_ERROR the server itself replies (IB is down) is not this: retrying at once
+    would only get the same answer again.
+    """
+
+
+def link_lost(what: str, exc: BaseException | str) -> LinkLost:
+    error = connection_error(what, exc)
+    return LinkLost(error.code, error.message, details=error.details)
 
 
 @dataclass(slots=True)
@@ -88,7 +101,7 @@ class Link:
     ) -> dict:
         """Send a request and return its reply; an `error` reply raises its typed error."""
         if not self.up:
-            raise connection_error(f"cannot send {type_}", "not connected")
+            raise link_lost(f"cannot send {type_}", "not connected")
         rid = f"c{next(self._ids)}"
         future = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(future, on_reply)
@@ -101,7 +114,7 @@ class Link:
             what = f"{type_} {data.get('contract_id', '')}".strip()
             raise timeout_error(what, timeout) from None
         except websockets.ConnectionClosed as exc:
-            raise connection_error(f"cannot send {type_}", exc) from None
+            raise link_lost(f"cannot send {type_}", exc) from None
         finally:
             self._pending.pop(rid, None)
         if reply["type"] == "error":
@@ -122,7 +135,7 @@ class Link:
         finally:
             for pending in self._pending.values():
                 if not pending.future.done():
-                    pending.future.set_exception(connection_error("connection lost", "closed"))
+                    pending.future.set_exception(link_lost("connection lost", "closed"))
         code, text = self.conn.close_code, self.conn.close_reason
         why = f"connection closed ({code}{': ' + text if text else ''})"
         return why + (f" after {self.last_error.code.value}" if self.last_error else "")

@@ -1,0 +1,175 @@
+"""Each trade's prevailing quote and tick-test direction, per contract, from carried state.
+
+This is the stateful half of classification. The ticks are put in contract order (for
+several contracts a stable radix sort of small contract codes; for one, nothing moves). A
+cumsum over the quote rows then numbers each trade's last quote; a trade that comes before
+its contract's first quote in the batch gets the quote earlier batches left (kept behind the
+batch's quotes in the `book`, one per contract). The tick test forward-fills the sign of the
+last price change, a contract's first trade compared with its carried last price. Each
+contract's last quote, price and direction are the state carried to the next batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ibstream.analytics.grouping import group_rows
+
+STATE_COLUMNS = {"bid": "float64", "ask": "float64", "price": "float64", "tick": "int8"}
+
+
+def empty_state() -> pd.DataFrame:
+    """The carried state before any tick (index contract_id; bid, ask: last quote; price:
+    last trade price; tick: last nonzero price change, +1 or -1, 0 while none)."""
+    return pd.DataFrame(
+        {c: pd.Series(dtype=d) for c, d in STATE_COLUMNS.items()},
+        index=pd.Index([], dtype="int64", name="contract_id"),
+    )
+
+
+@dataclass(frozen=True)
+class Book:
+    """A batch's trades in arrival order, with what the classification rules read."""
+
+    rows: np.ndarray  # their rows in the tick frame
+    price: np.ndarray
+    bid: np.ndarray  # the prevailing quote of the trade's contract (NaN if none)
+    ask: np.ndarray
+    tick: np.ndarray  # int8 tick-test direction: +1, -1 or 0
+    state: pd.DataFrame  # the carried state after the batch, for its contracts
+
+
+def prevailing(
+    is_quote: np.ndarray,
+    is_trade: np.ndarray,
+    contract: np.ndarray,
+    price: np.ndarray,
+    bid: np.ndarray,
+    ask: np.ndarray,
+    state: pd.DataFrame,
+) -> Book:
+    """The trades among the ticks (arrival order) with their prevailing quote and tick-test
+    direction, continuing the carried `state` (see `empty_state`)."""
+    g = Contracts(contract)
+    init = state.reindex(g.ids)
+    if g.order is not None:
+        kind = (is_quote.view(np.int8) + 2 * is_trade.view(np.int8)).take(g.order)
+        is_quote, is_trade = kind == 1, kind == 2
+    seen = np.cumsum(is_quote, dtype=np.int32)  # quotes up to each row, in contract order
+    quotes, trades = np.flatnonzero(is_quote), np.flatnonzero(is_trade)
+    quote_ends, trade_ends = seen.take(g.ends - 1), np.searchsorted(trades, g.ends)
+    quote_starts, trade_starts = _starts(quote_ends), _starts(trade_ends)
+    book = len(quotes) + np.arange(g.size)  # the book: quotes, then the carried ones
+    book_bid = _book(bid, g.rows(quotes), init["bid"].to_numpy(np.float64))
+    book_ask = _book(ask, g.rows(quotes), init["ask"].to_numpy(np.float64))
+    quote_at = seen.take(trades).astype(np.intp)  # quotes up to each trade; nondecreasing
+    quote_at -= 1  # -> its last quote, unless that is another contract's:
+    own = np.searchsorted(quote_at, quote_starts, side="left")  # first trade that has its own
+    unquoted = np.minimum(np.maximum(own, trade_starts), trade_ends) - trade_starts
+    quote_at[_ranges(trade_starts, unquoted)] = np.repeat(book, unquoted)
+    last_quote = np.where(quote_ends > quote_starts, quote_ends - 1, book)
+    rows = g.rows(trades)
+    traded = price.take(rows)
+    tick, last_price, last_tick = tick_test(
+        traded,
+        trade_ends,
+        init["price"].to_numpy(np.float64),
+        init["tick"].fillna(0).to_numpy(np.int8),
+    )
+    state = pd.DataFrame(
+        {
+            "bid": book_bid.take(last_quote),
+            "ask": book_ask.take(last_quote),
+            "price": last_price,
+            "tick": last_tick,
+        },
+        index=pd.Index(g.ids, name="contract_id"),
+    )
+    if g.order is not None:  # contract order -> arrival order
+        back = np.argsort(rows, kind="stable")
+        rows, quote_at, tick = rows.take(back), quote_at.take(back), tick.take(back)
+        traded = price.take(rows)
+    return Book(rows, traded, book_bid.take(quote_at), book_ask.take(quote_at), tick, state)
+
+
+class Contracts:
+    """The rows of a tick frame grouped by contract: `ids` the distinct contracts, `order`
+    the rows in contract order (arrival order within one; None when there is one contract),
+    `ends` where each contract's rows end in that order."""
+
+    def __init__(self, contract: np.ndarray) -> None:
+        if not len(contract) or contract.min() == contract.max():
+            self.ids, self.order = contract[:1], None
+            self.ends = np.array([len(contract)])
+            return
+        g = group_rows(contract, sort=False)
+        self.ids, self.order, self.ends = g.keys[0], g.order, g.starts + g.lengths
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """Positions in contract order -> rows of the frame."""
+        return positions if self.order is None else self.order.take(positions)
+
+
+def tick_test(
+    price: np.ndarray, ends: np.ndarray, start_price: np.ndarray, start_tick: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tick-test direction of each trade (`price` in contract order, contract i's trades
+    ending at `ends[i]`), and per contract the last price and direction. The direction is the
+    sign of the last price change; a contract's first trade compares with its carried price
+    (`start_price`, NaN if none) and keeps the carried `start_tick` on no change. A trade
+    without a price gets 0 and does not move the test."""
+    nan = np.isnan(price)
+    valid = None if not nan.any() else ~nan
+    if valid is not None:  # count only the priced trades
+        ends = np.concatenate([[0], np.cumsum(valid)]).take(ends)
+        price = price[valid]
+    starts = _starts(ends)
+    traded = starts < ends
+    firsts, lasts = starts[traded], ends[traded] - 1
+    step = np.empty(len(price), dtype=np.int8)  # sign of each price change
+    np.subtract(
+        (price[1:] > price[:-1]).view(np.int8), (price[1:] < price[:-1]).view(np.int8), out=step[1:]
+    )
+    change = price.take(firsts) - start_price[traded]  # NaN without a carried price
+    step[firsts] = np.where(change > 0, 1, np.where(change < 0, -1, start_tick[traded]))
+    mark = step != 0
+    mark[firsts] = True  # no contract's direction runs on into the next one's
+    seen = np.cumsum(mark, dtype=np.intp)
+    seen -= 1
+    tick = np.compress(mark, step).take(seen)
+    last_price, last_tick = start_price.copy(), start_tick.copy()
+    last_price[traded], last_tick[traded] = price.take(lasts), tick.take(lasts)
+    return (tick if valid is None else _place(tick, valid)), last_price, last_tick
+
+
+def _starts(ends: np.ndarray) -> np.ndarray:
+    """Where each contract's part begins, from where each ends."""
+    return np.concatenate([[0], ends[:-1]]).astype(ends.dtype)
+
+
+def _book(values: np.ndarray, rows: np.ndarray, carried: np.ndarray) -> np.ndarray:
+    """`values` at `rows`, then the `carried` ones."""
+    out = np.empty(len(rows) + len(carried), dtype=values.dtype)
+    values.take(rows, out=out[: len(rows)], mode="clip")  # clip: no buffered copy
+    out[len(rows) :] = carried
+    return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions starts[i] .. starts[i] + lengths[i] - 1, for every i, concatenated."""
+    offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return offsets + np.arange(len(offsets))
+
+
+def _place(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`values` at the True places of `where`, zeros elsewhere."""
+    out = np.zeros(len(where), dtype=values.dtype)
+    out[where] = values
+    return out
