@@ -1,29 +1,283 @@
-"""Background server script: `python server/run_server.py [server/ibstream.toml]`.
+"""Run the ibstream server in the background and manage it.
 
-Reads an optional TOML config (see server/ibstream.example.toml), then runs the same server
-as `ibstream serve`. Suited to a systemd unit (server/ibstream.service) or nohup.
+run_server.py start [--config FILE] [--demo] [--host H] [--port P] ...   detached, waits for /health
+run_server.py status | stop | logs [-f] [-n N]   [--port P | --config FILE]
+run_server.py run [--config FILE] ...     in the foreground (systemd, nohup, a terminal)
+run_server.py CONFIG.toml                 the same as `run --config CONFIG.toml`
 """
 
 from __future__ import annotations
 
+import argparse
+import collections
+import os
+import shutil
 import sys
-import tomllib
+import time
 from pathlib import Path
 
-from ibstream.cli import main
+from ibstream import background, daemon, server_config
+from ibstream.background import ServerStartError
+from ibstream.probe import health
+from ibstream.server_config import ConfigError, ServeOptions
+
+COMMANDS = ("start", "status", "stop", "logs", "run")
+EPILOG = """\
+Every option can also be set as an environment variable (IBSTREAM_PORT, IBSTREAM_IB_PORT,
+IBSTREAM_DEMO=1, ...) or as a key of the TOML --config file (port = 8001, ...).
+Precedence: command line > environment > config file > defaults. Unknown config keys and
+values of the wrong type are errors.
+
+Each server is keyed by its port: pid file, state and log in $IBSTREAM_STATE_DIR (default
+$XDG_STATE_HOME/ibstream, i.e. ~/.local/state/ibstream) as server-PORT.pid / .json / .log.
+status exits 0 when the server answers, 1 when its process runs but /health does not
+answer, 3 when no server runs.
+"""
 
 
-def args_from_config(path: Path) -> list[str]:
-    config = tomllib.loads(path.read_text())
-    args = ["serve"]
-    for key in ("host", "port", "ib_host", "ib_port", "client_id", "ib_lib"):
-        if key in config:
-            args += [f"--{key.replace('_', '-')}", str(config[key])]
-    if config.get("demo"):
-        args.append("--demo")
-    return args
+def build_parser() -> argparse.ArgumentParser:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="run_server.py", description=__doc__, epilog=EPILOG, formatter_class=formatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "start": "start a server in the background; wait until it answers /health",
+        "status": "is a server running on the port? (url, pid, uptime, IB connection)",
+        "stop": "stop the background server on the port (SIGTERM, SIGKILL after --timeout)",
+        "logs": "print the server's log",
+        "run": "run a server in the foreground until SIGTERM / Ctrl-C (systemd, nohup)",
+    }
+    for name in COMMANDS:
+        command = sub.add_parser(
+            name,
+            help=helps[name],
+            description=helps[name],
+            epilog=EPILOG,
+            formatter_class=formatter,
+        )
+        used = "keys as below" if name in ("start", "run") else "its host and port are used"
+        command.add_argument("--config", metavar="FILE", help=f"TOML config ({used})")
+        for key in server_config.keys():
+            if name in ("start", "run") or key.name in ("host", "port"):
+                _add_option(command, key)
+        if name == "start":
+            command.add_argument(
+                "--timeout",
+                type=float,
+                default=30.0,
+                metavar="SECONDS",
+                help="how long to wait for /health (default 30)",
+            )
+        if name == "stop":
+            command.add_argument(
+                "--timeout",
+                type=float,
+                default=15.0,
+                metavar="SECONDS",
+                help="how long to wait for the exit after SIGTERM before SIGKILL (default 15)",
+            )
+    logs = sub.choices["logs"]
+    logs.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines while the server runs"
+    )
+    return parser
 
+
+def _add_option(parser: argparse.ArgumentParser, key) -> None:
+    flag = "--" + key.name.replace("_", "-")
+    default = key.default
+    where = f"default: {default}; ${server_config.env_name(key)}; config key {key.name}"
+    if server_config.kind(key) is bool:
+        action = argparse.BooleanOptionalAction
+        parser.add_argument(
+            flag, action=action, default=None, help=f"{key.metadata['help']} ({where})"
+        )
+        return
+
+    def convert(text: str) -> object:
+        try:
+            return server_config.parse_text(key, text, flag)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    choices = key.metadata.get("choices")
+    metavar = "{" + ",".join(choices) + "}" if choices else _metavar(key)
+    parser.add_argument(
+        flag, type=convert, metavar=metavar, help=f"{key.metadata['help']} ({where})"
+    )
+
+
+def _metavar(key) -> str:
+    for suffix in ("host", "port", "id"):
+        if key.name.endswith(suffix):
+            return suffix.upper()
+    return "SECONDS" if server_config.kind(key) is float else "N"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in COMMANDS and not argv[0].startswith("-"):
+        argv = ["run", "--config", *argv]  # the old form: run_server.py CONFIG.toml
+    args = build_parser().parse_args(argv)
+    given = {key.name: getattr(args, key.name, None) for key in server_config.keys()}
+    try:
+        options = server_config.resolve(given, os.environ, args.config)
+        return HANDLERS[args.command](args, options)
+    except KeyboardInterrupt:
+        return 130
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except ServerStartError as exc:
+        return _fail(str(exc), 1)
+
+
+def cmd_start(args: argparse.Namespace, options: ServeOptions) -> int:
+    started = background.start(options, timeout=args.timeout)
+    for note in started.notes:
+        print(note)
+    record = started.record
+    if not started.already_running:
+        print(f"started the ibstream server at {started.url} (pid {record.pid})")
+    elif record is not None:
+        up = _duration(time.time() - record.started_at)
+        print(f"an ibstream server already runs at {started.url} (pid {record.pid}, up {up})")
+    else:
+        print(f"an ibstream server already answers at {started.url} (no pid file: {_foreign()})")
+    print(_ib_line(started.health, record.demo if record else False))
+    if record is not None:
+        print(f"log: {record.log_file}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, options: ServeOptions) -> int:
+    record, note = daemon.find(options.port)
+    if note:
+        print(note)
+    url = record.url if record else options.url
+    body = health(url)
+    if body is None and record is None:
+        print(f"no ibstream server runs on port {options.port}")
+        return 3
+    if body is None:
+        print(
+            f"the ibstream server on port {options.port} (pid {record.pid}) runs but does not "
+            f"answer /health at {url}: starting, or stuck; see `run_server.py logs --port "
+            f"{options.port}`"
+        )
+        return 1
+    print(f"ibstream server running at {url}")
+    if record is not None:
+        print(f"  pid: {record.pid}, up {_duration(time.time() - record.started_at)}")
+    else:
+        print(f"  pid: unknown, {_foreign()}")
+    print(f"  {_ib_line(body, record.demo if record else False)}")
+    connections, streams = body.get("connections"), body.get("upstream_streams")
+    print(f"  clients: {connections} connections, {streams} upstream streams")
+    if record is not None:
+        print(f"  log: {record.log_file}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, options: ServeOptions) -> int:
+    record, note = daemon.find(options.port)
+    if note:
+        print(note)
+    if record is None:
+        if health(options.url) is not None:
+            return _fail(
+                f"an ibstream server answers at {options.url} but {_foreign()}; stop it where "
+                "it was started (e.g. `systemctl --user stop ibstream`)",
+                1,
+            )
+        print(f"no ibstream server runs on port {options.port}; nothing to stop")
+        return 0
+    killed = daemon.stop_pid(record.pid, args.timeout)
+    daemon.forget(record.port, record.pid)
+    if killed:
+        print(
+            f"run_server.py: the server (pid {record.pid}) did not exit within {args.timeout:g} s "
+            "of SIGTERM: killed it (SIGKILL); its streams ended without `complete`",
+            file=sys.stderr,
+        )
+    print(f"stopped the ibstream server at {record.url} (pid {record.pid})")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace, options: ServeOptions) -> int:
+    record, note = daemon.find(options.port)
+    if note:
+        print(note, file=sys.stderr)
+    path = Path(record.log_file) if record else daemon.default_log(options.port)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        return _fail(f"no log for port {options.port}: {exc.strerror} ({path})", 1)
+    out = sys.stdout.buffer
+    try:
+        with handle:
+            if args.lines is None:
+                shutil.copyfileobj(handle, out)
+            else:
+                out.writelines(collections.deque(handle, maxlen=max(args.lines, 0)))
+            out.flush()
+            while args.follow and record and daemon.is_server_process(record.pid, record.port):
+                time.sleep(0.2)  # a file has no "new data" event to wait on; tail -f polls too
+                out.write(handle.read())
+                out.flush()
+            if args.follow:
+                out.write(handle.read())
+                out.flush()
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:  # `logs | head`: the reader left, which is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, options: ServeOptions) -> int:
+    from ibstream.cli import main as ibstream
+
+    return ibstream(options.serve_argv())
+
+
+def _ib_line(body: dict, demo: bool) -> str:
+    ib = body.get("ib") or {}
+    where = f"IB at {ib.get('host')}:{ib.get('port')}"
+    if demo:
+        where = "the gateway simulator (demo data)"
+    if ib.get("connected"):
+        return f"IB: connected to {where}"
+    error = f" ({ib['last_error']})" if ib.get("last_error") else ""
+    return f"IB: not connected to {where}{error}; the server keeps retrying"
+
+
+def _foreign() -> str:
+    return f"not started by `run_server.py start` (no pid file in {daemon.state_dir()})"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    shown = [f"{value} {unit}" for value, unit in parts if value]
+    return " ".join(shown[:2]) or "0 s"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"run_server.py: error: {message}", file=sys.stderr)
+    return code
+
+
+HANDLERS = {
+    "start": cmd_start,
+    "status": cmd_status,
+    "stop": cmd_stop,
+    "logs": cmd_logs,
+    "run": cmd_run,
+}
 
 if __name__ == "__main__":
-    argv = args_from_config(Path(sys.argv[1])) if len(sys.argv) > 1 else ["serve"]
-    sys.exit(main(argv))
+    sys.exit(main())

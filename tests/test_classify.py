@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ibstream.analytics import DEFAULT_METHOD, METHODS, TRADE_COLUMNS, classify
+from ibstream.analytics.prevailing import TickTest
 from ibstream.analytics.strings import take_strings
 from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
 from ibstream.gateway.market import BUY, Market, Quote, Trade
@@ -343,3 +344,19 @@ def test_take_strings_shares_the_characters_when_the_rows_between_hold_none():
     assert copied.tolist() == ["CME", "CME"] and _chars(copied) != _chars(column.array)
     missing = take_strings(None, np.arange(3))
     assert missing.dtype == pd.StringDtype() and missing.isna().all() and len(missing) == 3
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    prices=st.lists(st.sampled_from([1.0, 1.5, 2.0, NAN]), min_size=1, max_size=40),
+    parts=st.lists(st.integers(0, 40), max_size=3),
+    carried=st.lists(
+        st.tuples(st.sampled_from([1.5, NAN]), st.sampled_from([-1, 0, 1])), min_size=4, max_size=4
+    ),
+)
+def test_the_tick_test_read_at_one_trade_equals_the_full_fill(prices, parts, carried):
+    ends = np.array(sorted({min(p, len(prices)) for p in parts} | {len(prices)}))
+    start_price, start_tick = (np.array(c[: len(ends)]) for c in zip(*carried, strict=True))
+    test = TickTest(np.array(prices), ends, start_price, start_tick.astype(np.int8))
+    full = test.all()
+    assert [test.at(np.array([i]))[0] for i in range(len(prices))] == full.tolist()

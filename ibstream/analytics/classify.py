@@ -35,7 +35,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.prevailing import empty_state, prevailing
+from ibstream.analytics.prevailing import Book, empty_state, prevailing
 from ibstream.analytics.strings import take_strings
 from ibstream.errors import StreamError
 from ibstream.model import TickType
@@ -59,6 +59,8 @@ TRADE_COLUMNS = {
 }
 CLNV_BAND = 0.3  # share of the spread next to each side that CLNV decides by the quote
 EQUAL_WITHIN = 1e-6  # share of the spread within which two prices are equal
+_BLOCK = 2**17  # trades per block of `_decide`
+_UNDECIDED = 3  # side code of `_rules` where the tick test decides
 _ALIASES = {re.sub(r"[^a-z]", "", m): m for m in METHODS} | {
     "quoterule": "quote",
     "ticktest": "tick",
@@ -116,7 +118,7 @@ def classify_with_state(
         state,
     )
     rows, ids = book.rows, book.state.index
-    side, quote = _decide(method, book.price, book.bid, book.ask, book.tick)
+    side, quote = _decide(method, book)
     trades = pd.DataFrame(
         {
             "contract_id": np.full(len(rows), ids[0]) if len(ids) == 1 else contract.take(rows),
@@ -165,16 +167,32 @@ def _column(ticks: pd.DataFrame, name: str, dtype: type, default: float) -> np.n
     return column.to_numpy(dtype=dtype, na_value=default)
 
 
-def _decide(
-    method: str, price: np.ndarray, bid: np.ndarray, ask: np.ndarray, tick: np.ndarray
+def _decide(method: str, book: Book) -> tuple[np.ndarray, np.ndarray]:
+    """Side codes (0 buy, 1 sell, 2 neutral) and quote-state codes of the trades. The rules
+    run a block of rows at a time (their dozen passes then run over data held in the CPU
+    cache); the tick test is read where they leave the side undecided."""
+    price, bid, ask = book.price, book.bid, book.ask
+    side, quote = np.empty(len(price), dtype=np.int8), np.empty(len(price), dtype=np.int8)
+    for at in range(0, len(price), _BLOCK):
+        block = slice(at, at + _BLOCK)
+        side[block], quote[block] = _rules(method, price[block], bid[block], ask[block])
+    if method == "tick":
+        return _side_of(book.tick()), quote
+    undecided = np.flatnonzero(side == _UNDECIDED)
+    side[undecided] = _side_of(book.tick(undecided))
+    return side, quote
+
+
+def _rules(
+    method: str, price: np.ndarray, bid: np.ndarray, ask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Side codes (0 buy, 1 sell, 2 neutral) and quote-state codes of the trades."""
+    """Side codes, `_UNDECIDED` where the tick test decides, and quote-state codes."""
     spread = ask - bid
     quote = (spread <= 0).view(np.int8)  # ok 0, locked 1, crossed 2, missing 3
     quote += spread < 0
     quote[np.isnan(spread)] = 3
     if method == "tick":
-        return _side_of(tick), quote
+        return np.full(len(price), _UNDECIDED, dtype=np.int8), quote
     if method == "quote":
         tol = np.abs(spread)
         tol *= EQUAL_WITHIN
@@ -196,7 +214,7 @@ def _decide(
             sell = (price <= bid + band) & (price >= bid - tol)
         decided = buy | sell
     decided &= spread > 0
-    return np.where(decided, sell.view(np.int8), _side_of(tick)), quote
+    return np.where(decided, sell.view(np.int8), np.int8(_UNDECIDED)), quote
 
 
 def _side_of(direction: np.ndarray) -> np.ndarray:

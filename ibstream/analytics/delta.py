@@ -23,11 +23,7 @@ from ibstream.analytics.grouping import (
     previous_in_group,
     running_sums,
 )
-from ibstream.analytics.kernels import (
-    to_nanos,
-    trade_arrays,
-    typed_frame,
-)
+from ibstream.analytics.kernels import to_nanos, trade_arrays, typed_frame
 
 __all__ = [
     "ROLLING_COLUMNS",

@@ -2,7 +2,7 @@
 
 `DeltaEngine` gives the same numbers as the batch functions (`summary`, `cumulative_delta`,
 `rolling`, `bars`, `footprint`) on all ticks fed so far, bit for bit: it carries the running
-sums those functions compute left to right and continues them (see `kernels.running_sums`):
+sums those functions compute left to right and continues them (see `grouping.running_sums`):
 buy, sell and neutral volume, the trade count, and signed volume (the cumulative delta).
 """
 
@@ -32,12 +32,7 @@ from ibstream.analytics.grouping import (
     previous_in_group,
     running_sums,
 )
-from ibstream.analytics.kernels import (
-    TradeArrays,
-    to_nanos,
-    to_time_index,
-    trade_arrays,
-)
+from ibstream.analytics.kernels import TradeArrays, to_nanos, to_time_index, trade_arrays
 
 __all__ = ["DeltaEngine"]
 _COMPACT_AT = 32  # closed-bar parts gathered before they are joined and trimmed

@@ -7,10 +7,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.grouping import (
-    group_rows,
-    running_sums,
-)
+from ibstream.analytics.grouping import group_rows, running_sums
 from ibstream.analytics.kernels import (
     TradeArrays,
     to_nanos,

@@ -5,16 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.grouping import (
-    group_rows,
-    previous_in_group,
-)
-from ibstream.analytics.kernels import (
-    require_columns,
-    to_nanos,
-    to_time_index,
-    utc_nanos,
-)
+from ibstream.analytics.grouping import group_rows, previous_in_group
+from ibstream.analytics.kernels import require_columns, to_nanos, to_time_index, utc_nanos
 
 __all__ = ["OFI_BAR_COLUMNS", "OFI_COLUMNS", "order_flow_imbalance"]
 

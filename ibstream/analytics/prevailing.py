@@ -1,12 +1,13 @@
 """Each trade's prevailing quote and tick-test direction, per contract, from carried state.
 
 This is the stateful half of classification. The ticks are put in contract order (for
-several contracts a stable radix sort of small contract codes; for one, nothing moves). A
-cumsum over the quote rows then numbers each trade's last quote; a trade that comes before
-its contract's first quote in the batch gets the quote earlier batches left (kept behind the
-batch's quotes in the `book`, one per contract). The tick test forward-fills the sign of the
-last price change, a contract's first trade compared with its carried last price. Each
-contract's last quote, price and direction are the state carried to the next batch.
+several contracts by `grouping.group_rows`; for one, nothing moves). A cumsum over the quote
+rows then numbers each trade's last quote; a trade that comes before its contract's first
+quote in the batch gets the quote earlier batches left (kept behind the batch's quotes in
+the `book`, one per contract). The tick test is the sign of the last price change, a
+contract's first trade compared with its carried last price; it is read for every trade or
+only for the few the quote rules leave undecided. Each contract's last quote, price and
+direction are the state carried to the next batch.
 """
 
 from __future__ import annotations
@@ -38,8 +39,17 @@ class Book:
     price: np.ndarray
     bid: np.ndarray  # the prevailing quote of the trade's contract (NaN if none)
     ask: np.ndarray
-    tick: np.ndarray  # int8 tick-test direction: +1, -1 or 0
+    ticks: TickTest  # in contract order
+    back: np.ndarray | None  # each trade's place in contract order (None: the same)
     state: pd.DataFrame  # the carried state after the batch, for its contracts
+
+    def tick(self, trades: np.ndarray | None = None) -> np.ndarray:
+        """Tick-test direction (int8 +1, -1 or 0) of the trades at these positions in arrival
+        order (all if None)."""
+        if trades is None:
+            tick = self.ticks.all()
+            return tick if self.back is None else tick.take(self.back)
+        return self.ticks.at(trades if self.back is None else self.back.take(trades))
 
 
 def prevailing(
@@ -73,7 +83,7 @@ def prevailing(
     last_quote = np.where(quote_ends > quote_starts, quote_ends - 1, book)
     rows = g.rows(trades)
     traded = price.take(rows)
-    tick, last_price, last_tick = tick_test(
+    ticks = TickTest(
         traded,
         trade_ends,
         init["price"].to_numpy(np.float64),
@@ -83,16 +93,18 @@ def prevailing(
         {
             "bid": book_bid.take(last_quote),
             "ask": book_ask.take(last_quote),
-            "price": last_price,
-            "tick": last_tick,
+            "price": ticks.last_price,
+            "tick": ticks.last_tick,
         },
         index=pd.Index(g.ids, name="contract_id"),
     )
+    back = None
     if g.order is not None:  # contract order -> arrival order
         back = np.argsort(rows, kind="stable")
-        rows, quote_at, tick = rows.take(back), quote_at.take(back), tick.take(back)
+        rows, quote_at = rows.take(back), quote_at.take(back)
         traded = price.take(rows)
-    return Book(rows, traded, book_bid.take(quote_at), book_ask.take(quote_at), tick, state)
+    bid, ask = book_bid.take(quote_at), book_ask.take(quote_at)
+    return Book(rows, traded, bid, ask, ticks, back, state)
 
 
 class Contracts:
@@ -117,36 +129,56 @@ class Contracts:
         return positions if self.order is None else self.order.take(positions)
 
 
-def tick_test(
-    price: np.ndarray, ends: np.ndarray, start_price: np.ndarray, start_tick: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tick-test direction of each trade (`price` in contract order, contract i's trades
-    ending at `ends[i]`), and per contract the last price and direction. The direction is the
-    sign of the last price change; a contract's first trade compares with its carried price
-    (`start_price`, NaN if none) and keeps the carried `start_tick` on no change. A trade
-    without a price gets 0 and does not move the test."""
-    nan = np.isnan(price)
-    valid = None if not nan.any() else ~nan
-    if valid is not None:  # count only the priced trades
-        ends = np.concatenate([[0], np.cumsum(valid)]).take(ends)
-        price = price[valid]
-    starts = _starts(ends)
-    traded = starts < ends
-    firsts, lasts = starts[traded], ends[traded] - 1
-    step = np.empty(len(price), dtype=np.int8)  # sign of each price change
-    np.subtract(
-        (price[1:] > price[:-1]).view(np.int8), (price[1:] < price[:-1]).view(np.int8), out=step[1:]
-    )
-    change = price.take(firsts) - start_price[traded]  # NaN without a carried price
-    step[firsts] = np.where(change > 0, 1, np.where(change < 0, -1, start_tick[traded]))
-    mark = step != 0
-    mark[firsts] = True  # no contract's direction runs on into the next one's
-    seen = np.cumsum(mark, dtype=np.intp)
-    seen -= 1
-    tick = np.compress(mark, step).take(seen)
-    last_price, last_tick = start_price.copy(), start_tick.copy()
-    last_price[traded], last_tick[traded] = price.take(lasts), tick.take(lasts)
-    return (tick if valid is None else _place(tick, valid)), last_price, last_tick
+class TickTest:
+    """The tick test of trades in contract order (contract i's ending at `ends[i]`): each
+    trade's direction is the sign of the last price change up to it. A contract's first
+    trade compares with its carried price (`start_price`, NaN if none) and keeps the carried
+    `start_tick` on no change; a trade without a price gets 0 and does not move the test.
+    `at` reads a few trades (the rules need the test only where the quote does not decide)."""
+
+    def __init__(
+        self, price: np.ndarray, ends: np.ndarray, start_price: np.ndarray, start_tick: np.ndarray
+    ) -> None:
+        nan = np.isnan(price)
+        self.priced = None  # each trade's place among the priced ones, when some are not
+        if nan.any():
+            self.priced = np.where(nan, -1, np.cumsum(~nan) - 1)
+            ends = np.concatenate([[0], np.cumsum(~nan)]).take(ends)
+            price = price[~nan]
+        starts = _starts(ends)
+        traded = starts < ends
+        firsts, lasts = starts[traded], ends[traded] - 1
+        self.step = np.empty(len(price), dtype=np.int8)  # the sign of each price change
+        up, down = price[1:] > price[:-1], price[1:] < price[:-1]
+        np.subtract(up.view(np.int8), down.view(np.int8), out=self.step[1:])
+        change = price.take(firsts) - start_price[traded]  # NaN without a carried price
+        self.step[firsts] = np.where(change > 0, 1, np.where(change < 0, -1, start_tick[traded]))
+        self.mark = self.step != 0
+        self.mark[firsts] = True  # no contract's direction runs on into the next one's
+        self.marks = np.flatnonzero(self.mark)
+        self.last_price, self.last_tick = start_price.copy(), start_tick.copy()
+        self.last_price[traded], self.last_tick[traded] = price.take(lasts), self._at(lasts)
+
+    def all(self) -> np.ndarray:
+        """Every trade's direction: a forward fill of the marked steps."""
+        seen = np.cumsum(self.mark, dtype=np.intp)
+        seen -= 1
+        tick = self.step.take(self.marks).take(seen)
+        return tick if self.priced is None else _place(tick, self.priced >= 0)
+
+    def at(self, trades: np.ndarray) -> np.ndarray:
+        """The direction of the trades at these (contract-order) positions."""
+        if len(trades) * 8 > len(self.mark):  # many: filling all is cheaper
+            return self.all().take(trades)
+        if self.priced is None:
+            return self._at(trades)
+        where = self.priced.take(trades)
+        return _place(self._at(where[where >= 0]), where >= 0)
+
+    def _at(self, priced: np.ndarray) -> np.ndarray:
+        """The direction at these places among the priced trades: the last marked step."""
+        last = np.searchsorted(self.marks, priced, side="right") - 1
+        return self.step.take(self.marks.take(last))
 
 
 def _starts(ends: np.ndarray) -> np.ndarray:

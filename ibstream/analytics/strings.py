@@ -3,8 +3,8 @@
 Arrow keeps a string column as one run of characters plus an offset per row. Trades take
 their `exchange` from the tick frame, where the rows left out between trades (quotes) hold
 no characters: the trades' strings are then one stretch of that run, and the trades column
-can share it, with new offsets only. Copying a million exchange names would cost about a
-fifth of classifying them.
+can share it, with new offsets only (and so keeps it alive as long as it lives). Copying a
+million exchange names would cost about a fifth of classifying them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,188 @@
+"""Options of a background ibstream server, from a TOML file, the environment and the command
+line. One table (`ServeOptions`) names every key; precedence is command line > environment
+(`IBSTREAM_<KEY>`) > config file > defaults. Unknown keys and wrong types are errors that name
+the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import Field, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ibstream.settings import ServerSettings
+
+_DEFAULTS = ServerSettings()
+KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class ConfigError(ValueError):
+    """A config file, environment variable or option that cannot be used: `where` and `reason`."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}")
+        self.where, self.reason = where, reason
+
+
+def _key(default: Any, help: str, **limits: Any) -> Any:
+    return field(default=default, metadata={"help": help, **limits})
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Every option of `ibstream serve`, as config keys (TOML) and IBSTREAM_* variables."""
+
+    host: str = _key(_DEFAULTS.host, "bind address; keep loopback unless auth and TLS sit in front")
+    port: int = _key(_DEFAULTS.port, "HTTP and WebSocket port", low=1, high=65535)
+    ib_host: str = _key(_DEFAULTS.ib_host, "TWS / IB Gateway host")
+    ib_port: int = _key(
+        _DEFAULTS.ib_port,
+        "TWS / IB Gateway API port (Gateway paper 4002, live 4001; TWS 7497, 7496)",
+        low=1,
+        high=65535,
+    )
+    client_id: int = _key(
+        _DEFAULTS.client_id, "API client id, unique per client of one TWS / Gateway", low=0
+    )
+    ib_lib: str = _key("ib_insync", "IB client library", choices=("ib_insync", "ib_async"))
+    channel_grace: float = _key(
+        _DEFAULTS.channel_grace_seconds,
+        "seconds a stream's upstream subscription outlives its last client (0: cancel at once)",
+        low=0,
+    )
+    max_connections_per_ip: int = _key(
+        _DEFAULTS.max_connections_per_ip, "connections one client IP may hold at once", low=1
+    )
+    max_streams_per_connection: int = _key(
+        _DEFAULTS.max_streams_per_connection, "streams one connection may open", low=1
+    )
+    demo: bool = _key(False, "run on the gateway simulator (demo data) instead of IB")
+    log_level: str = _key("info", "server log detail", choices=("info", "debug"))
+
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the server."""
+        return local_url(self.host, self.port)
+
+    def serve_argv(self) -> list[str]:
+        """The `ibstream` command line (after the interpreter) that runs this server."""
+        argv = ["-vv"] if self.log_level == "debug" else []
+        argv += ["serve", "--host", self.host, "--port", str(self.port)]
+        argv += ["--ib-host", self.ib_host, "--ib-port", str(self.ib_port)]
+        argv += ["--client-id", str(self.client_id), "--ib-lib", self.ib_lib]
+        argv += ["--channel-grace", f"{self.channel_grace:g}"]
+        argv += ["--max-connections-per-ip", str(self.max_connections_per_ip)]
+        argv += ["--max-streams-per-connection", str(self.max_streams_per_connection)]
+        return argv + (["--demo"] if self.demo else [])
+
+
+def keys() -> tuple[Field, ...]:
+    return fields(ServeOptions)
+
+
+def kind(key: Field) -> type:
+    return KINDS[key.type] if isinstance(key.type, str) else key.type
+
+
+def env_name(key: Field) -> str:
+    return f"IBSTREAM_{key.name.upper()}"
+
+
+def local_url(host: str, port: int) -> str:
+    """http://host:port, with a wildcard bind address replaced by loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def parse_text(key: Field, text: str, where: str) -> Any:
+    """A value from text (environment, command line), converted to the key's type."""
+    want, word = kind(key), text.strip().lower()
+    try:
+        if want is bool:
+            value: Any = {**dict.fromkeys(TRUE, True), **dict.fromkeys(FALSE, False)}[word]
+        else:
+            value = want(text.strip()) if want is not str else text
+    except (KeyError, ValueError):
+        raise ConfigError(where, f"expected {KIND_NAMES[want]}, got {text!r}") from None
+    return check(key, value, where)
+
+
+def check(key: Field, value: Any, where: str) -> Any:
+    """`value` if it has the key's type and lies in its range or choices, else ConfigError."""
+    want, meta = kind(key), key.metadata
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+        raise ConfigError(where, f"expected {KIND_NAMES[want]}, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(where, f"expected one of {', '.join(meta['choices'])}, got {value!r}")
+    if want is str and not value.strip():
+        raise ConfigError(where, "expected a value, got an empty string")
+    if want is float and not math.isfinite(value):
+        raise ConfigError(where, f"expected a finite number, got {value!r}")
+    low, high = meta.get("low"), meta.get("high")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"from {low} to {high}" if high is not None else f">= {low}"
+        raise ConfigError(where, f"expected a value {span}, got {value!r}")
+    return value
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The keys set in a TOML config file, checked; ConfigError names any unknown key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"config {path}", f"cannot read it ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}", f"not valid TOML ({exc})") from None
+    by_name = {key.name: key for key in keys()}
+    for name in data:
+        if name not in by_name:
+            close = difflib.get_close_matches(name, by_name, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            valid = ", ".join(by_name)
+            raise ConfigError(f"config {path}", f"unknown key {name!r}{hint}; valid keys: {valid}")
+    return {
+        name: check(by_name[name], value, f"config {path}: {name}") for name, value in data.items()
+    }
+
+
+def read_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The keys set by IBSTREAM_<KEY> variables (empty ones count as unset), checked."""
+    found = {}
+    for key in keys():
+        text = environ.get(env_name(key), "")
+        if text.strip():
+            found[key.name] = parse_text(key, text, env_name(key))
+    return found
+
+
+def merged(
+    given: Mapping[str, Any], environ: Mapping[str, str], config: str | Path | None = None
+) -> dict[str, Any]:
+    """The keys set anywhere: `given` (command line, None = unset) > environment > config."""
+    values = read_config(config) if config else {}
+    values.update(read_env(environ))
+    by_name = {key.name: key for key in keys()}
+    values.update(
+        {
+            name: check(by_name[name], value, name)
+            for name, value in given.items()
+            if value is not None
+        }
+    )
+    return values
+
+
+def resolve(
+    given: Mapping[str, Any], environ: Mapping[str, str], config: str | Path | None = None
+) -> ServeOptions:
+    """Options with the documented precedence; defaults for every key set nowhere."""
+    return ServeOptions(**merged(given, environ, config))

@@ -1,0 +1,30 @@
+"""The live dashboard for Jupyter (`dashboard`), on ipywidgets and bqplot.
+
+Importing this package imports neither: `dashboard` and `Dashboard` load them when first
+asked for, and `ibstream.widgets.model` (the data side) needs only pandas and numpy.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ibstream.widgets.dashboard import Dashboard, dashboard
+    from ibstream.widgets.model import LiveModel
+
+__all__ = ["Dashboard", "LiveModel", "dashboard"]
+
+_HOMES = {
+    "Dashboard": "ibstream.widgets.dashboard",
+    "dashboard": "ibstream.widgets.dashboard",
+    "LiveModel": "ibstream.widgets.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'ibstream.widgets' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(home), name)

@@ -1,0 +1,267 @@
+"""`ibstream.dashboard("ES")`: live buy/sell pressure and delta of one contract in Jupyter.
+
+    dash = ibstream.dashboard("ES")   # shows itself as the cell's output and keeps updating
+    dash.to_frames()                  # or the "to DataFrame" button: dash.ticks, .trades, .bars
+    dash.close()                      # unsubscribe, stop redrawing, remove the widgets
+
+The sync `Client` receives ticks on its own loop thread and drops them into an `Inbox`; a
+`Ticker` on the kernel's running asyncio loop takes them at most 10 times a second, feeds
+the `LiveModel` and redraws, so every widget message leaves from the kernel thread and
+cells run freely in between. Without a running loop (a plain script) a daemon thread does
+the stepping; `refresh()` steps by hand. Time axes are in UTC.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import ipywidgets as widgets
+import pandas as pd
+
+from ibstream.analytics import resolve_method
+from ibstream.client import Client
+from ibstream.client.frames import ticks_to_frame
+from ibstream.errors import StreamConnectionError, StreamError
+from ibstream.widgets import exports
+from ibstream.widgets.controls import Controls, duration_label, with_option
+from ibstream.widgets.figures import Figures
+from ibstream.widgets.model import LiveModel
+from ibstream.widgets.schedule import Inbox, Ticker
+from ibstream.widgets.status import Status, StatusLine
+
+log = logging.getLogger("ibstream.widgets")
+TICK_TYPES = ("bid_ask", "last")
+SIZE_UNITS = {"STK": "shares", "CASH": "units", "CRYPTO": "units"}  # else contracts
+
+
+def dashboard(
+    contract: str | int,
+    server: str | None = None,
+    *,
+    transport: str = "websocket",
+    window: object = "5min",
+    bar: object = "5s",
+    method: str | None = None,
+    client: Client | None = None,
+    token: str | None = None,
+    interval: float = 0.1,
+) -> Dashboard:
+    """Subscribe to `contract` (quotes and trades) and return the live dashboard.
+
+    `server` defaults to $IBSTREAM_URL or http://127.0.0.1:8001; pass `client` to share a
+    `Client` (left open at `close()`). `window` is the time shown, `bar` the bar interval,
+    `method` the trade classification (default lee_ready), `interval` the least time
+    between redraws. An unknown contract raises `ContractNotFound` and an unreachable
+    server `StreamConnectionError`, here in the cell.
+    """
+    window, bar = duration_label(window, "window"), duration_label(bar, "bar")
+    method = resolve_method(method)
+    if client is not None and (server is not None or token is not None):
+        raise ValueError("pass either client= or server=/token=, not both")
+    owns = client is None
+    if client is None:
+        from ibstream.launch import default_url
+
+        client = Client(server or default_url(), transport, token, connect_timeout=5.0)
+    try:
+        return Dashboard(contract, client, owns, window, bar, method, interval)
+    except BaseException as exc:
+        if owns:
+            client.close()
+        if isinstance(exc, StreamConnectionError):
+            hint = " Start one with ibstream.ensure_server() or `ibstream serve`."
+            raise StreamConnectionError(exc.code, exc.message + hint, details=exc.details) from exc
+        raise
+
+
+class Dashboard(widgets.VBox):
+    """Status line, controls and figures of one live subscription (see the module doc).
+
+    `ticks`, `trades`, `bars`: the frames of the last `to_frames()` (None before)."""
+
+    def __init__(
+        self,
+        contract: str | int,
+        client: Client,
+        owns_client: bool,
+        window: str,
+        bar: str,
+        method: str,
+        interval: float = 0.1,
+    ) -> None:
+        self.client, self._owns_client = client, owns_client
+        self.model, self.inbox = LiveModel(window, bar, method), Inbox()
+        self.ticks = self.trades = self.bars = None
+        self.redraws, self.closed, self.paused = 0, False, False
+        self._lock = threading.RLock()
+        self._listeners: list[Callable[[], object]] = []
+        self._drawn = -1  # model.ticks_fed at the last redraw
+        self._trades_seen = 0
+        self._syncing = False  # configure() setting the controls, not the user
+        self.stream = client.stream(contract, TICK_TYPES, on_tick=self.inbox.put)
+        info = self.stream.contract
+        self.name = info.get("local_symbol") or info.get("symbol") or str(contract)
+        self.transport = getattr(getattr(client, "_async", None), "transport", "?")
+        self.figures = Figures(info.get("currency", ""), SIZE_UNITS.get(info.get("sec_type"), "contracts"))  # fmt: skip
+        self.controls = Controls(
+            window=window,
+            bar=bar,
+            method=method,
+            path=exports.default_file(self.name),
+            on_settings=self._apply,
+            on_pause=self._set_paused,
+            on_frames=lambda: exports.frames_message(self, *map(len, self.to_frames())),
+            on_save=self._save_message,
+        )
+        self.status = StatusLine()
+        super().__init__([self.status, self.controls, *self.figures.figures])
+        self.add_class("ibstream-dashboard")
+        self.ticker = Ticker(self.refresh, interval)
+        self.ticker.start()
+
+    def refresh(self) -> None:
+        """Take the ticks that arrived, update the analytics and, unless paused, redraw."""
+        with self._lock:
+            if self.closed:
+                return
+            self._ingest()
+            if not self.paused and self._drawn != self.model.ticks_fed:
+                self.figures.draw(self.model.plot())
+                self._drawn = self.model.ticks_fed
+                self.redraws += 1
+            self.status.show(self.status_now())
+        for listener in list(self._listeners):
+            listener()
+
+    def on_refresh(self, callback: Callable[[], object]) -> None:
+        """Call `callback()` after every step (redrawn or not), on the stepping thread."""
+        self._listeners.append(callback)
+
+    def _ingest(self) -> None:
+        rows = self.inbox.take()
+        if rows:
+            self._trades_seen += len(self.model.feed(ticks_to_frame(rows)))
+
+    def status_now(self) -> Status:
+        arrival = self.inbox.last_arrival
+        return Status(
+            contract=self.name,
+            state="closed" if self.closed else self.client.state,
+            transport=self.transport,
+            ticks=self.inbox.received,
+            trades=self._trades_seen,
+            last_tick_age=None if arrival is None else time.monotonic() - arrival,
+            reconnects=self.client.reconnects,
+            gaps=self.client.gaps,
+            paused=self.paused,
+            dropped=self.inbox.dropped,
+            problem=self._problem(),
+        )
+
+    def _problem(self) -> str:
+        error = self.stream.error
+        if isinstance(error, StreamError):
+            return f"stream error {error.code}: {error.message}"
+        if not self.stream.active and not self.closed:
+            return "the server ended the stream"
+        if self.ticker.failures:
+            return f"redraw failed {self.ticker.failures} time(s); see the log"
+        return ""
+
+    def configure(self, window: object = None, bar: object = None, method: str | None = None) -> str:  # fmt: skip
+        """Change window, bar interval and/or method: the window's ticks are classified
+        again and the bars rebuilt (the cumulative delta then starts at the first of them)."""
+        c = self.controls
+        window = c.window.value if window is None else duration_label(window, "window")
+        bar = c.bar.value if bar is None else duration_label(bar, "bar")
+        method = resolve_method(method or c.method.value)
+        with self._lock:
+            self._ingest()
+            self.model.configure(window, bar, method)
+            self._drawn = -1
+        self._syncing = True
+        try:
+            c.window.options = with_option(tuple(c.window.options), window)
+            c.bar.options = with_option(tuple(c.bar.options), bar)
+            c.window.value, c.bar.value, c.method.value = window, bar, method
+        finally:
+            self._syncing = False
+        return f"window {window}, bars {bar}, {method}: re-classified {self.model.ticks_fed} ticks"
+
+    def _apply(self, window: str, bar: str, method: str) -> str | None:
+        return None if self._syncing else self.configure(window, bar, method)
+
+    def pause(self) -> None:
+        """Stop redrawing; ticks keep arriving and are analysed, so nothing is lost."""
+        self.controls.pause.value = True
+
+    def resume(self) -> None:
+        self.controls.pause.value = False
+
+    def _set_paused(self, paused: bool) -> str:
+        self.paused = paused
+        return "paused: still receiving, not redrawing" if paused else "resumed"
+
+    def to_frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The window's ticks, classified trades and bars as of now; also kept as
+        `ticks`, `trades` and `bars`."""
+        with self._lock:
+            self._ingest()
+            self.ticks, self.trades = self.model.ticks(), self.model.trades()
+            self.bars = self.model.bars()
+        return self.ticks, self.trades, self.bars
+
+    def save_parquet(self, path: str | Path | None = None) -> tuple[Path, Path]:
+        """Write the window's ticks to `path` (default: the file box's name) and its bars
+        to `<stem>.bars.parquet` beside it; returns both paths (see `to_frames`)."""
+        ticks, _, bars = self.to_frames()
+        return exports.write_parquet(ticks, bars, path or self.controls.path.value)
+
+    def _save_message(self, path: str) -> str:
+        ticks_path, bars_path = self.save_parquet(path)
+        return (
+            f"saved {len(self.ticks)} ticks to {ticks_path} and "  # type: ignore[arg-type]
+            f"{len(self.bars)} bars to {bars_path}"  # type: ignore[arg-type]
+        )
+
+    def stop(self) -> None:
+        """Unsubscribe and stop redrawing (the figures stay as they are). Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+        self.ticker.stop()
+        try:
+            self.stream.close()
+            if self._owns_client:
+                self.client.close()
+        except StreamError as exc:  # the server may be gone already; nothing to undo
+            log.info("dashboard %s: closing the stream: %s", self.name, exc)
+        self.status.show(self.status_now())
+
+    def close(self) -> None:
+        """`stop()`, then remove the dashboard's widgets from the page."""
+        self.stop()
+        for widget in _descendants(self):
+            widget.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<Dashboard {self.name}: {self.status.text}>"
+
+
+def _descendants(widget: widgets.Widget) -> list[widgets.Widget]:
+    """The widgets under `widget`: boxes' children, figures' marks, axes and scales."""
+    out: list[widgets.Widget] = []
+    for name in ("children", "marks", "axes"):
+        for child in getattr(widget, name, ()):
+            out += [child, *_descendants(child)]
+    value = getattr(widget, "scales", None) or {}
+    out += list(value.values()) if isinstance(value, dict) else []
+    if isinstance(getattr(widget, "scale", None), widgets.Widget):
+        out.append(widget.scale)
+    return out

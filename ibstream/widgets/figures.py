@@ -1,0 +1,199 @@
+"""The dashboard's bqplot figures and how a redraw updates them.
+
+Four figures share one time scale (UTC: bqplot formats date axes in UTC): price with the
+bid/ask band and the trades per side (bubble area by volume, one bubble per side and time
+bucket), buy and sell volume per bar (sells below zero), the cumulative delta, and buy %
+per bar. A redraw assigns new arrays to the marks under `hold_sync`, one message per mark;
+the arrays come from `LiveModel.plot()`, so their length is bounded by the window's buckets
+and bars, not by the ticks. Colours are mid-tones that read on light and dark backgrounds;
+backgrounds, axes and text follow the JupyterLab theme through bqplot's own CSS.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from bqplot import Axis, Bars, DateScale, Figure, LinearScale, Lines, Scatter
+
+from ibstream.widgets.model import PlotData
+
+COLOURS = {
+    "bid": "#3b82f6",  # blue
+    "ask": "#f97316",  # orange
+    "band": "#94a3b8",  # slate, faint fill between bid and ask
+    "buy": "#16a34a",  # green
+    "sell": "#dc2626",  # red
+    "neutral": "#a3a3a3",  # grey
+    "delta": "#8b5cf6",  # violet
+    "buy_pct": "#0ea5e9",  # sky
+}
+MARGIN = {"top": 30, "bottom": 40, "left": 75, "right": 20}
+TIME_FORMAT = "%H:%M:%S"
+
+
+class Figures:
+    """The four figures; `draw(plot)` shows a `PlotData`."""
+
+    def __init__(self, currency: str = "", size_unit: str = "contracts") -> None:
+        self.time = DateScale()
+        self.price_scale, self.size_scale = LinearScale(), LinearScale(min=0)
+        self.band = Lines(
+            x=np.zeros(0, "M8[ns]"),
+            y=np.zeros((2, 0)),
+            scales={"x": self.time, "y": self.price_scale},
+            colors=[COLOURS["bid"], COLOURS["ask"]],
+            fill="between",
+            fill_colors=[COLOURS["band"]],
+            fill_opacities=[0.2],
+            interpolation="step-after",
+            labels=["bid", "ask"],
+            display_legend=True,
+            stroke_width=1.5,
+        )
+        self.trades = {
+            side: Scatter(
+                x=np.zeros(0, "M8[ns]"),
+                y=np.zeros(0),
+                size=np.zeros(0),
+                scales={"x": self.time, "y": self.price_scale, "size": self.size_scale},
+                colors=[COLOURS[side]],
+                stroke="none",
+                opacities=[0.75],
+                default_size=200,
+                labels=[f"{side}s" if side != "neutral" else "neutral"],
+                display_legend=True,
+            )
+            for side in ("buy", "sell", "neutral")
+        }
+        unit = f" ({currency})" if currency else ""
+        self.price = self._figure(
+            "Price, bid/ask and trades (bubble area: volume)",
+            [self.band, *self.trades.values()],
+            self.price_scale,
+            f"price{unit}",
+            "ibstream-price",
+            height="320px",
+        )
+        volume_scale = LinearScale()
+        self.buys, self.sells = (
+            Bars(
+                x=np.zeros(0, "M8[ns]"),
+                y=np.zeros(0),
+                scales={"x": self.time, "y": volume_scale},
+                colors=[COLOURS[side]],
+                labels=[label],
+                display_legend=True,
+                padding=0.1,
+            )
+            for side, label in (("buy", "buy volume"), ("sell", "sell volume"))
+        )
+        self.volume = self._figure(
+            "Volume per bar (sells below zero)",
+            [self.buys, self.sells],
+            volume_scale,
+            f"volume ({size_unit})",
+            "ibstream-volume",
+        )
+        delta_scale = LinearScale()
+        self.delta_line = self._line(delta_scale, "delta", "cumulative delta")
+        self.delta = self._figure(
+            "Cumulative delta",
+            [self.delta_line],
+            delta_scale,
+            f"buys - sells ({size_unit})",
+            "ibstream-delta",
+        )
+        pct_scale = LinearScale(min=0, max=100)
+        self.buy_pct_line = self._line(pct_scale, "buy_pct", "buy % per bar")
+        self.buy_pct_line.marker = "circle"
+        self.buy_pct_line.marker_size = 16
+        self.even = Lines(
+            x=np.zeros(0, "M8[ns]"),
+            y=np.zeros(0),
+            scales={"x": self.time, "y": pct_scale},
+            colors=[COLOURS["neutral"]],
+            line_style="dashed",
+            stroke_width=1,
+        )
+        self.buy_pct = self._figure(
+            "Buy % of buy + sell volume per bar",
+            [self.even, self.buy_pct_line],
+            pct_scale,
+            "buy %",
+            "ibstream-buy-pct",
+        )
+
+    @property
+    def figures(self) -> list[Figure]:
+        return [self.price, self.volume, self.delta, self.buy_pct]
+
+    def marks(self) -> dict[str, object]:
+        """Every data mark by name (what tests and the browser check look at)."""
+        return {
+            "band": self.band,
+            **{f"{side}_trades": mark for side, mark in self.trades.items()},
+            "buy_volume": self.buys,
+            "sell_volume": self.sells,
+            "delta": self.delta_line,
+            "buy_pct": self.buy_pct_line,
+        }
+
+    def draw(self, plot: PlotData) -> None:
+        if plot.end is None:
+            return
+        with self.time.hold_sync():
+            self.time.min, self.time.max = plot.start, plot.end
+        with self.band.hold_sync():
+            self.band.x, self.band.y = plot.quote_time, np.vstack([plot.bid, plot.ask])
+        for side, mark in self.trades.items():
+            time, price, volume = plot.trades[side]
+            with mark.hold_sync():
+                mark.x, mark.y, mark.size = time, price, volume
+        for mark, values in ((self.buys, plot.buy), (self.sells, plot.sell)):
+            with mark.hold_sync():
+                mark.x, mark.y = plot.bar_time, values
+        with self.delta_line.hold_sync():
+            self.delta_line.x, self.delta_line.y = plot.delta_time, plot.delta
+        since = np.datetime_as_string(plot.delta_since, unit="s").replace("T", " ")
+        self.delta.title = f"Cumulative delta since {since} UTC"
+        with self.buy_pct_line.hold_sync():
+            self.buy_pct_line.x, self.buy_pct_line.y = plot.bar_time, plot.buy_pct
+        with self.even.hold_sync():  # the 50 % line across the window
+            self.even.x = np.array([plot.start, plot.end])
+            self.even.y = np.array([50.0, 50.0])
+
+    def _line(self, scale: LinearScale, colour: str, label: str) -> Lines:
+        return Lines(
+            x=np.zeros(0, "M8[ns]"),
+            y=np.zeros(0),
+            scales={"x": self.time, "y": scale},
+            colors=[COLOURS[colour]],
+            labels=[label],
+            display_legend=True,
+            stroke_width=2,
+        )
+
+    def _figure(
+        self,
+        title: str,
+        marks: list,
+        y_scale: LinearScale,
+        y_label: str,
+        css: str,
+        height: str = "200px",
+    ) -> Figure:
+        axes = [
+            Axis(scale=self.time, label="time (UTC)", tick_format=TIME_FORMAT, num_ticks=6),
+            Axis(scale=y_scale, orientation="vertical", label=y_label, label_offset="55px"),
+        ]
+        figure = Figure(
+            title=title,
+            marks=marks,
+            axes=axes,
+            fig_margin=MARGIN,
+            legend_location="top-left",
+            animation_duration=0,
+            layout={"width": "100%", "height": height},
+        )
+        figure.add_class("ibstream-figure")
+        figure.add_class(css)
+        return figure

@@ -1,0 +1,196 @@
+"""The dashboard's data side, without widgets: tick batches in, plot arrays out.
+
+`LiveModel.feed` takes each batch once: the incremental `DeltaEngine` classifies it and
+carries the bars and the cumulative delta; time buckets (`series.Buckets`, `points` per
+window) keep the bid/ask band, the trades per side and the delta path. `plot()` then costs
+O(buckets + bars), never O(ticks since start). The raw ticks and trades of the window are
+kept for export and for `configure`, which rebuilds everything from them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ibstream.analytics import DeltaEngine, empty_trades, resolve_method
+from ibstream.analytics.kernels import to_nanos
+from ibstream.client.frames import empty_ticks, ticks_to_frame
+from ibstream.widgets.series import Buckets, Recent
+
+SIDES = ("buy", "sell", "neutral")
+POINTS = 600  # buckets per window: points per line, and at most per side of the trades
+MAX_TICKS = 1_000_000  # raw ticks kept for export and rebuilds (memory: ~100 bytes each)
+
+
+@dataclass(frozen=True)
+class PlotData:
+    """What the figures show; times are naive UTC `datetime64[ns]`. `trades` maps a side
+    to (time, volume-weighted price, volume) per bucket; `sell` volumes are negative."""
+
+    start: np.datetime64 | None = None
+    end: np.datetime64 | None = None
+    quote_time: np.ndarray = field(default_factory=lambda: _times([]))
+    bid: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    ask: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    trades: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+    delta_time: np.ndarray = field(default_factory=lambda: _times([]))
+    delta: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    bar_time: np.ndarray = field(default_factory=lambda: _times([]))
+    buy: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sell: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    buy_pct: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    delta_since: np.datetime64 | None = None
+
+
+class LiveModel:
+    """Live analytics of one contract's ticks over a sliding `window`, in `bar` bars,
+    trades classified by `method` (see `ibstream.analytics.classify`)."""
+
+    def __init__(
+        self,
+        window: object = "5min",
+        bar: object = "5s",
+        method: str | None = None,
+        *,
+        points: int = POINTS,
+        max_ticks: int = MAX_TICKS,
+    ) -> None:
+        if type(points) is not int or points < 2:
+            raise ValueError(f"points must be an int >= 2, got {points!r}")
+        self.points, self.max_ticks = points, max_ticks
+        self._ticks: Recent | None = None
+        self.configure(window, bar, method)
+
+    def configure(
+        self, window: object = None, bar: object = None, method: str | None = None
+    ) -> None:
+        """Change window, bar interval and/or method, and rebuild from the ticks kept (the
+        cumulative delta then starts at the first of them)."""
+        window = self.window if window is None else window
+        bar = self.bar if bar is None else bar
+        span, step = to_nanos(window, "window"), to_nanos(bar, "bar")
+        method = resolve_method(method if method is not None else getattr(self, "method", None))
+        kept = self.ticks() if self._ticks is not None else None
+        self.window, self.bar, self.method = pd.Timedelta(span), pd.Timedelta(step), method
+        self._span = span
+        self.engine = DeltaEngine(
+            method, window=bar, bar_interval=bar, max_bars=math.ceil(span / step) + 1, max_trades=1
+        )
+        width = max(1, span // self.points)
+        self.quotes = Buckets(width, span, lasts=("bid", "ask"))
+        self.flows = {side: Buckets(width, span, sums=("volume", "pv")) for side in SIDES}
+        self.delta = Buckets(width, span, lasts=("delta",))
+        self._ticks, self._trades = Recent(span, self.max_ticks), Recent(span, self.max_ticks)
+        self._last: int | None = None
+        self._cumulative = 0.0
+        self.delta_since: int | None = None
+        self.ticks_fed = self.trades_fed = 0
+        if kept is not None and len(kept):
+            self.feed(kept)
+
+    def feed(self, ticks: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
+        """Take a batch of ticks (a tick frame, or tick `data` dicts as on the wire) in
+        arrival order; returns its classified trades. Stamps that go back (a clock step)
+        are held at the last one, as the engine needs."""
+        frame = ticks if isinstance(ticks, pd.DataFrame) else ticks_to_frame(ticks)
+        if frame.empty:
+            return empty_trades()
+        stamps = frame.index.as_unit("ns").asi8
+        floor = stamps[0] if self._last is None else self._last
+        held = np.maximum.accumulate(np.concatenate([[floor], stamps]))[1:]
+        if (held != stamps).any():
+            frame = frame.set_axis(pd.DatetimeIndex(held.view("M8[ns]"), name="time").tz_localize("UTC"))
+            stamps = held
+        self._last = int(stamps[-1])
+        self.delta_since = self.delta_since or int(stamps[0])
+        self._ticks.add(stamps, frame)
+        trades = self.engine.feed(frame)
+        quotes = (frame["tick_type"] == "bid_ask").to_numpy(bool)
+        self.quotes.add(
+            stamps[quotes],
+            bid=frame["bid_price"].to_numpy()[quotes],
+            ask=frame["ask_price"].to_numpy()[quotes],
+        )
+        self.ticks_fed += len(frame)
+        if len(trades):
+            self._add_trades(trades)
+        return trades
+
+    def _add_trades(self, trades: pd.DataFrame) -> None:
+        time = trades.index.as_unit("ns").asi8
+        side = trades["side"].cat.codes.to_numpy()
+        price, size = trades["price"].to_numpy(), trades["size"].to_numpy()
+        signed = np.where(side == 0, size, np.where(side == 1, -size, 0.0))
+        path = self._cumulative + np.cumsum(signed)
+        self._cumulative = float(path[-1])
+        self.delta.add(time, delta=path)
+        for code, name in enumerate(SIDES):
+            mine = side == code
+            self.flows[name].add(time[mine], volume=size[mine], pv=price[mine] * size[mine])
+        self._trades.add(time, trades)
+        self.trades_fed += len(trades)
+
+    @property
+    def cumulative_delta(self) -> float:
+        """Signed volume summed since `delta_since` (buys +, sells -)."""
+        return self._cumulative
+
+    def plot(self) -> PlotData:
+        """The arrays to draw now: O(points + bars)."""
+        if self._last is None:
+            return PlotData()
+        bars = self.bars()
+        buy, sell = bars["buy_volume"].to_numpy(), bars["sell_volume"].to_numpy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pct = 100.0 * buy / (buy + sell)
+        trades = {}
+        for name, b in self.flows.items():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                trades[name] = (_times(b.time), b["pv"] / b["volume"], b["volume"])
+        return PlotData(
+            start=np.datetime64(self._last - self._span, "ns"),
+            end=np.datetime64(self._last, "ns"),
+            quote_time=_times(self.quotes.time),
+            bid=self.quotes["bid"],
+            ask=self.quotes["ask"],
+            trades=trades,
+            delta_time=_times(self.delta.time),
+            delta=self.delta["delta"],
+            bar_time=_times(bars.index.as_unit("ns").asi8 + self.bar.value // 2),
+            buy=buy,
+            sell=-sell,
+            buy_pct=pct,
+            delta_since=np.datetime64(self.delta_since, "ns"),
+        )
+
+    def ticks(self) -> pd.DataFrame:
+        """The ticks of the window (at most `max_ticks`), a tick frame in arrival order."""
+        return self._window(self._ticks, empty_ticks)
+
+    def trades(self) -> pd.DataFrame:
+        """The classified trades of the window, a trades frame."""
+        return self._window(self._trades, empty_trades)
+
+    def bars(self) -> pd.DataFrame:
+        """The bars of the window (the engine's `bars()`: the open bar last)."""
+        bars = self.engine.bars()
+        if self._last is None or bars.empty:
+            return bars
+        first = (self._last - self._span) // self.bar.value * self.bar.value
+        return bars[bars.index.as_unit("ns").asi8 >= first]
+
+    def _window(self, store: Recent | None, empty: object) -> pd.DataFrame:
+        items = store.items() if store is not None else []
+        if not items:
+            return empty()  # type: ignore[operator]
+        frame = pd.concat(items) if len(items) > 1 else items[0]
+        frame = frame[frame.index.as_unit("ns").asi8 > self._last - self._span]
+        return frame.iloc[-self.max_ticks :]
+
+
+def _times(nanos: object) -> np.ndarray:
+    return np.asarray(nanos, np.int64).view("M8[ns]")
