@@ -1,12 +1,19 @@
 # Quick start: `make demo` runs the live pipeline against the gateway simulator,
-# `make test` runs the test suite. Both create or reuse .venv.
+# `make lab` opens the notebooks in JupyterLab with a server in the background,
+# `make test` runs the test suite. All create or reuse .venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 20
+# make lab: the server's port and options (SERVER_ARGS= to use IB Gateway / TWS instead of
+# the simulator), and JupyterLab's port; both bound to 127.0.0.1.
+SERVER_PORT ?= 8001
+SERVER_ARGS ?= --demo
+LAB_PORT ?= 8888
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test lint bench serve gateway clean
+.PHONY: demo lab test lint bench serve gateway clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +25,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 demo: $(STAMP)
 	$(BIN)/ibstream demo --seconds $(DEMO_SECONDS)
+
+# The server outlives JupyterLab: `$(BIN)/python server/run_server.py stop --port $(SERVER_PORT)`.
+lab: $(STAMP)
+	$(BIN)/python server/run_server.py start --host 127.0.0.1 --port $(SERVER_PORT) $(SERVER_ARGS)
+	IBSTREAM_URL=http://127.0.0.1:$(SERVER_PORT) $(BIN)/jupyter lab --ip=127.0.0.1 \
+		--port=$(LAB_PORT) $(ROOT_FLAG) notebooks/
 
 test: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server

@@ -131,6 +131,17 @@ def _write_atomic(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
+def stop_server(record: Record, timeout: float) -> bool:
+    """Stop a recorded server (see `stop_pid`), say so in its log, remove its records.
+    Returns whether it had to be killed."""
+    killed = stop_pid(record.pid, timeout)
+    how = f"killed (SIGKILL) {timeout:g} s after SIGTERM" if killed else "stopped (SIGTERM)"
+    with contextlib.suppress(OSError), open(record.log_file, "a") as log:
+        log.write(f"---- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {record.pid} {how}\n")
+    forget(record.port, record.pid)
+    return killed
+
+
 def stop_pid(pid: int, timeout: float) -> bool:
     """SIGTERM (graceful shutdown), SIGKILL if still running after `timeout` s.
     Returns whether it had to be killed."""

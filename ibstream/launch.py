@@ -37,6 +37,7 @@ class ServerInfo:
     mode: str
     log_file: Path | None = None
     _process: subprocess.Popen | None = field(default=None, repr=False, compare=False)
+    _record: daemon.Record | None = field(default=None, repr=False, compare=False)
 
     def describe(self) -> str:
         if not self.started:
@@ -54,11 +55,10 @@ class ServerInfo:
         """Stop the server if this call started it (SIGTERM, then SIGKILL after `timeout`);
         returns whether a process was stopped. A server found running is left alone, and so
         is one already stopped (e.g. by `run_server.py stop`)."""
-        if self._process is None or self._process.poll() is not None:
+        if self._process is None or self._record is None or self._process.poll() is not None:
             return False
-        daemon.stop_pid(self._process.pid, timeout)
+        daemon.stop_server(self._record, timeout)
         self._process.wait()
-        daemon.forget(urlsplit(self.url).port or 80, self._process.pid)
         log.info("stopped the ibstream server at %s (pid %s)", self.url, self.pid)
         return True
 
@@ -107,7 +107,8 @@ def ensure_server(
         return _found(url)
     mode = "simulator" if options.demo else "ib"
     record = started.record
-    info = ServerInfo(url, True, record.pid, mode, Path(record.log_file), started.process)
+    logged = Path(record.log_file)
+    info = ServerInfo(url, True, record.pid, mode, logged, started.process, record)
     log.info("%s", info.describe())
     return info
 

@@ -6,10 +6,11 @@ the key, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,37 @@ def resolve(
 ) -> ServeOptions:
     """Options with the documented precedence; defaults for every key set nowhere."""
     return ServeOptions(**merged(given, environ, config))
+
+
+def add_options(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+    """A `--key-name` option per key (all, or `names`), default None (unset), with help that
+    shows the default, the environment variable and the config key."""
+    for key in keys():
+        if names is not None and key.name not in names:
+            continue
+        flag = "--" + key.name.replace("_", "-")
+        where = f"default: {key.default}; ${env_name(key)}; config key {key.name}"
+        help = f"{key.metadata['help']} ({where})"
+        if kind(key) is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        else:
+            choices = key.metadata.get("choices")
+            metavar = "{" + ",".join(choices) + "}" if choices else _metavar(key)
+            parser.add_argument(flag, type=_converter(key, flag), metavar=metavar, help=help)
+
+
+def _converter(key: Field, flag: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse_text(key, text, flag)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(exc.reason) from None
+
+    return convert
+
+
+def _metavar(key: Field) -> str:
+    for suffix in ("host", "port", "id"):
+        if key.name.endswith(suffix):
+            return suffix.upper()
+    return "SECONDS" if kind(key) is float else "N"

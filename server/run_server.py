@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from ibstream import background, daemon, server_config
 from ibstream.background import ServerStartError
@@ -22,6 +23,10 @@ from ibstream.probe import health
 from ibstream.server_config import ConfigError, ServeOptions
 
 COMMANDS = ("start", "status", "stop", "logs", "run")
+TIMEOUTS = {
+    "start": (30.0, "for /health"),
+    "stop": (15.0, "for the exit after SIGTERM, then SIGKILL"),
+}
 EPILOG = """\
 Every option can also be set as an environment variable (IBSTREAM_PORT, IBSTREAM_IB_PORT,
 IBSTREAM_DEMO=1, ...) or as a key of the TOML --config file (port = 8001, ...).
@@ -58,24 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         used = "keys as below" if name in ("start", "run") else "its host and port are used"
         command.add_argument("--config", metavar="FILE", help=f"TOML config ({used})")
-        for key in server_config.keys():
-            if name in ("start", "run") or key.name in ("host", "port"):
-                _add_option(command, key)
-        if name == "start":
+        server_config.add_options(command, None if name in ("start", "run") else ("host", "port"))
+        if name in TIMEOUTS:
+            wait, what = TIMEOUTS[name]
             command.add_argument(
                 "--timeout",
                 type=float,
-                default=30.0,
+                default=wait,
                 metavar="SECONDS",
-                help="how long to wait for /health (default 30)",
-            )
-        if name == "stop":
-            command.add_argument(
-                "--timeout",
-                type=float,
-                default=15.0,
-                metavar="SECONDS",
-                help="how long to wait for the exit after SIGTERM before SIGKILL (default 15)",
+                help=f"how long to wait {what} (default {wait:g})",
             )
     logs = sub.choices["logs"]
     logs.add_argument("-n", "--lines", type=int, metavar="N", help="only the last N lines")
@@ -83,37 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-f", "--follow", action="store_true", help="keep printing new lines while the server runs"
     )
     return parser
-
-
-def _add_option(parser: argparse.ArgumentParser, key) -> None:
-    flag = "--" + key.name.replace("_", "-")
-    default = key.default
-    where = f"default: {default}; ${server_config.env_name(key)}; config key {key.name}"
-    if server_config.kind(key) is bool:
-        action = argparse.BooleanOptionalAction
-        parser.add_argument(
-            flag, action=action, default=None, help=f"{key.metadata['help']} ({where})"
-        )
-        return
-
-    def convert(text: str) -> object:
-        try:
-            return server_config.parse_text(key, text, flag)
-        except ConfigError as exc:
-            raise argparse.ArgumentTypeError(exc.reason) from None
-
-    choices = key.metadata.get("choices")
-    metavar = "{" + ",".join(choices) + "}" if choices else _metavar(key)
-    parser.add_argument(
-        flag, type=convert, metavar=metavar, help=f"{key.metadata['help']} ({where})"
-    )
-
-
-def _metavar(key) -> str:
-    for suffix in ("host", "port", "id"):
-        if key.name.endswith(suffix):
-            return suffix.upper()
-    return "SECONDS" if server_config.kind(key) is float else "N"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,9 +117,7 @@ def cmd_start(args: argparse.Namespace, options: ServeOptions) -> int:
 
 
 def cmd_status(args: argparse.Namespace, options: ServeOptions) -> int:
-    record, note = daemon.find(options.port)
-    if note:
-        print(note)
+    record = _find(options.port)
     url = record.url if record else options.url
     body = health(url)
     if body is None and record is None:
@@ -181,9 +144,7 @@ def cmd_status(args: argparse.Namespace, options: ServeOptions) -> int:
 
 
 def cmd_stop(args: argparse.Namespace, options: ServeOptions) -> int:
-    record, note = daemon.find(options.port)
-    if note:
-        print(note)
+    record = _find(options.port)
     if record is None:
         if health(options.url) is not None:
             return _fail(
@@ -193,8 +154,7 @@ def cmd_stop(args: argparse.Namespace, options: ServeOptions) -> int:
             )
         print(f"no ibstream server runs on port {options.port}; nothing to stop")
         return 0
-    killed = daemon.stop_pid(record.pid, args.timeout)
-    daemon.forget(record.port, record.pid)
+    killed = daemon.stop_server(record, args.timeout)
     if killed:
         print(
             f"run_server.py: the server (pid {record.pid}) did not exit within {args.timeout:g} s "
@@ -206,9 +166,7 @@ def cmd_stop(args: argparse.Namespace, options: ServeOptions) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, options: ServeOptions) -> int:
-    record, note = daemon.find(options.port)
-    if note:
-        print(note, file=sys.stderr)
+    record = _find(options.port, sys.stderr)
     path = Path(record.log_file) if record else daemon.default_log(options.port)
     try:
         handle = open(path, "rb")
@@ -240,6 +198,14 @@ def cmd_run(args: argparse.Namespace, options: ServeOptions) -> int:
     from ibstream.cli import main as ibstream
 
     return ibstream(options.serve_argv())
+
+
+def _find(port: int, out: TextIO | None = None) -> daemon.Record | None:
+    """The server recorded for `port`; a stale record is removed, and said so on `out`."""
+    record, note = daemon.find(port)
+    if note:
+        print(note, file=out or sys.stdout)
+    return record
 
 
 def _ib_line(body: dict, demo: bool) -> str:

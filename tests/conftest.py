@@ -25,6 +25,12 @@ AAPL, EURUSD = 265598, 12087792
 WAIT = 10.0  # seconds any single expected message may take
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Pid, lock and log files of background servers go to a temp dir, never the user's."""
+    monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 async def gateway() -> AsyncIterator[GatewaySimulator]:
     gw = GatewaySimulator(port=0, seed=1, rate=200.0, bursts=False)

@@ -83,10 +83,8 @@ def running_lab(root: Path, state: Path, env: Mapping[str, str] = {}) -> Iterato
     environment; on exit the server is shut down through its API, then every process it
     started that is still there is killed."""
     port, token = free_port(), secrets.token_hex(16)
-    dirs = {
-        name: state / name for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "IPYTHONDIR")
-    }
-    dirs["JUPYTER_RUNTIME_DIR"] = state / "runtime"
+    names = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")
+    dirs = {name: state / name.lower() for name in names}
     for path in dirs.values():
         path.mkdir(parents=True, exist_ok=True)
     write_settings(dirs["JUPYTER_CONFIG_DIR"] / "lab" / "user-settings")
@@ -176,11 +174,12 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def launch_chromium() -> Iterator[object]:
-    """A headless Debian chromium through playwright's sync API (a `Browser`)."""
+def launch_chromium(executable: str | None = None) -> Iterator[object]:
+    """A headless Debian chromium (default `chromium_path()`) through playwright's sync API:
+    yields a playwright `Browser`."""
     from playwright.sync_api import sync_playwright
 
-    executable = chromium_path()
+    executable = executable or chromium_path()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable, headless=True, args=CHROMIUM_ARGS

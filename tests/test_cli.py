@@ -1,15 +1,14 @@
-"""The console script as a user runs it: `ibstream demo`, `ibstream serve`, `ibstream gateway`."""
+"""The console script as a user runs it: `ibstream demo`, `ibstream serve`, `ibstream gateway`.
+(`server/run_server.py` is tested in test_run_server.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from ibstream.source import IBSource
 
 IBSTREAM = [sys.executable, "-m", "ibstream"]
-SERVER_SCRIPT = Path(__file__).resolve().parents[1] / "server" / "run_server.py"
 
 
 def free_port() -> int:
@@ -106,43 +104,3 @@ async def test_gateway_command_serves_ib_insync():
         await source.stop()
         proc.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
-
-
-def test_background_script_reads_the_example_config(tmp_path):
-    script = SERVER_SCRIPT
-    spec = importlib.util.spec_from_file_location("run_server", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    argv = module.args_from_config(script.parent / "ibstream.example.toml")
-    assert argv == [
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "8001",
-        "--ib-host",
-        "127.0.0.1",
-        "--ib-port",
-        "4002",
-        "--client-id",
-        "17",
-    ]
-    config = tmp_path / "demo.toml"
-    config.write_text('port = 9999\ndemo = true\nib_lib = "ib_async"\n')
-    assert module.args_from_config(config) == [
-        "serve",
-        "--port",
-        "9999",
-        "--ib-lib",
-        "ib_async",
-        "--demo",
-    ]
-
-
-async def test_background_script_serves(tmp_path):
-    port = free_port()
-    config = tmp_path / "ibstream.toml"
-    config.write_text(f"port = {port}\ndemo = true\n")
-    await assert_serves_then_stops_on_sigterm(
-        sys.executable, str(SERVER_SCRIPT), str(config), port=port
-    )

@@ -1,21 +1,37 @@
 """`ensure_server`: find the running server or start one in the background, and stop only
-what it started. Every process these tests start is stopped by the `launched` finalizer."""
+what it started. Every process these tests start is stopped by the `launched` finalizer; pid
+files and logs go to a temporary $IBSTREAM_STATE_DIR."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from ibstream import daemon
 from ibstream.client import AsyncClient, Client
 from ibstream.launch import ServerInfo, ServerStartError, ensure_server, health
 from tests.client_fixtures import free_port
 
 ES = 637533641
+SCRIPT = Path(__file__).resolve().parents[1] / "server" / "run_server.py"
+
+
+@pytest.fixture(autouse=True)
+def state(tmp_path, monkeypatch) -> Path:
+    """A private state dir, and no IBSTREAM_* setting from the caller's environment."""
+    for name in [name for name in os.environ if name.startswith("IBSTREAM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
 
 
 @pytest.fixture
@@ -64,11 +80,10 @@ def test_starts_a_simulator_server_then_finds_it_then_stops_it(launched, tmp_pat
     assert not first.stop()  # once is enough
 
 
-async def test_uses_ib_when_a_gateway_answers(gateway, launched, tmp_path):
+async def test_uses_ib_when_a_gateway_answers(gateway, launched, tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"
-    info = await asyncio.to_thread(
-        ensure_server, url, ib_port=gateway.port, log_file=tmp_path / "ib.log"
-    )
+    monkeypatch.setenv("IBSTREAM_IB_PORT", str(gateway.port))  # as run_server.py reads it
+    info = await asyncio.to_thread(ensure_server, url, log_file=tmp_path / "ib.log")
     launched.append(info)
     assert info.started and info.mode == "ib"
     async with httpx.AsyncClient() as http:
@@ -80,18 +95,48 @@ async def test_uses_ib_when_a_gateway_answers(gateway, launched, tmp_path):
     assert any(s[2] == ES for s in gateway.subscriptions)  # the server read our gateway
 
 
-def test_a_server_that_cannot_start_is_a_clear_error(launched, tmp_path):
-    with socket.socket() as taken:  # bound, not listening: /health fails, so does binding
+def test_run_server_sees_and_stops_a_server_ensure_server_started(launched):
+    port = free_port()
+    info = ensure_server(f"http://127.0.0.1:{port}", demo=True)
+    launched.append(info)
+    assert info.log_file == daemon.default_log(port)
+
+    def run_server(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(SCRIPT), *args, "--port", str(port)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    status = run_server("status")
+    assert status.returncode == 0 and f"pid: {info.pid}," in status.stdout
+    assert "connected to the gateway simulator" in status.stdout
+    assert f"serving on {info.url}" in run_server("logs").stdout
+    assert run_server("stop").returncode == 0
+    assert servers_on(port) == [] and health(info.url) is None
+    assert not info.stop()  # already stopped: nothing left to do
+
+
+def test_a_server_that_exits_at_startup_is_a_clear_error(launched, tmp_path, monkeypatch):
+    broken = tmp_path / "broken"  # every Python started with this path exits at once
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import os, sys\nsys.stderr.write('refusing to start\\n')\nsys.stderr.flush()\nos._exit(3)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(broken))
+    port = free_port()
+    with pytest.raises(ServerStartError) as failure:
+        launched.append(ensure_server(f"http://127.0.0.1:{port}", demo=True))
+    message = str(failure.value)
+    assert "exited with code 3" in message and message.endswith("refusing to start")
+    assert servers_on(port) == [] and not daemon.pid_path(port).exists()
+
+
+def test_a_busy_port_is_a_clear_error(launched):
+    with socket.socket() as taken:  # bound, not listening: /health fails, so would binding
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         with pytest.raises(ServerStartError) as failure:
-            launched.append(
-                ensure_server(f"http://127.0.0.1:{port}", demo=True, log_file=tmp_path / "x.log")
-            )
-    message = str(failure.value)
-    assert "exited with code" in message and "ends with:" in message
-    assert "address already in use" in message.lower()
-    assert servers_on(port) == []
+            launched.append(ensure_server(f"http://127.0.0.1:{port}", demo=True))
+    assert f"port {port} on 127.0.0.1 is in use by another program" in str(failure.value)
+    assert servers_on(port) == [] and not daemon.pid_path(port).exists()
 
 
 def test_only_a_local_http_url_is_started(launched):

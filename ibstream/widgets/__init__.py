@@ -1,7 +1,8 @@
 """The live dashboard for Jupyter (`dashboard`), on ipywidgets and bqplot.
 
-Importing this package imports neither: `dashboard` and `Dashboard` load them when first
-asked for, and `ibstream.widgets.model` (the data side) needs only pandas and numpy.
+Importing this package imports neither: `dashboard` and `Dashboard` (module `board`: a
+module named as the function would shadow it) load them when first asked for, and
+`ibstream.widgets.model` (the data side) needs only pandas and numpy.
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ibstream.widgets.dashboard import Dashboard, dashboard
+    from ibstream.widgets.board import Dashboard, dashboard
     from ibstream.widgets.model import LiveModel
 
 __all__ = ["Dashboard", "LiveModel", "dashboard"]
 
 _HOMES = {
-    "Dashboard": "ibstream.widgets.dashboard",
-    "dashboard": "ibstream.widgets.dashboard",
+    "Dashboard": "ibstream.widgets.board",
+    "dashboard": "ibstream.widgets.board",
     "LiveModel": "ibstream.widgets.model",
 }
 

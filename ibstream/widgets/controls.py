@@ -74,9 +74,7 @@ class Controls(widgets.VBox):
             widget.add_class(css)
 
         def settings(change: dict) -> None:
-            self._run(
-                lambda: on_settings(self.window.value, self.bar.value, self.method.value)
-            )
+            self._run(lambda: on_settings(self.window.value, self.bar.value, self.method.value))
 
         for dropdown in (self.window, self.bar, self.method):
             dropdown.observe(settings, names="value")

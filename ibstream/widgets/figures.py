@@ -56,7 +56,6 @@ class Figures:
                 size=np.zeros(0),
                 scales={"x": self.time, "y": self.price_scale, "size": self.size_scale},
                 colors=[COLOURS[side]],
-                stroke="none",
                 opacities=[0.75],
                 default_size=200,
                 labels=[f"{side}s" if side != "neutral" else "neutral"],
@@ -183,7 +182,7 @@ class Figures:
     ) -> Figure:
         axes = [
             Axis(scale=self.time, label="time (UTC)", tick_format=TIME_FORMAT, num_ticks=6),
-            Axis(scale=y_scale, orientation="vertical", label=y_label, label_offset="55px"),
+            Axis(scale=y_scale, side="left", label=y_label, label_offset="55px"),
         ]
         figure = Figure(
             title=title,

@@ -84,7 +84,8 @@ class LiveModel:
         self.quotes = Buckets(width, span, lasts=("bid", "ask"))
         self.flows = {side: Buckets(width, span, sums=("volume", "pv")) for side in SIDES}
         self.delta = Buckets(width, span, lasts=("delta",))
-        self._ticks, self._trades = Recent(span, self.max_ticks), Recent(span, self.max_ticks)
+        self._ticks = Recent(span, self.max_ticks, pd.concat)
+        self._trades = Recent(span, self.max_ticks, pd.concat)
         self._last: int | None = None
         self._cumulative = 0.0
         self.delta_since: int | None = None
@@ -103,7 +104,9 @@ class LiveModel:
         floor = stamps[0] if self._last is None else self._last
         held = np.maximum.accumulate(np.concatenate([[floor], stamps]))[1:]
         if (held != stamps).any():
-            frame = frame.set_axis(pd.DatetimeIndex(held.view("M8[ns]"), name="time").tz_localize("UTC"))
+            frame = frame.set_axis(
+                pd.DatetimeIndex(held.view("M8[ns]"), name="time").tz_localize("UTC")
+            )
             stamps = held
         self._last = int(stamps[-1])
         self.delta_since = self.delta_since or int(stamps[0])

@@ -8,7 +8,7 @@ a busy market costs the page no more than a quiet one. Each add costs O(batch + 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -65,11 +65,21 @@ class Buckets:
 
 class Recent:
     """The batches of the last `span_ns` (by their stamps) and at most `max_rows` rows,
-    whole; `items()` may hold up to a batch more, for the caller to trim."""
+    whole; `items()` may hold up to `join` batches more, for the caller to trim. Every
+    `join` new batches are joined into one with `merge`, so that a window of thousands of
+    small batches reads back at the cost of a few dozen."""
 
-    def __init__(self, span_ns: int, max_rows: int) -> None:
+    def __init__(
+        self,
+        span_ns: int,
+        max_rows: int,
+        merge: Callable[[list[Any]], Any] | None = None,
+        join: int = 50,
+    ) -> None:
         self.span_ns, self.max_rows = int(span_ns), int(max_rows)
+        self.merge, self.join = merge, join
         self._batches: deque[tuple[np.ndarray, Any]] = deque()
+        self._fresh = 0  # batches at the end not joined yet
         self.rows = 0
 
     def add(self, time: np.ndarray, item: Any) -> None:
@@ -77,21 +87,19 @@ class Recent:
             return
         self._batches.append((time, item))
         self.rows += len(time)
+        self._fresh += 1
+        if self.merge is not None and self._fresh >= self.join:
+            parts = [self._batches.pop() for _ in range(self._fresh)][::-1]
+            joined = np.concatenate([t for t, _ in parts])
+            self._batches.append((joined, self.merge([i for _, i in parts])))
+            self._fresh = 0
         cutoff = int(time.max()) - self.span_ns
         batches = self._batches
         while len(batches) > 1 and (
             batches[0][0].max() < cutoff or self.rows - len(batches[0][0]) >= self.max_rows
         ):
             self.rows -= len(batches.popleft()[0])
+            self._fresh = min(self._fresh, len(batches))
 
     def items(self) -> list[Any]:
         return [item for _, item in self._batches]
-
-    @property
-    def newest(self) -> int | None:
-        """The latest stamp held (ns), or None when empty."""
-        return int(max(t.max() for t, _ in self._batches)) if self._batches else None
-
-    def clear(self) -> None:
-        self._batches.clear()
-        self.rows = 0

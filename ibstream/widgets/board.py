@@ -93,11 +93,11 @@ class Dashboard(widgets.VBox):
         method: str,
         interval: float = 0.1,
     ) -> None:
+        self._lock = threading.RLock()  # first: Widget.__del__ may close a half-made one
         self.client, self._owns_client = client, owns_client
         self.model, self.inbox = LiveModel(window, bar, method), Inbox()
         self.ticks = self.trades = self.bars = None
         self.redraws, self.closed, self.paused = 0, False, False
-        self._lock = threading.RLock()
         self._listeners: list[Callable[[], object]] = []
         self._drawn = -1  # model.ticks_fed at the last redraw
         self._trades_seen = 0
@@ -231,7 +231,7 @@ class Dashboard(widgets.VBox):
     def stop(self) -> None:
         """Unsubscribe and stop redrawing (the figures stay as they are). Idempotent."""
         with self._lock:
-            if self.closed:
+            if self.closed or not hasattr(self, "ticker"):  # closed, or never finished
                 return
             self.closed = True
         self.ticker.stop()

@@ -1,0 +1,203 @@
+"""The quick start in a real browser: JupyterLab, headless Debian chromium, live dashboard.
+
+JupyterLab serves a temporary copy of notebooks/ (its config, runtime and IPython state in
+the test's directory too); its kernels reach a server this test owns through $IBSTREAM_URL.
+Playwright opens 01_quickstart.ipynb and runs it in two steps, as a researcher would:
+
+1. the cells above the collection (server, dashboard), then, with the kernel free: every
+   figure of the dashboard holds data (bqplot marks with data in its SVG), the marks change
+   between two looks and the status line counts ticks, more and more;
+2. the rest (collect, classify, summary, bars, clean up): the dashboard keeps moving while
+   the collection awaits, every cell runs without a traceback, and the clean-up removes the
+   dashboard from the page.
+
+Screenshots go to the test's directory (paths printed); with IBSTREAM_UPDATE_SCREENSHOT=1
+the dashboard's is also copied to docs/dashboard.png for the README, after at least
+`README_TICKS` ticks arrived, so its plots show a stretch of market.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ibstream.launch import ensure_server
+from tests.client_fixtures import free_port
+from tests.lab import chromium_path, launch_chromium, running_lab
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(400)]
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = "01_quickstart.ipynb"
+COLLECT_SECONDS = 20  # the quick start's collection: time to watch the dashboard during it
+LOOK = 45_000  # ms any expected change on the page may take (a busy 2-core machine)
+README_TICKS = 1500
+VIEWPORT = {"width": 1400, "height": 1800}  # the whole dashboard fits
+FIGURES = 4  # price, volume per bar, cumulative delta, buy %
+
+# Data-bearing bqplot elements of each figure of the dashboard: bars with a height, scatter
+# dots, and lines through 3 or more points (a constant reference line has 2); with a
+# fingerprint of their geometry to see them change.
+MARKS_JS = """
+dash => Array.from(dash.querySelectorAll('.bqplot.figure')).map(fig => {
+  const plot = fig.querySelector('svg.svg-figure');
+  const inside = sel => Array.from(plot ? plot.querySelectorAll('[clip-path] ' + sel) : []);
+  const shapes = [
+    ...inside('rect.bar').filter(r => parseFloat(r.getAttribute('height')) > 0),
+    ...inside('path.dot'),
+    ...inside('path.line').filter(p => (p.getAttribute('d') || '').split('L').length >= 3),
+  ];
+  const geometry = e => ['d', 'transform', 'x', 'y', 'height'].map(a => e.getAttribute(a));
+  return {
+    title: (fig.querySelector('.mainheading') || {}).textContent || '',
+    marks: shapes.length,
+    geometry: JSON.stringify(shapes.map(geometry)),
+  };
+})
+"""
+HAS_DATA_JS = f"dash => ({MARKS_JS})(dash).filter(f => f.marks > 0).length >= {FIGURES}"
+GEOMETRY_JS = f"(dash => ({MARKS_JS})(dash).map(f => f.geometry).join('\\n'))"
+TICKS_JS = """
+() => {
+  const status = document.querySelector('.ibstream-dashboard .ibstream-status');
+  const found = status && status.innerText.match(/ticks (\\d+)/);
+  return found ? Number(found[1]) : -1;
+}
+"""
+
+
+@pytest.fixture
+def tick_server(tmp_path, monkeypatch) -> str:
+    """An ibstream server on the simulator, on a free port, stopped after the test (its
+    pid file and log in the test's directory)."""
+    monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path / "state"))
+    url = f"http://127.0.0.1:{free_port()}"
+    server = ensure_server(url, demo=True, log_file=tmp_path / "server.log")
+    yield url
+    server.stop()
+
+
+def test_quickstart_dashboard_in_jupyterlab(tick_server, tmp_path):
+    executable = chromium_path()  # skips here (fails under CI) before anything starts
+    root = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_*"))
+    kernel_env = {"IBSTREAM_URL": tick_server, "IBSTREAM_QUICKSTART_SECONDS": str(COLLECT_SECONDS)}
+    with running_lab(root, tmp_path / "jupyter", kernel_env) as lab:
+        with launch_chromium(executable) as browser:
+            page = browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(LOOK)
+            keep_console(page, tmp_path / "browser-console.log")
+            open_notebook(page, lab.page_url(f"lab/tree/{QUICKSTART}"))
+            collect_cell = page.locator(".jp-CodeCell", has_text="await client.collect")
+            collect_cell.locator(".jp-InputPrompt").click()  # select it (command mode)
+
+            run_menu(page, "Run All Above Selected Cell")  # server, dashboard
+            dash = page.locator(".ibstream-dashboard")
+            dash.wait_for()
+            wait_for_change(page, dash, wait_for_data(page, dash))
+            ticks = page.evaluate(TICKS_JS)
+            assert ticks > 0, page.inner_text(".ibstream-status")
+            page.wait_for_function(f"() => ({TICKS_JS})() > {ticks}")
+            shoot(page, dash, tmp_path)
+
+            run_menu(page, "Run Selected Cell and All Below")  # collect ... clean up
+            running = collect_cell.locator(".jp-InputPrompt", has_text="[*]")
+            running.wait_for()
+            moving_while_collecting(page, dash, running)
+            check_finished(page, f"left {tick_server} running")
+            dash.wait_for(state="detached")  # dash.close() took it off the page
+
+
+def open_notebook(page, url: str) -> None:
+    """Open the notebook and wait for its kernel; a kernel picker, if one shows, is accepted."""
+    page.goto(url)
+    idle = ".jp-Notebook-ExecutionIndicator[data-status='idle']"
+    page.wait_for_selector(f".jp-Dialog, {idle}", timeout=2 * LOOK)
+    if page.locator(".jp-Dialog").count():
+        page.locator(".jp-Dialog .jp-mod-accept").click()
+        page.wait_for_selector(idle, timeout=2 * LOOK)
+    page.keyboard.press("Control+b")  # hide the file browser: wider plots
+
+
+def keep_console(page, path: Path) -> None:
+    """Write the page's console messages and uncaught errors to `path` (for a failure)."""
+
+    def write(line: str) -> None:
+        with open(path, "a") as sink:
+            print(line, file=sink)
+
+    page.on("console", lambda message: write(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: write(f"page error: {error}"))
+
+
+def check_finished(page, last_output: str) -> None:
+    """Await the last cell's output; then every code cell ran, none raised, the collection
+    found ticks and every widget displayed."""
+    done = page.locator(".jp-OutputArea-output", has_text=last_output)
+    done.wait_for(timeout=COLLECT_SECONDS * 1000 + 2 * LOOK)
+    tracebacks = page.locator(".jp-OutputArea-output", has_text="Traceback")
+    assert tracebacks.count() == 0, tracebacks.all_inner_texts()
+    prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
+    assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), prompts
+    text = page.locator(".jp-Notebook").inner_text()
+    found = re.search(r"collected (\d+) ticks", text)
+    assert found and int(found.group(1)) > 0, "the collection found no ticks"
+    assert "Error displaying widget" not in text
+
+
+def run_menu(page, item: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+    page.get_by_role("menuitem", name=item, exact=True).click()
+
+
+def wait_for_data(page, dash) -> list[dict]:
+    """Every figure of the dashboard shows data; returns their marks."""
+    dash_handle = dash.element_handle()
+    page.wait_for_function(HAS_DATA_JS, arg=dash_handle)
+    figures = page.evaluate(MARKS_JS, dash_handle)
+    assert len(figures) >= FIGURES, figures
+    assert all(f["marks"] > 0 for f in figures), [(f["title"], f["marks"]) for f in figures]
+    return figures
+
+
+def wait_for_change(page, dash, before: list[dict]) -> None:
+    """Await a look at the figures whose marks differ from `before` (within LOOK)."""
+    page.wait_for_function(
+        f"([dash, before]) => {GEOMETRY_JS}(dash) !== before",
+        arg=[dash.element_handle(), _geometry(before)],
+    )
+
+
+def moving_while_collecting(page, dash, running) -> None:
+    """While the collect cell is still running, the ticks count grows and the marks change."""
+    ticks, before = page.evaluate(TICKS_JS), page.evaluate(MARKS_JS, dash.element_handle())
+    page.wait_for_function(
+        f"""([dash, before, ticks, running]) => running.isConnected
+              && running.innerText.includes('[*]')
+              && ({TICKS_JS})() > ticks
+              && {GEOMETRY_JS}(dash) !== before""",
+        arg=[dash.element_handle(), _geometry(before), ticks, running.element_handle()],
+    )
+
+
+def shoot(page, dash, tmp_path: Path) -> None:
+    """Screenshots of the page and of the dashboard; the latter to docs/ if asked for."""
+    update = os.environ.get("IBSTREAM_UPDATE_SCREENSHOT") == "1"
+    if update:
+        page.wait_for_function(f"() => ({TICKS_JS})() >= {README_TICKS}", timeout=120_000)
+    dash.scroll_into_view_if_needed()
+    page.screenshot(path=tmp_path / "jupyterlab.png")
+    dash.screenshot(path=tmp_path / "dashboard.png")
+    print(f"\nscreenshots: {tmp_path / 'dashboard.png'} and {tmp_path / 'jupyterlab.png'}")
+    if update:
+        shutil.copyfile(tmp_path / "dashboard.png", ROOT / "docs" / "dashboard.png")
+        print(f"copied the dashboard's screenshot to {ROOT / 'docs' / 'dashboard.png'}")
+
+
+def _geometry(figures: list[dict]) -> str:
+    """What GEOMETRY_JS gives for these figures."""
+    return "\n".join(f["geometry"] for f in figures)
