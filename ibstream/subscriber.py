@@ -277,18 +277,34 @@ class Subscriber:
             ErrorCode.SLOW_CONSUMER,
             f"client fell {self.queue_size} messages behind and was disconnected; "
             "read faster, or resubscribe with resume_from = the last sequences you received",
-            details={
-                "last_sent": {
-                    h.tick_type.value: self.sent_sequences.get(h.stream_id, h.start_sequence)
-                    for h in self.streams.values()
-                }
-            },
+            details=self._positions(),
         )
         log.warning("slow consumer %s disconnected", self.client)
         self._queue.clear()
         self._replayed = 0
         self._queue.append(error_message(error))
         self.close(error)
+
+    def _positions(self) -> dict:
+        """Where each stream stands (the last sequence sent, else where it joined or resumed):
+        `streams` lists them all; `last_sent` ({tick_type: n}, a ready `resume_from`) is
+        there when they are of one contract (per tick type the lowest, so nothing is lost)."""
+        streams = [
+            {
+                "stream_id": h.stream_id,
+                "contract_id": h.contract.contract_id,
+                "tick_type": h.tick_type.value,
+                "last_sent": self.sent_sequences.get(h.stream_id, h.start_sequence),
+            }
+            for h in self.streams.values()
+        ]
+        details: dict = {"streams": streams}
+        if len({s["contract_id"] for s in streams}) <= 1:
+            last: dict[str, int] = {}
+            for s in streams:
+                last[s["tick_type"]] = min(last.get(s["tick_type"], s["last_sent"]), s["last_sent"])
+            details["last_sent"] = last
+        return details
 
     def close(self, error: StreamError | None = None) -> None:
         """Detach every stream; `get` drains what is queued, then raises SubscriberClosed."""

@@ -184,7 +184,47 @@ async def test_overflow_reports_what_was_sent_not_what_was_queued():
         hub.publish(trade())
     error = (await drain(sub, 1))[0]
     assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
-    assert error["data"]["details"] == {"last_sent": {"last": 2}}
+    assert error["data"]["details"]["last_sent"] == {"last": 2}
+    (stream,) = error["data"]["details"]["streams"]
+    assert stream == {
+        "stream_id": stream["stream_id"],
+        "contract_id": ES.contract_id,
+        "tick_type": "last",
+        "last_sent": 2,
+    }
+
+
+async def test_overflow_names_every_stream_of_several_contracts():
+    """Two contracts share a tick type: `streams` keeps both; `last_sent`, one {tick_type: n},
+    could only hold one of them, so it is left out."""
+    nq = ContractInfo(637533450, "MNQ", "FUT", "CME", "USD", "MNQZ6", 0.25)
+    source = RecordingSource()
+
+    async def resolve(spec):
+        return ES if spec == "ES" else nq
+
+    source.resolve = resolve
+    hub = Hub(source)
+    sub = Subscriber(hub, queue_size=6)
+    (es,) = await sub.subscribe("ES", [TickType.BID_ASK])
+    (mnq,) = await sub.subscribe("MNQ", [TickType.BID_ASK])
+
+    def quote_of(contract):
+        return Tick(contract.contract_id, TickType.BID_ASK, 1, bid_price=1.0, ask_price=2.0)
+
+    for contract, n in ((ES, 3), (nq, 2)):
+        for _ in range(n):
+            hub.publish(quote_of(contract))
+    await drain(sub, 5)
+    for _ in range(7):
+        hub.publish(quote_of(ES))
+    (error,) = await drain(sub, 1)
+    assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
+    details = error["data"]["details"]
+    assert "last_sent" not in details
+    assert sorted(
+        (s["stream_id"], s["contract_id"], s["last_sent"]) for s in details["streams"]
+    ) == sorted([(es.stream_id, ES.contract_id, 3), (mnq.stream_id, nq.contract_id, 2)])
 
 
 async def test_a_handle_that_ended_during_subscribe_never_rejoins():
@@ -324,7 +364,7 @@ async def test_overflow_of_a_resumed_stream_reports_its_resume_position():
     msgs = await drain(late, 1)
     assert msgs[0]["data"]["code"] == ErrorCode.SLOW_CONSUMER
     # last: what the client already had; bid_ask (not resumed): where it joined
-    assert msgs[0]["data"]["details"] == {"last_sent": {"last": 4, "bid_ask": 10}}
+    assert msgs[0]["data"]["details"]["last_sent"] == {"last": 4, "bid_ask": 10}
 
 
 async def test_overflow_after_a_resume_beyond_the_stream_reports_where_it_joined():
@@ -339,4 +379,4 @@ async def test_overflow_after_a_resume_beyond_the_stream_reports_where_it_joined
         hub.publish(trade())
     (error,) = await drain(late, 1)  # the overflow dropped the queued gap info and ticks
     assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
-    assert error["data"]["details"] == {"last_sent": {"last": 5}}
+    assert error["data"]["details"]["last_sent"] == {"last": 5}

@@ -13,20 +13,25 @@ reported through `state`, `reconnects`, `gaps`, `events` and the `on_event` call
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ibstream.client.collect import Collection, check_bounds
+from ibstream.client.collect import (
+    Contracts,
+    describe_contracts,
+    finish_collection,
+    start_collection,
+)
 from ibstream.client.events import ClientEvent, ClientState, EventLog, Listener
 from ibstream.client.options import TRANSPORTS, Backoff, ClientOptions, base_url
 from ibstream.client.progress import Progress
 from ibstream.client.sinks import BufferSink, Sink
 from ibstream.client.stream import AsyncStream
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
-from ibstream.client.transport import Transport, connection_error
+from ibstream.client.transport import Transport, connection_error, make_transport
 
 DEFAULT_SERVER = "http://127.0.0.1:8001"
-Contracts = str | int | Iterable[str | int]
 
 
 class AsyncClient:
@@ -60,6 +65,8 @@ class AsyncClient:
         self._subs: set[Subscription] = set()
         self._buffers: dict[int, Subscription] = {}
         self._start: asyncio.Lock | None = None
+        self._starting: asyncio.Future[None] | None = None  # a transport's start under way
+        self._released: deque[Subscription] = deque()  # streams let go of (any thread)
 
     # --- state -------------------------------------------------------------------------
     @property
@@ -89,35 +96,47 @@ class AsyncClient:
         await self._events.wait_for(predicate, timeout)
 
     # --- lifecycle ---------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._events.state == ClientState.CLOSED
+
     async def connect(self) -> AsyncClient:
         """Reach the server (done by the first request anyway); StreamConnectionError if not."""
         self._start = self._start or asyncio.Lock()
         async with self._start:
-            if self._events.state == ClientState.CLOSED:
+            if self.closed:
                 raise connection_error("cannot connect", "this client is closed")
             if self._link is None:
-                link = self._make_transport()
-                try:
-                    await link.start()
-                except BaseException:
-                    await link.close()
-                    raise
-                self._link = link
+                self._link = await self._start_link()
                 self._events.set_state(ClientState.CONNECTED, f"connected to {self.server}")
         return self
 
-    def _make_transport(self) -> Transport:
-        if self.transport == "sse":
-            from ibstream.client.sse import SSETransport
-
-            return SSETransport(self.server, self.token, self.options, self._events)
-        from ibstream.client.ws import WebSocketTransport
-
-        return WebSocketTransport(self.server, self.token, self.options, self._events)
+    async def _start_link(self) -> Transport:
+        """A started transport; a close() meanwhile stops the start, and no link survives it."""
+        link = make_transport(self.transport, self.server, self.token, self.options, self._events)
+        starting = self._starting = asyncio.ensure_future(link.start())
+        try:
+            await starting
+        except BaseException:
+            await link.close()
+            task = asyncio.current_task()
+            if starting.cancelled() and self.closed and not (task and task.cancelling()):
+                raise connection_error("cannot connect", "the client was closed") from None
+            raise
+        finally:
+            self._starting = None
+        if self.closed:  # closed just as the start ended
+            await link.close()
+            raise connection_error("cannot connect", "the client was closed")
+        return link
 
     async def close(self) -> None:
         """End every subscription and release every socket and task (within close_timeout)."""
         self._events.set_state(ClientState.CLOSED, "closed by the user")
+        starting = self._starting
+        if starting is not None:  # connect() under way: it closes what it started and raises
+            starting.cancel()
+            await asyncio.wait([starting], timeout=self.options.close_timeout)
         for sub in list(self._subs):
             sub.finish()
         self._subs.clear()
@@ -165,37 +184,14 @@ class AsyncClient:
         """
         if seconds is None and limit is None:
             raise ValueError("give seconds= or limit= (or use stream() for an open-ended feed)")
-        collection = await self._start_collection(contract, tick_types, seconds, limit)
-        bar = Progress(progress, total=limit, desc=_describe(contract))
+        collection = await start_collection(self, contract, tick_types, seconds, limit)
+        bar = Progress(progress, total=limit, desc=describe_contracts(contract))
         try:
             await collection.wait(seconds, bar.show if progress else None)
         finally:
             bar.close(collection.count)
-            await self._finish_collection(collection)
+            await finish_collection(self, collection)
         return collection.frame()
-
-    async def _start_collection(
-        self, contract: Contracts, tick_types: Any, seconds: float | None, limit: int | None
-    ) -> Collection:
-        check_bounds(seconds, limit)
-        contracts = [contract] if isinstance(contract, str | int) else list(contract)
-        if not contracts:
-            raise ValueError("collect needs at least one contract")
-        collection = Collection(limit, len(contracts))
-        subs = [self._new_subscription(c, tick_types, collection) for c in contracts]
-        collection.subscriptions = subs
-        try:
-            for sub in subs:
-                await self._open(sub)
-        except BaseException:
-            await self._finish_collection(collection)
-            raise
-        return collection
-
-    async def _finish_collection(self, collection: Collection) -> None:
-        collection.stop()
-        for sub in collection.subscriptions:
-            await self._close_subscription(sub)
 
     async def buffer(
         self,
@@ -240,23 +236,35 @@ class AsyncClient:
         return Subscription(contract, tick_types, sink, self._events)
 
     async def _open(self, sub: Subscription) -> None:
+        self._drop_released()  # their unsubscribes go first: they free stream slots
         await self.connect()
         assert self._link is not None
         await self._link.open(sub)
-        if self._events.state == ClientState.CLOSED:  # closed meanwhile: end it here too
+        if self.closed:  # closed meanwhile: end it here too
             sub.finish()
             raise connection_error(f"cannot subscribe {sub.spec}", "this client was closed")
         self._subs = {s for s in self._subs if s.active} | {sub}
 
-    async def _close_subscription(self, sub: Subscription) -> None:
+    def _drop(self, sub: Subscription) -> None:
+        """End a subscription now; its unsubscribe goes out without waiting for a reply."""
         self._subs.discard(sub)
         if self._link is not None:
-            await self._link.cancel(sub)
+            self._link.drop(sub)
         else:
             sub.finish()
 
+    def _release(self, sub: Subscription) -> None:
+        """From any thread (a finaliser): drop `sub` on the loop, before any later request."""
+        self._released.append(sub)
 
-def _describe(contract: Contracts) -> str:
-    if isinstance(contract, str | int):
-        return str(contract)
-    return ",".join(str(c) for c in contract)
+    def _drop_released(self) -> None:
+        while self._released:
+            self._drop(self._released.popleft())
+
+    async def _settle(self) -> None:
+        if self._link is not None:
+            await self._link.settle()
+
+    async def _close_subscription(self, sub: Subscription) -> None:
+        self._drop(sub)
+        await self._settle()

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ibstream.errors import StreamError
 
+if TYPE_CHECKING:
+    from ibstream.client.aio import AsyncClient
+
 PROGRESS_EVERY = 0.2  # seconds between progress redraws
+Contracts = str | int | Iterable[str | int]
 
 
 def check_bounds(seconds: float | None, limit: int | None) -> None:
@@ -83,3 +88,42 @@ class Collection:
         if self.error is not None:
             raise self.error
         return self.builder.to_frame()
+
+
+async def start_collection(
+    client: AsyncClient,
+    contract: Contracts,
+    tick_types: Any,
+    seconds: float | None,
+    limit: int | None,
+) -> Collection:
+    """Open one subscription per contract, all feeding one `Collection`."""
+    check_bounds(seconds, limit)
+    contracts = [contract] if isinstance(contract, str | int) else list(contract)
+    if not contracts:
+        raise ValueError("collect needs at least one contract")
+    collection = Collection(limit, len(contracts))
+    subs = [client._new_subscription(c, tick_types, collection) for c in contracts]
+    collection.subscriptions = subs
+    try:
+        for sub in subs:
+            await client._open(sub)
+    except BaseException:
+        await finish_collection(client, collection)
+        raise
+    return collection
+
+
+async def finish_collection(client: AsyncClient, collection: Collection) -> None:
+    """Stop a collection's streams; returns within close_timeout and raises no error of its
+    own, so the frame that arrived is never lost to a slow or stalled link."""
+    collection.stop()
+    for sub in collection.subscriptions:
+        client._drop(sub)
+    await client._settle()
+
+
+def describe_contracts(contract: Contracts) -> str:
+    if isinstance(contract, str | int):
+        return str(contract)
+    return ",".join(str(c) for c in contract)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from ibstream.client.transport import timeout_error
 
 T = TypeVar("T")
+OVERALL = "the blocking call's overall deadline, from the client's timeouts"
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
@@ -47,15 +48,21 @@ def in_loop_thread() -> bool:
     return _thread is not None and threading.current_thread() is _thread
 
 
+def refuse_on_loop_thread(what: str) -> None:
+    """A blocking call on the loop thread would wait for work that thread alone can do."""
+    if in_loop_thread():
+        raise RuntimeError(
+            f"{what} was called on the client's own event loop thread (from an on_tick / "
+            "on_event callback?); use the AsyncClient API there, or hand the work to "
+            "another thread"
+        )
+
+
 def call(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
     """Run `coro` on the loop thread and wait at most `timeout` seconds for its result."""
     if in_loop_thread():
         coro.close()
-        raise RuntimeError(
-            f"Client.{what} was called on the client's own event loop thread (from an "
-            "on_tick / on_event callback?); use the AsyncClient API there, or hand the work "
-            "to another thread"
-        )
+        refuse_on_loop_thread(f"Client.{what}")
     future = asyncio.run_coroutine_threadsafe(coro, client_loop())
     try:
         return future.result(timeout)
@@ -63,7 +70,7 @@ def call(coro: Coroutine[Any, Any, T], timeout: float | None, what: str) -> T:
         if future.done():  # the coroutine itself raised TimeoutError
             raise
         future.cancel()
-        raise timeout_error(what, timeout or 0.0) from None
+        raise timeout_error(what, timeout or 0.0, OVERALL) from None
     except BaseException:  # KeyboardInterrupt while waiting: stop the work too
         future.cancel()
         raise

@@ -1,8 +1,9 @@
 """Where a subscription's ticks go. Every `put` returns at once: the reader never waits.
 
 Iterators get a bounded inbox each. When a consumer falls `max_queue` ticks behind, its inbox
-stops taking ticks and, once the consumer has drained what is queued, raises `SlowConsumer`
-to that consumer alone; the connection and every other consumer carry on. Callbacks run on
+stops taking ticks (`put` returns the error, and the subscription is ended and unsubscribed)
+and, once the consumer has drained what is queued, raises `SlowConsumer` to that consumer
+alone; the connection and every other consumer carry on. Callbacks run on
 the client's event loop, inline with the reader: a slow callback slows the connection (and
 the server may then drop it as a slow consumer, after which the client resumes).
 """
@@ -22,7 +23,8 @@ log = logging.getLogger("ibstream.client")
 
 
 class Sink(Protocol):
-    def put(self, tick: dict) -> None: ...
+    def put(self, tick: dict) -> StreamError | None:
+        """Take a tick; an error once this sink takes no more (its consumer fell behind)."""
 
     def end(self, error: StreamError | None = None) -> None: ...
 
@@ -48,14 +50,15 @@ class AsyncInbox:
         self._error: StreamError | None = None
         self._wakeup = asyncio.Event()
 
-    def put(self, tick: dict) -> None:
+    def put(self, tick: dict) -> StreamError | None:
         if self._done:
-            return
+            return self._error
         if len(self._items) >= self.max_queue:
             self.end(overflow_error(self.max_queue))
-            return
+            return self._error
         self._items.append(tick)
         self._wakeup.set()
+        return None
 
     def end(self, error: StreamError | None = None) -> None:
         if not self._done:
@@ -87,15 +90,16 @@ class ThreadInbox:
         self._error: StreamError | None = None
         self._cond = threading.Condition()
 
-    def put(self, tick: dict) -> None:
+    def put(self, tick: dict) -> StreamError | None:
         with self._cond:
             if self._done:
-                return
+                return self._error
             if len(self._items) >= self.max_queue:
                 self._done, self._error = True, overflow_error(self.max_queue)
             else:
                 self._items.append(tick)
             self._cond.notify_all()
+            return self._error
 
     def end(self, error: StreamError | None = None) -> None:
         with self._cond:

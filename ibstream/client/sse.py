@@ -5,6 +5,8 @@ ends or breaks (server shutdown, cut, idle beyond `sse_idle_timeout`) the task r
 with backoff and `?resume_from=bid_ask:50,last:3` (the subscription's own positions). If the
 reopened response comes from another server instance (`server_id` of `subscribed`), those
 positions were void there: the subscription resets and reopens at once without them.
+When one subscription runs out of reconnect attempts the client gives up as a whole, as the
+WebSocket transport does: every subscription fails and the state becomes `closed`.
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ class SSETransport:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=4),
         )
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
+        self._dropped: set[asyncio.Task[None]] = set()
         self._down: set[Subscription] = set()
         self._closing = False
+        self._gave_up: StreamError | None = None
 
     async def start(self) -> None:
-        await self.ping(self.options.connect_timeout)
+        await self.ping(self.options.connect_timeout, "connect_timeout")
 
-    async def ping(self, timeout: float | None = None) -> float:
+    async def ping(self, timeout: float | None = None, setting: str = "request_timeout") -> float:
         """Round trip of GET /health."""
         timeout = timeout or self.options.request_timeout
         loop = asyncio.get_running_loop()
@@ -75,7 +79,7 @@ class SSETransport:
             async with asyncio.timeout(timeout):
                 response = await self._http.get("/health")
         except TimeoutError:
-            raise timeout_error(f"GET {self.base}/health", timeout) from None
+            raise timeout_error(f"GET {self.base}/health", timeout, setting) from None
         except httpx.HTTPError as exc:
             raise connection_error(f"cannot reach {self.base}", exc, url=self.base) from None
         if response.status_code != 200:
@@ -88,22 +92,34 @@ class SSETransport:
         self._tasks[sub] = task
         timeout = self.options.request_timeout
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(opened)
+            async with asyncio.timeout(timeout):  # its task ends early when close() stops it
+                await asyncio.wait([opened, task], return_when=asyncio.FIRST_COMPLETED)
         except BaseException as exc:
             task.cancel()
-            if not opened.done():
-                opened.cancel()
             if isinstance(exc, TimeoutError):
                 raise timeout_error(f"subscribe {sub.spec}", timeout) from None
             raise
+        finally:
+            if not opened.done():
+                opened.cancel()
+        if opened.cancelled():  # its task ended without an answer: closed or given up
+            raise self._gave_up or connection_error(
+                f"cannot subscribe {sub.spec}", "the client was closed"
+            )
+        opened.result()  # the typed error of a refused subscription
 
-    async def cancel(self, sub: Subscription) -> None:
+    def drop(self, sub: Subscription) -> None:
+        """End a subscription now; cancelling its task drops its response."""
         sub.finish()
         task = self._tasks.pop(sub, None)
         if task is not None:
             task.cancel()
-            await asyncio.wait([task], timeout=self.options.close_timeout)
+            self._dropped.add(task)
+            task.add_done_callback(self._dropped.discard)
+
+    async def settle(self) -> None:
+        if self._dropped:
+            await asyncio.wait(list(self._dropped), timeout=self.options.close_timeout)
 
     async def close(self) -> None:
         self._closing = True
@@ -119,47 +135,56 @@ class SSETransport:
             log.warning("closing the HTTP client of %s took too long", self.base)
 
     async def _run(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
-        """Keep one subscription's response open until the subscription ends."""
-        delays = None
+        """Keep one subscription's response open until it ends; fail it on a surprise."""
         try:
-            while sub.active and not self._closing:
-                try:
-                    await self._response(sub, opened)
-                    why = "the server ended the response"
-                except _ServerRestarted:
-                    continue
-                except StreamError as exc:
-                    if not opened.done():
-                        opened.set_exception(exc)
-                        return
-                    if not exc.recoverable:
-                        self.events.emit(ErrorEvent(exc, sub.contract_id))
-                        sub.fail(exc)
-                        return
-                    why = exc.message
-                except _BROKEN as exc:
-                    if not opened.done():
-                        opened.set_exception(connection_error(f"cannot open {sub.spec}", exc))
-                        return
-                    why = f"response broke ({type(exc).__name__}: {exc})"
-                if not sub.active or self._closing:
-                    return
-                if sub not in self._down:
-                    delays = None
-                self._lost(sub, why)
-                delays = delays or (self.options.backoff.delays() if self.options.backoff else None)
-                delay = next(delays, None) if delays is not None else None
-                if delay is None:
-                    error = connection_error("gave up reconnecting", why, url=self.base)
-                    self.events.emit(ErrorEvent(error, sub.contract_id))
-                    sub.fail(error)
-                    return
-                await asyncio.sleep(delay)  # backoff, not synchronisation
+            await self._keep_open(sub, opened)
+        except Exception as exc:  # a bug must not end a subscription in silence
+            log.exception("%s: the subscription task failed", sub.describe())
+            error = StreamError(ErrorCode.INTERNAL_ERROR, f"{sub.describe()} failed: {exc}")
+            if not opened.done():
+                opened.set_exception(error)
+            elif sub.active:
+                sub.fail(error)
+                self.events.emit(ErrorEvent(error, sub.contract_id))
         finally:
             self._tasks.pop(sub, None)
             if sub in self._down:
                 self._down.discard(sub)
                 self._settle()
+
+    async def _keep_open(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
+        delays = None
+        while sub.active and not self._closing:
+            try:
+                await self._response(sub, opened)
+                why = "the server ended the response"
+            except _ServerRestarted:
+                continue
+            except StreamError as exc:
+                if not opened.done():
+                    opened.set_exception(exc)
+                    return
+                if not exc.recoverable:
+                    self.events.emit(ErrorEvent(exc, sub.contract_id))
+                    sub.fail(exc)
+                    return
+                why = exc.message
+            except _BROKEN as exc:
+                if not opened.done():
+                    opened.set_exception(connection_error(f"cannot open {sub.spec}", exc))
+                    return
+                why = f"response broke ({type(exc).__name__}: {exc})"
+            if not sub.active or self._closing:
+                return
+            if sub not in self._down:
+                delays = None
+            self._lost(sub, why)
+            delays = delays or (self.options.backoff.delays() if self.options.backoff else None)
+            delay = next(delays, None) if delays is not None else None
+            if delay is None:
+                self._give_up(why)
+                return
+            await asyncio.sleep(delay)  # backoff, not synchronisation
 
     async def _response(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
         params = {"tick_types": ",".join(sub.tick_types)}
@@ -189,6 +214,17 @@ class SSETransport:
                     sub.on_message(msg)
                     if not sub.active:
                         return
+
+    def _give_up(self, why: str) -> None:
+        """Out of reconnect attempts: fail every subscription and end as `closed`."""
+        error = self._gave_up = connection_error("gave up reconnecting", why, url=self.base)
+        self._closing = True
+        for sub, task in list(self._tasks.items()):
+            sub.fail(error)
+            if task is not asyncio.current_task():
+                task.cancel()
+        self.events.emit(ErrorEvent(error))
+        self.events.set_state(ClientState.CLOSED, "gave up reconnecting")
 
     def _lost(self, sub: Subscription, why: str) -> None:
         if sub in self._down:

@@ -1,7 +1,17 @@
-"""The handle `AsyncClient.stream()` returns: a live subscription to iterate or to close."""
+"""The handle `AsyncClient.stream()` returns: a live subscription to iterate or to close.
+
+An iterated stream lives as long as its handle: once the handle is garbage (a `for` left
+with `break`, a notebook cell run again) a finaliser unsubscribes it, so streams a user
+walks away from do not pile up on the server. Close it yourself (`with` / `async with`,
+`close()`) to have that happen at a known moment. A stream with `on_tick` runs until it is
+closed or unsubscribed, or the client closes: the callback is its consumer, not the handle.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -13,10 +23,31 @@ if TYPE_CHECKING:
     from ibstream.client.aio import AsyncClient
 
 
+def release_when_dropped(
+    handle: object, client: AsyncClient, sub: Subscription, loop: asyncio.AbstractEventLoop
+) -> weakref.finalize:
+    """Unsubscribe `sub` on `loop` once `handle` is garbage (detach it on a regular close)."""
+    finalizer = weakref.finalize(handle, _release, client, sub, loop)
+    finalizer.atexit = False  # at interpreter exit the loop is gone anyway
+    return finalizer
+
+
+def _release(client: AsyncClient, sub: Subscription, loop: asyncio.AbstractEventLoop) -> None:
+    if sub.active:  # runs in whichever thread dropped the handle: hand it to the loop
+        client._release(sub)
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nothing runs any more
+            loop.call_soon_threadsafe(client._drop_released)
+
+
 class SubscriptionView:
     """Read-only facts about a subscription, shared by the async and sync handles."""
 
     _sub: Subscription | None
+    _finalizer: weakref.finalize | None = None
+
+    @property
+    def subscription(self) -> Subscription | None:
+        return self._sub
 
     @property
     def contract(self) -> dict:
@@ -81,6 +112,9 @@ class AsyncStream(SubscriptionView):
                     sub.finish()
                 raise
             self._sub = sub
+            if self._inbox is not None:
+                loop = asyncio.get_running_loop()
+                self._finalizer = release_when_dropped(self, self._client, sub, loop)
         return self
 
     def __await__(self) -> Generator[Any, None, AsyncStream]:
@@ -102,13 +136,15 @@ class AsyncStream(SubscriptionView):
         return await self._inbox.get()
 
     async def close(self) -> None:
-        """Unsubscribe (bounded by the request timeout); iteration then ends."""
+        """Unsubscribe (within close_timeout, whatever the server does); iteration then ends."""
         if self._pending is not None:  # never opened
             self._pending.finish()
             self._pending = None
+        if self._finalizer is not None:
+            self._finalizer.detach()
         if self._sub is not None:
             await self._client._close_subscription(self._sub)
 
-    @property
-    def subscription(self) -> Subscription | None:
-        return self._sub
+    async def aclose(self) -> None:
+        """The same as `close()` (the name async generators use)."""
+        await self.close()

@@ -7,11 +7,14 @@ server instance (`server_id`): when a reconnect reaches another one, the positio
 a `Gap` (`server_restarted`) is reported per stream and the subscription starts afresh. A
 server without ids says `unknown_sequence` instead. Server `info`s, `gap`s and stream errors
 become client events. Positions are per subscription, because two subscriptions of one
-stream receive the same sequences.
+stream receive the same sequences. A sink that overflows, or a message that cannot be
+delivered, ends this subscription alone (an `ErrorEvent` and the subscription's `error`);
+the transport then unsubscribes it and the connection carries on.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from ibstream.client.events import ErrorEvent, EventLog, Gap, Info
@@ -21,6 +24,7 @@ from ibstream.model import TickType
 from ibstream.protocol import contract_spec
 
 DEFAULT_TICK_TYPES = ("bid_ask", "last")
+log = logging.getLogger("ibstream.client")
 
 
 def parse_tick_types(tick_types: str | Iterable[str]) -> list[str]:
@@ -109,6 +113,18 @@ class Subscription:
 
     def on_message(self, msg: dict) -> None:
         """Handle one stream message (tick, info, error, complete) of a bound stream id."""
+        try:
+            self._handle(msg)
+        except Exception as exc:  # a broken row or sink: this subscription ends, not the link
+            log.exception("%s: delivering a message failed", self.describe())
+            error = StreamError(
+                ErrorCode.INTERNAL_ERROR,
+                f"a message of {self.describe()} could not be delivered "
+                f"({type(exc).__name__}: {exc}); the subscription was stopped",
+            )
+            self._fail_loudly(error)
+
+    def _handle(self, msg: dict) -> None:
         kind = msg.get("type")
         data = msg.get("data") or {}
         if kind == "tick":
@@ -146,7 +162,9 @@ class Subscription:
         self._gap_told.discard(tick_type)
         self.positions[tick_type] = seq
         self.received += 1
-        self.sink.put(data)
+        overflow = self.sink.put(data)
+        if overflow is not None:  # its consumer fell behind: stop it on the server too
+            self._fail_loudly(overflow)
 
     def _on_info(self, tick_type: str | None, data: dict) -> None:
         status = data.get("status", "")
@@ -176,6 +194,11 @@ class Subscription:
             self.fail(error)
         elif not self.stream_ids:
             self.finish()
+
+    def _fail_loudly(self, error: StreamError) -> None:
+        if self.active:
+            self.fail(error)
+            self.events.emit(ErrorEvent(error, self.contract_id))
 
     def fail(self, error: StreamError) -> None:
         """End with an error: consumers see it (an iterator raises it)."""

@@ -6,8 +6,8 @@
 
 It runs an `AsyncClient` on the process's private loop thread (`loop.py`); each call waits
 for its result with a deadline. Iterators read from a bounded thread-safe inbox; `on_tick`
-and `on_event` callbacks run on the loop thread (keep them quick; do not call the Client
-from inside them). A blocking call holds the calling thread: when the server itself runs in
+and `on_event` callbacks run on the loop thread (keep them quick; do not call the Client or
+wait on a stream's `get()` from inside them: both are refused there, `get(timeout=0)` is not). A blocking call holds the calling thread: when the server itself runs in
 the same notebook kernel's loop, use `AsyncClient` there (or `asyncio.to_thread`).
 """
 
@@ -15,28 +15,40 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from ibstream.client import loop
-from ibstream.client.aio import DEFAULT_SERVER, AsyncClient, Contracts, _describe
-from ibstream.client.collect import PROGRESS_EVERY
+from ibstream.client.aio import DEFAULT_SERVER, AsyncClient
+from ibstream.client.collect import (
+    PROGRESS_EVERY,
+    Contracts,
+    describe_contracts,
+    finish_collection,
+    start_collection,
+)
 from ibstream.client.events import ClientEvent, Listener
 from ibstream.client.options import Backoff
 from ibstream.client.progress import Progress
 from ibstream.client.sinks import CallbackSink, Sink, ThreadInbox
-from ibstream.client.stream import SubscriptionView
+from ibstream.client.stream import SubscriptionView, release_when_dropped
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
+
+log = logging.getLogger("ibstream.client")
 
 
 class SyncStream(SubscriptionView):
     """A live subscription: `for tick in stream` (ticks are the wire's tick `data` dicts),
-    `stream.get(timeout)`, `stream.close()` or `with client.stream(...) as stream:`."""
+    `stream.get(timeout)`, `stream.close()` or `with client.stream(...) as stream:`. An
+    iterated stream is also unsubscribed once its handle is garbage (see `stream.py`)."""
 
     def __init__(self, client: Client, sub: Subscription, inbox: ThreadInbox | None):
         self._client = client
         self._sub = sub
         self._inbox = inbox
+        if inbox is not None:
+            self._finalizer = release_when_dropped(self, client._async, sub, loop.client_loop())
 
     def __iter__(self) -> SyncStream:
         return self
@@ -48,9 +60,14 @@ class SyncStream(SubscriptionView):
         """The next tick (TimeoutError if none within `timeout`, StopIteration once closed)."""
         if self._inbox is None:
             raise TypeError("this stream delivers its ticks to on_tick; it is not iterable")
+        if timeout is None or timeout > 0:  # waiting there would stop the ticks it waits for
+            loop.refuse_on_loop_thread("SyncStream.get")
         return self._inbox.get(timeout)
 
     def close(self) -> None:
+        """Unsubscribe (within close_timeout); iteration ends after what is still queued."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
         self._client._call(self._client._async._close_subscription(self._sub), "close stream")
 
     def __enter__(self) -> SyncStream:
@@ -174,9 +191,9 @@ class Client:
     ) -> Any:
         """Ticks as a tick frame, after `seconds` or `limit` ticks in all; with neither, until
         interrupted (Ctrl-C, or the stop button in Jupyter), returning what arrived."""
-        start = self._async._start_collection(contract, tick_types, seconds, limit)
+        start = start_collection(self._async, contract, tick_types, seconds, limit)
         collection = self._call(start, "collect")
-        bar = Progress(progress, total=limit, desc=_describe(contract))
+        bar = Progress(progress, total=limit, desc=describe_contracts(contract))
         waiting = loop.submit(collection.wait(seconds))
         try:
             while not waiting.done():
@@ -189,8 +206,17 @@ class Client:
             waiting.result()
         finally:
             bar.close(collection.count)
-            self._call(self._async._finish_collection(collection), "collect")
+            self._finish(collection)
         return collection.frame()
+
+    def _finish(self, collection: Any) -> None:
+        """Stop a collection's streams (bounded by close_timeout); nothing here, not even
+        Ctrl-C, may cost the user the frame that arrived."""
+        finishing = loop.submit(finish_collection(self._async, collection))
+        try:
+            finishing.result(self._async.options.close_timeout + 5)
+        except (Exception, KeyboardInterrupt) as exc:  # it goes on on the loop thread
+            log.warning("collect: stopping the streams did not finish (%r); keeping the frame", exc)
 
     def buffer(
         self,

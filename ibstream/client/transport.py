@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ibstream.client.events import EventLog
+from ibstream.client.options import ClientOptions
 from ibstream.client.subscription import Subscription
 from ibstream.errors import ErrorCode, StreamError
 
@@ -19,14 +21,30 @@ class Transport(Protocol):
     async def open(self, sub: Subscription) -> None:
         """Subscribe on the server and keep the subscription across reconnects."""
 
-    async def cancel(self, sub: Subscription) -> None:
-        """Stop a subscription on the server (bounded by the request timeout)."""
+    def drop(self, sub: Subscription) -> None:
+        """End a subscription now and stop it on the server without waiting for a reply."""
+
+    async def settle(self) -> None:
+        """Let the drops reach the server (within close_timeout whatever the link does)."""
 
     async def ping(self) -> float:
         """Round-trip time to the server in seconds."""
 
     async def close(self) -> None:
         """Release every socket and task, within close_timeout."""
+
+
+def make_transport(
+    kind: str, server: str, token: str | None, options: ClientOptions, events: EventLog
+) -> Transport:
+    """A transport of `kind` (imported only when a client connects)."""
+    if kind == "sse":
+        from ibstream.client.sse import SSETransport
+
+        return SSETransport(server, token, options, events)
+    from ibstream.client.ws import WebSocketTransport
+
+    return WebSocketTransport(server, token, options, events)
 
 
 def connection_error(what: str, exc: BaseException | str, **details: object) -> StreamError:
@@ -38,10 +56,13 @@ def connection_error(what: str, exc: BaseException | str, **details: object) -> 
     )
 
 
-def timeout_error(what: str, seconds: float, **details: object) -> StreamError:
+def timeout_error(
+    what: str, seconds: float, setting: str = "request_timeout", **details: object
+) -> StreamError:
+    """`setting`: the option that set this deadline, so the message says what to raise."""
     return StreamError(
         ErrorCode.STREAM_TIMEOUT,
-        f"{what}: no answer within {seconds:g} s (request_timeout); the server may be "
+        f"{what}: no answer within {seconds:g} s ({setting}); the server may be "
         "overloaded or unreachable",
         details={"timeout_seconds": seconds, **details},
     )

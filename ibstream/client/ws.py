@@ -5,6 +5,11 @@ a supervisor reconnects with backoff and resubscribes every subscription with `r
 = its own positions, unless the greeting shows another server instance (`server_id`): then
 those positions mean nothing there and every subscription starts afresh (a `Gap` each).
 The reader (`ws_link.Link`) only parses and hands messages on.
+
+Unsubscribes are sent without waiting for their replies, in order, before any later
+request: the server handles a connection's requests in order, so a subscribe that follows
+a dropped stream never counts it against the stream limit, and a stalled link never makes
+closing a stream wait.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from urllib.parse import quote
 
 from ibstream.client.events import ClientState, ErrorEvent, EventLog, Info
@@ -39,6 +45,7 @@ class WebSocketTransport:
         self._subs: dict[Subscription, Link] = {}  # -> the link it is subscribed on
         self._streams: dict[str, Subscription] = {}
         self._supervisor: asyncio.Task[None] | None = None
+        self._unsent: deque[str] = deque()  # stream ids to unsubscribe on the current link
         self._closing = False
 
     async def start(self) -> None:
@@ -50,6 +57,7 @@ class WebSocketTransport:
         server_id = (link.greeting.get("data") or {}).get("server_id")
         for sub in self._subs:  # before anything is resubscribed with stale positions
             sub.check_server(server_id)
+        self._unsent.clear()  # ids of the old connection: the server has ended those streams
         self._link = link
         self._up.set()
 
@@ -62,7 +70,8 @@ class WebSocketTransport:
                 self._forget(sub, unsubscribe=True)
         elif kind == "subscribed":  # its requester gave up: leave no stream running
             self._unsubscribe_later([s["stream_id"] for s in data.get("streams", ())])
-        elif kind == "error" and not msg.get("stream_id"):  # SLOW_CONSUMER before 1008 ...
+        elif kind == "error" and not msg.get("stream_id") and _reply_id(msg) is None:
+            # SLOW_CONSUMER before 1008 ... (an error reply is its requester's business)
             self.events.emit(ErrorEvent(error_from_body(data)))
         elif kind == "info" and not msg.get("stream_id"):
             status, text = data.get("status", ""), data.get("message", "")
@@ -71,7 +80,11 @@ class WebSocketTransport:
     def _bind(self, sub: Subscription, link: Link, data: dict) -> None:
         for stream_id in sub.stream_ids:
             self._streams.pop(stream_id, None)
-        for stream_id in sub.bind(data):
+        stream_ids = sub.bind(data)
+        if not sub.active:  # dropped while its subscribe was under way
+            self._unsubscribe_later(stream_ids)
+            return
+        for stream_id in stream_ids:
             self._streams[stream_id] = sub
         self._subs[sub] = link
 
@@ -85,20 +98,21 @@ class WebSocketTransport:
         return ids
 
     def _unsubscribe_later(self, stream_ids: list[str]) -> None:
+        """Queue unsubscribes; they go out before any later request (see `_flush`)."""
         if stream_ids and self._link is not None and self._link.up and not self._closing:
-            task = asyncio.create_task(self._unsubscribe(stream_ids))
+            self._unsent.extend(stream_ids)
+            task = asyncio.create_task(self._flush())
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _unsubscribe(self, stream_ids: list[str]) -> None:
-        for stream_id in stream_ids:
-            link = self._link
-            if link is None:
-                return
+    async def _flush(self) -> None:
+        """Send the queued unsubscribes, in order, without waiting for their replies."""
+        while self._unsent and self._link is not None and self._link.up:
+            stream_id = self._unsent.popleft()
             with contextlib.suppress(StreamError):
-                data = {"stream_id": stream_id}
-                await link.request("unsubscribe", data, self.options.request_timeout)
+                await self._link.send("unsubscribe", {"stream_id": stream_id})
 
     async def _subscribe(self, sub: Subscription) -> None:
+        await self._flush()
         link = self._link
         if link is None:
             raise link_lost(f"cannot subscribe {sub.spec}", "not connected")
@@ -113,9 +127,9 @@ class WebSocketTransport:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    if self._closing or self.events.state == ClientState.CLOSED:
-                        raise connection_error(f"cannot subscribe {sub.spec}", "client closed")
+                    self._check_open(sub)
                     await self._up.wait()
+                    self._check_open(sub)  # woken by close() or by giving up
                     try:
                         await self._subscribe(sub)
                         return
@@ -131,10 +145,20 @@ class WebSocketTransport:
                 raise timeout_error(f"subscribe {sub.spec} ({state})", timeout) from None
             raise
 
-    async def cancel(self, sub: Subscription) -> None:
+    def _check_open(self, sub: Subscription) -> None:
+        if self._closing or self.events.state == ClientState.CLOSED:
+            raise connection_error(f"cannot subscribe {sub.spec}", "the client was closed")
+
+    def drop(self, sub: Subscription) -> None:
+        """End a subscription now; its unsubscribe goes out before any later request."""
         sub.finish()
-        ids = self._forget(sub, unsubscribe=False)
-        await self._unsubscribe(ids)
+        self._forget(sub, unsubscribe=True)
+
+    async def settle(self) -> None:
+        """Send the queued unsubscribes (within close_timeout: a stalled link may not take them)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.close_timeout):
+                await self._flush()
 
     async def ping(self) -> float:
         link = self._link
@@ -197,9 +221,11 @@ class WebSocketTransport:
             sub.fail(error)
         self.events.emit(ErrorEvent(error))
         self.events.set_state(ClientState.CLOSED, "gave up reconnecting")
+        self._up.set()  # wake subscribes waiting for a link: there will be none
 
     async def close(self) -> None:
         self._closing = True
+        self._up.set()  # wake subscribes waiting for a link: they fail as closed
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.wait([self._supervisor], timeout=self.options.close_timeout)
@@ -207,3 +233,7 @@ class WebSocketTransport:
             await self._link.close(self.options.close_timeout)
         for sub in list(self._subs):
             self._forget(sub, unsubscribe=False)
+
+
+def _reply_id(msg: dict) -> object:
+    return msg.get("id", (msg.get("data") or {}).get("request_id"))

@@ -85,6 +85,9 @@ class Link:
         except (TimeoutError, websockets.ConnectionClosed, orjson.JSONDecodeError) as exc:
             await abort(conn, options.close_timeout)
             raise connection_error(f"no greeting from {url}", exc) from None
+        except BaseException:  # cancelled (close(), Ctrl-C): leave no socket behind
+            conn.transport.abort()
+            raise
         if greeting.get("type") != "connected":
             await abort(conn, options.close_timeout)
             if greeting.get("type") == "error":
@@ -96,16 +99,27 @@ class Link:
     def up(self) -> bool:
         return not self.reader.done()
 
+    def _body(self, type_: str, data: dict) -> tuple[str, str]:
+        if not self.up:
+            raise link_lost(f"cannot send {type_}", "not connected")
+        rid = f"c{next(self._ids)}"
+        return rid, orjson.dumps({"type": type_, "id": rid, "data": data}).decode()
+
+    async def send(self, type_: str, data: dict) -> None:
+        """Send a request whose reply nobody waits for (it is handed on like any message)."""
+        _, body = self._body(type_, data)
+        try:
+            await self.conn.send(body)
+        except websockets.ConnectionClosed as exc:
+            raise link_lost(f"cannot send {type_}", exc) from None
+
     async def request(
         self, type_: str, data: dict, timeout: float, on_reply: OnReply | None = None
     ) -> dict:
         """Send a request and return its reply; an `error` reply raises its typed error."""
-        if not self.up:
-            raise link_lost(f"cannot send {type_}", "not connected")
-        rid = f"c{next(self._ids)}"
+        rid, body = self._body(type_, data)
         future = asyncio.get_running_loop().create_future()
         self._pending[rid] = _Pending(future, on_reply)
-        body = orjson.dumps({"type": type_, "id": rid, "data": data}).decode()
         try:
             async with asyncio.timeout(timeout):
                 await self.conn.send(body)
