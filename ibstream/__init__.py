@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ibstream.client import AsyncClient, Client, TickBuffer
     from ibstream.client.frames import ticks_to_frame
     from ibstream.launch import ensure_server
+    from ibstream.widgets import dashboard
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ _LAZY = {
     "DeltaEngine": "ibstream.analytics",
     "TradeClassifier": "ibstream.analytics",
     "ensure_server": "ibstream.launch",
+    "dashboard": "ibstream.widgets",
 }
 
 __all__ = [
@@ -71,6 +73,7 @@ __all__ = [
     "TradeClassifier",
     "analytics",
     "classify",
+    "dashboard",
     "ensure_server",
     "ticks_to_frame",
 ]

@@ -3,7 +3,17 @@
 import subprocess
 import sys
 
-HEAVY = ("pandas", "numpy", "pyarrow", "websockets", "httpx", "ib_insync", "uvicorn")
+HEAVY = (
+    "pandas",
+    "numpy",
+    "pyarrow",
+    "websockets",
+    "httpx",
+    "ib_insync",
+    "uvicorn",
+    "bqplot",
+    "ipywidgets",
+)
 
 
 def _run(code: str) -> str:

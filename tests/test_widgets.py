@@ -13,14 +13,14 @@ import pytest
 
 from ibstream.analytics import bars, classify
 from ibstream.client.frames import TICK_COLUMNS, conform_ticks, ticks_to_frame
-from ibstream.errors import ContractNotFound, StreamConnectionError
+from ibstream.errors import ContractNotFound, ErrorCode, StreamConnectionError
 from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
 from ibstream.gateway.market import Market, Quote
 from ibstream.serve import ServerHandle
 from ibstream.widgets.model import LiveModel
 from ibstream.widgets.schedule import Inbox, Ticker
 from ibstream.widgets.series import Buckets
-from ibstream.widgets.status import Status
+from ibstream.widgets.status import Status, problem
 from tests.client_fixtures import free_port
 from tests.client_fixtures import threaded_server as run_threaded_server
 from tests.conftest import Changes
@@ -144,6 +144,11 @@ def test_status_text_names_what_a_person_needs():
     for part in ("ESZ6", "reconnecting (sse)", "ticks 1234", "last tick 2.5 s ago",
                  "reconnects 1", "gaps 2", "PAUSED"):  # fmt: skip
         assert part in text
+    error = ContractNotFound(ErrorCode.CONTRACT_NOT_FOUND, "no contract for 'NOSUCH'")
+    assert problem(error, False, 0) == f"stream error {error.code}: no contract for 'NOSUCH'"
+    assert problem(None, False, 0) == "the server ended the stream"
+    assert problem(None, True, 2) == "redraw failed 2 time(s); see the log"
+    assert problem(None, True, 0) == ""
 
 
 def test_a_ticker_without_a_running_loop_steps_on_a_thread_until_stopped():
@@ -224,6 +229,7 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "ibstream-dashboard"]
     assert not dash.stream.active and dash.client.state == "closed"
     assert "closed" in dash.status.text
+    assert dash.comm is None and dash.figures.price.comm is None  # gone from the page
 
 
 async def test_pause_keeps_receiving_and_stops_redraws(live_server):

@@ -115,6 +115,11 @@ class Client:
         return self._async.server
 
     @property
+    def transport(self) -> str:
+        """ "websocket" or "sse"."""
+        return self._async.transport
+
+    @property
     def state(self) -> str:
         """connecting | connected | reconnecting | closed."""
         return self._async.state

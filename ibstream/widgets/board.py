@@ -27,14 +27,15 @@ from ibstream.client import Client
 from ibstream.client.frames import ticks_to_frame
 from ibstream.errors import StreamConnectionError, StreamError
 from ibstream.widgets import exports
-from ibstream.widgets.controls import Controls, duration_label, with_option
-from ibstream.widgets.figures import Figures
+from ibstream.widgets.controls import Controls, duration_label
+from ibstream.widgets.figures import Figures, widget_tree
 from ibstream.widgets.model import LiveModel
 from ibstream.widgets.schedule import Inbox, Ticker
-from ibstream.widgets.status import Status, StatusLine
+from ibstream.widgets.status import Status, StatusLine, problem
 
 log = logging.getLogger("ibstream.widgets")
 TICK_TYPES = ("bid_ask", "last")
+MIN_INTERVAL = 0.1  # seconds between redraws, at least
 SIZE_UNITS = {"STK": "shares", "CASH": "units", "CRYPTO": "units"}  # else contracts
 
 
@@ -55,11 +56,13 @@ def dashboard(
     `server` defaults to $IBSTREAM_URL or http://127.0.0.1:8001; pass `client` to share a
     `Client` (left open at `close()`). `window` is the time shown, `bar` the bar interval,
     `method` the trade classification (default lee_ready), `interval` the least time
-    between redraws. An unknown contract raises `ContractNotFound` and an unreachable
+    between redraws (>= 0.1 s). An unknown contract raises `ContractNotFound` and an unreachable
     server `StreamConnectionError`, here in the cell.
     """
     window, bar = duration_label(window, "window"), duration_label(bar, "bar")
     method = resolve_method(method)
+    if not interval >= MIN_INTERVAL:
+        raise ValueError(f"interval must be >= {MIN_INTERVAL} s (10 redraws a second at most)")
     if client is not None and (server is not None or token is not None):
         raise ValueError("pass either client= or server=/token=, not both")
     owns = client is None
@@ -101,21 +104,21 @@ class Dashboard(widgets.VBox):
         self._listeners: list[Callable[[], object]] = []
         self._drawn = -1  # model.ticks_fed at the last redraw
         self._trades_seen = 0
-        self._syncing = False  # configure() setting the controls, not the user
         self.stream = client.stream(contract, TICK_TYPES, on_tick=self.inbox.put)
         info = self.stream.contract
         self.name = info.get("local_symbol") or info.get("symbol") or str(contract)
-        self.transport = getattr(getattr(client, "_async", None), "transport", "?")
-        self.figures = Figures(info.get("currency", ""), SIZE_UNITS.get(info.get("sec_type"), "contracts"))  # fmt: skip
+        self.transport = getattr(client, "transport", "?")
+        unit = SIZE_UNITS.get(info.get("sec_type", ""), "contracts")
+        self.figures = Figures(info.get("currency", ""), unit)
         self.controls = Controls(
             window=window,
             bar=bar,
             method=method,
             path=exports.default_file(self.name),
-            on_settings=self._apply,
+            on_settings=self.configure,
             on_pause=self._set_paused,
             on_frames=lambda: exports.frames_message(self, *map(len, self.to_frames())),
-            on_save=self._save_message,
+            on_save=lambda path: exports.saved_message(*self.save_parquet(path), self),
         )
         self.status = StatusLine()
         super().__init__([self.status, self.controls, *self.figures.figures])
@@ -159,20 +162,14 @@ class Dashboard(widgets.VBox):
             gaps=self.client.gaps,
             paused=self.paused,
             dropped=self.inbox.dropped,
-            problem=self._problem(),
+            problem=problem(
+                self.stream.error, self.stream.active or self.closed, self.ticker.failures
+            ),
         )
 
-    def _problem(self) -> str:
-        error = self.stream.error
-        if isinstance(error, StreamError):
-            return f"stream error {error.code}: {error.message}"
-        if not self.stream.active and not self.closed:
-            return "the server ended the stream"
-        if self.ticker.failures:
-            return f"redraw failed {self.ticker.failures} time(s); see the log"
-        return ""
-
-    def configure(self, window: object = None, bar: object = None, method: str | None = None) -> str:  # fmt: skip
+    def configure(
+        self, window: object = None, bar: object = None, method: str | None = None
+    ) -> str:
         """Change window, bar interval and/or method: the window's ticks are classified
         again and the bars rebuilt (the cumulative delta then starts at the first of them)."""
         c = self.controls
@@ -183,17 +180,12 @@ class Dashboard(widgets.VBox):
             self._ingest()
             self.model.configure(window, bar, method)
             self._drawn = -1
-        self._syncing = True
-        try:
-            c.window.options = with_option(tuple(c.window.options), window)
-            c.bar.options = with_option(tuple(c.bar.options), bar)
-            c.window.value, c.bar.value, c.method.value = window, bar, method
-        finally:
-            self._syncing = False
-        return f"window {window}, bars {bar}, {method}: re-classified {self.model.ticks_fed} ticks"
-
-    def _apply(self, window: str, bar: str, method: str) -> str | None:
-        return None if self._syncing else self.configure(window, bar, method)
+        c.show_settings(window, bar, method)
+        message = (
+            f"window {window}, bars {bar}, {method}: re-classified {self.model.ticks_fed} ticks"
+        )
+        c.say(message)
+        return message
 
     def pause(self) -> None:
         """Stop redrawing; ticks keep arriving and are analysed, so nothing is lost."""
@@ -221,13 +213,6 @@ class Dashboard(widgets.VBox):
         ticks, _, bars = self.to_frames()
         return exports.write_parquet(ticks, bars, path or self.controls.path.value)
 
-    def _save_message(self, path: str) -> str:
-        ticks_path, bars_path = self.save_parquet(path)
-        return (
-            f"saved {len(self.ticks)} ticks to {ticks_path} and "  # type: ignore[arg-type]
-            f"{len(self.bars)} bars to {bars_path}"  # type: ignore[arg-type]
-        )
-
     def stop(self) -> None:
         """Unsubscribe and stop redrawing (the figures stay as they are). Idempotent."""
         with self._lock:
@@ -235,33 +220,29 @@ class Dashboard(widgets.VBox):
                 return
             self.closed = True
         self.ticker.stop()
-        try:
-            self.stream.close()
-            if self._owns_client:
-                self.client.close()
-        except StreamError as exc:  # the server may be gone already; nothing to undo
-            log.info("dashboard %s: closing the stream: %s", self.name, exc)
+        for what, close in (("stream", self.stream.close), ("client", self.client.close)):
+            if what == "client" and not self._owns_client:
+                continue
+            try:
+                close()
+            except StreamError as exc:  # the server may be gone already: nothing to undo
+                log.info("dashboard %s: closing the %s: %s", self.name, what, exc)
         self.status.show(self.status_now())
+
+    def __del__(self) -> None:
+        """Collected (or the process ends) without `close()`: stop stepping, close the
+        widget; no network calls here, the client's loop may be gone already."""
+        if hasattr(self, "ticker"):
+            self.closed = True
+            self.ticker.stop(wait=False)
+        super().close()
 
     def close(self) -> None:
         """`stop()`, then remove the dashboard's widgets from the page."""
         self.stop()
-        for widget in _descendants(self):
+        for widget in widget_tree(self):
             widget.close()
         super().close()
 
     def __repr__(self) -> str:
         return f"<Dashboard {self.name}: {self.status.text}>"
-
-
-def _descendants(widget: widgets.Widget) -> list[widgets.Widget]:
-    """The widgets under `widget`: boxes' children, figures' marks, axes and scales."""
-    out: list[widgets.Widget] = []
-    for name in ("children", "marks", "axes"):
-        for child in getattr(widget, name, ()):
-            out += [child, *_descendants(child)]
-    value = getattr(widget, "scales", None) or {}
-    out += list(value.values()) if isinstance(value, dict) else []
-    if isinstance(getattr(widget, "scale", None), widgets.Widget):
-        out.append(widget.scale)
-    return out

@@ -35,11 +35,12 @@ class Controls(widgets.VBox):
         bar: str,
         method: str,
         path: str,
-        on_settings: Callable[..., str | None],
+        on_settings: Callable[[str, str, str], str],
         on_pause: Callable[[bool], str],
         on_frames: Callable[[], str],
         on_save: Callable[[str], str],
     ) -> None:
+        self._quiet = False  # set while show_settings changes the dropdowns
         style = {"description_width": "initial"}
         narrow = widgets.Layout(width="150px")
         self.window = widgets.Dropdown(
@@ -74,7 +75,8 @@ class Controls(widgets.VBox):
             widget.add_class(css)
 
         def settings(change: dict) -> None:
-            self._run(lambda: on_settings(self.window.value, self.bar.value, self.method.value))
+            if not self._quiet:
+                self._run(lambda: on_settings(self.window.value, self.bar.value, self.method.value))
 
         for dropdown in (self.window, self.bar, self.method):
             dropdown.observe(settings, names="value")
@@ -85,6 +87,16 @@ class Controls(widgets.VBox):
         row2 = widgets.HBox([self.frames, self.path, self.save])
         super().__init__([row1, row2, self.message])
         self.add_class("ibstream-controls")
+
+    def show_settings(self, window: str, bar: str, method: str) -> None:
+        """Show settings applied from code, without acting on them again."""
+        self._quiet = True
+        try:
+            self.window.options = with_option(tuple(self.window.options), window)
+            self.bar.options = with_option(tuple(self.bar.options), bar)
+            self.window.value, self.bar.value, self.method.value = window, bar, method
+        finally:
+            self._quiet = False
 
     def say(self, text: str, error: bool = False) -> None:
         style = ' style="color: var(--jp-error-color1, #d32f2f);"' if error else ""

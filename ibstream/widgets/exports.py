@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -35,6 +36,10 @@ def frames_message(obj: object, ticks: int, trades: int, bars: int) -> str:
         f"{ticks} ticks, {trades} trades and {bars} bars of the window are in "
         f"{name}.ticks, {name}.trades and {name}.bars"
     )
+
+
+def saved_message(ticks_path: Path, bars_path: Path, dash: Any) -> str:
+    return f"saved {len(dash.ticks)} ticks to {ticks_path} and {len(dash.bars)} bars to {bars_path}"
 
 
 def kernel_name(obj: object) -> str:

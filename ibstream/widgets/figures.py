@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from bqplot import Axis, Bars, DateScale, Figure, LinearScale, Lines, Scatter
+from ipywidgets import Widget
 
 from ibstream.widgets.model import PlotData
 
@@ -26,7 +27,7 @@ COLOURS = {
     "delta": "#8b5cf6",  # violet
     "buy_pct": "#0ea5e9",  # sky
 }
-MARGIN = {"top": 30, "bottom": 40, "left": 75, "right": 20}
+MARGIN = {"top": 30, "bottom": 40, "left": 75, "right": 40}  # right: the last time label
 TIME_FORMAT = "%H:%M:%S"
 
 
@@ -34,7 +35,9 @@ class Figures:
     """The four figures; `draw(plot)` shows a `PlotData`."""
 
     def __init__(self, currency: str = "", size_unit: str = "contracts") -> None:
-        self.time = DateScale()
+        # no padding: bars would widen their figure's margins, and the four time axes
+        # would no longer line up (with one bar bqplot even turns the axis around)
+        self.time = DateScale(allow_padding=False)
         self.price_scale, self.size_scale = LinearScale(), LinearScale(min=0)
         self.band = Lines(
             x=np.zeros(0, "M8[ns]"),
@@ -82,6 +85,7 @@ class Figures:
                 labels=[label],
                 display_legend=True,
                 padding=0.1,
+                align="right",  # a bar spans [start, start + interval)
             )
             for side, label in (("buy", "buy volume"), ("sell", "sell volume"))
         )
@@ -137,28 +141,30 @@ class Figures:
         }
 
     def draw(self, plot: PlotData) -> None:
+        """Show `plot`: one message per mark; values go as float32 (half the bytes, and
+        more digits than a plot shows), times as bqplot sends them (float64 ms)."""
         if plot.end is None:
             return
         with self.time.hold_sync():
             self.time.min, self.time.max = plot.start, plot.end
         with self.band.hold_sync():
-            self.band.x, self.band.y = plot.quote_time, np.vstack([plot.bid, plot.ask])
+            self.band.x, self.band.y = plot.quote_time, _f32(np.vstack([plot.bid, plot.ask]))
         for side, mark in self.trades.items():
             time, price, volume = plot.trades[side]
             with mark.hold_sync():
-                mark.x, mark.y, mark.size = time, price, volume
+                mark.x, mark.y, mark.size = time, _f32(price), _f32(volume)
         for mark, values in ((self.buys, plot.buy), (self.sells, plot.sell)):
             with mark.hold_sync():
-                mark.x, mark.y = plot.bar_time, values
+                mark.x, mark.y = plot.bar_time, _f32(values)
         with self.delta_line.hold_sync():
-            self.delta_line.x, self.delta_line.y = plot.delta_time, plot.delta
+            self.delta_line.x, self.delta_line.y = plot.delta_time, _f32(plot.delta)
         since = np.datetime_as_string(plot.delta_since, unit="s").replace("T", " ")
         self.delta.title = f"Cumulative delta since {since} UTC"
         with self.buy_pct_line.hold_sync():
-            self.buy_pct_line.x, self.buy_pct_line.y = plot.bar_time, plot.buy_pct
+            self.buy_pct_line.x, self.buy_pct_line.y = plot.bar_time, _f32(plot.buy_pct)
         with self.even.hold_sync():  # the 50 % line across the window
             self.even.x = np.array([plot.start, plot.end])
-            self.even.y = np.array([50.0, 50.0])
+            self.even.y = np.array([50.0, 50.0], np.float32)
 
     def _line(self, scale: LinearScale, colour: str, label: str) -> Lines:
         return Lines(
@@ -182,7 +188,7 @@ class Figures:
     ) -> Figure:
         axes = [
             Axis(scale=self.time, label="time (UTC)", tick_format=TIME_FORMAT, num_ticks=6),
-            Axis(scale=y_scale, side="left", label=y_label, label_offset="55px"),
+            Axis(scale=y_scale, side="left", label=y_label, label_offset="55px", num_ticks=6),
         ]
         figure = Figure(
             title=title,
@@ -196,3 +202,20 @@ class Figures:
         figure.add_class("ibstream-figure")
         figure.add_class(css)
         return figure
+
+
+def widget_tree(widget: Widget) -> list[Widget]:
+    """The widgets under `widget`: boxes' children, figures' marks, axes and scales."""
+    out: list[Widget] = []
+    for name in ("children", "marks", "axes"):
+        for child in getattr(widget, name, ()):
+            out += [child, *widget_tree(child)]
+    value = getattr(widget, "scales", None) or {}
+    out += list(value.values()) if isinstance(value, dict) else []
+    if isinstance(getattr(widget, "scale", None), Widget):
+        out.append(widget.scale)
+    return out
+
+
+def _f32(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, np.float32)

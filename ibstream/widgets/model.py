@@ -22,14 +22,15 @@ from ibstream.client.frames import empty_ticks, ticks_to_frame
 from ibstream.widgets.series import Buckets, Recent
 
 SIDES = ("buy", "sell", "neutral")
-POINTS = 600  # buckets per window: points per line, and at most per side of the trades
+POINTS = 300  # buckets per window: points per line, and at most per side of the trades
 MAX_TICKS = 1_000_000  # raw ticks kept for export and rebuilds (memory: ~100 bytes each)
 
 
 @dataclass(frozen=True)
 class PlotData:
     """What the figures show; times are naive UTC `datetime64[ns]`. `trades` maps a side
-    to (time, volume-weighted price, volume) per bucket; `sell` volumes are negative."""
+    to (time, volume-weighted price, volume) per bucket; `bar_time` holds bar starts and
+    `sell` volumes are negative."""
 
     start: np.datetime64 | None = None
     end: np.datetime64 | None = None
@@ -163,7 +164,7 @@ class LiveModel:
             trades=trades,
             delta_time=_times(self.delta.time),
             delta=self.delta["delta"],
-            bar_time=_times(bars.index.as_unit("ns").asi8 + self.bar.value // 2),
+            bar_time=_times(bars.index.as_unit("ns").asi8),
             buy=buy,
             sell=-sell,
             buy_pct=pct,

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import ipywidgets as widgets
 
+from ibstream.errors import StreamError
+
 
 @dataclass(frozen=True)
 class Status:
@@ -59,8 +61,21 @@ class StatusLine(widgets.HTML):
             return
         self.text = text
         wrong = status.problem or status.dropped or status.state not in ("connected",)
-        style = "color: var(--jp-error-color1, #d32f2f);" if wrong else ""
-        self.value = f'<span style="{style}font-family: var(--jp-code-font-family);">{html.escape(text)}</span>'
+        style = "font-family: var(--jp-code-font-family);"
+        style += " color: var(--jp-error-color1, #d32f2f);" if wrong else ""
+        self.value = f'<span style="{style}">{html.escape(text)}</span>'
+
+
+def problem(error: object, fine: bool, failures: int) -> str:
+    """What is wrong, for the status line: the stream's error, the stream ended (`fine`
+    is False: neither active nor closed on purpose), or failed redraws."""
+    if isinstance(error, StreamError):
+        return f"stream error {error.code}: {error.message}"
+    if not fine:
+        return "the server ended the stream"
+    if failures:
+        return f"redraw failed {failures} time(s); see the log"
+    return ""
 
 
 def _age(seconds: float) -> str:
