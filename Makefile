@@ -13,7 +13,7 @@ SERVER_ARGS ?= --demo
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo lab test lint bench serve gateway clean
+.PHONY: demo lab test lint bench bench-server bench-analytics serve gateway clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
 	$(BIN)/ruff format --check ibstream tests bench server
 
-bench: $(STAMP)
+bench: bench-server bench-analytics
+
+bench-server: $(STAMP)
 	$(BIN)/python -m bench.throughput
+
+bench-analytics: $(STAMP)
+	$(BIN)/python -m bench.classify
+	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.redraw
 
 serve: $(STAMP)
 	$(BIN)/ibstream serve --demo

@@ -78,7 +78,7 @@ class Lab:
 
 
 @contextlib.contextmanager
-def running_lab(root: Path, state: Path, env: Mapping[str, str] = {}) -> Iterator[Lab]:  # noqa: B006
+def running_lab(root: Path, state: Path, env: Mapping[str, str] | None = None) -> Iterator[Lab]:
     """JupyterLab serving `root`, its kernels started with `env` added to this process's
     environment; on exit the server is shut down through its API, then every process it
     started that is still there is killed."""
@@ -104,7 +104,7 @@ def running_lab(root: Path, state: Path, env: Mapping[str, str] = {}) -> Iterato
     if os.geteuid() == 0:  # CI containers run as root
         command.append("--allow-root")
     log_file = state / "jupyterlab.log"
-    environment = {**os.environ, **{k: str(v) for k, v in dirs.items()}, **env}
+    environment = {**os.environ, **{k: str(v) for k, v in dirs.items()}, **(env or {})}
     with open(log_file, "ab") as sink:
         process = subprocess.Popen(
             command,

@@ -18,12 +18,15 @@ the dashboard's is also copied to docs/dashboard.png for the README, after at le
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from ibstream.launch import ensure_server
 from tests.client_fixtures import free_port
@@ -38,10 +41,12 @@ LOOK = 45_000  # ms any expected change on the page may take (a busy 2-core mach
 README_TICKS = 1500
 VIEWPORT = {"width": 1400, "height": 1800}  # the whole dashboard fits
 FIGURES = 4  # price, volume per bar, cumulative delta, buy %
+TRACEBACK = ".jp-OutputArea-output:has-text('Traceback')"  # a cell raised
 
 # Data-bearing bqplot elements of each figure of the dashboard: bars with a height, scatter
 # dots, and lines through 3 or more points (a constant reference line has 2); with a
-# fingerprint of their geometry to see them change.
+# fingerprint of their geometry to see them change, and the labels of the time axis
+# (the one labelled "time ...") in the order they stand from left to right.
 MARKS_JS = """
 dash => Array.from(dash.querySelectorAll('.bqplot.figure')).map(fig => {
   const plot = fig.querySelector('svg.svg-figure');
@@ -52,10 +57,15 @@ dash => Array.from(dash.querySelectorAll('.bqplot.figure')).map(fig => {
     ...inside('path.line').filter(p => (p.getAttribute('d') || '').split('L').length >= 3),
   ];
   const geometry = e => ['d', 'transform', 'x', 'y', 'height'].map(a => e.getAttribute(a));
+  const label = Array.from(fig.querySelectorAll('text.axislabel'))
+    .find(t => t.textContent.startsWith('time'));
+  const ticks = label ? Array.from(label.parentNode.querySelectorAll('g.tick')) : [];
+  const at = t => parseFloat((t.getAttribute('transform') || '').replace('translate(', ''));
   return {
     title: (fig.querySelector('.mainheading') || {}).textContent || '',
     marks: shapes.length,
     geometry: JSON.stringify(shapes.map(geometry)),
+    times: ticks.sort((a, b) => at(a) - at(b)).map(t => t.textContent),
   };
 })
 """
@@ -71,10 +81,8 @@ TICKS_JS = """
 
 
 @pytest.fixture
-def tick_server(tmp_path, monkeypatch) -> str:
-    """An ibstream server on the simulator, on a free port, stopped after the test (its
-    pid file and log in the test's directory)."""
-    monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path / "state"))
+def tick_server(tmp_path) -> str:
+    """An ibstream server on the simulator, on a free port, stopped after the test."""
     url = f"http://127.0.0.1:{free_port()}"
     server = ensure_server(url, demo=True, log_file=tmp_path / "server.log")
     yield url
@@ -91,25 +99,37 @@ def test_quickstart_dashboard_in_jupyterlab(tick_server, tmp_path):
             page = browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(LOOK)
             keep_console(page, tmp_path / "browser-console.log")
-            open_notebook(page, lab.page_url(f"lab/tree/{QUICKSTART}"))
-            collect_cell = page.locator(".jp-CodeCell", has_text="await client.collect")
-            collect_cell.locator(".jp-InputPrompt").click()  # select it (command mode)
+            try:
+                run_quickstart(page, lab.page_url(f"lab/tree/{QUICKSTART}"), tick_server, tmp_path)
+            except BaseException:
+                page.screenshot(path=tmp_path / "failure.png")
+                print(f"\nthe page when the test failed: {tmp_path / 'failure.png'}")
+                raise
 
-            run_menu(page, "Run All Above Selected Cell")  # server, dashboard
-            dash = page.locator(".ibstream-dashboard")
-            dash.wait_for()
-            wait_for_change(page, dash, wait_for_data(page, dash))
-            ticks = page.evaluate(TICKS_JS)
-            assert ticks > 0, page.inner_text(".ibstream-status")
-            page.wait_for_function(f"() => ({TICKS_JS})() > {ticks}")
-            shoot(page, dash, tmp_path)
 
-            run_menu(page, "Run Selected Cell and All Below")  # collect ... clean up
-            running = collect_cell.locator(".jp-InputPrompt", has_text="[*]")
-            running.wait_for()
-            moving_while_collecting(page, dash, running)
-            check_finished(page, f"left {tick_server} running")
-            dash.wait_for(state="detached")  # dash.close() took it off the page
+def run_quickstart(page, url: str, server: str, tmp_path: Path) -> None:
+    """The two steps of the module doc."""
+    open_notebook(page, url)
+    collect_cell = page.locator(".jp-CodeCell", has_text="await client.collect")
+    collect_cell.locator(".jp-InputPrompt").click()  # select it (command mode)
+
+    run_menu(page, "Run All Above Selected Cell")  # server, dashboard
+    dash = page.locator(".ibstream-dashboard")
+    page.wait_for_selector(f".ibstream-dashboard, {TRACEBACK}")
+    tracebacks = page.locator(TRACEBACK)
+    assert tracebacks.count() == 0, tracebacks.all_inner_texts()
+    wait_for_change(page, dash, wait_for_data(page, dash))
+    ticks = page.evaluate(TICKS_JS)
+    assert ticks > 0, page.inner_text(".ibstream-status")
+    await_js(page, f"() => ({TICKS_JS})() > {ticks}", None, f"the ticks count stayed at {ticks}")
+    shoot(page, dash, tmp_path)
+
+    run_menu(page, "Run Selected Cell and All Below")  # collect ... clean up
+    running = collect_cell.locator(".jp-InputPrompt", has_text="[*]")
+    running.wait_for()
+    moving_while_collecting(page, dash, running)
+    check_finished(page, f"left {server} running")
+    dash.wait_for(state="detached")  # dash.close() took it off the page
 
 
 def open_notebook(page, url: str) -> None:
@@ -139,7 +159,7 @@ def check_finished(page, last_output: str) -> None:
     found ticks and every widget displayed."""
     done = page.locator(".jp-OutputArea-output", has_text=last_output)
     done.wait_for(timeout=COLLECT_SECONDS * 1000 + 2 * LOOK)
-    tracebacks = page.locator(".jp-OutputArea-output", has_text="Traceback")
+    tracebacks = page.locator(TRACEBACK)
     assert tracebacks.count() == 0, tracebacks.all_inner_texts()
     prompts = page.locator(".jp-CodeCell .jp-InputPrompt").all_inner_texts()
     assert all(re.fullmatch(r"\[\d+\]:", p.strip()) for p in prompts), prompts
@@ -157,30 +177,52 @@ def run_menu(page, item: str) -> None:
 def wait_for_data(page, dash) -> list[dict]:
     """Every figure of the dashboard shows data; returns their marks."""
     dash_handle = dash.element_handle()
-    page.wait_for_function(HAS_DATA_JS, arg=dash_handle)
+    with contextlib.suppress(PlaywrightTimeout):  # the assertions below say what is missing
+        page.wait_for_function(HAS_DATA_JS, arg=dash_handle)
     figures = page.evaluate(MARKS_JS, dash_handle)
     assert len(figures) >= FIGURES, figures
     assert all(f["marks"] > 0 for f in figures), [(f["title"], f["marks"]) for f in figures]
+    check_time_axes(figures)
     return figures
+
+
+def check_time_axes(figures: list[dict]) -> None:
+    """Every figure has a time axis whose labels (HH:MM:SS, UTC) run forward from left to
+    right, within one day: a reversed axis or a domain of days fails here."""
+    for figure in figures:
+        seconds = [seconds_of_day(label) for label in figure["times"]]
+        steps = [(b - a) % 86_400 for a, b in itertools.pairwise(seconds)]
+        assert len(seconds) >= 2 and sum(steps) < 86_400, (figure["title"], figure["times"])
+
+
+def seconds_of_day(label: str) -> int:
+    found = re.fullmatch(r"(\d\d):(\d\d):(\d\d)", label)
+    assert found, f"time axis label {label!r} is not HH:MM:SS"
+    hours, minutes, seconds = map(int, found.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def wait_for_change(page, dash, before: list[dict]) -> None:
     """Await a look at the figures whose marks differ from `before` (within LOOK)."""
-    page.wait_for_function(
+    await_js(
+        page,
         f"([dash, before]) => {GEOMETRY_JS}(dash) !== before",
-        arg=[dash.element_handle(), _geometry(before)],
+        [dash.element_handle(), _geometry(before)],
+        "the dashboard's marks did not change",
     )
 
 
 def moving_while_collecting(page, dash, running) -> None:
     """While the collect cell is still running, the ticks count grows and the marks change."""
     ticks, before = page.evaluate(TICKS_JS), page.evaluate(MARKS_JS, dash.element_handle())
-    page.wait_for_function(
+    await_js(
+        page,
         f"""([dash, before, ticks, running]) => running.isConnected
               && running.innerText.includes('[*]')
               && ({TICKS_JS})() > ticks
               && {GEOMETRY_JS}(dash) !== before""",
-        arg=[dash.element_handle(), _geometry(before), ticks, running.element_handle()],
+        [dash.element_handle(), _geometry(before), ticks, running.element_handle()],
+        "the dashboard stood still while the collect cell ran",
     )
 
 
@@ -188,7 +230,9 @@ def shoot(page, dash, tmp_path: Path) -> None:
     """Screenshots of the page and of the dashboard; the latter to docs/ if asked for."""
     update = os.environ.get("IBSTREAM_UPDATE_SCREENSHOT") == "1"
     if update:
-        page.wait_for_function(f"() => ({TICKS_JS})() >= {README_TICKS}", timeout=120_000)
+        wanted = f"() => ({TICKS_JS})() >= {README_TICKS}"
+        await_js(page, wanted, None, f"fewer than {README_TICKS} ticks arrived", 120_000)
+        check_time_axes(page.evaluate(MARKS_JS, dash.element_handle()))
     dash.scroll_into_view_if_needed()
     page.screenshot(path=tmp_path / "jupyterlab.png")
     dash.screenshot(path=tmp_path / "dashboard.png")
@@ -196,6 +240,15 @@ def shoot(page, dash, tmp_path: Path) -> None:
     if update:
         shutil.copyfile(tmp_path / "dashboard.png", ROOT / "docs" / "dashboard.png")
         print(f"copied the dashboard's screenshot to {ROOT / 'docs' / 'dashboard.png'}")
+
+
+def await_js(page, predicate: str, arg: object, failure: str, timeout: float = LOOK) -> None:
+    """Await a JavaScript predicate on the page; an AssertionError saying `failure` if it
+    does not hold within `timeout` ms."""
+    try:
+        page.wait_for_function(predicate, arg=arg, timeout=timeout)
+    except PlaywrightTimeout:
+        raise AssertionError(f"{failure} within {timeout / 1000:g} s") from None
 
 
 def _geometry(figures: list[dict]) -> str:

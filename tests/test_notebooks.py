@@ -105,11 +105,9 @@ def run(path: Path, url: str, tmp_path: Path) -> tuple[nbformat.NotebookNode, st
 
 @pytest.fixture
 def kernel_env(monkeypatch, tmp_path) -> str:
-    """Environment the kernel inherits: the server URL, short collections, an export dir;
-    server pid files and logs in the test's directory."""
+    """Environment the kernel inherits: the server URL, short collections, an export dir."""
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("IBSTREAM_URL", url)
-    monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("IBSTREAM_QUICKSTART_SECONDS", SHORT)
     monkeypatch.setenv("IBSTREAM_RESEARCH_SECONDS", SHORT)
     monkeypatch.setenv("IBSTREAM_EXPORT_DIR", str(tmp_path / "export"))
