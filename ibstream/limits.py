@@ -7,7 +7,6 @@ client has used up its slots.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ibstream.changes import Changes
 from ibstream.errors import CloseCode, ErrorCode, StreamError
 from ibstream.subscriber import Subscriber
 
@@ -106,7 +106,7 @@ class Connections:
         self.messages_sent = 0
         self.slow_consumers = 0
         self.closed_total = 0
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     def open(self, ip: str, transport: str, subscriber: Subscriber) -> Connection:
         if self.shutting_down:
@@ -133,14 +133,11 @@ class Connections:
         self._notify()
 
     def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self._changes.notify()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Return once predicate() holds; re-checked whenever a connection opens or closes."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._changed.wait()
+        await self._changes.wait_for(predicate, timeout)
 
     async def shutdown(self, timeout: float) -> None:
         """Complete every stream with `server_shutdown` and wait until the clients are gone."""

@@ -7,7 +7,6 @@ ticks is never silent.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
+from ibstream.changes import Changes
 from ibstream.errors import StreamError
 
 log = logging.getLogger("ibstream.client")
@@ -89,7 +89,7 @@ class EventLog:
         self.gaps = 0
         self.recent: deque[ClientEvent] = deque(maxlen=keep)
         self.listeners = listeners
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     def set_state(self, state: ClientState, reason: str = "") -> None:
         if state == self.state or self.state == ClientState.CLOSED:
@@ -117,14 +117,11 @@ class EventLog:
                 listener(event)
             except Exception:  # a user's callback must not break the client
                 log.exception("%s: on_event callback failed", self.name)
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        self._changes.notify()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Return once predicate() holds; re-checked on every event (TimeoutError after)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._changed.wait()
+        await self._changes.wait_for(predicate, timeout)
 
 
 def _where(event: Gap | Info | ErrorEvent) -> tuple[object, object]:
