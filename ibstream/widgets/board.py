@@ -109,7 +109,7 @@ class Dashboard(widgets.VBox):
         self.name = info.get("local_symbol") or info.get("symbol") or str(contract)
         self.transport = getattr(client, "transport", "?")
         unit = SIZE_UNITS.get(info.get("sec_type", ""), "contracts")
-        self.figures = Figures(info.get("currency", ""), unit)
+        self.figures = Figures(info.get("currency", ""), unit, info.get("min_tick", 0.01))
         self.controls = Controls(
             window=window,
             bar=bar,
@@ -121,7 +121,7 @@ class Dashboard(widgets.VBox):
             on_save=lambda path: exports.saved_message(*self.save_parquet(path), self),
         )
         self.status = StatusLine()
-        super().__init__([self.status, self.controls, *self.figures.figures])
+        super().__init__([self.status, self.controls, *self.figures.widgets])
         self.add_class("ibstream-dashboard")
         self.ticker = Ticker(self.refresh, interval)
         self.ticker.start()

@@ -3,42 +3,51 @@
 Four figures share one time scale (UTC: bqplot formats date axes in UTC): price with the
 bid/ask band and the trades per side (bubble area by volume, one bubble per side and time
 bucket), buy and sell volume per bar (sells below zero), the cumulative delta, and buy %
-per bar. A redraw assigns new arrays to the marks under `hold_sync`, one message per mark;
-the arrays come from `LiveModel.plot()`, so their length is bounded by the window's buckets
-and bars, not by the ticks. Colours are mid-tones that read on light and dark backgrounds;
-backgrounds, axes and text follow the JupyterLab theme through bqplot's own CSS.
+per bar. Each has a header above it (title and colour key: outside the plot, so the key
+hides no data). A redraw assigns new arrays to the marks under `hold_sync`, one message per
+mark; the arrays come from `LiveModel.plot()`, so their length is bounded by the window's
+buckets and bars, not by the ticks. The time scale spans the window exactly and value axes
+get their domain and ticks from `axes` (never NaN, never zero wide). Colours are mid-tones
+that read on light and dark backgrounds; backgrounds, axes and text follow the JupyterLab
+theme through bqplot's own CSS.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from bqplot import Axis, Bars, DateScale, Figure, LinearScale, Lines, Scatter
 from ipywidgets import Widget
 
+from ibstream.widgets.axes import decimals, extent, fit_axis
+from ibstream.widgets.headers import COLOURS, PLOT_LEFT, header, header_html
 from ibstream.widgets.model import PlotData
 
-COLOURS = {
-    "bid": "#3b82f6",  # blue
-    "ask": "#f97316",  # orange
-    "band": "#94a3b8",  # slate, faint fill between bid and ask
-    "buy": "#16a34a",  # green
-    "sell": "#dc2626",  # red
-    "neutral": "#a3a3a3",  # grey
-    "delta": "#8b5cf6",  # violet
-    "buy_pct": "#0ea5e9",  # sky
-}
-MARGIN = {"top": 30, "bottom": 40, "left": 75, "right": 40}  # right: the last time label
+MARGIN = {"top": 16, "bottom": 42, "left": PLOT_LEFT, "right": 50}  # right: last time label
 TIME_FORMAT = "%H:%M:%S"
+SIZE_FORMAT = ",~f"  # 1,250 and 2.5
+LEAST_SIZE = 2.0  # the volume and delta axes span at least this much
+DELTA_KEY = [("delta", "━ buys - sells")]
 
 
 class Figures:
-    """The four figures; `draw(plot)` shows a `PlotData`."""
+    """The four figures and their headers; `draw(plot)` shows a `PlotData`. `min_tick` (the
+    contract's price increment) sets the price axis' decimals and its least tick step."""
 
-    def __init__(self, currency: str = "", size_unit: str = "contracts") -> None:
+    def __init__(
+        self, currency: str = "", size_unit: str = "contracts", min_tick: object = 0.01
+    ) -> None:
+        digits = decimals(min_tick)
+        try:
+            tick = float(min_tick)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            tick = 0.0
+        self.min_tick = tick if math.isfinite(tick) and tick > 0 else 10.0**-digits
         # no padding: bars would widen their figure's margins, and the four time axes
         # would no longer line up (with one bar bqplot even turns the axis around)
         self.time = DateScale(allow_padding=False)
-        self.price_scale, self.size_scale = LinearScale(), LinearScale(min=0)
+        self.price_scale, self.size_scale = LinearScale(min=0.0, max=1.0), LinearScale(min=0)
         self.band = Lines(
             x=np.zeros(0, "M8[ns]"),
             y=np.zeros((2, 0)),
@@ -49,7 +58,6 @@ class Figures:
             fill_opacities=[0.2],
             interpolation="step-after",
             labels=["bid", "ask"],
-            display_legend=True,
             stroke_width=1.5,
         )
         self.trades = {
@@ -61,21 +69,21 @@ class Figures:
                 colors=[COLOURS[side]],
                 opacities=[0.75],
                 default_size=200,
-                labels=[f"{side}s" if side != "neutral" else "neutral"],
-                display_legend=True,
+                labels=[side],
             )
             for side in ("buy", "sell", "neutral")
         }
         unit = f" ({currency})" if currency else ""
         self.price = self._figure(
-            "Price, bid/ask and trades (bubble area: volume)",
             [self.band, *self.trades.values()],
             self.price_scale,
             f"price{unit}",
+            f".{digits}f",
             "ibstream-price",
-            height="320px",
+            height="300px",
         )
-        volume_scale = LinearScale()
+        volume_scale = LinearScale(min=-1.0, max=1.0)
+        # no legend on the bars: bqplot's legend code fails on Bars created empty
         self.buys, self.sells = (
             Bars(
                 x=np.zeros(0, "M8[ns]"),
@@ -83,26 +91,24 @@ class Figures:
                 scales={"x": self.time, "y": volume_scale},
                 colors=[COLOURS[side]],
                 labels=[label],
-                display_legend=True,
                 padding=0.1,
                 align="right",  # a bar spans [start, start + interval)
             )
             for side, label in (("buy", "buy volume"), ("sell", "sell volume"))
         )
         self.volume = self._figure(
-            "Volume per bar (sells below zero)",
             [self.buys, self.sells],
             volume_scale,
             f"volume ({size_unit})",
+            SIZE_FORMAT,
             "ibstream-volume",
         )
-        delta_scale = LinearScale()
-        self.delta_line = self._line(delta_scale, "delta", "cumulative delta")
+        self.delta_line = self._line(LinearScale(min=-1.0, max=1.0), "delta", "cumulative delta")
         self.delta = self._figure(
-            "Cumulative delta",
             [self.delta_line],
-            delta_scale,
+            self.delta_line.scales["y"],
             f"buys - sells ({size_unit})",
+            SIZE_FORMAT,
             "ibstream-delta",
         )
         pct_scale = LinearScale(min=0, max=100)
@@ -118,16 +124,33 @@ class Figures:
             stroke_width=1,
         )
         self.buy_pct = self._figure(
-            "Buy % of buy + sell volume per bar",
-            [self.even, self.buy_pct_line],
-            pct_scale,
-            "buy %",
-            "ibstream-buy-pct",
+            [self.even, self.buy_pct_line], pct_scale, "buy %", ".0f", "ibstream-buy-pct"
         )
+        self.buy_pct.axes[1].tick_values = np.array([0.0, 25.0, 50.0, 75.0, 100.0])
+        self.headers = {
+            "price": header(
+                "Price, bid/ask and trades (bubble area: volume)",
+                [("bid", "━ bid"), ("ask", "━ ask"), ("buy", "● buys"), ("sell", "● sells")]
+                + [("neutral", "● neutral")],
+            ),
+            "volume": header(
+                "Volume per bar", [("buy", "■ buys"), ("sell", "■ sells (below zero)")]
+            ),
+            "delta": header("Cumulative delta", DELTA_KEY),
+            "buy_pct": header(
+                "Buy % of buy + sell volume per bar",
+                [("buy_pct", "●━ buy %"), ("neutral", "┅ 50 %")],
+            ),
+        }
 
     @property
     def figures(self) -> list[Figure]:
         return [self.price, self.volume, self.delta, self.buy_pct]
+
+    @property
+    def widgets(self) -> list[Widget]:
+        """Header and figure of each, in order: what the dashboard shows."""
+        return [w for pair in zip(self.headers.values(), self.figures, strict=True) for w in pair]
 
     def marks(self) -> dict[str, object]:
         """Every data mark by name (what tests and the browser check look at)."""
@@ -147,6 +170,11 @@ class Figures:
             return
         with self.time.hold_sync():
             self.time.min, self.time.max = plot.start, plot.end
+        prices = [price for _, price, _ in plot.trades.values()]
+        price_range = extent(plot.bid, plot.ask, *prices, least=4 * self.min_tick)
+        fit_axis(self.price.axes[1], price_range, self.min_tick)
+        fit_axis(self.volume.axes[1], extent(plot.buy, plot.sell, least=LEAST_SIZE, include=(0.0,)))
+        fit_axis(self.delta.axes[1], extent(plot.delta, least=LEAST_SIZE))
         with self.band.hold_sync():
             self.band.x, self.band.y = plot.quote_time, _f32(np.vstack([plot.bid, plot.ask]))
         for side, mark in self.trades.items():
@@ -159,7 +187,7 @@ class Figures:
         with self.delta_line.hold_sync():
             self.delta_line.x, self.delta_line.y = plot.delta_time, _f32(plot.delta)
         since = np.datetime_as_string(plot.delta_since, unit="s").replace("T", " ")
-        self.delta.title = f"Cumulative delta since {since} UTC"
+        self.headers["delta"].value = header_html(f"Cumulative delta since {since} UTC", DELTA_KEY)
         with self.buy_pct_line.hold_sync():
             self.buy_pct_line.x, self.buy_pct_line.y = plot.bar_time, _f32(plot.buy_pct)
         with self.even.hold_sync():  # the 50 % line across the window
@@ -173,29 +201,32 @@ class Figures:
             scales={"x": self.time, "y": scale},
             colors=[COLOURS[colour]],
             labels=[label],
-            display_legend=True,
             stroke_width=2,
         )
 
     def _figure(
         self,
-        title: str,
         marks: list,
         y_scale: LinearScale,
         y_label: str,
+        y_format: str,
         css: str,
-        height: str = "200px",
+        height: str = "190px",
     ) -> Figure:
         axes = [
             Axis(scale=self.time, label="time (UTC)", tick_format=TIME_FORMAT, num_ticks=6),
-            Axis(scale=y_scale, side="left", label=y_label, label_offset="55px", num_ticks=6),
+            Axis(
+                scale=y_scale,
+                side="left",
+                label=y_label,
+                label_offset="58px",
+                tick_format=y_format,
+            ),
         ]
         figure = Figure(
-            title=title,
             marks=marks,
             axes=axes,
             fig_margin=MARGIN,
-            legend_location="top-left",
             animation_duration=0,
             layout={"width": "100%", "height": height},
         )
