@@ -161,3 +161,30 @@ def test_price_levels_floor_to_the_grid_despite_float_noise():
     for bad in (0, -0.25, "0.25x", True, math.nan):
         with pytest.raises(ValueError, match="tick_size"):
             footprint(TRADES, tick_size=bad)
+
+
+def test_trades_without_price_have_volume_but_no_price_and_none_without_size():
+    frame = trades_frame(
+        [
+            (0, 1, math.nan, 4, "neutral"),  # no price: volume and count, no OHLC or level
+            (10, 1, 100.0, 2, "buy"),
+            (20, 1, 101.0, math.nan, "buy"),  # no size: a price, no volume
+            (30, 1, math.nan, 1, "sell"),
+            (70, 1, math.nan, 3, "buy"),  # a bar of unpriced trades only
+        ]
+    )
+    got = bars(frame)
+    first, second = got.iloc[0], got.iloc[1]
+    assert [first[k] for k in ("open", "high", "low", "close")] == [100.0, 101.0, 100.0, 101.0]
+    assert [first[k] for k in ("volume", "buy_volume", "sell_volume", "trade_count")] == [
+        7.0,
+        2.0,
+        1.0,
+        4,
+    ]
+    assert first["vwap"] == 100.0 and first["neutral_volume"] == 4.0
+    assert np.isnan(second[["open", "high", "low", "close", "vwap"]].to_numpy(float)).all()
+    assert second["volume"] == 3.0 and second["trade_count"] == 1
+    cells = footprint(frame)
+    assert cells["price"].tolist() == [100.0, 101.0]
+    assert cells["buy_volume"].tolist() == [2.0, 0.0] and cells["trade_count"].tolist() == [1, 1]

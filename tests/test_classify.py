@@ -360,3 +360,41 @@ def test_the_tick_test_read_at_one_trade_equals_the_full_fill(prices, parts, car
     test = TickTest(np.array(prices), ends, start_price, start_tick.astype(np.int8))
     full = test.all()
     assert [test.at(np.array([i]))[0] for i in range(len(prices))] == full.tolist()
+
+
+def test_an_empty_quote_side_reported_as_zero_is_missing():
+    """IB's BidAsk reports an empty side as price 0, size 0: the quote is `missing` and the
+    quote rules fall back to the tick test (the quote rule gives neutral)."""
+    empty_bid = {**q(0.0, 101.0), "bid_size": 0.0, "ask_size": 3.0}
+    rows = [t(100.0), empty_bid, t(101.0), t(100.0), t(99.0)]
+    for method, expected in [
+        ("lee_ready", ["neutral", "buy", "sell", "sell"]),
+        ("clnv", ["neutral", "buy", "sell", "sell"]),
+        ("quote", ["neutral"] * 4),
+    ]:
+        trades = classify(tick_frame(rows), method)
+        assert sides(trades) == expected, method
+        assert trades["quote"].astype(str).tolist() == ["missing"] * 4
+    zero_size = {**q(99.0, 101.0), "bid_size": 0.0, "ask_size": 3.0}  # a price, but no size
+    assert classify(tick_frame([zero_size, t(100.0)]))["quote"].astype(str).tolist() == ["missing"]
+    no_sizes = q(99.0, 101.0)  # sizes absent: the quote stands
+    assert sides(classify(tick_frame([no_sizes, t(100.5)]))) == ["buy"]
+
+
+def test_trades_without_size_or_price_feed_delta():
+    """classify's own output, with trades lacking a size or a price, is valid delta input."""
+    from ibstream.analytics import DeltaEngine, summary
+
+    rows = [q(99.0, 101.0), t(101.0), {**t(NAN), "size": 1.0}, {**t(99.0), "size": NAN}]
+    trades = classify(tick_frame(rows))
+    assert sides(trades) == ["buy", "neutral", "sell"]
+    totals = summary(trades).iloc[0]
+    assert totals[["total_trades", "buy_volume", "sell_volume", "neutral_volume"]].tolist() == [
+        3,
+        1.0,
+        0.0,
+        1.0,
+    ]
+    engine = DeltaEngine()
+    engine.feed(tick_frame(rows))
+    pd.testing.assert_frame_equal(engine.summary(), summary(trades))

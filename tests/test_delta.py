@@ -175,7 +175,8 @@ def test_side_as_plain_strings_is_accepted():
         (MIXED.drop(columns=["side", "size"]), "lacks column.*size, side"),
         (MIXED.reset_index(drop=True), "DatetimeIndex"),
         (MIXED.assign(side=["buy", "up"] * 4), "side must be one of.*found up"),
-        (MIXED.assign(size=np.nan), "8 bad sizes"),
+        (MIXED.assign(size=np.inf), "8 infinite sizes"),
+        (MIXED.assign(price=-np.inf), "8 infinite prices"),
         ([{"price": 1.0}], "expected a trades DataFrame"),
     ],
 )
@@ -250,3 +251,25 @@ def test_order_flow_imbalance_empty_and_bad_input():
         order_flow_imbalance(QUOTES.drop(columns="ask_size"))
     with pytest.raises(ValueError, match="interval"):
         order_flow_imbalance(QUOTES, interval="often")
+
+
+def test_order_flow_imbalance_reads_any_tick_type_spelling():
+    spelled = QUOTES.assign(
+        tick_type=QUOTES["tick_type"].astype(str).replace({"bid_ask": "BidAsk", "last": "Last"})
+    )
+    pd.testing.assert_frame_equal(order_flow_imbalance(spelled), order_flow_imbalance(QUOTES))
+    assert len(order_flow_imbalance(spelled)) == len(QUOTES) - 1
+
+
+def test_trades_without_size_count_no_volume_and_infinite_ones_are_refused():
+    rows = [
+        (0, 1, 100.0, 2.0, "buy"),
+        (1, 1, 100.0, math.nan, "sell"),
+        (2, 1, math.nan, 1.0, "sell"),
+    ]
+    frame = trades_frame(rows)
+    assert signed_volume(frame).tolist() == [2.0, 0.0, -1.0]
+    assert cumulative_delta(frame).tolist() == [2.0, 2.0, 1.0]
+    assert summary(frame)["total_trades"].tolist() == [3]
+    with pytest.raises(ValueError, match="1 infinite sizes"):
+        summary(trades_frame([*rows, (3, 1, 100.0, math.inf, "buy")]))

@@ -22,6 +22,11 @@ GAPS_NS = [0, 0, 1_000_000, 400_000_000, 7 * 10**9, 31 * 10**9, 61 * 10**9]
 SIZES = st.one_of(st.integers(1, 50).map(float), st.floats(0.001, 1000.0))
 
 
+def or_nan(values: st.SearchStrategy) -> st.SearchStrategy:
+    """A value or, now and then, NaN: a trade without a price or size (wire rows omit nulls)."""
+    return st.one_of(values, values, values, st.just(np.nan))
+
+
 def assert_engine_equals_batch(engine: DeltaEngine, trades: pd.DataFrame) -> None:
     """Every read of the engine against the batch function on all `trades`, bit for bit."""
     exact = {"check_exact": True}
@@ -54,8 +59,8 @@ def trades_and_cuts(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int]]:
         (
             s,
             draw(st.sampled_from([1, 2, 3])),
-            100.0 + 0.25 * draw(st.integers(0, 16)),
-            draw(SIZES),
+            draw(or_nan(st.integers(0, 16).map(lambda k: 100.0 + 0.25 * k))),
+            draw(or_nan(SIZES)),
             draw(st.sampled_from(["buy", "sell", "neutral"])),
         )
         for s in seconds
@@ -91,9 +96,14 @@ def ticks_and_cuts(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int]]:
             spread = 0.25 * draw(st.integers(0, 2))
             row |= {"tick_type": "bid_ask", "bid_price": level, "ask_price": level + spread}
             row |= {"bid_size": draw(SIZES), "ask_size": draw(SIZES)}
+            if draw(st.integers(0, 5)) == 0:  # an empty side, as IB reports it
+                row |= {draw(st.sampled_from(["bid", "ask"])) + s: 0.0 for s in ("_price", "_size")}
         else:
-            row |= {"tick_type": draw(st.sampled_from(["last", "all_last"]))}
+            row |= {"tick_type": draw(st.sampled_from(["last", "all_last", "AllLast"]))}
             row |= {"price": level, "size": draw(SIZES)}
+            for key in ("price", "size"):
+                if draw(st.integers(0, 7)) == 0:
+                    del row[key]
         rows.append(row)
     cuts = draw(st.lists(st.integers(0, n), max_size=6))
     return ticks_to_frame(rows), cuts
@@ -206,3 +216,19 @@ def test_a_fresh_engine_reads_empty_frames_with_dtypes():
 def test_bad_engine_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DeltaEngine(**kwargs)
+
+
+def test_a_refused_batch_does_not_move_the_classifier_on():
+    quote = {"contract_id": 1, "tick_type": "bid_ask", "bid_price": 99.0, "ask_price": 101.0}
+    trade = {"contract_id": 1, "tick_type": "last", "price": 101.0, "size": 1.0}
+    engine = DeltaEngine()
+    engine.feed([{**quote, "recv_ns": T0_NS}, {**trade, "recv_ns": T0_NS + 1}])
+    state = engine.classifier.state
+    bad = [
+        {**quote, "bid_price": 100.0, "recv_ns": T0_NS + 2},
+        {**trade, "size": np.inf, "recv_ns": T0_NS + 3},
+    ]
+    with pytest.raises(ValueError, match="infinite sizes"):
+        engine.feed(bad)
+    pd.testing.assert_frame_equal(engine.classifier.state, state)
+    assert engine.classifier.trades_seen == 1 and engine.summary()["total_trades"].tolist() == [1]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ibstream.analytics.grouping import (
+    Groups,
     goes_back,
     group_rows,
     grouped_cumsum,
@@ -46,7 +47,7 @@ BAR_COLUMNS = {
     "trade_count": "int64",
     "cumulative_delta": "float64",
 }
-_SUMS = ("volume", "buy_volume", "sell_volume", "neutral_volume", "pv")
+_SUMS = ("volume", "buy_volume", "sell_volume", "neutral_volume", "pv", "priced_volume")
 BarState = dict[str, np.ndarray]
 
 
@@ -55,7 +56,10 @@ def bars(trades: pd.DataFrame, interval: object = "1min") -> pd.DataFrame:
 
     delta = buy_volume - sell_volume. delta_high / delta_low / delta_close are the extremes
     and close of the bar's running delta, which opens at 0 (so delta_high >= 0 >= delta_low,
-    as a delta candle). vwap = sum(price * size) / volume (NaN if volume is 0).
+    as a delta candle). vwap = sum(price * size) / sum(size) over the trades with a price
+    (NaN if that volume is 0). A trade without a price (NaN) counts in the volumes and
+    trade_count but not in open, high, low, close or vwap; a bar of such trades only has
+    NaN prices. A trade without a size has volume 0.
     cumulative_delta is the contract's `delta.cumulative_delta` (running signed volume since
     the frame's first trade) at the bar's last trade. Sums run in arrival order, as there.
     """
@@ -67,7 +71,7 @@ def bars(trades: pd.DataFrame, interval: object = "1min") -> pd.DataFrame:
 
 def bar_rows(a: TradeArrays, step: int, cum_delta: np.ndarray) -> BarState:
     """Each trade as a bar of its own, in the state layout `merge_bars` combines."""
-    flows = a.flows()
+    flows, unpriced = a.flows(), np.isnan(a.price)
     return {
         "time": a.time - a.time % step,
         "contract_id": a.contract,
@@ -79,7 +83,8 @@ def bar_rows(a: TradeArrays, step: int, cum_delta: np.ndarray) -> BarState:
         "buy_volume": flows[:, 0],
         "sell_volume": flows[:, 1],
         "neutral_volume": flows[:, 2],
-        "pv": a.price * a.size,
+        "pv": np.where(unpriced, 0.0, a.price * a.size),
+        "priced_volume": np.where(unpriced, 0.0, a.size),
         "delta_high": np.full(len(a.price), -np.inf),
         "delta_low": np.full(len(a.price), np.inf),
         "trade_count": np.ones(len(a.price), dtype=np.int64),
@@ -95,10 +100,10 @@ def merge_bars(rows: BarState) -> BarState:
     path = sums[:, 1] - sums[:, 2]
     last = g.last
     out = {"time": g.keys[0], "contract_id": g.keys[1]}
-    out["open"] = rows["open"][g.first]
-    out["high"] = g.reduce(np.maximum, rows["high"])
-    out["low"] = g.reduce(np.minimum, rows["low"])
-    out["close"] = rows["close"][last]
+    out["open"] = _priced_end(g, rows["open"], last=False)
+    out["high"] = g.reduce(np.fmax, rows["high"])  # fmax / fmin: NaN (no price) is skipped
+    out["low"] = g.reduce(np.fmin, rows["low"])
+    out["close"] = _priced_end(g, rows["close"], last=True)
     out |= {k: sums[last, i] for i, k in enumerate(_SUMS)}
     out["delta_high"] = np.maximum(g.reduce(np.maximum, np.maximum(path, rows["delta_high"])), 0)
     out["delta_low"] = np.minimum(g.reduce(np.minimum, np.minimum(path, rows["delta_low"])), 0)
@@ -111,9 +116,24 @@ def finish_bars(state: BarState) -> pd.DataFrame:
     """Bar states -> the bars frame (index `time`, the bar start in UTC)."""
     delta = state["buy_volume"] - state["sell_volume"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        vwap = state["pv"] / state["volume"]
+        vwap = state["pv"] / state["priced_volume"]
     columns = dict(state) | {"delta": delta, "delta_close": delta, "vwap": vwap}
     return typed_frame(columns, BAR_COLUMNS, to_time_index(state["time"]))
+
+
+def _priced_end(g: Groups, price: np.ndarray, last: bool) -> np.ndarray:
+    """Per group, the first (or `last`) price that is not NaN; NaN if there is none."""
+    if not len(price) or not np.isnan(price).any():
+        return price[g.last if last else g.first]
+    ordered = price[g.order]
+    at = np.arange(len(ordered))
+    missing = np.isnan(ordered)
+    if last:
+        pick = np.maximum.reduceat(np.where(missing, -1, at), g.starts)
+    else:
+        pick = np.minimum.reduceat(np.where(missing, len(at), at), g.starts)
+    found = (pick >= 0) & (pick < len(at))
+    return np.where(found, ordered[np.clip(pick, 0, len(at) - 1)], np.nan)
 
 
 def concat_states(*states: BarState) -> BarState:

@@ -8,7 +8,7 @@ whole sequence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,7 @@ import pandas as pd
 from ibstream.analytics.classify import classify_with_state, resolve_method
 from ibstream.analytics.prevailing import empty_state
 
-_FLOAT_FIELDS = ("price", "size", "bid_price", "ask_price")
+_FLOAT_FIELDS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size")
 
 
 class TradeClassifier:
@@ -27,11 +27,19 @@ class TradeClassifier:
         self._state: pd.DataFrame | None = None
         self.trades_seen = 0
 
-    def update(self, ticks: pd.DataFrame | Mapping | Iterable[Mapping]) -> pd.DataFrame:
+    def update(
+        self,
+        ticks: pd.DataFrame | Mapping | Iterable[Mapping],
+        accept: Callable[[pd.DataFrame], None] | None = None,
+    ) -> pd.DataFrame:
         """Classify the trades among `ticks` (a tick frame, one tick `data` dict as on the
-        wire, or a list of them); returns just these trades as a trades frame."""
+        wire, or a list of them); returns just these trades as a trades frame. `accept` is
+        called with them before the classifier moves on: if it raises, the batch is undone."""
         frame = ticks if isinstance(ticks, pd.DataFrame) else rows_frame(ticks)
-        trades, self._state = classify_with_state(frame, self.method, self._state)
+        trades, state = classify_with_state(frame, self.method, self._state)
+        if accept is not None:
+            accept(trades)
+        self._state = state
         self.trades_seen += len(trades)
         return trades
 

@@ -21,11 +21,13 @@ docs/classification.md for accuracy on recorded data):
   40 % and outside the spread the tick test.
 
 Quote states: `ok` (bid < ask), `locked` (bid == ask), `crossed` (bid > ask), `missing` (no
-quote yet or a NaN side). Only `ok` quotes carry a spread: for locked, crossed and missing
+quote yet or a missing side: NaN, a price <= 0, or a size of 0 where the size is given, as IB
+reports an empty side). Only `ok` quotes carry a spread: for locked, crossed and missing
 quotes lee_ready, emo and clnv use the tick test. `quote` calls a trade a buy when it is at or
 above the ask and not at or below the bid (and the mirror for a sell), so a missing quote and
 the ambiguous zone of a locked or crossed quote give neutral. Prices within 1e-6 of the spread
-count as equal (midpoints are not exact in binary floating point).
+count as equal (midpoints are not exact in binary floating point). A trade without a price
+is neutral; one without a size is classified all the same (delta gives it volume 0).
 """
 
 from __future__ import annotations
@@ -112,9 +114,11 @@ def classify_with_state(
         return empty_trades(ticks.index), state
     contract = _column(ticks, "contract_id", np.int64, 0)
     book = prevailing(
-        *_kinds(ticks["tick_type"]),
+        *tick_kinds(ticks["tick_type"]),
         contract,
-        *(_column(ticks, c, np.float64, np.nan) for c in ("price", "bid_price", "ask_price")),
+        _column(ticks, "price", np.float64, np.nan),
+        _quote_side(ticks, "bid"),
+        _quote_side(ticks, "ask"),
         state,
     )
     rows, ids = book.rows, book.state.index
@@ -139,8 +143,9 @@ def classify_with_state(
     return trades, book.state
 
 
-def _kinds(tick_type: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows are quotes (bid_ask) and which are trades (last/all_last)."""
+def tick_kinds(tick_type: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows are quotes (bid_ask) and which are trades (last/all_last), for any spelling
+    `TickType.parse` accepts (`bid_ask`, `BidAsk`, ...)."""
     if isinstance(tick_type.dtype, pd.CategoricalDtype):
         codes, names = tick_type.cat.codes.to_numpy(), tick_type.cat.categories
     else:
@@ -165,6 +170,14 @@ def _column(ticks: pd.DataFrame, name: str, dtype: type, default: float) -> np.n
     if column.dtype == dtype:
         return column.to_numpy()
     return column.to_numpy(dtype=dtype, na_value=default)
+
+
+def _quote_side(ticks: pd.DataFrame, side: str) -> np.ndarray:
+    """The `side` (bid or ask) price of each row, NaN where the side is empty: a price <= 0 or
+    a size of 0 (IB's tick-by-tick BidAsk reports an empty side as price 0, size 0)."""
+    price = _column(ticks, f"{side}_price", np.float64, np.nan)
+    empty = (price <= 0) | (_column(ticks, f"{side}_size", np.float64, np.nan) == 0)
+    return np.where(empty, np.nan, price) if empty.any() else price
 
 
 def _decide(method: str, book: Book) -> tuple[np.ndarray, np.ndarray]:

@@ -46,8 +46,8 @@ class DeltaEngine:
     closed bars (the newest `max_bars` per contract; all when None) with their footprint
     cells, plus the newest `max_trades` trades for `trades`. A feed costs O(batch + window).
     Trade times must not go back within a contract (the server's receive stamps never do);
-    a batch that does raises ValueError and leaves the delta state as it was (its quotes
-    and trades have still moved the classifier on).
+    a batch that does (or that has an infinite price or size) raises ValueError and leaves
+    the engine as it was, classifier included.
     """
 
     def __init__(
@@ -85,10 +85,9 @@ class DeltaEngine:
 
     def feed(self, ticks: pd.DataFrame | Mapping | Iterable[Mapping]) -> pd.DataFrame:
         """Classify a batch of ticks (tick frame, or tick `data` dicts as on the wire) and
-        update the state; returns the batch's classified trades."""
-        trades = self.classifier.update(ticks)
-        self.feed_trades(trades)
-        return trades
+        update the state; returns the batch's classified trades. A batch that raises changes
+        nothing (the classifier moves on only once the trades are taken)."""
+        return self.classifier.update(ticks, accept=self.feed_trades)
 
     def feed_trades(self, trades: pd.DataFrame) -> None:
         """Update the state with already classified trades (a trades frame)."""

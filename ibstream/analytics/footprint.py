@@ -38,7 +38,8 @@ def footprint(
 
     Bars are those of `ibstream.analytics.bars.bars` (index `time` = bar start, UTC). With
     `tick_size`, prices are floored to multiples of it (`price` is the level's low edge);
-    without, every traded price is its own level. delta = buy_volume - sell_volume.
+    without, every traded price is its own level. delta = buy_volume - sell_volume. Trades
+    without a price (NaN) have no level and are left out; bars still count them.
     """
     step = to_nanos(interval, "interval")
     return finish_levels(merge_levels(level_rows(trade_arrays(trades), step, tick_size)))
@@ -60,9 +61,10 @@ def price_levels(price: np.ndarray, tick_size: float | None) -> np.ndarray:
 
 
 def level_rows(a: TradeArrays, step: int, tick_size: float | None) -> LevelState:
-    """Each trade as a footprint cell of its own, in the layout `merge_levels` combines."""
-    flows = a.flows()
-    return {
+    """Each trade with a price as a footprint cell of its own, in the layout `merge_levels`
+    combines (a trade without a price has no level and is left out)."""
+    flows, priced = a.flows(), ~np.isnan(a.price)
+    cells = {
         "time": a.time - a.time % step,
         "contract_id": a.contract,
         "price": price_levels(a.price, tick_size),
@@ -71,6 +73,7 @@ def level_rows(a: TradeArrays, step: int, tick_size: float | None) -> LevelState
         "neutral_volume": flows[:, 2],
         "trade_count": np.ones(len(a.price), dtype=np.int64),
     }
+    return cells if priced.all() else {k: v[priced] for k, v in cells.items()}
 
 
 def merge_levels(rows: LevelState) -> LevelState:

@@ -64,8 +64,8 @@ class TradeArrays:
 
     time: np.ndarray  # int64 ns UTC
     contract: np.ndarray  # int64
-    price: np.ndarray  # float64
-    size: np.ndarray  # float64
+    price: np.ndarray  # float64, NaN: no price
+    size: np.ndarray  # float64, 0 where the trade had no size
     side: np.ndarray  # int8: 0 buy, 1 sell, 2 neutral
 
     def flows(self) -> np.ndarray:
@@ -82,7 +82,8 @@ class TradeArrays:
 
 
 def trade_arrays(trades: object) -> TradeArrays:
-    """Check a trades frame (see SCHEMA: classify's output) and take its arrays."""
+    """Check a trades frame (see SCHEMA: classify's output) and take its arrays. A trade
+    without a size (NaN) has volume 0; one without a price keeps price NaN."""
     trades = require_columns(trades, TRADE_REQUIRED, "trades")
     side = trades["side"]
     if isinstance(side.dtype, pd.CategoricalDtype) and tuple(side.cat.categories) == SIDES:
@@ -96,7 +97,8 @@ def trade_arrays(trades: object) -> TradeArrays:
     price = trades["price"].to_numpy(dtype=np.float64, na_value=np.nan)
     size = trades["size"].to_numpy(dtype=np.float64, na_value=np.nan)
     for name, values in (("price", price), ("size", size)):
-        if not np.isfinite(values).all():
-            raise ValueError(f"trades frame has {int((~np.isfinite(values)).sum())} bad {name}s")
+        if np.isinf(values).any():
+            raise ValueError(f"trades frame has {int(np.isinf(values).sum())} infinite {name}s")
+    size = np.where(np.isnan(size), 0.0, size)  # no size: no volume (NaN price: no level)
     contract = trades["contract_id"].to_numpy(dtype=np.int64)
     return TradeArrays(utc_nanos(trades.index), contract, price, size, codes.astype(np.int8))

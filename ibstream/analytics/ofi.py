@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ibstream.analytics.classify import tick_kinds
 from ibstream.analytics.grouping import group_rows, previous_in_group
 from ibstream.analytics.kernels import require_columns, to_nanos, to_time_index, utc_nanos
 
@@ -27,7 +28,7 @@ def order_flow_imbalance(ticks: pd.DataFrame, interval: object = None) -> pd.Dat
     """
     require_columns(ticks, QUOTE_COLUMNS, "ticks")
     step = None if interval is None else to_nanos(interval, "interval")
-    quotes = ticks.loc[ticks["tick_type"].to_numpy() == "bid_ask"]
+    quotes = ticks.loc[tick_kinds(ticks["tick_type"])[0]]  # any spelling: bid_ask, BidAsk
     contract = quotes["contract_id"].to_numpy(dtype=np.int64)
     book = {
         k: quotes[k].to_numpy(dtype=np.float64, na_value=np.nan)
