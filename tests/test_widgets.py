@@ -4,7 +4,9 @@ server (simulator -> server -> sync Client -> dashboard), without a browser."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,7 +25,7 @@ from ibstream.widgets.series import Buckets
 from ibstream.widgets.status import Status, problem
 from tests.client_fixtures import free_port
 from tests.client_fixtures import threaded_server as run_threaded_server
-from tests.conftest import Changes
+from tests.conftest import Changes, get_json
 
 ES = 637533641
 START = 1_800_000_000_000_000_000
@@ -118,6 +120,26 @@ def test_configure_reclassifies_the_window_with_the_new_method():
         model.configure(method="coin flip")
     with pytest.raises(ValueError, match="duration"):
         model.configure(window="soon")
+
+
+def test_a_batch_the_engine_rejects_leaves_the_model_as_without_it():
+    rows = market_rows(3_000)
+    bad = [dict(r) for r in rows[1_000:1_100]]
+    next(r for r in bad if r["tick_type"] == "last")["size"] = math.inf
+    model, clean = LiveModel("1min", "1s"), LiveModel("1min", "1s")
+    model.feed(rows[:1_000])
+    with pytest.raises(ValueError, match="infinite"):
+        model.feed(bad)
+    model.feed(rows[1_100:])
+    clean.feed(rows[:1_000] + rows[1_100:])
+    assert model.rejected == 100 and "100 ticks rejected" in model.problem
+    assert "infinite" in model.problem and clean.problem == ""
+    pd.testing.assert_frame_equal(model.ticks(), clean.ticks())
+    pd.testing.assert_frame_equal(model.trades(), clean.trades())
+    pd.testing.assert_frame_equal(model.bars(), clean.bars())
+    assert model.ticks_fed == clean.ticks_fed == 2_900
+    model.configure(method="tick")  # rebuilds from the window: the bad batch is not in it
+    assert model.ticks_fed == 2_900 and model.method == "tick"
 
 
 def test_stamps_that_go_back_are_held_at_the_last_one():
@@ -285,6 +307,80 @@ def test_dashboard_in_a_plain_script_steps_on_a_thread(live_server):
         dash.close()
     assert not dash.ticker.running
     assert "ibstream-dashboard" not in [t.name for t in threading.enumerate()]
+
+
+def test_a_rejected_batch_is_reported_and_the_dashboard_keeps_going(live_server):
+    from ibstream.widgets import dashboard
+
+    dash = dashboard("ES", live_server.url, window="1min", bar="1s")
+    stepped = threading.Event()
+    dash.on_refresh(stepped.set)
+    try:
+        assert stepped.wait(WAIT)
+        bad = {"contract_id": ES, "sequence": 0, "recv_ns": time.time_ns(), "tick_type": "last"}
+        dash.inbox.put(bad | {"price": 5000.0, "size": math.inf, "exchange": "CME"})
+        dash.refresh()  # whichever step took it, the model says why from now on
+        assert dash.model.rejected >= 1 and "infinite" in dash.model.problem
+        assert "ticks rejected by the analytics" in dash.status.text
+        assert "infinite" in dash.controls.message.value
+        fed, redraws = dash.model.ticks_fed, dash.redraws
+        done = threading.Event()
+        dash.on_refresh(
+            lambda: dash.redraws > redraws and dash.model.ticks_fed > fed and done.set()
+        )
+        assert done.wait(WAIT) and not dash.ticker.failures
+    finally:
+        dash.close()
+
+
+async def connections_become(server: ServerHandle, count: int) -> None:
+    """Ask /ws/stats until the server counts `count` connections (each ask is awaited)."""
+    async with asyncio.timeout(WAIT):
+        while (await get_json(server, "/ws/stats"))[1]["connections"] != count:
+            pass
+
+
+async def test_running_the_cell_again_replaces_the_live_dashboard(live_server):
+    from ibstream.widgets import close_all, dashboard
+
+    base = (await get_json(live_server, "/ws/stats"))[1]["connections"]
+    first = dashboard("ES", live_server.url, window="1min", bar="1s")
+    await connections_become(live_server, base + 1)
+    other = dashboard("AAPL", live_server.url)  # another contract: stays live
+    second = dashboard("ES", live_server.url, window="1min", bar="1s")  # the cell again
+    try:
+        assert first.closed and first.client.state == "closed" and not first.stream.active
+        await first.ticker.wait_stopped()
+        assert not first.ticker.running and not other.closed and not second.closed
+        tasks = [t for t in asyncio.all_tasks() if t.get_name() == "ibstream-dashboard"]
+        assert len(tasks) == 2
+        await connections_become(live_server, base + 2)
+        assert close_all() == 2
+    finally:
+        second.close()
+        other.close()
+    assert other.closed and second.closed and close_all() == 0
+    await second.ticker.wait_stopped()
+    await other.ticker.wait_stopped()
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "ibstream-dashboard"]
+    await connections_become(live_server, base)
+
+
+def test_a_ticker_holds_its_owner_weakly_and_stops_when_it_is_gone():
+    class Owner:
+        def __init__(self) -> None:
+            self.steps = threading.Event()
+
+        def step(self) -> None:
+            self.steps.set()
+
+    owner = Owner()
+    ticker, steps = Ticker(owner.step, interval=0.01), owner.steps
+    ticker.start()
+    assert steps.wait(WAIT)
+    del owner  # the only strong reference
+    ticker._thread.join(WAIT)
+    assert not ticker.running and not ticker.failures
 
 
 def test_saved_ticks_read_back_as_the_tick_schema(tmp_path):

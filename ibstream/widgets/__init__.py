@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ibstream.widgets.board import Dashboard, dashboard
+    from ibstream.widgets.live import close_all
     from ibstream.widgets.model import LiveModel
 
-__all__ = ["Dashboard", "LiveModel", "dashboard"]
+__all__ = ["Dashboard", "LiveModel", "close_all", "dashboard"]
 
 _HOMES = {
     "Dashboard": "ibstream.widgets.board",
     "dashboard": "ibstream.widgets.board",
     "LiveModel": "ibstream.widgets.model",
+    "close_all": "ibstream.widgets.live",
 }
 
 

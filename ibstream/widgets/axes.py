@@ -54,10 +54,16 @@ def ticks(low: float, high: float, quantum: float = 0.0, count: int = TICKS) -> 
     step = next(m * power for m in STEPS if m * power >= raw * (1 - 1e-9))
     if quantum > 0:
         step = math.ceil(step / quantum - 1e-9) * quantum
-    first = math.floor(low / step + 1e-9) * step
-    last = math.ceil(high / step - 1e-9) * step
+    first = math.floor(low / step + _slack(low, step)) * step
+    last = math.ceil(high / step - _slack(high, step)) * step
     values = first + step * np.arange(round((last - first) / step) + 1)
     return np.round(values, MAX_DECIMALS + 2) + 0.0  # + 0.0: no "-0" label
+
+
+def _slack(value: float, step: float) -> float:
+    """Rounding noise to forgive in `value / step`, never more than `value`'s own (a tiny
+    `value` under a big step must not round onto the next tick)."""
+    return 1e-9 * min(1.0, max(1.0, abs(value)) / step)
 
 
 def fit_axis(axis: Any, span: tuple[float, float], quantum: float = 0.0) -> None:

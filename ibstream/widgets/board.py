@@ -26,7 +26,7 @@ from ibstream.analytics import resolve_method
 from ibstream.client import Client
 from ibstream.client.frames import ticks_to_frame
 from ibstream.errors import StreamConnectionError, StreamError
-from ibstream.widgets import exports
+from ibstream.widgets import exports, live
 from ibstream.widgets.controls import Controls, duration_label
 from ibstream.widgets.figures import Figures, widget_tree
 from ibstream.widgets.model import LiveModel
@@ -57,7 +57,9 @@ def dashboard(
     `Client` (left open at `close()`). `window` is the time shown, `bar` the bar interval,
     `method` the trade classification (default lee_ready), `interval` the least time
     between redraws (>= 0.1 s). An unknown contract raises `ContractNotFound` and an unreachable
-    server `StreamConnectionError`, here in the cell.
+    server `StreamConnectionError`, here in the cell. A live dashboard of the same contract on
+    the same server and transport (the cell run before) is closed first, logged at INFO;
+    `ibstream.widgets.close_all()` closes them all.
     """
     window, bar = duration_label(window, "window"), duration_label(bar, "bar")
     method = resolve_method(method)
@@ -70,6 +72,7 @@ def dashboard(
         from ibstream.launch import default_url
 
         client = Client(server or default_url(), transport, token, connect_timeout=5.0)
+    live.close_same(live.key(client.server, client.transport, contract))
     try:
         return Dashboard(contract, client, owns, window, bar, method, interval)
     except BaseException as exc:
@@ -106,6 +109,9 @@ class Dashboard(widgets.VBox):
         self._trades_seen = 0
         self.stream = client.stream(contract, TICK_TYPES, on_tick=self.inbox.put)
         info = self.stream.contract
+        self.key = live.key(client.server, client.transport, contract)
+        local = str(info.get("local_symbol") or "").upper()
+        self._aliases = {self.key[2], str(info.get("contract_id")), local}
         self.name = info.get("local_symbol") or info.get("symbol") or str(contract)
         self.transport = getattr(client, "transport", "?")
         unit = SIZE_UNITS.get(info.get("sec_type", ""), "contracts")
@@ -125,6 +131,11 @@ class Dashboard(widgets.VBox):
         self.add_class("ibstream-dashboard")
         self.ticker = Ticker(self.refresh, interval)
         self.ticker.start()
+        live.add(self)
+
+    def serves(self, key: live.Key) -> bool:
+        """Whether this live dashboard shows `key` (server, transport, contract as asked)."""
+        return not self.closed and self.key[:2] == key[:2] and key[2] in self._aliases
 
     def refresh(self) -> None:
         """Take the ticks that arrived, update the analytics and, unless paused, redraw."""
@@ -147,7 +158,10 @@ class Dashboard(widgets.VBox):
     def _ingest(self) -> None:
         rows = self.inbox.take()
         if rows:
-            self._trades_seen += len(self.model.feed(ticks_to_frame(rows)))
+            try:
+                self._trades_seen += len(self.model.feed(ticks_to_frame(rows)))
+            except Exception:  # the model kept its window and says why (model.problem)
+                self.controls.say(self.model.problem)
 
     def status_now(self) -> Status:
         arrival = self.inbox.last_arrival
@@ -163,7 +177,10 @@ class Dashboard(widgets.VBox):
             paused=self.paused,
             dropped=self.inbox.dropped,
             problem=problem(
-                self.stream.error, self.stream.active or self.closed, self.ticker.failures
+                self.stream.error,
+                self.stream.active or self.closed,
+                self.ticker.failures,
+                self.model.problem,
             ),
         )
 
@@ -219,6 +236,7 @@ class Dashboard(widgets.VBox):
             if self.closed or not hasattr(self, "ticker"):  # closed, or never finished
                 return
             self.closed = True
+        live.discard(self)
         self.ticker.stop()
         for what, close in (("stream", self.stream.close), ("client", self.client.close)):
             if what == "client" and not self._owns_client:

@@ -4,11 +4,14 @@
 carries the bars and the cumulative delta; time buckets (`series.Buckets`, `points` per
 window) keep the bid/ask band, the trades per side and the delta path. `plot()` then costs
 O(buckets + bars), never O(ticks since start). The raw ticks and trades of the window are
-kept for export and for `configure`, which rebuilds everything from them.
+kept for export and for `configure`, which rebuilds everything from them. A batch the
+engine rejects is kept out of all of it (the model is rebuilt from the window without it)
+and counted in `rejected`, with the reason in `problem`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from ibstream.analytics.kernels import to_nanos
 from ibstream.client.frames import empty_ticks, ticks_to_frame
 from ibstream.widgets.series import Buckets, Recent
 
+log = logging.getLogger("ibstream.widgets")
 SIDES = ("buy", "sell", "neutral")
 POINTS = 300  # buckets per window: points per line, and at most per side of the trades
 MAX_TICKS = 1_000_000  # raw ticks kept for export and rebuilds (memory: ~100 bytes each)
@@ -64,6 +68,7 @@ class LiveModel:
             raise ValueError(f"points must be an int >= 2, got {points!r}")
         self.points, self.max_ticks = points, max_ticks
         self._ticks: Recent | None = None
+        self.rejected, self.problem = 0, ""  # ticks the engine rejected, and why (the last)
         self.configure(window, bar, method)
 
     def configure(
@@ -97,7 +102,8 @@ class LiveModel:
     def feed(self, ticks: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
         """Take a batch of ticks (a tick frame, or tick `data` dicts as on the wire) in
         arrival order; returns its classified trades. Stamps that go back (a clock step)
-        are held at the last one, as the engine needs."""
+        are held at the last one, as the engine needs. A batch the engine rejects raises
+        its error after the model is put back as it was before the batch."""
         frame = ticks if isinstance(ticks, pd.DataFrame) else ticks_to_frame(ticks)
         if frame.empty:
             return empty_trades()
@@ -109,10 +115,14 @@ class LiveModel:
                 pd.DatetimeIndex(held.view("M8[ns]"), name="time").tz_localize("UTC")
             )
             stamps = held
+        try:
+            trades = self.engine.feed(frame)
+        except Exception as exc:
+            self._reject(len(frame), exc)
+            raise
         self._last = int(stamps[-1])
         self.delta_since = self.delta_since or int(stamps[0])
         self._ticks.add(stamps, frame)
-        trades = self.engine.feed(frame)
         quotes = (frame["tick_type"] == "bid_ask").to_numpy(bool)
         self.quotes.add(
             stamps[quotes],
@@ -124,10 +134,18 @@ class LiveModel:
             self._add_trades(trades)
         return trades
 
+    def _reject(self, ticks: int, exc: Exception) -> None:
+        """The engine may have taken part of the batch: rebuild it from the window's ticks."""
+        self.rejected += ticks
+        self.problem = f"{self.rejected} ticks rejected by the analytics, the last because: {exc}"
+        log.warning("live model: a batch of %d ticks was rejected: %s", ticks, exc)
+        self.configure()  # keeps `rejected` and `problem`
+
     def _add_trades(self, trades: pd.DataFrame) -> None:
         time = trades.index.as_unit("ns").asi8
         side = trades["side"].cat.codes.to_numpy()
-        price, size = trades["price"].to_numpy(), trades["size"].to_numpy()
+        price = trades["price"].to_numpy()
+        size = np.nan_to_num(trades["size"].to_numpy(), nan=0.0)  # no size: counts as none
         signed = np.where(side == 0, size, np.where(side == 1, -size, 0.0))
         path = self._cumulative + np.cumsum(signed)
         self._cumulative = float(path[-1])

@@ -4,16 +4,19 @@ The client's loop thread hands each tick to `Inbox.put` (a list append under a l
 callback must be quick). A `Ticker` calls the dashboard's step at most `rate` times a
 second: as an asyncio task on the loop running in the calling thread (a Jupyter kernel's,
 so widget messages leave from the kernel thread and cells stay free between steps), or,
-where no loop runs (a plain script), on a daemon thread.
+where no loop runs (a plain script), on a daemon thread. A bound method is held only
+weakly, so stepping never keeps its owner alive; the `Ticker` stops once the owner is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 log = logging.getLogger("ibstream.widgets")
@@ -52,10 +55,16 @@ class Inbox:
 
 
 class Ticker:
-    """Runs `step()` every `interval` seconds at most, until `stop()`."""
+    """Runs `step()` every `interval` seconds at most, until `stop()` or until the owner of
+    a bound-method `step` has been collected."""
 
     def __init__(self, step: Callable[[], None], interval: float = 0.1) -> None:
-        self.step, self.interval = step, interval
+        self._step: Callable[[], Callable[[], None] | None]
+        if inspect.ismethod(step):
+            self._step = weakref.WeakMethod(step)
+        else:
+            self._step = lambda: step
+        self.interval = interval
         self.failures = 0
         self.mode = ""  # "asyncio" or "thread" once started
         self._task: asyncio.Task | None = None
@@ -101,8 +110,12 @@ class Ticker:
 
     def _guarded_step(self) -> float:
         started = time.perf_counter()
+        step = self._step()
+        if step is None:  # its owner was collected: nothing left to step
+            self._stop.set()
+            return 0.0
         try:
-            self.step()
+            step()
         except Exception:
             self.failures += 1
             if self.failures <= 3 or self.failures % 100 == 0:

@@ -66,16 +66,17 @@ class StatusLine(widgets.HTML):
         self.value = f'<span style="{style}">{html.escape(text)}</span>'
 
 
-def problem(error: object, fine: bool, failures: int) -> str:
+def problem(error: object, fine: bool, failures: int, rejected: str = "") -> str:
     """What is wrong, for the status line: the stream's error, the stream ended (`fine`
-    is False: neither active nor closed on purpose), or failed redraws."""
+    is False: neither active nor closed on purpose), failed redraws, or tick batches the
+    analytics rejected (`rejected`, the model's own words)."""
     if isinstance(error, StreamError):
         return f"stream error {error.code}: {error.message}"
     if not fine:
         return "the server ended the stream"
     if failures:
         return f"redraw failed {failures} time(s); see the log"
-    return ""
+    return rejected
 
 
 def _age(seconds: float) -> str:
