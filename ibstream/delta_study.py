@@ -7,7 +7,6 @@ No I/O here: the command (`ibstream.study`) writes what these return.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 
 import orjson
 import pandas as pd
@@ -15,7 +14,7 @@ import pandas as pd
 from ibstream.analytics import DeltaEngine
 from ibstream.analytics.delta import signed_volume
 from ibstream.client.events import ClientState, ErrorEvent, Gap, Info, StateChange
-from ibstream.model import iso_timestamp
+from ibstream.model import iso_timestamp, price_decimals
 
 _SIDE = {"buy": "BUY", "sell": "SELL", "neutral": "----"}
 _HEADER = ("time", "price", "size", "bid", "ask", "side", "delta", "cumulative")
@@ -97,7 +96,7 @@ class DeltaStudy:
 
 def trade_lines(trades: pd.DataFrame | None, study: DeltaStudy) -> str:
     """The table's rows for a batch of `DeltaStudy.feed` trades; its header when None."""
-    places = _decimals(study.contract.get("min_tick") or 0.01)
+    places = price_decimals(study.contract.get("min_tick"))
     width = 10 + places
     if trades is None:
         t, p, s, b, a, side, d, c = _HEADER
@@ -167,11 +166,6 @@ def event_line(event: object) -> str | None:
     if isinstance(event, ErrorEvent):
         return f"[error] {event.error.code}: {event.error.message}"
     return None
-
-
-def _decimals(min_tick: float) -> int:
-    """Decimal places of the contract's tick grid (0.25 -> 2)."""
-    return max(0, -int(Decimal(str(min_tick)).normalize().as_tuple().exponent))
 
 
 def _num(value: float) -> float | int:

@@ -16,7 +16,7 @@ import orjson
 
 from ibstream.client import AsyncClient, ErrorEvent, Gap, Info
 from ibstream.gateway import GatewaySimulator
-from ibstream.model import iso_timestamp
+from ibstream.model import iso_timestamp, price_decimals
 from ibstream.serve import start_server
 from ibstream.settings import ServerSettings
 
@@ -59,7 +59,7 @@ async def run_demo(
                         f"streaming {name} ({info.get('contract_id')}) bid_ask + last "
                         f"for {seconds:g} s over WebSocket\n"
                     )
-                    places = _decimals(info.get("min_tick", 0.01))
+                    places = price_decimals(info.get("min_tick"))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(seconds):  # the demo's duration
                             async for tick in stream:
@@ -69,12 +69,6 @@ async def run_demo(
     ).to_dict()
     _print_summary(summary, out, as_json)
     return summary
-
-
-def _decimals(min_tick: float) -> int:
-    """Decimal places that show every price on the contract's tick grid (0.25 -> 2)."""
-    text = f"{min_tick:.10f}".rstrip("0")
-    return len(text.split(".")[1])
 
 
 def _on_event(event: object, out: TextIO) -> None:

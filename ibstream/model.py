@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 
 from ibstream.errors import ErrorCode, StreamError
@@ -135,6 +136,18 @@ _OPTIONAL_FIELDS = (
     "exchange",
     "conditions",
 )
+
+
+def price_decimals(min_tick: object, default: int = 2) -> int:
+    """Decimal places that show every price on a contract's tick grid (0.25 -> 2,
+    0.00005 -> 5; at most 8); `default` for a tick size that is not a positive number."""
+    try:
+        tick = Decimal(str(min_tick))
+    except InvalidOperation:
+        return default
+    if not tick.is_finite() or tick <= 0:
+        return default
+    return min(8, max(0, -int(tick.normalize().as_tuple().exponent)))
 
 
 def iso_timestamp(ns: int | None = None) -> str:

@@ -6,7 +6,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ibstream.widgets.axes import decimals, extent, ticks
+from ibstream.model import price_decimals as decimals
+from ibstream.widgets.axes import extent, ticks
 
 
 def test_decimals_follow_the_tick_size():

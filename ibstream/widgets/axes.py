@@ -9,7 +9,6 @@ value axis gets `min`/`max` and `tick_values` from the data, never NaN and never
 from __future__ import annotations
 
 import math
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -17,17 +16,6 @@ import numpy as np
 STEPS = (1.0, 2.0, 2.5, 5.0, 10.0)  # tick steps per power of ten
 TICKS = 5  # about this many ticks per axis
 MAX_DECIMALS = 8
-
-
-def decimals(min_tick: object, default: int = 2) -> int:
-    """Decimals a price of this tick size needs (0.25 -> 2, 0.00005 -> 5)."""
-    try:
-        tick = Decimal(str(min_tick))
-    except InvalidOperation:
-        return default
-    if not tick.is_finite() or tick <= 0:
-        return default
-    return min(MAX_DECIMALS, max(0, -int(tick.normalize().as_tuple().exponent)))
 
 
 def extent(

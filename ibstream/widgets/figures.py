@@ -20,7 +20,8 @@ import numpy as np
 from bqplot import Axis, Bars, DateScale, Figure, LinearScale, Lines, Scatter
 from ipywidgets import Widget
 
-from ibstream.widgets.axes import decimals, extent, fit_axis
+from ibstream.model import price_decimals
+from ibstream.widgets.axes import extent, fit_axis
 from ibstream.widgets.headers import COLOURS, PLOT_LEFT, header, header_html
 from ibstream.widgets.model import PlotData
 
@@ -38,7 +39,7 @@ class Figures:
     def __init__(
         self, currency: str = "", size_unit: str = "contracts", min_tick: object = 0.01
     ) -> None:
-        digits = decimals(min_tick)
+        digits = price_decimals(min_tick)
         try:
             tick = float(min_tick)  # type: ignore[arg-type]
         except (TypeError, ValueError):
