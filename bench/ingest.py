@@ -22,8 +22,8 @@ import pandas as pd
 import pyarrow as pa
 
 from ibstream.client.frames import FrameBuilder, frame_from_payloads, ticks_to_frame
-from ibstream.messages import encode_tick_tail, tick_prefix
 from ibstream.model import Tick, TickType
+from ibstream.protocol.encode import encode_tick_tail, tick_prefix
 
 ES = 637533641
 

@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from ibstream.settings import ServerSettings
+from ibstream.server.settings import ServerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
             asyncio.run(run_gateway(args.host, args.port, args.seed, args.rate))
         else:
-            from ibstream.serve import run_forever
+            from ibstream.server.run import run_forever
 
             asyncio.run(run_forever(serve_settings(args), demo=args.demo))
     return 0

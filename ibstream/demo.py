@@ -17,8 +17,8 @@ import orjson
 from ibstream.client import AsyncClient, ErrorEvent, Gap, Info
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import iso_timestamp, price_decimals
-from ibstream.serve import start_server
-from ibstream.settings import ServerSettings
+from ibstream.server.run import start_server
+from ibstream.server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from ibstream.analytics import TradeClassifier

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ibstream import background, daemon, server_config
-from ibstream.background import ServerStartError
-from ibstream.probe import health, is_loopback, port_answers
+from ibstream.server import background, daemon
+from ibstream.server import config as server_config
+from ibstream.server.background import ServerStartError
+from ibstream.server.probe import health, is_loopback, port_answers
 
 __all__ = ["ServerInfo", "ServerStartError", "default_url", "ensure_server", "health"]
 

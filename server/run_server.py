@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from ibstream import background, daemon, server_config
-from ibstream.background import ServerStartError
-from ibstream.probe import health
-from ibstream.server_config import ConfigError, ServeOptions
+from ibstream.server import background, daemon
+from ibstream.server import config as server_config
+from ibstream.server.background import ServerStartError
+from ibstream.server.config import ConfigError, ServeOptions
+from ibstream.server.probe import health
 
 COMMANDS = ("start", "status", "stop", "logs", "run")
 TIMEOUTS = {

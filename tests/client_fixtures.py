@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 from ibstream.client import ErrorEvent, Gap, StateChange
 from ibstream.gateway import GatewaySimulator
-from ibstream.serve import ServerHandle, start_server
-from ibstream.settings import ServerSettings
+from ibstream.server.run import ServerHandle, start_server
+from ibstream.server.settings import ServerSettings
 
 WAIT = 20.0
 

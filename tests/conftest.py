@@ -18,8 +18,8 @@ import websockets
 from httpx_sse import EventSource, aconnect_sse
 
 from ibstream.gateway import GatewaySimulator
-from ibstream.serve import ServerHandle, start_server
-from ibstream.settings import ServerSettings
+from ibstream.server.run import ServerHandle, start_server
+from ibstream.server.settings import ServerSettings
 
 AAPL, EURUSD = 265598, 12087792
 WAIT = 10.0  # seconds any single expected message may take

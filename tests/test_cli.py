@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from ibstream.source import IBSource
+from ibstream.ib.source import IBSource
 
 IBSTREAM = [sys.executable, "-m", "ibstream"]
 

@@ -14,7 +14,7 @@ import pytest
 from ibstream.client import AsyncClient, Client
 from ibstream.client import loop as client_loop
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.serve import ServerHandle
+from ibstream.server.run import ServerHandle
 from tests.client_fixtures import EventRecorder, threaded_server
 from tests.conftest import WAIT
 from tests.proxy import TcpProxy

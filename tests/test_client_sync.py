@@ -13,7 +13,7 @@ import pytest
 from ibstream.client import Client
 from ibstream.client.progress import Progress
 from ibstream.errors import ContractNotFound, InvalidTickType
-from ibstream.serve import ServerHandle
+from ibstream.server.run import ServerHandle
 from tests.client_fixtures import threaded_server as run_threaded_server
 from tests.conftest import assert_contiguous
 

@@ -24,8 +24,8 @@ from ibstream.client.frames import (
     frame_from_payloads,
     ticks_to_frame,
 )
-from ibstream.messages import encode_tick_tail, tick_prefix
 from ibstream.model import Tick, TickType
+from ibstream.protocol.encode import encode_tick_tail, tick_prefix
 
 ES = 637533641
 T0 = 1_764_117_667_312_004_117

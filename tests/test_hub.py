@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.hub import Hub, StreamKey
+from ibstream.ib.source import SourceEvent
 from ibstream.model import ContractInfo, Tick, TickType
-from ibstream.source import SourceEvent
-from ibstream.subscriber import Subscriber, SubscriberClosed
+from ibstream.server.hub import Hub, StreamKey
+from ibstream.server.subscriber import Subscriber, SubscriberClosed
 
 ES = ContractInfo(637533641, "ES", "FUT", "CME", "USD", "ESZ6", 0.25)
 

@@ -16,9 +16,9 @@ import httpx
 import psutil
 import pytest
 
-from ibstream import daemon
 from ibstream.client import AsyncClient, Client
 from ibstream.launch import ServerInfo, ServerStartError, ensure_server, health
+from ibstream.server import daemon
 from tests.client_fixtures import free_port
 
 ES = 637533641

@@ -3,10 +3,10 @@
 import orjson
 import pytest
 
-from ibstream.contracts import parse_spec
 from ibstream.errors import ErrorCode, StreamError, from_ib_error
-from ibstream.messages import encode_tick_tail, message, tick_prefix
+from ibstream.ib.contracts import parse_spec
 from ibstream.model import Tick, TickType, iso_timestamp
+from ibstream.protocol.encode import encode_tick_tail, message, tick_prefix
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
-from ibstream.protocol import CONTROL_TYPES, MessageError, parse_message, parse_sse_params
+from ibstream.protocol.validate import CONTROL_TYPES, MessageError, parse_message, parse_sse_params
 
 
 def test_subscribe_full():

@@ -15,8 +15,8 @@ import pytest
 
 from ibstream.cli import build_parser, serve_settings
 from ibstream.errors import ErrorCode
-from ibstream.hub import StreamKey
 from ibstream.model import TickType
+from ibstream.server.hub import StreamKey
 from tests.conftest import AAPL, WAIT, assert_contiguous, get_json, sse, sse_events, upstream
 
 BID_ASK = StreamKey(AAPL, TickType.BID_ASK)

@@ -10,7 +10,7 @@ import websockets
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
-from ibstream.subscriber import Subscriber
+from ibstream.server.subscriber import Subscriber
 from tests.conftest import AAPL, EURUSD, WAIT, assert_contiguous, get_json, upstream
 
 

@@ -7,8 +7,8 @@ import pytest
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.gateway import GatewaySimulator
+from ibstream.ib.source import IBSource
 from ibstream.model import TickType
-from ibstream.source import IBSource
 from tests.conftest import Changes
 
 ES_CON_ID = 637533641

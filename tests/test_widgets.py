@@ -18,7 +18,7 @@ from ibstream.client.frames import TICK_COLUMNS, conform_ticks, ticks_to_frame
 from ibstream.errors import ContractNotFound, ErrorCode, StreamConnectionError
 from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
 from ibstream.gateway.market import Market, Quote
-from ibstream.serve import ServerHandle
+from ibstream.server.run import ServerHandle
 from ibstream.widgets.model import LiveModel
 from ibstream.widgets.schedule import Inbox, Ticker
 from ibstream.widgets.series import Buckets

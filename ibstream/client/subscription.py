@@ -21,7 +21,7 @@ from ibstream.client.events import ErrorEvent, EventLog, Gap, Info
 from ibstream.client.sinks import Sink
 from ibstream.errors import ErrorCode, StreamError, error_from_body
 from ibstream.model import TickType
-from ibstream.protocol import contract_spec
+from ibstream.protocol.validate import contract_spec
 
 DEFAULT_TICK_TYPES = ("bid_ask", "last")
 log = logging.getLogger("ibstream.client")

@@ -15,12 +15,12 @@ from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.hub import Hub
-from ibstream.messages import Outgoing, error_message, message, tick_prefix
 from ibstream.model import ContractInfo, TickType
+from ibstream.protocol.encode import Outgoing, error_message, message, tick_prefix
+from ibstream.server.hub import Hub
 
 if TYPE_CHECKING:
-    from ibstream.protocol import Subscribe
+    from ibstream.protocol.validate import Subscribe
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ibstream.errors import CloseCode, ErrorCode, StreamError
-from ibstream.messages import PROTOCOL_VERSION, error_message, message
 from ibstream.model import TickType, iso_timestamp
-from ibstream.protocol import ClientMessage, MessageError, parse_message
-from ibstream.subscriber import Subscriber, SubscriberClosed, subscribed_message
+from ibstream.protocol.encode import PROTOCOL_VERSION, error_message, message
+from ibstream.protocol.validate import ClientMessage, MessageError, parse_message
+from ibstream.server.subscriber import Subscriber, SubscriberClosed, subscribed_message
 
 if TYPE_CHECKING:
-    from ibstream.app import ServerContext
-    from ibstream.limits import Connection
+    from ibstream.server.app import ServerContext
+    from ibstream.server.connections import Connection
 
 log = logging.getLogger(__name__)
 _SEND_FAILED = (WebSocketDisconnect, OSError, RuntimeError)

@@ -18,11 +18,11 @@ from types import TracebackType
 
 import uvicorn
 
-from ibstream.app import ServerContext, create_app
 from ibstream.errors import StreamError
-from ibstream.hub import Hub
-from ibstream.settings import ServerSettings
-from ibstream.source import IBSource
+from ibstream.ib.source import IBSource
+from ibstream.server.app import ServerContext, create_app
+from ibstream.server.hub import Hub
+from ibstream.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ibstream.errors import CloseCode, ErrorCode, StreamError
-from ibstream.messages import PROTOCOL_VERSION, error_message, message
 from ibstream.model import iso_timestamp
-from ibstream.protocol import CONTROL_TYPES, MessageError, parse_message
-from ibstream.sse import VERSION_HEADER, error_response
-from ibstream.ws import payload_size, raw_text, too_big
+from ibstream.protocol.encode import PROTOCOL_VERSION, error_message, message
+from ibstream.protocol.validate import CONTROL_TYPES, MessageError, parse_message
+from ibstream.server.sse import VERSION_HEADER, error_response
+from ibstream.server.ws import payload_size, raw_text, too_big
 
 if TYPE_CHECKING:
-    from ibstream.app import ServerContext
+    from ibstream.server.app import ServerContext
 
 log = logging.getLogger(__name__)
 

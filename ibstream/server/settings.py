@@ -6,6 +6,7 @@ Defaults follow the system ibstream grew out of (port 8001, 10 connections per I
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -39,6 +40,15 @@ class ServerSettings:
     # client can pin in kernel memory and makes a stalled client show up sooner.
     socket_send_buffer: int | None = None
     sse_ping_interval: float = 15.0
+    # Shared secret: required (Authorization: Bearer or ?token=) when set, and refused to start
+    # without one off loopback. Never logged.
+    token: str | None = None
+    # Browser page origins allowed to open streams (exact "scheme://host[:port]"); requests
+    # without an Origin header (Python, curl) always pass.
+    allowed_origins: tuple[str, ...] = ()
+    # Called with every payload a transport sends (the tests validate them against the
+    # published schema); None in production.
+    sent_observer: Callable[[bytes], None] | None = None
     log_level: str = "warning"
 
     @property

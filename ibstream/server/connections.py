@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ibstream.changes import Changes
 from ibstream.errors import CloseCode, ErrorCode, StreamError
-from ibstream.subscriber import Subscriber
+from ibstream.server.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 
-from ibstream import control, sse, ws
-from ibstream.hub import Hub
-from ibstream.limits import Connections
-from ibstream.settings import ServerSettings
+from ibstream.server import control, sse, ws
+from ibstream.server.connections import Connections
+from ibstream.server.hub import Hub
+from ibstream.server.settings import ServerSettings
 
 
 def package_version() -> str:

@@ -21,13 +21,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.messages import PROTOCOL_VERSION, Outgoing
-from ibstream.protocol import parse_sse_params
-from ibstream.subscriber import Subscriber, SubscriberClosed, subscribed_message
+from ibstream.protocol.encode import PROTOCOL_VERSION, Outgoing
+from ibstream.protocol.validate import parse_sse_params
+from ibstream.server.subscriber import Subscriber, SubscriberClosed, subscribed_message
 
 if TYPE_CHECKING:
-    from ibstream.app import ServerContext
-    from ibstream.limits import Connection
+    from ibstream.server.app import ServerContext
+    from ibstream.server.connections import Connection
 
 log = logging.getLogger(__name__)
 VERSION_HEADER = {"X-IB-Stream-Version": PROTOCOL_VERSION}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from ibstream.server_config import local_url
+from ibstream.server.config import local_url
 
 LOG_TAIL_LINES = 20
 

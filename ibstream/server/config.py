@@ -15,7 +15,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ibstream.settings import ServerSettings
+from ibstream.server.settings import ServerSettings
 
 _DEFAULTS = ServerSettings()
 KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}

@@ -16,8 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ibstream import ibapi
-from ibstream.contracts import contract_info, parse_spec, pick_front
 from ibstream.errors import (
     IB_ADVISORIES,
     IB_CONNECTIVITY_LOST,
@@ -27,6 +25,8 @@ from ibstream.errors import (
     StreamError,
     from_ib_error,
 )
+from ibstream.ib import api as ibapi
+from ibstream.ib.contracts import contract_info, parse_spec, pick_front
 from ibstream.model import ContractInfo, Tick, TickType
 
 log = logging.getLogger(__name__)

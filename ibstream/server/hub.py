@@ -21,12 +21,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-from ibstream.messages import encode_tick_tail
 from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
+from ibstream.protocol.encode import encode_tick_tail
 
 if TYPE_CHECKING:
-    from ibstream.source import IBSource, SourceEvent
-    from ibstream.subscriber import StreamHandle
+    from ibstream.ib.source import IBSource, SourceEvent
+    from ibstream.server.subscriber import StreamHandle
 
 log = logging.getLogger(__name__)
 _OUTAGES_KEPT = 32  # IB connection losses remembered per channel, for resume gap reports

@@ -1,6 +1,6 @@
 """Start an ibstream server in the background: `python -m ibstream.cli serve ...` as a detached
 process (its own session, stdin from /dev/null, output appended to its log), recorded by
-`ibstream.daemon` so that `run_server.py` and `ensure_server()` share it.
+`ibstream.server.daemon` so that `run_server.py` and `ensure_server()` share it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ibstream.daemon import (
+from ibstream.server.config import ServeOptions
+from ibstream.server.daemon import (
     Record,
     default_log,
     find,
@@ -26,8 +27,7 @@ from ibstream.daemon import (
     stop_pid,
     write_record,
 )
-from ibstream.probe import health, listen_problem
-from ibstream.server_config import ServeOptions
+from ibstream.server.probe import health, listen_problem
 
 LOG_ROTATE_BYTES = 10 * 2**20  # a log bigger than this when a server starts moves to <log>.1
 

@@ -1,0 +1,1 @@
+"""The wire protocol, shared by the server and the client: validation and encoding."""

@@ -1,0 +1,1 @@
+"""The streaming server: hub, subscribers, transports, the app and running it."""
