@@ -1,14 +1,20 @@
-"""Baseline: a bare `websockets` server pushing one tick-shaped JSON message as fast as it can.
+"""Baseline: a bare `websockets` server pushing tick frames to every client as fast as it can.
 
-Run: python -m bench.bare_server PORT CLIENTS
+    python -m bench.bare_server CLIENTS [FRAMES]
 
-Pushing starts once CLIENTS are connected, and each pusher yields to the others every few
-messages, so all clients are served fairly (as the ibstream server's writers are).
+FRAMES is a JSON list of frame texts (the bench saves frames the ibstream server really
+sent, so both servers send the same bytes); without it (or when it holds none) one built-in
+tick message is sent.
+Binds a free port on 127.0.0.1 and prints `ready PORT`. Pushing starts once CLIENTS are
+connected, and each pusher yields to the others every few messages, so all clients are
+served fairly (as the ibstream server's writers are). Stops when stdin closes.
 """
 
 import asyncio
+import itertools
 import sys
 
+import orjson
 import websockets
 
 MESSAGE = (
@@ -19,7 +25,8 @@ MESSAGE = (
 )
 
 
-async def main(port: int, clients: int) -> None:
+async def main(clients: int, frames: list[str]) -> None:
+    chunks = [frames[i : i + 16] for i in range(0, len(frames), 16)]
     connected: list[object] = []
     everyone = asyncio.Event()
 
@@ -29,17 +36,30 @@ async def main(port: int, clients: int) -> None:
             everyone.set()
         await everyone.wait()
         try:
-            while True:
-                for _ in range(16):
-                    await ws.send(MESSAGE)
+            for batch in itertools.cycle(chunks):
+                for frame in batch:
+                    await ws.send(frame)
                 await asyncio.sleep(0)
         except websockets.ConnectionClosed:
             pass
 
-    async with websockets.serve(push, "127.0.0.1", port, max_size=2**20):
-        print("ready", flush=True)
-        await asyncio.Future()
+    loop = asyncio.get_running_loop()
+    async with websockets.serve(push, "127.0.0.1", 0, max_size=2**20) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        print(f"ready {port}", flush=True)
+        while await loop.run_in_executor(None, sys.stdin.readline):
+            pass
+
+
+def saved_frames(path: str) -> list[str]:
+    """The frames saved at `path`; the built-in message when there are none (or no file)."""
+    try:
+        with open(path, "rb") as saved:
+            return orjson.loads(saved.read()) or [MESSAGE]
+    except (OSError, orjson.JSONDecodeError):
+        return [MESSAGE]
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+    frames = saved_frames(sys.argv[2]) if len(sys.argv) > 2 else [MESSAGE]
+    asyncio.run(main(int(sys.argv[1]), frames))

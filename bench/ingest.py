@@ -1,12 +1,16 @@
 """Ticks per second from wire bytes into the tick frame, beside `pd.DataFrame(list_of_dicts)`
 measured in the same run.
 
-    python -m bench.ingest [--ticks 200000] [--repeat 5]
+    python -m bench.ingest [--ticks 200000] [--repeat 5] [--batch 100]
 
 The payloads are what the server sends: tick messages encoded by its own encoder
 (`tick_prefix` + `encode_tick_tail`), 70 % ES quotes (bid_ask) and 30 % trades (last), as in
 the live streams. Every path starts from the same list of bytes and ends with a frame; each
 figure is the best of `--repeat` rounds. Only the ratios mean anything on a shared machine.
+
+The client paths run what `collect` runs (a `Subscription` feeding a `Collection`), once on
+one message per tick and once on batched `ticks` messages of `--batch` ticks per stream (the
+same ticks, as a server sends them with `batch_ms`).
 """
 
 from __future__ import annotations
@@ -21,18 +25,55 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
+from ibstream.client.collect import Collection
+from ibstream.client.events import EventLog
 from ibstream.client.frames import FrameBuilder, frame_from_payloads, ticks_to_frame
+from ibstream.client.subscription import Subscription
 from ibstream.model import Tick, TickType
-from ibstream.protocol.encode import encode_tick_tail, tick_prefix
+from ibstream.protocol.encode import (
+    EncodedTick,
+    batch_message,
+    batch_prefix,
+    encode_tick,
+    tick_prefix,
+)
 
 ES = 637533641
+STREAM_IDS = {
+    TickType.BID_ASK: f"{ES}_bid_ask_1764117667101_9f2c1a7e",
+    TickType.LAST: f"{ES}_last_1764117667101_1a2b3c4d",
+}
 
 
 def payloads(n: int, seed: int = 1) -> list[bytes]:
     """`n` tick messages as the server encodes them: a random walk of ES quotes and trades."""
+    return [tick_prefix(STREAM_IDS[t]) + entry.tail for t, entry in encoded(n, seed)]
+
+
+def batched_payloads(n: int, batch: int, seed: int = 1) -> list[bytes]:
+    """The same ticks as `payloads`, in `ticks` messages of up to `batch` ticks per stream
+    (each stream's batch goes out when full; what is left at the end goes last)."""
+    pending: dict[TickType, list[EncodedTick]] = {t: [] for t in STREAM_IDS}
+    out = []
+
+    def flush(tick_type: TickType) -> None:
+        entries, pending[tick_type] = pending[tick_type], []
+        if entries:
+            prefix, sid = batch_prefix(STREAM_IDS[tick_type]), STREAM_IDS[tick_type]
+            items = [e.item for e in entries]
+            out.append(batch_message(prefix, items, entries[-1].sequence, sid, False).payload)
+
+    for tick_type, entry in encoded(n, seed):
+        pending[tick_type].append(entry)
+        if len(pending[tick_type]) >= batch:
+            flush(tick_type)
+    for tick_type in STREAM_IDS:
+        flush(tick_type)
+    return out
+
+
+def encoded(n: int, seed: int) -> list[tuple[TickType, EncodedTick]]:
     rng = np.random.default_rng(seed)
-    quote_prefix = tick_prefix(f"{ES}_bid_ask_1764117667101_9f2c1a7e")
-    trade_prefix = tick_prefix(f"{ES}_last_1764117667101_1a2b3c4d")
     recv_ns = 1764117667312004117 + np.cumsum(rng.integers(1_000, 2_000_000, n))
     is_trade = rng.random(n) < 0.3
     bid = 5893.5 + 0.25 * np.cumsum(rng.integers(-1, 2, n))
@@ -48,7 +89,7 @@ def payloads(n: int, seed: int = 1) -> list[bytes]:
                 ES, TickType.LAST, int(recv_ns[i]), price=price, size=float(sizes[i][0] % 10 + 1)
             )
             tick.exchange = "CME"
-            out.append(trade_prefix + encode_tick_tail(tick, sequences[trade]))
+            out.append((TickType.LAST, encode_tick(tick, sequences[trade])))
         else:
             tick = Tick(
                 ES,
@@ -59,7 +100,7 @@ def payloads(n: int, seed: int = 1) -> list[bytes]:
                 ask_price=float(bid[i]) + 0.25,
                 ask_size=float(sizes[i][1]),
             )
-            out.append(quote_prefix + encode_tick_tail(tick, sequences[trade]))
+            out.append((TickType.BID_ASK, encode_tick(tick, sequences[trade])))
     return out
 
 
@@ -80,6 +121,23 @@ def via_builder(wire: list[bytes]) -> pd.DataFrame:
     return builder.to_frame()
 
 
+def via_collect(wire: list[bytes]) -> pd.DataFrame:
+    """What `collect` does with each message: parse, the subscription's bookkeeping (dedup,
+    gaps, positions), into the collection's builder; per-tick or batched messages alike."""
+    collection = Collection(None, 1)
+    sub = Subscription(ES, ["bid_ask", "last"], collection, _LOG)
+    sub.bind(
+        {"streams": [{"stream_id": sid, "tick_type": t.value} for t, sid in STREAM_IDS.items()]}
+    )
+    loads, on_message = orjson.loads, sub.on_message
+    for payload in wire:
+        on_message(loads(payload))
+    return collection.frame()
+
+
+_LOG = EventLog("bench", [])
+
+
 def via_payloads_one_thread(wire: list[bytes]) -> pd.DataFrame:
     """frame_from_payloads with pyarrow held to one thread: how its parse scales with cores."""
     cores = pa.cpu_count()
@@ -96,44 +154,58 @@ PATHS: dict[str, Callable[[list[bytes]], pd.DataFrame]] = {
     "FrameBuilder.append per tick": via_builder,
     "frame_from_payloads": frame_from_payloads,
     "frame_from_payloads, 1 pyarrow thread": via_payloads_one_thread,
+    "collect path, one message per tick": via_collect,
+}
+BATCHED_PATHS: dict[str, Callable[[list[bytes]], pd.DataFrame]] = {
+    "collect path, batched ticks messages": via_collect,
 }
 
 
-def best_rates(wire: list[bytes], repeat: int) -> dict[str, float]:
+def best_rates(wire: list[bytes], batched: list[bytes], repeat: int) -> dict[str, float]:
     """Ticks/s of each path, best of `repeat` rounds; every round runs every path, so load
     from other processes falls on all paths alike."""
-    best = dict.fromkeys(PATHS, float("inf"))
+    runs = [(name, path, wire) for name, path in PATHS.items()]
+    runs += [(name, path, batched) for name, path in BATCHED_PATHS.items()]
+    best = {name: float("inf") for name, _, _ in runs}
     for _ in range(repeat):
-        for name, path in PATHS.items():
+        for name, path, messages in runs:
             gc.collect()
             t0 = time.perf_counter()
-            frame = path(wire)
+            frame = path(messages)
             best[name] = min(best[name], time.perf_counter() - t0)
             if len(frame) != len(wire):
                 raise RuntimeError(f"{name} returned {len(frame)} rows for {len(wire)}")
     return {name: len(wire) / seconds for name, seconds in best.items()}
 
 
-def check_same_frames(wire: list[bytes]) -> None:
-    """Speed counts only if exact: every path of ours must build the identical frame."""
+def check_same_frames(wire: list[bytes], batched: list[bytes]) -> None:
+    """Speed counts only if exact: every path of ours must build the identical frame (the
+    batched one in its own row order: blocks per stream, so compared sorted)."""
     expected = via_ticks_to_frame(wire)
-    for path in (via_builder, frame_from_payloads):
+    for path in (via_builder, frame_from_payloads, via_collect):
         pd.testing.assert_frame_equal(path(wire), expected)
+    order = ["tick_type", "sequence"]
+    pd.testing.assert_frame_equal(
+        via_collect(batched).sort_values(order, kind="stable"),
+        expected.sort_values(order, kind="stable"),
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=200_000, help="tick messages per run")
     parser.add_argument("--repeat", type=int, default=5, help="runs per path; the best counts")
+    parser.add_argument("--batch", type=int, default=100, help="ticks per batched message")
     args = parser.parse_args()
     wire = payloads(args.ticks)
+    batched = batched_payloads(args.ticks, args.batch)
     size = sum(map(len, wire)) / len(wire)
     print(
         f"{len(wire):,} tick messages, {size:.0f} bytes each on average, best of {args.repeat}, "
-        f"{pa.cpu_count()} pyarrow threads"
+        f"{pa.cpu_count()} pyarrow threads; batched: {len(batched):,} ticks messages"
     )
-    check_same_frames(wire)
-    rates = best_rates(wire, args.repeat)
+    check_same_frames(wire, batched)
+    rates = best_rates(wire, batched, args.repeat)
     base = next(iter(rates.values()))
     print(f"\n{'path':<40} | {'ticks/s':>11} | vs baseline")
     for name, rate in rates.items():

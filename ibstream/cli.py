@@ -1,77 +1,133 @@
-"""The `ibstream` console script: gateway, serve, demo, delta."""
+"""The `ibstream` console script: gateway, serve, demo, delta.
+
+A problem a user can fix (a busy port, a bad option, a refused bind) ends the command with one
+line on stderr saying what to do and a non-zero exit code, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
-import os
+import socket
 import sys
+from importlib import metadata
 
+from ibstream.errors import StreamError
 from ibstream.server.settings import ServerSettings
+
+EXIT_PROBLEM = 1  # the command could not run as asked: the stderr line says why
+# Below -vv: loggers that repeat every failed IB connect attempt (ib_insync even at ERROR;
+# the server says it once) or every HTTP request of a probe.
+_CHATTY_LOGGERS = {
+    "ib_insync.client": logging.CRITICAL,
+    "ib_async.client": logging.CRITICAL,
+    "ibstream.ib.source": logging.WARNING,
+    "httpx": logging.WARNING,
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends `(default: ...)` to every option that takes a value and does not say its
+    default itself; flags (store_true, counts) have none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.nargs == 0 or "(default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def package_version() -> str:
+    """The installed distribution's version (the package's own when run from a checkout)."""
+    try:
+        return metadata.version("ibstream")
+    except metadata.PackageNotFoundError:
+        from ibstream import __version__
+
+        return __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ibstream", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="ibstream", description=__doc__.split("\n")[0], formatter_class=HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"ibstream {package_version()}")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gw = sub.add_parser("gateway", help="run the TWS API gateway simulator")
-    gw.add_argument("--host", default="127.0.0.1")
-    gw.add_argument("--port", type=int, default=4002)
-    gw.add_argument("--seed", type=int, default=0)
-    gw.add_argument(
-        "--rate", type=float, default=20.0, help="market events per second per contract"
-    )
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
 
-    serve = sub.add_parser("serve", help="run the streaming server next to TWS / IB Gateway")
-    defaults = ServerSettings()
-    serve.add_argument(
-        "--host", default=defaults.host, help="bind address (default: loopback only)"
-    )
-    serve.add_argument("--port", type=int, default=defaults.port)
-    serve.add_argument("--ib-host", default=defaults.ib_host)
-    serve.add_argument("--ib-port", type=int, default=defaults.ib_port)
-    serve.add_argument("--client-id", type=int, default=defaults.client_id)
+    gw = command("gateway", "run the TWS API gateway simulator")
+    gw.add_argument("--host", default="127.0.0.1", help="bind address")
+    gw.add_argument("--port", type=int, default=4002, help="TWS API port to listen on")
+    gw.add_argument("--seed", type=int, default=0, help="random seed of the simulated market")
+    gw.add_argument("--rate", type=float, default=20.0, help="market events/s per contract")
+
+    _add_serve(command("serve", "run the streaming server next to TWS / IB Gateway"))
+
+    from ibstream import demo, study
+
+    demo.add_arguments(command("demo", demo.HELP))
+    study.add_arguments(command("delta", study.HELP))
+    return parser
+
+
+def _add_serve(serve: argparse.ArgumentParser) -> None:
+    d = ServerSettings()
+    serve.add_argument("--host", default=d.host, help="bind address (loopback: this machine only)")
+    serve.add_argument("--port", type=int, default=d.port, help="HTTP / WebSocket port")
+    serve.add_argument("--ib-host", default=d.ib_host, help="TWS / IB Gateway host")
+    serve.add_argument("--ib-port", type=int, default=d.ib_port, help="TWS / IB Gateway API port")
+    serve.add_argument("--client-id", type=int, default=d.client_id, help="IB API client id")
     serve.add_argument(
         "--ib-lib",
         choices=("ib_insync", "ib_async"),
         default=None,
-        help="client library (default ib_insync, or $IBSTREAM_IB_LIB)",
+        help="client library (default: $IBSTREAM_IB_LIB, else ib_insync)",
     )
     serve.add_argument(
         "--demo", action="store_true", help="start the gateway simulator and connect to it"
     )
     serve.add_argument(
-        "--max-connections-per-ip", type=int, default=defaults.max_connections_per_ip
+        "--token",
+        default=None,
+        help="shared secret clients must send; required off loopback (default: $IBSTREAM_TOKEN; "
+        "prefer the variable: a command line is visible to other users in `ps`)",
     )
     serve.add_argument(
-        "--max-streams-per-connection", type=int, default=defaults.max_streams_per_connection
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser page origin (scheme://host[:port]) allowed to open streams; repeatable "
+        "(default: none; clients without an Origin header always pass)",
+    )
+    serve.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=d.max_connections_per_ip,
+        help="open WebSocket / SSE connections one client IP may hold",
+    )
+    serve.add_argument(
+        "--max-streams-per-connection",
+        type=int,
+        default=d.max_streams_per_connection,
+        help="streams one connection may subscribe",
     )
     serve.add_argument(
         "--channel-grace",
         type=_seconds,
-        default=defaults.channel_grace_seconds,
+        default=d.channel_grace_seconds,
         metavar="SECONDS",
         help="keep an upstream stream and its resume buffer this long after its last client "
-        "leaves, so a client that reconnects resumes without a gap "
-        f"(default {defaults.channel_grace_seconds:g}; 0: cancel at once)",
+        "leaves, so a client that reconnects resumes without a gap (0: cancel at once)",
     )
-
-    demo = sub.add_parser("demo", help="simulator + server + live delta summary in the terminal")
-    demo.add_argument("--seconds", type=float, default=20.0)
-    demo.add_argument("--contract", default="ES")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--json", action="store_true", help="end with one JSON summary line")
-    demo.add_argument("--quiet", action="store_true", help="no line per trade, only the summary")
-
-    from ibstream import study
-
-    study.add_parser(sub)
-    return parser
 
 
 def _seconds(text: str) -> float:
@@ -85,7 +141,10 @@ def _seconds(text: str) -> float:
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
-    """The `serve` command's options as server settings."""
+    """The `serve` command's options as server settings (the token from the environment
+    when not given)."""
+    from ibstream.server.guard import token_from_env
+
     return ServerSettings(
         host=args.host,
         port=args.port,
@@ -96,17 +155,18 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         max_connections_per_ip=args.max_connections_per_ip,
         max_streams_per_connection=args.max_streams_per_connection,
         channel_grace_seconds=args.channel_grace,
+        token=args.token or token_from_env(),
+        allowed_origins=tuple(args.allow_origin),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    if args.command in ("gateway", "serve"):
-        level = min(level, logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(args)
     if args.command == "demo":
-        return _demo(args)
+        from ibstream import demo
+
+        return demo.main(args)
     if args.command == "delta":
         from ibstream import study
 
@@ -114,39 +174,74 @@ def main(argv: list[str] | None = None) -> int:
             return study.main(args)
         except KeyboardInterrupt:  # before the study took over Ctrl-C
             return 130
-    with contextlib.suppress(KeyboardInterrupt):
-        if args.command == "gateway":
-            from ibstream.gateway.server import run_gateway
-
-            asyncio.run(run_gateway(args.host, args.port, args.seed, args.rate))
-        else:
-            from ibstream.server.run import run_forever
-
-            asyncio.run(run_forever(serve_settings(args), demo=args.demo))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            return _gateway(args) if args.command == "gateway" else _serve(args)
+    except StreamError as exc:  # e.g. a bind off loopback without a token
+        return _problem(args.command, exc.message)
+    except OSError as exc:
+        if not (isinstance(exc, socket.gaierror) or exc.errno in _BIND_ERRNOS):
+            raise  # not the user's to fix: a real bug keeps its traceback
+        return _problem(args.command, _bind_problem(args, exc))
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from ibstream.demo import run_demo
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
+    if args.command in ("gateway", "serve"):
+        level = min(level, logging.INFO)  # "listening on" / "serving on" lines
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        for name, quiet in _CHATTY_LOGGERS.items():
+            logging.getLogger(name).setLevel(quiet)
 
-    if args.seconds <= 0:
-        sys.stderr.write("ibstream demo: --seconds must be positive\n")
-        return 2
-    try:
-        asyncio.run(
-            run_demo(
-                sys.stdout,
-                seconds=args.seconds,
-                contract=args.contract,
-                seed=args.seed,
-                as_json=args.json,
-                quiet=args.quiet,
+
+def _problem(command: str, line: str) -> int:
+    sys.stderr.write(f"ibstream {command}: {line}\n")
+    return EXIT_PROBLEM
+
+
+_BIND_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+
+
+def _bind_problem(args: argparse.Namespace, exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve --host {args.host!r} ({exc.strerror}); use an IP address"
+    if exc.errno != errno.EADDRINUSE:
+        return f"cannot listen on {args.host}:{args.port} ({exc.strerror}); check --host / --port"
+    if args.command == "gateway":
+        holder = "TWS / IB Gateway or another simulator?"
+    else:
+        holder = f"another ibstream server? `server/run_server.py status --port {args.port}`"
+    return f"port {args.port} is in use (by {holder}); pick another with --port"
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from ibstream.gateway.server import run_gateway
+
+    asyncio.run(run_gateway(args.host, args.port, args.seed, args.rate))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ibstream.server.guard import bind_problem
+    from ibstream.server.probe import health, listen_problem
+    from ibstream.server.run import run_forever
+
+    settings = serve_settings(args)
+    if problem := bind_problem(settings.host, settings.token):  # before anything starts
+        return _problem("serve", problem)
+    problem = listen_problem(args.host, args.port)  # now, not after waiting seconds for IB
+    if problem is not None:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(args.host, args.host)
+        url = f"http://[{host}]:{args.port}" if ":" in host else f"http://{host}:{args.port}"
+        if health(url, timeout=1.0) is not None:
+            problem = (
+                f"port {args.port} is in use by an ibstream server "
+                f"(`server/run_server.py status --port {args.port}`); pick another with --port"
             )
-        )
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `ibstream demo | head`: the reader left, which is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _problem("serve", problem)
+    asyncio.run(run_forever(settings, demo=args.demo))
     return 0
 
 

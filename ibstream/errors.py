@@ -190,7 +190,10 @@ IB_RESTORED_DATA_KEPT = 1102
 
 _IB_TO_CODE = {
     200: ErrorCode.CONTRACT_NOT_FOUND,
+    321: ErrorCode.INVALID_MESSAGE,
     354: ErrorCode.PERMISSION_DENIED,
+    10168: ErrorCode.PERMISSION_DENIED,
+    10197: ErrorCode.PERMISSION_DENIED,
     10190: ErrorCode.RATE_LIMIT_EXCEEDED,
     162: ErrorCode.RATE_LIMIT_EXCEEDED,
     322: ErrorCode.INTERNAL_ERROR,
@@ -201,14 +204,26 @@ _IB_TO_CODE = {
 }
 
 
-def from_ib_error(ib_code: int, ib_message: str, **details: object) -> StreamError:
-    """Translate an IB error into a protocol error, keeping IB's number in `details`."""
+_IB_HINTS = {
+    162: "IB's historical data service refused the request",
+    200: "check the symbol or conId (GET /v2/contracts?symbol=...)",
+    321: "IB found the request invalid; check the contract spec (exchange, currency, expiry)",
+    354: "the account has no market data permission for this contract",
+    10168: "the account has no market data permission for this contract",
+    10197: "market data is in use by another session of this account (competing live session)",
+    10190: "the account has no free tick-by-tick slot; close another stream",
+    326: "another API client uses this client id; pass a different --client-id",
+}
+
+
+def from_ib_error(
+    ib_code: int, ib_message: str, doing: str = "", /, **details: object
+) -> StreamError:
+    """Translate an IB error into a protocol error, keeping IB's number in `details.ib_code`
+    whatever the mapping (`doing` prefixes the message, e.g. "looking up 'ES'")."""
     code = _IB_TO_CODE.get(ib_code, ErrorCode.INTERNAL_ERROR)
-    hint = {
-        200: "check the symbol or conId (GET /v2/contracts?symbol=...)",
-        354: "the account has no market data permission for this contract",
-        10190: "the account has no free tick-by-tick slot; close another stream",
-        326: "another API client uses this client id; pass a different --client-id",
-    }.get(ib_code)
+    hint = _IB_HINTS.get(ib_code)
     message = f"IB error {ib_code}: {ib_message}" + (f" ({hint})" if hint else "")
-    return StreamError(code, message, details={"ib_code": ib_code, **details})
+    if doing:
+        message = f"{doing}: {message}"
+    return StreamError(code, message, details={**details, "ib_code": ib_code})

@@ -79,6 +79,7 @@ def ensure_server(
     ib_host: str | None = None,
     ib_port: int | None = None,
     config: str | Path | None = None,
+    token: str | None = None,
     timeout: float = 30.0,
     log_file: str | Path | None = None,
 ) -> ServerInfo:
@@ -87,7 +88,9 @@ def ensure_server(
     Options not given here come from the environment (`IBSTREAM_IB_PORT`, ...), then the
     TOML `config`, as for `run_server.py start`; the URL decides host and port. `demo` True
     always uses the simulator, False never does (the server then waits for IB), None (and
-    set nowhere else) uses it when nothing answers on the IB port. Raises ServerStartError
+    set nowhere else) uses it when nothing answers on the IB port. `token` (default
+    `$IBSTREAM_TOKEN` or the config's) is the started server's token; clients pass the same
+    (`Client(token=...)`, which also defaults to `$IBSTREAM_TOKEN`). Raises ServerStartError
     (with the log's last lines) if a started server does not answer /health within `timeout` s.
     """
     url = (url or default_url()).rstrip("/")
@@ -95,6 +98,7 @@ def ensure_server(
         return _found(url)
     host, port = _local_address(url)
     given = {"host": host, "port": port, "ib_host": ib_host, "ib_port": ib_port, "demo": demo}
+    given["token"] = token  # reaches the server through its environment, not its argv
     values = server_config.merged(given, os.environ, config)
     if "demo" not in values:
         probe = server_config.ServeOptions(**values)

@@ -6,7 +6,7 @@ tick time has one-second resolution: arrival order is the only order between str
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -94,7 +94,6 @@ class Tick:
     contract_id: int
     tick_type: TickType
     recv_ns: int
-    ib_time: int = 0
     price: float | None = None
     size: float | None = None
     bid_price: float | None = None
@@ -104,7 +103,6 @@ class Tick:
     mid_price: float | None = None
     exchange: str | None = None
     conditions: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def data(self, sequence: int) -> dict:
         """The `data` object of a tick message: snake_case, nulls omitted."""
@@ -114,14 +112,10 @@ class Tick:
             "sequence": sequence,
             "recv_ns": self.recv_ns,
         }
-        if self.ib_time:
-            out["ib_time"] = self.ib_time
         for name in _OPTIONAL_FIELDS:
             value = getattr(self, name)
             if value is not None and value != "":
                 out[name] = value
-        if self.extra:
-            out.update(self.extra)
         return out
 
 

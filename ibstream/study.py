@@ -35,20 +35,31 @@ if TYPE_CHECKING:
 
 SUMMARY_EVERY = 1.0  # seconds between rolling-summary lines in the table
 MAX_PENDING = 100_000  # ticks waiting for the study before it gives up as too slow
+HELP = "live buy/sell delta of one contract from a running server"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `delta` subcommand's options (the console script calls `main(args)`)."""
-    p = sub.add_parser("delta", help="live buy/sell delta of one contract from a running server")
     p.add_argument("contract", help="conId or spec: ES, MNQ, AAPL, EUR.USD, SYMBOL:SECTYPE...")
-    p.add_argument("--server", help="server URL (default $IBSTREAM_URL or http://127.0.0.1:8001)")
-    p.add_argument("--transport", choices=("websocket", "sse"), default="websocket")
+    p.add_argument(
+        "--server", help="server URL (default: $IBSTREAM_URL, else http://127.0.0.1:8001)"
+    )
+    p.add_argument(
+        "--transport", choices=("websocket", "sse"), default="websocket", help="stream transport"
+    )
     p.add_argument("--window", type=_positive, default=60.0, help="rolling window, seconds")
-    p.add_argument("--method", default=None, help="classification method (default lee_ready)")
+    p.add_argument("--method", default=None, help="classification method (default: lee_ready)")
     p.add_argument("--json", action="store_true", help="only JSON lines on stdout")
-    p.add_argument("--output", metavar="FILE.jsonl", help="also write the JSON lines here")
-    p.add_argument("--seconds", type=_positive, default=None, help="stop after N seconds")
-    p.add_argument("--token", default=None, help="bearer token, if the server wants one")
+    p.add_argument(
+        "--output", metavar="FILE.jsonl", help="also write the JSON lines here (default: no file)"
+    )
+    p.add_argument(
+        "--seconds", type=_positive, default=None, help="stop after N seconds (default: at Ctrl-C)"
+    )
+    p.add_argument(
+        "--token", default=None, help="bearer token, if the server wants one (default: "
+        "$IBSTREAM_TOKEN)",
+    )  # fmt: skip
 
 
 def _positive(text: str) -> float:

@@ -198,6 +198,8 @@ def cmd_logs(args: argparse.Namespace, options: ServeOptions) -> int:
 def cmd_run(args: argparse.Namespace, options: ServeOptions) -> int:
     from ibstream.cli import main as ibstream
 
+    if options.token:  # `serve` reads it from there: argv would show it to `ps`
+        os.environ[server_config.TOKEN_ENV] = options.token
     return ibstream(options.serve_argv())
 
 

@@ -19,6 +19,7 @@ from ibstream.client import ErrorEvent, Gap, StateChange
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
+from tests.schema_check import SENT
 
 WAIT = 20.0
 
@@ -78,6 +79,7 @@ def threaded_server() -> Iterator[ServerHandle]:
             ib_port=gateway.port,
             client_id=random.randint(1000, 1_000_000),
             max_connections_per_ip=100,
+            sent_observer=SENT,
         )
         return gateway, await start_server(settings)
 

@@ -20,6 +20,7 @@ from httpx_sse import EventSource, aconnect_sse
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
+from tests.schema_check import SENT
 
 AAPL, EURUSD = 265598, 12087792
 WAIT = 10.0  # seconds any single expected message may take
@@ -29,6 +30,17 @@ WAIT = 10.0  # seconds any single expected message may take
 def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Pid, lock and log files of background servers go to a temp dir, never the user's."""
     monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def _sent_messages_match_the_schema():
+    """Fail the test whose servers sent a message the published schema rejects."""
+    SENT.take()
+    yield
+    failures = SENT.take()
+    if failures:
+        shown = "\n".join(f"{reason}: {payload[:300]!r}" for payload, reason in failures[:5])
+        pytest.fail(f"{len(failures)} sent message(s) do not match /v2/schema:\n{shown}")
 
 
 @pytest.fixture
@@ -71,6 +83,7 @@ async def make_server(gateway: GatewaySimulator) -> AsyncIterator[ServerFactory]
             "ib_port": gateway.port,
             "client_id": random.randint(1000, 1_000_000),
             "max_connections_per_ip": 100,
+            "sent_observer": SENT,
         }
         options.update(overrides)
         handle = await start_server(ServerSettings(**options))

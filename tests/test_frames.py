@@ -189,7 +189,6 @@ def test_payloads_from_the_server_encoder() -> None:
             ES,
             TickType.LAST,
             T0 + 1,
-            ib_time=5,
             price=1.75,
             size=2.0,
             exchange="CME",

@@ -11,9 +11,19 @@ import time
 
 import ib_async
 import pytest
-from ib_insync import IB, Contract, Forex, Future, Stock, TickByTickAllLast, TickByTickBidAsk
+from ib_insync import (
+    IB,
+    Contract,
+    Forex,
+    Future,
+    MarketOrder,
+    ScannerSubscription,
+    Stock,
+    TickByTickAllLast,
+    TickByTickBidAsk,
+)
 
-from ibstream.gateway import BUILTIN_CONTRACTS, GatewaySimulator, run_gateway
+from ibstream.gateway import BUILTIN_CONTRACTS, SESSION_DATE, GatewaySimulator, run_gateway
 from ibstream.gateway.market import BUY, SELL
 from ibstream.gateway.wire import FrameDecoder, ProtocolError, encode, fmt, parse_version_range
 
@@ -125,8 +135,8 @@ async def test_connect_is_quick_and_clean(sim, caplog):
         assert client.managedAccounts() == ["DU1234567"]
         assert client.client.serverVersion() == 176
         assert sim.connections == 1
-        now = await client.reqCurrentTimeAsync()
-        assert abs(now.timestamp() - time.time()) < 5
+        now = await client.reqCurrentTimeAsync()  # the simulated session day, host's time
+        assert now.date() == SESSION_DATE and abs(now.timestamp() % 86400 - time.time() % 86400) < 5
         assert not [r for r in caplog.records if "timed out" in r.getMessage()]
     finally:
         client.disconnect()
@@ -140,7 +150,7 @@ async def test_qualify_by_symbol_and_by_con_id(ib):
     assert (es.symbol, es.secType, es.localSymbol, es.multiplier) == ("ES", "FUT", "ESZ6", "50")
     assert es.lastTradeDateOrContractMonth == "20261218"
     assert eur.conId == EUR_ID and eur.localSymbol == "EUR.USD"
-    [details] = await ib.reqContractDetailsAsync(Future("MNQ", exchange="CME"))
+    [details] = await ib.reqContractDetailsAsync(Future("MNQ", "202612", exchange="CME"))
     assert details.contract.conId == 654503320 and details.minTick == 0.25
     assert details.longName == "Micro E-Mini Nasdaq-100 Index"
 
@@ -176,7 +186,7 @@ def ticker_req_id(client, ticker) -> int:
 
 
 async def test_trades_and_quotes_arrive_causally_and_match_ground_truth(ib, sim):
-    es = Contract(conId=ES_ID)
+    es = Contract(conId=ES_ID, exchange="CME")
     ticker = ib.reqTickByTickData(es, "BidAsk")  # one Ticker gets both streams, in order
     ticks = await collect(ticker, 1)
     ib.reqTickByTickData(es, "Last")  # no await in between: no tick can be missed
@@ -203,7 +213,7 @@ async def test_trades_and_quotes_arrive_causally_and_match_ground_truth(ib, sim)
 
 
 async def test_cancel_removes_subscription(ib, sim):
-    contract = Contract(conId=EUR_ID)
+    contract = Contract(conId=EUR_ID, exchange="IDEALPRO")
     ticker = ib.reqTickByTickData(contract, "MidPoint")
     await collect(ticker, 1)
     assert [s[2:] for s in sim.subscriptions] == [(EUR_ID, "MidPoint")]
@@ -213,18 +223,18 @@ async def test_cancel_removes_subscription(ib, sim):
 
 async def test_duplicate_request_id_gives_322_and_unknown_con_id_200(ib, sim):
     errors = errors_of(ib)
-    contract = Contract(conId=AAPL_ID)
+    contract = Contract(conId=AAPL_ID, exchange="SMART")
     req_id = ib.client.getReqId()
     ib.client.reqTickByTickData(req_id, contract, "BidAsk", 0, False)
     ib.client.reqTickByTickData(req_id, contract, "Last", 0, False)
     assert (await next_error(errors, 322))[0] == req_id
     assert sim.subscriptions == [(1, req_id, AAPL_ID, "BidAsk")]
-    ib.reqTickByTickData(Contract(conId=999), "Last")
+    ib.reqTickByTickData(Contract(conId=999, exchange="SMART"), "Last")
     assert (await next_error(errors, 200))[0] > req_id
 
 
 async def test_disconnect_ends_subscriptions(ib, sim):
-    ib.reqTickByTickData(Contract(conId=AAPL_ID), "BidAsk")
+    ib.reqTickByTickData(Contract(conId=AAPL_ID, exchange="SMART"), "BidAsk")
     await sim.wait_for(lambda: len(sim.subscriptions) == 1)
     ib.disconnect()
     await sim.wait_for(lambda: sim.connections == 0 and not sim.subscriptions)
@@ -249,7 +259,7 @@ async def test_duplicate_client_id_gets_326(ib, sim):
 
 
 async def test_drop_connections_disconnects_clients(ib, sim):
-    ib.reqTickByTickData(Contract(conId=ES_ID), "Last")
+    ib.reqTickByTickData(Contract(conId=ES_ID, exchange="CME"), "Last")
     await sim.wait_for(lambda: len(sim.subscriptions) == 1)
     gone = asyncio.get_running_loop().create_future()
     ib.disconnectedEvent += lambda: gone.done() or gone.set_result(True)
@@ -287,7 +297,7 @@ async def test_send_error_reaches_client_and_1101_ends_subscriptions(ib, sim):
     sim.send_error(10190)
     _, code, text = await next_error(errors, 10190)
     assert text == "Max number of tick-by-tick requests has been reached."
-    ib.reqTickByTickData(Contract(conId=AAPL_ID), "BidAsk")
+    ib.reqTickByTickData(Contract(conId=AAPL_ID, exchange="SMART"), "BidAsk")
     await sim.wait_for(lambda: len(sim.subscriptions) == 1)
     sim.send_error(1101)
     assert (await next_error(errors, 1101))[0] == -1
@@ -296,7 +306,7 @@ async def test_send_error_reaches_client_and_1101_ends_subscriptions(ib, sim):
 
 async def test_1100_pauses_data_until_1102(ib, sim):
     errors = errors_of(ib)
-    contract = Contract(conId=ES_ID)
+    contract = Contract(conId=ES_ID, exchange="CME")
     ticker = ib.reqTickByTickData(contract, "BidAsk")
     await collect(ticker, 1)
     sim.send_error(1100)
@@ -316,7 +326,7 @@ async def test_1100_pauses_data_until_1102(ib, sim):
 async def test_fail_next_answers_the_next_request_with_an_error(ib, sim):
     errors = errors_of(ib)
     sim.fail_next("tick_by_tick", 10190)
-    contract = Contract(conId=AAPL_ID)
+    contract = Contract(conId=AAPL_ID, exchange="SMART")
     ticker = ib.reqTickByTickData(contract, "BidAsk")
     req_id, _, text = await next_error(errors, 10190)
     assert req_id == ticker_req_id(ib, ticker) and "tick-by-tick" in text
@@ -338,7 +348,7 @@ async def test_client_that_stops_reading_is_dropped():
         await asyncio.get_running_loop().sock_connect(sock, (HOST, sim.port))
         reader, writer = await asyncio.open_connection(sock=sock)
         writer.write(b"API\0" + struct.pack(">I", 9) + b"v157..176" + encode(71, 2, 9, ""))
-        contract = [ES_ID, "", "", "", 0, "", "", "", "", "", "", ""]
+        contract = [ES_ID, "", "", "", 0, "", "", "CME", "", "", "", ""]
         for req_id in range(1, 11):
             writer.write(encode(97, req_id, *contract, "BidAsk", 0, 0))
         await sim.wait_for(lambda: len(sim.subscriptions) == 10)
@@ -385,7 +395,7 @@ async def test_ib_async_connects_resolves_and_streams(sim):
         assert time.perf_counter() - started < 1.0
         aapl = ib_async.Stock("AAPL", "SMART", "USD")
         es = ib_async.Contract(conId=ES_ID)
-        assert await client.qualifyContractsAsync(aapl, es) == [aapl, es]
+        assert await client.qualifyContractsAsync(aapl, es) == [aapl, es]  # fills exchange
         assert aapl.conId == AAPL_ID and es.localSymbol == "ESZ6"
         ticker = client.reqTickByTickData(es, "BidAsk")
         client.reqTickByTickData(es, "AllLast")
@@ -399,4 +409,119 @@ async def test_ib_async_connects_resolves_and_streams(sim):
 
 
 def test_builtin_contracts_are_exported():
-    assert {c.symbol for c in BUILTIN_CONTRACTS} >= {"AAPL", "EUR", "ES", "MNQ"}
+    assert {c.symbol for c in BUILTIN_CONTRACTS} >= {"AAPL", "EUR", "ES", "MNQ", "NQ", "CL", "GC"}
+
+
+# -- fidelity: validation, account limits, unsupported requests, contracts ---------------
+
+
+async def test_market_data_without_exchange_gets_321(ib, sim):
+    errors = errors_of(ib)
+    ticker = ib.reqTickByTickData(Contract(conId=AAPL_ID), "Last")
+    req_id, _, text = await next_error(errors, 321)
+    assert req_id == ticker_req_id(ib, ticker) and "Please enter exchange" in text
+    ib.reqMktData(Contract(conId=ES_ID))
+    assert "Please enter exchange" in (await next_error(errors, 321))[2]
+    assert sim.subscriptions == []
+
+
+async def test_tick_by_tick_slots_are_per_account_and_freed_by_cancel():
+    async with GatewaySimulator(seed=2, rate=200, bursts=False, tick_by_tick_slots=2) as sim:
+        first, second = IB(), IB()
+        await first.connectAsync(HOST, sim.port, clientId=1, timeout=5)
+        await second.connectAsync(HOST, sim.port, clientId=2, timeout=5)
+        try:
+            errors = errors_of(second)
+            aapl = Contract(conId=AAPL_ID, exchange="SMART")
+            first.reqTickByTickData(aapl, "BidAsk")
+            second.reqTickByTickData(aapl, "Last")
+            await sim.wait_for(lambda: len(sim.subscriptions) == 2)
+            second.reqTickByTickData(aapl, "AllLast")
+            req_id, _, text = await next_error(errors, 10190)
+            assert req_id > 0 and "Max number" in text
+            assert len(sim.subscriptions) == 2
+            first.cancelTickByTickData(aapl, "BidAsk")
+            await sim.wait_for(lambda: len(sim.subscriptions) == 1)
+            second.reqTickByTickData(aapl, "MidPoint")
+            await sim.wait_for(lambda: {s[3] for s in sim.subscriptions} == {"Last", "MidPoint"})
+        finally:
+            first.disconnect()
+            second.disconnect()
+
+
+async def test_contracts_without_permission_get_354():
+    async with GatewaySimulator(seed=2, bursts=False, no_permission={"CL", AAPL_ID}) as sim:
+        client = IB()
+        await client.connectAsync(HOST, sim.port, clientId=1, timeout=5)
+        try:
+            errors = errors_of(client)
+            [cl] = await client.qualifyContractsAsync(Future("CL", "202701", exchange="NYMEX"))
+            client.reqTickByTickData(cl, "Last")  # details still resolve: no data, though
+            assert "not subscribed" in (await next_error(errors, 354))[2]
+            client.reqTickByTickData(Contract(conId=AAPL_ID, exchange="SMART"), "BidAsk")
+            await next_error(errors, 354)
+            client.reqMktData(cl)
+            await next_error(errors, 354)
+            ticker = client.reqTickByTickData(Contract(conId=ES_ID, exchange="CME"), "Last")
+            assert await collect(ticker, 1) and len(sim.subscriptions) == 1
+        finally:
+            client.disconnect()
+
+
+async def test_requests_the_simulator_does_not_implement_get_an_error_not_silence(ib, sim):
+    errors = errors_of(ib)
+    es = Contract(conId=ES_ID, exchange="CME")
+    bars = await asyncio.wait_for(
+        ib.reqHistoricalDataAsync(es, "", "1 D", "1 min", "TRADES", True), 5
+    )
+    assert len(bars) == 0 and "not supported" in (await next_error(errors, 162))[2]
+    scan = ScannerSubscription(
+        instrument="STK", locationCode="STK.US.MAJOR", scanCode="HOT_BY_VOLUME"
+    )
+    assert len(await asyncio.wait_for(ib.reqScannerDataAsync(scan), 5)) == 0
+    assert "not supported" in (await next_error(errors, 321))[2]
+    trade = ib.placeOrder(es, MarketOrder("BUY", 1))
+    req_id, _, text = await next_error(errors, 201)
+    assert req_id == trade.order.orderId and "not supported" in text
+    assert trade.orderStatus.status == "Cancelled"
+    ib.reqMktData(es)  # valid, but the simulator streams tick-by-tick only
+    assert "request type 1 is not supported" in (await next_error(errors, 321))[2]
+
+
+async def test_fx_has_quotes_but_no_trades(ib, sim):
+    eur = Contract(conId=EUR_ID, exchange="IDEALPRO")
+    ticker = ib.reqTickByTickData(eur, "BidAsk")
+    ib.reqTickByTickData(eur, "Last")  # accepted, as IB does, and never answered
+    ib.reqTickByTickData(eur, "AllLast")
+    await sim.wait_for(lambda: len(sim.subscriptions) == 3)
+    ticks = await collect(ticker, 100, TickByTickBidAsk)
+    assert sim.market(EUR_ID).trade_count > 10  # the market traded meanwhile
+    assert not [t for t in ticks if isinstance(t, TickByTickAllLast)]
+
+
+async def test_last_is_all_last_without_odd_lots_and_flagged_prints(ib, sim):
+    aapl = Contract(conId=AAPL_ID, exchange="SMART")
+    ticker = ib.reqTickByTickData(aapl, "AllLast")  # one Ticker gets both streams
+    ib.reqTickByTickData(aapl, "Last")
+    ticks = await collect(ticker, 300, TickByTickAllLast, timeout=10)
+    last = [(t.price, t.size, t.exchange) for t in ticks if t.tickType == 1]
+    all_last = [t for t in ticks if t.tickType == 2]
+    plain = [(t.price, t.size, t.exchange) for t in all_last if not t.specialConditions]
+    assert last and len(all_last) > len(last)
+    start = plain.index(last[0])  # Last may have started a few trades later
+    assert plain[start : start + len(last)] == last  # every Last trade is in AllLast, in order
+    flagged = [t for t in all_last if t.specialConditions]
+    assert {t.specialConditions for t in flagged} <= {"I", "4"} and flagged
+    assert all(t.size < 100 for t in flagged if t.specialConditions == "I")
+
+
+async def test_futures_list_live_expiries_latest_first_and_expired_on_request(ib, sim):
+    listed = await ib.reqContractDetailsAsync(Future("ES", exchange="CME"))
+    expiries = [d.contract.lastTradeDateOrContractMonth for d in listed]
+    assert expiries == sorted(expiries, reverse=True) and len(expiries) >= 3
+    assert min(expiries) == "20261218"  # the front month on the session day
+    every = await ib.reqContractDetailsAsync(Future("ES", exchange="CME", includeExpired=True))
+    assert len(every) == len(listed) + 1
+    [cl] = await ib.reqContractDetailsAsync(Future("CL", "202701", exchange="NYMEX"))
+    assert (cl.contract.localSymbol, cl.contractMonth) == ("CLF7", "202701")
+    assert cl.tradingHours == "20261124:1700-20261125:1600;20261125:1700-20261126:1600"

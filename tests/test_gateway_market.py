@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import pytest
 
-from ibstream.gateway.contracts import BUILTIN_BY_CON_ID, BUILTIN_CONTRACTS, match_contracts
+from ibstream.gateway.contracts import (
+    BUILTIN_BY_CON_ID,
+    BUILTIN_CONTRACTS,
+    SESSION_DATE,
+    match_contracts,
+)
 from ibstream.gateway.market import BUY, SELL, Market, Quote, Regime, Trade
 
 ES = BUILTIN_BY_CON_ID[637533641]
@@ -148,13 +155,55 @@ def test_bursts_and_quiet_spells_keep_the_mean_rate():
 
 
 def test_match_contracts_by_con_id_symbol_and_fields():
-    assert [c.con_id for c in match_contracts(BUILTIN_CONTRACTS, con_id=265598)] == [265598]
-    assert match_contracts(BUILTIN_CONTRACTS, con_id=1) == []
-    assert match_contracts(BUILTIN_CONTRACTS, symbol="aapl", sec_type="STK") == [AAPL]
-    assert match_contracts(BUILTIN_CONTRACTS, symbol="AAPL", exchange="NASDAQ") == [AAPL]
-    assert match_contracts(BUILTIN_CONTRACTS, symbol="AAPL", currency="EUR") == []
-    assert match_contracts(BUILTIN_CONTRACTS, symbol="ES", last_trade_date="202612") == [ES]
-    assert match_contracts(BUILTIN_CONTRACTS, local_symbol="EUR.USD") == [EUR]
-    assert match_contracts(BUILTIN_CONTRACTS) == []
+    match = functools.partial(match_contracts, BUILTIN_CONTRACTS, today=SESSION_DATE)
+    assert [c.con_id for c in match(con_id=265598)] == [265598]
+    assert match(con_id=1) == []
+    assert match(symbol="aapl", sec_type="STK") == [AAPL]
+    assert match(symbol="AAPL", exchange="NASDAQ") == [AAPL]
+    assert match(symbol="AAPL", currency="EUR") == []
+    assert match(symbol="ES", last_trade_date="202612") == [ES]
+    assert match(symbol="ES", last_trade_date="20261218") == [ES]
+    assert match(local_symbol="EUR.USD") == [EUR]
+    assert match() == []
     assert math.isclose(EUR.price(EUR.to_ticks(1.08)), 1.08)
     assert EUR.decimals == 5 and ES.decimals == 2
+
+
+def test_futures_have_several_expiries_and_expired_ones_need_include_expired():
+    match = functools.partial(match_contracts, BUILTIN_CONTRACTS, today=SESSION_DATE)
+    for root in ("ES", "MNQ", "NQ", "CL", "GC"):
+        live = match(symbol=root, sec_type="FUT")
+        every = match(symbol=root, sec_type="FUT", include_expired=True)
+        assert len(live) >= 3 and len(every) == len(live) + 1, root
+        [gone] = set(every) - set(live)
+        assert gone.last_trade_date < SESSION_DATE.strftime("%Y%m%d") and gone.expired(SESSION_DATE)
+        assert match(con_id=gone.con_id) == []  # as IB: expired contracts are not found
+    # CL's January contract stops trading in December: the month is the delivery month
+    [clf7] = match(symbol="CL", last_trade_date="202701")
+    assert (clf7.local_symbol, clf7.last_trade_date) == ("CLF7", "20261217")
+    assert ES.hours(SESSION_DATE).startswith("20261124:1700-20261125:1600")
+
+
+def test_all_last_has_every_trade_and_last_omits_conditioned_ones():
+    events = Market(AAPL, seed=5).step(20_000, NOW)
+    trades = [e for e in events if isinstance(e, Trade)]
+    last = [t for t in trades if t.last_eligible]
+    odd = [t for t in trades if t.conditions == "I"]
+    flagged = [t for t in trades if t.conditions == "4"]
+    assert odd and all(t.size < 100 for t in odd)
+    assert flagged and all(t.exchange == "FINRA" for t in flagged)
+    assert 0 < len(last) < len(trades) and all(t.size >= 100 for t in last)
+    futures = [e for e in Market(ES, seed=5).step(5000, NOW) if isinstance(e, Trade)]
+    assert all(t.last_eligible for t in futures)  # no odd lots or off-exchange prints
+
+
+def test_conditions_do_not_change_the_seeded_market():
+    """Conditions come from their own generator: a contract without odd lots (draws fewer
+    conditions) gets the very same prices, sizes and sides."""
+    no_odd_lots = dataclasses.replace(AAPL, sec_type="CFD")
+
+    def tape(contract):
+        events = Market(contract, seed=9).step(3000, NOW)
+        return [(t.price, t.size, t.side) for t in events if isinstance(t, Trade)]
+
+    assert len(tape(AAPL)) > 500 and tape(AAPL) == tape(no_odd_lots)

@@ -380,3 +380,138 @@ async def test_overflow_after_a_resume_beyond_the_stream_reports_where_it_joined
     (error,) = await drain(late, 1)  # the overflow dropped the queued gap info and ticks
     assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
     assert error["data"]["details"]["last_sent"] == {"last": 5}
+
+
+# --- batched streams (config.batch_ms) --------------------------------------------------
+
+
+async def test_batched_stream_sends_one_ticks_message_per_interval():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub)
+    (handle,) = await sub.subscribe("ES", [TickType.LAST], batch_ms=20)
+    for i in range(10):
+        hub.publish(trade(size=i + 1))
+    assert sub.queued == 0  # held until the batch is due
+    item = await sub.get()  # the subscriber's timer sends it
+    msg = orjson.loads(item.payload)
+    assert msg["type"] == "ticks" and msg["stream_id"] == handle.stream_id
+    assert (item.event, item.sequence, item.ticks) == ("ticks", 10, 10)
+    ticks = msg["data"]["ticks"]
+    assert [t["sequence"] for t in ticks] == list(range(1, 11))
+    assert [t["size"] for t in ticks] == [float(i + 1) for i in range(10)]
+    assert all(t["timestamp"].endswith("Z") and t["tick_type"] == "last" for t in ticks)
+    hub.publish(trade())
+    assert [t["sequence"] for t in (await drain(sub, 1))[0]["data"]["ticks"]] == [11]
+
+
+async def test_batched_item_is_the_tick_data_plus_its_timestamp():
+    hub = Hub(RecordingSource())
+    plain, batched = Subscriber(hub), Subscriber(hub)
+    await plain.subscribe("ES", [TickType.LAST])
+    await batched.subscribe("ES", [TickType.LAST], batch_ms=5)
+    hub.publish(trade())
+    (tick,) = await drain(plain, 1)
+    (batch,) = await drain(batched, 1)
+    assert batch["data"]["ticks"] == [{**tick["data"], "timestamp": tick["timestamp"]}]
+
+
+async def test_batched_limit_is_exact_and_flushes_at_once():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub)
+    await sub.subscribe("ES", [TickType.LAST], limit=7, batch_ms=1000)
+    for _ in range(10):
+        hub.publish(trade())
+    batch, done = sub.get_nowait(), sub.get_nowait()  # no waiting for the 1 s interval
+    assert batch is not None and done is not None and sub.queued == 0
+    assert [t["sequence"] for t in orjson.loads(batch.payload)["data"]["ticks"]] == [*range(1, 8)]
+    complete = orjson.loads(done.payload)
+    assert complete["type"] == "complete" and complete["data"]["total_ticks"] == 7
+
+
+async def test_a_full_batch_goes_out_without_waiting():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub)
+    sub.batcher.max_ticks = 50
+    await sub.subscribe("ES", [TickType.LAST], batch_ms=1000)
+    for _ in range(120):
+        hub.publish(trade())
+    sizes = []
+    while (item := sub.get_nowait()) is not None:
+        sizes.append(len(orjson.loads(item.payload)["data"]["ticks"]))
+    assert sizes == [50, 50]  # the last 20 wait for their interval
+
+
+async def test_slow_batched_consumer_is_caught_by_ticks_not_frames():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub, queue_size=100)
+    sub.batcher.max_ticks = 60
+    await sub.subscribe("ES", [TickType.LAST], batch_ms=1000)
+    for _ in range(120):
+        hub.publish(trade())
+    assert sub.closed is None and sub.queued == 2  # 120 ticks in 2 frames: over the limit
+    for _ in range(60):
+        hub.publish(trade())  # a third frame would be 180 ticks behind: closed
+    assert sub.closed is not None and sub.closed.code is ErrorCode.SLOW_CONSUMER
+    (error,) = await drain(sub, 1)
+    assert error["data"]["code"] == ErrorCode.SLOW_CONSUMER
+    assert error["data"]["details"]["last_sent"] == {"last": 0}
+
+
+async def test_stream_messages_come_after_the_ticks_before_them():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub)
+    await sub.subscribe("ES", [TickType.LAST], batch_ms=1000)
+    for _ in range(3):
+        hub.publish(trade())
+    hub.on_source_event(SourceEvent("ib_disconnected", "connection to IB lost; reconnecting"))
+    sub.close_streams("server_shutdown")
+    msgs = await drain(sub, 3)
+    assert [m["type"] for m in msgs] == ["ticks", "info", "complete"]
+    assert msgs[2]["data"]["total_ticks"] == 3
+
+
+async def test_batched_resume_replays_the_backlog_in_batches_outside_the_queue_limit():
+    hub = Hub(RecordingSource(), ring_size=200)
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST])
+    for _ in range(150):
+        hub.publish(trade())
+    late = Subscriber(hub, queue_size=10)
+    late.batcher.max_ticks = 100
+    handles = await late.subscribe("ES", [TickType.LAST], batch_ms=1000)
+    late.replay(handles, {TickType.LAST: 20})
+    replayed = [late.get_nowait(), late.get_nowait()]
+    assert late.get_nowait() is None and late.closed is None
+    assert [(i.replayed, i.ticks, i.sequence) for i in replayed] == [  # type: ignore[union-attr]
+        (True, 100, 120),
+        (True, 30, 150),
+    ]
+    hub.publish(trade())
+    live = orjson.loads((await late.get()).payload)
+    assert [t["sequence"] for t in live["data"]["ticks"]] == [151]
+
+
+async def test_streams_of_different_intervals_share_one_timer():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub)
+    (slow,) = await sub.subscribe("ES", [TickType.LAST], batch_ms=200)
+    (fast,) = await sub.subscribe("ES", [TickType.BID_ASK], batch_ms=10)
+    hub.publish(trade())
+    hub.publish(quote())
+    first = await sub.get()
+    second = await sub.get()
+    assert [first.stream_id, second.stream_id] == [fast.stream_id, slow.stream_id]
+    sub.close()
+    assert sub.batcher._timer is None
+
+
+async def test_unsubscribe_sends_the_pending_batch_its_summary_counts():
+    hub = Hub(RecordingSource())
+    sub = Subscriber(hub)
+    (handle,) = await sub.subscribe("ES", [TickType.LAST], batch_ms=1000)
+    for _ in range(4):
+        hub.publish(trade())
+    assert sub.unsubscribe_all() == [handle.stream_id]
+    (batch,) = await drain(sub, 1)
+    assert len(batch["data"]["ticks"]) == handle.count == 4
+    assert sub.get_nowait() is None  # nothing left behind for the timer

@@ -101,3 +101,23 @@ def test_ib_errors_map_to_protocol_codes_with_hints():
     assert from_ib_error(200, "none").http_status == 404
     body = from_ib_error(200, "none").body()
     assert set(body) == {"code", "message", "details", "recoverable"}
+
+
+ES_ID = 637533641
+
+
+def test_every_tick_field_reaches_the_wire_and_nothing_else():
+    values = {name: 1.5 for name in ("price", "size", "bid_price", "bid_size", "ask_price")}
+    values |= {"ask_size": 2.0, "mid_price": 1.75, "exchange": "CME", "conditions": "I"}
+    tick = Tick(ES_ID, TickType.LAST, 5, **values)
+    data = tick.data(3)
+    assert set(data) == set(Tick.__dataclass_fields__) | {"sequence"}
+    assert data == {
+        "contract_id": ES_ID,
+        "tick_type": "last",
+        "recv_ns": 5,
+        "sequence": 3,
+        **values,
+    }
+    with pytest.raises(TypeError):
+        Tick(ES_ID, TickType.LAST, 5, ib_time=3)  # IB's one-second time is not carried

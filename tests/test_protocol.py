@@ -46,7 +46,7 @@ def test_resume_from_must_say_where_each_stream_stopped(resume, text):
 def test_subscribe_minimal_and_conid_forms():
     assert (
         parse_message(
-            b'{"type":"subscribe","data":{"contract_id":265598,"tick_types":"last"}}'
+            b'{"type":"subscribe","data":{"contract_id":265598,"tick_types":["last"]}}'
         ).subscribe.contract
         == 265598
     )
@@ -170,11 +170,42 @@ def test_request_id_is_kept_on_errors():
     assert info.value.details["supported"] == [t.value for t in TickType]
 
 
-@pytest.mark.parametrize("bad", ["[]", '"quotes"', '["last","nope"]', "5"])
+@pytest.mark.parametrize("bad", ["[]", '["last","nope"]', "[5]"])
 def test_bad_tick_types(bad):
     with pytest.raises(MessageError) as info:
         parse_message('{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":' + bad + "}}")
     assert info.value.code == ErrorCode.INVALID_TICK_TYPE
+    assert info.value.details["field"].startswith("data.tick_types")
+
+
+@pytest.mark.parametrize("bad", ['"last"', '"bid_ask,last"', "5", "null", '{"a":1}'])
+def test_tick_types_must_be_a_list(bad):
+    """A bare string or a number is not a list: INVALID_MESSAGE naming the field."""
+    with pytest.raises(MessageError) as info:
+        parse_message('{"type":"subscribe","data":{"contract_id":"AAPL","tick_types":' + bad + "}}")
+    err = info.value
+    assert err.code == ErrorCode.INVALID_MESSAGE
+    assert err.details["field"] == "data.tick_types"
+    assert "a list" in err.details["expected"] and "tick_types" in err.message
+
+
+def test_batch_ms():
+    def sub(batch: str):
+        return parse_message(
+            '{"type":"subscribe","data":{"contract_id":"ES","tick_types":["last"],'
+            '"config":{"batch_ms":' + batch + "}}}"
+        ).subscribe
+
+    assert sub("50").batch_ms == 50.0 and sub("0.5").batch_ms == 0.5
+    assert sub("0").batch_ms is None  # 0: one message per tick
+    for bad in ("-1", "1001", '"50"', "true"):
+        with pytest.raises(MessageError) as info:
+            sub(bad)
+        assert info.value.details["field"] == "data.config.batch_ms", bad
+    assert parse_sse_params("ES", "last", [("batch_ms", "20")]).batch_ms == 20.0
+    assert parse_sse_params("ES", "last", []).batch_ms is None
+    with pytest.raises(MessageError, match="'batch_ms'"):
+        parse_sse_params("ES", "last", [("batch_ms", "2000")])
 
 
 def test_sse_params_single_and_multi():

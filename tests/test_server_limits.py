@@ -11,6 +11,7 @@ import socket
 import orjson
 import psutil
 import pytest
+import websockets
 
 from tests.conftest import AAPL, EURUSD, WAIT, get_json, sse, sse_events
 
@@ -162,18 +163,6 @@ async def raw_ws_subscribe(port: int, subscribe: list[dict]) -> socket.socket:
     return sock
 
 
-async def read_until_closed(sock: socket.socket, timeout: float = WAIT) -> None:
-    """Drain what the kernel still holds for the slow client until EOF or reset."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                if not await loop.sock_recv(sock, 1 << 16):
-                    return
-            except ConnectionResetError:
-                return
-
-
 def masked_text_frame(payload: bytes) -> bytes:
     mask = os.urandom(4)
     size = len(payload)
@@ -229,10 +218,101 @@ async def test_slow_consumer_is_cut_off(make_server, ws_client, gateway):
         assert not twin_reader.done()
         await bystander.ticks(20)
         assert len(twin_got) > received  # the twin still streams too
-        # Without the client reading a byte, the server drops its TCP connection (the close
-        # handshake is bounded by send_timeout), so a dead peer cannot pin a socket.
-        await read_until_closed(slow)
     finally:
         twin_reader.cancel()
         slow.close()
+        gateway.set_rate(200)
+
+
+async def slot_released(server) -> None:
+    """Wait until the server has cut a slow consumer off (no sleeps: connection events)."""
+    connections = server.context.connections
+    await connections.wait_for(lambda: connections.slow_consumers >= 1, WAIT)
+
+
+async def test_never_reading_client_frees_its_slot_at_once(make_server, ws_client, gateway):
+    """A client that never reads after the handshake is cut off after send_timeout (the
+    send path, not the queue: the queue is far from full); with one connection per IP a
+    new connection fits at once and /ws/stats no longer lists the dead one."""
+    server = await make_server(
+        max_connections_per_ip=1, queue_size=100_000, send_timeout=0.5, socket_send_buffer=8192
+    )
+    gateway.set_rate(400)
+    subs = [{"type": "subscribe", "id": 1, "data": {"contract_id": AAPL, "tick_types": ALL_TYPES}}]
+    dead = await raw_ws_subscribe(server.port, subs)
+    try:
+        await slot_released(server)
+        _, stats = await get_json(server, "/ws/stats")
+        assert stats["connections"] == 0 and stats["subscribers"] == []
+        assert stats["slow_consumers_closed"] == 1
+        fresh = await ws_client(server)  # the per-IP slot is free again
+        await fresh.subscribe(AAPL, ["bid_ask"])
+        assert len(await fresh.ticks(3)) == 3
+        _, stats = await get_json(server, "/ws/stats")
+        assert [s["ip"] for s in stats["subscribers"]] == ["127.0.0.1"]
+    finally:
+        dead.close()
+        gateway.set_rate(200)
+
+
+async def slow_reader(server) -> websockets.ClientConnection:
+    """A real client whose buffers are tiny: while the test does not call recv(), it
+    stops reading from its socket and the server's sends back up."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    return await websockets.connect(
+        server.ws_url, sock=sock, max_queue=4, max_size=2**20, open_timeout=WAIT
+    )
+
+
+@pytest.mark.parametrize(
+    "cut_by, options",
+    [
+        ("queue", {"queue_size": 300, "send_timeout": 10.0}),
+        ("send_timeout", {"queue_size": 100_000, "send_timeout": 0.5}),
+    ],
+)
+async def test_slow_reader_is_told_slow_consumer_with_last_sent(
+    make_server, ws_client, gateway, cut_by, options
+):
+    """A client that pauses reading is cut off (by its queue overflowing, or by a send that
+    blocked for send_timeout); its slot goes at once, and when it reads again it gets every
+    frame that reached the socket, then SLOW_CONSUMER whose last_sent is exactly the last
+    sequence it received per stream, then close 1008."""
+    server = await make_server(max_connections_per_ip=1, socket_send_buffer=8192, **options)
+    conn = await slow_reader(server)
+    try:
+        await conn.send(
+            orjson.dumps(
+                {
+                    "type": "subscribe",
+                    "id": "s",
+                    "data": {"contract_id": AAPL, "tick_types": ["bid_ask", "last"]},
+                }
+            ).decode()
+        )
+        gateway.set_rate(400)
+        await slot_released(server)
+        fresh = await ws_client(server)  # fits at once under the per-IP limit of 1
+        assert fresh.greeting["type"] == "connected"
+        last: dict[str, int] = {}
+        got: list[dict] = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            async with asyncio.timeout(WAIT):
+                while True:
+                    got.append(msg := orjson.loads(await conn.recv()))
+                    if msg["type"] == "tick":
+                        last[msg["stream_id"]] = msg["data"]["sequence"]
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+        error = got[-1]
+        assert error["type"] == "error" and error["data"]["code"] == "SLOW_CONSUMER"
+        assert [m["type"] for m in got[:2]] == ["connected", "subscribed"]
+        details = error["data"]["details"]
+        assert last and {s["stream_id"]: s["last_sent"] for s in details["streams"]} == last
+        types = {s["stream_id"]: s["tick_type"] for s in got[1]["data"]["streams"]}
+        assert details["last_sent"] == {types[sid]: seq for sid, seq in last.items()}
+    finally:
+        await conn.close()
         gateway.set_rate(200)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 
 import orjson
 import pytest
@@ -10,8 +12,13 @@ import websockets
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
+from ibstream.server.run import USER_TIMEOUTS, bind_socket, start_server
+from ibstream.server.settings import ServerSettings
 from ibstream.server.subscriber import Subscriber
 from tests.conftest import AAPL, EURUSD, WAIT, assert_contiguous, get_json, upstream
+from tests.proxy import TcpProxy
+
+ES = 637533641
 
 
 async def test_greeting_capabilities(server, ws_client):
@@ -202,7 +209,7 @@ async def test_health_contracts_stats(server, ws_client):
 async def test_health_degraded_without_ib(make_server):
     server = await make_server(ib_port=1, ib_connect_timeout=0.5)  # nothing listens on port 1
     status, health = await get_json(server, "/health")
-    assert status == 200 and health["status"] == "degraded" and health["ib"]["connected"] is False
+    assert status == 503 and health["status"] == "degraded" and health["ib"]["connected"] is False
 
 
 async def test_control_channel(server):
@@ -245,3 +252,56 @@ async def test_close_while_resolving_attaches_nothing(server, monkeypatch):
         await task
     assert info.value.code == ErrorCode.CONNECTION_ERROR
     assert not server.hub.channels and not server.hub.source.upstream
+
+
+async def test_slow_lookup_does_not_block_the_connection(gateway, ws_client):
+    """While a subscribe waits on IB (the IB link is frozen: no contract details come back),
+    the same connection's ping, unsubscribe and a subscribe that needs no lookup are
+    answered; the slow subscribe completes once IB answers."""
+    async with TcpProxy(gateway.port) as proxy:
+        settings = ServerSettings(port=0, ib_port=proxy.port, client_id=random.randint(1, 10**6))
+        async with await start_server(settings) as server:
+            client = await ws_client(server)
+            streams = await client.subscribe(AAPL, ["bid_ask", "last"])  # AAPL now known
+            bid_ask = streams["streams"][0]["stream_id"]
+            proxy.freeze()
+            slow_sub = {"contract_id": ES, "tick_types": ["last"]}
+            await client.send({"type": "subscribe", "id": "slow", "data": slow_sub})
+            assert (await client.request("ping"))["type"] == "pong"
+            reply = await client.request("unsubscribe", {"stream_id": bid_ask})
+            assert reply["type"] == "unsubscribed" and reply["stream_id"] == bid_ask
+            again = await client.subscribe(AAPL, ["mid_point"])
+            assert again["streams"][0]["tick_type"] == "mid_point"
+            assert not any(m.get("id") == "slow" for m in client.seen)  # still waiting on IB
+            proxy.thaw()
+            slow = await client.expect("subscribed", request_id="slow")
+            assert slow["data"]["contract"]["contract_id"] == ES
+
+
+async def test_every_sent_frame_reaches_the_observer(make_server, ws_client):
+    """settings.sent_observer sees exactly the frames the clients receive, on both sockets."""
+    observed: list[bytes] = []
+    server = await make_server(sent_observer=observed.append)
+    client = await ws_client(server)
+    await client.subscribe(AAPL, ["bid_ask"], limit=3)
+    await client.expect("complete")
+    assert [orjson.loads(p) for p in observed] == client.seen
+    del observed[:]
+    async with websockets.connect(server.url.replace("http", "ws") + "/ws/control") as conn:
+        await conn.send('{"type":"ping","id":1}')
+        assert orjson.loads(await asyncio.wait_for(conn.recv(), WAIT))["type"] == "pong"
+    assert [orjson.loads(p)["type"] for p in observed] == ["pong"]
+
+
+def test_accepted_sockets_inherit_the_send_limits():
+    """The kernel resets a peer that takes no data (TCP_USER_TIMEOUT), and the small send
+    buffer, both set on the listening socket, hold for every accepted connection."""
+    listener = bind_socket("127.0.0.1", 0, send_buffer=8192, send_timeout=0.5)
+    listener.listen()
+    with listener, socket.create_connection(listener.getsockname()[:2]):
+        accepted, _ = listener.accept()
+        with accepted:
+            if hasattr(socket, "TCP_USER_TIMEOUT"):
+                got = accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+                assert got == USER_TIMEOUTS * 500
+            assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * 8192

@@ -2,11 +2,13 @@
 
 import asyncio
 import random
+from datetime import date
 
 import pytest
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.gateway import GatewaySimulator
+from ibstream.ib.contracts import parse_spec
 from ibstream.ib.source import IBSource
 from ibstream.model import TickType
 from tests.conftest import Changes
@@ -224,3 +226,73 @@ async def test_lookup_that_gets_no_answer_is_connection_error(sim):
         assert info.value.code is ErrorCode.CONNECTION_ERROR and "retry" in info.value.message
     finally:
         await source.stop()
+
+
+async def test_front_month_is_picked_on_the_gateway_clock_and_expiry_specs_select_one(sim):
+    source, _ = await started(sim)
+    try:
+        fronts = {spec: (await source.resolve(spec)).local_symbol for spec in FRONTS}
+        assert fronts == FRONTS
+        assert (await source.resolve("ES:FUT:CME:202703")).local_symbol == "ESH7"
+        assert (await source.resolve("ES:FUT:CME:USD:20270618")).local_symbol == "ESM7"
+    finally:
+        await source.stop()
+    later = GatewaySimulator(port=0, seed=3, bursts=False, session_date=date(2026, 12, 19))
+    async with later:
+        source, _ = await started(later)
+        try:  # the host's date has not moved: only the gateway's clock says ESZ6 expired
+            assert (await source.resolve("ES")).local_symbol == "ESH7"
+        finally:
+            await source.stop()
+
+
+FRONTS = {"ES": "ESZ6", "MNQ": "MNQZ6", "NQ": "NQZ6", "CL": "CLF7", "GC": "GCZ6"}
+
+
+@pytest.mark.parametrize(
+    "ib_code, code",
+    [(354, "PERMISSION_DENIED"), (162, "RATE_LIMIT_EXCEEDED"), (321, "INVALID_MESSAGE")],
+)
+@pytest.mark.parametrize("library", ["ib_insync", "ib_async"])
+async def test_lookup_failure_keeps_ibs_code(sim, library, ib_code, code):
+    source, _ = await started(sim, library)
+    try:
+        sim.fail_next("contract_details", ib_code)
+        with pytest.raises(StreamError) as info:
+            await source.resolve("AAPL")
+        assert (info.value.code, info.value.details["ib_code"]) == (code, ib_code)
+        assert f"IB error {ib_code}" in info.value.message and "AAPL" in info.value.message
+        with pytest.raises(StreamError) as info:  # and a plain miss is IB's 200
+            await source.resolve("NOSUCH")
+        assert info.value.details["ib_code"] == 200
+    finally:
+        await source.stop()
+
+
+async def test_concurrent_lookups_share_one_clock_request():
+    """ib_insync keeps one pending reqCurrentTime: concurrent front-month picks must not
+    orphan each other (and fall back to the host's date, which says ESZ6 here)."""
+    async with GatewaySimulator(
+        port=0, seed=3, bursts=False, session_date=date(2026, 12, 19)
+    ) as gw:
+        source, _ = await started(gw, request_timeout=30)
+        try:
+            picks = await asyncio.gather(*(source.resolve(s) for s in ("ES", "ES", "NQ", "GC")))
+            assert [p.local_symbol for p in picks] == ["ESH7", "ESH7", "NQH7", "GCZ6"]
+        finally:
+            await source.stop()
+
+
+@pytest.mark.parametrize(
+    "spec, expiry",
+    [("ES:FUT:CME:202703", "202703"), ("es:fut:cme:usd:20270319", "20270319"), ("ES:FUT", None)],
+)
+def test_specs_may_name_an_expiry(spec, expiry):
+    assert parse_spec(spec).get("lastTradeDateOrContractMonth") == expiry
+
+
+@pytest.mark.parametrize("spec", ["ES:FUT:CME:2027", "ES:FUT:CME:USD:202703:X", "ES:FUT:CME:USD:1"])
+def test_malformed_expiry_names_the_form(spec):
+    with pytest.raises(StreamError) as info:
+        parse_spec(spec)
+    assert info.value.code is ErrorCode.CONTRACT_NOT_FOUND and "YYYYMM" in info.value.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -37,6 +38,7 @@ STATS_KEYS = {
     "trade_count",
 }
 TRADES_WANTED = 40
+SECRET = "delta-study-token-42"
 ROW = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s")
 
 
@@ -154,6 +156,38 @@ async def test_no_server_is_one_line_not_a_traceback(transport):
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 1 and not out
     assert len(lines) == 1 and "CONNECTION_ERROR" in lines[0] and url.split("//")[1] in lines[0]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_token_server_takes_the_token_from_the_environment(
+    make_server, transport, monkeypatch
+):
+    server = await make_server(token=SECRET)
+    monkeypatch.delenv("IBSTREAM_TOKEN", raising=False)
+    proc = await delta_process("ES", "--server", server.url, "--transport", transport)
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 1 and not out
+    assert len(lines) == 1 and "AUTH_REQUIRED" in lines[0] and SECRET not in lines[0]
+    monkeypatch.setenv("IBSTREAM_TOKEN", SECRET)
+    proc = await delta_process("ES", "--server", server.url, "--transport", transport, "--json")
+    try:
+        check_update(json.loads(await read_line(proc.stdout)))
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), WAIT) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_help_names_the_real_default_method():
+    from ibstream.analytics import DEFAULT_METHOD
+    from ibstream.cli import build_parser
+
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as text:
+        build_parser().parse_args(["delta", "--help"])
+    assert f"(default: {DEFAULT_METHOD})" in " ".join(text.getvalue().split())
 
 
 class Lines(io.StringIO):

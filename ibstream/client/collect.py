@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ibstream.client.sinks import SMALL_BATCH
 from ibstream.errors import StreamError
 
 if TYPE_CHECKING:
@@ -49,6 +50,21 @@ class Collection:
             return
         self.builder.append(tick)
         self.count += 1
+        if self.limit is not None and self.count >= self.limit:
+            self._done.set()
+
+    def put_many(self, ticks: list[dict]) -> None:
+        """A batch: typed in one go (Arrow), not row by row; small ones join the row list."""
+        if self._done.is_set():
+            return
+        if self.limit is not None:
+            ticks = ticks[: self.limit - self.count]
+        if len(ticks) >= SMALL_BATCH:
+            self.builder.extend(ticks)
+        else:
+            for tick in ticks:
+                self.builder.append(tick)
+        self.count += len(ticks)
         if self.limit is not None and self.count >= self.limit:
             self._done.set()
 
@@ -96,6 +112,7 @@ async def start_collection(
     tick_types: Any,
     seconds: float | None,
     limit: int | None,
+    batch_ms: float | None = None,
 ) -> Collection:
     """Open one subscription per contract, all feeding one `Collection`."""
     check_bounds(seconds, limit)
@@ -103,7 +120,7 @@ async def start_collection(
     if not contracts:
         raise ValueError("collect needs at least one contract")
     collection = Collection(limit, len(contracts))
-    subs = [client._new_subscription(c, tick_types, collection) for c in contracts]
+    subs = [client._new_subscription(c, tick_types, collection, batch_ms) for c in contracts]
     collection.subscriptions = subs
     try:
         for sub in subs:

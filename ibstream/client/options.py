@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -73,6 +74,13 @@ def ws_url(base: str) -> str:
     parts = urlsplit(base)
     scheme = "wss" if parts.scheme == "https" else "ws"
     return urlunsplit((scheme, parts.netloc, "/v2/ws/stream", "", ""))
+
+
+def env_token(token: str | None) -> str | None:
+    """`token`, else `$IBSTREAM_TOKEN` (the server's `--token` default) when set."""
+    if token is not None:
+        return token
+    return os.environ.get("IBSTREAM_TOKEN", "").strip() or None
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

@@ -6,6 +6,10 @@ and, once the consumer has drained what is queued, raises `SlowConsumer` to that
 alone; the connection and every other consumer carry on. Callbacks run on
 the client's event loop, inline with the reader: a slow callback slows the connection (and
 the server may then drop it as a slow consumer, after which the client resumes).
+
+A batched frame arrives as one list (`put_many`): inboxes and callbacks still see one tick
+dict per tick, exactly the `data` of a tick message; buffers and collections take the list
+whole.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from typing import Protocol
 from ibstream.errors import ErrorCode, StreamError
 
 log = logging.getLogger("ibstream.client")
+# Batches smaller than this are appended row by row: typing a few rows in Arrow costs more
+# (fixed cost per call) than appending them to the rows typed later in bulk.
+SMALL_BATCH = 1024
 
 
 class Sink(Protocol):
@@ -27,6 +34,25 @@ class Sink(Protocol):
         """Take a tick; an error once this sink takes no more (its consumer fell behind)."""
 
     def end(self, error: StreamError | None = None) -> None: ...
+
+
+def put_many(sink: Sink, ticks: list[dict]) -> StreamError | None:
+    """Hand a batch's items to a sink: whole when it has `put_many`, else tick by tick."""
+    many = getattr(sink, "put_many", None)
+    if many is not None:
+        return many(ticks)
+    for tick in plain(ticks):
+        overflow = sink.put(tick)
+        if overflow is not None:
+            return overflow
+    return None
+
+
+def plain(items: list[dict]) -> list[dict]:
+    """Batch items as tick `data` dicts: without the item's own `timestamp` (in place)."""
+    for item in items:
+        item.pop("timestamp", None)
+    return items
 
 
 def overflow_error(max_queue: int) -> StreamError:
@@ -59,6 +85,16 @@ class AsyncInbox:
         self._items.append(tick)
         self._wakeup.set()
         return None
+
+    def put_many(self, ticks: list[dict]) -> StreamError | None:
+        if self._done:
+            return self._error
+        room = self.max_queue - len(self._items)
+        self._items.extend(plain(ticks[:room]))
+        self._wakeup.set()
+        if len(ticks) > room:
+            self.end(overflow_error(self.max_queue))
+        return self._error
 
     def end(self, error: StreamError | None = None) -> None:
         if not self._done:
@@ -98,6 +134,17 @@ class ThreadInbox:
                 self._done, self._error = True, overflow_error(self.max_queue)
             else:
                 self._items.append(tick)
+            self._cond.notify_all()
+            return self._error
+
+    def put_many(self, ticks: list[dict]) -> StreamError | None:
+        with self._cond:
+            if self._done:
+                return self._error
+            room = self.max_queue - len(self._items)
+            self._items.extend(plain(ticks[:room]))
+            if len(ticks) > room:
+                self._done, self._error = True, overflow_error(self.max_queue)
             self._cond.notify_all()
             return self._error
 
@@ -149,6 +196,13 @@ class BufferSink:
 
     def put(self, tick: dict) -> None:
         self.buffer.append(tick)  # type: ignore[attr-defined]
+
+    def put_many(self, ticks: list[dict]) -> None:
+        if len(ticks) >= SMALL_BATCH:
+            self.buffer.extend(ticks)  # type: ignore[attr-defined]
+        else:
+            for tick in ticks:
+                self.buffer.append(tick)  # type: ignore[attr-defined]
 
     def end(self, error: StreamError | None = None) -> None:
         pass

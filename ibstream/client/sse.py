@@ -82,7 +82,7 @@ class SSETransport:
             raise timeout_error(f"GET {self.base}/health", timeout, setting) from None
         except httpx.HTTPError as exc:
             raise connection_error(f"cannot reach {self.base}", exc, url=self.base) from None
-        if response.status_code != 200:
+        if response.status_code not in (200, 503):  # 503: up, but IB is not connected
             raise await error_from_response(response)
         return loop.time() - started
 
@@ -190,8 +190,8 @@ class SSETransport:
         params = {"tick_types": ",".join(sub.tick_types)}
         if sub.positions:
             params["resume_from"] = ",".join(f"{t}:{n}" for t, n in sub.positions.items())
-        if self.token:
-            params["token"] = self.token
+        if sub.batch_ms is not None:
+            params["batch_ms"] = f"{sub.batch_ms:g}"
         path = "/v2/stream/" + quote(str(sub.target), safe="")
         async with asyncio.timeout(self.options.request_timeout) as deadline:
             async with aconnect_sse(self._http, "GET", path, params=params) as source:

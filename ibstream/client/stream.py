@@ -93,11 +93,14 @@ class AsyncStream(SubscriptionView):
         tick_types: Iterable[str],
         on_tick: Callable[[dict], Any] | None,
         max_queue: int,
+        batch_ms: float | None = None,
     ):
         self._client = client
         self._inbox = None if on_tick else AsyncInbox(max_queue)
         sink: Sink = CallbackSink(on_tick) if on_tick else self._inbox  # type: ignore[assignment]
-        self._pending: Subscription | None = client._new_subscription(contract, tick_types, sink)
+        self._pending: Subscription | None = client._new_subscription(
+            contract, tick_types, sink, batch_ms
+        )
         self._sub = None
 
     async def open(self) -> AsyncStream:

@@ -7,7 +7,8 @@ server instance (`server_id`): when a reconnect reaches another one, the positio
 a `Gap` (`server_restarted`) is reported per stream and the subscription starts afresh. A
 server without ids says `unknown_sequence` instead. Server `info`s, `gap`s and stream errors
 become client events. Positions are per subscription, because two subscriptions of one
-stream receive the same sequences. A sink that overflows, or a message that cannot be
+stream receive the same sequences. A batched `ticks` message is taken as a whole (its items
+are contiguous, so dedup and gap checks are done on its first and last sequence). A sink that overflows, or a message that cannot be
 delivered, ends this subscription alone (an `ErrorEvent` and the subscription's `error`);
 the transport then unsubscribes it and the connection carries on.
 """
@@ -18,7 +19,7 @@ import logging
 from collections.abc import Iterable
 
 from ibstream.client.events import ErrorEvent, EventLog, Gap, Info
-from ibstream.client.sinks import Sink
+from ibstream.client.sinks import Sink, put_many
 from ibstream.errors import ErrorCode, StreamError, error_from_body
 from ibstream.model import TickType
 from ibstream.protocol.validate import contract_spec
@@ -34,6 +35,17 @@ def parse_tick_types(tick_types: str | Iterable[str]) -> list[str]:
     return [t.value for t in TickType.parse_list(list(tick_types))]
 
 
+def check_batch_ms(batch_ms: float | None) -> float | None:
+    """None (one message per tick) or a number of milliseconds, 0 < batch_ms <= 1000."""
+    if batch_ms is None:
+        return None
+    if isinstance(batch_ms, bool) or not isinstance(batch_ms, int | float):
+        raise ValueError(f"batch_ms must be a number of milliseconds; got {batch_ms!r}")
+    if not 0 < batch_ms <= 1000:
+        raise ValueError(f"batch_ms must be > 0 and <= 1000 (milliseconds); got {batch_ms!r}")
+    return batch_ms
+
+
 def parse_contract(contract: object) -> str | int:
     """A conId (`265598`) or a spec (`"ES"`, `"AAPL"`, `"EUR.USD"`); InvalidMessage otherwise."""
     try:
@@ -45,9 +57,17 @@ def parse_contract(contract: object) -> str | int:
 class Subscription:
     """Positions, dedup and delivery for one subscribe, across any number of reconnects."""
 
-    def __init__(self, contract: object, tick_types: Iterable[str], sink: Sink, events: EventLog):
+    def __init__(
+        self,
+        contract: object,
+        tick_types: Iterable[str],
+        sink: Sink,
+        events: EventLog,
+        batch_ms: float | None = None,
+    ):
         self.spec = parse_contract(contract)
         self.tick_types = parse_tick_types(tick_types)
+        self.batch_ms = check_batch_ms(batch_ms)  # ask the server for batched frames
         self.sink = sink
         self.events = events
         self.contract: dict = {}
@@ -130,6 +150,9 @@ class Subscription:
         if kind == "tick":
             self.on_tick(data)
             return
+        if kind == "ticks":
+            self.on_ticks(data["ticks"])
+            return
         tick_type = self.stream_ids.get(msg.get("stream_id", ""))
         if kind == "info":
             self._on_info(tick_type, data)
@@ -149,22 +172,52 @@ class Subscription:
             if seq <= last:
                 self.duplicates += 1
                 return
-            if seq > last + 1 and tick_type not in self._gap_told:
-                self.events.emit(
-                    Gap(
-                        self.contract_id,
-                        tick_type,
-                        "missed",
-                        f"sequences {last + 1}-{seq - 1} never arrived",
-                        {"first_missing": last + 1, "last_missing": seq - 1},
-                    )
-                )
+            self._check_gap(tick_type, last, seq)
         self._gap_told.discard(tick_type)
         self.positions[tick_type] = seq
         self.received += 1
         overflow = self.sink.put(data)
         if overflow is not None:  # its consumer fell behind: stop it on the server too
             self._fail_loudly(overflow)
+
+    def on_ticks(self, items: list[dict]) -> None:
+        """A batch: items of one stream, contiguous, in sequence order (else tick by tick)."""
+        if not self.active or not items:
+            return
+        tick_type, first, end = items[0]["tick_type"], items[0]["sequence"], items[-1]["sequence"]
+        if end - first != len(items) - 1 or items[-1]["tick_type"] != tick_type:
+            for item in items:  # not as the protocol promises: the per-tick rules still hold
+                item.pop("timestamp", None)
+                self.on_tick(item)
+            return
+        last = self.positions.get(tick_type)
+        if last is not None:
+            if end <= last:
+                self.duplicates += len(items)
+                return
+            if first <= last:  # a replay overlapping what we have: keep the new part
+                self.duplicates += last + 1 - first
+                items, first = items[last + 1 - first :], last + 1
+            self._check_gap(tick_type, last, first)
+        self._gap_told.discard(tick_type)
+        self.positions[tick_type] = end
+        self.received += len(items)
+        overflow = put_many(self.sink, items)
+        if overflow is not None:
+            self._fail_loudly(overflow)
+
+    def _check_gap(self, tick_type: str, last: int, seq: int) -> None:
+        """Report the sequences between `last` and `seq` unless the server already did."""
+        if seq > last + 1 and tick_type not in self._gap_told:
+            self.events.emit(
+                Gap(
+                    self.contract_id,
+                    tick_type,
+                    "missed",
+                    f"sequences {last + 1}-{seq - 1} never arrived",
+                    {"first_missing": last + 1, "last_missing": seq - 1},
+                )
+            )
 
     def _on_info(self, tick_type: str | None, data: dict) -> None:
         status = data.get("status", "")

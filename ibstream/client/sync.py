@@ -177,11 +177,13 @@ class Client:
         *,
         on_tick: Callable[[dict], Any] | None = None,
         max_queue: int | None = None,
+        batch_ms: float | None = None,
     ) -> SyncStream:
-        """Subscribe now; iterate the result, or pass `on_tick` (runs on the loop thread)."""
+        """Subscribe now; iterate the result, or pass `on_tick` (runs on the loop thread).
+        `batch_ms`: see `AsyncClient.stream`."""
         inbox = None if on_tick else ThreadInbox(max_queue or self._async.options.max_queue)
         sink: Sink = CallbackSink(on_tick) if on_tick else inbox  # type: ignore[assignment]
-        sub = self._async._new_subscription(contract, tick_types, sink)
+        sub = self._async._new_subscription(contract, tick_types, sink, batch_ms)
         self._call(self._async._open(sub), "stream")
         return SyncStream(self, sub, inbox)
 
@@ -193,10 +195,12 @@ class Client:
         limit: int | None = None,
         *,
         progress: bool = True,
+        batch_ms: float | None = None,
     ) -> Any:
         """Ticks as a tick frame, after `seconds` or `limit` ticks in all; with neither, until
-        interrupted (Ctrl-C, or the stop button in Jupyter), returning what arrived."""
-        start = start_collection(self._async, contract, tick_types, seconds, limit)
+        interrupted (Ctrl-C, or the stop button in Jupyter), returning what arrived.
+        `batch_ms`: see `AsyncClient.collect`."""
+        start = start_collection(self._async, contract, tick_types, seconds, limit, batch_ms)
         collection = self._call(start, "collect")
         bar = Progress(progress, total=limit, desc=describe_contracts(contract))
         waiting = loop.submit(collection.wait(seconds))
@@ -230,10 +234,11 @@ class Client:
         *,
         max_ticks: int | None = None,
         max_seconds: float | None = None,
+        batch_ms: float | None = None,
     ) -> Any:
         """A `TickBuffer` this client keeps filling (see `AsyncClient.buffer`)."""
         coro = self._async.buffer(
-            contract, tick_types, max_ticks=max_ticks, max_seconds=max_seconds
+            contract, tick_types, max_ticks=max_ticks, max_seconds=max_seconds, batch_ms=batch_ms
         )
         return self._call(coro, "buffer")
 

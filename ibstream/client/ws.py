@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from urllib.parse import quote
 
 from ibstream.client.events import ClientState, ErrorEvent, EventLog, Info
 from ibstream.client.options import ClientOptions, auth_headers, ws_url
@@ -36,7 +35,7 @@ class WebSocketTransport:
     name = "websocket"
 
     def __init__(self, base: str, token: str | None, options: ClientOptions, events: EventLog):
-        self.url = ws_url(base) + (f"?token={quote(token)}" if token else "")
+        self.url = ws_url(base)  # the token goes in a header: a URL lands in logs
         self.headers = auth_headers(token)
         self.options = options
         self.events = events
@@ -47,6 +46,7 @@ class WebSocketTransport:
         self._supervisor: asyncio.Task[None] | None = None
         self._unsent: deque[str] = deque()  # stream ids to unsubscribe on the current link
         self._closing = False
+        self._fatal: StreamError | None = None  # why reconnecting stopped, if not the link
 
     async def start(self) -> None:
         await self._connect()
@@ -117,8 +117,9 @@ class WebSocketTransport:
         if link is None:
             raise link_lost(f"cannot subscribe {sub.spec}", "not connected")
         data: dict = {"contract_id": sub.target, "tick_types": sub.tick_types}
-        if sub.positions:
-            data["config"] = {"resume_from": sub.resume_from()}
+        config: dict = {"resume_from": sub.resume_from() or None, "batch_ms": sub.batch_ms}
+        if any(value is not None for value in config.values()):
+            data["config"] = {k: v for k, v in config.items() if v is not None}
         bind = lambda reply: self._bind(sub, link, reply)  # noqa: E731
         await link.request("subscribe", data, self.options.request_timeout, bind)
 
@@ -194,6 +195,9 @@ class WebSocketTransport:
                 await self._connect()
                 return True
             except StreamError as exc:
+                if not exc.recoverable:  # AUTH_REQUIRED ...: retrying cannot help
+                    self._fatal = exc
+                    return False
                 log.info("reconnect attempt %d to %s failed: %s", attempt, self.url, exc.message)
         return False
 
@@ -215,7 +219,7 @@ class WebSocketTransport:
                 sub.fail(exc)
 
     def _give_up(self, why: str) -> None:
-        error = connection_error("gave up reconnecting", why, url=self.url)
+        error = self._fatal or connection_error("gave up reconnecting", why, url=self.url)
         for sub in list(self._subs):
             self._forget(sub, unsubscribe=False)
             sub.fail(error)

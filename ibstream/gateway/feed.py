@@ -2,7 +2,9 @@
 
 One asyncio task per contract with at least one subscription: every few milliseconds it
 asks the market for the events due at the current rate and writes each to every
-subscription of the matching tick type, one write per connection per batch.
+subscription of the matching tick type, one write per connection per batch. As on IB, "Last"
+omits trades that carry conditions (odd lots, flagged off-exchange prints) which "AllLast"
+includes, and a contract without a tape (IDEALPRO cash) sends quotes only.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ class Subscription:
         code = TICK_TYPES[self.tick_type]
         stamp = int(event.time)
         if isinstance(event, Trade):
-            if code > 2:
+            if code > 2 or (code == 1 and event.conditions):
                 return None
             return encode(
-                99, self.req_id, code, stamp, event.price, event.size, 0, event.exchange, ""
-            )
+                99, self.req_id, code, stamp, event.price, event.size, 0, event.exchange,
+                event.conditions,
+            )  # fmt: skip
         if code == 3:
             if self.ignore_size and (event.bid, event.ask) == (self.last_bid, self.last_ask):
                 return None
@@ -79,6 +82,7 @@ class Feed:
         self._on_batch = on_batch
         self._task: asyncio.Task[None] | None = None
         self._decimals = market.contract.decimals
+        self._tape = market.contract.reports_trades  # IDEALPRO cash: quotes, never trades
 
     def add(self, sub: Subscription) -> None:
         self.subs.append(sub)
@@ -109,6 +113,8 @@ class Feed:
     def deliver(self, events: list[Quote | Trade]) -> None:
         chunks: dict[Sink, list[bytes]] = {}
         for event in events:
+            if not self._tape and isinstance(event, Trade):
+                continue
             for sub in self.subs:
                 data = sub.encode(event, self._decimals)
                 if data:

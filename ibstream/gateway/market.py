@@ -30,6 +30,9 @@ INSIDE_FRACTION = 0.08  # share of trades printed inside a spread wider than one
 MAX_SPREAD = 4  # ticks
 REGIME_MEAN_ACTIONS = 1500
 MAX_CATCHUP_SECONDS = 1.0  # after a stall, at most this much backlog is generated
+ROUND_LOT = 100  # shares; smaller stock trades are odd lots ("I")
+OFF_EXCHANGE = "FINRA"  # where off-exchange stock prints are reported
+FLAGGED_OFF_EXCHANGE = 0.25  # share of those printed with a condition ("4": derivatively priced)
 
 
 class Regime(StrEnum):
@@ -65,6 +68,12 @@ class Trade:
     side: int  # BUY or SELL: the aggressor
     inside: bool  # printed strictly inside the spread
     exchange: str
+    conditions: str = ""  # IB's specialConditions; a trade with any is AllLast-only
+
+    @property
+    def last_eligible(self) -> bool:
+        """Whether IB's "Last" stream carries it (odd lots and flagged prints are omitted)."""
+        return not self.conditions
 
 
 Event = Quote | Trade
@@ -87,6 +96,8 @@ class Market:
         self.bursts = bursts
         self._rng = random.Random(seed ^ contract.con_id)
         self._clock = random.Random(f"{seed}:{contract.con_id}:clock")
+        self._tape = random.Random(f"{seed}:{contract.con_id}:tape")  # trade conditions only
+        self._odd_lots = contract.sec_type == "STK"
         self._bid = contract.to_ticks(contract.start_price)
         self._spread = 1
         self._bid_size = self._draw(contract.quote_size)
@@ -190,12 +201,15 @@ class Market:
             half = self._spread / 2
             low, high = (math.ceil(half), self._spread - 1) if side == BUY else (1, int(half))
             price = c.price(self._bid + rng.randint(low, high))
-            self._pending.append(Trade(now, price, size, side, True, venue))
+            self._pending.append(
+                Trade(now, price, size, side, True, venue, self._flags(size, venue))
+            )
             return  # the displayed book does not change
         if side == BUY:
             size = min(size, self._ask_size)
+            price = c.price(self._bid + self._spread)
             self._pending.append(
-                Trade(now, c.price(self._bid + self._spread), size, BUY, False, venue)
+                Trade(now, price, size, BUY, False, venue, self._flags(size, venue))
             )
             self._ask_size -= size
             if self._ask_size <= 0:  # level consumed: the ask moves up a tick
@@ -206,7 +220,10 @@ class Market:
                     self._bid += 1
         else:
             size = min(size, self._bid_size)
-            self._pending.append(Trade(now, c.price(self._bid), size, SELL, False, venue))
+            price = c.price(self._bid)
+            self._pending.append(
+                Trade(now, price, size, SELL, False, venue, self._flags(size, venue))
+            )
             self._bid_size -= size
             if self._bid_size <= 0:  # level consumed: the bid moves down a tick
                 self._bid_size = self._draw(c.quote_size)
@@ -243,6 +260,15 @@ class Market:
             else:
                 self._ask_size = max(inc, self._ask_size + delta)
         self._pending.append(self._quote(now))
+
+    def _flags(self, size: float, venue: str) -> str:
+        """specialConditions of a trade: "I" for an odd lot, "4" for some off-exchange prints
+        (drawn from their own generator, so the market's prices and sides do not change)."""
+        if self._odd_lots and size < ROUND_LOT:
+            return "I"
+        if venue == OFF_EXCHANGE and self._tape.random() < FLAGGED_OFF_EXCHANGE:
+            return "4"
+        return ""
 
     def _quote(self, now: float) -> Quote:
         c = self.contract

@@ -8,41 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
+from datetime import UTC, date, datetime
 from types import TracebackType
 
-from ibstream.gateway.contracts import BUILTIN_CONTRACTS, SimContract
+from ibstream.gateway.contracts import BUILTIN_CONTRACTS, SESSION_DATE, SimContract
 from ibstream.gateway.feed import Feed, Subscription
 from ibstream.gateway.market import Market
+from ibstream.gateway.rejects import error_message
 from ibstream.gateway.session import Session
 
 log = logging.getLogger("ibstream.gateway")
 
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
 FAILABLE_REQUESTS = ("tick_by_tick", "contract_details")
-ERROR_MESSAGES = {
-    200: "No security definition has been found for the request",
-    322: "Error processing request.-'bW' : cause - Duplicate ticker id",
-    326: "Unable to connect as the client id is already in use. Retry with a unique client id.",
-    354: "Requested market data is not subscribed.",
-    1100: "Connectivity between IB and Trader Workstation has been lost.",
-    1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
-    1102: "Connectivity between IB and Trader Workstation has been restored - data maintained.",
-    2104: "Market data farm connection is OK:usfarm",
-    2106: "HMDS data farm connection is OK:ushmds",
-    2158: "Sec-def data farm connection is OK:secdefil",
-    10089: "Requested market data requires additional subscription for API. See link in "
-    "'Market Data Connections' dialog for more details.",
-    10090: "Part of requested market data is not subscribed. Subscription-independent ticks "
-    "are still active.Delayed market data is available.",
-    10167: "Requested market data is not subscribed. Displaying delayed market data.",
-    10190: "Max number of tick-by-tick requests has been reached.",
-}
 
 
 class GatewaySimulator:
-    """A simulated TWS / IB Gateway. Use `async with` or `start()` / `stop()`."""
+    """A simulated TWS / IB Gateway. Use `async with` or `start()` / `stop()`.
+
+    Account limits as IB sets them: `tick_by_tick_slots` simultaneous tick-by-tick requests
+    over all connections (None: unlimited; past it 10190), and `no_permission`, contracts
+    (symbols, local symbols or conIds) the account has no market data for (354).
+    `session_date` is the simulated trading day: it decides which futures have expired and
+    is the date the simulator's clock (handshake, reqCurrentTime) reports; ticks carry the
+    host's time.
+    """
 
     def __init__(
         self,
@@ -57,7 +50,12 @@ class GatewaySimulator:
         farm_status: bool = True,
         bursts: bool = True,
         max_write_buffer: int = MAX_WRITE_BUFFER,
+        tick_by_tick_slots: int | None = None,
+        no_permission: Collection[str | int] = (),
+        session_date: date = SESSION_DATE,
     ) -> None:
+        if tick_by_tick_slots is not None and tick_by_tick_slots < 0:
+            raise ValueError(f"tick_by_tick_slots must be >= 0 or None, not {tick_by_tick_slots}")
         self.host = host
         self.port = port
         self.seed = seed
@@ -66,6 +64,11 @@ class GatewaySimulator:
         self.contracts: tuple[SimContract, ...] = tuple(contracts)
         self.farm_status = farm_status
         self.max_write_buffer = max_write_buffer
+        self.tick_by_tick_slots = tick_by_tick_slots
+        self.no_permission = {str(x).upper() for x in no_permission}
+        self.session_date = session_date
+        today = datetime.now(UTC).date()
+        self._clock_offset = (session_date - today).days * 86400.0
         self.total_connections = 0  # every accepted socket, refused ones included
         self.refused_connections = 0
         self._next_order_id = 1
@@ -131,6 +134,19 @@ class GatewaySimulator:
             for sub in s.subs.values()
         ]
 
+    def now(self) -> float:
+        """The simulator's clock (epoch seconds): the host's time of day on `session_date`."""
+        return time.time() + self._clock_offset
+
+    def permitted(self, contract: SimContract) -> bool:
+        """Whether the account may receive market data for the contract."""
+        names = (contract.symbol, contract.local_symbol, str(contract.con_id))
+        return not self.no_permission.intersection(n.upper() for n in names)
+
+    def tick_by_tick_slot_free(self) -> bool:
+        slots = self.tick_by_tick_slots
+        return slots is None or len(self.subscriptions) < slots
+
     def market(self, con_id: int) -> Market:
         """The market, and so the ground truth, of a contract."""
         return self._feeds[con_id].market
@@ -188,7 +204,7 @@ class GatewaySimulator:
 
     @staticmethod
     def error_message(code: int) -> str:
-        return ERROR_MESSAGES.get(code, f"Simulated error {code}")
+        return error_message(code)
 
     # -- used by sessions ---------------------------------------------------------------
 

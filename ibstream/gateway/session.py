@@ -1,4 +1,8 @@
-"""One client connection: handshake, request dispatch and replies, as TWS answers them."""
+"""One client connection: handshake, request dispatch and replies, as TWS answers them.
+
+Market data requests are validated as TWS does: a contract without an exchange gets 321, one
+the account has no permission for 354, one past the account's tick-by-tick slots 10190.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ibstream.gateway.contracts import SimContract, match_contracts
+from ibstream.gateway.details import contract_details_fields
 from ibstream.gateway.feed import TICK_TYPES, Subscription
+from ibstream.gateway.instrument import SimContract, match_contracts
+from ibstream.gateway.rejects import error_message, request_id, unsupported, validation_error
 from ibstream.gateway.wire import FrameDecoder, ProtocolError, encode, parse_version_range
 
 if TYPE_CHECKING:
@@ -52,7 +58,7 @@ class Session:
             16: self._open_orders, 99: self._completed_orders, 6: self._account_updates,
             76: self._account_updates_multi, 7: self._executions, 62: self._account_summary,
             9: self._contract_details, 97: self._tick_by_tick, 98: self._cancel_tick_by_tick,
-            96: self._historical_ticks,
+            96: self._historical_ticks, 1: self._mkt_data,
         }  # fmt: skip
 
     # -- output -------------------------------------------------------------------------
@@ -115,7 +121,7 @@ class Session:
             log.info("refusing client versions %s..%s", offer.min_version, offer.max_version)
             return False
         self.version = version
-        self.send(version, time.strftime("%Y%m%d %H:%M:%S UTC", time.gmtime()))
+        self.send(version, time.strftime("%Y%m%d %H:%M:%S UTC", time.gmtime(self.sim.now())))
         return True
 
     def _dispatch(self, fields: list[str]) -> None:
@@ -124,10 +130,10 @@ class Session:
         except (IndexError, ValueError):
             log.debug("ignoring malformed message %r", fields)
             return
-        handler = self._handlers.get(msg_id)
-        if handler is None or (not self.started and msg_id != 71):
-            log.debug("ignoring message %s from client %s: %r", msg_id, self.client_id, fields)
+        if not self.started and msg_id != 71:
+            log.debug("ignoring message %s before startApi: %r", msg_id, fields)
             return
+        handler = self._handlers.get(msg_id, self._unsupported)
         try:
             handler(fields)
         except (IndexError, ValueError):
@@ -142,7 +148,7 @@ class Session:
         if self.started:
             return
         if not self.sim._register(self, client_id):
-            self.error(-1, 326, self.sim.error_message(326))
+            self.error(-1, 326, error_message(326))
             self.close()
             return
         self.send(15, 1, self.sim.account)
@@ -152,7 +158,11 @@ class Session:
                 self.error(-1, code, message)
 
     def _current_time(self, fields: list[str]) -> None:
-        self.send(49, 1, int(time.time()))
+        self.send(49, 1, int(self.sim.now()))
+
+    def _unsupported(self, fields: list[str]) -> None:
+        log.info("client %s sent unsupported request %s", self.client_id, fields[0])
+        self.error(request_id(fields), *unsupported(int(fields[0])))
 
     def _req_ids(self, fields: list[str]) -> None:
         self.send(9, 1, self.sim._next_order_id)
@@ -191,18 +201,34 @@ class Session:
         self.send(64, 1, int(fields[2]))
 
     def _historical_ticks(self, fields: list[str]) -> None:
-        self.error(int(fields[1]), 162, "Historical Market Data Service error message:"
-                   "HMDS query returned no data")  # fmt: skip
+        self.error(int(fields[1]), 162, error_message(162))
 
-    def _resolve(self, fields: list[str]) -> list[SimContract]:
+    def _resolve(self, fields: list[str], include_expired: bool = False) -> list[SimContract]:
         """Contracts matching the 12 contract fields of a request."""
         con_id, symbol, sec_type, last, _strike, _right, _mult, exchange = fields[:8]
         currency, local_symbol = fields[9], fields[10]
         return match_contracts(
-            self.sim.contracts, con_id=int(con_id or 0), symbol=symbol, sec_type=sec_type,
-            exchange=exchange, currency=currency, local_symbol=local_symbol,
-            last_trade_date=last,
+            self.sim.contracts, today=self.sim.session_date, con_id=int(con_id or 0),
+            symbol=symbol, sec_type=sec_type, exchange=exchange, currency=currency,
+            local_symbol=local_symbol, last_trade_date=last, include_expired=include_expired,
         )  # fmt: skip
+
+    def _market_data_error(self, fields: list[str]) -> tuple[int, str] | SimContract:
+        """What TWS says to a market data request for these 12 contract fields, or the
+        one contract it is for."""
+        if not fields[7]:
+            return validation_error("Please enter exchange")
+        found = self._resolve(fields)
+        if len(found) != 1:
+            return 200, error_message(200)
+        if not self.sim.permitted(found[0]):
+            return 354, error_message(354)
+        return found[0]
+
+    def _mkt_data(self, fields: list[str]) -> None:
+        req_id = int(fields[2])
+        outcome = self._market_data_error(fields[3:15])
+        self.error(req_id, *(unsupported(1) if isinstance(outcome, SimContract) else outcome))
 
     def _contract_details(self, fields: list[str]) -> None:
         req_id = int(fields[2])
@@ -210,12 +236,16 @@ class Session:
         if failure:
             self.error(req_id, *failure)
             return
-        found = self._resolve(fields[3:15])
+        include_expired = fields[15] in ("1", "true", "True") if len(fields) > 15 else False
+        found = self._resolve(fields[3:15], include_expired)
         if not found:
-            self.error(req_id, 200, self.sim.error_message(200))
+            self.error(req_id, 200, error_message(200))
             return
-        for contract in found:
-            self.send(*contract_details_fields(contract, req_id, self.version))
+        today = self.sim.session_date
+        # IB lists matches in no useful order; latest expiry first catches a client that
+        # takes the first match for the front month
+        for contract in sorted(found, key=lambda c: c.last_trade_date, reverse=True):
+            self.send(*contract_details_fields(contract, req_id, self.version, today))
         self.send(52, 1, req_id)
 
     def _tick_by_tick(self, fields: list[str]) -> None:
@@ -226,16 +256,19 @@ class Session:
             self.error(req_id, *failure)
             return
         if req_id in self.subs:
-            self.error(req_id, 322, self.sim.error_message(322))
+            self.error(req_id, 322, error_message(322))
             return
         if tick_type not in TICK_TYPES:
-            self.error(req_id, 321, f"Error validating request: invalid tick type {tick_type!r}")
+            self.error(req_id, *validation_error(f"Invalid tick type {tick_type!r}"))
             return
-        found = self._resolve(fields[2:14])
-        if len(found) != 1:
-            self.error(req_id, 200, self.sim.error_message(200))
+        outcome = self._market_data_error(fields[2:14])
+        if not isinstance(outcome, SimContract):
+            self.error(req_id, *outcome)
             return
-        sub = Subscription(self, req_id, found[0].con_id, tick_type, ignore_size)
+        if not self.sim.tick_by_tick_slot_free():
+            self.error(req_id, 10190, error_message(10190))
+            return
+        sub = Subscription(self, req_id, outcome.con_id, tick_type, ignore_size)
         self.subs[req_id] = sub
         self.sim._subscribe(sub)
 
@@ -243,26 +276,3 @@ class Session:
         sub = self.subs.pop(int(fields[1]), None)
         if sub is not None:
             self.sim._unsubscribe(sub)
-
-
-def contract_details_fields(c: SimContract, req_id: int, version: int) -> list[object]:
-    """A contractDetails (10) message as ib_insync's decoder reads it."""
-    head: list[object] = [10, 8] if version < 164 else [10]
-    fields = head + [
-        req_id, c.symbol, c.sec_type, c.last_trade_date, 0, "", c.exchange, c.currency,
-        c.local_symbol, c.market_name, c.trading_class, c.con_id, c.min_tick,
-    ]  # fmt: skip
-    if version < 164:
-        fields.append(1)  # mdSizeMultiplier
-    fields += [
-        c.multiplier, c.order_types, c.valid_exchanges, 1, c.under_con_id, c.long_name,
-        c.primary_exchange, c.last_trade_date[:6], c.industry, c.category, c.subcategory,
-        c.time_zone_id, c.trading_hours, c.trading_hours, "", "", 0,
-        1, c.under_symbol, c.under_sec_type, c.market_rule_ids, c.last_trade_date,
-        c.stock_type,
-    ]  # fmt: skip
-    if version == 163:
-        fields.append(c.size_increment)
-    if version >= 164:
-        fields += [c.size_increment, c.size_increment, c.size_increment]
-    return fields

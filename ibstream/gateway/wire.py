@@ -65,10 +65,6 @@ class FrameDecoder:
         self._buf = bytearray()
         self._need_sign = expect_handshake
 
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
     def feed(self, data: bytes) -> list[list[str]]:
         self._buf += data
         out: list[list[str]] = []

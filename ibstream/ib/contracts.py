@@ -1,5 +1,6 @@
-"""Contract specs: what a user types (`265598`, `AAPL`, `EURUSD`, `ES`, `ES:FUT:CME`)
-turned into the fields of an IB contract query, and the pick among several matches.
+"""Contract specs: what a user types (`265598`, `AAPL`, `EURUSD`, `ES`, `ES:FUT:CME`,
+`ES:FUT:CME:202703`) turned into the fields of an IB contract query, and the pick among
+several matches (the front month: the nearest expiry not yet past on IB's clock).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def parse_spec(spec: str | int) -> dict:
     """Return IB contract fields for a spec; raises CONTRACT_NOT_FOUND for a malformed one.
 
     Forms: a conId; `SYMBOL`; `BASE.QUOTE` or `BASEQUOTE` for FX; a known futures root;
-    or explicit `SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY]]`.
+    or explicit `SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY][:EXPIRY]]`, EXPIRY a contract month
+    `YYYYMM` or last trading day `YYYYMMDD` (it may stand in the CURRENCY place:
+    `ES:FUT:CME:202703`).
     """
     if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
         con_id = int(spec)
@@ -50,17 +53,26 @@ def parse_spec(spec: str | int) -> dict:
     text = spec.strip().upper()
     if ":" in text:
         parts = text.split(":")
-        if len(parts) > 4 or not parts[0] or parts[1] not in _SEC_TYPES:
+        expiry = parts.pop() if len(parts) > 3 and parts[-1].isdigit() else ""
+        if (
+            len(parts) > 4
+            or len(parts) < 2
+            or not parts[0]
+            or parts[1] not in _SEC_TYPES
+            or (expiry and len(expiry) not in (6, 8))
+        ):
             raise _bad(
                 spec,
-                "explicit specs look like SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY]], "
-                f"SECTYPE one of {', '.join(sorted(_SEC_TYPES))}",
+                "explicit specs look like SYMBOL:SECTYPE[:EXCHANGE[:CURRENCY][:EXPIRY]], "
+                f"SECTYPE one of {', '.join(sorted(_SEC_TYPES))}, EXPIRY YYYYMM or YYYYMMDD",
             )
         fields = {"symbol": parts[0], "secType": parts[1]}
         if len(parts) > 2 and parts[2]:
             fields["exchange"] = parts[2]
         if len(parts) > 3 and parts[3]:
             fields["currency"] = parts[3]
+        if expiry:
+            fields["lastTradeDateOrContractMonth"] = expiry
         return fields
     fx = _fx_pair(text)
     if fx:
@@ -78,7 +90,8 @@ def parse_spec(spec: str | int) -> dict:
 
 
 def pick_front(matches: list, today: str | None = None) -> object:
-    """Of several matches, the nearest unexpired future or else the first one."""
+    """Of several matches, the nearest future not expired by `today` (YYYYMMDD, IB's date;
+    the host's when not given), else the first one."""
     today = today or datetime.now(UTC).strftime("%Y%m%d")
     dated = [m for m in matches if _expiry(m) and _expiry(m) >= today]
     return min(dated, key=_expiry) if dated else matches[0]

@@ -27,10 +27,10 @@ from ibstream.errors import (
 )
 from ibstream.ib import api as ibapi
 from ibstream.ib.contracts import contract_info, parse_spec, pick_front
+from ibstream.ib.lookup import FARM_OK, GatewayClock, request_details
 from ibstream.model import ContractInfo, Tick, TickType
 
 log = logging.getLogger(__name__)
-_FARM_OK = frozenset({2104, 2106, 2107, 2108, 2119, 2158})
 
 
 @dataclass
@@ -74,6 +74,7 @@ class IBSource:
         self._contracts: dict[int, object] = {}  # conId -> the one ib Contract object
         self._infos: dict[int, ContractInfo] = {}
         self._last_ns = 0
+        self._clock = GatewayClock(self.ib, request_timeout)
         self.ib_link_lost = False  # TWS is up but lost IB's servers (1100 until 1101/1102)
         self._task: asyncio.Task | None = None
         self._connected = asyncio.Event()
@@ -134,6 +135,7 @@ class IBSource:
                 continue
             attempt = 0
             self.ib_link_lost = False
+            self._clock.reset()
             self._connected.set()
             log.info(
                 "connected to IB at %s:%s (server version %s)",
@@ -206,12 +208,16 @@ class IBSource:
 
     # -- contracts ----------------------------------------------------------------------
     async def resolve(self, spec: str | int) -> ContractInfo:
-        """A conId or symbol spec to one contract; CONTRACT_NOT_FOUND if IB has none."""
+        """A conId or symbol spec to one contract; CONTRACT_NOT_FOUND if IB has none.
+
+        Of several futures the front month is picked on IB's clock (TWS's date, not the
+        host's), so a gateway whose calendar differs from the host's still agrees."""
         fields = parse_spec(spec)
         if "conId" in fields and fields["conId"] in self._infos:
             return self._infos[fields["conId"]]
         details = await self._details(fields, spec)
-        return self._remember(pick_front(details))
+        today = await self._clock.today() if len(details) > 1 else None
+        return self._remember(pick_front(details, today))
 
     async def search(self, symbol: str) -> list[ContractInfo]:
         """Every listing that matches (not cached: streams resolve through `resolve`)."""
@@ -236,23 +242,8 @@ class IBSource:
                 "shortly",
                 details={"contract": spec, "ib_connected": False},
             )
-        try:
-            async with asyncio.timeout(self.request_timeout):
-                details = await self.ib.reqContractDetailsAsync(self.lib.Contract(**fields))
-        except (ConnectionError, TimeoutError) as exc:
-            reason = "did not answer" if isinstance(exc, TimeoutError) else "connection was lost"
-            raise StreamError(
-                ErrorCode.CONNECTION_ERROR,
-                f"IB at {self.host}:{self.port} {reason} while looking up {spec!r}; retry shortly",
-                details={"contract": spec},
-            ) from None
-        if not details:
-            raise StreamError(
-                ErrorCode.CONTRACT_NOT_FOUND,
-                f"IB has no contract for {spec!r} (IB error 200); check the symbol or conId",
-                details={"contract": spec, "query": fields},
-            )
-        return details
+        address = f"{self.host}:{self.port}"
+        return await request_details(self.ib, self.lib, fields, spec, self.request_timeout, address)
 
     def _remember(self, details: object) -> ContractInfo:
         info = contract_info(details)
@@ -295,13 +286,21 @@ class IBSource:
 
     # -- events from ib_insync ----------------------------------------------------------
     def _on_tickers(self, tickers: set) -> None:
-        lib = self.lib
+        """The ticks of one read from the socket: they arrived together, so they share one
+        clock reading (plus 1 ns each, to stay strictly increasing); one `time_ns` a read,
+        not one a tick."""
+        bid_ask, all_last, upstream, on_tick = (
+            self.lib.TickByTickBidAsk,
+            self.lib.TickByTickAllLast,
+            self.upstream,
+            self.on_tick,
+        )
+        ns = max(time.time_ns(), self._last_ns + 1)
         for ticker in tickers:
             con_id = ticker.contract.conId
             for t in ticker.tickByTicks:
-                ns = time.time_ns()
-                self._last_ns = ns = ns if ns > self._last_ns else self._last_ns + 1
-                if isinstance(t, lib.TickByTickBidAsk):
+                ns += 1
+                if isinstance(t, bid_ask):
                     tick = Tick(
                         con_id,
                         TickType.BID_ASK,
@@ -311,7 +310,7 @@ class IBSource:
                         ask_price=t.askPrice,
                         ask_size=t.askSize,
                     )
-                elif isinstance(t, lib.TickByTickAllLast):
+                elif isinstance(t, all_last):
                     kind = TickType.LAST if t.tickType == 1 else TickType.ALL_LAST
                     tick = Tick(
                         con_id,
@@ -324,11 +323,12 @@ class IBSource:
                     )
                 else:
                     tick = Tick(con_id, TickType.MID_POINT, ns, mid_price=t.midPoint)
-                if (con_id, tick.tick_type) in self.upstream:
-                    self.on_tick(tick)
+                if (con_id, tick.tick_type) in upstream:
+                    on_tick(tick)
+        self._last_ns = ns
 
     def _on_error(self, req_id: int, code: int, text: str, contract: object = None) -> None:
-        if code in _FARM_OK:
+        if code in FARM_OK:
             return
         if code == IB_CONNECTIVITY_LOST:
             self.ib_link_lost = True

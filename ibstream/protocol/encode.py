@@ -1,12 +1,18 @@
 """Server message encoding: every message is JSON with type, stream_id, timestamp, data.
 
-A tick is encoded once (`encode_tick_tail`) and spliced behind each client's own
-`stream_id` prefix, so fan-out to N clients costs one orjson call, not N.
+A tick is encoded once (`encode_tick`) and spliced behind each client's own `stream_id`
+prefix, so fan-out to N clients costs one orjson call, not N. The same encoding also gives
+the tick's item of a batched `ticks` message, so a batch is a join of bytes, not a
+re-encode of dicts.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 
@@ -18,23 +24,82 @@ PROTOCOL_VERSION = "2.0"
 
 @dataclass(slots=True, frozen=True)
 class Outgoing:
-    """One message ready for any transport: SSE uses event/id, WebSocket only payload."""
+    """One message ready for any transport: SSE uses event/id, WebSocket only payload.
+
+    `ticks` is how many ticks it carries (a batch: all of them), so queue limits count ticks
+    whether a client takes them one per message or batched; other messages count as one.
+    """
 
     event: str
     payload: bytes
-    sequence: int | None = None
+    sequence: int | None = None  # a tick's sequence; a batch's last one
     stream_id: str | None = None  # set on ticks, so a transport can track positions per stream
     replayed: bool = False  # replayed from the ring: counted apart from the live queue limit
+    ticks: int = 1
+
+
+class EncodedTick(NamedTuple):
+    """A tick encoded once: `tail` follows a `tick` message's prefix, `item` is its entry in
+    a batch (the `data` object plus the tick's own `timestamp`)."""
+
+    sequence: int
+    tail: bytes
+    item: bytes
+
+
+class _StampCache:
+    """`iso_timestamp(ns)` as bytes, with the date and time of day formatted once a second:
+    strftime per tick cost more than the rest of a tick's encoding."""
+
+    __slots__ = ("second", "prefix")
+
+    def __init__(self) -> None:
+        self.second = -1.0
+        self.prefix = b""
+
+    def stamp(self, ns: int) -> bytes:
+        # datetime.fromtimestamp(ns / 1e9)'s own rounding (half-even to the microsecond)
+        fraction, second = math.modf(ns / 1e9)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        if second != self.second:
+            when = datetime.fromtimestamp(second, UTC)
+            self.prefix = when.strftime('"timestamp":"%Y-%m-%dT%H:%M:%S.').encode()
+            self.second = second
+        return b'%s%03dZ"' % (self.prefix, micros // 1000)
+
+
+_stamps = _StampCache()
+
+
+def encode_tick(tick: Tick, sequence: int) -> EncodedTick:
+    data = orjson.dumps(tick.data(sequence))
+    stamp = _stamps.stamp(tick.recv_ns)
+    return EncodedTick(sequence, stamp + b',"data":' + data + b"}", data[:-1] + b"," + stamp + b"}")
 
 
 def encode_tick_tail(tick: Tick, sequence: int) -> bytes:
     """Everything of a tick message after its stream_id, as bytes."""
-    body = orjson.dumps({"timestamp": iso_timestamp(tick.recv_ns), "data": tick.data(sequence)})
-    return body[1:]  # drop '{': the prefix opens the object
+    return encode_tick(tick, sequence).tail
 
 
 def tick_prefix(stream_id: str) -> bytes:
     return b'{"type":"tick","stream_id":' + orjson.dumps(stream_id) + b","
+
+
+def batch_prefix(stream_id: str) -> bytes:
+    return b'{"type":"ticks","stream_id":' + orjson.dumps(stream_id) + b',"timestamp":"'
+
+
+def batch_message(
+    prefix: bytes, items: Sequence[bytes], last_sequence: int, stream_id: str, replayed: bool
+) -> Outgoing:
+    """A `ticks` message from the items of consecutive ticks of one stream (`batch_prefix`)."""
+    payload = b"".join(
+        (prefix, iso_timestamp().encode(), b'","data":{"ticks":[', b",".join(items), b"]}}")
+    )
+    return Outgoing("ticks", payload, last_sequence, stream_id, replayed, len(items))
 
 
 def message(
@@ -42,7 +107,6 @@ def message(
     data: dict,
     *,
     stream_id: str | None = None,
-    metadata: dict | None = None,
     request_id: str | int | None = None,
 ) -> Outgoing:
     """Build a non-tick message (info, error, complete, subscribed, pong ...).
@@ -58,8 +122,6 @@ def message(
         obj["stream_id"] = stream_id
     obj["timestamp"] = iso_timestamp()
     obj["data"] = {k: v for k, v in data.items() if v is not None}
-    if metadata:
-        obj["metadata"] = metadata
     return Outgoing(type_, orjson.dumps(obj))
 
 

@@ -1,4 +1,8 @@
-"""The Starlette application: wires the hub, the settings and the endpoint modules together."""
+"""The application: wires the hub, the settings and the endpoint modules together.
+
+FastAPI (Starlette underneath) so the HTTP endpoints are published as OpenAPI
+(`/openapi.json`, browsable at `/docs`); the WebSocket routes are plain Starlette routes.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from starlette.applications import Starlette
+from fastapi import FastAPI
 
-from ibstream.server import control, sse, ws
+from ibstream.server import control, guard, http_errors, published, status, ws
 from ibstream.server.connections import Connections
 from ibstream.server.hub import Hub
 from ibstream.server.settings import ServerSettings
+from ibstream.server.status import without_nulls
 
 
 def package_version() -> str:
@@ -36,13 +41,15 @@ class ServerContext:
     started: float = field(default_factory=time.monotonic)
 
     def stats(self) -> dict:
-        return {
+        """`/ws/stats` and the control channel's `stats`; nulls omitted, as everywhere."""
+        body = {
             "version": self.version,
             "uptime_seconds": round(time.monotonic() - self.started, 3),
             **self.connections.stats(),
             "queue_size": self.settings.queue_size,
             "hub": self.hub.stats(),
         }
+        return without_nulls(body)
 
     async def shutdown(self) -> None:
         """Send `complete` (server_shutdown) on every stream, close the connections, then
@@ -51,7 +58,7 @@ class ServerContext:
         self.hub.close()
 
 
-def create_app(hub: Hub, settings: ServerSettings) -> Starlette:
+def create_app(hub: Hub, settings: ServerSettings) -> FastAPI:
     ctx = ServerContext(
         hub,
         settings,
@@ -59,12 +66,25 @@ def create_app(hub: Hub, settings: ServerSettings) -> Starlette:
     )
 
     @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await ctx.shutdown()  # no-op when ServerHandle.stop() already did it
 
-    app = Starlette(
-        routes=[*sse.routes(ctx), *ws.routes(ctx), *control.routes(ctx)], lifespan=lifespan
+    app = FastAPI(
+        title="ibstream",
+        version=ctx.version,
+        summary="Live IB tick-by-tick data as SSE and WebSocket streams",
+        description="WebSocket endpoints (`/v2/ws/stream`, `/ws/control`) are not in OpenAPI: "
+        "their messages are published as JSON Schema at `GET /v2/schema`.",
+        routes=[*published.routes(ctx), *status.routes(ctx), *ws.routes(ctx), *control.routes(ctx)],
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
     )
+    http_errors.install(app)
+    generate = app.openapi
+    app.openapi = lambda: published.errors_as_json(generate())  # type: ignore[method-assign]
+    app.add_middleware(guard.Guard, settings=settings)  # token, Origin, CORS
     app.state.ibstream = ctx
     return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shlex
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from ibstream.server.daemon import (
     stop_pid,
     write_record,
 )
+from ibstream.server.guard import bind_problem
 from ibstream.server.probe import health, listen_problem
 
 LOG_ROTATE_BYTES = 10 * 2**20  # a log bigger than this when a server starts moves to <log>.1
@@ -63,7 +65,9 @@ def start(options: ServeOptions, *, timeout: float = 30.0, log_file: Path | None
             return Started(record.url, body, record, True, notes)
         if (body := health(options.url)) is not None:
             return Started(options.url, body, None, True, notes)
-        if problem := listen_problem(options.host, options.port):
+        if problem := listen_problem(options.host, options.port) or bind_problem(
+            options.host, options.token
+        ):
             raise ServerStartError(problem)
         record, process, offset = _spawn(options, log_file or default_log(options.port))
         try:
@@ -114,6 +118,7 @@ def _spawn(options: ServeOptions, log_file: Path) -> tuple[Record, subprocess.Po
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=options.serve_env(os.environ),  # the token goes here, never on the command line
         )
     record = Record(
         options.port, process.pid, options.url, options.demo, str(log_file), time.time(), command

@@ -18,9 +18,10 @@ from typing import Any
 from ibstream.server.settings import ServerSettings
 
 _DEFAULTS = ServerSettings()
-KINDS: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
+KINDS: dict[str, type] = {"str": str, "str | None": str, "int": int, "float": float, "bool": bool}
 KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+TOKEN_ENV = "IBSTREAM_TOKEN"
 
 
 class ConfigError(ValueError):
@@ -31,8 +32,8 @@ class ConfigError(ValueError):
         self.where, self.reason = where, reason
 
 
-def _key(default: Any, help: str, **limits: Any) -> Any:
-    return field(default=default, metadata={"help": help, **limits})
+def _key(default: Any, help: str, *, secret: bool = False, **limits: Any) -> Any:
+    return field(default=default, repr=not secret, metadata={"help": help, **limits})
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,17 @@ class ServeOptions:
         _DEFAULTS.max_streams_per_connection, "streams one connection may open", low=1
     )
     demo: bool = _key(False, "run on the gateway simulator (demo data) instead of IB")
+    token: str | None = _key(
+        None,
+        "shared secret clients send (Authorization: Bearer, or ?token=); required off "
+        "loopback; passed to the server through its environment, never its command line",
+        secret=True,
+    )
+    allow_origin: str = _key(
+        "",
+        "browser page origins allowed in, comma-separated (e.g. http://localhost:8888; "
+        "a TOML list works too)",
+    )
     log_level: str = _key("info", "server log detail", choices=("info", "debug"))
 
     @property
@@ -80,7 +92,18 @@ class ServeOptions:
         argv += ["--channel-grace", f"{self.channel_grace:g}"]
         argv += ["--max-connections-per-ip", str(self.max_connections_per_ip)]
         argv += ["--max-streams-per-connection", str(self.max_streams_per_connection)]
-        return argv + (["--demo"] if self.demo else [])
+        for origin in self.origins:
+            argv += ["--allow-origin", origin]
+        return argv + (["--demo"] if self.demo else [])  # never the token: `ps` shows argv
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.allow_origin.split(",") if o.strip())
+
+    def serve_env(self, environ: Mapping[str, str]) -> dict[str, str]:
+        """`environ` for the server process, carrying the token as $IBSTREAM_TOKEN."""
+        env = {k: v for k, v in environ.items() if k != TOKEN_ENV}
+        return env | ({TOKEN_ENV: self.token} if self.token else {})
 
 
 def keys() -> tuple[Field, ...]:
@@ -117,21 +140,29 @@ def parse_text(key: Field, text: str, where: str) -> Any:
 def check(key: Field, value: Any, where: str) -> Any:
     """`value` if it has the key's type and lies in its range or choices, else ConfigError."""
     want, meta = kind(key), key.metadata
+    if want is str and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ",".join(value)  # allow_origin = ["http://a", "http://b"]
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
-        raise ConfigError(where, f"expected {KIND_NAMES[want]}, got {value!r}")
+        raise ConfigError(where, f"expected {KIND_NAMES[want]}, got {_shown(key, value)}")
     if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(where, f"expected one of {', '.join(meta['choices'])}, got {value!r}")
+        raise ConfigError(
+            where, f"expected one of {', '.join(meta['choices'])}, got {_shown(key, value)}"
+        )
     if want is str and not value.strip():
         raise ConfigError(where, "expected a value, got an empty string")
     if want is float and not math.isfinite(value):
-        raise ConfigError(where, f"expected a finite number, got {value!r}")
+        raise ConfigError(where, f"expected a finite number, got {_shown(key, value)}")
     low, high = meta.get("low"), meta.get("high")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ConfigError(where, f"expected a value {span}, got {value!r}")
+        raise ConfigError(where, f"expected a value {span}, got {_shown(key, value)}")
     return value
+
+
+def _shown(key: Field, value: Any) -> str:
+    return repr(value) if key.repr else "(a value not shown: the key is secret)"
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ibstream.changes import Changes
@@ -49,14 +48,6 @@ class ConnectionLimiter:
         self.counts[ip] -= 1
         if self.counts[ip] <= 0:
             del self.counts[ip]
-
-    @contextmanager
-    def slot(self, ip: str) -> Iterator[None]:
-        self.acquire(ip)
-        try:
-            yield
-        finally:
-            self.release(ip)
 
     @property
     def total(self) -> int:

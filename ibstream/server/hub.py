@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
-from ibstream.protocol.encode import encode_tick_tail
+from ibstream.protocol.encode import EncodedTick, encode_tick
 
 if TYPE_CHECKING:
     from ibstream.ib.source import IBSource, SourceEvent
@@ -43,7 +43,7 @@ class Channel:
 
     key: StreamKey
     contract: ContractInfo
-    ring: deque[tuple[int, bytes]]
+    ring: deque[EncodedTick]
     members: set[StreamHandle] = field(default_factory=set)
     ticks: int = 0
     opened_at: int = 0  # the stream's last sequence when this channel (re)opened
@@ -95,7 +95,7 @@ class Hub:
             log.info("upstream kept (client back within grace): %s %s", *key)
         channel.members.add(handle)
 
-    def replay(self, key: StreamKey, after: int) -> tuple[list[tuple[int, bytes]], list[dict]]:
+    def replay(self, key: StreamKey, after: int) -> tuple[list[EncodedTick], list[dict]]:
         """Buffered ticks after sequence `after`, and what could not be replayed (gaps).
 
         Gaps: ticks older than the ring, ticks IB sent while no channel was open (never
@@ -116,8 +116,8 @@ class Hub:
                     f"{last} (did the server restart?); streaming live ticks only",
                 }
             ]
-        entries = [(seq, tail) for seq, tail in channel.ring if seq > after]
-        first = entries[0][0] if entries else last + 1
+        entries = [entry for entry in channel.ring if entry.sequence > after]
+        first = entries[0].sequence if entries else last + 1
         gaps = []
         if first > after + 1:
             gaps.append(
@@ -203,11 +203,11 @@ class Hub:
         self.ticks_in += 1
         seq = self._sequences.get(key, 0) + 1
         self._sequences[key] = seq
-        tail = encode_tick_tail(tick, seq)
-        channel.ring.append((seq, tail))
+        entry = encode_tick(tick, seq)
+        channel.ring.append(entry)
         channel.ticks += 1
         for handle in list(channel.members):
-            handle.deliver(seq, tail)
+            handle.deliver(entry)
 
     def on_source_event(self, event: SourceEvent) -> None:
         """Connection changes go to every stream; a stream error ends that channel at once."""
@@ -224,12 +224,24 @@ class Hub:
         if channel is None:
             return
         if event.error is not None:  # upstream is gone: no grace, a new subscribe starts over
+            if event.error.details.get("ib_code") == 10190 and self._free_idle_slot(key):
+                self.source.subscribe(channel.contract, key.tick_type)  # retry in that slot
+                return
             self._drop(key)
         for handle in list(channel.members):
             if event.error is not None:
                 handle.fail(event.error)
             else:
                 handle.notify(event.status, event.message, event.details)
+
+    def _free_idle_slot(self, needed: StreamKey) -> bool:
+        """Out of tick-by-tick slots (IB 10190): close the channel idle longest (in its grace
+        period, no member left) so `needed` can take its slot; False when none is idle."""
+        idle = [ch for ch in self.channels.values() if not ch.members and ch.key != needed]
+        if not idle:
+            return False
+        self._drop(min(idle, key=lambda ch: ch.idle_until or 0.0).key)
+        return True
 
     def stats(self) -> dict:
         return {

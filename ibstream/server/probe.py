@@ -21,7 +21,8 @@ def health(url: str, timeout: float = 2.0) -> dict | None:
         body = response.json()
     except (httpx.HTTPError, ValueError):
         return None
-    is_ibstream = response.status_code == 200 and isinstance(body, dict)
+    # 503: an ibstream server that is up but not connected to IB (degraded)
+    is_ibstream = response.status_code in (200, 503) and isinstance(body, dict)
     return body if is_ibstream and "protocol_version" in body else None
 
 

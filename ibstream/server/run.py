@@ -13,47 +13,57 @@ import contextlib
 import logging
 import signal
 import socket
-import warnings
+from collections.abc import Iterator
 from types import TracebackType
 
 import uvicorn
 
-from ibstream.errors import StreamError
+from ibstream.errors import ErrorCode, StreamError
 from ibstream.ib.source import IBSource
+from ibstream.server import guard
 from ibstream.server.app import ServerContext, create_app
 from ibstream.server.hub import Hub
 from ibstream.server.settings import ServerSettings
+from ibstream.server.ws_writer import CorkedProtocol
 
 log = logging.getLogger(__name__)
+USER_TIMEOUTS = 3
 
 
-def ws_protocol_class(close_timeout: float) -> type:
-    """uvicorn's `websockets` protocol with a short close timeout.
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the caller owns the signals.
 
-    It is the implementation whose close handshake ends in an abort of the TCP connection
-    when the peer stops reading, so a dead client cannot pin a socket; its default 10 s
-    timeout is shortened to the server's send_timeout.
+    The CLI handles SIGINT/SIGTERM itself so that streams get `complete` before uvicorn
+    stops, and inside a notebook the kernel's own SIGINT handling must stay in place.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # websockets.legacy / uvicorn deprecation notices
-        from uvicorn.protocols.websockets.websockets_impl import WebSocketProtocol
 
-    class Protocol(WebSocketProtocol):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            with warnings.catch_warnings():  # "remove second argument of ws_handler"
-                warnings.simplefilter("ignore", DeprecationWarning)
-                super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-            self.close_timeout = close_timeout
-
-    return Protocol
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
-def bind_socket(host: str, port: int, send_buffer: int | None = None) -> socket.socket:
+def bind_socket(
+    host: str, port: int, send_buffer: int | None = None, send_timeout: float | None = None
+) -> socket.socket:
+    """A listening TCP socket; accepted client sockets inherit its options.
+
+    With `send_timeout`, TCP_USER_TIMEOUT is set where the OS has it: the kernel resets a
+    connection whose peer has taken no sent data (a zero receive window included) for
+    USER_TIMEOUTS send timeouts, so a client that never reads cannot pin a socket after the
+    app gave up on it (after one send timeout, plus one to try to tell the client why).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
+    # TCP, and with Nagle on, a small write waits for the peer's delayed ACK (up to 40 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if send_buffer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    if send_timeout and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(USER_TIMEOUTS * send_timeout * 1000)
+        )
     try:
         sock.bind((host, port))
     except OSError:
@@ -69,6 +79,7 @@ class ServerHandle:
     def __init__(
         self,
         server: uvicorn.Server,
+        serving: asyncio.Task[None],
         sock: socket.socket,
         context: ServerContext,
         source: IBSource,
@@ -78,13 +89,13 @@ class ServerHandle:
         self.sock = sock
         self.context = context
         self.source = source
+        self._serving = serving
         self._own_source = own_source
         host, self.port = sock.getsockname()[:2]
         host = "127.0.0.1" if host in ("0.0.0.0", "") else host
         host = f"[{host}]" if ":" in host else host
         self.url = f"http://{host}:{self.port}"
         self.ws_url = f"ws://{host}:{self.port}/v2/ws/stream"
-        self._main = asyncio.create_task(server.main_loop(), name="ibstream-uvicorn")
         self._stopped = False
 
     @property
@@ -96,12 +107,13 @@ class ServerHandle:
         if self._stopped:
             return
         self._stopped = True
-        await self.context.shutdown()
-        self.server.should_exit = True
-        await self._main
-        await self.server.shutdown(sockets=[self.sock])
-        if self._own_source:
-            await self.source.stop()
+        try:
+            await self.context.shutdown()
+            self.server.should_exit = True
+            await self._serving  # uvicorn's shutdown also closes the listening socket
+        finally:
+            if self._own_source:
+                await self.source.stop()
 
     async def __aenter__(self) -> ServerHandle:
         return self
@@ -123,6 +135,7 @@ async def start_server(
     Waits up to `settings.ib_connect_timeout` for IB; if IB is not there the server still
     starts (health "degraded") and the source keeps retrying in the background.
     """
+    guard.check_bind(settings)
     own_source = source is None
     if source is None:
         source = IBSource(
@@ -138,9 +151,14 @@ async def start_server(
             log.warning("%s; serving anyway and retrying in the background", exc.message)
     hub = Hub(source, ring_size=settings.ring_size, grace_seconds=settings.channel_grace_seconds)
     app = create_app(hub, settings)
+    ready = asyncio.Event()
+
+    async def serving_started() -> None:  # uvicorn calls it on its first tick after startup
+        ready.set()
+
     config = uvicorn.Config(
         app,
-        ws=ws_protocol_class(settings.send_timeout),
+        ws=CorkedProtocol,  # websockets-sansio, one socket write per loop pass
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
@@ -150,19 +168,29 @@ async def start_server(
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+        callback_notify=serving_started,
     )
-    server = uvicorn.Server(config)
-    sock = sock or bind_socket(settings.host, settings.port, settings.socket_send_buffer)
+    server = EmbeddedServer(config)
+    if sock is None:
+        sock = bind_socket(
+            settings.host, settings.port, settings.socket_send_buffer, settings.send_timeout
+        )
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="ibstream-uvicorn")
+    started = asyncio.create_task(ready.wait())
     try:
-        config.load()
-        server.lifespan = config.lifespan_class(config)
-        await server.startup(sockets=[sock])
+        await asyncio.wait({serving, started}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.is_set():
+            serving.result()  # raises what stopped uvicorn during startup
+            raise StreamError(ErrorCode.INTERNAL_ERROR, "the server stopped while starting")
     except BaseException:
+        started.cancel()
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
         sock.close()
         if own_source:
             await source.stop()
         raise
-    handle = ServerHandle(server, sock, app.state.ibstream, source, own_source)
+    handle = ServerHandle(server, serving, sock, app.state.ibstream, source, own_source)
     log.info("ibstream server on %s (IB %s:%s)", handle.url, settings.ib_host, settings.ib_port)
     return handle
 

@@ -7,7 +7,7 @@ Defaults follow the system ibstream grew out of (port 8001, 10 connections per I
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -42,7 +42,7 @@ class ServerSettings:
     sse_ping_interval: float = 15.0
     # Shared secret: required (Authorization: Bearer or ?token=) when set, and refused to start
     # without one off loopback. Never logged.
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
     # Browser page origins allowed to open streams (exact "scheme://host[:port]"); requests
     # without an Origin header (Python, curl) always pass.
     allowed_origins: tuple[str, ...] = ()

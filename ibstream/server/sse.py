@@ -1,10 +1,11 @@
 """SSE endpoints: one HTTP response per subscription, for browsers' EventSource and curl.
 
 `GET /v2/stream/{contract_id}/{tick_type}` and `GET /v2/stream/{contract_id}?tick_types=...`
-with `limit`, `timeout` (seconds) and `resume_from` (or the `Last-Event-ID` header).
-Everything that can be wrong is checked before the response starts, so those errors are
-plain JSON HTTP errors; once streaming, the first event is `subscribed`, ticks carry their
-sequence as the SSE id, and the response ends after the last stream's `complete` event.
+with `limit`, `timeout` (seconds), `batch_ms` and `resume_from` (or the `Last-Event-ID`
+header). Everything that can be wrong is checked before the response starts, so those errors
+are plain JSON HTTP errors; once streaming, the first event is `subscribed`, ticks carry their
+sequence as the SSE id (a `ticks` batch its last one), and the response ends after the last
+stream's `complete` event.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 VERSION_HEADER = {"X-IB-Stream-Version": PROTOCOL_VERSION}
-_BATCH = 256  # events written per chunk when the client is behind
+_CHUNK_EVENTS = 256  # events written per chunk when the client is behind
 
 
 def error_response(error: StreamError) -> JSONResponse:
@@ -119,7 +120,11 @@ async def open_stream(
         )
         conn = ctx.connections.open(ip, "sse", sub)
         handles = await sub.subscribe(
-            req.contract, req.tick_types, limit=req.limit, timeout=req.timeout
+            req.contract,
+            req.tick_types,
+            limit=req.limit,
+            timeout=req.timeout,
+            batch_ms=getattr(req, "batch_ms", None),
         )
         plan = sub.prepare_replay(handles, req.resume_from)  # no await since subscribe
         ids = EventIds(handles)  # after the plan: positions start where the client resumes
@@ -148,16 +153,23 @@ async def events(
 ) -> AsyncIterator[bytes]:
     """Yield framed events until every stream completed or the subscriber closed."""
     sub = conn.subscriber
+    observe = ctx.settings.sent_observer
     try:
+        if observe is not None:
+            observe(first.payload)
         yield encode_event(first)
         while True:
             try:
                 item = await sub.get()
             except SubscriberClosed:
                 return
-            chunk = [encode_event(item, ids.for_item(item))]
-            while len(chunk) < _BATCH and (more := sub.get_nowait()) is not None:
-                chunk.append(encode_event(more, ids.for_item(more)))
+            items = [item]
+            while len(items) < _CHUNK_EVENTS and (more := sub.get_nowait()) is not None:
+                items.append(more)
+            if observe is not None:
+                for each in items:
+                    observe(each.payload)
+            chunk = [encode_event(each, ids.for_item(each)) for each in items]
             yield b"".join(chunk)
             ctx.connections.messages_sent += len(chunk)
             if not sub.streams and not sub.queued:

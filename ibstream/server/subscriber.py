@@ -2,22 +2,24 @@
 
 It owns one bounded queue of ready-to-send messages. The hub only ever appends without
 waiting; when a client stops reading and the queue fills, the subscriber is closed with
-SLOW_CONSUMER instead of growing memory or stalling other clients.
+SLOW_CONSUMER instead of growing memory or stalling other clients. The bound counts ticks
+(a batched `ticks` message all it holds), so batching cannot hide a client falling behind.
+Batched streams wait in its `Batcher` (see `batching`) until their interval is up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.model import ContractInfo, TickType
-from ibstream.protocol.encode import Outgoing, error_message, message, tick_prefix
+from ibstream.model import TickType
+from ibstream.protocol.encode import EncodedTick, Outgoing, error_message, message
+from ibstream.server.batching import Batcher
 from ibstream.server.hub import Hub
+from ibstream.server.stream import StreamHandle
 
 if TYPE_CHECKING:
     from ibstream.protocol.validate import Subscribe
@@ -39,7 +41,12 @@ def subscribed_message(
     joined, or the resume position after a valid resume. Build it after `prepare_replay`.
     """
     resume = {t.value: n for t, n in spec.resume_from.items()} if spec.resume_from else None
-    config = {"limit": spec.limit, "timeout_seconds": spec.timeout, "resume_from": resume}
+    config = {
+        "limit": spec.limit,
+        "timeout_seconds": spec.timeout,
+        "resume_from": resume,
+        "batch_ms": handles[0].batch_ms,
+    }
     streams = [
         {
             "stream_id": h.stream_id,
@@ -62,65 +69,7 @@ class Replay(NamedTuple):
 
     handle: StreamHandle
     gaps: list[dict]
-    entries: list[tuple[int, bytes]]
-
-
-def new_stream_id(contract_id: int, tick_type: TickType) -> str:
-    return f"{contract_id}_{tick_type.value}_{int(time.time() * 1000)}_{secrets.token_hex(4)}"
-
-
-class StreamHandle:
-    """One client stream: a (contract, tick type) with its own limit, timeout and counters."""
-
-    def __init__(
-        self,
-        owner: Subscriber,
-        contract: ContractInfo,
-        tick_type: TickType,
-        *,
-        limit: int | None,
-        timeout: float | None,
-    ):
-        self.owner = owner
-        self.contract = contract
-        self.tick_type = tick_type
-        self.stream_id = new_stream_id(contract.contract_id, tick_type)
-        self.prefix = tick_prefix(self.stream_id)
-        self.limit = limit
-        self.timeout = timeout
-        self.count = 0
-        self.last_sequence = 0
-        # Where this stream continues from: the stream's last sequence when the client
-        # joined, or its resume position (what the client already has) when it resumed.
-        self.start_sequence = 0
-        self.started = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
-        self.active = True
-
-    def deliver(self, sequence: int, tail: bytes, *, replayed: bool = False) -> None:
-        if not self.active:
-            return
-        self.count += 1
-        self.last_sequence = sequence
-        self.owner.put(Outgoing("tick", self.prefix + tail, sequence, self.stream_id, replayed))
-        if self.limit is not None and self.count >= self.limit:
-            self.owner.complete(self, "limit_reached")
-
-    def notify(self, status: str, text: str, details: dict | None = None) -> None:
-        data = {"status": status, "message": text, "details": details or None}
-        self.owner.put(message("info", data, stream_id=self.stream_id))
-
-    def fail(self, error: StreamError) -> None:
-        self.owner.put(error_message(error, stream_id=self.stream_id))
-        self.owner.complete(self, "error")
-
-    def summary(self, reason: str) -> dict:
-        return {
-            "reason": reason,
-            "total_ticks": self.count,
-            "duration_seconds": round(time.monotonic() - self.started, 3),
-            "final_sequence": self.last_sequence,
-        }
+    entries: list[EncodedTick]
 
 
 class Subscriber:
@@ -134,9 +83,11 @@ class Subscriber:
         self.max_streams = max_streams
         self.queue_size = queue_size
         self.streams: dict[str, StreamHandle] = {}
-        self.completed = 0
         self._queue: deque[Outgoing] = deque()
-        self._replayed = 0  # replayed ticks still queued: they do not count against queue_size
+        # Live ticks queued (a batch counts all it holds; other messages one each): replayed
+        # ones do not count against queue_size.
+        self._load = 0
+        self.batcher = Batcher(self.put)
         self.sent_sequences: dict[str, int] = {}  # stream id -> last tick sequence handed out
         self._wakeup = asyncio.Event()
         self.closed: StreamError | None = None
@@ -150,6 +101,7 @@ class Subscriber:
         *,
         limit: int | None = None,
         timeout: float | None = None,
+        batch_ms: float | None = None,
     ) -> list[StreamHandle]:
         """Resolve the contract and attach one stream per tick type (see `replay` to resume)."""
         if self._closing:
@@ -168,7 +120,9 @@ class Subscriber:
             )
         handles = []
         for tick_type in tick_types:
-            handle = StreamHandle(self, contract, tick_type, limit=limit, timeout=timeout)
+            handle = StreamHandle(
+                self, contract, tick_type, limit=limit, timeout=timeout, batch_ms=batch_ms
+            )
             self.streams[handle.stream_id] = handle
             handles.append(handle)
         for handle in handles:
@@ -176,9 +130,7 @@ class Subscriber:
             handle.start_sequence = handle.last_sequence = self.hub.last_sequence(
                 contract.contract_id, handle.tick_type
             )
-            if handle.timeout is not None:
-                loop = asyncio.get_running_loop()
-                handle._timer = loop.call_later(handle.timeout, self.complete, handle, "timeout")
+            handle.start_timeout()
         return handles
 
     def prepare_replay(
@@ -222,8 +174,9 @@ class Subscriber:
         for handle, gaps, entries in plan:
             for gap in gaps:
                 handle.notify("gap", gap.pop("message"), gap)
-            for seq, tail in entries:
-                handle.deliver(seq, tail, replayed=True)
+            for entry in entries:
+                handle.deliver(entry, replayed=True)
+            handle.flush()  # a replayed backlog goes out at once, batched or not
 
     def unsubscribe(self, stream_id: str) -> dict:
         """Detach one stream and return its final counters."""
@@ -234,21 +187,23 @@ class Subscriber:
                 f"no open stream {stream_id!r} on this connection",
                 details={"stream_id": stream_id, "open_streams": list(self.streams)},
             )
+        handle.flush()
         self._detach(handle)
         return {"stream_id": stream_id, **handle.summary("unsubscribed")}
 
     def unsubscribe_all(self) -> list[str]:
-        ids = list(self.streams)
-        for stream_id in ids:
-            self._detach(self.streams[stream_id])
-        return ids
+        handles = list(self.streams.values())
+        for handle in handles:
+            handle.flush()
+            self._detach(handle)
+        return [handle.stream_id for handle in handles]
 
     def complete(self, handle: StreamHandle, reason: str) -> None:
         """End a stream from the server side and tell the client why."""
         if not handle.active:
             return
+        handle.flush()
         self._detach(handle)
-        self.completed += 1
         self.put(
             message("complete", handle.summary(reason), stream_id=handle.stream_id), force=True
         )
@@ -256,8 +211,8 @@ class Subscriber:
     def _detach(self, handle: StreamHandle) -> None:
         handle.active = False
         self.sent_sequences.pop(handle.stream_id, None)
-        if handle._timer is not None:
-            handle._timer.cancel()
+        self.batcher.discard(handle)
+        handle.stop_timeout()
         self.streams.pop(handle.stream_id, None)
         self.hub.detach(handle)
 
@@ -265,23 +220,24 @@ class Subscriber:
         """Queue a message without waiting; overflow closes the subscriber (SLOW_CONSUMER)."""
         if self.closed is not None:
             return
-        if len(self._queue) - self._replayed >= self.queue_size and not (force or item.replayed):
-            self._overflow()
-            return
-        self._replayed += item.replayed
+        if not item.replayed:
+            if self._load >= self.queue_size and not force:
+                self._overflow()
+                return
+            self._load += item.ticks
         self._queue.append(item)
         self._wakeup.set()
 
     def _overflow(self) -> None:
         error = StreamError(
             ErrorCode.SLOW_CONSUMER,
-            f"client fell {self.queue_size} messages behind and was disconnected; "
+            f"client fell {self.queue_size} ticks behind and was disconnected; "
             "read faster, or resubscribe with resume_from = the last sequences you received",
             details=self._positions(),
         )
         log.warning("slow consumer %s disconnected", self.client)
         self._queue.clear()
-        self._replayed = 0
+        self._load = 0
         self._queue.append(error_message(error))
         self.close(error)
 
@@ -313,6 +269,7 @@ class Subscriber:
         self._closing = True
         for handle in list(self.streams.values()):
             self._detach(handle)
+        self.batcher.close()
         self.closed = error or StreamError(ErrorCode.CONNECTION_ERROR, "closed")
         self._wakeup.set()
 
@@ -335,7 +292,8 @@ class Subscriber:
     def _take(self) -> Outgoing:
         item = self._queue.popleft()
         self.sent += 1
-        self._replayed -= item.replayed
+        if not item.replayed:
+            self._load -= item.ticks
         if item.stream_id in self.streams:
             self.sent_sequences[item.stream_id] = item.sequence  # type: ignore[assignment]
         return item

@@ -1,9 +1,11 @@
 """WebSocket endpoint `/v2/ws/stream`: many streams per connection, controlled by messages.
 
-Each connection runs two tasks. The reader validates client messages and answers through
-the connection's `Subscriber` queue; the writer is the only task that sends. The hub never
-waits on either, so a client that stops reading only fills its own bounded queue and is then
-closed (1008, SLOW_CONSUMER), while everyone else keeps streaming.
+Each connection runs a reader and a writer task. The reader validates client messages and
+answers through the connection's `Subscriber` queue; a subscribe (which may wait on an IB
+contract lookup) runs as its own task, so ping, unsubscribe and other subscribes are not held
+up. The writer (`ws_writer.Writer`) is the only task that sends. The hub never waits on
+either, so a client that stops reading only fills its own bounded queue and is then told
+(SLOW_CONSUMER, close 1008) while everyone else keeps streaming.
 
 Bad input never ends the connection except for an oversized message (INVALID_MESSAGE, then
 close 1009). An unknown contract is an `error` reply (CONTRACT_NOT_FOUND): close code 4002 is
@@ -17,27 +19,35 @@ import logging
 from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ibstream.errors import CloseCode, ErrorCode, StreamError
 from ibstream.model import TickType, iso_timestamp
 from ibstream.protocol.encode import PROTOCOL_VERSION, error_message, message
 from ibstream.protocol.validate import ClientMessage, MessageError, parse_message
-from ibstream.server.subscriber import Subscriber, SubscriberClosed, subscribed_message
+from ibstream.server.subscriber import Subscriber, subscribed_message
+from ibstream.server.ws_writer import SEND_FAILED, Writer
 
 if TYPE_CHECKING:
     from ibstream.server.app import ServerContext
     from ibstream.server.connections import Connection
 
 log = logging.getLogger(__name__)
-_SEND_FAILED = (WebSocketDisconnect, OSError, RuntimeError)
+
+
+class StreamEndpoint:
+    """The ASGI app of the route: it keeps uvicorn's `send` for the writer's fast path."""
+
+    def __init__(self, ctx: ServerContext):
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await StreamSession(WebSocket(scope, receive, send), send, self.ctx).run()
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
-    async def endpoint(websocket: WebSocket) -> None:
-        await StreamSession(websocket, ctx).run()
-
-    return [WebSocketRoute("/v2/ws/stream", endpoint)]
+    return [WebSocketRoute("/v2/ws/stream", StreamEndpoint(ctx))]
 
 
 def too_big(size: int, limit: int) -> StreamError:
@@ -57,22 +67,44 @@ def payload_size(raw: str | bytes) -> int:
     return len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
 
 
+class SessionSubscriber(Subscriber):
+    """A subscriber that tells its session when it is cut off as a slow consumer, so the
+    connection's slot and stats entry go at once, not after the last frame got through."""
+
+    def __init__(self, *args: object, on_slow: object = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.on_slow = on_slow
+
+    def close(self, error: StreamError | None = None) -> None:
+        super().close(error)
+        if error is not None and error.code == ErrorCode.SLOW_CONSUMER and self.on_slow:
+            self.on_slow()  # type: ignore[operator]
+
+
 class StreamSession:
     """One `/v2/ws/stream` connection."""
 
-    def __init__(self, websocket: WebSocket, ctx: ServerContext):
+    def __init__(self, websocket: WebSocket, send: Send, ctx: ServerContext):
         self.ws = websocket
         self.ctx = ctx
         self.settings = ctx.settings
         client = websocket.client
         self.ip = client.host if client else "unknown"
-        self.sub = Subscriber(
+        self.sub = SessionSubscriber(
             ctx.hub,
             client=f"ws {self.ip}:{client.port if client else 0}",
             max_streams=self.settings.max_streams_per_connection,
             queue_size=self.settings.queue_size,
+            on_slow=self._release,
         )
+        self.writer = Writer(websocket, send, self.sub, self.settings, ctx.connections)
         self.conn: Connection | None = None
+        self.subscribing: set[asyncio.Task[None]] = set()
+        self.reserved = 0  # streams of subscribes still under way
+
+    def _release(self) -> None:
+        if self.conn is not None:
+            self.ctx.connections.close(self.conn)
 
     async def run(self) -> None:
         await self.ws.accept()
@@ -84,28 +116,22 @@ class StreamSession:
                 if exc.code == ErrorCode.RATE_LIMIT_EXCEEDED
                 else CloseCode.GOING_AWAY
             )
-            await self._refuse(exc, code)
+            await self.writer.refuse(exc, code)
             return
         self.sub.put(message("connected", self._greeting()))
         reader = asyncio.create_task(self._read(), name=f"ws-read {self.sub.client}")
-        writer = asyncio.create_task(self._write(), name=f"ws-write {self.sub.client}")
+        writer = asyncio.create_task(self.writer.run(self.conn), name=f"ws-write {self.sub.client}")
         try:
             await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reader, writer):
+            tasks = [reader, writer, *self.subscribing]
+            for task in tasks:
                 task.cancel()
-            results = await asyncio.gather(reader, writer, return_exceptions=True)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
             self.ctx.connections.close(self.conn)
             for result in results:
-                if isinstance(result, Exception) and not isinstance(result, _SEND_FAILED):
+                if isinstance(result, Exception) and not isinstance(result, SEND_FAILED):
                     log.error("%s: connection task failed", self.sub.client, exc_info=result)
-
-    async def _refuse(self, exc: StreamError, code: int) -> None:
-        try:
-            await self.ws.send_text(error_message(exc).payload.decode())
-            await self.ws.close(code, exc.message[:120])
-        except _SEND_FAILED:
-            pass
 
     def _greeting(self) -> dict:
         s = self.settings
@@ -122,45 +148,16 @@ class StreamSession:
             },
         }
 
-    async def _write(self) -> None:
-        """Drain the queue to the socket; then close with the code the connection ended with."""
-        sub, conn, timeout = self.sub, self.conn, self.settings.send_timeout
-        assert conn is not None
-        while True:
-            try:
-                item = await sub.get()
-            except SubscriberClosed:
-                break
-            try:  # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel
-                async with asyncio.timeout(timeout):
-                    await self.ws.send_text(item.payload.decode())
-            except TimeoutError:
-                log.warning(
-                    "%s: send blocked for %.1fs, closing as slow consumer", sub.client, timeout
-                )
-                sub.close(StreamError(ErrorCode.SLOW_CONSUMER, f"a send blocked for {timeout}s"))
-                break
-            except _SEND_FAILED:
-                return
-            self.ctx.connections.messages_sent += 1
-        code = conn.close_code
-        if code is None:
-            slow = sub.closed is not None and sub.closed.code == ErrorCode.SLOW_CONSUMER
-            code = CloseCode.POLICY if slow else CloseCode.NORMAL
-        try:
-            # The protocol's own close timeout (serve.py sets it to send_timeout) ends in an
-            # abort of the TCP connection, so this returns even if the peer never reads.
-            await self.ws.close(code)
-        except _SEND_FAILED:
-            pass
-
     async def _read(self) -> None:
         """Validate and act on client messages until the client disconnects."""
         limit = self.settings.max_message_bytes
         conn = self.conn
         assert conn is not None
         while True:
-            msg = await self.ws.receive()
+            try:
+                msg = await self.ws.receive()
+            except WebSocketDisconnect:
+                return
             if msg["type"] == "websocket.disconnect":
                 return
             if conn.closing:
@@ -171,17 +168,12 @@ class StreamSession:
                 self.sub.put(error_message(too_big(size, limit)))
                 conn.finish(CloseCode.MESSAGE_TOO_BIG)
                 continue
-            request = None
             try:
-                request = parse_message(raw)
-                await self._handle(request)
+                self._handle(parse_message(raw))
             except MessageError as exc:
                 self.sub.put(error_message(exc, request_id=exc.request_id))
-            except StreamError as exc:
-                rid = request.request_id if request is not None else None
-                self.sub.put(error_message(exc, request_id=rid))
 
-    async def _handle(self, req: ClientMessage) -> None:
+    def _handle(self, req: ClientMessage) -> None:
         rid = req.request_id
         sub = self.sub
         if req.type == "ping":
@@ -202,7 +194,33 @@ class StreamSession:
             ids = sub.unsubscribe_all()
             sub.put(message("unsubscribed", {"stream_ids": ids}, request_id=rid))
         else:
-            await self._subscribe(req)
+            self._start_subscribe(req)
+
+    def _start_subscribe(self, req: ClientMessage) -> None:
+        """Run the subscribe as a task; its streams are reserved until it ends, so subscribes
+        under way together cannot exceed max_streams (which also bounds the tasks)."""
+        assert req.subscribe is not None
+        wanted = len(req.subscribe.tick_types)
+        open_ = len(self.sub.streams)
+        limit = self.sub.max_streams
+        if open_ + self.reserved + wanted > limit:
+            error = StreamError(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"at most {limit} streams per connection; {open_} open, {self.reserved} being "
+                f"subscribed, {wanted} requested: unsubscribe first",
+                details={"max_streams": limit, "open_streams": open_, "pending": self.reserved},
+            )
+            self.sub.put(error_message(error, request_id=req.request_id))
+            return
+        self.reserved += wanted
+        task = asyncio.create_task(self._subscribe(req), name=f"ws-subscribe {self.sub.client}")
+        self.subscribing.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self.subscribing.discard(task)
+            self.reserved -= wanted
+
+        task.add_done_callback(done)
 
     async def _subscribe(self, req: ClientMessage) -> None:
         spec = req.subscribe
@@ -210,7 +228,11 @@ class StreamSession:
         rid = req.request_id
         try:
             handles = await self.sub.subscribe(
-                spec.contract, spec.tick_types, limit=spec.limit, timeout=spec.timeout
+                spec.contract,
+                spec.tick_types,
+                limit=spec.limit,
+                timeout=spec.timeout,
+                batch_ms=getattr(spec, "batch_ms", None),
             )
         except StreamError as exc:
             self.sub.put(error_message(exc, request_id=rid))

@@ -1,0 +1,67 @@
+"""Pydantic models of the HTTP answers (health, errors), for the OpenAPI document.
+
+The endpoints build their bodies as plain dicts (nulls omitted); these models say what
+those bodies hold, so `/openapi.json` and `/docs` describe them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ibstream.protocol.messages import ErrorData
+
+
+class UpstreamSubscription(BaseModel):
+    contract_id: int
+    tick_type: str
+
+
+class IbStatus(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    connected: bool
+    host: str
+    port: int
+    client_id: int
+    library: str
+    server_version: int | None = Field(None, description="absent while not connected")
+    ib_link_lost: bool = Field(description="TWS is up but lost IB's servers (1100)")
+    reconnects: int
+    last_error: str | None = Field(
+        None, description="why IB is not connected; absent once it is connected again"
+    )
+    upstream_subscriptions: list[UpstreamSubscription]
+
+
+class Health(BaseModel):
+    """`GET /health`: 200 when IB is connected, 503 (same body) when degraded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: Literal["ok", "degraded"]
+    ib: IbStatus
+    version: str
+    protocol_version: str
+    connections: int
+    upstream_streams: int
+
+
+class ErrorResponse(BaseModel):
+    """Every HTTP error: a JSON body with the error's code, message, details, recoverable."""
+
+    error: ErrorData
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (400, "INVALID_MESSAGE / INVALID_TICK_TYPE: `details.field` names the parameter"),
+        (401, "AUTH_REQUIRED: the server wants its token"),
+        (403, "PERMISSION_DENIED: page origin not allowed, or no market data permission"),
+        (404, "CONTRACT_NOT_FOUND, or no such endpoint"),
+        (429, "RATE_LIMIT_EXCEEDED: too many connections from this IP"),
+        (503, "CONNECTION_ERROR: IB is not connected"),
+    )
+}

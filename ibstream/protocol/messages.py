@@ -1,0 +1,245 @@
+"""Pydantic models of every message the server sends, for the published JSON Schema.
+
+The hot path encodes with orjson (`encode.py`); these models describe what it produces and
+the test suite checks every payload it sends against them. Optional fields are absent when
+they have no value (never null): `schema.py` publishes them that way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ibstream.errors import ErrorCode
+from ibstream.model import TickType
+
+Timestamp = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+        description="ISO-8601 UTC with milliseconds",
+    ),
+]
+RequestId = Annotated[int | str, Field(description="the `id` of the request this answers")]
+Sequence = Annotated[int, Field(ge=0)]
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Open(BaseModel):
+    """Objects that may grow new fields without a protocol version change."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class Envelope(Closed):
+    id: RequestId | None = Field(None, description="echo of the request's id (replies only)")
+    stream_id: str | None = None
+    timestamp: Timestamp
+
+
+class Capabilities(Open):
+    max_streams_per_connection: int
+    supported_tick_types: list[TickType]
+    ping_interval_seconds: float
+    max_message_bytes: int
+    resume: bool
+
+
+class ConnectedData(Closed):
+    version: str
+    server_version: str
+    server_id: str
+    capabilities: Capabilities
+
+
+class Contract(Open):
+    contract_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    currency: str
+    local_symbol: str | None = None
+    min_tick: float | None = None
+    description: str | None = None
+    last_trade_date: str | None = None
+    multiplier: str | None = None
+
+
+class StreamInfo(Closed):
+    stream_id: str
+    tick_type: TickType
+    start_sequence: Sequence
+
+
+class SubscribedConfig(Closed):
+    limit: int | None = None
+    timeout_seconds: float | None = None
+    resume_from: dict[TickType, Sequence] | None = None
+    batch_ms: float | None = None
+
+
+class SubscribedData(Closed):
+    contract: Contract
+    streams: list[StreamInfo]
+    config: SubscribedConfig | None = None
+    server_id: str
+    request_id: RequestId | None = None
+
+
+class TickData(Closed):
+    contract_id: int
+    tick_type: TickType
+    sequence: Annotated[int, Field(ge=1)]
+    recv_ns: int
+    price: float | None = None
+    size: float | None = None
+    bid_price: float | None = None
+    bid_size: float | None = None
+    ask_price: float | None = None
+    ask_size: float | None = None
+    mid_price: float | None = None
+    exchange: str | None = None
+    conditions: str | None = None
+
+
+class TickItem(TickData):
+    timestamp: Timestamp = Field(description="this tick's own receive time")
+
+
+class TicksData(Closed):
+    ticks: list[TickItem] = Field(min_length=1, description="contiguous, in sequence order")
+
+
+class InfoData(Closed):
+    status: str = Field(description="ib_disconnected | resumed | gap | ib_advisory | ...")
+    message: str
+    details: dict[str, Any] | None = None
+    request_id: RequestId | None = None
+
+
+class ErrorData(Closed):
+    code: ErrorCode
+    message: str
+    details: dict[str, Any]
+    recoverable: bool
+    request_id: RequestId | None = None
+
+
+class CompleteData(Closed):
+    reason: str = Field(description="limit_reached | timeout | error | server_shutdown | ...")
+    total_ticks: int
+    duration_seconds: float
+    final_sequence: Sequence
+
+
+class UnsubscribedOne(CompleteData):
+    stream_id: str
+    request_id: RequestId | None = None
+
+
+class UnsubscribedAll(Closed):
+    stream_ids: list[str]
+    request_id: RequestId | None = None
+
+
+class PongData(Closed):
+    client_timestamp: Any = Field(None, description="the ping's data.timestamp, as sent")
+    server_timestamp: Timestamp
+    request_id: RequestId | None = None
+
+
+class Stats(Open):
+    """`GET /ws/stats` and the control channel's `stats` reply."""
+
+    version: str
+    uptime_seconds: float
+    connections: int
+    per_ip: dict[str, int]
+    subscribers: list[dict[str, Any]]
+    hub: dict[str, Any]
+    request_id: RequestId | None = None
+
+
+class Connected(Envelope):
+    type: Literal["connected"]
+    data: ConnectedData
+
+
+class Subscribed(Envelope):
+    type: Literal["subscribed"]
+    data: SubscribedData
+
+
+class TickMessage(Envelope):
+    type: Literal["tick"]
+    stream_id: str
+    data: TickData
+
+
+class TicksMessage(Envelope):
+    type: Literal["ticks"]
+    stream_id: str
+    timestamp: Timestamp = Field(description="when the frame was made")
+    data: TicksData
+
+
+class Info(Envelope):
+    type: Literal["info"]
+    data: InfoData
+
+
+class Error(Envelope):
+    type: Literal["error"]
+    data: ErrorData
+
+
+class Complete(Envelope):
+    type: Literal["complete"]
+    stream_id: str
+    data: CompleteData
+
+
+class Unsubscribed(Envelope):
+    type: Literal["unsubscribed"]
+    data: UnsubscribedOne | UnsubscribedAll
+
+
+class Pong(Envelope):
+    type: Literal["pong"]
+    data: PongData
+
+
+class StatsMessage(Envelope):
+    type: Literal["stats"]
+    data: Stats
+
+
+SERVER_MESSAGES = (
+    Connected,
+    Subscribed,
+    TickMessage,
+    TicksMessage,
+    Info,
+    Error,
+    Complete,
+    Unsubscribed,
+    Pong,
+    StatsMessage,
+)
+ServerMessage = Annotated[
+    Connected
+    | Subscribed
+    | TickMessage
+    | TicksMessage
+    | Info
+    | Error
+    | Complete
+    | Unsubscribed
+    | Pong
+    | StatsMessage,
+    Field(discriminator="type"),
+]

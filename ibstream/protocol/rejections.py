@@ -1,0 +1,130 @@
+"""Rejections of client input: a pydantic error becomes an INVALID_MESSAGE (or
+INVALID_TICK_TYPE) that names the field, says what was expected and what arrived.
+
+The most telling error wins: shallow before deep, so an unknown top-level field is reported
+before a bad value inside `data`.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ValidationError
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.model import TickType
+from ibstream.protocol import requests as rq
+
+MISSING = object()
+_SUPPORTED = [t.value for t in TickType]
+
+
+class MessageError(StreamError):
+    """A rejected client message; carries the request id when the message had a usable one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        expected: str | None = None,
+        got: object = None,
+        request_id: str | int | None = None,
+        code: ErrorCode = ErrorCode.INVALID_MESSAGE,
+        details: dict | None = None,
+    ):
+        info = dict(details or {})
+        if field is not None:
+            info["field"] = field
+        if expected is not None:
+            info["expected"] = expected
+            info["got"] = _preview(got)
+        super().__init__(code, message, details=info)
+        self.request_id = request_id
+
+
+def _preview(value: object) -> object:
+    if isinstance(value, str) and len(value) > 80:
+        return value[:80] + "..."
+    if isinstance(value, dict | list):
+        return type(value).__name__
+    return value
+
+
+def invalid(path: str, expected: str, got: object, rid: str | int | None) -> MessageError:
+    shown = "missing" if got is MISSING else f"got {_preview(got)!r}"
+    return MessageError(
+        f"field '{path}' must be {expected}; {shown}",
+        field=path,
+        expected=expected,
+        got=None if got is MISSING else got,
+        request_id=rid,
+    )
+
+
+def _expected(path: str) -> str:
+    """What a field (or the nearest field above it) must be, as quoted in errors."""
+    parts = path.split(".")
+    while parts:
+        found = rq.EXPECTED.get(".".join(parts))
+        if found is not None:
+            return found
+        parts.pop()
+    return "a valid value"
+
+
+def _model_at(model: type[BaseModel] | None, parts: list[str]) -> type[BaseModel] | None:
+    for part in parts:
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return None
+        args = typing.get_args(field.annotation) or (field.annotation,)
+        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return model
+
+
+def from_validation(
+    exc: ValidationError,
+    rid: str | int | None = None,
+    *,
+    root: type[BaseModel] | None = None,
+    prefix: str = "",
+    tags: Iterable[str] = (),
+) -> MessageError:
+    """The MessageError for the most telling error of a pydantic ValidationError.
+
+    Shallow errors win (an unknown top-level field before a bad value deep inside);
+    `tags` are union branch names in error locations, which are not part of a field's path.
+    """
+    skip = rq.RESUME_TAGS | set(tags)
+    errors = exc.errors(include_url=False)
+    err = min(errors, key=lambda e: len(e["loc"]))
+    parts = [str(p) for p in err["loc"] if p not in skip]
+    path = ".".join(([prefix] if prefix else []) + parts)
+    kind, got = err["type"], err.get("input", MISSING)
+    if kind == "extra_forbidden":
+        allowed = list((_model_at(root, parts[:-1]) or BaseModel).model_fields)
+        return MessageError(
+            f"unknown field '{path}'; allowed here: {', '.join(allowed) or 'nothing'}",
+            field=path,
+            request_id=rid,
+            details={"allowed": allowed},
+        )
+    if kind == "tick_type":
+        return MessageError(
+            err["msg"],
+            code=ErrorCode.INVALID_TICK_TYPE,
+            field=path,
+            request_id=rid,
+            details={"tick_type": got, "supported": _SUPPORTED},
+        )
+    if kind == "too_short" and path.endswith("tick_types"):
+        return MessageError(
+            "tick_types must be a non-empty list such as ['bid_ask', 'last']",
+            code=ErrorCode.INVALID_TICK_TYPE,
+            field=path,
+            request_id=rid,
+            details={"supported": _SUPPORTED},
+        )
+    return invalid(path, _expected(path), MISSING if kind == "missing" else got, rid)

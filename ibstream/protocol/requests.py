@@ -1,0 +1,233 @@
+"""Pydantic models of everything a client sends: WebSocket requests and SSE query parameters.
+
+These models are the validation (`validate.py` runs them and turns their errors into
+INVALID_MESSAGE) and the published JSON Schema (`schema.py`), so the two cannot drift.
+Unknown fields are rejected rather than ignored: a typo must not silently drop an option
+such as `limit`. `EXPECTED` says, per field, what a person must send; errors quote it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    TypeAdapter,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
+
+from ibstream.errors import StreamError
+from ibstream.model import TickType
+
+MAX_ID_LEN = 128
+MAX_SPEC_LEN = 64
+MAX_BATCH_MS = 1000
+IB_TICK_NAMES = ("Last", "AllLast", "BidAsk", "MidPoint")
+
+EXPECTED = {
+    "type": "one of {types}",
+    "id": f"a string (up to {MAX_ID_LEN} chars) or an integer",
+    "data": "an object",
+    "data.contract_id": "a conId (265598) or a symbol such as 'AAPL'",
+    "data.tick_types": "a list such as ['bid_ask', 'last']",
+    "data.config": "an object",
+    "data.config.limit": "a positive integer",
+    "data.config.timeout_seconds": "a positive number of seconds",
+    "data.config.resume_from": "a sequence number (integer >= 0), or {tick_type: sequence}",
+    "data.config.batch_ms": f"a number of milliseconds, 0 (off) to {MAX_BATCH_MS}",
+    "data.stream_id": "the stream_id string from 'subscribed'",
+    "data.timestamp": "any JSON value (echoed back)",
+    "contract_id": "a conId (265598) or a symbol such as 'AAPL'",
+    "limit": "a positive integer",
+    "timeout": "a positive number of seconds",
+    "batch_ms": f"a number of milliseconds, 0 (off) to {MAX_BATCH_MS}",
+    "tick_types": "a list such as ?tick_types=bid_ask,last",
+    "resume_from": "a sequence number (50) or per tick type (bid_ask:50,last:3)",
+    "tick_type": "a tick type such as bid_ask or last",
+    "Last-Event-ID": "a sequence number (50) or per tick type (bid_ask:50,last:3)",
+    "token": "the server's token",
+}
+
+
+def contract_value(value: object) -> str | int:
+    """A conId (int or digits) or a symbol spec such as 'AAPL', 'EURUSD', 'ES'."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str) and 0 < len(value.strip()) <= MAX_SPEC_LEN:
+        text = value.strip()
+        return int(text) if text.isdigit() else text
+    raise PydanticCustomError("contract", "not a conId or symbol")
+
+
+def request_id_value(value: object) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and len(value) <= MAX_ID_LEN:
+        return value
+    raise PydanticCustomError("request_id", "not a request id")
+
+
+def tick_type_value(value: object) -> TickType:
+    """The wire name (`bid_ask`) or IB's (`BidAsk`); anything else is INVALID_TICK_TYPE."""
+    if not isinstance(value, str):
+        value = repr(value)
+    try:
+        return TickType.parse(value)
+    except StreamError as exc:
+        raise PydanticCustomError("tick_type", exc.message, {"tick_type": value}) from None
+
+
+ContractSpec = Annotated[
+    int | str,
+    PlainValidator(contract_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {"type": "string", "minLength": 1, "maxLength": MAX_SPEC_LEN},
+            ],
+            "description": "IB conId, or a symbol such as 'AAPL', 'EUR.USD', 'ES'",
+        }
+    ),
+]
+TickTypeName = Annotated[
+    TickType,
+    PlainValidator(tick_type_value),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": [t.value for t in TickType] + list(IB_TICK_NAMES),
+            "description": "wire name or IB's name (case-insensitive)",
+        }
+    ),
+]
+RequestId = Annotated[
+    int | str,
+    PlainValidator(request_id_value),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": MAX_ID_LEN}]}),
+]
+Sequence = Annotated[int, Field(ge=0)]
+Milliseconds = Annotated[float, Field(ge=0, le=MAX_BATCH_MS, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+def _resume_kind(value: Any) -> str:
+    return "per_type" if isinstance(value, dict) else "sequence"
+
+
+ResumeFrom = Annotated[
+    Annotated[Sequence, Tag("sequence")] | Annotated[dict[str, Sequence], Tag("per_type")],
+    Discriminator(_resume_kind),
+]
+RESUME_TAGS = frozenset({"sequence", "per_type"})  # union branch names: not part of a path
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SubscribeConfig(Strict):
+    limit: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="end each stream after this many ticks"
+    )
+    timeout_seconds: Seconds | None = Field(None, description="end each stream after this long")
+    resume_from: ResumeFrom | None = Field(
+        None,
+        description="continue after these sequences: one number (one tick type) or "
+        "{tick_type: sequence}",
+    )
+    batch_ms: Milliseconds | None = Field(
+        None,
+        description="send the ticks of each interval of this many ms as one `ticks` message "
+        "(absent or 0: one `tick` message per tick)",
+    )
+
+
+class SubscribeData(Strict):
+    contract_id: ContractSpec
+    tick_types: Annotated[list[TickTypeName], Field(min_length=1)]
+    config: SubscribeConfig | None = None
+
+
+class UnsubscribeData(Strict):
+    stream_id: Annotated[str, Field(min_length=1)]
+
+
+class PingData(Strict):
+    timestamp: Any = Field(None, description="echoed back as `client_timestamp`")
+
+
+class Empty(Strict):
+    pass
+
+
+class Request(Strict):
+    id: RequestId | None = Field(None, description="echoed in the reply, as sent")
+
+
+class SubscribeRequest(Request):
+    type: Literal["subscribe"]
+    data: SubscribeData
+
+
+class UnsubscribeRequest(Request):
+    type: Literal["unsubscribe"]
+    data: UnsubscribeData
+
+
+class UnsubscribeAllRequest(Request):
+    type: Literal["unsubscribe_all"]
+    data: Empty | None = None
+
+
+class PingRequest(Request):
+    type: Literal["ping"]
+    data: PingData | None = None
+
+
+class StatsRequest(Request):
+    type: Literal["stats"]
+    data: Empty | None = None
+
+
+STREAM_REQUESTS = (SubscribeRequest, UnsubscribeRequest, UnsubscribeAllRequest, PingRequest)
+CONTROL_REQUESTS = (StatsRequest, PingRequest)
+StreamRequest = Annotated[
+    SubscribeRequest | UnsubscribeRequest | UnsubscribeAllRequest | PingRequest,
+    Field(discriminator="type"),
+]
+ControlRequest = Annotated[StatsRequest | PingRequest, Field(discriminator="type")]
+STREAM_ADAPTER: TypeAdapter = TypeAdapter(StreamRequest)
+CONTROL_ADAPTER: TypeAdapter = TypeAdapter(ControlRequest)
+
+
+class SseQuery(BaseModel):
+    """Query parameters of the SSE endpoints (strings on the wire, so not strict)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    limit: Annotated[int, Field(gt=0)] | None = Field(
+        None, description="end each stream after this many ticks"
+    )
+    timeout: Seconds | None = Field(None, description="end the response after this many seconds")
+    tick_types: str | None = Field(
+        None,
+        description="comma-separated tick types (multi-type endpoint only), e.g. bid_ask,last",
+    )
+    resume_from: str | None = Field(
+        None,
+        description="continue after a sequence (`50`) or per tick type (`bid_ask:50,last:3`); "
+        "the Last-Event-ID header does the same",
+    )
+    batch_ms: Milliseconds | None = Field(
+        None, description="one `ticks` event per interval of this many ms (0: one per tick)"
+    )
+    token: str | None = Field(
+        None, description="the server's token (EventSource cannot send headers)"
+    )

@@ -1,0 +1,224 @@
+"""The published protocol: /v2/schema (JSON Schema of every WebSocket message), /openapi.json
+and /docs, and the suite-wide check that validates every message servers send against it."""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import fastjsonschema
+import httpx
+import jsonschema
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ibstream.protocol.encode import message
+from ibstream.protocol.schema import message_types, side_schema
+from ibstream.protocol.validate import MessageError, parse_message
+from tests.conftest import AAPL, WAIT, get_json, sse, sse_events
+from tests.schema_check import SENT, SchemaCheck
+
+CLIENT_TYPES = ["ping", "stats", "subscribe", "unsubscribe", "unsubscribe_all"]
+SERVER_TYPES = [
+    "complete",
+    "connected",
+    "error",
+    "info",
+    "pong",
+    "stats",
+    "subscribed",
+    "tick",
+    "ticks",
+    "unsubscribed",
+]
+TICK = {
+    "type": "tick",
+    "stream_id": "265598_last_1_ab",
+    "timestamp": "2026-11-26T00:41:07.101Z",
+    "data": {"contract_id": AAPL, "tick_type": "last", "sequence": 3, "recv_ns": 5, "price": 1.5},
+}
+
+
+async def test_schema_served_valid_and_complete(server):
+    status, doc = await get_json(server, "/v2/schema")
+    assert status == 200
+    jsonschema.Draft202012Validator.check_schema(doc)
+    for side, types in (("client", CLIENT_TYPES), ("server", SERVER_TYPES)):
+        union = doc["$defs"][doc[side]["$ref"].rsplit("/", 1)[1]]
+        assert sorted(union["discriminator"]["mapping"]) == types == message_types(side)
+    check = jsonschema.Draft202012Validator({**doc["server"], "$defs": doc["$defs"]})
+    check.validate(TICK)
+    client = jsonschema.Draft202012Validator({**doc["client"], "$defs": doc["$defs"]})
+    client.validate(
+        {"type": "subscribe", "id": 1, "data": {"contract_id": "ES", "tick_types": ["last"]}}
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["data"].update(prize=1.5),  # a field the protocol does not have
+        lambda m: m["data"].update(price=None),  # nulls are omitted, never sent
+        lambda m: m["data"].pop("sequence"),
+        lambda m: m.update(timestamp="yesterday"),
+        lambda m: m.update(type="tock"),
+    ],
+)
+def test_a_wrong_message_is_rejected(change):
+    bad = orjson.loads(orjson.dumps(TICK))
+    change(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, side_schema("server"), cls=jsonschema.Draft202012Validator)
+    assert SchemaCheck().problem(orjson.dumps(bad)) is not None
+
+
+def test_client_schema_rejects_what_the_parser_rejects():
+    validate = fastjsonschema.compile(side_schema("client"))
+    validate({"type": "subscribe", "data": {"contract_id": AAPL, "tick_types": ["BidAsk"]}})
+    for data in ({"contract_id": AAPL, "tick_types": "last"}, {"contract_id": AAPL}):
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            validate({"type": "subscribe", "data": data})
+
+
+def test_the_suite_check_records_bad_messages():
+    """The observer every fixture server gets: a direct call proves it can fail."""
+    good = message("pong", {"server_timestamp": "2026-11-26T00:41:07.101Z"}, request_id=1)
+    SENT(good.payload)
+    SENT(b'{"type":"tick","stream_id":"x","timestamp":"2026-11-26T00:41:07.101Z","data":{}}')
+    SENT(b"not json")
+    failures = SENT.take()  # taken, so this test itself does not fail on them
+    assert [payload[:9] for payload, _ in failures] == [b'{"type":"', b"not json"]
+    assert "data" in failures[0][1]
+
+
+async def test_messages_of_a_session_are_checked(server, ws_client):
+    before = SENT.checked
+    client = await ws_client(server)
+    sub = await client.subscribe(AAPL, ["bid_ask", "last"], limit=3)
+    await client.ticks(3, sub["streams"][0]["stream_id"])
+    await client.request("ping", {"timestamp": 5})
+    await client.request("unsubscribe_all")
+    await client.request("subscribe", {"contract_id": "NOSUCH", "tick_types": ["last"]})
+    async with sse(server, f"/v2/stream/{AAPL}/last?limit=2") as source:
+        async for _event, _data, _id in sse_events(source):
+            pass
+    assert SENT.checked >= before + 8  # connected, subscribed, 3 ticks, pong, ... all seen
+    assert not SENT.failures, SENT.failures
+
+
+async def test_openapi_and_docs(server):
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        spec = (await client.get("/openapi.json")).json()
+        docs = await client.get("/docs")
+    assert spec["openapi"].startswith("3.")
+    paths = spec["paths"]
+    for path in (
+        "/health",
+        "/ws/stats",
+        "/v2/contracts",
+        "/v2/schema",
+        "/v2/stream/{contract_id}",
+        "/v2/stream/{contract_id}/{tick_type}",
+    ):
+        assert "get" in paths[path], path
+    stream = paths["/v2/stream/{contract_id}"]["get"]
+    assert "text/event-stream" in stream["responses"]["200"]["content"]
+    assert list(stream["responses"]["400"]["content"]) == ["application/json"]  # errors: JSON
+    names = {p["name"] for p in stream["parameters"]}
+    assert {"contract_id", "tick_types", "limit", "timeout", "resume_from", "batch_ms"} <= names
+    one = {p["name"] for p in paths["/v2/stream/{contract_id}/{tick_type}"]["get"]["parameters"]}
+    assert "tick_type" in one and "tick_types" not in one
+    assert "503" in paths["/health"]["get"]["responses"]
+    assert "Health" in spec["components"]["schemas"]
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    assert_sound_openapi(spec)
+
+
+def assert_sound_openapi(spec: dict) -> None:
+    """OpenAPI 3.1 checks without a validator package: schemas are valid JSON Schema, every
+    `$ref` resolves and every path template parameter is declared."""
+    schemas = spec["components"]["schemas"]
+    for schema in schemas.values():
+        jsonschema.Draft202012Validator.check_schema(schema)
+    refs = re.findall(r'"\$ref":"#/components/schemas/([^"]+)"', orjson.dumps(spec).decode())
+    assert refs and set(refs) <= set(schemas)
+    for path, item in spec["paths"].items():
+        for operation in item.values():
+            declared = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            assert set(re.findall(r"{(\w+)}", path)) == declared, path
+            assert operation["responses"], path
+
+
+# JSON Schema counts 1.0 as an integer; the server wants 1: the one known difference, so the
+# floats drawn here have a fraction.
+_fractional = st.floats(-1, 2000, allow_nan=False).filter(lambda x: not x.is_integer())
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 2000),
+    _fractional,
+    st.sampled_from(["5", "", "last"]),
+)
+_subscribe = st.fixed_dictionaries(
+    {
+        "type": st.just("subscribe"),
+        "data": st.fixed_dictionaries(
+            {
+                "contract_id": st.one_of(
+                    st.integers(-2, 3), st.sampled_from(["AAPL", "", "X" * 65]), _fractional
+                ),
+                "tick_types": st.one_of(
+                    st.lists(st.sampled_from(["last", "BidAsk", "mid_point", "nope"]), max_size=3),
+                    st.sampled_from(["last", 5]),
+                ),
+            },
+            optional={
+                "config": st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "limit": _values,
+                        "timeout_seconds": _values,
+                        "batch_ms": _values,
+                        "typo": _values,
+                    },
+                )
+            },
+        ),
+    },
+    optional={"id": st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=3), st.booleans())},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_subscribe)
+def test_schema_and_parser_agree(msg):
+    """The published client schema and the validation are the same models: they accept and
+    reject the same messages."""
+    validate = _client_validator()
+    try:
+        validate(msg)
+        schema_ok = True
+    except fastjsonschema.JsonSchemaException:
+        schema_ok = False
+    try:
+        parse_message(orjson.dumps(msg))
+        parser_ok = True
+    except MessageError:
+        parser_ok = False
+    assert schema_ok == parser_ok, msg
+
+
+@functools.cache
+def _client_validator():
+    return fastjsonschema.compile(side_schema("client"))
+
+
+def test_the_published_tick_names_exactly_the_fields_a_tick_sends():
+    """`TickData` (schema) and `Tick.data` (wire) describe one shape twice: keep them equal."""
+    from ibstream.model import Tick, TickType
+    from ibstream.protocol.messages import TickData
+
+    every = Tick(1, TickType.LAST, 1, *([1.0] * 7), exchange="X", conditions="I")
+    assert set(every.data(1)) == set(TickData.model_fields)
