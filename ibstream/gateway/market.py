@@ -18,7 +18,7 @@ import math
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ibstream.gateway.contracts import SimContract
@@ -137,13 +137,15 @@ class Market:
         return self.buy_volume - self.sell_volume
 
     def step(self, n: int, now: float | None = None) -> list[Event]:
-        """The next n events; new ones are stamped `now` (epoch seconds)."""
+        """The next n events, each stamped `now` (epoch seconds): the time it is sent."""
         stamp = time.time() if now is None else now
         out: list[Event] = []
         while len(out) < n:
             if not self._pending:
                 self._act(stamp)
             event = self._pending.popleft()
+            if event.time != stamp:  # left over from an earlier act: it is sent now
+                event = replace(event, time=stamp)
             if isinstance(event, Trade):
                 self.trades.append(event)
                 self.trade_count += 1
@@ -153,8 +155,6 @@ class Market:
                 else:
                     self.sell_volume += event.size
             else:
-                if event.time == 0.0:
-                    event = Quote(stamp, event.bid, event.ask, event.bid_size, event.ask_size)
                 self.last_quote = event
             out.append(event)
         self.events += n

@@ -40,29 +40,35 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SEND_FAILED = (WebSocketDisconnect, OSError, RuntimeError)
 BATCH = 256  # messages taken per wake-up: bounds how long one connection holds the loop
+FLUSH_BYTES = 16_384  # held by a CorkedTransport at most: tens of ticks, one syscall
 
 
 class CorkedTransport:
     """A transport that holds writes until the loop's next pass, then writes them as one.
 
-    At most one pass of writes is held (the writer drains at most BATCH messages per pass);
-    flow control (pause_writing / resume_writing) stays the real transport's, which sees
-    every byte one pass later. Closing sends what is held first; abort drops it."""
+    At most FLUSH_BYTES are held: past that the writes go out at once, so flow control
+    (pause_writing / resume_writing, the real transport's) still sees a writer that never
+    yields in time to stop it. Closing sends what is held first; abort drops it."""
 
     def __init__(self, transport: asyncio.Transport):
         self.transport = transport
         self._held: list[bytes] = []
+        self._size = 0
         self._loop = asyncio.get_running_loop()
 
     def write(self, data: bytes) -> None:
         if not self._held:
             self._loop.call_soon(self.flush)
         self._held.append(data)
+        self._size += len(data)
+        if self._size >= FLUSH_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         if self._held:
             data = b"".join(self._held) if len(self._held) > 1 else self._held[0]
             self._held.clear()
+            self._size = 0
             self.transport.write(data)
 
     def close(self) -> None:
