@@ -69,7 +69,8 @@ class CorkedTransport:
             data = b"".join(self._held) if len(self._held) > 1 else self._held[0]
             self._held.clear()
             self._size = 0
-            self.transport.write(data)
+            if not self.transport.is_closing():  # a gone peer: asyncio would log every write
+                self.transport.write(data)
 
     def close(self) -> None:
         self.flush()
