@@ -15,11 +15,13 @@ import sys
 import orjson
 
 from ibstream.ib import api
+from ibstream.ib.api import parse_in_slices
 
 
 async def main(port: int, client_id: int, con_id: int) -> None:
     lib = api.load()
     ib = lib.IB()
+    parse_in_slices(ib)  # as the server's source does: the same parser on both sides
     count = 0
 
     def on_tickers(tickers: set) -> None:

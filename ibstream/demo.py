@@ -11,7 +11,9 @@ a `type` (logging goes to stderr):
     {"type": "trade", "timestamp": "...Z", "side": "buy", "size": 1.0, "price": 5900.25,
      "bid": 5900.0, "ask": 5900.25, "delta": 3.0}        (one per trade, not with --quiet;
                                                           bid / ask null before a quote)
-    {"type": "info" | "gap" | "error", "message": "..."}  (as the server reports them)
+    {"type": "info" | "gap" | "error", "message": "..."}  (as the server reports them; an
+                                                          error that ends the demo is the
+                                                          last line, with its `code`)
     {"type": "summary", "total_trades": 80, "buy_volume": 95.0, "sell_volume": 88.0,
      "net_delta": 7.0, "buy_pct": 51.91}                  (the last line)
 """
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, TextIO
 
 import orjson
 
+from ibstream.errors import StreamError
 from ibstream.model import iso_timestamp, price_decimals
 
 if TYPE_CHECKING:
@@ -68,6 +71,13 @@ def main(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         return 130
+    except StreamError as exc:  # e.g. CONTRACT_NOT_FOUND: what to fix, not a traceback
+        if args.json:
+            DemoOutput(sys.stdout, True).emit(
+                "error", exc.message, code=str(exc.code), message=exc.message
+            )
+        sys.stderr.write(f"ibstream demo: {exc.message}\n")
+        return 1
     except BrokenPipeError:  # `ibstream demo | head`: the reader left, which is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from ibstream.loopback import is_loopback_url
 from ibstream.server import background, daemon
 from ibstream.server import config as server_config
 from ibstream.server.background import ServerStartError
-from ibstream.server.probe import health, is_loopback, port_answers
+from ibstream.server.probe import health, port_answers
 
 __all__ = ["ServerInfo", "ServerStartError", "default_url", "ensure_server", "health"]
 
@@ -132,7 +133,7 @@ def _env_of(*names: str) -> dict[str, str]:
 def _local_address(url: str) -> tuple[str, int]:
     """Host and port to bind a server for `url`; only this machine's loopback qualifies."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme != "http" or not parts.hostname or not is_loopback(url):
+    if parts.scheme != "http" or not parts.hostname or not is_loopback_url(url):
         raise ServerStartError(
             f"no ibstream server answers at {url}, and only a plain http URL on this machine "
             "(127.0.0.1 / localhost) can be started here; start it with `ibstream serve` there"

@@ -72,9 +72,19 @@ class Changes:
 ServerFactory = Callable[..., Awaitable[ServerHandle]]
 
 
+def checked(observer: Callable[[bytes], None] | None) -> Callable[[bytes], None]:
+    """A sent_observer that also feeds the suite's schema check (SENT)."""
+    if observer is None or observer is SENT:
+        return SENT
+    return lambda payload: (SENT(payload), observer(payload))  # type: ignore[func-returns-value]
+
+
 @pytest.fixture
 async def make_server(gateway: GatewaySimulator) -> AsyncIterator[ServerFactory]:
-    """Start servers with settings overrides; all are stopped after the test."""
+    """Start servers with settings overrides; all are stopped after the test. A test's own
+    `sent_observer` is chained after the schema check, never instead of it. (Servers run
+    as subprocesses, e.g. `ServerProcess`, are outside the check: their messages cannot
+    reach SENT.)"""
     handles: list[ServerHandle] = []
 
     async def make(**overrides: object) -> ServerHandle:
@@ -83,9 +93,9 @@ async def make_server(gateway: GatewaySimulator) -> AsyncIterator[ServerFactory]
             "ib_port": gateway.port,
             "client_id": random.randint(1000, 1_000_000),
             "max_connections_per_ip": 100,
-            "sent_observer": SENT,
         }
         options.update(overrides)
+        options["sent_observer"] = checked(options.get("sent_observer"))  # type: ignore[arg-type]
         handle = await start_server(ServerSettings(**options))
         handles.append(handle)
         return handle

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from ibstream.cli import build_parser, serve_settings
+from ibstream.errors import StreamError
 from ibstream.ib.source import IBSource
 from ibstream.server.run import ServerHandle
 from tests.client_fixtures import free_port
@@ -100,12 +101,36 @@ def test_allow_origin_is_repeatable():
     assert serve_settings(build_parser().parse_args(["serve"])).allowed_origins == ()
 
 
-def test_a_bad_option_value_is_one_usage_error():
-    run = subprocess.run(
-        IBSTREAM + ["serve", "--port", "eighty"], capture_output=True, text=True, timeout=30
-    )
-    assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert "argument --port: invalid int value: 'eighty'" in run.stderr
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["serve", "--port", "eighty"], ["--port", "'eighty'"]),
+        (["serve", "--port", "70000"], ["--port", "0 to 65535", "70000"]),
+        (["serve", "--port", "-1"], ["--port", "0 to 65535"]),
+        (["serve", "--ib-port", "70000"], ["--ib-port", "1 to 65535"]),
+        (["serve", "--max-connections-per-ip", "-1"], ["--max-connections-per-ip", "above 0"]),
+        (["gateway", "--port", "70000"], ["--port", "0 to 65535"]),
+        (["gateway", "--rate", "-1"], ["--rate", "above 0"]),
+    ],
+)
+def test_a_bad_option_value_is_one_line(args, words):
+    """Not a traceback (an out-of-range port overflowed in the socket call), not a server
+    that runs on with a dead IB connection, not the whole usage block: one line, exit 2."""
+    run = subprocess.run(IBSTREAM + args, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2
+    assert_one_line(run.stderr, args[0], "argument", *words, "--help")
+
+
+async def test_a_port_no_socket_takes_is_the_source_s_last_error():
+    """From Python (no CLI check): the IB source says why it cannot connect (its task
+    used to die of the OverflowError, leaving /health degraded with no last_error)."""
+    source = IBSource("127.0.0.1", 70000, client_id=9, backoff_initial=0.05)
+    try:
+        with pytest.raises(StreamError, match="port"):
+            await source.start(wait=0.5)
+        assert "OverflowError" in source.status()["last_error"]
+    finally:
+        await source.stop()
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -155,6 +180,20 @@ def test_demo_prints_a_line_per_trade():
         next(ln for ln in run.stdout.splitlines() if ln.startswith("total trades")).split(":")[1]
     )
     assert len(trade_lines) == total > 0
+
+
+def test_demo_with_an_unknown_contract_is_one_line_and_a_json_error():
+    run = subprocess.run(
+        IBSTREAM + ["demo", "--json", "--contract", "NOSUCH", "--seconds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert_one_line(run.stderr, "demo", "NOSUCH")
+    *_, last = [json.loads(line) for line in run.stdout.splitlines()]  # JSON lines only
+    assert last["type"] == "error" and last["code"] == "CONTRACT_NOT_FOUND", last
+    assert "NOSUCH" in last["message"]
 
 
 def test_demo_rejects_bad_seconds():

@@ -105,3 +105,67 @@ async def test_bad_sse_parameters_name_the_field(server, path, field):
         error = error_of(source.response)
     assert error["details"]["field"].startswith(field), error
     assert error["code"] in ("INVALID_MESSAGE", "INVALID_TICK_TYPE")
+
+
+@pytest.mark.parametrize(
+    "path", ["/health", "/v2/schema", "/ws/stats", "/v2/contracts?symbol=AAPL"]
+)
+async def test_head_answers_as_get_does(server, path):
+    """Probes (`curl -I`, load balancers) send HEAD: the same status and headers as GET, and
+    no body, on every GET endpoint (FastAPI routes answer only the methods they list)."""
+    get, head = await request(server, "GET", path), await request(server, "HEAD", path)
+    assert head.status_code == get.status_code == 200, (path, head.status_code)
+    assert head.headers["content-type"] == get.headers["content-type"] and head.content == b""
+
+
+async def test_head_on_an_sse_url_checks_it_as_get_does_but_opens_nothing(server):
+    bad = await request(server, "HEAD", "/v2/stream/AAPL?limit=1")  # tick_types missing
+    assert bad.status_code == (await request(server, "GET", "/v2/stream/AAPL?limit=1")).status_code
+    assert bad.status_code == 400
+    good = await request(server, "HEAD", "/v2/stream/AAPL/last?limit=1")
+    assert good.status_code == 200 and good.headers["content-type"].startswith("text/event")
+    assert not server.hub.channels  # nothing was subscribed for a HEAD
+
+
+async def test_a_missing_field_is_absent_from_the_error_not_null(server, ws_client):
+    """Nulls are omitted everywhere: a field that did not arrive has no `got`."""
+    client = await ws_client(server)
+    reply = await client.request("subscribe", {"tick_types": ["last"]})
+    details = reply["data"]["details"]
+    assert details["field"] == "data.contract_id" and "got" not in details, reply
+    assert no_nulls(reply), reply
+    status, body = await get_json(server, "/v2/stream/AAPL?limit=1")
+    assert status == 400 and body["error"]["details"]["field"] == "tick_types"
+    assert "got" not in body["error"]["details"] and no_nulls(body), body
+
+
+async def test_an_infinite_number_is_named_and_the_reply_keeps_its_id(server, ws_client):
+    """1e400 parses as infinity, which JSON cannot carry: the error shows it as text and
+    still answers the request's id."""
+    client = await ws_client(server)
+    await client.send(
+        '{"type":"subscribe","id":"big","data":{"contract_id":"AAPL","tick_types":["last"],'
+        '"config":{"timeout_seconds":1e400}}}'
+    )
+    reply = await client.expect("error", request_id="big")
+    assert reply["id"] == "big" and reply["data"]["details"]["got"] == "inf", reply
+    assert "got inf" in reply["data"]["message"]
+
+
+async def test_a_failure_is_a_json_500_with_cors_and_logged_once(make_server, caplog):
+    """An endpoint that fails: the JSON 500, readable by an allowed page (CORS headers), and
+    one traceback in the log, not a second one from uvicorn."""
+    page = "http://page.example:8000"
+    server = await make_server(allowed_origins=(page,))
+
+    async def broken(_symbol: str) -> list:
+        raise RuntimeError("boom")
+
+    server.hub.source.search = broken  # a fault injected into the real server
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        response = await client.get("/v2/contracts?symbol=AAPL", headers={"Origin": page})
+    assert response.status_code == 500 and response.headers["access-control-allow-origin"] == page
+    error = error_of(response)
+    assert error["code"] == "INTERNAL_ERROR" and "RuntimeError" in error["message"]
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "/v2/contracts" in tracebacks[0].getMessage(), tracebacks

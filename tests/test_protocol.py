@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from ibstream.errors import ErrorCode, StreamError
@@ -260,3 +261,39 @@ def test_sse_params_invalid(tick_type, params, code, text):
 def test_sse_bad_last_event_id():
     with pytest.raises(MessageError, match="Last-Event-ID"):
         parse_sse_params("AAPL", "last", [], last_event_id="abc")
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        ('{"tick_types":["last"]}', "missing"),
+        ('{"contract_id":null,"tick_types":["last"]}', "got null"),
+    ],
+)
+def test_no_value_arrived_means_no_got(data, text):
+    """Errors omit nulls like every message: nothing (or null) arrived, so `got` is absent."""
+    with pytest.raises(MessageError) as info:
+        parse_message('{"type":"subscribe","data":' + data + "}")
+    assert info.value.details["field"] == "data.contract_id"
+    assert "got" not in info.value.details and text in info.value.message
+
+
+def test_an_infinite_number_is_shown_as_text_and_the_id_kept():
+    with pytest.raises(MessageError) as info:
+        parse_message(
+            '{"type":"subscribe","id":7,"data":{"contract_id":"ES","tick_types":["last"],'
+            '"config":{"timeout_seconds":-1e400}}}'
+        )
+    err = info.value
+    assert err.request_id == 7 and err.details["got"] == "-inf" and "got -inf" in err.message
+
+
+@pytest.mark.parametrize("spec", ["", "   ", "\t"])
+def test_a_blank_contract_is_refused(spec):
+    with pytest.raises(MessageError) as info:
+        parse_message(
+            orjson.dumps(
+                {"type": "subscribe", "data": {"contract_id": spec, "tick_types": ["last"]}}
+            )
+        )
+    assert info.value.details["field"] == "data.contract_id"

@@ -3,6 +3,7 @@ and /docs, and the suite-wide check that validates every message servers send ag
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 
@@ -11,6 +12,7 @@ import httpx
 import jsonschema
 import orjson
 import pytest
+import websockets
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -161,16 +163,18 @@ _values = st.one_of(
     _fractional,
     st.sampled_from(["5", "", "last"]),
 )
+# The server takes tick types in any case, with `_`, `-` or nothing between the words.
+TICK_NAMES = ["last", "BidAsk", "mid_point", "nope", "LAST", " bid-ask ", "alllast", "mid__point"]
 _subscribe = st.fixed_dictionaries(
     {
         "type": st.just("subscribe"),
         "data": st.fixed_dictionaries(
             {
                 "contract_id": st.one_of(
-                    st.integers(-2, 3), st.sampled_from(["AAPL", "", "X" * 65]), _fractional
+                    st.integers(-2, 3), st.sampled_from(["AAPL", "", " ", "X" * 65]), _fractional
                 ),
                 "tick_types": st.one_of(
-                    st.lists(st.sampled_from(["last", "BidAsk", "mid_point", "nope"]), max_size=3),
+                    st.lists(st.sampled_from(TICK_NAMES), max_size=3),
                     st.sampled_from(["last", 5]),
                 ),
             },
@@ -222,3 +226,75 @@ def test_the_published_tick_names_exactly_the_fields_a_tick_sends():
 
     every = Tick(1, TickType.LAST, 1, *([1.0] * 7), exchange="X", conditions="I")
     assert set(every.data(1)) == set(TickData.model_fields)
+
+
+def test_the_schema_lists_every_info_status_and_complete_reason():
+    """What the server sends, exactly (grep: Hub/IBSource events, Subscriber.complete), so a
+    client author can handle each and the suite's check fails a misspelled one."""
+    defs = side_schema("server")["$defs"]
+    assert defs["InfoData"]["properties"]["status"]["enum"] == [
+        "ib_disconnected",
+        "resumed",
+        "gap",
+        "ib_advisory",
+    ]
+    reasons = defs["CompleteData"]["properties"]["reason"]["enum"]
+    assert reasons == ["limit_reached", "timeout", "error", "server_shutdown"]
+    assert defs["UnsubscribedOne"]["properties"]["reason"]["const"] == "unsubscribed"
+    info = {"type": "info", "timestamp": TICK["timestamp"], "stream_id": "s"}
+    assert (
+        SchemaCheck().problem(orjson.dumps({**info, "data": {"status": "gap", "message": "m"}}))
+        is None
+    )
+    assert SchemaCheck().problem(orjson.dumps({**info, "data": {"status": "gapp", "message": "m"}}))
+
+
+def test_a_null_in_error_details_is_refused():
+    error = message(
+        "error",
+        {
+            "code": "INVALID_MESSAGE",
+            "message": "m",
+            "recoverable": True,
+            "details": {"field": "data.x"},
+        },
+    )
+    assert SchemaCheck().problem(error.payload) is None
+    null = orjson.loads(error.payload)
+    null["data"]["details"]["got"] = None
+    assert "details.got" in SchemaCheck().problem(orjson.dumps(null))
+
+
+@pytest.mark.parametrize("name", ["last", "LAST", " BidAsk ", "bid-ask", "ALL_LAST", "midpoint"])
+def test_the_client_schema_takes_the_tick_type_spellings_the_server_takes(name):
+    data = {"contract_id": AAPL, "tick_types": [name]}
+    _client_validator()({"type": "subscribe", "data": data})
+    assert parse_message(orjson.dumps({"type": "subscribe", "data": data})).subscribe
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"contract_id": AAPL, "tick_types": ["bid ask"]},
+        {"contract_id": AAPL, "tick_types": ["last,bid_ask"]},
+        {"contract_id": "   ", "tick_types": ["last"]},
+    ],
+)
+def test_the_client_schema_refuses_what_the_server_refuses(data):
+    with pytest.raises(fastjsonschema.JsonSchemaException):
+        _client_validator()({"type": "subscribe", "data": data})
+    with pytest.raises(MessageError):
+        parse_message(orjson.dumps({"type": "subscribe", "data": data}))
+
+
+async def test_an_auth_refusal_reaches_the_sent_observer(make_server):
+    """Every message is seen by the check, the guard's `error` AUTH_REQUIRED too; a test's
+    own observer is chained after the suite's, not instead of it."""
+    seen: list[bytes] = []
+    server = await make_server(token="secret-of-this-test", sent_observer=seen.append)
+    before = SENT.checked
+    async with websockets.connect(server.ws_url, open_timeout=WAIT) as conn:
+        msg = orjson.loads(await asyncio.wait_for(conn.recv(), WAIT))
+    assert msg["type"] == "error" and msg["data"]["code"] == "AUTH_REQUIRED"
+    assert [orjson.loads(p)["type"] for p in seen] == ["error"]
+    assert SENT.checked == before + 1

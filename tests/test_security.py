@@ -3,6 +3,7 @@ the token kept out of logs, argv and state files. Real server, real sockets, rea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -19,6 +20,8 @@ import websockets
 from ibstream.client import AsyncClient, Client
 from ibstream.errors import AuthRequired, ErrorCode, StreamError
 from ibstream.launch import ensure_server
+from ibstream.loopback import is_loopback_host
+from ibstream.redact import RedactSecrets
 from ibstream.server import config as server_config
 from ibstream.server import guard
 from ibstream.server.run import start_server
@@ -26,6 +29,7 @@ from ibstream.server.settings import ServerSettings
 from tests.client_fixtures import free_port
 from tests.conftest import AAPL, WAIT, sse, sse_events
 from tests.proxy import TcpProxy
+from tests.schema_check import SENT
 
 TOKEN = "s3cret-Token_42"
 PAGE = "http://localhost:8888"
@@ -196,20 +200,20 @@ async def test_tokens_are_compared_in_constant_time(make_server, monkeypatch):
 # --- binding ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost", "[::1]"])
 def test_loopback_hosts(host):
-    assert guard.is_loopback_host(host)
+    assert is_loopback_host(host)
     assert guard.bind_problem(host, None) is None
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com"])
 def test_other_hosts_need_a_token(host):
-    assert not guard.is_loopback_host(host)
+    assert not is_loopback_host(host)
     problem = guard.bind_problem(host, None)
     assert problem and host in problem and "--token" in problem and "IBSTREAM_TOKEN" in problem
     assert guard.bind_problem(host, TOKEN) is None
 
 
 async def test_off_loopback_refuses_to_start_without_a_token(gateway):
-    settings = ServerSettings(host="0.0.0.0", port=0, ib_port=gateway.port)
+    settings = ServerSettings(host="0.0.0.0", port=0, ib_port=gateway.port, sent_observer=SENT)
     with pytest.raises(AuthRequired, match="pass --token or set IBSTREAM_TOKEN"):
         await start_server(settings)
     settings.token = TOKEN
@@ -360,11 +364,11 @@ def test_log_filter_masks_query_tokens_and_authorization_headers():
         ("GET", f"/x?a=1&token={TOKEN}"),
         None,
     )
-    assert guard.RedactSecrets().filter(record) and record.getMessage() == "< GET /x?a=1&token=***"
+    assert RedactSecrets().filter(record) and record.getMessage() == "< GET /x?a=1&token=***"
     header = logging.LogRecord(
         "uvicorn.error", logging.DEBUG, __file__, 1, "< %s: %s", ("Authorization", "Bearer x"), None
     )
-    guard.RedactSecrets().filter(header)
+    RedactSecrets().filter(header)
     assert header.getMessage() == "< Authorization: ***"
 
 
@@ -378,3 +382,63 @@ def test_token_from_env():
     assert guard.token_from_env({"IBSTREAM_TOKEN": f"  {TOKEN}\n"}) == TOKEN
     assert guard.token_from_env({"IBSTREAM_TOKEN": "  "}) is None
     assert guard.token_from_env({}) is None
+
+
+async def test_cross_site_subresource_get_cannot_open_an_sse_stream(server):
+    """<img>/<iframe>/no-cors fetch carry no Origin but Sec-Fetch-Site: cross-site: refused."""
+    img = {  # what a browser sends for <img src="http://127.0.0.1:8001/v2/stream/...">
+        "Sec-Fetch-Site": "cross-site",
+        "Sec-Fetch-Mode": "no-cors",
+        "Sec-Fetch-Dest": "image",
+        "Referer": "http://evil.example/",
+    }
+    async with sse(server, f"/v2/stream/{AAPL}?tick_types=last,bid_ask", headers=img) as source:
+        status = source.response.status_code
+        opened = server.context.connections.limiter.total
+    assert (status, opened) == (403, 0), "a cross-site page opened a stream"
+
+
+async def test_client_debug_logs_do_not_show_the_token(make_server, caplog):
+    """websockets logs every handshake header on `websockets.client` at DEBUG: masked."""
+    server = await make_server(token=TOKEN)
+    caplog.set_level(logging.DEBUG)
+    async with AsyncClient(server.url, "websocket", token=TOKEN) as client:
+        ticks = await client.collect(AAPL, "last", limit=1, progress=False)
+        assert len(ticks) == 1
+    text = "\n".join(f"{r.name} {r.getMessage()}" for r in caplog.records)
+    assert "Authorization" in text or "authorization" in text  # headers were logged
+    assert TOKEN not in text, [
+        f"{r.name}: {r.getMessage()}" for r in caplog.records if TOKEN in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("transport", ["sse", "websocket"])
+async def test_client_never_sends_a_loopback_servers_token_to_a_proxy(
+    make_server, monkeypatch, transport
+):
+    """HTTP_PROXY is for remote servers: a local server's requests (and token) go direct."""
+    server = await make_server(token=TOKEN)
+    seen = bytearray()
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.extend(await reader.read(65536))
+        writer.close()
+
+    trap = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{trap.sockets[0].getsockname()[1]}"
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        client = AsyncClient(server.url, transport, token=TOKEN, connect_timeout=2, backoff=None)
+        try:
+            ticks = await client.collect(AAPL, "last", limit=1, progress=False)
+        except StreamError as exc:
+            ticks = exc
+        finally:
+            await client.close()
+    finally:
+        trap.close()
+    assert TOKEN.encode() not in seen, bytes(seen[:400])
+    assert not isinstance(ticks, StreamError), ticks

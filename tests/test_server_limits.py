@@ -255,6 +255,41 @@ async def test_never_reading_client_frees_its_slot_at_once(make_server, ws_clien
         gateway.set_rate(200)
 
 
+async def raw_sse_request(port: int, path: str) -> socket.socket:
+    """An SSE client that sends its request and then never reads (tiny receive buffer)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+    await loop.sock_sendall(sock, request.encode())
+    return sock
+
+
+async def test_never_reading_sse_client_frees_its_slot_when_its_queue_overflows(
+    make_server, gateway
+):
+    """An SSE client that stops reading is dropped the moment its queue overflows, not
+    `send_timeout` later: its per-IP slot is free again at once and /ws/stats forgets it."""
+    server = await make_server(
+        max_connections_per_ip=1, queue_size=300, send_timeout=60.0, socket_send_buffer=8192
+    )
+    gateway.set_rate(400)
+    dead = await raw_sse_request(server.port, f"/v2/stream/{AAPL}?tick_types=bid_ask,last,all_last")
+    try:
+        await slot_released(server)
+        _, stats = await get_json(server, "/ws/stats")
+        assert stats["connections"] == 0 and stats["subscribers"] == []
+        async with sse(server, f"/v2/stream/{AAPL}/bid_ask?limit=3") as source:
+            assert source.response.status_code == 200  # the per-IP slot is free again
+            events = [event async for event, _, _ in sse_events(source)]
+        assert events == ["subscribed", "tick", "tick", "tick", "complete"]
+    finally:
+        dead.close()
+        gateway.set_rate(200)
+
+
 async def slow_reader(server) -> websockets.ClientConnection:
     """A real client whose buffers are tiny: while the test does not call recv(), it
     stops reading from its socket and the server's sends back up."""

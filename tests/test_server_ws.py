@@ -17,6 +17,7 @@ from ibstream.server.settings import ServerSettings
 from ibstream.server.subscriber import Subscriber
 from tests.conftest import AAPL, EURUSD, WAIT, assert_contiguous, get_json, upstream
 from tests.proxy import TcpProxy
+from tests.schema_check import SENT
 
 ES = 637533641
 
@@ -259,7 +260,9 @@ async def test_slow_lookup_does_not_block_the_connection(gateway, ws_client):
     the same connection's ping, unsubscribe and a subscribe that needs no lookup are
     answered; the slow subscribe completes once IB answers."""
     async with TcpProxy(gateway.port) as proxy:
-        settings = ServerSettings(port=0, ib_port=proxy.port, client_id=random.randint(1, 10**6))
+        settings = ServerSettings(
+            port=0, ib_port=proxy.port, client_id=random.randint(1, 10**6), sent_observer=SENT
+        )
         async with await start_server(settings) as server:
             client = await ws_client(server)
             streams = await client.subscribe(AAPL, ["bid_ask", "last"])  # AAPL now known
@@ -276,6 +279,30 @@ async def test_slow_lookup_does_not_block_the_connection(gateway, ws_client):
             proxy.thaw()
             slow = await client.expect("subscribed", request_id="slow")
             assert slow["data"]["contract"]["contract_id"] == ES
+
+
+async def test_unsubscribe_all_also_ends_a_subscribe_still_under_way(gateway, ws_client):
+    """Requests take effect in the order sent: `unsubscribe_all` after a subscribe still
+    waiting on IB waits for it and ends its stream too (no IB slot kept against the client's
+    wish), while a ping sent meanwhile is answered at once."""
+    async with TcpProxy(gateway.port) as proxy:
+        settings = ServerSettings(
+            port=0, ib_port=proxy.port, client_id=random.randint(1, 10**6), sent_observer=SENT
+        )
+        async with await start_server(settings) as server:
+            client = await ws_client(server)
+            proxy.freeze()
+            slow_sub = {"contract_id": ES, "tick_types": ["last"]}
+            await client.send({"type": "subscribe", "id": "slow", "data": slow_sub})
+            await client.send({"type": "unsubscribe_all", "id": "all"})
+            assert (await client.request("ping"))["type"] == "pong"
+            assert not any(m.get("id") in ("slow", "all") for m in client.seen)
+            proxy.thaw()
+            slow = await client.expect("subscribed", request_id="slow")
+            ended = await client.expect("unsubscribed", request_id="all")
+            assert ended["data"]["stream_ids"] == [slow["data"]["streams"][0]["stream_id"]]
+            (conn,) = server.context.connections.live
+            assert conn.subscriber.streams == {}
 
 
 async def test_every_sent_frame_reaches_the_observer(make_server, ws_client):
@@ -305,3 +332,34 @@ def test_accepted_sockets_inherit_the_send_limits():
                 got = accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
                 assert got == USER_TIMEOUTS * 500
             assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) <= 2 * 8192
+
+
+async def test_a_busy_port_fails_before_any_ib_connection(gateway):
+    """The socket is bound first: a busy port raises at once and never leaves an IB
+    connection (and its API client id) behind."""
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    settings = ServerSettings(
+        port=busy.getsockname()[1], ib_port=gateway.port, client_id=random.randint(1, 10**6)
+    )
+    try:
+        with pytest.raises(OSError):
+            await start_server(settings)
+    finally:
+        busy.close()
+    await gateway.wait_for(lambda: gateway.connections == 0, timeout=WAIT)
+    assert gateway.connections == 0
+
+
+async def test_a_given_socket_off_loopback_needs_a_token(gateway):
+    """start_server(sock=...) checks where that socket listens, not settings.host."""
+    sock = bind_socket("0.0.0.0", 0)
+    settings = ServerSettings(port=0, ib_port=gateway.port, client_id=random.randint(1, 10**6))
+    try:
+        with pytest.raises(StreamError) as refused:
+            await start_server(settings, sock=sock)
+    finally:
+        sock.close()
+    assert refused.value.code == ErrorCode.AUTH_REQUIRED
+    assert gateway.connections == 0

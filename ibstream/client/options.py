@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 TRANSPORTS = ("websocket", "sse")
 
+_JITTER = random.Random()  # our own: jitter never touches the global random state
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -35,7 +37,7 @@ class Backoff:
         delay, attempt = self.initial, 0
         while self.max_attempts is None or attempt < self.max_attempts:
             attempt += 1
-            yield delay * (1 - self.jitter * random.random())
+            yield delay * (1 - self.jitter * _JITTER.random())
             delay = min(self.maximum, delay * self.factor)
 
 

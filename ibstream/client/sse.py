@@ -24,6 +24,7 @@ from ibstream.client.options import ClientOptions, auth_headers
 from ibstream.client.subscription import Subscription
 from ibstream.client.transport import connection_error, timeout_error
 from ibstream.errors import ErrorCode, StreamError, error_from_body
+from ibstream.loopback import is_loopback_url
 
 log = logging.getLogger("ibstream.client")
 _BROKEN = (httpx.HTTPError, OSError, SSEError, orjson.JSONDecodeError, TimeoutError)
@@ -60,6 +61,7 @@ class SSETransport:
                 read=options.sse_idle_timeout,  # the server pings every 15 s while idle
             ),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=4),
+            trust_env=not is_loopback_url(base),  # a local server's token never goes to a proxy
         )
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
         self._dropped: set[asyncio.Task[None]] = set()

@@ -21,8 +21,11 @@ from websockets.exceptions import WebSocketException
 from ibstream.client.options import ClientOptions
 from ibstream.client.transport import connection_error, timeout_error
 from ibstream.errors import StreamConnectionError, StreamError, error_from_body
+from ibstream.loopback import is_loopback_url
+from ibstream.redact import redact_logs
 
 log = logging.getLogger("ibstream.client")
+redact_logs(["websockets.client"])  # its debug lines show the Authorization header
 _REPLIES = frozenset({"subscribed", "unsubscribed", "pong", "error"})
 _CONNECT_FAILED = (OSError, TimeoutError, WebSocketException)
 OnReply = Callable[[dict], None]
@@ -76,6 +79,7 @@ class Link:
                 open_timeout=timeout,
                 close_timeout=options.close_timeout,
                 max_size=2**24,
+                proxy=None if is_loopback_url(url) else True,  # $HTTPS_PROXY only for remote
             )
         except _CONNECT_FAILED as exc:
             raise connection_error(f"cannot connect to {url}", exc, url=url) from None

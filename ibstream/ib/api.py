@@ -1,16 +1,20 @@
 """The one import seam for the IB client library: ib_insync (default) or ib_async.
 
 ib_async is the maintained fork with the same API; choose it with `IBSTREAM_IB_LIB=ib_async`
-or `load("ib_async")`. Nothing else in ibstream imports either library directly.
+or `load("ib_async")`. Nothing else in ibstream imports either library directly, and what
+reaches below their public API (`parse_in_slices`) lives here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import logging
 import os
 from types import ModuleType
 
 SUPPORTED = ("ib_insync", "ib_async")
+log = logging.getLogger(__name__)
 
 
 def load(name: str | None = None) -> ModuleType:
@@ -22,3 +26,42 @@ def load(name: str | None = None) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         raise ImportError(f"{name} is not installed: pip install {name}") from exc
+
+
+READ_SLICE = 16_384  # bytes of a socket read that ib_insync parses per call
+
+
+def parse_in_slices(ib: object) -> None:
+    """Make ib_insync (or ib_async) parse socket reads READ_SLICE bytes at a time, one slice
+    per event-loop pass, reading nothing more until the last slice is parsed.
+
+    Its parser copies the unparsed rest of its buffer after every message, so a read costs
+    time quadratic in its size: a process that falls behind gets 256 KiB reads, parses ever
+    slower and never catches up, while the WebSocket writers wait for the loop. Sliced, a
+    message costs the same whatever the backlog and no callback holds the loop for more
+    than a slice's ticks. Each slice is a read as far as the library knows. A library
+    without that hook is left as it is."""
+    client = getattr(ib, "client", None)
+    conn = getattr(client, "conn", None)
+    parse = getattr(client, "_onSocketHasData", None)  # the library's own read handler
+    if conn is None or parse is None or not hasattr(conn, "hasData"):
+        log.debug("%s reads are parsed whole: no hasData hook to slice", type(ib).__module__)
+        return
+
+    def feed(data: bytes, start: int = 0, transport: asyncio.Transport | None = None) -> None:
+        if transport is not None and (conn.transport is not transport or transport.is_closing()):
+            return  # the connection was closed meanwhile: the rest of its bytes are moot
+        end = start + READ_SLICE
+        parse(data[start:end] if start or end < len(data) else data)
+        if end >= len(data):
+            if transport is not None:
+                transport.resume_reading()
+            return
+        transport = conn.transport
+        if transport is None:
+            return
+        transport.pause_reading()
+        asyncio.get_running_loop().call_soon(feed, data, end, transport)
+
+    conn.hasData -= parse
+    conn.hasData += feed

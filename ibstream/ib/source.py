@@ -31,6 +31,7 @@ from ibstream.ib.lookup import FARM_OK, GatewayClock, request_details
 from ibstream.model import ContractInfo, Tick, TickType
 
 log = logging.getLogger(__name__)
+_JITTER = random.Random()  # our own: jitter never touches the global random state
 
 
 @dataclass
@@ -66,6 +67,7 @@ class IBSource:
         self.lib = ibapi.load(library)
         self.ib = self.lib.IB()
         self.ib.RaiseRequestErrors = False
+        ibapi.parse_in_slices(self.ib)
         self.on_tick: Callable[[Tick], None] = lambda tick: None
         self.on_event: Callable[[SourceEvent], None] = lambda event: None
         self.upstream: set[tuple[int, TickType]] = set()
@@ -80,7 +82,8 @@ class IBSource:
         self._connected = asyncio.Event()
         self._lost = asyncio.Event()
         self._stopping = False
-        self.ib.pendingTickersEvent += self._on_tickers
+        self._req_keys: dict[int, tuple[int, TickType]] = {}  # IB request id -> stream key
+        self._hook_ticks()
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._lost.set
 
@@ -125,13 +128,14 @@ class IBSource:
             self._lost.clear()  # before connecting: a drop right after connect must stay seen
             try:
                 await self._connect_once()
-            except (OSError, TimeoutError, ConnectionError) as exc:
+            # ValueError / OverflowError: a host or port no socket takes (port 70000)
+            except (OSError, TimeoutError, ConnectionError, ValueError, OverflowError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
                 self.ib.disconnect()
                 delay = min(self.backoff_max, self.backoff_initial * 2**attempt)
                 attempt += 1
                 log.info("IB connect failed (%s); retry in %.2f s", self.last_error, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # backoff, not sync
+                await asyncio.sleep(delay * _JITTER.uniform(0.5, 1.0))  # backoff, not sync
                 continue
             attempt = 0
             self.ib_link_lost = False
@@ -270,11 +274,20 @@ class IBSource:
         if key not in self.upstream:
             return
         self.upstream.discard(key)
+        self._forget(key)
         if self.connected:
             self.ib.cancelTickByTickData(self._contracts[contract_id], tick_type.ib_name)
 
+    def _forget(self, key: tuple[int, TickType]) -> None:
+        """Drop a cancelled stream's request ids: late ticks of theirs go nowhere."""
+        for req_id in [r for r, k in self._req_keys.items() if k == key]:
+            del self._req_keys[req_id]
+
     def _request(self, con_id: int, tick_type: TickType) -> None:
-        self.ib.reqTickByTickData(self._contracts[con_id], tick_type.ib_name)
+        ticker = self.ib.reqTickByTickData(self._contracts[con_id], tick_type.ib_name)
+        req_id = self.ib.wrapper.ticker2ReqId[tick_type.ib_name].get(ticker)
+        if req_id is not None:  # fresh ids after each reconnect; old ones get no data
+            self._req_keys[req_id] = (con_id, tick_type)
 
     def _key_for_req(self, req_id: int) -> tuple[int, TickType] | None:
         wrapper = self.ib.wrapper
@@ -285,47 +298,63 @@ class IBSource:
         return None
 
     # -- events from ib_insync ----------------------------------------------------------
-    def _on_tickers(self, tickers: set) -> None:
-        """The ticks of one read from the socket: they arrived together, so they share one
-        clock reading (plus 1 ns each, to stay strictly increasing); one `time_ns` a read,
-        not one a tick."""
-        bid_ask, all_last, upstream, on_tick = (
-            self.lib.TickByTickBidAsk,
-            self.lib.TickByTickAllLast,
-            self.upstream,
-            self.on_tick,
-        )
-        ns = max(time.time_ns(), self._last_ns + 1)
-        for ticker in tickers:
-            con_id = ticker.contract.conId
-            for t in ticker.tickByTicks:
-                ns += 1
-                if isinstance(t, bid_ask):
-                    tick = Tick(
-                        con_id,
-                        TickType.BID_ASK,
-                        ns,
-                        bid_price=t.bidPrice,
-                        bid_size=t.bidSize,
-                        ask_price=t.askPrice,
-                        ask_size=t.askSize,
-                    )
-                elif isinstance(t, all_last):
-                    kind = TickType.LAST if t.tickType == 1 else TickType.ALL_LAST
-                    tick = Tick(
-                        con_id,
-                        kind,
-                        ns,
-                        price=t.price,
-                        size=t.size,
-                        exchange=t.exchange or None,
-                        conditions=t.specialConditions or None,
-                    )
-                else:
-                    tick = Tick(con_id, TickType.MID_POINT, ns, mid_price=t.midPoint)
-                if (con_id, tick.tick_type) in upstream:
-                    on_tick(tick)
+    def _hook_ticks(self) -> None:
+        """Take tick-by-tick data straight from the decoder's wrapper calls: the ticks go to
+        the hub as they are parsed, without the Ticker bookkeeping (prev/last fields, tick
+        objects, pendingTickersEvent) ib_insync would do for data nobody here reads."""
+        wrapper = self.ib.wrapper
+        wrapper.tickByTickBidAsk = self._bid_ask
+        wrapper.tickByTickAllLast = self._all_last
+        wrapper.tickByTickMidPoint = self._mid_point
+
+    def _stamp(self) -> int:
+        """The receive time: strictly increasing, so it orders ticks across streams."""
+        ns = time.time_ns()
+        if ns <= self._last_ns:
+            ns = self._last_ns + 1
         self._last_ns = ns
+        return ns
+
+    def _wanted(self, req_id: int) -> tuple[int, TickType] | None:
+        """The stream a request's tick belongs to, while it is subscribed upstream."""
+        key = self._req_keys.get(req_id)
+        return key if key in self.upstream else None
+
+    def _bid_ask(
+        self,
+        req_id: int,
+        _time: int,
+        bid: float,
+        ask: float,
+        bid_size: float,
+        ask_size: float,
+        _attrib: object = None,
+    ) -> None:
+        if (key := self._wanted(req_id)) is not None:
+            stamp = self._stamp()
+            tick = Tick(
+                *key, stamp, bid_price=bid, bid_size=bid_size, ask_price=ask, ask_size=ask_size
+            )
+            self.on_tick(tick)
+
+    def _all_last(
+        self,
+        req_id: int,
+        _kind: int,
+        _time: int,
+        price: float,
+        size: float,
+        _attrib: object,
+        exchange: str,
+        conditions: str,
+    ) -> None:
+        if (key := self._wanted(req_id)) is not None:
+            extra = {"exchange": exchange or None, "conditions": conditions or None}
+            self.on_tick(Tick(*key, self._stamp(), price=price, size=size, **extra))
+
+    def _mid_point(self, req_id: int, _time: int, mid: float) -> None:
+        if (key := self._wanted(req_id)) is not None:
+            self.on_tick(Tick(*key, self._stamp(), mid_price=mid))
 
     def _on_error(self, req_id: int, code: int, text: str, contract: object = None) -> None:
         if code in FARM_OK:
@@ -355,6 +384,7 @@ class IBSource:
                 )
                 return
             self.upstream.discard(key)
+            self._forget(key)
             self.ib.cancelTickByTickData(self._contracts[key[0]], key[1].ib_name)
             err = from_ib_error(code, text, contract_id=key[0], tick_type=key[1].value)
             self.on_event(SourceEvent("stream_error", err.message, key, error=err))

@@ -22,9 +22,10 @@ from ibstream.model import Tick, iso_timestamp
 PROTOCOL_VERSION = "2.0"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Outgoing:
     """One message ready for any transport: SSE uses event/id, WebSocket only payload.
+    (Not frozen: a frozen dataclass's __init__ costs several times more, once per tick.)
 
     `ticks` is how many ticks it carries (a batch: all of them), so queue limits count ticks
     whether a client takes them one per message or batched; other messages count as one.
@@ -48,16 +49,30 @@ class EncodedTick(NamedTuple):
 
 
 class _StampCache:
-    """`iso_timestamp(ns)` as bytes, with the date and time of day formatted once a second:
-    strftime per tick cost more than the rest of a tick's encoding."""
+    """`iso_timestamp(ns)` as bytes, with the date and time of day formatted once a second
+    (strftime per tick cost more than the rest of a tick's encoding), and the whole stamp
+    reused within a millisecond (the ticks of one socket read share one clock reading)."""
 
-    __slots__ = ("second", "prefix")
+    __slots__ = ("second", "prefix", "milli", "last")
 
     def __init__(self) -> None:
         self.second = -1.0
         self.prefix = b""
+        self.milli = -1
+        self.last = b""
 
     def stamp(self, ns: int) -> bytes:
+        milli, rest = divmod(ns, 1_000_000)
+        # Reused only well inside the millisecond, where float rounding cannot move it.
+        inside = 2_000 <= rest <= 998_000
+        if milli == self.milli and inside:
+            return self.last
+        stamp = self._format(ns)
+        if inside:
+            self.milli, self.last = milli, stamp
+        return stamp
+
+    def _format(self, ns: int) -> bytes:
         # datetime.fromtimestamp(ns / 1e9)'s own rounding (half-even to the microsecond)
         fraction, second = math.modf(ns / 1e9)
         micros = round(fraction * 1e6)

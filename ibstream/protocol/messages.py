@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ibstream.errors import ErrorCode
 from ibstream.model import TickType
@@ -23,6 +23,19 @@ Timestamp = Annotated[
 ]
 RequestId = Annotated[int | str, Field(description="the `id` of the request this answers")]
 Sequence = Annotated[int, Field(ge=0)]
+Details = Annotated[
+    dict[str, Any],
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": {"not": {"type": "null"}},
+            "description": "facts a program can act on (field, expected, got, ib_code, ...); "
+            "a key without a value is absent, never null",
+        }
+    ),
+]
+InfoStatus = Literal["ib_disconnected", "resumed", "gap", "ib_advisory"]
+CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown"]
 
 
 class Closed(BaseModel):
@@ -115,28 +128,38 @@ class TicksData(Closed):
 
 
 class InfoData(Closed):
-    status: str = Field(description="ib_disconnected | resumed | gap | ib_advisory | ...")
+    status: InfoStatus = Field(
+        description="ib_disconnected: IB (or its link to IB's servers) is gone, the stream "
+        "resumes when it is back; resumed: it is back; gap: some ticks before the resume point "
+        "cannot be replayed (`details.reason`: unknown_sequence, not_buffered, upstream_idle, "
+        "ib_disconnected); ib_advisory: an IB message that does not end the "
+        "stream (`details.ib_code`)"
+    )
     message: str
-    details: dict[str, Any] | None = None
+    details: Details | None = None
     request_id: RequestId | None = None
 
 
 class ErrorData(Closed):
     code: ErrorCode
     message: str
-    details: dict[str, Any]
+    details: Details
     recoverable: bool
     request_id: RequestId | None = None
 
 
 class CompleteData(Closed):
-    reason: str = Field(description="limit_reached | timeout | error | server_shutdown | ...")
+    reason: CompleteReason = Field(
+        description="limit_reached: `limit` ticks sent; timeout: `timeout_seconds` passed; "
+        "error: an `error` on this stream came first; server_shutdown: the server is stopping"
+    )
     total_ticks: int
     duration_seconds: float
     final_sequence: Sequence
 
 
 class UnsubscribedOne(CompleteData):
+    reason: Literal["unsubscribed"]  # type: ignore[assignment]
     stream_id: str
     request_id: RequestId | None = None
 

@@ -7,6 +7,7 @@ before a bad value inside `data`.
 
 from __future__ import annotations
 
+import math
 import typing
 from collections.abc import Iterable
 
@@ -29,7 +30,7 @@ class MessageError(StreamError):
         *,
         field: str | None = None,
         expected: str | None = None,
-        got: object = None,
+        got: object = MISSING,
         request_id: str | int | None = None,
         code: ErrorCode = ErrorCode.INVALID_MESSAGE,
         details: dict | None = None,
@@ -39,12 +40,17 @@ class MessageError(StreamError):
             info["field"] = field
         if expected is not None:
             info["expected"] = expected
+        if got is not MISSING and got is not None:  # nothing arrived: no `got` (never null)
             info["got"] = _preview(got)
         super().__init__(code, message, details=info)
         self.request_id = request_id
 
 
 def _preview(value: object) -> object:
+    """`value` as shown in an error: long text cut, containers by type, and non-finite
+    numbers as text (JSON has no inf; orjson would write null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
     if isinstance(value, str) and len(value) > 80:
         return value[:80] + "..."
     if isinstance(value, dict | list):
@@ -52,13 +58,25 @@ def _preview(value: object) -> object:
     return value
 
 
+def _quoted(value: object) -> str:
+    """How an error's text names a value: as JSON would say it where Python differs."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, float) else repr(_preview(value))
+
+
 def invalid(path: str, expected: str, got: object, rid: str | int | None) -> MessageError:
-    shown = "missing" if got is MISSING else f"got {_preview(got)!r}"
+    if got is MISSING:
+        shown = "missing"
+    else:
+        shown = f"got {_quoted(got)}"
     return MessageError(
         f"field '{path}' must be {expected}; {shown}",
         field=path,
         expected=expected,
-        got=None if got is MISSING else got,
+        got=got,
         request_id=rid,
     )
 

@@ -55,6 +55,20 @@ EXPECTED = {
 }
 
 
+def _any_case(word: str) -> str:
+    """A regex matching `word` in any letter case (JSON Schema patterns have no flags)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# What TickType.parse accepts, as a pattern: blanks around, any case, `_`, `-` or nothing
+# between the words (last, bid_ask, BidAsk, BID-ASK, alllast, ...).
+TICK_TYPE_PATTERN = (
+    r"^\s*("
+    + "|".join("[_-]?".join(_any_case(word) for word in t.value.split("_")) for t in TickType)
+    + r")\s*$"
+)
+
+
 def contract_value(value: object) -> str | int:
     """A conId (int or digits) or a symbol spec such as 'AAPL', 'EURUSD', 'ES'."""
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -90,7 +104,7 @@ ContractSpec = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "exclusiveMinimum": 0},
-                {"type": "string", "minLength": 1, "maxLength": MAX_SPEC_LEN},
+                {"type": "string", "maxLength": MAX_SPEC_LEN, "pattern": r"\S"},
             ],
             "description": "IB conId, or a symbol such as 'AAPL', 'EUR.USD', 'ES'",
         }
@@ -102,8 +116,10 @@ TickTypeName = Annotated[
     WithJsonSchema(
         {
             "type": "string",
-            "enum": [t.value for t in TickType] + list(IB_TICK_NAMES),
-            "description": "wire name or IB's name (case-insensitive)",
+            "pattern": TICK_TYPE_PATTERN,
+            "examples": [t.value for t in TickType] + list(IB_TICK_NAMES),
+            "description": "wire name (bid_ask) or IB's (BidAsk), in any case; the words "
+            "joined by `_`, `-` or nothing",
         }
     ),
 ]

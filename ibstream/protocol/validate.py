@@ -12,8 +12,8 @@ import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import orjson
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from ibstream.errors import StreamError
 from ibstream.model import TickType
@@ -51,9 +51,11 @@ class ClientMessage:
 
 
 def _request_id(raw: str | bytes) -> str | int | None:
+    """The message's id, if it has a usable one. pydantic's parser, not orjson: a message
+    rejected for a number such as 1e400 (infinite) must still get its id back."""
     try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        obj = from_json(raw)
+    except ValueError:
         return None
     rid = obj.get("id") if isinstance(obj, dict) else None
     try:
@@ -71,7 +73,7 @@ def _message_error(
         return MessageError(
             f"malformed JSON: {err['ctx']['error']}",
             expected="a JSON object",
-            got=raw[:80] if isinstance(raw, str) else None,
+            got=raw if isinstance(raw, str) else raw.decode("utf-8", "replace"),
         )
     if kind in ("dict_type", "model_type") and not err["loc"]:
         got = type(err["input"]).__name__

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from ibstream.server import control, guard, http_errors, published, status, ws
 from ibstream.server.connections import Connections
@@ -58,6 +60,19 @@ class ServerContext:
         self.hub.close()
 
 
+def with_head(routes: list[BaseRoute]) -> list[BaseRoute]:
+    """Each GET route with a HEAD twin (kept out of OpenAPI): FastAPI's routes answer only
+    the methods they list, and probes (`curl -I /health`, load balancers) send HEAD."""
+    out: list[BaseRoute] = []
+    for route in routes:
+        out.append(route)
+        if isinstance(route, APIRoute) and route.methods == {"GET"}:
+            out.append(
+                APIRoute(route.path, route.endpoint, methods=["HEAD"], include_in_schema=False)
+            )
+    return out
+
+
 def create_app(hub: Hub, settings: ServerSettings) -> FastAPI:
     ctx = ServerContext(
         hub,
@@ -76,7 +91,11 @@ def create_app(hub: Hub, settings: ServerSettings) -> FastAPI:
         summary="Live IB tick-by-tick data as SSE and WebSocket streams",
         description="WebSocket endpoints (`/v2/ws/stream`, `/ws/control`) are not in OpenAPI: "
         "their messages are published as JSON Schema at `GET /v2/schema`.",
-        routes=[*published.routes(ctx), *status.routes(ctx), *ws.routes(ctx), *control.routes(ctx)],
+        routes=[
+            *with_head([*published.routes(ctx), *status.routes(ctx)]),
+            *ws.routes(ctx),
+            *control.routes(ctx),
+        ],
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,

@@ -3,8 +3,9 @@
 A pure ASGI middleware (SSE responses pass through unbuffered) in front of every route:
 
 1. `Origin`: a browser page on another origin is refused (403 PERMISSION_DENIED, or a
-   WebSocket handshake answered 403) unless listed in `allowed_origins`; requests without an
-   Origin (Python, curl) pass. Without a token, a request must also address the server by a
+   WebSocket handshake answered 403) unless listed in `allowed_origins`; so is a browser
+   request without Origin that `Sec-Fetch-Site` marks as cross-site (an <img> or <iframe> of
+   an SSE URL). Requests without either (Python, curl) pass. Without a token, a request must also address the server by a
    loopback name, so a page whose own name was rebound to 127.0.0.1 gets nothing either.
 2. CORS headers and preflight answers, for allowed origins only (Starlette's CORSMiddleware).
 3. The token: when set, every request but the open documents (/health, schema, docs) carries
@@ -17,11 +18,8 @@ of the connection included), so the token is never logged.
 from __future__ import annotations
 
 import hmac
-import ipaddress
-import logging
 import os
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import unquote_plus, urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
@@ -29,13 +27,14 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ibstream.errors import CloseCode, ErrorCode, StreamError
+from ibstream.loopback import is_loopback_host
 from ibstream.protocol.encode import PROTOCOL_VERSION, error_message
+from ibstream.redact import redact_logs
 from ibstream.server.config import TOKEN_ENV
 from ibstream.server.settings import ServerSettings
 
 # Documents that hold nothing secret: /health lets ensure_server and `status` probe a server.
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/v2/schema"})
-LOOPBACK_NAMES = ("localhost",)
 _HEADERS = {"X-IB-Stream-Version": PROTOCOL_VERSION}
 
 
@@ -43,17 +42,6 @@ def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
     """`$IBSTREAM_TOKEN` (surrounding blanks dropped), or None when unset or empty."""
     value = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()
     return value or None
-
-
-def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost (with or without brackets)."""
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_problem(host: str, token: str | None) -> str | None:
@@ -80,14 +68,14 @@ class Guard:
 
     def __init__(self, app: ASGIApp, settings: ServerSettings):
         cors = CORSMiddleware(
-            TokenGuard(app, settings.token),
+            TokenGuard(app, settings.token, settings.sent_observer),
             allow_origins=list(settings.allowed_origins),
             allow_methods=["GET", "HEAD", "OPTIONS"],
             allow_headers=["Authorization", "Last-Event-ID"],
             expose_headers=list(_HEADERS),
         )
         self.app = OriginGuard(cors, settings.allowed_origins, token_required=bool(settings.token))
-        redact_logs()
+        redact_logs(LOGGERS_TO_REDACT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app(scope, receive, send)
@@ -107,7 +95,7 @@ class OriginGuard:
             return await self.app(scope, receive, send)
         strip_token_param(scope)
         headers = _headers(scope)
-        origin = headers.get("origin")
+        origin = headers.get("origin") or _cross_site_origin(headers)
         if origin is not None and not self._origin_ok(origin.rstrip("/"), scope):
             return await refuse(scope, receive, send, _origin_error(origin))
         host = headers.get("host", "")
@@ -129,9 +117,12 @@ class OriginGuard:
 class TokenGuard:
     """Lets a request through only with the token (header or query); CORS preflights pass."""
 
-    def __init__(self, app: ASGIApp, token: str | None):
+    def __init__(
+        self, app: ASGIApp, token: str | None, observer: Callable[[bytes], None] | None = None
+    ):
         self.app = app
         self.token = token.encode() if token else None
+        self.observer = observer  # sees the WebSocket `error` it sends, as every message
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.token is None or scope["type"] not in ("http", "websocket") or _is_open(scope):
@@ -147,36 +138,10 @@ class TokenGuard:
             "to the URL (browsers); the token is the server's --token / $IBSTREAM_TOKEN",
             recoverable=False,
         )
-        await refuse(scope, receive, send, error)
+        await refuse(scope, receive, send, error, self.observer)
 
 
-class RedactSecrets(logging.Filter):
-    """Masks `token=...` and `Authorization:` values in a log record: at debug level the
-    WebSocket library logs each handshake's request line and headers before any app runs."""
-
-    PATTERN = re.compile(r"(?i)(token=)[^&\s\"']+|(authorization:\s*).+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if "token=" in text.lower() or "authorization:" in text.lower():
-            record.msg, record.args = self.PATTERN.sub(_mask, text), ()
-        return True
-
-
-def _mask(match: re.Match[str]) -> str:
-    return (match.group(1) or match.group(2)) + "***"
-
-
-_REDACT = RedactSecrets()
 LOGGERS_TO_REDACT = ("uvicorn.error", "uvicorn.access", "websockets.server")
-
-
-def redact_logs() -> None:
-    """Install the secret-masking filter on the loggers that see raw requests (once)."""
-    for name in LOGGERS_TO_REDACT:
-        logger = logging.getLogger(name)
-        if _REDACT not in logger.filters:
-            logger.addFilter(_REDACT)
 
 
 def strip_token_param(scope: Scope) -> None:
@@ -207,9 +172,16 @@ def own_origins(scope: Scope) -> set[str]:
     return {f"{scheme}://{name}:{port}" for name in names}
 
 
-async def refuse(scope: Scope, receive: Receive, send: Send, error: StreamError) -> None:
-    """HTTP: the JSON error body. WebSocket: 401 as an `error` message then close 4001;
-    403 as a refused handshake (with the JSON body where the server supports it)."""
+async def refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: StreamError,
+    observer: Callable[[bytes], None] | None = None,
+) -> None:
+    """HTTP: the JSON error body. WebSocket: 401 as an `error` message (shown to `observer`,
+    the settings' sent_observer) then close 4001; 403 as a refused handshake (with the JSON
+    body where the server supports it)."""
     if scope["type"] == "http":
         headers = dict(_HEADERS)
         if error.code == ErrorCode.AUTH_REQUIRED:
@@ -219,14 +191,27 @@ async def refuse(scope: Scope, receive: Receive, send: Send, error: StreamError)
     if (await receive())["type"] != "websocket.connect":
         return
     if error.code == ErrorCode.AUTH_REQUIRED:
+        payload = error_message(error).payload
+        if observer is not None:
+            observer(payload)
         await send({"type": "websocket.accept"})
-        await send({"type": "websocket.send", "text": error_message(error).payload.decode()})
+        await send({"type": "websocket.send", "text": payload.decode()})
         await send({"type": "websocket.close", "code": CloseCode.AUTH_REQUIRED})
         return
     if "websocket.http.response" in scope.get("extensions", {}):
         response = JSONResponse({"error": error.body()}, error.http_status, headers=_HEADERS)
         return await response(scope, receive, send)  # Starlette sends it as a denial
     await send({"type": "websocket.close", "code": CloseCode.POLICY})  # before accept: 403
+
+
+def _cross_site_origin(headers: dict[str, str]) -> str | None:
+    """The page behind a request a browser sent without `Origin` (an <img>, <iframe> or
+    no-cors fetch of an SSE URL) but marked as coming from another site: the Referer's
+    origin, or "null" when the browser hid it. None for programs and same-origin requests."""
+    if headers.get("sec-fetch-site") not in ("cross-site", "same-site"):
+        return None
+    parts = urlsplit(headers.get("referer", ""))
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else "null"
 
 
 def _origin_error(origin: str) -> StreamError:

@@ -1,6 +1,11 @@
 """Every HTTP error as the protocol's JSON error body: `{"error": {code, message, details,
 recoverable}}`, also for unknown paths (404), wrong methods (405) and failures (500), so a
-client reads one shape whatever went wrong."""
+client reads one shape whatever went wrong.
+
+A failure is answered by `CatchFailures`, inside the guard's CORS layer (so an allowed page
+can read the 500) and logged once; Starlette's outermost handler would answer outside CORS
+and re-raise, so uvicorn logged the same traceback a second time.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.protocol.encode import PROTOCOL_VERSION
@@ -61,6 +67,8 @@ async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
         f"field '{field}': {first['msg']}",
         details={"field": field, "got": first.get("input")},
     )
+    if error.details["got"] is None:  # nothing arrived: absent, never null
+        del error.details["got"]
     return _answer(400, error)
 
 
@@ -73,7 +81,35 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
     return _answer(500, error)
 
 
+class CatchFailures:
+    """Answers an HTTP request whose endpoint failed with the JSON 500 (logged once), as
+    long as nothing of the response was sent yet; later failures go to the server as before."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            response = await server_error(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
+    """The JSON error handlers; add the guard after this, so it wraps `CatchFailures`."""
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(Exception, server_error)
+    app.add_exception_handler(Exception, server_error)  # failures in the middleware itself
+    app.add_middleware(CatchFailures)

@@ -196,17 +196,17 @@ class Hub:
 
     def publish(self, tick: Tick) -> None:
         """Called by the source for every tick, in arrival order."""
-        key = StreamKey(tick.contract_id, tick.tick_type)
-        channel = self.channels.get(key)
+        key = (tick.contract_id, tick.tick_type)  # finds StreamKey entries: a tuple is cheaper
+        channel = self.channels.get(key)  # type: ignore[call-overload]
         if channel is None:
             return
         self.ticks_in += 1
-        seq = self._sequences.get(key, 0) + 1
-        self._sequences[key] = seq
+        sequences = self._sequences
+        seq = sequences[key] = sequences[key] + 1 if key in sequences else 1  # type: ignore[index]
         entry = encode_tick(tick, seq)
         channel.ring.append(entry)
         channel.ticks += 1
-        for handle in list(channel.members):
+        for handle in tuple(channel.members):  # a copy: delivering may end a stream
             handle.deliver(entry)
 
     def on_source_event(self, event: SourceEvent) -> None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import socket
-from urllib.parse import urlsplit
 
 import httpx
 import psutil
+
+from ibstream.loopback import is_loopback_url
 
 
 def health(url: str, timeout: float = 2.0) -> dict | None:
     """The /health body of an ibstream server at `url`, or None if none answers there."""
     try:
-        with httpx.Client(timeout=timeout, trust_env=not is_loopback(url)) as http:
+        with httpx.Client(timeout=timeout, trust_env=not is_loopback_url(url)) as http:
             response = http.get(f"{url}/health")
         body = response.json()
     except (httpx.HTTPError, ValueError):
@@ -59,13 +59,3 @@ def _holder(port: int) -> str:
             if conn.laddr and conn.laddr.port == port and conn.pid:
                 return f" (pid {conn.pid}: {psutil.Process(conn.pid).name()})"
     return ""
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url if "://" in url else f"http://{url}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -13,9 +13,11 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ibstream.errors import StreamError
 from ibstream.protocol.http import ERROR_RESPONSES
 from ibstream.protocol.requests import EXPECTED, SseQuery
 from ibstream.protocol.schema import schema_document
+from ibstream.protocol.validate import parse_sse_params
 from ibstream.server import sse
 from ibstream.server.sse import VERSION_HEADER
 
@@ -87,13 +89,32 @@ def errors_as_json(spec: dict) -> dict:
     return spec
 
 
+async def _stream(
+    ctx: ServerContext, request: Request, contract: str, tick_type: str | None
+) -> Response:
+    """GET opens the stream. HEAD checks the request as GET would (a bad parameter is the
+    same 400) but opens nothing: no IB request, no connection slot."""
+    if request.method != "HEAD":
+        return await sse.open_stream(ctx, request, contract, tick_type)
+    try:
+        parse_sse_params(
+            contract,
+            tick_type,
+            request.query_params.multi_items(),
+            request.headers.get("last-event-id"),
+        )
+    except StreamError as exc:
+        return sse.error_response(exc)
+    return Response(headers=VERSION_HEADER, media_type=EventStream.media_type)
+
+
 def routes(ctx: ServerContext) -> list[APIRoute]:
     async def one(request: Request) -> Response:
         p = request.path_params
-        return await sse.open_stream(ctx, request, p["contract_id"], p["tick_type"])
+        return await _stream(ctx, request, p["contract_id"], p["tick_type"])
 
     async def many(request: Request) -> Response:
-        return await sse.open_stream(ctx, request, request.path_params["contract_id"], None)
+        return await _stream(ctx, request, request.path_params["contract_id"], None)
 
     async def schema() -> JSONResponse:
         return JSONResponse(schema_document(), headers=VERSION_HEADER)
@@ -117,8 +138,6 @@ def routes(ctx: ServerContext) -> list[APIRoute]:
                 tags=["streams"],
             )
         )
-        # HEAD answers the headers only (no stream is opened); not worth a second operation.
-        out.append(APIRoute(path, endpoint, methods=["HEAD"], include_in_schema=False))
     out.append(
         APIRoute(
             "/v2/schema",

@@ -14,6 +14,7 @@ import logging
 import signal
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from types import TracebackType
 
 import uvicorn
@@ -136,6 +137,12 @@ async def start_server(
     starts (health "degraded") and the source keeps retrying in the background.
     """
     guard.check_bind(settings)
+    if sock is None:  # first: a busy port fails at once, before any IB connection exists
+        sock = bind_socket(
+            settings.host, settings.port, settings.socket_send_buffer, settings.send_timeout
+        )
+    else:  # the caller's socket decides where the server listens: check that address
+        guard.check_bind(replace(settings, host=sock.getsockname()[0]))
     own_source = source is None
     if source is None:
         source = IBSource(
@@ -149,6 +156,10 @@ async def start_server(
             await source.start(wait=settings.ib_connect_timeout)
         except StreamError as exc:
             log.warning("%s; serving anyway and retrying in the background", exc.message)
+        except BaseException:
+            sock.close()
+            await source.stop()
+            raise
     hub = Hub(source, ring_size=settings.ring_size, grace_seconds=settings.channel_grace_seconds)
     app = create_app(hub, settings)
     ready = asyncio.Event()
@@ -171,10 +182,6 @@ async def start_server(
         callback_notify=serving_started,
     )
     server = EmbeddedServer(config)
-    if sock is None:
-        sock = bind_socket(
-            settings.host, settings.port, settings.socket_send_buffer, settings.send_timeout
-        )
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="ibstream-uvicorn")
     started = asyncio.create_task(ready.wait())
     try:

@@ -1,24 +1,24 @@
-"""SSE endpoints: one HTTP response per subscription, for browsers' EventSource and curl.
+"""SSE streams: one HTTP response per subscription, for browsers' EventSource and curl.
 
 `GET /v2/stream/{contract_id}/{tick_type}` and `GET /v2/stream/{contract_id}?tick_types=...`
 with `limit`, `timeout` (seconds), `batch_ms` and `resume_from` (or the `Last-Event-ID`
 header). Everything that can be wrong is checked before the response starts, so those errors
 are plain JSON HTTP errors; once streaming, the first event is `subscribed`, ticks carry their
 sequence as the SSE id (a `ticks` batch its last one), and the response ends after the last
-stream's `complete` event.
+stream's `complete` event. The routes themselves are declared in `published.py` (OpenAPI).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from ibstream.errors import ErrorCode, StreamError
@@ -83,26 +83,10 @@ class _StreamResponse(EventSourceResponse):
             self._on_close()
 
 
-def routes(ctx: ServerContext) -> list[BaseRoute]:
-    async def one(request: Request) -> Response:
-        p = request.path_params
-        return await open_stream(ctx, request, p["contract_id"], p["tick_type"])
-
-    async def many(request: Request) -> Response:
-        return await open_stream(ctx, request, request.path_params["contract_id"], None)
-
-    return [
-        Route("/v2/stream/{contract_id}/{tick_type}", one, methods=["GET"]),
-        Route("/v2/stream/{contract_id}", many, methods=["GET"]),
-    ]
-
-
 async def open_stream(
     ctx: ServerContext, request: Request, contract: str, tick_type: str | None
 ) -> Response:
     settings = ctx.settings
-    if request.method == "HEAD":  # headers only; never open a stream nobody will read
-        return Response(headers=VERSION_HEADER, media_type="text/event-stream")
     ip = request.client.host if request.client else "unknown"
     sub = Subscriber(
         ctx.hub,
@@ -119,6 +103,7 @@ async def open_stream(
             request.headers.get("last-event-id"),
         )
         conn = ctx.connections.open(ip, "sse", sub)
+        sub.on_slow = partial(ctx.connections.close, conn)  # its slot goes at once
         handles = await sub.subscribe(
             req.contract,
             req.tick_types,

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Receive, Scope, Send
@@ -32,12 +33,13 @@ from ibstream.server.ws_writer import SEND_FAILED, Writer
 if TYPE_CHECKING:
     from ibstream.server.app import ServerContext
     from ibstream.server.connections import Connection
+    from ibstream.server.stream import StreamHandle
 
 log = logging.getLogger(__name__)
 
 
 class StreamEndpoint:
-    """The ASGI app of the route: it keeps uvicorn's `send` for the writer's fast path."""
+    """The ASGI app of the route: the writer sends on uvicorn's `send` itself."""
 
     def __init__(self, ctx: ServerContext):
         self.ctx = ctx
@@ -67,36 +69,27 @@ def payload_size(raw: str | bytes) -> int:
     return len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
 
 
-class SessionSubscriber(Subscriber):
-    """A subscriber that tells its session when it is cut off as a slow consumer, so the
-    connection's slot and stats entry go at once, not after the last frame got through."""
-
-    def __init__(self, *args: object, on_slow: object = None, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.on_slow = on_slow
-
-    def close(self, error: StreamError | None = None) -> None:
-        super().close(error)
-        if error is not None and error.code == ErrorCode.SLOW_CONSUMER and self.on_slow:
-            self.on_slow()  # type: ignore[operator]
-
-
 class StreamSession:
     """One `/v2/ws/stream` connection."""
 
-    def __init__(self, websocket: WebSocket, send: Send, ctx: ServerContext):
+    def __init__(
+        self,
+        websocket: WebSocket,
+        send: Send,
+        ctx: ServerContext,
+    ):
         self.ws = websocket
         self.ctx = ctx
         self.settings = ctx.settings
         client = websocket.client
         self.ip = client.host if client else "unknown"
-        self.sub = SessionSubscriber(
+        self.sub = Subscriber(
             ctx.hub,
             client=f"ws {self.ip}:{client.port if client else 0}",
             max_streams=self.settings.max_streams_per_connection,
             queue_size=self.settings.queue_size,
-            on_slow=self._release,
         )
+        self.sub.on_slow = self._release
         self.writer = Writer(websocket, send, self.sub, self.settings, ctx.connections)
         self.conn: Connection | None = None
         self.subscribing: set[asyncio.Task[None]] = set()
@@ -191,10 +184,25 @@ class StreamSession:
                 return
             sub.put(message("unsubscribed", summary, stream_id=req.stream_id, request_id=rid))
         elif req.type == "unsubscribe_all":
-            ids = sub.unsubscribe_all()
-            sub.put(message("unsubscribed", {"stream_ids": ids}, request_id=rid))
+            if self.subscribing:  # they came first: they end too, as if run in order
+                self._spawn(self._unsubscribe_all_after(list(self.subscribing), rid))
+            else:
+                ids = sub.unsubscribe_all()
+                sub.put(message("unsubscribed", {"stream_ids": ids}, request_id=rid))
         else:
             self._start_subscribe(req)
+
+    async def _unsubscribe_all_after(self, pending: list[asyncio.Task], rid: object) -> None:
+        """`unsubscribe_all` behind subscribes still waiting on IB: the streams open now and
+        those the pending subscribes open are ended; later subscribes are left alone."""
+        targets = set(self.sub.streams)
+        for result in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(result, list):
+                targets.update(handle.stream_id for handle in result)
+        ids = [sid for sid in targets if sid in self.sub.streams]
+        for sid in ids:
+            self.sub.unsubscribe(sid)
+        self.sub.put(message("unsubscribed", {"stream_ids": ids}, request_id=rid))
 
     def _start_subscribe(self, req: ClientMessage) -> None:
         """Run the subscribe as a task; its streams are reserved until it ends, so subscribes
@@ -212,17 +220,22 @@ class StreamSession:
             )
             self.sub.put(error_message(error, request_id=req.request_id))
             return
-        self.reserved += wanted
-        task = asyncio.create_task(self._subscribe(req), name=f"ws-subscribe {self.sub.client}")
+        self._spawn(self._subscribe(req), reserve=wanted)
+
+    def _spawn(self, work: Coroutine[Any, Any, object], reserve: int = 0) -> None:
+        """Run a request that may wait, as a task ended with the connection; `reserve`
+        streams count against max_streams until it is done."""
+        self.reserved += reserve
+        task = asyncio.create_task(work, name=f"ws-request {self.sub.client}")
         self.subscribing.add(task)
 
-        def done(task: asyncio.Task[None]) -> None:
+        def done(task: asyncio.Task) -> None:
             self.subscribing.discard(task)
-            self.reserved -= wanted
+            self.reserved -= reserve
 
         task.add_done_callback(done)
 
-    async def _subscribe(self, req: ClientMessage) -> None:
+    async def _subscribe(self, req: ClientMessage) -> list[StreamHandle] | None:
         spec = req.subscribe
         assert spec is not None
         rid = req.request_id
@@ -236,12 +249,13 @@ class StreamSession:
             )
         except StreamError as exc:
             self.sub.put(error_message(exc, request_id=rid))
-            return
+            return None
         except Exception as exc:  # an unexpected source failure must not kill the connection
             log.exception("subscribe %r failed", spec.contract)
             error = StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}")
             self.sub.put(error_message(error, request_id=rid))
-            return
+            return None
         plan = self.sub.prepare_replay(handles, spec.resume_from)  # sets start_sequence
         self.sub.put(subscribed_message(handles, spec, rid))
         self.sub.start(handles, plan)  # after `subscribed`: the client knows the ids first
+        return handles
