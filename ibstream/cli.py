@@ -13,10 +13,9 @@ import errno
 import logging
 import socket
 import sys
-from collections.abc import Callable
 from importlib import metadata
-from typing import NoReturn
 
+from ibstream.cli_args import HelpFormatter, Parser, ib_port, port, positive, seconds
 from ibstream.errors import StreamError
 from ibstream.server.settings import ServerSettings
 
@@ -32,24 +31,6 @@ _CHATTY_LOGGERS = {
 # The demo's own server reports IB's errors to it (as `error` lines); the library's log
 # line of the same error would only repeat it.
 _DEMO_CHATTY = ("ib_insync.wrapper", "ib_async.wrapper")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends `(default: ...)` to every option that takes a value and does not say its
-    default itself; flags (store_true, counts) have none to show."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.nargs == 0 or "(default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
-class Parser(argparse.ArgumentParser):
-    """A bad option is one line on stderr (exit 2), not the whole usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def package_version() -> str:
@@ -77,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     gw = command("gateway", "run the TWS API gateway simulator")
     gw.add_argument("--host", default="127.0.0.1", help="bind address")
-    gw.add_argument("--port", type=_port, default=4002, help="TWS API port to listen on (0: any)")
+    gw.add_argument("--port", type=port, default=4002, help="TWS API port to listen on (0: any)")
     gw.add_argument("--seed", type=int, default=0, help="random seed of the simulated market")
     gw.add_argument(
-        "--rate", type=_positive(float), default=20.0, help="market events/s per contract"
+        "--rate", type=positive(float), default=20.0, help="market events/s per contract"
     )
 
     _add_serve(command("serve", "run the streaming server next to TWS / IB Gateway"))
@@ -95,10 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(serve: argparse.ArgumentParser) -> None:
     d = ServerSettings()
     serve.add_argument("--host", default=d.host, help="bind address (loopback: this machine only)")
-    serve.add_argument("--port", type=_port, default=d.port, help="HTTP / WebSocket port (0: any)")
+    serve.add_argument("--port", type=port, default=d.port, help="HTTP / WebSocket port (0: any)")
     serve.add_argument("--ib-host", default=d.ib_host, help="TWS / IB Gateway host")
     serve.add_argument(
-        "--ib-port", type=_ib_port, default=d.ib_port, help="TWS / IB Gateway API port"
+        "--ib-port", type=ib_port, default=d.ib_port, help="TWS / IB Gateway API port"
     )
     serve.add_argument("--client-id", type=int, default=d.client_id, help="IB API client id")
     serve.add_argument(
@@ -126,64 +107,24 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--max-connections-per-ip",
-        type=_positive(int),
+        type=positive(int),
         default=d.max_connections_per_ip,
         help="open WebSocket / SSE connections one client IP may hold",
     )
     serve.add_argument(
         "--max-streams-per-connection",
-        type=_positive(int),
+        type=positive(int),
         default=d.max_streams_per_connection,
         help="streams one connection may subscribe",
     )
     serve.add_argument(
         "--channel-grace",
-        type=_seconds,
+        type=seconds,
         default=d.channel_grace_seconds,
         metavar="SECONDS",
         help="keep an upstream stream and its resume buffer this long after its last client "
         "leaves, so a client that reconnects resumes without a gap (0: cancel at once)",
     )
-
-
-def _port(text: str, lowest: int = 0) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not lowest <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is {lowest} to 65535, got {value}")
-    return value
-
-
-def _ib_port(text: str) -> int:
-    return _port(text, lowest=1)  # a port to connect to: 0 is no port
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    """An argparse type: a number of `kind` above 0 (and finite)."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not 0 < value < float("inf"):
-            raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
-    return value
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
