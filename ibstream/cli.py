@@ -130,7 +130,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
     """The `serve` command's options as server settings (the token from the environment
     when not given)."""
-    from ibstream.server.guard import token_from_env
+    from ibstream.auth import token_from_env
 
     return ServerSettings(
         host=args.host,

@@ -17,6 +17,7 @@ import psutil
 import pytest
 import websockets
 
+from ibstream.auth import token_from_env
 from ibstream.client import AsyncClient, Client
 from ibstream.errors import AuthRequired, ErrorCode, StreamError
 from ibstream.launch import ensure_server
@@ -379,9 +380,9 @@ async def test_malformed_host_is_refused_not_a_crash(server):
 
 
 def test_token_from_env():
-    assert guard.token_from_env({"IBSTREAM_TOKEN": f"  {TOKEN}\n"}) == TOKEN
-    assert guard.token_from_env({"IBSTREAM_TOKEN": "  "}) is None
-    assert guard.token_from_env({}) is None
+    assert token_from_env({"IBSTREAM_TOKEN": f"  {TOKEN}\n"}) == TOKEN
+    assert token_from_env({"IBSTREAM_TOKEN": "  "}) is None
+    assert token_from_env({}) is None
 
 
 async def test_cross_site_subresource_get_cannot_open_an_sse_stream(server):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
+
+from ibstream.auth import token_from_env
 
 TRANSPORTS = ("websocket", "sse")
 
@@ -80,9 +81,7 @@ def ws_url(base: str) -> str:
 
 def env_token(token: str | None) -> str | None:
     """`token`, else `$IBSTREAM_TOKEN` (the server's `--token` default) when set."""
-    if token is not None:
-        return token
-    return os.environ.get("IBSTREAM_TOKEN", "").strip() or None
+    return token if token is not None else token_from_env()
 
 
 def auth_headers(token: str | None) -> dict[str, str]:

@@ -190,6 +190,7 @@ class IBSource:
             raise ConnectionError("connection dropped right after connecting")
 
     def _resubscribe_all(self, status: str, message: str) -> None:
+        self._req_keys.clear()  # every stream gets a fresh request id: the old ones are dead
         for con_id, tick_type in sorted(self.upstream):
             self._request(con_id, tick_type)
         self.on_event(SourceEvent(status, message, details={"streams": len(self.upstream)}))
@@ -289,14 +290,6 @@ class IBSource:
         if req_id is not None:  # fresh ids after each reconnect; old ones get no data
             self._req_keys[req_id] = (con_id, tick_type)
 
-    def _key_for_req(self, req_id: int) -> tuple[int, TickType] | None:
-        wrapper = self.ib.wrapper
-        for tick_type in TickType:
-            for ticker, rid in wrapper.ticker2ReqId.get(tick_type.ib_name, {}).items():
-                if rid == req_id:
-                    return ticker.contract.conId, tick_type
-        return None
-
     # -- events from ib_insync ----------------------------------------------------------
     def _hook_ticks(self) -> None:
         """Take tick-by-tick data straight from the decoder's wrapper calls: the ticks go to
@@ -373,7 +366,7 @@ class IBSource:
                 SourceEvent("resumed", f"IB error 1102: {text}", details={"ib_code": code})
             )
         else:
-            key = self._key_for_req(req_id)
+            key = self._req_keys.get(req_id)
             if key is None or key not in self.upstream:
                 return
             if code in IB_ADVISORIES:

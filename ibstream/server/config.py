@@ -15,13 +15,13 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ibstream.auth import TOKEN_ENV
 from ibstream.server.settings import ServerSettings
 
 _DEFAULTS = ServerSettings()
 KINDS: dict[str, type] = {"str": str, "str | None": str, "int": int, "float": float, "bool": bool}
 KIND_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-TOKEN_ENV = "IBSTREAM_TOKEN"
 
 
 class ConfigError(ValueError):

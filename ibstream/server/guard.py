@@ -18,30 +18,23 @@ of the connection included), so the token is never logged.
 from __future__ import annotations
 
 import hmac
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote_plus, urlsplit
 
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ibstream.auth import TOKEN_ENV
 from ibstream.errors import CloseCode, ErrorCode, StreamError
 from ibstream.loopback import is_loopback_host
 from ibstream.protocol.encode import PROTOCOL_VERSION, error_message
 from ibstream.redact import redact_logs
-from ibstream.server.config import TOKEN_ENV
 from ibstream.server.settings import ServerSettings
 
 # Documents that hold nothing secret: /health lets ensure_server and `status` probe a server.
 OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/v2/schema"})
 _HEADERS = {"X-IB-Stream-Version": PROTOCOL_VERSION}
-
-
-def token_from_env(environ: Mapping[str, str] | None = None) -> str | None:
-    """`$IBSTREAM_TOKEN` (surrounding blanks dropped), or None when unset or empty."""
-    value = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()
-    return value or None
 
 
 def bind_problem(host: str, token: str | None) -> str | None:
