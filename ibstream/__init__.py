@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ibstream.analytics import DeltaEngine, TradeClassifier, classify
     from ibstream.client import AsyncClient, Client, TickBuffer
     from ibstream.client.frames import ticks_to_frame
-    from ibstream.launch import ensure_server
+    from ibstream.server.launch import ensure_server
     from ibstream.widgets import dashboard
 
 __version__ = "0.1.0"
@@ -48,7 +48,7 @@ _LAZY = {
     "classify": "ibstream.analytics",
     "DeltaEngine": "ibstream.analytics",
     "TradeClassifier": "ibstream.analytics",
-    "ensure_server": "ibstream.launch",
+    "ensure_server": "ibstream.server.launch",
     "dashboard": "ibstream.widgets",
 }
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from ibstream.launch import ensure_server
+from ibstream.server.launch import ensure_server
 from tests.client_fixtures import free_port
 from tests.lab import chromium_path, launch_chromium, running_lab
 

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from ibstream.client import AsyncClient, Client
-from ibstream.launch import ServerInfo, ServerStartError, ensure_server, health
 from ibstream.server import daemon
+from ibstream.server.launch import ServerInfo, ServerStartError, ensure_server, health
 from tests.client_fixtures import free_port
 
 ES = 637533641

@@ -21,7 +21,7 @@ import pytest
 from nbclient import NotebookClient
 
 from ibstream.datasets import shared_data_dir
-from ibstream.launch import ensure_server, health
+from ibstream.server.launch import ensure_server, health
 from tests.client_fixtures import free_port
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"

@@ -22,9 +22,9 @@ import pytest
 import websockets.sync.client
 
 from ibstream.client import Client
-from ibstream.launch import ensure_server, health
 from ibstream.server import daemon
 from ibstream.server.config import keys
+from ibstream.server.launch import ensure_server, health
 from tests.client_fixtures import free_port
 from tests.test_cli import assert_serves_then_stops_on_sigterm
 

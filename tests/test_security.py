@@ -17,14 +17,14 @@ import psutil
 import pytest
 import websockets
 
-from ibstream.auth import token_from_env
 from ibstream.client import AsyncClient, Client
 from ibstream.errors import AuthRequired, ErrorCode, StreamError
-from ibstream.launch import ensure_server
-from ibstream.loopback import is_loopback_host
-from ibstream.redact import RedactSecrets
+from ibstream.protocol.auth import token_from_env
+from ibstream.protocol.loopback import is_loopback_host
+from ibstream.protocol.redact import RedactSecrets
 from ibstream.server import config as server_config
 from ibstream.server import guard
+from ibstream.server.launch import ensure_server
 from ibstream.server.run import start_server
 from ibstream.server.settings import ServerSettings
 from tests.client_fixtures import free_port

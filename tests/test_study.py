@@ -16,11 +16,11 @@ import pytest
 
 from ibstream.analytics import METHODS, classify
 from ibstream.analytics.delta import cumulative_delta, rolling, signed_volume
+from ibstream.cli.delta import run_delta
+from ibstream.cli.delta_view import DeltaStudy
 from ibstream.client import AsyncClient
 from ibstream.client.frames import ticks_to_frame
-from ibstream.delta_study import DeltaStudy
 from ibstream.model import iso_timestamp
-from ibstream.study import run_delta
 from tests.client_fixtures import free_port
 from tests.conftest import WAIT, Changes
 from tests.proxy import TcpProxy

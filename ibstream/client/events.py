@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import ClassVar
 
-from ibstream.changes import Changes
 from ibstream.errors import StreamError
+from ibstream.protocol.changes import Changes
 
 log = logging.getLogger("ibstream.client")
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from ibstream.auth import token_from_env
+from ibstream.protocol.auth import token_from_env
 
 TRANSPORTS = ("websocket", "sse")
 

@@ -24,7 +24,7 @@ from ibstream.client.options import ClientOptions, auth_headers
 from ibstream.client.subscription import Subscription
 from ibstream.client.transport import connection_error, timeout_error
 from ibstream.errors import ErrorCode, StreamError, error_from_body
-from ibstream.loopback import is_loopback_url
+from ibstream.protocol.loopback import is_loopback_url
 
 log = logging.getLogger("ibstream.client")
 _BROKEN = (httpx.HTTPError, OSError, SSEError, orjson.JSONDecodeError, TimeoutError)

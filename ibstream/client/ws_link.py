@@ -21,8 +21,8 @@ from websockets.exceptions import WebSocketException
 from ibstream.client.options import ClientOptions
 from ibstream.client.transport import connection_error, timeout_error
 from ibstream.errors import StreamConnectionError, StreamError, error_from_body
-from ibstream.loopback import is_loopback_url
-from ibstream.redact import redact_logs
+from ibstream.protocol.loopback import is_loopback_url
+from ibstream.protocol.redact import redact_logs
 
 log = logging.getLogger("ibstream.client")
 redact_logs(["websockets.client"])  # its debug lines show the Authorization header

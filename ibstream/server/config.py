@@ -15,7 +15,7 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ibstream.auth import TOKEN_ENV
+from ibstream.protocol.auth import TOKEN_ENV
 from ibstream.server.settings import ServerSettings
 
 _DEFAULTS = ServerSettings()

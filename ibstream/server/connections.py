@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ibstream.changes import Changes
 from ibstream.errors import CloseCode, ErrorCode, StreamError
+from ibstream.protocol.changes import Changes
 from ibstream.server.subscriber import Subscriber
 
 log = logging.getLogger(__name__)

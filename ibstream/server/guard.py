@@ -25,11 +25,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ibstream.auth import TOKEN_ENV
 from ibstream.errors import CloseCode, ErrorCode, StreamError
-from ibstream.loopback import is_loopback_host
+from ibstream.protocol.auth import TOKEN_ENV
 from ibstream.protocol.encode import PROTOCOL_VERSION, error_message
-from ibstream.redact import redact_logs
+from ibstream.protocol.loopback import is_loopback_host
+from ibstream.protocol.redact import redact_logs
 from ibstream.server.settings import ServerSettings
 
 # Documents that hold nothing secret: /health lets ensure_server and `status` probe a server.

@@ -10,7 +10,7 @@ import socket
 import httpx
 import psutil
 
-from ibstream.loopback import is_loopback_url
+from ibstream.protocol.loopback import is_loopback_url
 
 
 def health(url: str, timeout: float = 2.0) -> dict | None:

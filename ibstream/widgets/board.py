@@ -69,7 +69,7 @@ def dashboard(
         raise ValueError("pass either client= or server=/token=, not both")
     owns = client is None
     if client is None:
-        from ibstream.launch import default_url
+        from ibstream.server.launch import default_url
 
         client = Client(server or default_url(), transport, token, connect_timeout=5.0)
     live.close_same(live.key(client.server, client.transport, contract))

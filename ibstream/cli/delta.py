@@ -76,7 +76,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None
     """Run the study until its end; returns the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
     from ibstream.analytics import resolve_method
-    from ibstream.launch import default_url
+    from ibstream.server.launch import default_url
 
     args.server = args.server or default_url()
     try:
@@ -175,7 +175,7 @@ class _Run:
     ):
         self.args, self.out, self.sink, self.stop = args, out, sink, stop
         self.notes = err if args.json else out
-        from ibstream import delta_study as view  # pandas: only once the study runs
+        from ibstream.cli import delta_view as view  # pandas: only once the study runs
 
         self.view = view
         self.study = view.DeltaStudy(args.method, args.window)

@@ -80,7 +80,7 @@ class Recorded:
 def shared_data_dir() -> Path:
     """The recorded data: `$IBSTREAM_DATA`, else `../shared/data` beside the project root."""
     env = os.environ.get(DATA_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
     if not path.is_dir():
         where = f"{DATA_ENV}={env}" if env else "../shared/data beside the repository"
         raise FileNotFoundError(

@@ -15,7 +15,7 @@ import socket
 import sys
 from importlib import metadata
 
-from ibstream.cli_args import HelpFormatter, Parser, ib_port, port, positive, seconds
+from ibstream.cli.args import HelpFormatter, Parser, ib_port, port, positive, seconds
 from ibstream.errors import StreamError
 from ibstream.server.settings import ServerSettings
 
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_serve(command("serve", "run the streaming server next to TWS / IB Gateway"))
 
-    from ibstream import demo, study
+    from ibstream.cli import delta as study
+    from ibstream.cli import demo
 
     demo.add_arguments(command("demo", demo.HELP))
     study.add_arguments(command("delta", study.HELP))
@@ -130,7 +131,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
     """The `serve` command's options as server settings (the token from the environment
     when not given)."""
-    from ibstream.auth import token_from_env
+    from ibstream.protocol.auth import token_from_env
 
     return ServerSettings(
         host=args.host,
@@ -151,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
     if args.command == "demo":
-        from ibstream import demo
+        from ibstream.cli import demo
 
         return demo.main(args)
     if args.command == "delta":
-        from ibstream import study
+        from ibstream.cli import delta as study
 
         try:
             return study.main(args)

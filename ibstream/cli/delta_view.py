@@ -1,7 +1,7 @@
 """The delta study's state (`DeltaStudy`, over the incremental `DeltaEngine`) and how
 `ibstream delta` renders it: trade table, rolling-summary line, JSON update, final summary.
 
-No I/O here: the command (`ibstream.study`) writes what these return.
+No I/O here: the command (`ibstream.cli.delta`) writes what these return.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class DeltaStudy:
         }
 
     def update(self) -> dict:
-        """The JSON update object (see `ibstream.study`)."""
+        """The JSON update object (see `ibstream.cli.delta`)."""
         stamp = None if self.last_time is None else iso_timestamp(self.last_time.value)
         return {
             "study": "delta",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ibstream.loopback import is_loopback_url
+from ibstream.protocol.loopback import is_loopback_url
 from ibstream.server import background, daemon
 from ibstream.server import config as server_config
 from ibstream.server.background import ServerStartError

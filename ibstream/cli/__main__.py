@@ -1,0 +1,3 @@
+from ibstream.cli.main import main
+
+raise SystemExit(main())
