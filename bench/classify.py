@@ -4,7 +4,7 @@
     python -m bench.classify [--trades 1000000] [--loop-tiles 5] [--repeat 7]
 
 Data: the recorded Binance BTCUSDT sample (9,999 trades and 9,999 quotes from
-../shared/data, or $IBSTREAM_DATA) tiled until it holds `--trades` trades, each copy shifted
+ibstream/datasets/recorded, or $IBSTREAM_DATA) tiled until it holds `--trades` trades, each copy shifted
 in time by the sample's span, in arrival order. A second layout deals the copies to 4
 contracts that trade at the same time (merged by stamp), which takes the grouped paths.
 The loop runs on the first `--loop-tiles` copies (its cost is linear in ticks) and must

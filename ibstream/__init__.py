@@ -91,4 +91,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """Only the public API (tab completion in a notebook), not the module's own imports."""
+    return sorted([*__all__, "__version__"])

@@ -1,18 +1,13 @@
-"""Recorded market data (../shared/data, true aggressor per trade) through the loader, and
-hand-built tick frames in the tick-frame schema.
-
-Missing data skips a test locally but fails it under CI (CI=true), where it must be present.
-"""
+"""Recorded market data (shipped in `ibstream/datasets/recorded`, true aggressor per trade)
+through the loader, and hand-built tick frames in the tick-frame schema."""
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from ibstream.datasets import Recorded, load_recorded
 
@@ -23,18 +18,9 @@ TICK_TYPES = ["last", "all_last", "bid_ask", "mid_point"]
 _FLOATS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
 
 
-def recorded(name: str, clock: str = "receive") -> Recorded:
-    """A recorded data set; missing data fails under CI and skips elsewhere."""
-    try:
-        return _load(name, clock)
-    except FileNotFoundError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"recorded data set {name} is missing under CI: {exc}")
-        pytest.skip(str(exc))
-
-
 @functools.cache
-def _load(name: str, clock: str) -> Recorded:
+def recorded(name: str, clock: str = "receive") -> Recorded:
+    """A recorded data set, loaded once per test process."""
     return load_recorded(name, clock)
 
 

@@ -90,7 +90,7 @@ def tick_server(tmp_path) -> str:
 
 
 def test_quickstart_dashboard_in_jupyterlab(tick_server, tmp_path):
-    executable = chromium_path()  # skips here (fails under CI) before anything starts
+    executable = chromium_path()  # fails here, with what to install, before anything starts
     root = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_*"))
     kernel_env = {"IBSTREAM_URL": tick_server, "IBSTREAM_QUICKSTART_SECONDS": str(COLLECT_SECONDS)}

@@ -9,7 +9,7 @@ import pytest
 
 from ibstream.analytics import classify
 from ibstream.client.frames import TICK_COLUMNS
-from ibstream.datasets import DATA_ENV, load_recorded, recorded_names, shared_data_dir
+from ibstream.datasets import BUNDLED, DATA_ENV, data_dir, load_recorded, recorded_names
 from tests.data import BINANCE, CME, DATASETS, recorded
 
 
@@ -52,7 +52,7 @@ def test_loads_a_tick_frame_in_arrival_order_with_the_true_sides(
 
 def test_truth_follows_the_trades_file_rows():
     data = recorded(CME)
-    raw = pd.read_csv(shared_data_dir() / CME / "trades.csv")
+    raw = pd.read_csv(data_dir() / CME / "trades.csv.xz")
     assert data.truth.tolist() == raw["side"].tolist()  # one file, already in receive order
     trades = data.ticks[data.ticks["tick_type"] == "last"]
     assert trades["price"].tolist() == raw["price"].tolist()
@@ -72,7 +72,7 @@ def test_quote_window_per_clock(dataset, clock, quoted, buys):
 
 def test_exchange_clock_orders_by_event_time():
     data = recorded(BINANCE, "exchange")
-    raw = pd.read_csv(shared_data_dir() / BINANCE / "quotes.csv")
+    raw = pd.read_csv(data_dir() / BINANCE / "quotes.csv.xz")
     quotes = data.ticks[data.ticks["tick_type"] == "bid_ask"]
     assert quotes.index.asi8.tolist() == (raw["timestamp"] * 1000).tolist()
 
@@ -126,7 +126,7 @@ def test_both_layouts_from_any_directory_and_the_env_override(tmp_path, monkeypa
         f"{header},ask_amount,ask_price,bid_price,bid_amount\nokx,BTC-USDT,1,3,1,100.5,100,2\n",
     )
     monkeypatch.setenv(DATA_ENV, str(tmp_path))
-    assert shared_data_dir() == tmp_path and recorded_names() == [cme.name, tardis.name]
+    assert data_dir() == tmp_path and recorded_names() == [cme.name, tardis.name]
     btc = load_recorded(tardis.name)
     assert (btc.symbol, btc.exchange) == ("BTC-USDT", "okx")
     assert btc.ticks.index.asi8.tolist() == [3000, 5000]
@@ -137,7 +137,7 @@ def test_both_layouts_from_any_directory_and_the_env_override(tmp_path, monkeypa
 def test_errors_name_the_problem(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match=f"{DATA_ENV}=.*nowhere"):
-        shared_data_dir()
+        data_dir()
     with pytest.raises(FileNotFoundError, match="IBSTREAM_DATA"):
         load_recorded("no-such-set")
     odd = tmp_path / "odd"
@@ -151,9 +151,11 @@ def test_errors_name_the_problem(tmp_path, monkeypatch):
         load_recorded(tmp_path)
 
 
-def test_the_repository_data_sets_are_found():
-    recorded(CME)  # fails under CI when the data is missing
-    assert set(DATASETS) <= set(recorded_names())
+def test_the_shipped_data_sets_are_found_without_configuration(monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    assert data_dir() == BUNDLED and recorded_names() == sorted(DATASETS)
+    assert (BUNDLED / "README.md").is_file()  # origin and licence travel with the data
+    assert (len(recorded(CME).truth), len(recorded(BINANCE).truth)) == (120, 9999)
 
 
 def test_ticks_round_trip_through_parquet(tmp_path):

@@ -42,3 +42,10 @@ def test_unknown_name_is_an_attribute_error():
         "import ibstream\ntry:\n    ibstream.nope\nexcept AttributeError as e:\n    print(e)"
     )
     assert "no attribute 'nope'" in out
+
+
+def test_dir_shows_only_the_public_api():
+    out = _run("import ibstream, ibstream.client\nprint(' '.join(dir(ibstream)))").split()
+    assert set(out) == {*__import__("ibstream").__all__, "__version__"}
+    for private in ("Any", "TYPE_CHECKING", "annotations", "importlib", "client", "errors"):
+        assert private not in out

@@ -20,7 +20,6 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
-from ibstream.datasets import shared_data_dir
 from ibstream.server.launch import ensure_server, health
 from tests.client_fixtures import free_port
 
@@ -134,8 +133,6 @@ def check(nb: nbformat.NotebookNode, text: str, name: str, url: str) -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, kernel_env, tmp_path):
     url = kernel_env
-    if path.name == "02_delta_research.ipynb":
-        recorded_data_or_skip()
     nb, text, running = run(path, url, tmp_path)
     assert running, "the notebook stopped a server it did not start"
     check(nb, text, path.name, url)
@@ -147,7 +144,7 @@ def test_notebook_runs(path, kernel_env, tmp_path):
 
 
 def test_research_notebook_without_recorded_data(kernel_env, tmp_path, monkeypatch):
-    """No ../shared/data: the research notebook collects live ticks and says what it scores."""
+    """$IBSTREAM_DATA pointing nowhere: the research notebook collects live ticks and says what it scores."""
     url = kernel_env
     monkeypatch.setenv("IBSTREAM_DATA", str(tmp_path / "no-data-here"))
     path = NOTEBOOK_DIR / "02_delta_research.ipynb"
@@ -158,16 +155,6 @@ def test_research_notebook_without_recorded_data(kernel_env, tmp_path, monkeypat
     found = re.search(r"collected (\d+) ticks, (\d+) trades", text)
     assert found and int(found.group(2)) > 0, text
     assert "live ES (vs lee_ready)" in text
-
-
-def recorded_data_or_skip() -> None:
-    """The research notebook is checked on the recorded data: required under CI."""
-    try:
-        shared_data_dir()
-    except FileNotFoundError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"recorded data missing under CI: {exc}")
-        pytest.skip(str(exc))
 
 
 def test_notebooks_are_committed_clean():

@@ -1,7 +1,10 @@
 """Recorded market data with the true aggressor of every trade, loaded as tick frames.
 
-A data set is a directory with `trades.csv` and `quotes.csv` (the `../shared/data/<name>/`
-layout beside the repository). Two layouts are read, told apart by the trades header:
+A data set is a directory with `trades.csv` and `quotes.csv` (either may be compressed:
+`.csv.xz`, `.csv.gz`). Two recorded samples ship inside the package (`recorded/`, with their
+origin and licence in `recorded/README.md`), so every install can score classification on
+real data; `$IBSTREAM_DATA` points the loader at another directory of data sets. Two layouts
+are read, told apart by the trades header:
 
 - databento (MBP-1 decoded to CSV): `ts_recv_ns`, `ts_event_ns`, price, size, side; quotes
   with bid_price, bid_size, ask_price, ask_size. Symbol and venue come from the directory
@@ -29,6 +32,8 @@ import pandas as pd
 from ibstream.client.frames import conform_ticks
 
 DATA_ENV = "IBSTREAM_DATA"
+BUNDLED = Path(__file__).resolve().parent / "recorded"
+_SUFFIXES = (".csv", ".csv.xz", ".csv.gz")
 CLOCKS = ("receive", "exchange")
 _STAMPS = {  # layout -> (receive stamp, exchange stamp, nanoseconds per unit)
     "databento": ("ts_recv_ns", "ts_event_ns", 1),
@@ -77,34 +82,55 @@ class Recorded:
         )
 
 
-def shared_data_dir() -> Path:
-    """The recorded data: `$IBSTREAM_DATA`, else `../shared/data` beside the project root."""
+def data_dir() -> Path:
+    """The recorded data: `$IBSTREAM_DATA` if set, else the samples shipped in the package."""
     env = os.environ.get(DATA_ENV)
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    if not env:
+        return BUNDLED
+    path = Path(env)
     if not path.is_dir():
-        where = f"{DATA_ENV}={env}" if env else "../shared/data beside the repository"
         raise FileNotFoundError(
-            f"recorded market data not found ({where}); set {DATA_ENV} to the directory that "
-            "holds the data sets, or place them at ../shared/data relative to the project root"
+            f"recorded market data not found ({DATA_ENV}={env}); point {DATA_ENV} at a "
+            f"directory of data sets (<name>/trades.csv, quotes.csv), or unset it to use the "
+            f"samples shipped with ibstream"
         )
     return path
 
 
 def recorded_names() -> list[str]:
-    """Names of the data sets in `shared_data_dir()`."""
-    return sorted(p.parent.name for p in shared_data_dir().glob("*/trades.csv"))
+    """Names of the data sets in `data_dir()`."""
+    return _names(data_dir())
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(
+        {p.parent.name for p in folder.glob("*/trades.csv*") if _table(p.parent, "trades")}
+    )
+
+
+def _table(folder: Path, name: str) -> Path | None:
+    """`name`.csv in `folder`, plain or compressed (pandas infers the compression)."""
+    for suffix in _SUFFIXES:
+        path = folder / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
 
 
 def load_recorded(path: str | Path, clock: str = "receive") -> Recorded:
-    """A data set by directory or by name (looked up in `shared_data_dir()`)."""
+    """A data set by directory or by name (looked up in `data_dir()`)."""
     if clock not in CLOCKS:
         raise ValueError(f"unknown clock {clock!r}; use one of {', '.join(CLOCKS)}")
     folder = Path(path)
     if not folder.is_dir() and len(folder.parts) == 1:
-        folder = shared_data_dir() / folder
-    if not (folder / "trades.csv").is_file() or not (folder / "quotes.csv").is_file():
-        raise FileNotFoundError(f"no trades.csv and quotes.csv in data set {str(path)!r}")
-    trades, quotes = pd.read_csv(folder / "trades.csv"), pd.read_csv(folder / "quotes.csv")
+        folder = data_dir() / folder
+    trades_file, quotes_file = _table(folder, "trades"), _table(folder, "quotes")
+    if trades_file is None or quotes_file is None:
+        raise FileNotFoundError(
+            f"no trades.csv and quotes.csv (plain, .xz or .gz) in data set {str(path)!r}; "
+            f"the data sets of {folder.parent}: {', '.join(_names(folder.parent)) or 'none'}"
+        )
+    trades, quotes = pd.read_csv(trades_file), pd.read_csv(quotes_file)
     layout = _layout(trades)
     if layout == "tardis":
         trades = trades.rename(columns={"amount": "size"})
