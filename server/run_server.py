@@ -2,6 +2,7 @@
 
 run_server.py start [--config FILE] [--demo] [--host H] [--port P] ...   detached, waits for /health
 run_server.py status | stop | logs [-f] [-n N]   [--port P | --config FILE]
+    (without a port: status lists every server; stop and logs act on the only one running)
 run_server.py run [--config FILE] ...     in the foreground (systemd, nohup, a terminal)
 run_server.py CONFIG.toml                 the same as `run --config CONFIG.toml`
 """
@@ -37,7 +38,9 @@ values of the wrong type are errors.
 Each server is keyed by its port: pid file, state and log in $IBSTREAM_STATE_DIR (default
 $XDG_STATE_HOME/ibstream, i.e. ~/.local/state/ibstream) as server-PORT.pid / .json / .log.
 status exits 0 when the server answers, 1 when its process runs but /health does not
-answer, 3 when no server runs.
+answer, 3 when no server runs. Without a port (--port, $IBSTREAM_PORT or the config's `port`)
+status lists every server started here and exits 0 when at least one answers; stop and logs
+act on the only one running, and when several run they list them and exit 2.
 """
 
 
@@ -90,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     given = {key.name: getattr(args, key.name, None) for key in server_config.keys()}
     try:
         options = server_config.resolve(given, os.environ, args.config)
+        if args.command in ("status", "stop", "logs") and "port" not in server_config.merged(
+            given, os.environ, args.config
+        ):
+            return ANY_PORT[args.command](args)
         return HANDLERS[args.command](args, options)
     except KeyboardInterrupt:
         return 130
@@ -201,6 +208,52 @@ def cmd_run(args: argparse.Namespace, options: ServeOptions) -> int:
     if options.token:  # `serve` reads it from there: argv would show it to `ps`
         os.environ[server_config.TOKEN_ENV] = options.token
     return ibstream(options.serve_argv())
+
+
+def status_all(args: argparse.Namespace) -> int:
+    """`status` without a port: every server started here, one line each."""
+    records, notes = daemon.find_all()
+    for note in notes:
+        print(note)
+    if not records:
+        print(f"no ibstream server runs (none recorded in {daemon.state_dir()})")
+        return 3
+    answering = 0
+    for record in records:
+        body = health(record.url)
+        answering += body is not None
+        up = _duration(time.time() - record.started_at)
+        state = _ib_line(body, record.demo) if body else "does not answer /health"
+        print(f"port {record.port}  pid {record.pid}  {record.url}  up {up}  {state}")
+    return 0 if answering else 1
+
+
+def the_only_one(args: argparse.Namespace) -> int:
+    """`stop` / `logs` without a port: the only server running, else a list and exit 2."""
+    records, notes = daemon.find_all()
+    for note in notes:
+        print(note, file=sys.stderr)
+    if len(records) == 1:
+        record = records[0]
+        options = ServeOptions(port=record.port)
+        return HANDLERS[args.command](args, options)
+    if not records:
+        if args.command == "stop":
+            print("no ibstream server runs; nothing to stop")
+            return 0
+        return _fail("no ibstream server runs; give --port P for the log of an earlier one", 1)
+    ports = ", ".join(str(record.port) for record in records)
+    print(
+        f"run_server.py: {len(records)} ibstream servers run (ports {ports}); "
+        f"say which with --port P:",
+        file=sys.stderr,
+    )
+    for record in records:
+        print(f"  port {record.port}  pid {record.pid}  {record.url}", file=sys.stderr)
+    return 2
+
+
+ANY_PORT = {"status": status_all, "stop": the_only_one, "logs": the_only_one}
 
 
 def _find(port: int, out: TextIO | None = None) -> daemon.Record | None:

@@ -297,3 +297,51 @@ def test_the_example_config_is_valid_and_names_every_key(env):
     assert result.returncode == 3, result.stderr  # it parses; no server runs there
     text = example.read_text()
     assert all(re.search(rf"^#? ?{key.name} = ", text, re.M) for key in keys())
+
+
+def test_without_a_port_status_lists_every_server_and_stop_logs_need_the_only_one(ports, env):
+    first, second = ports(), ports()
+    for port in (first, second):
+        assert run("start", "--demo", "--port", port, env=env).returncode == 0
+    pids = {port: int(daemon.pid_path(port).read_text()) for port in (first, second)}
+
+    status = run("status", env=env)
+    assert status.returncode == 0, status.stdout
+    for port, pid in pids.items():
+        line = next(row for row in status.stdout.splitlines() if row.startswith(f"port {port} "))
+        assert f"pid {pid}" in line and f"http://127.0.0.1:{port}" in line
+        assert "up " in line and "IB: connected" in line
+
+    for command in ("stop", "logs"):  # two run: say which, act on neither
+        refused = run(command, env=env)
+        assert refused.returncode == 2, (refused.stdout, refused.stderr)
+        low, high = sorted((first, second))
+        assert f"ports {low}, {high}" in refused.stderr and "--port" in refused.stderr
+        assert refused.stdout == ""
+    assert all(servers_on(port) for port in (first, second))
+
+    assert run("stop", "--port", first, env=env).returncode == 0
+    logs = run("logs", env=env)  # the only one left: its own log, not another port's
+    assert logs.returncode == 0 and f"--port {second}" in logs.stdout
+    assert f"--port {first}" not in logs.stdout
+    stopped = run("stop", env=env)
+    assert stopped.returncode == 0 and f"pid {pids[second]}" in stopped.stdout
+    assert not servers_on(second)
+    none = run("status", env=env)
+    assert none.returncode == 3 and "no ibstream server runs" in none.stdout
+    assert run("stop", env=env).returncode == 0
+    assert run("logs", env=env).returncode == 1
+
+
+def test_a_failed_start_leaves_no_lock_file(ports, env):
+    port = ports()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = run("start", "--demo", "--port", port, env=env)
+    assert result.returncode == 1 and str(port) in result.stderr
+    state = Path(env["IBSTREAM_STATE_DIR"])
+    assert not list(state.glob("server-*.lock")) and not daemon.pid_path(port).exists()
+    assert run("start", "--demo", "--port", port, env=env).returncode == 0  # the port is free now
+    assert not list(state.glob("server-*.lock"))
+    assert run("stop", "--port", port, env=env).returncode == 0

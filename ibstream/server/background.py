@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from ibstream.server.config import ServeOptions
 from ibstream.server.daemon import (
@@ -82,24 +83,37 @@ def start(options: ServeOptions, *, timeout: float = 30.0, log_file: Path | None
 
 @contextlib.contextmanager
 def _port_lock(port: int, timeout: float) -> Iterator[None]:
-    """One start at a time per port, across processes (an advisory lock file)."""
+    """One start at a time per port, across processes (an advisory lock file, removed when
+    the start ends, whether it worked or not)."""
     path = state_dir() / f"server-{port}.lock"
     deadline = time.monotonic() + timeout
-    with open(path, "a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ServerStartError(
-                        f"another start of the server on port {port} is still under way"
-                    ) from None
-                time.sleep(0.1)
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 - closed below on every path
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            if time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"another start of the server on port {port} is still under way"
+                ) from None
+            time.sleep(0.1)
+            continue
+        if _same_file(handle, path):
+            break
+        handle.close()  # the holder before us removed this file: lock the new one
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before the unlock, so a waiter sees it is stale
+        handle.close()
+
+
+def _same_file(handle: IO[str], path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _spawn(options: ServeOptions, log_file: Path) -> tuple[Record, subprocess.Popen, int]:

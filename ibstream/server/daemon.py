@@ -81,6 +81,19 @@ def find(port: int) -> tuple[Record | None, str | None]:
     return None, f"removed a stale pid file for port {port}: {_stale_reason(pid, text)}"
 
 
+def find_all() -> tuple[list[Record], list[str]]:
+    """Every live recorded server, by port, and a note per stale record removed."""
+    records, notes = [], []
+    for path in sorted(state_dir().glob("server-*.pid")):
+        port = path.stem.removeprefix("server-")
+        if not port.isdecimal():
+            continue
+        record, note = find(int(port))
+        records += [record] if record else []
+        notes += [note] if note else []
+    return sorted(records, key=lambda r: r.port), notes
+
+
 def _stale_reason(pid: int | None, text: str) -> str:
     if pid is None:
         return f"it holds {text[:40]!r}, not a pid"
