@@ -7,6 +7,7 @@ with a deadline, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,12 +18,16 @@ import pytest
 import websockets
 from httpx_sse import EventSource, aconnect_sse
 
-from ibstream.gateway import GatewaySimulator
+from ibstream.gateway import SESSION_DATE, GatewaySimulator
+from ibstream.gateway.contracts import SESSION_DATE_ENV
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
 from tests.schema_check import SENT
 
 AAPL, EURUSD = 265598, 12087792
+# Every simulator the tests start, in this process or a child, lives on one pinned day, so the
+# front month the tests expect (ESZ6, 637533641) never rolls with the calendar.
+os.environ[SESSION_DATE_ENV] = SESSION_DATE.isoformat()
 WAIT = 10.0  # seconds any single expected message may take
 
 

@@ -56,7 +56,7 @@ def env(tmp_path, monkeypatch) -> dict[str, str]:
     """The environment of the script: no IBSTREAM_* setting but a private state dir (also
     for this process, so `ensure_server` here shares it)."""
     for name in list(os.environ):
-        if name.startswith("IBSTREAM_"):
+        if name.startswith("IBSTREAM_") and name != "IBSTREAM_SESSION_DATE":  # pinned by conftest
             monkeypatch.delenv(name)
     monkeypatch.setenv("IBSTREAM_STATE_DIR", str(tmp_path / "state"))
     return dict(os.environ)

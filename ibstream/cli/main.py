@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import sys
 from importlib import metadata
 
-from ibstream.cli.args import HelpFormatter, Parser, ib_port, port, positive, seconds
+from ibstream.cli.args import HelpFormatter, Parser, day, ib_port, port, positive, seconds
 from ibstream.errors import StreamError
 from ibstream.server.settings import ServerSettings
 
@@ -70,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ibstream.cli import demo
 
     demo.add_arguments(command("demo", demo.HELP))
+    for name in ("gateway", "serve", "demo"):
+        sub.choices[name].add_argument(
+            "--session-date",
+            type=day,
+            metavar="YYYY-MM-DD",
+            help="the simulator's trading day: which futures have expired, the front month "
+            "(default: $IBSTREAM_SESSION_DATE, else today)",
+        )
     study.add_arguments(command("delta", study.HELP))
     return parser
 
@@ -151,6 +160,10 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args)
+    if getattr(args, "session_date", None):  # the variable every simulator of this process reads
+        from ibstream.gateway.contracts import SESSION_DATE_ENV
+
+        os.environ[SESSION_DATE_ENV] = args.session_date.isoformat()
     if args.command == "demo":
         from ibstream.cli import demo
 

@@ -1,15 +1,20 @@
 """The contracts the gateway simulator knows: those the README names, futures with several
 expiries (one already expired) so that picking the front month is exercised.
 
-The simulator lives on a fixed session day, `SESSION_DATE`, so that which future is the front
-month does not change with the host's calendar. Contract ids of AAPL and EUR.USD are IB's.
+The simulator lives on a session day: today by default (the front month rolls with the
+calendar), or a pinned one (`session_date=`, `--session-date`, `$IBSTREAM_SESSION_DATE`), as
+the tests pin `SESSION_DATE` so that the front month they expect never changes.
+`builtin_contracts(day)` holds each future root's last expired expiry and the next three on
+that day. Contract ids of AAPL, EUR.USD and the expiries of the table below are IB's.
 """
 
 from __future__ import annotations
 
+import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from types import MappingProxyType
 
 from ibstream.gateway.instrument import SimContract, match_contracts
@@ -18,11 +23,15 @@ __all__ = [
     "BUILTIN_BY_CON_ID",
     "BUILTIN_CONTRACTS",
     "SESSION_DATE",
+    "SESSION_DATE_ENV",
     "SimContract",
+    "builtin_contracts",
+    "session_date_of",
     "match_contracts",
 ]
 
-SESSION_DATE = date(2026, 11, 25)
+SESSION_DATE = date(2026, 11, 25)  # the day the tests pin
+SESSION_DATE_ENV = "IBSTREAM_SESSION_DATE"
 _FUT_HOURS = "{p}:1700-{d}:1600;{d}:1700-{n}:1600"
 _FX_HOURS = "{p}:1715-{d}:1700;{d}:1715-{n}:1700"
 
@@ -93,11 +102,13 @@ _EXPIRIES = {
 }  # fmt: skip
 
 
-def _future(root: SimContract, con_id: int, local: str, last: str, step: int) -> SimContract:
+def _future(
+    root: SimContract, con_id: int, local: str, last: str, step: int, year: int | None = None
+) -> SimContract:
     """One expiry of a root; the front month (step 1) trades at the root's price, later ones
     a little higher (carry)."""
     month = _MONTH_CODES[local[-2]]
-    year = 2020 + int(local[-1])
+    year = year or 2020 + int(local[-1])
     return replace(
         root, con_id=con_id, local_symbol=local, last_trade_date=last,
         contract_month=f"{year}{month:02d}",
@@ -114,3 +125,71 @@ BUILTIN_CONTRACTS: tuple[SimContract, ...] = (AAPL, EURUSD, *FUTURES)
 BUILTIN_BY_CON_ID: Mapping[int, SimContract] = MappingProxyType(
     {c.con_id: c for c in BUILTIN_CONTRACTS}
 )
+
+
+# Expiry cycles for days outside the table above: contract months and last trading days
+_CYCLES = {"ES": "HMUZ", "MNQ": "HMUZ", "NQ": "HMUZ", "CL": "FGHJKMNQUVXZ", "GC": "GJMQVZ"}
+_KNOWN_IDS = {
+    (local, last[:4]): con_id for rows in _EXPIRIES.values() for con_id, local, last in rows
+}
+
+
+def builtin_contracts(session_date: date) -> tuple[SimContract, ...]:
+    """The built-in contracts on `session_date`: for each future root the last expired expiry
+    and the next three, so the front month rolls with the calendar. Expiries in the table
+    above keep IB's conIds; others get stable made-up ones."""
+    if session_date == SESSION_DATE:
+        return BUILTIN_CONTRACTS
+    others = tuple(c for c in BUILTIN_CONTRACTS if c.symbol not in _CYCLES or c.sec_type != "FUT")
+    futures = []
+    for symbol, cycle in _CYCLES.items():
+        expiries = sorted(
+            (_last_trade_day(symbol, year, month), year, month)
+            for year in range(session_date.year - 1, session_date.year + 3)
+            for month in (_MONTH_CODES[code] for code in cycle)
+        )
+        live = next(i for i, row in enumerate(expiries) if row[0] >= session_date)
+        for step, (last, year, month) in enumerate(expiries[live - 1 : live + 3]):
+            code = next(c for c, m in _MONTH_CODES.items() if m == month)
+            local = f"{symbol}{code}{year % 10}"
+            stamp = last.strftime("%Y%m%d")
+            con_id = _KNOWN_IDS.get((local, stamp[:4])) or _made_up_id(local, year)
+            futures.append(_future(_ROOTS[symbol], con_id, local, stamp, step, year))
+    return (*others, *futures)
+
+
+def _made_up_id(local: str, year: int) -> int:
+    return 800_000_000 + zlib.crc32(f"{local}:{year}".encode()) % 100_000_000
+
+
+def _last_trade_day(symbol: str, year: int, month: int) -> date:
+    """CME's rules without holidays: equity index futures the third Friday of the month,
+    gold the third-last business day, crude oil three business days before the 25th of the
+    month before (four when the 25th is not a business day)."""
+    if symbol == "GC":
+        day = date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
+        return _business_days_back(day, 2 if day.weekday() < 5 else 3)
+    if symbol == "CL":
+        before = date(year - (month == 1), (month - 2) % 12 + 1, 25)
+        return _business_days_back(before, 3 if before.weekday() < 5 else 4)
+    first = date(year, month, 1)
+    return first + timedelta(days=(4 - first.weekday()) % 7 + 14)
+
+
+def _business_days_back(day: date, count: int) -> date:
+    while count:
+        day -= timedelta(days=1)
+        count -= day.weekday() < 5
+    return day
+
+
+def session_date_of(text: str | None = None) -> date:
+    """The simulator's trading day: `text` (YYYY-MM-DD), else `$IBSTREAM_SESSION_DATE`, else
+    today (UTC)."""
+    text = text or os.environ.get(SESSION_DATE_ENV, "").strip()
+    if not text:
+        return datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"session date {text!r} is not a date of the form YYYY-MM-DD") from None

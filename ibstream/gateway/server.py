@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable
 from datetime import UTC, date, datetime
 from types import TracebackType
 
-from ibstream.gateway.contracts import BUILTIN_CONTRACTS, SESSION_DATE, SimContract
+from ibstream.gateway.contracts import SimContract, builtin_contracts, session_date_of
 from ibstream.gateway.feed import Feed, Subscription
 from ibstream.gateway.market import Market
 from ibstream.gateway.rejects import error_message
@@ -32,9 +32,10 @@ class GatewaySimulator:
     Account limits as IB sets them: `tick_by_tick_slots` simultaneous tick-by-tick requests
     over all connections (None: unlimited; past it 10190), and `no_permission`, contracts
     (symbols, local symbols or conIds) the account has no market data for (354).
-    `session_date` is the simulated trading day: it decides which futures have expired and
-    is the date the simulator's clock (handshake, reqCurrentTime) reports; ticks carry the
-    host's time.
+    `session_date` is the simulated trading day (default: `$IBSTREAM_SESSION_DATE`, else
+    today): it decides which futures have expired and which is the front month, and is the
+    date the simulator's clock (handshake, reqCurrentTime) reports; ticks carry the host's
+    time.
     """
 
     def __init__(
@@ -46,13 +47,13 @@ class GatewaySimulator:
         rate: float = 20.0,
         server_version: int = 176,
         account: str = "DU1234567",
-        contracts: Iterable[SimContract] = BUILTIN_CONTRACTS,
+        contracts: Iterable[SimContract] | None = None,
         farm_status: bool = True,
         bursts: bool = True,
         max_write_buffer: int = MAX_WRITE_BUFFER,
         tick_by_tick_slots: int | None = None,
         no_permission: Collection[str | int] = (),
-        session_date: date = SESSION_DATE,
+        session_date: date | None = None,
     ) -> None:
         if tick_by_tick_slots is not None and tick_by_tick_slots < 0:
             raise ValueError(f"tick_by_tick_slots must be >= 0 or None, not {tick_by_tick_slots}")
@@ -61,7 +62,10 @@ class GatewaySimulator:
         self.seed = seed
         self.server_version = server_version
         self.account = account
-        self.contracts: tuple[SimContract, ...] = tuple(contracts)
+        session_date = session_date or session_date_of()
+        self.contracts: tuple[SimContract, ...] = tuple(
+            builtin_contracts(session_date) if contracts is None else contracts
+        )
         self.farm_status = farm_status
         self.max_write_buffer = max_write_buffer
         self.tick_by_tick_slots = tick_by_tick_slots
@@ -266,9 +270,13 @@ class GatewaySimulator:
 
 
 async def run_gateway(
-    host: str = "127.0.0.1", port: int = 4002, seed: int = 0, rate: float = 20.0
+    host: str = "127.0.0.1",
+    port: int = 4002,
+    seed: int = 0,
+    rate: float = 20.0,
+    session_date: date | None = None,
 ) -> None:
     """Run a gateway simulator until cancelled."""
-    async with GatewaySimulator(host, port, seed=seed, rate=rate) as sim:
+    async with GatewaySimulator(host, port, seed=seed, rate=rate, session_date=session_date) as sim:
         log.info("gateway simulator listening on %s:%s", sim.host, sim.port)
         await asyncio.Event().wait()
