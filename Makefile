@@ -32,9 +32,13 @@ lab: $(STAMP)
 	IBSTREAM_URL=http://127.0.0.1:$(SERVER_PORT) $(BIN)/jupyter lab --ip=127.0.0.1 \
 		--port=$(LAB_PORT) $(ROOT_FLAG) notebooks/
 
+# Test files run in parallel, a file per worker (its fixtures stay together); most tests wait
+# on sockets, so three workers keep two cores busy. `make test PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= 3
+
 test: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
