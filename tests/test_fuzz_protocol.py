@@ -80,6 +80,20 @@ def hostile(rng: random.Random, depth: int = 0) -> Any:
         return "x" * rng.choice([0, 1, 64, 65, 129, 300, 5_000, 40_000])
     if kind == 6:
         return rng.choice(["", " ", "last", "BidAsk", "AAPL", "2147483648", " 0 ", "{tick_type}"])
+    if kind == 7 and rng.random() < 0.5:  # contract specs: sec type, exchange, expiry forms
+        return rng.choice(
+            [
+                "ES:FUT:CME:202703",
+                "ES:FUT:CME:99999999",
+                "AAPL:STK",
+                "::::",
+                "EUR.USD",
+                "ES:OPT",
+                "CL:FUT:NYMEX:0",
+                "es:fut",
+                "X:Y:Z:W:V",
+            ]
+        )
     if kind == 7:
         return rng.choice(["é\u2028\u0000", "🦄" * 50, "'\"\\", "\ufeff", "2025-01-15T10:30Z"])
     if kind == 8:
