@@ -297,3 +297,49 @@ def test_a_blank_contract_is_refused(spec):
             )
         )
     assert info.value.details["field"] == "data.contract_id"
+
+
+@pytest.mark.parametrize("kind", ["subscribe", "unsubscribe", "unsubscribe_all", "ping"])
+def test_every_message_takes_the_top_level_timestamp_and_metadata(kind):
+    data = {
+        "subscribe": {"contract_id": "ES", "tick_types": ["last"]},
+        "unsubscribe": {"stream_id": "s"},
+    }.get(kind)
+    msg = {"type": kind, "id": "m", "timestamp": "2025-01-15T10:30:00.123Z", "metadata": {"a": 1}}
+    if data is not None:
+        msg["data"] = data
+    assert parse_message(orjson.dumps(msg)).timestamp == "2025-01-15T10:30:00.123Z"
+
+
+def test_an_unknown_top_level_field_is_recoverable_and_named():
+    with pytest.raises(MessageError) as info:
+        parse_message('{"type":"ping","id":"q","sent_at":1}')
+    err = info.value
+    assert err.recoverable is True and err.request_id == "q"
+    assert err.details["field"] == "sent_at" and "'sent_at'" in err.message
+    assert "timestamp" in err.details["allowed"] and "metadata" in err.details["allowed"]
+    with pytest.raises(MessageError) as info:  # deeper down: a typo in a known object
+        parse_message('{"type":"ping","data":{"ts":1}}')
+    assert info.value.recoverable is False
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        ('{"resume_from":18446744073709551616}', "data.config.resume_from"),
+        ('{"resume_from":{"last":9223372036854775808}}', "data.config.resume_from.last"),
+        ('{"limit":9223372036854775808}', "data.config.limit"),
+        ('{"timeout_seconds":1e12}', "data.config.timeout_seconds"),
+    ],
+)
+def test_integers_beyond_their_bounds_are_refused_and_can_be_sent_back(config, field):
+    with pytest.raises(MessageError) as info:
+        parse_message(
+            '{"type":"subscribe","data":{"contract_id":"ES","tick_types":["last"],"config":'
+            + config
+            + "}}"
+        )
+    details = info.value.details
+    assert details["field"] == field
+    sent = orjson.loads(orjson.dumps(info.value.body()))  # beyond 64 bits: as text
+    assert str(sent["details"]["got"]) in config.replace("1e12", "1000000000000.0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 
 import fastjsonschema
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from ibstream.protocol.encode import message
 from ibstream.protocol.schema import message_types, side_schema
-from ibstream.protocol.validate import MessageError, parse_message
+from ibstream.protocol.validate import CONTROL_TYPES, STREAM_TYPES, MessageError, parse_message
 from tests.conftest import AAPL, WAIT, get_json, sse, sse_events
 from tests.schema_check import SENT, SchemaCheck
 
@@ -156,22 +157,38 @@ def assert_sound_openapi(spec: dict) -> None:
 # JSON Schema counts 1.0 as an integer; the server wants 1: the one known difference, so the
 # floats drawn here have a fraction.
 _fractional = st.floats(-1, 2000, allow_nan=False).filter(lambda x: not x.is_integer())
+# Integers at every bound the schema sets: 64-bit sequences, limits and ids, 32-bit conIds.
+_edges = st.sampled_from(
+    [0, 1, 2**31 - 1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63), -(2**63) - 1, -(2**64)]
+)
 _values = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-5, 2000),
+    _edges,
     _fractional,
-    st.sampled_from(["5", "", "last"]),
+    st.sampled_from(["5", "", "last", 1e300]),
 )
 # The server takes tick types in any case, with `_`, `-` or nothing between the words.
 TICK_NAMES = ["last", "BidAsk", "mid_point", "nope", "LAST", " bid-ask ", "alllast", "mid__point"]
+# Contract ids as numbers and as digits, around IB's 32-bit conId range.
+SPECS = ["AAPL", "", " ", "X" * 65, "0", " 00265598 ", "2147483647", "2147483648", "9" * 30, "1x"]
+# Top-level fields of the original v2 protocol (timestamp, metadata) and unknown ones.
+_top = {
+    "id": st.one_of(st.integers(-(2**40), 2**40), _edges, st.text(max_size=3), st.booleans()),
+    "timestamp": st.one_of(
+        st.sampled_from(["2025-01-15T10:30:00.123Z", "", "T" * 65, None]), _values
+    ),
+    "metadata": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), _values), _values),
+    "sent_at": _values,
+}
 _subscribe = st.fixed_dictionaries(
     {
         "type": st.just("subscribe"),
         "data": st.fixed_dictionaries(
             {
                 "contract_id": st.one_of(
-                    st.integers(-2, 3), st.sampled_from(["AAPL", "", " ", "X" * 65]), _fractional
+                    st.integers(-2, 3), _edges, st.sampled_from(SPECS), _fractional
                 ),
                 "tick_types": st.one_of(
                     st.lists(st.sampled_from(TICK_NAMES), max_size=3),
@@ -191,12 +208,39 @@ _subscribe = st.fixed_dictionaries(
             },
         ),
     },
-    optional={"id": st.one_of(st.integers(-(2**40), 2**40), st.text(max_size=3), st.booleans())},
+    optional=_top,
+)
+# resume_from on one tick type: a number or {tick_type: number} (which types a position may
+# name is the parser's business beyond the schema)
+_resume = st.fixed_dictionaries(
+    {
+        "type": st.just("subscribe"),
+        "data": st.fixed_dictionaries(
+            {
+                "contract_id": st.just(AAPL),
+                "tick_types": st.just(["last"]),
+                "config": st.fixed_dictionaries(
+                    {"resume_from": st.one_of(_values, st.fixed_dictionaries({"last": _values}))}
+                ),
+            }
+        ),
+    },
+    optional=_top,
+)
+_others = st.fixed_dictionaries(
+    {"type": st.sampled_from(["ping", "unsubscribe", "unsubscribe_all"])},
+    optional={
+        **_top,
+        "data": st.one_of(
+            st.fixed_dictionaries({}, optional={"timestamp": _values, "stream_id": _values}),
+            st.fixed_dictionaries({"stream_id": st.sampled_from(["s", "", "s" * 129])}),
+        ),
+    },
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(_subscribe)
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(_subscribe, _resume, _others))
 def test_schema_and_parser_agree(msg):
     """The published client schema and the validation are the same models: they accept and
     reject the same messages."""
@@ -207,7 +251,7 @@ def test_schema_and_parser_agree(msg):
     except fastjsonschema.JsonSchemaException:
         schema_ok = False
     try:
-        parse_message(orjson.dumps(msg))
+        parse_message(json.dumps(msg))
         parser_ok = True
     except MessageError:
         parser_ok = False
@@ -298,3 +342,59 @@ async def test_an_auth_refusal_reaches_the_sent_observer(make_server):
     assert msg["type"] == "error" and msg["data"]["code"] == "AUTH_REQUIRED"
     assert [orjson.loads(p)["type"] for p in seen] == ["error"]
     assert SENT.checked == before + 1
+
+
+@pytest.mark.parametrize(
+    ("msg", "ok"),
+    [
+        ({"type": "ping", "id": "msg-003", "timestamp": "2025-01-15T10:30:00.123Z"}, True),
+        ({"type": "stats", "timestamp": "2025-01-15T10:30:00.123Z", "metadata": {"a": 1}}, True),
+        ({"type": "unsubscribe_all", "metadata": {"trace": [1, 2]}}, True),
+        ({"type": "ping", "timestamp": 5}, False),
+        ({"type": "ping", "sent_at": "x"}, False),
+        ({"type": "ping", "id": 2**63 - 1}, True),
+        ({"type": "ping", "id": 2**63}, False),
+        ({"type": "subscribe", "data": {"contract_id": 2**31 - 1, "tick_types": ["last"]}}, True),
+        (
+            {"type": "subscribe", "data": {"contract_id": "2147483648", "tick_types": ["last"]}},
+            False,
+        ),
+        ({"type": "subscribe", "data": {"contract_id": 2**31, "tick_types": ["last"]}}, False),
+        (
+            {
+                "type": "subscribe",
+                "data": {
+                    "contract_id": 1,
+                    "tick_types": ["last"],
+                    "config": {"resume_from": 2**64},
+                },
+            },
+            False,
+        ),
+        (
+            {
+                "type": "subscribe",
+                "data": {
+                    "contract_id": 1,
+                    "tick_types": ["last"],
+                    "config": {"resume_from": {"last": 2**63 - 1}, "limit": 2**63 - 1},
+                },
+            },
+            True,
+        ),
+    ],
+)
+def test_the_schema_has_the_protocol_top_level_fields_and_integer_bounds(msg, ok):
+    """`timestamp` and `metadata` on every client message (the original v2 protocol), and
+    integers bounded where the server's are; the parser says the same."""
+    try:
+        _client_validator()(msg)
+        schema_ok = True
+    except fastjsonschema.JsonSchemaException:
+        schema_ok = False
+    try:
+        parse_message(json.dumps(msg), CONTROL_TYPES if msg["type"] == "stats" else STREAM_TYPES)
+        parser_ok = True
+    except MessageError:
+        parser_ok = False
+    assert schema_ok == parser_ok == ok

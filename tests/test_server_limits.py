@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 
@@ -136,7 +137,9 @@ async def wait_connections(server, n: int) -> None:
     await connections.wait_for(lambda: connections.limiter.total == n, WAIT)
 
 
-async def raw_ws_subscribe(port: int, subscribe: list[dict]) -> socket.socket:
+async def raw_ws_subscribe(
+    port: int, subscribe: list[dict], path: str = "/v2/ws/stream"
+) -> socket.socket:
     """A WebSocket client that does the handshake, subscribes and then never reads again.
 
     A tiny receive buffer makes the server's socket back up within a fraction of a second.
@@ -150,7 +153,7 @@ async def raw_ws_subscribe(port: int, subscribe: list[dict]) -> socket.socket:
     await loop.sock_sendall(
         sock,
         (
-            f"GET /v2/ws/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode(),
     )
@@ -288,6 +291,62 @@ async def test_never_reading_sse_client_frees_its_slot_when_its_queue_overflows(
     finally:
         dead.close()
         gateway.set_rate(200)
+
+
+def control_url(server) -> str:
+    return server.url.replace("http", "ws") + "/ws/control"
+
+
+async def test_control_connections_count_against_the_per_ip_limit(make_server, ws_client):
+    """/ws/control takes a per-IP slot like a stream connection: past the limit it is
+    refused as they are (RATE_LIMIT_EXCEEDED, close 1008), and it holds a slot a stream
+    connection then cannot have; /health and /ws/stats stay open."""
+    server = await make_server(max_connections_per_ip=2)
+    async with websockets.connect(control_url(server), open_timeout=WAIT) as control:
+        await control.send('{"type":"ping","id":1}')  # answered: the slot is taken by now
+        assert orjson.loads(await asyncio.wait_for(control.recv(), WAIT))["type"] == "pong"
+        stream = await ws_client(server)
+        _, stats = await get_json(server, "/ws/stats")
+        assert stats["per_ip"] == {"127.0.0.1": 2} and stats["control_connections"] == 1
+        for url in (control_url(server), server.ws_url):
+            async with websockets.connect(url, open_timeout=WAIT) as refused:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        msg = orjson.loads(await asyncio.wait_for(refused.recv(), WAIT))
+                        assert msg["type"] == "error", msg
+                        assert msg["data"]["code"] == "RATE_LIMIT_EXCEEDED"
+                        assert msg["data"]["details"]["max_connections_per_ip"] == 2
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008, url
+        await stream.close()
+        await wait_connections(server, 1)  # the control connection alone
+    await wait_connections(server, 0)
+    async with websockets.connect(control_url(server), open_timeout=WAIT) as again:
+        await again.send('{"type":"stats","id":2}')
+        assert orjson.loads(await asyncio.wait_for(again.recv(), WAIT))["type"] == "stats"
+
+
+async def test_a_control_client_that_never_reads_is_cut_after_the_send_timeout(make_server):
+    """Stats requests from a client that reads none of the replies: once a reply has been
+    stuck for send_timeout the server drops the connection and frees its slot (before,
+    the session waited on that send forever)."""
+    server = await make_server(max_connections_per_ip=1, send_timeout=0.5, socket_send_buffer=8192)
+    connections = server.context.connections
+    requests = [{"type": "stats", "id": i} for i in range(3_000)]
+    dead = await raw_ws_subscribe(server.port, requests, path="/ws/control")
+    try:
+        await connections.wait_for(lambda: connections.control == 1, WAIT)
+        await connections.wait_for(lambda: connections.control == 0, WAIT)
+        assert connections.limiter.total == 0
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(ConnectionResetError):  # reset: it left requests unread
+            async with asyncio.timeout(WAIT):  # what was buffered, then the server's FIN
+                while await loop.sock_recv(dead, 65536):
+                    pass
+    finally:
+        dead.close()
+    async with websockets.connect(control_url(server), open_timeout=WAIT) as fresh:
+        await fresh.send('{"type":"ping","id":"fresh"}')
+        assert orjson.loads(await asyncio.wait_for(fresh.recv(), WAIT))["id"] == "fresh"
 
 
 async def slow_reader(server) -> websockets.ClientConnection:

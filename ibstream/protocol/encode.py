@@ -4,6 +4,9 @@ A tick is encoded once (`encode_tick`) and spliced behind each client's own `str
 prefix, so fan-out to N clients costs one orjson call, not N. The same encoding also gives
 the tick's item of a batched `ticks` message, so a batch is a join of bytes, not a
 re-encode of dicts.
+
+Replies may echo what a client sent; `encodable` makes any parsed JSON value writable (and
+bounded), and `message` falls back to it, so no reply is ever lost to the encoder.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from ibstream.errors import StreamError
 from ibstream.model import Tick, iso_timestamp
 
 PROTOCOL_VERSION = "2.0"
+ECHO_CHARS = 256  # a string echoed back is clipped to this many characters
+ECHO_ITEMS = 64  # items of an echoed list or object kept
+ECHO_DEPTH = 8  # nesting kept; deeper values are replaced by their type name
+_INT64, _UINT64 = -(2**63), 2**64 - 1  # the integers orjson can write
 
 
 @dataclass(slots=True)
@@ -117,6 +124,34 @@ def batch_message(
     return Outgoing("ticks", payload, last_sequence, stream_id, replayed, len(items))
 
 
+def encodable(value: object, depth: int = ECHO_DEPTH) -> object:
+    """`value` (parsed from a client's JSON) in a form orjson writes and a reply can carry:
+    integers beyond 64 bits and non-finite floats as text (orjson refuses the first and
+    writes null for the second), strings clipped to ECHO_CHARS, containers to ECHO_ITEMS
+    items and ECHO_DEPTH levels."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if _INT64 <= value <= _UINT64 else _clip(str(value))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return _clip(value)
+    if isinstance(value, dict | list | tuple) and depth <= 0:
+        return type(value).__name__
+    if isinstance(value, dict):
+        items = list(value.items())[:ECHO_ITEMS]
+        return {_clip(str(k)): encodable(v, depth - 1) for k, v in items}
+    if isinstance(value, list | tuple):
+        return [encodable(v, depth - 1) for v in value[:ECHO_ITEMS]]
+    return _clip(str(value))
+
+
+def _clip(text: str) -> str:
+    text = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
+    return text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates: orjson refuses
+
+
 def message(
     type_: str,
     data: dict,
@@ -137,7 +172,10 @@ def message(
         obj["stream_id"] = stream_id
     obj["timestamp"] = iso_timestamp()
     obj["data"] = {k: v for k, v in data.items() if v is not None}
-    return Outgoing(type_, orjson.dumps(obj))
+    try:
+        return Outgoing(type_, orjson.dumps(obj))
+    except orjson.JSONEncodeError:  # something a client sent, echoed unchecked
+        return Outgoing(type_, orjson.dumps(encodable(obj, depth=ECHO_DEPTH + 4)))
 
 
 def error_message(

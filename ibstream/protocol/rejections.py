@@ -2,7 +2,8 @@
 INVALID_TICK_TYPE) that names the field, says what was expected and what arrived.
 
 The most telling error wins: shallow before deep, so an unknown top-level field is reported
-before a bad value inside `data`.
+before a bad value inside `data`. Whatever arrived is shown so that any encoder can write it:
+long text clipped, numbers JSON cannot carry as text (`_preview`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from ibstream.model import TickType
 from ibstream.protocol import requests as rq
 
 MISSING = object()
+SHOWN_CHARS = 80  # of a value or a field name quoted back to the client
 _SUPPORTED = [t.value for t in TickType]
+_INT64, _UINT64 = -(2**63), 2**64 - 1  # what orjson can write
 
 
 class MessageError(StreamError):
@@ -34,6 +37,7 @@ class MessageError(StreamError):
         request_id: str | int | None = None,
         code: ErrorCode = ErrorCode.INVALID_MESSAGE,
         details: dict | None = None,
+        recoverable: bool | None = None,
     ):
         info = dict(details or {})
         if field is not None:
@@ -42,23 +46,29 @@ class MessageError(StreamError):
             info["expected"] = expected
         if got is not MISSING and got is not None:  # nothing arrived: no `got` (never null)
             info["got"] = _preview(got)
-        super().__init__(code, message, details=info)
+        super().__init__(code, message, details=info, recoverable=recoverable)
         self.request_id = request_id
 
 
+def clip(text: str, limit: int = SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _preview(value: object) -> object:
-    """`value` as shown in an error: long text cut, containers by type, and non-finite
-    numbers as text (JSON has no inf; orjson would write null)."""
+    """`value` as shown in an error: long text cut, containers by type, and numbers JSON
+    cannot carry as text (no inf in JSON, orjson would write null; no ints beyond 64 bits)."""
     if isinstance(value, float) and not math.isfinite(value):
         return repr(value)
-    if isinstance(value, str) and len(value) > 80:
-        return value[:80] + "..."
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT64 <= value <= _UINT64:
+        return clip(str(value), 40)  # JSON parsers give at most 4,300 digits: str() works
+    if isinstance(value, str):
+        return clip(value)
     if isinstance(value, dict | list):
         return type(value).__name__
     return value
 
 
-def _quoted(value: object) -> str:
+def quoted(value: object) -> str:
     """How an error's text names a value: as JSON would say it where Python differs."""
     if value is None:
         return "null"
@@ -71,7 +81,7 @@ def invalid(path: str, expected: str, got: object, rid: str | int | None) -> Mes
     if got is MISSING:
         shown = "missing"
     else:
-        shown = f"got {_quoted(got)}"
+        shown = f"got {quoted(got)}"
     return MessageError(
         f"field '{path}' must be {expected}; {shown}",
         field=path,
@@ -118,16 +128,19 @@ def from_validation(
     skip = rq.RESUME_TAGS | set(tags)
     errors = exc.errors(include_url=False)
     err = min(errors, key=lambda e: len(e["loc"]))
-    parts = [str(p) for p in err["loc"] if p not in skip]
+    parts = [clip(str(p)) for p in err["loc"] if p not in skip]
     path = ".".join(([prefix] if prefix else []) + parts)
     kind, got = err["type"], err.get("input", MISSING)
     if kind == "extra_forbidden":
         allowed = list((_model_at(root, parts[:-1]) or BaseModel).model_fields)
+        top = len(parts) == 1 and root is not None and issubclass(root, rq.Request)
         return MessageError(
-            f"unknown field '{path}'; allowed here: {', '.join(allowed) or 'nothing'}",
+            f"unknown field '{path}'; allowed here: {', '.join(allowed) or 'nothing'}"
+            + ("; the request was not run, send it without that field" if top else ""),
             field=path,
             request_id=rid,
             details={"allowed": allowed},
+            recoverable=True if top else None,
         )
     if kind == "tick_type":
         return MessageError(
@@ -135,7 +148,7 @@ def from_validation(
             code=ErrorCode.INVALID_TICK_TYPE,
             field=path,
             request_id=rid,
-            details={"tick_type": got, "supported": _SUPPORTED},
+            details={"tick_type": _preview(got), "supported": _SUPPORTED},
         )
     if kind == "too_short" and path.endswith("tick_types"):
         return MessageError(

@@ -3,7 +3,10 @@
 These models are the validation (`validate.py` runs them and turns their errors into
 INVALID_MESSAGE) and the published JSON Schema (`schema.py`), so the two cannot drift.
 Unknown fields are rejected rather than ignored: a typo must not silently drop an option
-such as `limit`. `EXPECTED` says, per field, what a person must send; errors quote it.
+such as `limit` (an unknown top-level field is a recoverable error: the request is not run,
+the connection stays open). Every integer has bounds JSON and the server can hold (64-bit
+sequences and ids, IB's 32-bit conIds). `EXPECTED` says, per field, what a person must send;
+errors quote it.
 """
 
 from __future__ import annotations
@@ -28,29 +31,38 @@ from ibstream.model import TickType
 MAX_ID_LEN = 128
 MAX_SPEC_LEN = 64
 MAX_BATCH_MS = 1000
+MAX_TIMESTAMP_LEN = 64
+INT64_MAX = 2**63 - 1
+MAX_CONID = 2**31 - 1  # IB's conId is a 32-bit int
+MAX_TIMEOUT_SECONDS = 366 * 86_400
 IB_TICK_NAMES = ("Last", "AllLast", "BidAsk", "MidPoint")
 
 EXPECTED = {
     "type": "one of {types}",
-    "id": f"a string (up to {MAX_ID_LEN} chars) or an integer",
+    "id": f"a string (up to {MAX_ID_LEN} chars) or a 64-bit integer",
+    "timestamp": f"an ISO-8601 time as a string (up to {MAX_TIMESTAMP_LEN} chars)",
+    "metadata": "an object",
     "data": "an object",
-    "data.contract_id": "a conId (265598) or a symbol such as 'AAPL'",
+    "data.contract_id": f"a conId (265598, 1 to {MAX_CONID}) or a symbol such as 'AAPL'",
     "data.tick_types": "a list such as ['bid_ask', 'last']",
     "data.config": "an object",
-    "data.config.limit": "a positive integer",
-    "data.config.timeout_seconds": "a positive number of seconds",
-    "data.config.resume_from": "a sequence number (integer >= 0), or {tick_type: sequence}",
+    "data.config.limit": f"a positive integer (up to {INT64_MAX})",
+    "data.config.timeout_seconds": f"a positive number of seconds (up to {MAX_TIMEOUT_SECONDS})",
+    "data.config.resume_from": f"a sequence number (integer 0 to {INT64_MAX}), or "
+    "{tick_type: sequence}",
     "data.config.batch_ms": f"a number of milliseconds, 0 (off) to {MAX_BATCH_MS}",
-    "data.stream_id": "the stream_id string from 'subscribed'",
+    "data.stream_id": f"the stream_id string from 'subscribed' (up to {MAX_ID_LEN} chars)",
     "data.timestamp": "any JSON value (echoed back)",
-    "contract_id": "a conId (265598) or a symbol such as 'AAPL'",
-    "limit": "a positive integer",
-    "timeout": "a positive number of seconds",
+    "contract_id": f"a conId (265598, 1 to {MAX_CONID}) or a symbol such as 'AAPL'",
+    "limit": f"a positive integer (up to {INT64_MAX})",
+    "timeout": f"a positive number of seconds (up to {MAX_TIMEOUT_SECONDS})",
     "batch_ms": f"a number of milliseconds, 0 (off) to {MAX_BATCH_MS}",
     "tick_types": "a list such as ?tick_types=bid_ask,last",
-    "resume_from": "a sequence number (50) or per tick type (bid_ask:50,last:3)",
+    "resume_from": f"a sequence number (50, up to {INT64_MAX}) or per tick type "
+    "(bid_ask:50,last:3)",
     "tick_type": "a tick type such as bid_ask or last",
-    "Last-Event-ID": "a sequence number (50) or per tick type (bid_ask:50,last:3)",
+    "Last-Event-ID": f"a sequence number (50, up to {INT64_MAX}) or per tick type "
+    "(bid_ask:50,last:3)",
     "token": "the server's token",
 }
 
@@ -70,21 +82,46 @@ TICK_TYPE_PATTERN = (
 
 
 def contract_value(value: object) -> str | int:
-    """A conId (int or digits) or a symbol spec such as 'AAPL', 'EURUSD', 'ES'."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    """A conId (int or ASCII digits, 1 to MAX_CONID) or a symbol spec such as 'AAPL'."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_CONID:
         return value
-    if isinstance(value, str) and 0 < len(value.strip()) <= MAX_SPEC_LEN:
+    if isinstance(value, str) and len(value) <= MAX_SPEC_LEN:
         text = value.strip()
-        return int(text) if text.isdigit() else text
+        if not (text.isascii() and text.isdigit()):
+            if text:
+                return text
+        elif 0 < int(text) <= MAX_CONID:
+            return int(text)
     raise PydanticCustomError("contract", "not a conId or symbol")
 
 
 def request_id_value(value: object) -> str | int:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and -INT64_MAX - 1 <= value <= INT64_MAX
+    ):
         return value
     if isinstance(value, str) and len(value) <= MAX_ID_LEN:
         return value
     raise PydanticCustomError("request_id", "not a request id")
+
+
+def at_most_pattern(limit: int) -> str:
+    """A regex matching the decimal numbers 1..limit written without leading zeros (so a
+    JSON Schema `pattern` can bound a number sent as digits)."""
+    digits = str(limit)
+    shorter = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    same = [
+        f"{digits[:i]}[{1 if i == 0 else 0}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}"
+        for i, d in enumerate(digits)
+        if int(d) > (1 if i == 0 else 0)
+    ]
+    return "(?:" + "|".join([*shorter, *same, digits]) + ")"
+
+
+# A symbol (not all digits), or a conId as digits within range; blanks around either.
+SPEC_PATTERN = rf"^\s*(?:0*{at_most_pattern(MAX_CONID)}\s*$|(?![0-9]+\s*$)\S)"
 
 
 def tick_type_value(value: object) -> TickType:
@@ -93,8 +130,12 @@ def tick_type_value(value: object) -> TickType:
         value = repr(value)
     try:
         return TickType.parse(value)
-    except StreamError as exc:
-        raise PydanticCustomError("tick_type", exc.message, {"tick_type": value}) from None
+    except StreamError:
+        shown = value if len(value) <= MAX_SPEC_LEN else value[:MAX_SPEC_LEN] + "..."
+        supported = ", ".join(t.value for t in TickType)
+        raise PydanticCustomError(
+            "tick_type", f"unknown tick type {shown!r}; use one of {supported}"
+        ) from None
 
 
 ContractSpec = Annotated[
@@ -103,10 +144,11 @@ ContractSpec = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "exclusiveMinimum": 0},
-                {"type": "string", "maxLength": MAX_SPEC_LEN, "pattern": r"\S"},
+                {"type": "integer", "minimum": 1, "maximum": MAX_CONID},
+                {"type": "string", "maxLength": MAX_SPEC_LEN, "pattern": SPEC_PATTERN},
             ],
-            "description": "IB conId, or a symbol such as 'AAPL', 'EUR.USD', 'ES'",
+            "description": "IB conId (as a number or digits), or a symbol such as 'AAPL', "
+            "'EUR.USD', 'ES'",
         }
     ),
 ]
@@ -126,11 +168,20 @@ TickTypeName = Annotated[
 RequestId = Annotated[
     int | str,
     PlainValidator(request_id_value),
-    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": MAX_ID_LEN}]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": -INT64_MAX - 1, "maximum": INT64_MAX},
+                {"type": "string", "maxLength": MAX_ID_LEN},
+            ]
+        }
+    ),
 ]
-Sequence = Annotated[int, Field(ge=0)]
+Sequence = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Count = Annotated[int, Field(gt=0, le=INT64_MAX)]
 Milliseconds = Annotated[float, Field(ge=0, le=MAX_BATCH_MS, allow_inf_nan=False)]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)]
+ClientTimestamp = Annotated[str, Field(max_length=MAX_TIMESTAMP_LEN)]
 
 
 def _resume_kind(value: Any) -> str:
@@ -149,9 +200,7 @@ class Strict(BaseModel):
 
 
 class SubscribeConfig(Strict):
-    limit: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="end each stream after this many ticks"
-    )
+    limit: Count | None = Field(None, description="end each stream after this many ticks")
     timeout_seconds: Seconds | None = Field(None, description="end each stream after this long")
     resume_from: ResumeFrom | None = Field(
         None,
@@ -172,7 +221,7 @@ class SubscribeData(Strict):
 
 
 class UnsubscribeData(Strict):
-    stream_id: Annotated[str, Field(min_length=1)]
+    stream_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
 
 
 class PingData(Strict):
@@ -185,6 +234,14 @@ class Empty(Strict):
 
 class Request(Strict):
     id: RequestId | None = Field(None, description="echoed in the reply, as sent")
+    timestamp: ClientTimestamp | None = Field(
+        None,
+        description="when the client sent it, ISO-8601 (e.g. 2025-01-15T10:30:00.123Z); not "
+        "checked, a ping's pong echoes it as `client_timestamp`",
+    )
+    metadata: dict[str, Any] | None = Field(
+        None, description="anything the client wants to attach; the server ignores it"
+    )
 
 
 class SubscribeRequest(Request):
@@ -228,9 +285,7 @@ class SseQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    limit: Annotated[int, Field(gt=0)] | None = Field(
-        None, description="end each stream after this many ticks"
-    )
+    limit: Count | None = Field(None, description="end each stream after this many ticks")
     timeout: Seconds | None = Field(None, description="end the response after this many seconds")
     tick_types: str | None = Field(
         None,

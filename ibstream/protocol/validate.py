@@ -18,7 +18,7 @@ from pydantic_core import from_json
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.protocol import requests as rq
-from ibstream.protocol.rejections import MISSING, MessageError, from_validation, invalid
+from ibstream.protocol.rejections import MISSING, MessageError, from_validation, invalid, quoted
 
 STREAM_TYPES = ("subscribe", "unsubscribe", "unsubscribe_all", "ping")
 CONTROL_TYPES = ("stats", "ping")
@@ -48,6 +48,7 @@ class ClientMessage:
     data: dict
     subscribe: Subscribe | None = None
     stream_id: str | None = None
+    timestamp: str | None = None  # the client's top-level `timestamp`, as sent
 
 
 def _request_id(raw: str | bytes) -> str | int | None:
@@ -86,7 +87,7 @@ def _message_error(
     if kind == "union_tag_invalid":
         tag = err["input"].get("type")
         return MessageError(
-            f"unknown message type {tag!r}; expected one of {', '.join(allowed)}",
+            f"unknown message type {quoted(tag)}; expected one of {', '.join(allowed)}",
             field="type",
             expected=" | ".join(allowed),
             got=tag,
@@ -105,7 +106,7 @@ def parse_message(raw: str | bytes, allowed_types: tuple[str, ...] = STREAM_TYPE
         req = adapter.validate_json(raw)
     except ValidationError as exc:
         raise _message_error(exc, raw, allowed_types) from None
-    msg = ClientMessage(req.type, req.id, {})
+    msg = ClientMessage(req.type, req.id, {}, timestamp=req.timestamp)
     if req.type == "ping" and req.data is not None:
         msg.data = req.data.model_dump(exclude_unset=True)
     elif req.type == "subscribe":

@@ -1,8 +1,8 @@
 """Per-IP connection counting and the registry of open stream connections (SSE and WS).
 
-One counter for both transports, so a client cannot dodge the limit by mixing them. The
-control channel, /health and /ws/stats are not counted: they must stay reachable when a
-client has used up its slots.
+One counter for every WebSocket and SSE connection (stream connections and `/ws/control`
+alike), so a client cannot dodge the limit by mixing them. /health and /ws/stats are not
+counted: they stay reachable when a client has used up its slots.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class ConnectionLimiter:
             log.warning("connection limit reached for %s (%d)", ip, self.max_per_ip)
             raise StreamError(
                 ErrorCode.RATE_LIMIT_EXCEEDED,
-                f"at most {self.max_per_ip} stream connections per IP address; "
-                f"close one or share streams on one WebSocket (up to {self.max_streams} per connection)",
+                f"at most {self.max_per_ip} connections per IP address (stream and control "
+                f"connections together); close one or share streams on one WebSocket (up to "
+                f"{self.max_streams} per connection)",
                 details={
                     "ip": ip,
                     "max_connections_per_ip": self.max_per_ip,
@@ -97,18 +98,33 @@ class Connections:
         self.messages_sent = 0
         self.slow_consumers = 0
         self.closed_total = 0
+        self.control = 0  # open /ws/control connections (counted per IP, not in `live`)
         self._changes = Changes()
 
     def open(self, ip: str, transport: str, subscriber: Subscriber) -> Connection:
+        self._take_slot(ip)
+        conn = Connection(transport, ip, subscriber)
+        self.live.add(conn)
+        self._notify()
+        return conn
+
+    def open_control(self, ip: str) -> None:
+        """Take a per-IP slot for a `/ws/control` connection (RATE_LIMIT_EXCEEDED past it)."""
+        self._take_slot(ip)
+        self.control += 1
+        self._notify()
+
+    def _take_slot(self, ip: str) -> None:
         if self.shutting_down:
             raise StreamError(
                 ErrorCode.CONNECTION_ERROR, "the server is shutting down; retry shortly"
             )
         self.limiter.acquire(ip)
-        conn = Connection(transport, ip, subscriber)
-        self.live.add(conn)
+
+    def close_control(self, ip: str) -> None:
+        self.limiter.release(ip)
+        self.control -= 1
         self._notify()
-        return conn
 
     def close(self, conn: Connection) -> None:
         """Release the connection's slot; safe to call more than once."""
@@ -164,6 +180,7 @@ class Connections:
         ]
         return {
             **self.limiter.stats(),
+            "control_connections": self.control,
             "subscribers": subs,
             "max_queue_depth": max((s["queued"] for s in subs), default=0),
             "messages_sent": self.messages_sent,

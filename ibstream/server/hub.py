@@ -171,6 +171,14 @@ class Hub:
         channel.idle_until = time.time() + self.grace_seconds
         log.info("upstream idle for up to %gs: %s %s", self.grace_seconds, *key)
 
+    def drop_unused(self, handle: StreamHandle) -> None:
+        """Cancel the channel of a stream that never really started (its subscribe failed)
+        now if no member is left, rather than after the grace period."""
+        key = StreamKey(handle.contract.contract_id, handle.tick_type)
+        channel = self.channels.get(key)
+        if channel is not None and not channel.members:
+            self._drop(key)
+
     def _expire(self, channel: Channel) -> None:
         if self.channels.get(channel.key) is channel and not channel.members:
             self._drop(channel.key)

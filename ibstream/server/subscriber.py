@@ -123,18 +123,22 @@ class Subscriber:
                 ErrorCode.CONNECTION_ERROR, "this connection closed while subscribing"
             )
         handles = []
-        for tick_type in tick_types:
-            handle = StreamHandle(
-                self, contract, tick_type, limit=limit, timeout=timeout, batch_ms=batch_ms
-            )
-            self.streams[handle.stream_id] = handle
-            handles.append(handle)
-        for handle in handles:
-            self.hub.attach(handle)
-            handle.start_sequence = handle.last_sequence = self.hub.last_sequence(
-                contract.contract_id, handle.tick_type
-            )
-            handle.start_timeout()
+        try:
+            for tick_type in tick_types:
+                handle = StreamHandle(
+                    self, contract, tick_type, limit=limit, timeout=timeout, batch_ms=batch_ms
+                )
+                self.streams[handle.stream_id] = handle
+                handles.append(handle)
+            for handle in handles:
+                self.hub.attach(handle)
+                handle.start_sequence = handle.last_sequence = self.hub.last_sequence(
+                    contract.contract_id, handle.tick_type
+                )
+                handle.start_timeout()
+        except BaseException:
+            self.abandon(handles)
+            raise
         return handles
 
     def prepare_replay(
@@ -211,6 +215,17 @@ class Subscriber:
         self.put(
             message("complete", handle.summary(reason), stream_id=handle.stream_id), force=True
         )
+
+    def abandon(self, handles: list[StreamHandle], told: bool = False) -> None:
+        """Undo a subscribe that failed part-way: detach its streams (with `complete`
+        reason error when the client was `told` their ids) and cancel at once any upstream
+        left without a member, instead of keeping it for the grace period."""
+        for handle in handles:
+            if told:
+                self.complete(handle, "error")
+            else:
+                self._detach(handle)
+            self.hub.drop_unused(handle)
 
     def _detach(self, handle: StreamHandle) -> None:
         handle.active = False

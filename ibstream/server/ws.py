@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ibstream.errors import CloseCode, ErrorCode, StreamError
 from ibstream.model import TickType, iso_timestamp
-from ibstream.protocol.encode import PROTOCOL_VERSION, error_message, message
+from ibstream.protocol.encode import PROTOCOL_VERSION, Outgoing, encodable, error_message, message
 from ibstream.protocol.validate import ClientMessage, MessageError, parse_message
 from ibstream.server.subscriber import Subscriber, subscribed_message
 from ibstream.server.ws_writer import SEND_FAILED, Writer
@@ -58,6 +58,14 @@ def too_big(size: int, limit: int) -> StreamError:
         f"message of {size} bytes exceeds the limit of {limit} bytes; the connection closes (1009)",
         details={"size": size, "max_message_bytes": limit},
     )
+
+
+def pong(req: ClientMessage) -> Outgoing:
+    """The answer to a ping: `client_timestamp` is the ping's `data.timestamp`, else its
+    top-level `timestamp` (the original v2 protocol's), as sent (made encodable)."""
+    sent = req.data.get("timestamp", req.timestamp)
+    data = {"client_timestamp": encodable(sent), "server_timestamp": iso_timestamp()}
+    return message("pong", data, request_id=req.request_id)
 
 
 def raw_text(msg: dict) -> str | bytes:
@@ -165,16 +173,16 @@ class StreamSession:
                 self._handle(parse_message(raw))
             except MessageError as exc:
                 self.sub.put(error_message(exc, request_id=exc.request_id))
+            except Exception:  # a bug of ours: the client gets an answer, the reader lives
+                log.exception("%s: request failed", self.sub.client)
+                error = StreamError(ErrorCode.INTERNAL_ERROR, "request failed; retry")
+                self.sub.put(error_message(error))
 
     def _handle(self, req: ClientMessage) -> None:
         rid = req.request_id
         sub = self.sub
         if req.type == "ping":
-            pong = {
-                "client_timestamp": req.data.get("timestamp"),
-                "server_timestamp": iso_timestamp(),
-            }
-            sub.put(message("pong", pong, request_id=rid))
+            sub.put(pong(req))
         elif req.type == "unsubscribe":
             assert req.stream_id is not None
             try:
@@ -236,26 +244,35 @@ class StreamSession:
         task.add_done_callback(done)
 
     async def _subscribe(self, req: ClientMessage) -> list[StreamHandle] | None:
+        """Subscribe, reply `subscribed`, start the replay. Any failure on the way leaves
+        nothing attached (the streams are abandoned, their upstream too if no one else
+        holds it) and answers an `error` with the request's id."""
         spec = req.subscribe
         assert spec is not None
         rid = req.request_id
+        handles: list[StreamHandle] = []
+        told = False  # `subscribed` queued: the client knows the stream ids
         try:
             handles = await self.sub.subscribe(
                 spec.contract,
                 spec.tick_types,
                 limit=spec.limit,
                 timeout=spec.timeout,
-                batch_ms=getattr(spec, "batch_ms", None),
+                batch_ms=spec.batch_ms,
             )
+            plan = self.sub.prepare_replay(handles, spec.resume_from)  # sets start_sequence
+            self.sub.put(subscribed_message(handles, spec, rid))
+            told = True
+            self.sub.start(handles, plan)  # after `subscribed`: the client knows the ids first
+            return handles
         except StreamError as exc:
-            self.sub.put(error_message(exc, request_id=rid))
-            return None
-        except Exception as exc:  # an unexpected source failure must not kill the connection
-            log.exception("subscribe %r failed", spec.contract)
-            error = StreamError(ErrorCode.INTERNAL_ERROR, f"subscribe failed: {exc}")
-            self.sub.put(error_message(error, request_id=rid))
-            return None
-        plan = self.sub.prepare_replay(handles, spec.resume_from)  # sets start_sequence
-        self.sub.put(subscribed_message(handles, spec, rid))
-        self.sub.start(handles, plan)  # after `subscribed`: the client knows the ids first
-        return handles
+            error = exc
+        except Exception as exc:  # a failure of ours must not kill the connection
+            log.exception("%s: subscribe %r failed", self.sub.client, spec.contract)
+            error = StreamError(
+                ErrorCode.INTERNAL_ERROR,
+                f"subscribe failed ({type(exc).__name__}); nothing was subscribed, retry",
+            )
+        self.sub.abandon(handles, told)
+        self.sub.put(error_message(error, request_id=rid))
+        return None
