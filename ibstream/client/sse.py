@@ -88,6 +88,9 @@ class SSETransport:
             raise await error_from_response(response)
         return loop.time() - started
 
+    def stream_room(self) -> int | None:
+        return None  # one response per subscription: the per-IP limit applies, not this
+
     async def open(self, sub: Subscription) -> None:
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._run(sub, opened), name=f"ibstream-sse {sub.spec}")
