@@ -27,6 +27,7 @@ CONSTRUCTOR = [
     ({"request_timeout": "10"}, TypeError, "request_timeout"),
     ({"connect_timeout": -1}, ValueError, "connect_timeout"),
     ({"close_timeout": float("nan")}, ValueError, "close_timeout"),
+    ({"ping_interval": 0}, ValueError, "ping_interval"),
     ({"max_queue": 0}, ValueError, "max_queue"),
     ({"max_queue": 2.5}, TypeError, "max_queue"),
     ({"backoff": 3}, TypeError, "backoff"),

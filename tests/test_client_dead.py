@@ -11,7 +11,7 @@ import pytest
 
 from ibstream.client import AsyncClient, Backoff, Client
 from ibstream.errors import ErrorCode, StreamError
-from tests.client_fixtures import free_port
+from tests.client_fixtures import ServerProcess, free_port
 from tests.conftest import WAIT
 from tests.proxy import TcpProxy
 
@@ -97,3 +97,31 @@ def test_sync_client_fails_clearly_without_a_server():
     assert info.value.code is ErrorCode.CONNECTION_ERROR
     client.close()
     assert client.state == "closed"
+
+
+@pytest.fixture
+async def server_process(gateway):
+    process = ServerProcess(gateway.port)
+    try:
+        yield process
+    finally:
+        await process.kill()
+
+
+async def test_idle_sse_client_notices_a_killed_server_within_two_ping_intervals(
+    server_process,
+):
+    interval = 1.0
+    await server_process.start()
+    client = AsyncClient(server_process.url, "sse", ping_interval=interval)
+    try:
+        await client.collect("ES", limit=5, progress=False)  # then no response is open
+        assert client.state == "connected" and client.subscriptions == []
+        await server_process.kill()  # SIGKILL: nothing tells the client
+        await client.wait_for(lambda: client.state == "reconnecting", 2 * interval)
+        await server_process.start()  # back on the same port
+        await client.wait_for(lambda: client.state == "connected", WAIT)
+        assert client.reconnects == 1
+        assert len(await client.collect("ES", limit=5, progress=False)) == 5
+    finally:
+        await client.close()

@@ -46,6 +46,7 @@ class AsyncClient:
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
+        ping_interval: float = 15.0,
         backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
         max_queue: int = 10_000,
         on_event: Listener | None = None,
@@ -59,6 +60,7 @@ class AsyncClient:
             request_timeout=arguments.number("request_timeout", request_timeout),  # type: ignore[arg-type]
             connect_timeout=arguments.number("connect_timeout", connect_timeout),  # type: ignore[arg-type]
             close_timeout=arguments.number("close_timeout", close_timeout),  # type: ignore[arg-type]
+            ping_interval=arguments.number("ping_interval", ping_interval),  # type: ignore[arg-type]
             max_queue=arguments.count("max_queue", max_queue),  # type: ignore[arg-type]
             backoff=arguments.instance("backoff", backoff, Backoff, "a Backoff(...)"),
         )
@@ -318,6 +320,7 @@ class AsyncClient:
             request_timeout=o.request_timeout,
             connect_timeout=o.connect_timeout,
             close_timeout=o.close_timeout,
+            ping_interval=o.ping_interval,
             backoff=o.backoff,
             max_queue=o.max_queue,
         )

@@ -89,6 +89,7 @@ class Client:
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
+        ping_interval: float = 15.0,
         backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
         max_queue: int = 10_000,
         on_event: Listener | None = None,
@@ -100,6 +101,7 @@ class Client:
             request_timeout=request_timeout,
             connect_timeout=connect_timeout,
             close_timeout=close_timeout,
+            ping_interval=ping_interval,
             backoff=backoff,
             max_queue=max_queue,
             on_event=on_event,
