@@ -232,6 +232,7 @@ class AsyncClient:
         buffer = TickBuffer(max_ticks=max_ticks, max_seconds=max_seconds)
         sub = self._new_subscription(contract, tick_types, BufferSink(buffer), batch_ms)
         await self._open(sub)
+        buffer.contracts = [dict(sub.contract)] if sub.contract else []
         self._buffers[id(buffer)] = sub
         return buffer
 

@@ -154,6 +154,10 @@ class Collection:
             if on_progress is not None:
                 on_progress(self.count)
 
+    def contracts(self) -> list[dict]:
+        """The resolved contracts collected (the server's `subscribed` contract), each once."""
+        return [dict(part.sub.contract) for part in self.owners.values() if part.sub.contract]
+
     def stop_on(self, client: AsyncClient | None, sub: Any) -> None:
         """Remember where `sub` runs (None: the collecting client itself, not held here, so
         that a client nobody references can be freed at once), to stop it at the end."""
@@ -163,6 +167,7 @@ class Collection:
         """The tick frame; a stream's error is raised with what arrived before it as `.frame`
         (an hour of ticks is not lost to one refusal)."""
         frame = self.builder.to_frame()
+        frame.attrs["contracts"] = self.contracts()
         if self.error is not None:
             self.error.frame = frame  # type: ignore[attr-defined]
             raise self.error
