@@ -20,6 +20,7 @@ from httpx_sse import EventSource, aconnect_sse
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
+from tests.client_fixtures import ServerProcess
 from tests.schema_check import SENT
 
 AAPL, EURUSD = 265598, 12087792
@@ -77,6 +78,16 @@ def checked(observer: Callable[[bytes], None] | None) -> Callable[[bytes], None]
     if observer is None or observer is SENT:
         return SENT
     return lambda payload: (SENT(payload), observer(payload))  # type: ignore[func-returns-value]
+
+
+@pytest.fixture
+async def server_process(gateway: GatewaySimulator) -> AsyncIterator[ServerProcess]:
+    """`ibstream serve` as a child process on the gateway, to kill and start again."""
+    process = ServerProcess(gateway.port)
+    try:
+        yield process
+    finally:
+        await process.kill()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 
 from ibstream.client import AsyncClient, Backoff, Client
 from ibstream.errors import ErrorCode, StreamError
-from tests.client_fixtures import ServerProcess, free_port
+from tests.client_fixtures import free_port
 from tests.conftest import WAIT
 from tests.proxy import TcpProxy
 
@@ -97,15 +97,6 @@ def test_sync_client_fails_clearly_without_a_server():
     assert info.value.code is ErrorCode.CONNECTION_ERROR
     client.close()
     assert client.state == "closed"
-
-
-@pytest.fixture
-async def server_process(gateway):
-    process = ServerProcess(gateway.port)
-    try:
-        yield process
-    finally:
-        await process.kill()
 
 
 async def test_idle_sse_client_notices_a_killed_server_within_two_ping_intervals(

@@ -313,18 +313,9 @@ class AsyncClient:
     async def _helper(self) -> AsyncClient:
         """Another connection with this client's settings, for a collection wider than one
         connection (its events go to this client's listeners too)."""
-        o = self.options
-        helper = AsyncClient(
-            self.server,
-            self.transport,
-            self.token,
-            request_timeout=o.request_timeout,
-            connect_timeout=o.connect_timeout,
-            close_timeout=o.close_timeout,
-            ping_interval=o.ping_interval,
-            backoff=o.backoff,
-            max_queue=o.max_queue,
-        )
+        same = ("request_timeout", "connect_timeout", "close_timeout", "ping_interval")
+        settings = {name: getattr(self.options, name) for name in (*same, "backoff", "max_queue")}
+        helper = AsyncClient(self.server, self.transport, self.token, **settings)
         helper._events.listeners = self._events.listeners
         try:
             return await helper.connect()
