@@ -51,17 +51,18 @@ class AsyncClient:
         max_queue: int = 10_000,
         on_event: Listener | None = None,
     ):
-        self.server = base_url(arguments.text("server", server))  # type: ignore[arg-type]
+        self.server = base_url(arguments.text("server", server))
         self.transport = arguments.choice("transport", transport, TRANSPORTS)
-        self.token = env_token(
-            arguments.text("token", token, optional=True)
-        )  # None: $IBSTREAM_TOKEN
+        self.token = env_token(arguments.maybe(arguments.text, "token", token))  # $IBSTREAM_TOKEN
+        seconds = {
+            "request_timeout": request_timeout,
+            "connect_timeout": connect_timeout,
+            "close_timeout": close_timeout,
+            "ping_interval": ping_interval,
+        }
         self.options = ClientOptions(
-            request_timeout=arguments.number("request_timeout", request_timeout),  # type: ignore[arg-type]
-            connect_timeout=arguments.number("connect_timeout", connect_timeout),  # type: ignore[arg-type]
-            close_timeout=arguments.number("close_timeout", close_timeout),  # type: ignore[arg-type]
-            ping_interval=arguments.number("ping_interval", ping_interval),  # type: ignore[arg-type]
-            max_queue=arguments.count("max_queue", max_queue),  # type: ignore[arg-type]
+            **{name: arguments.number(name, value) for name, value in seconds.items()},
+            max_queue=arguments.count("max_queue", max_queue),
             backoff=arguments.instance("backoff", backoff, Backoff, "a Backoff(...)"),
         )
         arguments.callback("on_event", on_event)
@@ -178,7 +179,7 @@ class AsyncClient:
         fewer, larger frames for high rates; ticks still arrive one dict each.
         """
         arguments.callback("on_tick", on_tick)
-        queue = arguments.count("max_queue", max_queue, optional=True) or self.options.max_queue
+        queue = arguments.maybe(arguments.count, "max_queue", max_queue) or self.options.max_queue
         return AsyncStream(self, contract, tick_types, on_tick, queue, batch_ms)
 
     async def collect(
@@ -227,8 +228,8 @@ class AsyncClient:
         filling until it is closed or `unsubscribe(buffer)` is called."""
         from ibstream.client.buffer import TickBuffer
 
-        max_ticks = arguments.count("max_ticks", max_ticks, optional=True)  # type: ignore[assignment]
-        max_seconds = arguments.number("max_seconds", max_seconds, optional=True)
+        max_ticks = arguments.maybe(arguments.count, "max_ticks", max_ticks)
+        max_seconds = arguments.maybe(arguments.number, "max_seconds", max_seconds)
         buffer = TickBuffer(max_ticks=max_ticks, max_seconds=max_seconds)
         sub = self._new_subscription(contract, tick_types, BufferSink(buffer), batch_ms)
         await self._open(sub)

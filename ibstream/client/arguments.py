@@ -10,17 +10,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _got(value: object) -> str:
     return f"got {value!r} ({type(value).__name__})"
 
 
-def number(name: str, value: object, *, optional: bool = False) -> float | None:
+def maybe(check: Callable[[str, object], T], name: str, value: object) -> T | None:
+    """None, or what `check` makes of the value."""
+    return None if value is None else check(name, value)
+
+
+def number(name: str, value: object) -> float:
     """A positive, finite number (int or float, not bool)."""
-    if value is None and optional:
-        return None
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a positive number; {_got(value)}")
     if not 0 < float(value) < math.inf:
@@ -28,10 +33,8 @@ def number(name: str, value: object, *, optional: bool = False) -> float | None:
     return float(value)
 
 
-def count(name: str, value: object, *, optional: bool = False) -> int | None:
+def count(name: str, value: object) -> int:
     """A positive integer (not bool)."""
-    if value is None and optional:
-        return None
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be a positive integer; {_got(value)}")
     if value < 1:
@@ -39,9 +42,7 @@ def count(name: str, value: object, *, optional: bool = False) -> int | None:
     return int(value)
 
 
-def text(name: str, value: object, *, optional: bool = False) -> str | None:
-    if value is None and optional:
-        return None
+def text(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string; {_got(value)}")
     return value

@@ -29,8 +29,8 @@ Contracts = str | int | Iterable[str | int]
 
 
 def check_bounds(seconds: float | None, limit: int | None) -> None:
-    arguments.number("seconds", seconds, optional=True)
-    arguments.count("limit", limit, optional=True)
+    arguments.maybe(arguments.number, "seconds", seconds)
+    arguments.maybe(arguments.count, "limit", limit)
 
 
 def contract_list(contract: object) -> list[str | int]:

@@ -184,7 +184,7 @@ class Client:
         """Subscribe now; iterate the result, or pass `on_tick` (runs on the loop thread).
         `batch_ms`: see `AsyncClient.stream`."""
         arguments.callback("on_tick", on_tick)
-        max_queue = arguments.count("max_queue", max_queue, optional=True)
+        max_queue = arguments.maybe(arguments.count, "max_queue", max_queue)
         inbox = None if on_tick else ThreadInbox(max_queue or self._async.options.max_queue)
         sink: Sink = CallbackSink(on_tick) if on_tick else inbox  # type: ignore[assignment]
         sub = self._async._new_subscription(contract, tick_types, sink, batch_ms)
