@@ -72,3 +72,21 @@ async def test_an_on_tick_stream_and_a_buffer_keep_their_unreferenced_client_ali
     async with asyncio.timeout(20):
         await enough.wait()
     assert buffer.total >= 100  # opened first on the same channel: it kept receiving too
+
+
+def test_clients_still_referenced_give_up_their_idle_connections(limited_server):
+    kept = []  # as a notebook's output history keeps each cell's last value
+    for _ in range(RUNS):
+        client = Client(limited_server.url)
+        assert len(client.collect("ES", limit=5, progress=False)) == 5
+        kept.append(client)
+    assert kept[0].state == "connecting"  # its idle connection went to a later client
+    assert len(kept[0].collect("ES", limit=5, progress=False)) == 5  # and it reconnects
+    busy = kept[1].stream("ES", "last")  # a client with a stream open keeps its connection
+    next(iter(busy))
+    for _ in range(RUNS):
+        assert len(Client(limited_server.url).collect("ES", limit=5, progress=False)) == 5
+    assert kept[1].state == "connected" and busy.active
+    busy.close()
+    for client in kept:
+        client.close()

@@ -25,7 +25,7 @@ from ibstream.client.collect import (
     start_collection,
 )
 from ibstream.client.events import ClientEvent, ClientState, EventLog, Listener
-from ibstream.client.lifetime import Held, release_when_garbage
+from ibstream.client.lifetime import Held, release_when_garbage, with_room
 from ibstream.client.options import TRANSPORTS, Backoff, ClientOptions, base_url, env_token
 from ibstream.client.progress import Progress, ProgressOption, check_progress
 from ibstream.client.sinks import BufferSink, CallbackSink, Sink
@@ -115,9 +115,22 @@ class AsyncClient:
             if self.closed:
                 raise connection_error("cannot connect", "this client is closed")
             if self._link is None:
-                self._link = await self._start_link()
+                self._link = await with_room(self, self._start_link)
                 self._events.set_state(ClientState.CONNECTED, f"connected to {self.server}")
         return self
+
+    def _idle(self) -> bool:
+        """Connected, with no subscription and nothing under way."""
+        busy = self._starting is not None or self._released or self.subscriptions
+        return self._link is not None and not busy and not self.closed
+
+    async def _suspend(self) -> None:
+        """Close an idle connection to make room (see lifetime.py); the next call reconnects."""
+        link, self._link = self._link, None
+        self._held.link = None
+        if link is not None:
+            self._events.set_state(ClientState.CONNECTING, "idle connection closed for another")
+            await link.close()
 
     async def _start_link(self) -> Transport:
         """A started transport; a close() meanwhile stops the start, and no link survives it."""
@@ -282,7 +295,8 @@ class AsyncClient:
         assert self._link is not None
         if isinstance(sub.sink, CallbackSink | BufferSink):  # it goes on by itself: so does the
             sub.keeper = self  # client while it runs (see lifetime.py)
-        await self._link.open(sub)
+        link = self._link
+        await with_room(self, lambda: link.open(sub))  # SSE: a response is a connection
         if self.closed:  # closed meanwhile: end it here too
             sub.finish()
             raise connection_error(f"cannot subscribe {sub.spec}", "this client was closed")

@@ -11,20 +11,36 @@ finaliser holds a `Held` (the transport, its loop, the event log) and never the 
 one deliberate exception: a subscription that goes on by itself (an `on_tick` stream, a
 `buffer()`) keeps its client alive through `Subscription.keeper` until it ends, because the
 callback or the buffer is its consumer, not the client handle.
+
+A client can also outlive its use while still referenced (a notebook's output history holds
+a cell's last value). When the server refuses a connection for its per-IP limit, the
+connections of this process's idle clients of that server (connected, no subscription) are
+closed to make room, and the connection is tried again; those clients reconnect on their next
+call (`free_idle`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import weakref
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ibstream.client.events import ClientState, EventLog
+from ibstream.client.options import Backoff
+from ibstream.errors import ErrorCode, StreamError
 
+if TYPE_CHECKING:
+    from ibstream.client.aio import AsyncClient
+
+T = TypeVar("T")
 log = logging.getLogger("ibstream.client")
+_SETTLE = Backoff(initial=0.05, maximum=0.5)
 _closing: set[asyncio.Task[None]] = set()  # strong references until each close ends
+_clients: weakref.WeakSet[AsyncClient] = weakref.WeakSet()  # every client of this process
 
 
 class Held:
@@ -39,7 +55,8 @@ class Held:
         self.name = name
 
 
-def release_when_garbage(client: object, held: Held) -> weakref.finalize:
+def release_when_garbage(client: AsyncClient, held: Held) -> weakref.finalize:
+    _clients.add(client)
     finalizer = weakref.finalize(client, _release, held)
     finalizer.atexit = False  # at interpreter exit the loop is gone anyway
     return finalizer
@@ -65,3 +82,55 @@ def _close(held: Held, link: Any) -> None:
     task = asyncio.ensure_future(link.close())
     _closing.add(task)
     task.add_done_callback(_closing.discard)
+
+
+def per_ip_limit(exc: BaseException) -> bool:
+    """The server's refusal of one more connection from this IP address."""
+    return (
+        isinstance(exc, StreamError)
+        and exc.code == ErrorCode.RATE_LIMIT_EXCEEDED
+        and "max_connections_per_ip" in exc.details
+    )
+
+
+async def free_idle(client: AsyncClient) -> int:
+    """Close the connections of this process's other idle clients of `client.server` on this
+    loop; returns how many. They reconnect on their next call."""
+    loop = asyncio.get_running_loop()
+    idle = [
+        other
+        for other in list(_clients)
+        if other is not client
+        and other.server == client.server
+        and other._held.loop is loop
+        and other._idle()
+    ]
+    for other in idle:
+        await other._suspend()
+    if idle:
+        log.warning(
+            "%s: the server's per-IP connection limit was reached; closed the idle "
+            "connections of %d earlier client(s) of this process (close clients with `with` "
+            "or close() to keep within the limit)",
+            client.server,
+            len(idle),
+        )
+    return len(idle)
+
+
+async def with_room(client: AsyncClient, attempt: Callable[[], Awaitable[T]]) -> T:
+    """`attempt()`; refused for the per-IP limit, tried again once idle connections of this
+    process were freed (a few times, while the server finishes closing them)."""
+    try:
+        return await attempt()
+    except StreamError as exc:
+        if not (per_ip_limit(exc) and await free_idle(client)):
+            raise
+    for delay in itertools.islice(_SETTLE.delays(), 3):
+        try:
+            return await attempt()
+        except StreamError as exc:
+            if not per_ip_limit(exc):
+                raise
+        await asyncio.sleep(delay)  # backoff while the freed slots are released
+    return await attempt()
