@@ -325,19 +325,6 @@ class AsyncClient:
         assert self._link is not None
         return self._link.stream_room()
 
-    async def _helper(self) -> AsyncClient:
-        """Another connection with this client's settings, for a collection wider than one
-        connection (its events go to this client's listeners too)."""
-        same = ("request_timeout", "connect_timeout", "close_timeout", "ping_interval")
-        settings = {name: getattr(self.options, name) for name in (*same, "backoff", "max_queue")}
-        helper = AsyncClient(self.server, self.transport, self.token, **settings)
-        helper._events.listeners = self._events.listeners
-        try:
-            return await helper.connect()
-        except BaseException:
-            await helper.close()
-            raise
-
     async def _settle(self) -> None:
         if self._link is not None:
             await self._link.settle()

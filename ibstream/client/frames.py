@@ -27,11 +27,11 @@ Rows keep arrival order, duplicate stamps included: IB's one-second tick times c
 ticks across streams, arrival can. A frame of subscribed ticks (collect, a client's buffer)
 also says which contracts it holds: `frame.attrs["contracts"]`, one dict per contract
 (`contract_id`, `symbol`, `local_symbol`, `exchange`, `currency`, `min_tick`, `multiplier`,
-`last_trade_date` ...), kept by Parquet (pyarrow) and read by `contract_info(frame)`. The
-frame round-trips through Parquet unchanged, except that an empty frame loses its tick_type
-categories (Parquet keeps a dictionary only with data); `conform_ticks` restores the schema
-of a frame read back from a file (a file written before `conditions` / `ib_time` existed gets
-them empty).
+`last_trade_date` ...), kept by Parquet (pyarrow), carried by `classify` and read by
+`footprint` for its default tick size. The frame round-trips through Parquet unchanged,
+except that an empty frame loses its tick_type categories (Parquet keeps a dictionary only
+with data); `conform_ticks` restores the schema of a frame read back from a file (a file
+written before `conditions` / `ib_time` existed gets them empty).
 
 Every source becomes `TickColumns` (typed numpy columns) first, then the frame; rows and
 payloads take a fast Arrow path and fall back, for input Arrow rejects, to a Python path

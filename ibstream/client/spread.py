@@ -33,7 +33,7 @@ class Room:
             left = self.free[id(candidate)]
             if left is None or left >= streams:
                 return self._use(candidate, streams)
-        helper = await self.client._helper()
+        helper = await helper_client(self.client)
         helpers.append(helper)
         self.free[id(helper)] = await helper._stream_room()
         return self._use(helper, streams)
@@ -48,3 +48,16 @@ class Room:
         if left is not None:
             self.free[id(client)] = left - streams
         return client
+
+
+async def helper_client(client: AsyncClient) -> AsyncClient:
+    """Another connection with `client`'s settings (its events go to `client`'s listeners)."""
+    same = ("request_timeout", "connect_timeout", "close_timeout", "ping_interval")
+    settings = {name: getattr(client.options, name) for name in (*same, "backoff", "max_queue")}
+    helper = type(client)(client.server, client.transport, client.token, **settings)
+    helper._events.listeners = client._events.listeners
+    try:
+        return await helper.connect()
+    except BaseException:
+        await helper.close()
+        raise
