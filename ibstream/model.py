@@ -1,7 +1,8 @@
 """The data model shared by every layer: tick types, ticks and contracts.
 
 A tick is stamped with a nanosecond receive time when it leaves ib_insync, because IB's own
-tick time has one-second resolution: arrival order is the only order between streams.
+tick time has one-second resolution: arrival order is the only order between streams. IB's
+time is kept beside it (`ib_time`, epoch seconds) for research that wants the venue's clock.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Tick:
     mid_price: float | None = None
     exchange: str | None = None
     conditions: str | None = None
+    ib_time: int | None = None  # IB's own tick time, epoch seconds
 
     def data(self, sequence: int) -> dict:
         """The `data` object of a tick message: snake_case, nulls omitted. Spelled out field
@@ -131,6 +133,8 @@ class Tick:
             out["exchange"] = self.exchange
         if self.conditions:
             out["conditions"] = self.conditions
+        if self.ib_time is not None:
+            out["ib_time"] = self.ib_time
         return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import socket
 import sys
@@ -59,9 +60,10 @@ class EventRecorder:
 
 
 @contextlib.contextmanager
-def threaded_server() -> Iterator[ServerHandle]:
+def threaded_server(**overrides: object) -> Iterator[ServerHandle]:
     """A gateway simulator and a server on their own loop thread: usable from sync tests and
-    from async tests that block their own loop (e.g. by calling the sync Client)."""
+    from async tests that block their own loop (e.g. by calling the sync Client).
+    `overrides`: ServerSettings fields."""
     loop = asyncio.new_event_loop()
 
     def serve() -> None:
@@ -81,6 +83,7 @@ def threaded_server() -> Iterator[ServerHandle]:
             max_connections_per_ip=100,
             sent_observer=SENT,
         )
+        settings = dataclasses.replace(settings, **overrides)
         return gateway, await start_server(settings)
 
     gateway, server = asyncio.run_coroutine_threadsafe(start(), loop).result(WAIT)

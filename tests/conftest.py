@@ -22,6 +22,7 @@ from ibstream.gateway import SESSION_DATE, GatewaySimulator
 from ibstream.gateway.contracts import SESSION_DATE_ENV
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
+from tests.client_fixtures import ServerProcess
 from tests.schema_check import SENT
 
 AAPL, EURUSD = 265598, 12087792
@@ -82,6 +83,16 @@ def checked(observer: Callable[[bytes], None] | None) -> Callable[[bytes], None]
     if observer is None or observer is SENT:
         return SENT
     return lambda payload: (SENT(payload), observer(payload))  # type: ignore[func-returns-value]
+
+
+@pytest.fixture
+async def server_process(gateway: GatewaySimulator) -> AsyncIterator[ServerProcess]:
+    """`ibstream serve` as a child process on the gateway, to kill and start again."""
+    process = ServerProcess(gateway.port)
+    try:
+        yield process
+    finally:
+        await process.kill()
 
 
 @pytest.fixture

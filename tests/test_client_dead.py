@@ -97,3 +97,22 @@ def test_sync_client_fails_clearly_without_a_server():
     assert info.value.code is ErrorCode.CONNECTION_ERROR
     client.close()
     assert client.state == "closed"
+
+
+async def test_idle_sse_client_notices_a_killed_server_within_two_ping_intervals(
+    server_process,
+):
+    interval = 1.0
+    await server_process.start()
+    client = AsyncClient(server_process.url, "sse", ping_interval=interval)
+    try:
+        await client.collect("ES", limit=5, progress=False)  # then no response is open
+        assert client.state == "connected" and client.subscriptions == []
+        await server_process.kill()  # SIGKILL: nothing tells the client
+        await client.wait_for(lambda: client.state == "reconnecting", 2 * interval)
+        await server_process.start()  # back on the same port
+        await client.wait_for(lambda: client.state == "connected", WAIT)
+        assert client.reconnects == 1
+        assert len(await client.collect("ES", limit=5, progress=False)) == 5
+    finally:
+        await client.close()

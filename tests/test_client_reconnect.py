@@ -31,15 +31,6 @@ def recorder() -> EventRecorder:
     return EventRecorder()
 
 
-@pytest.fixture
-async def server_process(gateway):
-    process = ServerProcess(gateway.port)
-    try:
-        yield process
-    finally:
-        await process.kill()
-
-
 class Ticks(Changes):
     """An on_tick callback that keeps every tick and wakes waiters."""
 

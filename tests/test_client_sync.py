@@ -64,7 +64,7 @@ def test_sync_client_from_another_thread(threaded_server):
 
 def test_collect_shows_progress(threaded_server, capsys):
     with Client(threaded_server.url) as client:
-        frame = client.collect("ES", limit=30)
+        frame = client.collect("ES", limit=30, progress=True)  # forced: stderr is no terminal
     err = capsys.readouterr().err
     assert len(frame) == 30 and "30/30" in err and "ticks" in err
 

@@ -255,7 +255,7 @@ rows_strategy = st.lists(
             **{name: finite for name in ["price", "size", "bid_price", "bid_size", "ask_price"]},
             "mid_price": finite,
             "exchange": st.text(st.characters(exclude_categories=["Cs"]), max_size=8),
-            "ib_time": st.integers(0, 2**40),
+            "ib_time": st.integers(0, 2**33),  # epoch seconds up to the year 2242
         },
     ),
     max_size=30,

@@ -18,7 +18,13 @@ import pytest
 
 from ibstream.client import AsyncClient, Client
 from ibstream.server import daemon
-from ibstream.server.launch import ServerInfo, ServerStartError, ensure_server, health
+from ibstream.server.launch import (
+    ServerInfo,
+    ServerNotRunning,
+    ServerStartError,
+    ensure_server,
+    health,
+)
 from tests.client_fixtures import free_port
 
 ES = 637533641
@@ -83,7 +89,7 @@ def test_starts_a_simulator_server_then_finds_it_then_stops_it(launched, tmp_pat
 async def test_uses_ib_when_a_gateway_answers(gateway, launched, tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("IBSTREAM_IB_PORT", str(gateway.port))  # as run_server.py reads it
-    info = await asyncio.to_thread(ensure_server, url, log_file=tmp_path / "ib.log")
+    info = await asyncio.to_thread(ensure_server, url, start=True, log_file=tmp_path / "ib.log")
     launched.append(info)
     assert info.started and info.mode == "ib"
     async with httpx.AsyncClient() as http:
@@ -142,3 +148,21 @@ def test_a_busy_port_is_a_clear_error(launched):
 def test_only_a_local_http_url_is_started(launched):
     with pytest.raises(ServerStartError, match="only a plain http URL on this machine"):
         launched.append(ensure_server(f"https://127.0.0.1:{free_port()}", demo=True))
+
+
+def test_an_explicit_url_where_nothing_answers_is_an_error_not_a_start(
+    launched, state, monkeypatch
+):
+    port = free_port()  # a typo'd port: nothing answers there
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(ServerNotRunning) as failure:
+        launched.append(ensure_server(url))
+    message = str(failure.value)
+    assert f"no ibstream server answers at {url}" in message
+    assert f"ibstream serve --port {port}" in message and "start=True" in message
+    assert servers_on(port) == [] and not daemon.pid_path(port).exists()
+    assert not list(state.glob("server-*"))  # nothing was started in the background
+    default = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("IBSTREAM_URL", default)
+    with pytest.raises(ServerNotRunning, match=f"answers at {default}"):
+        ensure_server(start=False)  # the default URL too, when told never to start

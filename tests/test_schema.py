@@ -268,7 +268,7 @@ def test_the_published_tick_names_exactly_the_fields_a_tick_sends():
     from ibstream.model import Tick, TickType
     from ibstream.protocol.messages import TickData
 
-    every = Tick(1, TickType.LAST, 1, *([1.0] * 7), exchange="X", conditions="I")
+    every = Tick(1, TickType.LAST, 1, *([1.0] * 7), exchange="X", conditions="I", ib_time=1)
     assert set(every.data(1)) == set(TickData.model_fields)
 
 

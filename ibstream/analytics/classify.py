@@ -138,6 +138,7 @@ def classify_with_state(
         index=ticks.index.take(rows),
         copy=False,
     )
+    trades.attrs = dict(ticks.attrs)  # the contracts' metadata (min_tick ...) goes along
     if len(state):
         return trades, pd.concat([state.drop(ids, errors="ignore"), book.state])
     return trades, book.state

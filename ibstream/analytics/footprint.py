@@ -38,17 +38,48 @@ def footprint(
 
     Bars are those of `ibstream.analytics.bars.bars` (index `time` = bar start, UTC). With
     `tick_size`, prices are floored to multiples of it (`price` is the level's low edge);
-    without, every traded price is its own level. delta = buy_volume - sell_volume. Trades
-    without a price (NaN) have no level and are left out; bars still count them.
+    without, each contract's own `min_tick` from the frame's metadata
+    (`trades.attrs["contracts"]`, carried from `collect` through `classify`) sets its grid,
+    and a contract it does not describe has every traded price as its own level.
+    delta = buy_volume - sell_volume. Trades without a price (NaN) have no level and are
+    left out; bars still count them.
     """
     step = to_nanos(interval, "interval")
-    return finish_levels(merge_levels(level_rows(trade_arrays(trades), step, tick_size)))
+    arrays = trade_arrays(trades)
+    if tick_size is None:
+        tick_size = contract_ticks(getattr(trades, "attrs", {}), arrays.contract)
+    return finish_levels(merge_levels(level_rows(arrays, step, tick_size)))
 
 
-def price_levels(price: np.ndarray, tick_size: float | None) -> np.ndarray:
-    """Prices floored to the tick grid (tolerant of float noise such as 100.07 / 0.01)."""
+def contract_ticks(attrs: dict, contract: np.ndarray) -> float | np.ndarray | None:
+    """Each row's `min_tick` from `attrs["contracts"]` (one number when all rows share it,
+    NaN for a contract not described), or None when nothing is described."""
+    ticks = {}
+    for info in attrs.get("contracts") or ():
+        tick = info.get("min_tick") if isinstance(info, dict) else None
+        if isinstance(tick, int | float) and np.isfinite(tick) and tick > 0:
+            ticks[info.get("contract_id")] = float(tick)
+    if not ticks:
+        return None
+    ids = np.unique(contract)
+    if len(ids) == 0:
+        return None
+    if len(ids) == 1 and int(ids[0]) in ticks:
+        return ticks[int(ids[0])]
+    return np.array([ticks.get(int(c), np.nan) for c in contract], dtype=np.float64)
+
+
+def price_levels(price: np.ndarray, tick_size: float | np.ndarray | None) -> np.ndarray:
+    """Prices floored to the tick grid (tolerant of float noise such as 100.07 / 0.01); a
+    per-row array of tick sizes floors each row to its own (NaN: the price as it is)."""
     if tick_size is None:
         return price
+    if isinstance(tick_size, np.ndarray):
+        out = price.copy()
+        for tick in np.unique(tick_size[~np.isnan(tick_size)]):
+            rows = tick_size == tick
+            out[rows] = price_levels(price[rows], float(tick))
+        return out
     try:
         ok = float(tick_size) > 0 and np.isfinite(float(tick_size))
     except (TypeError, ValueError):
@@ -60,7 +91,7 @@ def price_levels(price: np.ndarray, tick_size: float | None) -> np.ndarray:
     return np.round(steps * tick_size, places)
 
 
-def level_rows(a: TradeArrays, step: int, tick_size: float | None) -> LevelState:
+def level_rows(a: TradeArrays, step: int, tick_size: float | np.ndarray | None) -> LevelState:
     """Each trade with a price as a footprint cell of its own, in the layout `merge_levels`
     combines (a trade without a price has no level and is left out)."""
     flows, priced = a.flows(), ~np.isnan(a.price)

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ibstream.client import arguments
 from ibstream.client.collect import (
     Contracts,
     describe_contracts,
@@ -24,9 +25,10 @@ from ibstream.client.collect import (
     start_collection,
 )
 from ibstream.client.events import ClientEvent, ClientState, EventLog, Listener
+from ibstream.client.lifetime import Held, release_when_garbage, with_room
 from ibstream.client.options import TRANSPORTS, Backoff, ClientOptions, base_url, env_token
-from ibstream.client.progress import Progress
-from ibstream.client.sinks import BufferSink, Sink
+from ibstream.client.progress import Progress, ProgressOption, check_progress
+from ibstream.client.sinks import BufferSink, CallbackSink, Sink
 from ibstream.client.stream import AsyncStream
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
 from ibstream.client.transport import Transport, connection_error, make_transport
@@ -44,23 +46,29 @@ class AsyncClient:
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
+        ping_interval: float = 15.0,
         backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
         max_queue: int = 10_000,
         on_event: Listener | None = None,
     ):
-        if transport not in TRANSPORTS:
-            raise ValueError(f"transport must be one of {TRANSPORTS}; got {transport!r}")
-        self.server = base_url(server)
-        self.transport = transport
-        self.token = env_token(token)  # None: $IBSTREAM_TOKEN
+        self.server = base_url(arguments.text("server", server))
+        self.transport = arguments.choice("transport", transport, TRANSPORTS)
+        self.token = env_token(arguments.maybe(arguments.text, "token", token))  # $IBSTREAM_TOKEN
+        seconds = {
+            "request_timeout": request_timeout,
+            "connect_timeout": connect_timeout,
+            "close_timeout": close_timeout,
+            "ping_interval": ping_interval,
+        }
         self.options = ClientOptions(
-            request_timeout=request_timeout,
-            connect_timeout=connect_timeout,
-            close_timeout=close_timeout,
-            max_queue=max_queue,
-            backoff=backoff,
+            **{name: arguments.number(name, value) for name, value in seconds.items()},
+            max_queue=arguments.count("max_queue", max_queue),
+            backoff=arguments.instance("backoff", backoff, Backoff, "a Backoff(...)"),
         )
+        arguments.callback("on_event", on_event)
         self._events = EventLog(f"{self.server} ({transport})", [on_event] if on_event else [])
+        self._held = Held(self._events, self._events.name)  # released when this is garbage
+        release_when_garbage(self, self._held)
         self._link: Transport | None = None
         self._subs: set[Subscription] = set()
         self._buffers: dict[int, Subscription] = {}
@@ -89,7 +97,7 @@ class AsyncClient:
 
     def add_listener(self, listener: Callable[[ClientEvent], Any]) -> None:
         """Also call `listener(event)` for every event (on the client's event loop)."""
-        self._events.listeners.append(listener)
+        self._events.listeners.append(arguments.callback("listener", listener, optional=False))
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Return once predicate() holds, re-checked on every event; TimeoutError after."""
@@ -107,9 +115,22 @@ class AsyncClient:
             if self.closed:
                 raise connection_error("cannot connect", "this client is closed")
             if self._link is None:
-                self._link = await self._start_link()
+                self._link = await with_room(self, self._start_link)
                 self._events.set_state(ClientState.CONNECTED, f"connected to {self.server}")
         return self
+
+    def _idle(self) -> bool:
+        """Connected, with no subscription and nothing under way."""
+        busy = self._starting is not None or self._released or self.subscriptions
+        return self._link is not None and not busy and not self.closed
+
+    async def _suspend(self) -> None:
+        """Close an idle connection to make room (see lifetime.py); the next call reconnects."""
+        link, self._link = self._link, None
+        self._held.link = None
+        if link is not None:
+            self._events.set_state(ClientState.CONNECTING, "idle connection closed for another")
+            await link.close()
 
     async def _start_link(self) -> Transport:
         """A started transport; a close() meanwhile stops the start, and no link survives it."""
@@ -128,6 +149,7 @@ class AsyncClient:
         if self.closed:  # closed just as the start ended
             await link.close()
             raise connection_error("cannot connect", "the client was closed")
+        self._held.link, self._held.loop = link, asyncio.get_running_loop()
         return link
 
     async def close(self) -> None:
@@ -142,6 +164,7 @@ class AsyncClient:
         self._subs.clear()
         self._buffers.clear()
         link, self._link = self._link, None
+        self._held.link = None
         if link is not None:
             await link.close()
 
@@ -168,7 +191,8 @@ class AsyncClient:
         (0 < ms <= 1000) has the server send each stream's ticks batched every `batch_ms`:
         fewer, larger frames for high rates; ticks still arrive one dict each.
         """
-        queue = max_queue or self.options.max_queue
+        arguments.callback("on_tick", on_tick)
+        queue = arguments.maybe(arguments.count, "max_queue", max_queue) or self.options.max_queue
         return AsyncStream(self, contract, tick_types, on_tick, queue, batch_ms)
 
     async def collect(
@@ -178,7 +202,7 @@ class AsyncClient:
         seconds: float | None = None,
         limit: int | None = None,
         *,
-        progress: bool = True,
+        progress: ProgressOption = "auto",
         batch_ms: float | None = None,
     ) -> Any:
         """Ticks as a tick frame (`ibstream.client.frames`), in arrival order.
@@ -188,14 +212,17 @@ class AsyncClient:
         `Client.collect` also runs until interrupted). `batch_ms` (0 < ms <= 1000): batched
         frames, cheaper at high rates; the same ticks (rows of several streams then come in
         blocks per stream rather than interleaved as they arrived at the server).
+        `progress`: "auto" shows a bar in a notebook or terminal only, True always, False never.
+        A stream's error ends the collection and is raised with what arrived as `.frame`.
         """
+        progress = check_progress(progress)
         if seconds is None and limit is None:
             raise ValueError("give seconds= or limit= (or use stream() for an open-ended feed)")
         start = start_collection(self, contract, tick_types, seconds, limit, batch_ms)
         collection = await start
-        bar = Progress(progress, total=limit, desc=describe_contracts(contract))
+        bar = Progress(progress, total=limit, desc=describe_contracts(collection))
         try:
-            await collection.wait(seconds, bar.show if progress else None)
+            await collection.wait(seconds, bar.show if bar.enabled else None)
         finally:
             bar.close(collection.count)
             await finish_collection(self, collection)
@@ -214,9 +241,12 @@ class AsyncClient:
         filling until it is closed or `unsubscribe(buffer)` is called."""
         from ibstream.client.buffer import TickBuffer
 
+        max_ticks = arguments.maybe(arguments.count, "max_ticks", max_ticks)
+        max_seconds = arguments.maybe(arguments.number, "max_seconds", max_seconds)
         buffer = TickBuffer(max_ticks=max_ticks, max_seconds=max_seconds)
         sub = self._new_subscription(contract, tick_types, BufferSink(buffer), batch_ms)
         await self._open(sub)
+        buffer.contracts = [dict(sub.contract)] if sub.contract else []
         self._buffers[id(buffer)] = sub
         return buffer
 
@@ -227,8 +257,20 @@ class AsyncClient:
             return
         sub = handle if isinstance(handle, Subscription) else self._buffers.pop(id(handle), None)
         if sub is None:
-            raise ValueError("not a stream, buffer or subscription of this client")
+            raise TypeError(
+                "handle must be a stream or buffer this client returned, or a Subscription; "
+                f"got {handle!r} ({type(handle).__name__})"
+            )
         await self._close_subscription(sub)
+
+    async def contracts(self, symbol: str | int) -> Any:
+        """Every contract the server finds for `symbol` ("ES": each listed expiry), as a
+        DataFrame: contract_id, symbol, local_symbol, sec_type, exchange, currency,
+        min_tick, multiplier, last_trade_date, description."""
+        from ibstream.client.contracts import check_symbol, contracts_frame, lookup
+
+        rows = await lookup(self.server, self.token, check_symbol(symbol), self.options)
+        return contracts_frame(rows)
 
     async def ping(self) -> float:
         """Round-trip time to the server in seconds."""
@@ -244,13 +286,17 @@ class AsyncClient:
     def _new_subscription(
         self, contract: object, tick_types: Any, sink: Sink, batch_ms: float | None = None
     ) -> Subscription:
-        return Subscription(contract, tick_types, sink, self._events, batch_ms)
+        types = arguments.tick_types(tick_types)
+        return Subscription(contract, types, sink, self._events, batch_ms)
 
     async def _open(self, sub: Subscription) -> None:
         self._drop_released()  # their unsubscribes go first: they free stream slots
         await self.connect()
         assert self._link is not None
-        await self._link.open(sub)
+        if isinstance(sub.sink, CallbackSink | BufferSink):  # it goes on by itself: so does the
+            sub.keeper = self  # client while it runs (see lifetime.py)
+        link = self._link
+        await with_room(self, lambda: link.open(sub))  # SSE: a response is a connection
         if self.closed:  # closed meanwhile: end it here too
             sub.finish()
             raise connection_error(f"cannot subscribe {sub.spec}", "this client was closed")
@@ -271,6 +317,13 @@ class AsyncClient:
     def _drop_released(self) -> None:
         while self._released:
             self._drop(self._released.popleft())
+
+    async def _stream_room(self) -> int | None:
+        """Streams that still fit on this client's connection (None: the transport has no
+        per-connection limit)."""
+        await self.connect()
+        assert self._link is not None
+        return self._link.stream_room()
 
     async def _settle(self) -> None:
         if self._link is not None:

@@ -119,6 +119,7 @@ class TickBuffer:
         self._pending = FrameBuilder(chunk_rows=BATCH_ROWS)
         self._ring = TickColumns.empty(min(max_ticks or FIRST_CAPACITY, FIRST_CAPACITY))
         self._head = self._size = self._moved = 0
+        self.contracts: list[dict] = []  # set by the client: `attrs["contracts"]` of frames
 
     @property
     def total(self) -> int:
@@ -154,13 +155,17 @@ class TickBuffer:
         with self._lock:
             self._flush()
             window = self._window()
-        return window.to_frame()
+        frame = window.to_frame()
+        if self.contracts:
+            frame.attrs["contracts"] = [dict(c) for c in self.contracts]
+        return frame
 
     def clear(self) -> None:
         with self._lock:
             self._moved += len(self._pending)
             self._pending.clear()
             self._ring.exchange[:] = None  # let go of the strings
+            self._ring.conditions[:] = None
             self._head = self._size = 0
 
     def _flush(self) -> None:

@@ -9,25 +9,77 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ibstream.client import arguments
 from ibstream.client.sinks import SMALL_BATCH
+from ibstream.client.spread import Room
+from ibstream.client.subscription import parse_tick_types
 from ibstream.errors import StreamError
 
 if TYPE_CHECKING:
     from ibstream.client.aio import AsyncClient
 
+log = logging.getLogger("ibstream.client")
 PROGRESS_EVERY = 0.2  # seconds between progress redraws
 Contracts = str | int | Iterable[str | int]
 
 
 def check_bounds(seconds: float | None, limit: int | None) -> None:
-    if seconds is not None and not seconds > 0:
-        raise ValueError(f"seconds must be a positive number; got {seconds!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer (ticks in all); got {limit!r}")
+    arguments.maybe(arguments.number, "seconds", seconds)
+    arguments.maybe(arguments.count, "limit", limit)
+
+
+def contract_list(contract: object) -> list[str | int]:
+    """`contract` as a list: one spec or conId, or a list (tuple, set ...) of them."""
+    if isinstance(contract, str | int) and not isinstance(contract, bool):
+        return [contract]
+    if isinstance(contract, Iterable) and not isinstance(contract, bytes | Mapping):
+        contracts = list(contract)
+        if not contracts:
+            raise ValueError("contract: collect needs at least one contract; got an empty list")
+        return contracts
+    raise TypeError(
+        "contract must be a spec or conId ('ES', 'AAPL', 265598) or a list of them; "
+        f"got {contract!r} ({type(contract).__name__})"
+    )
+
+
+class Part:
+    """One subscription's way into a `Collection`. Of subscriptions that resolve to the same
+    conId (`["ES", "ES"]`, `["ES", 637533641]`), only the first delivers: otherwise every
+    tick would be counted twice (volume, delta)."""
+
+    __slots__ = ("collection", "sub", "silent")
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self.sub: Any = None
+        self.silent: bool | None = None  # None until its contract is known
+
+    def claim(self) -> bool:
+        """True when another subscription of this collection already has this contract."""
+        if self.silent is None:
+            contract_id = self.sub.contract_id if self.sub is not None else None
+            if contract_id is None:
+                return False
+            owner = self.collection.owners.setdefault(contract_id, self)
+            self.silent = owner is not self
+        return self.silent
+
+    def put(self, tick: dict) -> None:
+        if self.silent is False or not self.claim():
+            self.collection.put(tick)
+
+    def put_many(self, ticks: list[dict]) -> None:
+        if self.silent is False or not self.claim():
+            self.collection.put_many(ticks)
+
+    def end(self, error: StreamError | None = None) -> None:
+        self.collection.end(None if self.silent else error)
 
 
 class Collection:
@@ -41,7 +93,9 @@ class Collection:
         self.count = 0
         self.error: StreamError | None = None
         self.started = time.monotonic()
-        self.subscriptions: list = []  # set by the client once they are created
+        self.subscriptions: list = []  # (helper client or None, Subscription) as opened
+        self.owners: dict[int, Part] = {}  # conId -> the part that delivers it
+        self.helpers: list[AsyncClient] = []  # extra connections of a wide collection
         self._open = subscriptions
         self._done = asyncio.Event()
 
@@ -100,10 +154,24 @@ class Collection:
             if on_progress is not None:
                 on_progress(self.count)
 
+    def contracts(self) -> list[dict]:
+        """The resolved contracts collected (the server's `subscribed` contract), each once."""
+        return [dict(part.sub.contract) for part in self.owners.values() if part.sub.contract]
+
+    def stop_on(self, client: AsyncClient | None, sub: Any) -> None:
+        """Remember where `sub` runs (None: the collecting client itself, not held here, so
+        that a client nobody references can be freed at once), to stop it at the end."""
+        self.subscriptions.append((client, sub))
+
     def frame(self) -> Any:
+        """The tick frame; a stream's error is raised with what arrived before it as `.frame`
+        (an hour of ticks is not lost to one refusal)."""
+        frame = self.builder.to_frame()
+        frame.attrs["contracts"] = self.contracts()
         if self.error is not None:
+            self.error.frame = frame  # type: ignore[attr-defined]
             raise self.error
-        return self.builder.to_frame()
+        return frame
 
 
 async def start_collection(
@@ -114,17 +182,26 @@ async def start_collection(
     limit: int | None,
     batch_ms: float | None = None,
 ) -> Collection:
-    """Open one subscription per contract, all feeding one `Collection`."""
+    """Open one subscription per distinct contract, all feeding one `Collection`, spread over
+    as many connections as the server's streams-per-connection limit needs (`spread.py`)."""
     check_bounds(seconds, limit)
-    contracts = [contract] if isinstance(contract, str | int) else list(contract)
-    if not contracts:
-        raise ValueError("collect needs at least one contract")
+    contracts = contract_list(contract)
+    types = parse_tick_types(arguments.tick_types(tick_types))
     collection = Collection(limit, len(contracts))
-    subs = [client._new_subscription(c, tick_types, collection, batch_ms) for c in contracts]
-    collection.subscriptions = subs
+    parts = [Part(collection) for _ in contracts]
+    for part, spec in zip(parts, contracts, strict=True):  # every spec checked before any opens
+        part.sub = client._new_subscription(spec, types, part, batch_ms)
     try:
-        for sub in subs:
-            await client._open(sub)
+        room = Room(client)
+        for part in parts:
+            sub = part.sub
+            target = await room.take(len(types), collection.helpers)
+            collection.stop_on(None if target is client else target, sub)
+            await target._open(sub)
+            if part.claim():  # a contract already collected: free its streams at once
+                log.info("collect: %s is %s again; collected once", sub.spec, sub.contract_id)
+                target._drop(sub)
+                room.give_back(target, len(types))
     except BaseException:
         await finish_collection(client, collection)
         raise
@@ -135,12 +212,13 @@ async def finish_collection(client: AsyncClient, collection: Collection) -> None
     """Stop a collection's streams; returns within close_timeout and raises no error of its
     own, so the frame that arrived is never lost to a slow or stalled link."""
     collection.stop()
-    for sub in collection.subscriptions:
-        client._drop(sub)
+    for owner, sub in collection.subscriptions:
+        (owner or client)._drop(sub)
     await client._settle()
+    helpers, collection.helpers = collection.helpers, []
+    if helpers:
+        await asyncio.gather(*(helper.close() for helper in helpers), return_exceptions=True)
 
 
-def describe_contracts(contract: Contracts) -> str:
-    if isinstance(contract, str | int):
-        return str(contract)
-    return ",".join(str(c) for c in contract)
+def describe_contracts(collection: Collection) -> str:
+    return ",".join(str(sub.spec) for _, sub in collection.subscriptions)

@@ -17,13 +17,21 @@ ask_price,
 ask_size
 mid_price      float64                 mid_point ticks; NaN on other ticks
 exchange       string (StringDtype)    trades; <NA> where missing
+conditions     string (StringDtype)    trades: IB's special conditions (odd lot,
+                                       off-exchange print ...); <NA> where none
+ib_time        datetime64[ns, UTC]     IB's own tick time (one-second resolution); NaT
+                                       where the source gave none
 =============  ======================  ================================================
 
 Rows keep arrival order, duplicate stamps included: IB's one-second tick times cannot order
-ticks across streams, arrival can. Wire fields outside the schema (`ib_time`, `conditions`)
-are dropped. The frame round-trips through Parquet unchanged, except that an empty frame
-loses its tick_type categories (Parquet keeps a dictionary only with data); `conform_ticks`
-restores the schema of a frame read back from a file.
+ticks across streams, arrival can. A frame of subscribed ticks (collect, a client's buffer)
+also says which contracts it holds: `frame.attrs["contracts"]`, one dict per contract
+(`contract_id`, `symbol`, `local_symbol`, `exchange`, `currency`, `min_tick`, `multiplier`,
+`last_trade_date` ...), kept by Parquet (pyarrow), carried by `classify` and read by
+`footprint` for its default tick size. The frame round-trips through Parquet unchanged,
+except that an empty frame loses its tick_type categories (Parquet keeps a dictionary only
+with data); `conform_ticks` restores the schema of a frame read back from a file (a file
+written before `conditions` / `ib_time` existed gets them empty).
 
 Every source becomes `TickColumns` (typed numpy columns) first, then the frame; rows and
 payloads take a fast Arrow path and fall back, for input Arrow rejects, to a Python path
@@ -55,7 +63,11 @@ TICK_COLUMNS: dict[str, Any] = {
     "sequence": np.dtype(np.int64),
     **dict.fromkeys(FLOAT_FIELDS, np.dtype(np.float64)),
     "exchange": pd.StringDtype(),
+    "conditions": pd.StringDtype(),
+    "ib_time": pd.DatetimeTZDtype("ns", "UTC"),
 }
+ADDED_COLUMNS = ("conditions", "ib_time")  # absent from older files: conform_ticks adds them
+NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 _CODES = {name: i for i, t in enumerate(TickType) for name in (t.value, t.ib_name)}
 TICK_TYPE_NAMES = frozenset(_CODES)  # our names and IB's, exactly as spelled on the wire
 _REQUIRED = ("recv_ns", "contract_id", "tick_type")
@@ -63,7 +75,7 @@ _WIRE_DATA = pa.struct(
     [("recv_ns", pa.int64()), ("contract_id", pa.int64()), ("tick_type", pa.string())]
     + [("sequence", pa.int64())]
     + [(name, pa.float64()) for name in FLOAT_FIELDS]
-    + [("exchange", pa.string())]
+    + [("exchange", pa.string()), ("conditions", pa.string()), ("ib_time", pa.int64())]
 )
 _WIRE = pa.schema([("type", pa.string()), ("data", _WIRE_DATA)])
 _PARSE = pa_json.ParseOptions(explicit_schema=_WIRE, unexpected_field_behavior="ignore")
@@ -85,14 +97,16 @@ class TickRowError(ValueError):
 class TickColumns:
     """Ticks as typed numpy columns: the step between every source and the frame, and what
     `TickBuffer` keeps in its ring. `ints` is (2, n) contract_id, sequence; `floats` is
-    (7, n) in FLOAT_FIELDS order; `codes` are tick_type category codes; `exchange` holds
-    str or None."""
+    (7, n) in FLOAT_FIELDS order; `codes` are tick_type category codes; `exchange` and
+    `conditions` hold str or None; `ib_ns` is IB's time in nanoseconds (NAT where none)."""
 
     recv_ns: np.ndarray
     codes: np.ndarray
     ints: np.ndarray
     floats: np.ndarray
     exchange: np.ndarray
+    conditions: np.ndarray
+    ib_ns: np.ndarray
 
     def __len__(self) -> int:
         return len(self.recv_ns)
@@ -101,7 +115,15 @@ class TickColumns:
         return TickColumns(*(a[..., index] for a in self.arrays()))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.recv_ns, self.codes, self.ints, self.floats, self.exchange)
+        return (
+            self.recv_ns,
+            self.codes,
+            self.ints,
+            self.floats,
+            self.exchange,
+            self.conditions,
+            self.ib_ns,
+        )
 
     @staticmethod
     def empty(n: int = 0) -> TickColumns:
@@ -112,6 +134,8 @@ class TickColumns:
             np.zeros((len(INT_FIELDS), n), np.int64),
             np.full((len(FLOAT_FIELDS), n), np.nan),
             np.full(n, None, dtype=object),
+            np.full(n, None, dtype=object),
+            np.full(n, NAT, dtype=np.int64),
         )
 
     @staticmethod
@@ -126,15 +150,21 @@ class TickColumns:
     def to_frame(self) -> pd.DataFrame:
         """The tick frame; it takes these arrays over (no copy), so the caller must own them."""
         index = pd.DatetimeIndex(self.recv_ns.view("M8[ns]"), name="time").tz_localize("UTC")
-        exchange = pa.array(self.exchange, type=pa.string(), from_pandas=True)
         data = {
             "contract_id": self.ints[0],
             "tick_type": pd.Categorical.from_codes(self.codes, dtype=TICK_TYPE_DTYPE),
             "sequence": self.ints[1],
             **dict(zip(FLOAT_FIELDS, self.floats, strict=True)),
-            "exchange": pd.array(exchange, dtype=TICK_COLUMNS["exchange"]),
+            "exchange": _strings(self.exchange),
+            "conditions": _strings(self.conditions),
+            "ib_time": pd.DatetimeIndex(self.ib_ns.view("M8[ns]")).tz_localize("UTC"),
         }
         return pd.DataFrame(data, index=index, copy=False)
+
+
+def _strings(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    array = pa.array(values, type=pa.string(), from_pandas=True)
+    return pd.array(array, dtype=pd.StringDtype())
 
 
 def empty_ticks() -> pd.DataFrame:
@@ -175,11 +205,18 @@ def frame_from_payloads(payloads: Sequence[bytes | str]) -> pd.DataFrame:
 
 
 def conform_ticks(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` cast to the tick schema: for frames read back from files (Parquet, CSV)."""
-    missing = [name for name in TICK_COLUMNS if name not in frame.columns]
+    """`frame` cast to the tick schema: for frames read back from files (Parquet, CSV).
+    Columns added to the schema later (`ADDED_COLUMNS`) are filled in empty if absent."""
+    missing = [n for n in TICK_COLUMNS if n not in frame.columns and n not in ADDED_COLUMNS]
     if missing:
         raise ValueError(f"not a tick frame: missing columns {missing}")
-    out = frame[list(TICK_COLUMNS)].astype(TICK_COLUMNS)
+    added = {
+        n: pd.Series(None, index=frame.index, dtype=TICK_COLUMNS[n])
+        for n in ADDED_COLUMNS
+        if n not in frame.columns
+    }
+    out = frame.assign(**added)[list(TICK_COLUMNS)].astype(TICK_COLUMNS)
+    out.attrs = dict(frame.attrs)
     index = pd.DatetimeIndex(frame.index, name="time").as_unit("ns")
     out.index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
     return out
@@ -208,15 +245,26 @@ def columns_from_struct(data: pa.StructArray | pa.ChunkedArray) -> TickColumns |
     if -1 in lut:
         return None
     ints = np.stack([fields["contract_id"].to_numpy(), pc.fill_null(fields["sequence"], 0)])
-    exchange = fields["exchange"].dictionary_encode()  # one str object per distinct name
-    names = np.array([*exchange.dictionary.to_pylist(), None], dtype=object)
+    try:
+        ib_ns = pc.fill_null(pc.multiply_checked(fields["ib_time"], 1_000_000_000), NAT)
+    except pa.ArrowInvalid:  # seconds beyond what nanoseconds hold: the Python path says so
+        return None
     return TickColumns(
         np.array(fields["recv_ns"].to_numpy()),
         np.array(lut, dtype=np.int8)[tick_types.indices.to_numpy()],
         ints,
         np.stack([fields[name].to_numpy(zero_copy_only=False) for name in FLOAT_FIELDS]),
-        names[pc.fill_null(exchange.indices, -1).to_numpy()],
+        _interned(fields["exchange"]),
+        _interned(fields["conditions"]),
+        np.array(ib_ns.to_numpy()),
     )
+
+
+def _interned(strings: pa.Array) -> np.ndarray:
+    """An object array of str / None with one str object per distinct value."""
+    encoded = strings.dictionary_encode()
+    names = np.array([*encoded.dictionary.to_pylist(), None], dtype=object)
+    return names[pc.fill_null(encoded.indices, -1).to_numpy()]
 
 
 def tick_type_code(value: object, row: int) -> int:
@@ -243,10 +291,13 @@ def _columns_in_python(rows: Sequence[Mapping], first_row: int) -> TickColumns:
             if row.get(name) is None:
                 raise TickRowError(first_row + i, name, "is required but missing")
     codes = [tick_type_code(row.get("tick_type"), first_row + i) for i, row in enumerate(rows)]
-    exchange = [row.get("exchange") for row in rows]
-    for i, name in enumerate(exchange):
-        if name is not None and not isinstance(name, str):
-            raise TickRowError(first_row + i, "exchange", f"{name!r} is not a string")
+
+    def strings(name: str) -> np.ndarray:
+        values = [row.get(name) for row in rows]
+        for i, value in enumerate(values):
+            if value is not None and not isinstance(value, str):
+                raise TickRowError(first_row + i, name, f"{value!r} is not a string")
+        return np.array(values, dtype=object).reshape(len(rows))
 
     def numbers(name: str, dtype: type, default: object = None) -> np.ndarray:
         values = [row.get(name) for row in rows]
@@ -267,8 +318,22 @@ def _columns_in_python(rows: Sequence[Mapping], first_row: int) -> TickColumns:
         np.array(codes, dtype=np.int8),
         np.stack([numbers("contract_id", np.int64), numbers("sequence", np.int64, 0)]),
         np.stack([numbers(name, np.float64) for name in FLOAT_FIELDS]),
-        np.array(exchange, dtype=object),
+        strings("exchange"),
+        strings("conditions"),
+        _ib_ns(numbers("ib_time", np.float64), first_row),
     )
+
+
+def _ib_ns(seconds: np.ndarray, first_row: int) -> np.ndarray:
+    """IB's epoch seconds (NaN: none) as int64 nanoseconds, NAT where none."""
+    bad = ~np.isnan(seconds) & ~((seconds >= 0) & (seconds < 2**63 / 1e9))
+    if bad.any():
+        i = int(bad.argmax())
+        raise TickRowError(first_row + i, "ib_time", f"{seconds[i]!r} is not epoch seconds")
+    out = np.full(len(seconds), NAT, dtype=np.int64)
+    known = ~np.isnan(seconds)
+    out[known] = seconds[known].astype(np.int64) * 1_000_000_000
+    return out
 
 
 def _decode(payloads: Sequence[bytes | str]) -> list[dict]:

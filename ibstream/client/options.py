@@ -50,11 +50,13 @@ class ClientOptions:
     connect_timeout: float = 10.0  # TCP + handshake + greeting
     close_timeout: float = 2.0  # close() returns within about this, whatever the server does
     sse_idle_timeout: float = 45.0  # no byte for this long on an SSE response: reconnect
+    ping_interval: float = 15.0  # SSE with no open response: GET /health this often
     max_queue: int = 10_000  # ticks waiting in one iterator before it fails (SLOW_CONSUMER)
     backoff: Backoff | None = field(default_factory=Backoff)  # None: never reconnect
 
     def __post_init__(self) -> None:
-        for name in ("request_timeout", "connect_timeout", "close_timeout", "sse_idle_timeout"):
+        names = ("request_timeout", "connect_timeout", "close_timeout", "sse_idle_timeout")
+        for name in (*names, "ping_interval"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
         if self.max_queue < 1:

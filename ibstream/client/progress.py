@@ -1,16 +1,47 @@
-"""Progress of a collection with tqdm.auto: a widget in Jupyter, a bar in a terminal."""
+"""Progress of a collection with tqdm.auto: a widget in Jupyter, a bar in a terminal.
+
+`progress="auto"` (the default) shows a bar only where a person watches: inside an IPython
+kernel or shell, or when stderr is a terminal. A script whose stderr goes to a log file or a
+pipe gets no bar lines in its log; `True` forces a bar, `False` never shows one.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import Any, Literal
+
+ProgressOption = bool | Literal["auto"]
+
+
+def check_progress(progress: object) -> ProgressOption:
+    if isinstance(progress, bool) or progress == "auto":
+        return progress  # type: ignore[return-value]
+    raise TypeError(f"progress must be True, False or 'auto'; got {progress!r}")
+
+
+def someone_watches() -> bool:
+    """An IPython kernel or shell, or a terminal on stderr."""
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and getattr(ipython, "get_ipython", lambda: None)() is not None:
+        return True
+    stream = sys.stderr
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def wanted(progress: ProgressOption) -> bool:
+    return someone_watches() if progress == "auto" else bool(progress)
 
 
 class Progress:
     """Shows ticks so far, elapsed time and rate; does nothing when disabled."""
 
-    def __init__(self, enabled: bool, *, total: int | None, desc: str):
+    def __init__(self, progress: ProgressOption, *, total: int | None, desc: str):
         self._bar: Any = None
-        if enabled:
+        self.enabled = wanted(progress)
+        if self.enabled:
             from tqdm.auto import tqdm  # only when a bar is wanted
 
             self._bar = tqdm(total=total, desc=desc, unit=" ticks", dynamic_ncols=True)

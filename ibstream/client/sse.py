@@ -7,6 +7,11 @@ reopened response comes from another server instance (`server_id` of `subscribed
 positions were void there: the subscription resets and reopens at once without them.
 When one subscription runs out of reconnect attempts the client gives up as a whole, as the
 WebSocket transport does: every subscription fails and the state becomes `closed`.
+
+A client with no response open would not notice a dead server (nothing is read), so while
+none is up a watch asks `GET /health` every `ping_interval`: a server that is gone or does
+not answer within the interval turns the state to `reconnecting` within two intervals, and
+back to `connected` once it answers again.
 """
 
 from __future__ import annotations
@@ -68,9 +73,40 @@ class SSETransport:
         self._down: set[Subscription] = set()
         self._closing = False
         self._gave_up: StreamError | None = None
+        self._unreachable = False  # the watch found the server gone
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.ping(self.options.connect_timeout, "connect_timeout")
+        self._watch = asyncio.create_task(self._watch_server(), name="ibstream-sse-watch")
+
+    async def _watch_server(self) -> None:
+        """While no response is up, check the server every ping_interval (see the module)."""
+        interval = self.options.ping_interval
+        delays = None
+        while not self._closing:
+            await asyncio.sleep(interval)  # the ping period, not synchronisation
+            if any(sub not in self._down for sub in self._tasks):  # a response watches
+                continue
+            try:
+                await self.ping(interval, "ping_interval")
+            except StreamError as exc:
+                if not self._unreachable:
+                    self._unreachable = True
+                    delays = self.options.backoff.delays() if self.options.backoff else None
+                    self.events.set_state(ClientState.RECONNECTING, exc.message)
+                if delays is None or next(delays, None) is None:
+                    self._give_up(exc.message)
+                    return
+                continue
+            self._reachable()
+
+    def _reachable(self) -> None:
+        """The server answers again (the watch, or a response opened)."""
+        if self._unreachable:
+            self._unreachable = False
+            self.events.reconnects += 1
+            self._settle()
 
     async def ping(self, timeout: float | None = None, setting: str = "request_timeout") -> float:
         """Round trip of GET /health."""
@@ -87,6 +123,9 @@ class SSETransport:
         if response.status_code not in (200, 503):  # 503: up, but IB is not connected
             raise await error_from_response(response)
         return loop.time() - started
+
+    def stream_room(self) -> int | None:
+        return None  # one response per subscription: the per-IP limit applies, not this
 
     async def open(self, sub: Subscription) -> None:
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -126,6 +165,8 @@ class SSETransport:
     async def close(self) -> None:
         self._closing = True
         tasks = list(self._tasks.values())
+        if self._watch is not None:
+            tasks.append(self._watch)
         for task in tasks:
             task.cancel()
         if tasks:
@@ -238,9 +279,12 @@ class SSETransport:
     def _up(self, sub: Subscription) -> None:
         if sub in self._down:
             self._down.discard(sub)
+            self._unreachable = False
             self.events.reconnects += 1
             self._settle()
+        else:
+            self._reachable()
 
     def _settle(self) -> None:
-        if not self._down and not self._closing:
+        if not self._down and not self._closing and not self._unreachable:
             self.events.set_state(ClientState.CONNECTED, f"every stream of {self.base} is open")

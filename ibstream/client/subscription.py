@@ -75,6 +75,7 @@ class Subscription:
         self.stream_ids: dict[str, str] = {}  # server stream id -> tick type (current binding)
         self.server_id: str | None = None  # the server instance the positions belong to
         self.received = 0
+        self.keeper: object = None  # what this subscription keeps alive while it runs
         self.duplicates = 0
         self.active = True
         self.error: StreamError | None = None

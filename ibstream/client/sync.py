@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ibstream.client import loop
+from ibstream.client import arguments, loop
 from ibstream.client.aio import DEFAULT_SERVER, AsyncClient
 from ibstream.client.collect import (
     PROGRESS_EVERY,
@@ -30,7 +30,7 @@ from ibstream.client.collect import (
 )
 from ibstream.client.events import ClientEvent, Listener
 from ibstream.client.options import Backoff
-from ibstream.client.progress import Progress
+from ibstream.client.progress import Progress, ProgressOption, check_progress
 from ibstream.client.sinks import CallbackSink, Sink, ThreadInbox
 from ibstream.client.stream import SubscriptionView, release_when_dropped
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
@@ -89,6 +89,7 @@ class Client:
         request_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         close_timeout: float = 2.0,
+        ping_interval: float = 15.0,
         backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
         max_queue: int = 10_000,
         on_event: Listener | None = None,
@@ -100,6 +101,7 @@ class Client:
             request_timeout=request_timeout,
             connect_timeout=connect_timeout,
             close_timeout=close_timeout,
+            ping_interval=ping_interval,
             backoff=backoff,
             max_queue=max_queue,
             on_event=on_event,
@@ -181,6 +183,8 @@ class Client:
     ) -> SyncStream:
         """Subscribe now; iterate the result, or pass `on_tick` (runs on the loop thread).
         `batch_ms`: see `AsyncClient.stream`."""
+        arguments.callback("on_tick", on_tick)
+        max_queue = arguments.maybe(arguments.count, "max_queue", max_queue)
         inbox = None if on_tick else ThreadInbox(max_queue or self._async.options.max_queue)
         sink: Sink = CallbackSink(on_tick) if on_tick else inbox  # type: ignore[assignment]
         sub = self._async._new_subscription(contract, tick_types, sink, batch_ms)
@@ -194,15 +198,16 @@ class Client:
         seconds: float | None = None,
         limit: int | None = None,
         *,
-        progress: bool = True,
+        progress: ProgressOption = "auto",
         batch_ms: float | None = None,
     ) -> Any:
         """Ticks as a tick frame, after `seconds` or `limit` ticks in all; with neither, until
         interrupted (Ctrl-C, or the stop button in Jupyter), returning what arrived.
-        `batch_ms`: see `AsyncClient.collect`."""
+        `progress`, `batch_ms` and errors (`.frame`): see `AsyncClient.collect`."""
+        progress = check_progress(progress)
         start = start_collection(self._async, contract, tick_types, seconds, limit, batch_ms)
         collection = self._call(start, "collect")
-        bar = Progress(progress, total=limit, desc=describe_contracts(contract))
+        bar = Progress(progress, total=limit, desc=describe_contracts(collection))
         waiting = loop.submit(collection.wait(seconds))
         try:
             while not waiting.done():
@@ -248,6 +253,13 @@ class Client:
             handle.close()
         else:
             self._call(self._async.unsubscribe(handle), "unsubscribe")
+
+    def contracts(self, symbol: str | int) -> Any:
+        """Every contract the server finds for `symbol`, as a DataFrame (see
+        `AsyncClient.contracts`)."""
+        from ibstream.client.contracts import check_symbol
+
+        return self._call(self._async.contracts(check_symbol(symbol)), "contracts")
 
     def ping(self) -> float:
         return self._call(self._async.ping(), "ping")

@@ -30,6 +30,9 @@ class Transport(Protocol):
     async def ping(self) -> float:
         """Round-trip time to the server in seconds."""
 
+    def stream_room(self) -> int | None:
+        """Streams that still fit on this connection; None where no such limit applies."""
+
     async def close(self) -> None:
         """Release every socket and task, within close_timeout."""
 

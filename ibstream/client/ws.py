@@ -161,6 +161,12 @@ class WebSocketTransport:
             async with asyncio.timeout(self.options.close_timeout):
                 await self._flush()
 
+    def stream_room(self) -> int | None:
+        """The greeting's max_streams_per_connection less the streams open on this link."""
+        greeting = self._link.greeting.get("data") if self._link is not None else None
+        limit = ((greeting or {}).get("capabilities") or {}).get("max_streams_per_connection")
+        return limit - len(self._streams) if isinstance(limit, int) else None
+
     async def ping(self) -> float:
         link = self._link
         if link is None:

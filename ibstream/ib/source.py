@@ -316,7 +316,7 @@ class IBSource:
     def _bid_ask(
         self,
         req_id: int,
-        _time: int,
+        ib_time: int,
         bid: float,
         ask: float,
         bid_size: float,
@@ -326,7 +326,13 @@ class IBSource:
         if (key := self._wanted(req_id)) is not None:
             stamp = self._stamp()
             tick = Tick(
-                *key, stamp, bid_price=bid, bid_size=bid_size, ask_price=ask, ask_size=ask_size
+                *key,
+                stamp,
+                bid_price=bid,
+                bid_size=bid_size,
+                ask_price=ask,
+                ask_size=ask_size,
+                ib_time=_seconds(ib_time),
             )
             self.on_tick(tick)
 
@@ -334,7 +340,7 @@ class IBSource:
         self,
         req_id: int,
         _kind: int,
-        _time: int,
+        ib_time: int,
         price: float,
         size: float,
         _attrib: object,
@@ -343,11 +349,12 @@ class IBSource:
     ) -> None:
         if (key := self._wanted(req_id)) is not None:
             extra = {"exchange": exchange or None, "conditions": conditions or None}
-            self.on_tick(Tick(*key, self._stamp(), price=price, size=size, **extra))
+            stamp, when = self._stamp(), _seconds(ib_time)
+            self.on_tick(Tick(*key, stamp, price=price, size=size, **extra, ib_time=when))
 
-    def _mid_point(self, req_id: int, _time: int, mid: float) -> None:
+    def _mid_point(self, req_id: int, ib_time: int, mid: float) -> None:
         if (key := self._wanted(req_id)) is not None:
-            self.on_tick(Tick(*key, self._stamp(), mid_price=mid))
+            self.on_tick(Tick(*key, self._stamp(), mid_price=mid, ib_time=_seconds(ib_time)))
 
     def _on_error(self, req_id: int, code: int, text: str, contract: object = None) -> None:
         if code in FARM_OK:
@@ -381,3 +388,12 @@ class IBSource:
             self.ib.cancelTickByTickData(self._contracts[key[0]], key[1].ib_name)
             err = from_ib_error(code, text, contract_id=key[0], tick_type=key[1].value)
             self.on_event(SourceEvent("stream_error", err.message, key, error=err))
+
+
+def _seconds(ib_time: object) -> int | None:
+    """IB's tick time as epoch seconds: the decoder hands the wire's integer (a datetime if
+    some library version converted it first); None for anything else."""
+    if isinstance(ib_time, int):
+        return ib_time if ib_time >= 0 else None
+    timestamp = getattr(ib_time, "timestamp", None)
+    return int(timestamp()) if callable(timestamp) else None

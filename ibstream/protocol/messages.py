@@ -116,7 +116,12 @@ class TickData(Closed):
     ask_size: float | None = None
     mid_price: float | None = None
     exchange: str | None = None
-    conditions: str | None = None
+    conditions: str | None = Field(
+        None, description="IB's special conditions of a trade (odd lot, off-exchange ...)"
+    )
+    ib_time: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="IB's own tick time in epoch seconds (one-second resolution)"
+    )
 
 
 class TickItem(TickData):

@@ -1,11 +1,14 @@
 """`ensure_server()`: use the ibstream server that is running, or start one in the background.
 
 A notebook or script calls it first. If `GET /health` answers at the URL, that server is
-used as it is. Otherwise a server is started the way `python server/run_server.py start` starts
+used as it is. Otherwise, when no URL was given (the URL is then `$IBSTREAM_URL` or the
+default port) or a start was asked for (`start=True`, or `demo=True`), a server is started the way `python server/run_server.py start` starts
 one (detached, pid file and log in the state directory, so `run_server.py status / stop / logs`
 see it), against IB Gateway / TWS when one answers on the IB port and against the gateway
-simulator when none does. The returned `ServerInfo` says which of these happened and stops
-only a server it started.
+simulator when none does. An explicit URL where nothing answers is an error, not a start: a
+typo'd port must not leave a background simulator running that the script never meant to
+start. The returned `ServerInfo` says which of these happened and stops only a server it
+started.
 """
 
 from __future__ import annotations
@@ -23,9 +26,20 @@ from ibstream.server import config as server_config
 from ibstream.server.background import ServerStartError
 from ibstream.server.probe import health, port_answers
 
-__all__ = ["ServerInfo", "ServerStartError", "default_url", "ensure_server", "health"]
+__all__ = [
+    "ServerInfo",
+    "ServerNotRunning",
+    "ServerStartError",
+    "default_url",
+    "ensure_server",
+    "health",
+]
 
 log = logging.getLogger(__name__)
+
+
+class ServerNotRunning(ServerStartError):
+    """No server answers at the URL given, and `ensure_server` was not asked to start one."""
 
 
 @dataclass
@@ -76,6 +90,7 @@ def default_url() -> str:
 def ensure_server(
     url: str | None = None,
     *,
+    start: bool | None = None,
     demo: bool | None = None,
     ib_host: str | None = None,
     ib_port: int | None = None,
@@ -84,7 +99,10 @@ def ensure_server(
     timeout: float = 30.0,
     log_file: str | Path | None = None,
 ) -> ServerInfo:
-    """The server at `url` (default `default_url()`), started in the background if absent.
+    """The server at `url` (default `default_url()`), started in the background if absent
+    and allowed: `start` None starts one only when no `url` was given (or `demo=True` asks
+    for the simulator), True always, False never. Where no server answers and none may be
+    started, raises `ServerNotRunning` saying so.
 
     Options not given here come from the environment (`IBSTREAM_IB_PORT`, ...), then the
     TOML `config`, as for `run_server.py start`; the URL decides host and port. `demo` True
@@ -94,9 +112,12 @@ def ensure_server(
     (`Client(token=...)`, which also defaults to `$IBSTREAM_TOKEN`). Raises ServerStartError
     (with the log's last lines) if a started server does not answer /health within `timeout` s.
     """
+    explicit = url is not None
     url = (url or default_url()).rstrip("/")
     if health(url) is not None:
         return _found(url)
+    if not (start if start is not None else not explicit or demo is True):
+        raise _not_running(url, explicit)
     host, port = _local_address(url)
     given = {"host": host, "port": port, "ib_host": ib_host, "ib_port": ib_port, "demo": demo}
     given["token"] = token  # reaches the server through its environment, not its argv
@@ -117,6 +138,16 @@ def ensure_server(
     info = ServerInfo(url, True, record.pid, mode, logged, started.process, record)
     log.info("%s", info.describe())
     return info
+
+
+def _not_running(url: str, explicit: bool) -> ServerNotRunning:
+    port = urlsplit(url if "://" in url else f"http://{url}").port
+    serve = f"`ibstream serve{f' --port {port}' if port else ''}`"
+    default = "" if not explicit else f", or ensure_server() to use {default_url()}"
+    return ServerNotRunning(
+        f"no ibstream server answers at {url} (GET /health); check the URL and port, "
+        f"start one there with {serve} or ensure_server({url!r}, start=True){default}"
+    )
 
 
 def _found(url: str) -> ServerInfo:

@@ -1,0 +1,76 @@
+"""`contracts("ES")`: every listing the server's `GET /v2/contracts` finds, as a DataFrame.
+
+One row per contract: conId, symbol, local symbol, security type, exchange, currency, tick
+size (`min_tick`), multiplier, expiry (`last_trade_date`) and description, in the order IB
+gives them. The same facts describe a collected frame (`frame.attrs["contracts"]`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+
+from ibstream.client.options import ClientOptions, auth_headers
+from ibstream.client.transport import connection_error, timeout_error
+from ibstream.protocol.loopback import is_loopback_url
+
+COLUMNS = (
+    "contract_id",
+    "symbol",
+    "local_symbol",
+    "sec_type",
+    "exchange",
+    "currency",
+    "min_tick",
+    "multiplier",
+    "last_trade_date",
+    "description",
+)
+
+
+def check_symbol(symbol: object) -> str:
+    if not isinstance(symbol, str | int) or isinstance(symbol, bool):
+        raise TypeError(
+            f"symbol must be a string such as 'ES' or 'AAPL' (or a conId); got {symbol!r} "
+            f"({type(symbol).__name__})"
+        )
+    text = str(symbol).strip()
+    if not text:
+        raise ValueError("symbol must not be empty; give one such as 'ES', 'AAPL' or 'EUR.USD'")
+    return text
+
+
+async def lookup(server: str, token: str | None, symbol: str, options: ClientOptions) -> list:
+    """The server's contract details for `symbol` (its typed error if it finds none)."""
+    from ibstream.client.sse import error_from_response  # the HTTP error body, typed
+
+    timeout = options.request_timeout
+    async with httpx.AsyncClient(
+        base_url=server,
+        headers=auth_headers(token),
+        timeout=httpx.Timeout(timeout, connect=options.connect_timeout),
+        trust_env=not is_loopback_url(server),  # a local server's token never goes to a proxy
+    ) as http:
+        try:
+            async with asyncio.timeout(timeout):
+                response = await http.get("/v2/contracts", params={"symbol": symbol})
+                if response.status_code != 200:
+                    raise await error_from_response(response)
+                return orjson.loads(response.content)
+        except TimeoutError:
+            raise timeout_error(f"GET {server}/v2/contracts", timeout) from None
+        except httpx.HTTPError as exc:
+            raise connection_error(f"cannot reach {server}", exc, url=server) from None
+
+
+def contracts_frame(rows: list[dict]) -> Any:
+    """One row per contract, the columns of COLUMNS (missing facts as <NA> / NaN)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([{name: row.get(name) for name in COLUMNS} for row in rows])
+    frame = frame.reindex(columns=list(COLUMNS))
+    types = {name: pd.StringDtype() for name in COLUMNS if name not in ("contract_id", "min_tick")}
+    return frame.astype({"contract_id": "int64", "min_tick": "float64", **types})
