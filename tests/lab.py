@@ -38,9 +38,14 @@ CHROMIUM_ARGS = [
 START_TIMEOUT = 90.0  # seconds JupyterLab may take to answer (cold start on a busy machine)
 
 # JupyterLab user settings: render every cell (no windowing, so off-screen outputs stay in
-# the page), and no news or update checks (no network, no toast over the screenshot).
+# the page), start the notebook's kernel without a picker dialog (one that showed after the
+# kernel looked idle once covered the page), and no news or update checks (no network, no
+# toast over the screenshot).
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker": {
+        "windowingMode": "none",
+        "autoStartDefaultKernel": True,
+    },
     "@jupyterlab/apputils-extension/notification": {
         "fetchNews": "false",
         "checkForUpdates": False,
