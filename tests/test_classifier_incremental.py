@@ -53,7 +53,7 @@ def test_wire_rows_one_at_a_time_equal_the_frame():
         t(50.0, c=2, kind="AllLast") | {"recv_ns": 13, "sequence": 4},
         t(100.25, c=1) | {"recv_ns": 14, "sequence": 5},
         {"contract_id": 1, "tick_type": "mid_point", "mid_price": 1.0, "recv_ns": 15},
-        t(49.75, c=2) | {"recv_ns": 16, "sequence": 6},
+        t(49.75, c=2, kind="AllLast") | {"recv_ns": 16, "sequence": 6},
     ]
     classifier = TradeClassifier("lee-ready")
     got = pd.concat([classifier.update(row) for row in rows])
@@ -63,14 +63,16 @@ def test_wire_rows_one_at_a_time_equal_the_frame():
     pd.testing.assert_frame_equal(got, classify(frame, "lee_ready"), check_index_type=True)
     assert got["side"].astype(str).tolist() == ["buy", "neutral", "sell", "sell"]
     assert got["exchange"].tolist()[0] == "CME" and got.dtypes.to_dict() == TRADE_COLUMNS
-    assert classifier.update(rows[0]).empty
+    assert classifier.update(rows[0] | {"recv_ns": 17}).empty
+    with pytest.raises(ValueError, match="sort_index"):  # back in time: refused
+        classifier.update(rows[0])
 
 
 def test_state_carries_per_contract_and_reset_forgets():
     classifier = TradeClassifier("emo")
     classifier.update([q(10.0, 11.0, c=7), t(10.5, c=7), t(10.75, c=7)])
     state = classifier.state
-    assert state.loc[7].tolist() == [10.0, 11.0, 10.75, 1]
+    assert state.loc[7].tolist() == [10.0, 11.0, 10.75, 1, 0, False]  # time 0: no recv_ns
     assert classifier.update([t(10.75, c=7)])["side"].tolist() == ["buy"]  # zero uptick
     classifier.reset()
     assert classifier.state.empty and classifier.trades_seen == 0
