@@ -1,5 +1,6 @@
 """The contracts the gateway simulator knows: those the README names, futures with several
-expiries (one already expired) so that picking the front month is exercised.
+expiries (one already expired) so that picking the front month is exercised, and a calendar
+spread whose price goes negative.
 
 The simulator lives on a fixed session day, `SESSION_DATE`, so that which future is the front
 month does not change with the host's calendar. Contract ids of AAPL and EUR.USD are IB's.
@@ -110,7 +111,15 @@ FUTURES: tuple[SimContract, ...] = tuple(
     for symbol, rows in _EXPIRIES.items()
     for step, row in enumerate(rows)
 )
-BUILTIN_CONTRACTS: tuple[SimContract, ...] = (AAPL, EURUSD, *FUTURES)
+# a crude oil calendar spread traded as one instrument: its price (front minus next month)
+# walks around zero and below, as spreads and CL in April 2020 do
+CL_SPREAD = replace(
+    _ROOTS["CL"], con_id=215470001, symbol="CLS", local_symbol="CLSF7G7", trading_class="CLS",
+    last_trade_date="20261217", contract_month="202701", market_name="CLS",
+    long_name="Crude Oil calendar spread Jan/Feb 2027 (simulated)", start_price=-0.02,
+    lowest_bid=None,
+)  # fmt: skip
+BUILTIN_CONTRACTS: tuple[SimContract, ...] = (AAPL, EURUSD, *FUTURES, CL_SPREAD)
 BUILTIN_BY_CON_ID: Mapping[int, SimContract] = MappingProxyType(
     {c.con_id: c for c in BUILTIN_CONTRACTS}
 )
