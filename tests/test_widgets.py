@@ -224,7 +224,7 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
         assert 0 < ticks_shown <= dash.inbox.received
 
         dash.controls.frames.click()  # "to DataFrame"
-        ticks, trades, frame_bars = dash.ticks, dash.trades, dash.bars
+        ticks, trades, frame_bars = dash.to_frames()
         assert list(ticks.columns) == list(TICK_COLUMNS) and len(ticks) > 0
         assert dict(ticks.dtypes) == TICK_COLUMNS
         pd.testing.assert_frame_equal(trades, classify(ticks))
@@ -234,11 +234,13 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
         dash.controls.path.value = str(tmp_path / "es")  # "save Parquet"
         dash.controls.save.click()
         assert str(tmp_path / "es.parquet") in dash.controls.message.value
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "es.parquet"), dash.ticks)
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(tmp_path / "es.bars.parquet"), dash.bars, check_freq=False
-        )
-        assert len(dash.ticks) >= len(ticks)
+        saved = pd.read_parquet(tmp_path / "es.parquet")
+        assert f"saved {len(saved)} ticks" in dash.controls.message.value
+        now = dash.ticks  # the window so far began before the save and goes on after it
+        pd.testing.assert_frame_equal(saved, now.iloc[: len(saved)])
+        assert len(now) >= len(saved) >= len(ticks)
+        saved_bars = pd.read_parquet(tmp_path / "es.bars.parquet")
+        assert list(saved_bars.columns) == list(dash.bars.columns) and len(saved_bars)
 
         dash.controls.method.value = "tick"  # re-classifies the window
         assert dash.model.method == "tick" and "re-classified" in dash.controls.message.value
@@ -252,6 +254,28 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
     assert not dash.stream.active and dash.client.state == "closed"
     assert "closed" in dash.status.text
     assert dash.comm is None and dash.figures.price.comm is None  # gone from the page
+
+
+async def test_ticks_trades_and_bars_are_current_without_pressing_a_button(live_server):
+    from ibstream.widgets import dashboard
+
+    dash = dashboard("ES", live_server.url, window="1min", bar="1s")
+    changes = Changes()
+    dash.on_refresh(changes.notify)
+    try:
+        await changes.until(lambda: dash.model.trades_fed >= 5, WAIT)
+        ticks, trades, shown = dash.ticks, dash.trades, dash.bars  # no button pressed
+        assert dict(ticks.dtypes) == TICK_COLUMNS and len(ticks) >= 10
+        assert len(trades) >= 5 and shown["trade_count"].sum() >= 5
+        received = dash.inbox.received
+        await changes.until(lambda: dash.inbox.received >= received + 20, WAIT)
+        later = dash.ticks  # read again: it has what arrived since, taken in on reading
+        assert len(later) >= len(ticks) + 20
+        both, classified, _ = dash.to_frames()
+        pd.testing.assert_frame_equal(classified, classify(both))
+    finally:
+        dash.close()
+    await dash.ticker.wait_stopped()
 
 
 async def test_pause_keeps_receiving_and_stops_redraws(live_server):
