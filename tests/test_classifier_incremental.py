@@ -3,6 +3,8 @@ method and any split into batches, frames or wire rows alike."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ibstream.analytics import METHODS, TRADE_COLUMNS, TradeClassifier, classify
+from ibstream.analytics.arrival import DoubleCountWarning
 from tests.data import DATASETS, recorded, tick_frame
 from tests.test_classify import q, t, ticks_st
 
@@ -31,6 +34,33 @@ def test_any_batch_split_equals_one_batch(rows, method, cuts):
     whole = classify(frame, method)
     got = feed(TradeClassifier(method), frame, [c for c in cuts if c <= len(frame)])
     pd.testing.assert_frame_equal(got, whole)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=ticks_st,
+    method=st.sampled_from(METHODS),
+    cuts=st.lists(st.integers(0, 60), max_size=12),
+    as_rows=st.lists(st.booleans(), min_size=13, max_size=13),
+)
+def test_wire_rows_and_frames_in_any_mix_equal_one_batch(rows, method, cuts, as_rows):
+    """The per-tick path (wire rows) and the vectorised one (frames) carry one state."""
+    rows = [
+        r | {"recv_ns": 1_700_000_000_000_000_000 + i, "sequence": i} for i, r in enumerate(rows)
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DoubleCountWarning)
+        whole = classify(tick_frame(rows), method)
+        classifier = TradeClassifier(method)
+        bounds = [0, *sorted(c for c in cuts if c <= len(rows)), len(rows)]
+        parts = [
+            classifier.update(rows[a:b] if wire else tick_frame(rows[a:b]))
+            for a, b, wire in zip(bounds, bounds[1:], as_rows, strict=False)
+        ]
+    parts = [p for p in parts if len(p)]  # (an empty frame's index may have another unit)
+    assert len(whole) == sum(map(len, parts))
+    if parts:
+        pd.testing.assert_frame_equal(pd.concat(parts), whole)
 
 
 @pytest.mark.parametrize("dataset", DATASETS)

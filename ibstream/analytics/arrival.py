@@ -48,11 +48,15 @@ def check_order(
     rows = at if order is None else order[at]
     bad = ids[np.searchsorted(ends, where, side="right")]
     before = since[np.searchsorted(ends, at, side="right")] if at in starts else timed[at - 1]
-    raise ValueError(
-        f"receive times go back for contract(s) {', '.join(map(str, np.unique(bad)))}: row "
-        f"{rows} at {pd.Timestamp(int(timed[at]), tz='UTC')} comes after "
-        f"{pd.Timestamp(int(before), tz='UTC')}; classification needs ticks in arrival order: "
-        + SORT_HINT
+    raise went_back(np.unique(bad).tolist(), int(rows), int(timed[at]), int(before))
+
+
+def went_back(contracts: list[int], row: int, time: int, before: int) -> ValueError:
+    """The error for receive times that go back: where, and how to fix it."""
+    return ValueError(
+        f"receive times go back for contract(s) {', '.join(map(str, contracts))}: row {row} "
+        f"at {pd.Timestamp(time, tz='UTC')} comes after {pd.Timestamp(before, tz='UTC')}; "
+        f"classification needs ticks in arrival order: {SORT_HINT}"
     )
 
 
@@ -78,14 +82,19 @@ def one_trade_stream(
         return is_trade, now_seen
     rows = np.flatnonzero(doubled)
     rows = rows if order is None else order.take(rows)
-    names = ", ".join(map(str, np.unique(ids[mine[np.flatnonzero(doubled)]])))
-    warnings.warn(
-        f"the ticks hold both last and all_last trades of contract(s) {names}: each print "
-        f"would count twice; {len(rows)} last trade(s) from the first all_last trade on are "
-        "left out (all_last is the superset). Subscribe to one of them per contract.",
-        DoubleCountWarning,
-        stacklevel=4,
-    )
+    warn_doubled(np.unique(ids[mine[np.flatnonzero(doubled)]]).tolist(), len(rows))
     kept = is_trade.copy()
     kept[rows] = False
     return kept, now_seen
+
+
+def warn_doubled(contracts: list[int], count: int) -> None:
+    """The one warning of a call that left out `count` doubled `last` trades."""
+    warnings.warn(
+        f"the ticks hold both last and all_last trades of contract(s) "
+        f"{', '.join(map(str, contracts))}: each print would count twice; {count} last "
+        "trade(s) from the first all_last trade on are left out (all_last is the superset). "
+        "Subscribe to one of them per contract.",
+        DoubleCountWarning,
+        stacklevel=5,
+    )
