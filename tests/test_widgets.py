@@ -52,7 +52,8 @@ def feed_in_batches(model: LiveModel, rows: list[dict], seed: int = 0) -> None:
     at = 0
     while at < len(rows):
         size = int(rng.integers(1, 400))
-        model.feed(ticks_to_frame(rows[at : at + size]))
+        batch = rows[at : at + size]  # wire rows (the dashboard's way) or a frame
+        model.feed(batch if rng.integers(2) else ticks_to_frame(batch))
         at += size
 
 

@@ -24,7 +24,6 @@ import pandas as pd
 
 from ibstream.analytics import resolve_method
 from ibstream.client import Client
-from ibstream.client.frames import ticks_to_frame
 from ibstream.errors import StreamConnectionError, StreamError
 from ibstream.widgets import exports, live
 from ibstream.widgets.controls import Controls, duration_label
@@ -159,7 +158,7 @@ class Dashboard(widgets.VBox):
         rows = self.inbox.take()
         if rows:
             try:
-                self._trades_seen += len(self.model.feed(ticks_to_frame(rows)))
+                self._trades_seen += len(self.model.feed(rows))
             except Exception:  # the model kept its window and says why (model.problem)
                 self.controls.say(self.model.problem)
 
