@@ -19,28 +19,18 @@ from ibstream.analytics import (
 from ibstream.client import AsyncClient
 from ibstream.client.frames import ticks_to_frame
 from ibstream.gateway.contracts import BUILTIN_BY_CON_ID, CL_SPREAD
-from ibstream.gateway.market import BUY, Market, Quote
+from ibstream.gateway.market import BUY
 from ibstream.widgets.figures import Figures
 from ibstream.widgets.model import LiveModel
 from tests.data import tick_frame
 from tests.test_classify import q, sides, t
 from tests.test_end_to_end import truth_of
-
-START = 1_800_000_000_000_000_000
+from tests.test_widgets import market_rows
 
 
 def spread_rows(n: int, seed: int = 1) -> list[dict]:
     """`n` events of the simulated calendar spread as wire rows, 1 ms apart."""
-    rows = []
-    for i, e in enumerate(Market(CL_SPREAD, seed=seed, bursts=False).step(n, START / 1e9)):
-        row = {"contract_id": CL_SPREAD.con_id, "sequence": i + 1, "recv_ns": START + i * 10**6}
-        if isinstance(e, Quote):
-            row |= {"tick_type": "bid_ask", "bid_price": e.bid, "ask_price": e.ask}
-            row |= {"bid_size": e.bid_size, "ask_size": e.ask_size}
-        else:
-            row |= {"tick_type": "last", "price": e.price, "size": e.size, "exchange": "NYMEX"}
-        rows.append(row)
-    return rows
+    return market_rows(n, seed=seed, contract=CL_SPREAD)
 
 
 def test_the_simulated_spread_walks_through_zero_into_negative_prices():

@@ -16,7 +16,7 @@ import pytest
 from ibstream.analytics import bars, classify
 from ibstream.client.frames import TICK_COLUMNS, conform_ticks, ticks_to_frame
 from ibstream.errors import ContractNotFound, ErrorCode, StreamConnectionError
-from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
+from ibstream.gateway.contracts import BUILTIN_BY_CON_ID, SimContract
 from ibstream.gateway.market import Market, Quote
 from ibstream.server.run import ServerHandle
 from ibstream.widgets.model import LiveModel
@@ -32,17 +32,21 @@ START = 1_800_000_000_000_000_000
 WAIT = 20.0
 
 
-def market_rows(n: int, *, seed: int = 5, step_ns: int = 1_000_000) -> list[dict]:
-    """`n` simulated ES quotes and trades as wire tick rows, `step_ns` apart."""
-    events = Market(BUILTIN_BY_CON_ID[ES], seed=seed, bursts=False).step(n, START / 1e9)
+def market_rows(
+    n: int, *, seed: int = 5, step_ns: int = 1_000_000, contract: SimContract | None = None
+) -> list[dict]:
+    """`n` simulated quotes and trades of `contract` (ES) as wire tick rows, `step_ns` apart."""
+    contract = contract or BUILTIN_BY_CON_ID[ES]
+    events = Market(contract, seed=seed, bursts=False).step(n, START / 1e9)
     rows = []
     for i, e in enumerate(events):
-        row = {"contract_id": ES, "sequence": i + 1, "recv_ns": START + i * step_ns}
+        row = {"contract_id": contract.con_id, "sequence": i + 1, "recv_ns": START + i * step_ns}
         if isinstance(e, Quote):
             row |= {"tick_type": "bid_ask", "bid_price": e.bid, "ask_price": e.ask}
             row |= {"bid_size": e.bid_size, "ask_size": e.ask_size}
         else:
-            row |= {"tick_type": "last", "price": e.price, "size": e.size, "exchange": "CME"}
+            row |= {"tick_type": "last", "price": e.price, "size": e.size}
+            row["exchange"] = contract.exchange
         rows.append(row)
     return rows
 
