@@ -23,6 +23,7 @@ def feed(classifier: TradeClassifier, frame: pd.DataFrame, cuts: list[int]) -> p
     return pd.concat(parts)
 
 
+@pytest.mark.filterwarnings("ignore::ibstream.analytics.DoubleCountWarning")  # mixes both
 @settings(max_examples=200, deadline=None)
 @given(
     rows=ticks_st,

@@ -102,6 +102,7 @@ other_st = st.builds(
 ticks_st = st.lists(st.one_of(quotes_st, trades_st, trades_st, other_st), max_size=60)
 
 
+@pytest.mark.filterwarnings("ignore::ibstream.analytics.DoubleCountWarning")  # mixes both
 @settings(max_examples=300, deadline=None)
 @given(rows=ticks_st, method=st.sampled_from(METHODS))
 def test_every_method_equals_the_per_tick_reference(rows, method):

@@ -114,9 +114,9 @@ FUTURES: tuple[SimContract, ...] = tuple(
 # a crude oil calendar spread traded as one instrument: its price (front minus next month)
 # walks around zero and below, as spreads and CL in April 2020 do
 CL_SPREAD = replace(
-    _ROOTS["CL"], con_id=215470001, symbol="CLS", local_symbol="CLSF7G7", trading_class="CLS",
-    last_trade_date="20261217", contract_month="202701", market_name="CLS",
-    long_name="Crude Oil calendar spread Jan/Feb 2027 (simulated)", start_price=-0.02,
+    _ROOTS["CL"], con_id=215470001, symbol="CLS", local_symbol="CLSF8G8", trading_class="CLS",
+    last_trade_date="20271216", contract_month="202801", market_name="CLS",
+    long_name="Crude Oil calendar spread Jan/Feb 2028 (simulated)", start_price=-0.02,
     lowest_bid=None,
 )  # fmt: skip
 BUILTIN_CONTRACTS: tuple[SimContract, ...] = (AAPL, EURUSD, *FUTURES, CL_SPREAD)
