@@ -30,8 +30,8 @@ def receive_times(index: pd.Index) -> np.ndarray | None:
 
 
 def check_order(
-    time: np.ndarray, contract: np.ndarray, order: np.ndarray | None, ends: np.ndarray,
-    ids: np.ndarray, since: np.ndarray,
+    time: np.ndarray, order: np.ndarray | None, ends: np.ndarray, ids: np.ndarray,
+    since: np.ndarray,
 ) -> None:  # fmt: skip
     """Raise ValueError if a contract's receive times go back: within the rows (`order`:
     the rows in contract order, None if already; `ends`: where each contract's rows end)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ibstream.analytics.classify import classify_with_state, resolve_method
 from ibstream.analytics.live import (
-    Book,
+    Carried,
     Trade,
     books_frame,
     classify_rows,
@@ -30,7 +30,7 @@ class TradeClassifier:
 
     def __init__(self, method: str | None = None) -> None:
         self.method = resolve_method(method)
-        self._books: dict[int, Book] = {}  # the state, unless `_frame` holds it
+        self._books: dict[int, Carried] = {}  # the state, unless `_frame` holds it
         self._frame: pd.DataFrame | None = None
         self.trades_seen = 0
 

@@ -124,7 +124,7 @@ def classify_with_state(
     time = receive_times(ticks.index)
     if time is not None:
         since = init["time"].fillna(EARLIEST).to_numpy(np.int64)
-        check_order(time, contract, g.order, g.ends, g.ids, since)
+        check_order(time, g.order, g.ends, g.ids, since)
     kinds = tick_kinds(ticks["tick_type"])
     seen = init["all_last"].fillna(False).to_numpy(bool)
     is_trade, seen = one_trade_stream(kinds.trade, kinds.all_last, g.order, g.ends, g.ids, seen)

@@ -3,7 +3,7 @@
 A live feed hands over a few ticks at a time, and the vectorised path pays its fixed cost
 (a frame, grouping, dozens of numpy calls) on every batch: about a millisecond and a half
 whatever its size. Here a tick costs a few microseconds. Both paths carry the same state per
-contract (`Book`) and apply the same rules with the same float operations in the same
+contract (`Carried`) and apply the same rules with the same float operations in the same
 order, so they give the same bits; `TradeClassifier` takes wire rows this way and frames
 the other, and the tests check any mix of them against one `classify` call.
 """
@@ -53,7 +53,7 @@ class Trade(NamedTuple):
     side: int
 
 
-class Book:
+class Carried:
     """What classification carries per contract (the columns of `empty_state`)."""
 
     __slots__ = ("all_last", "ask", "bid", "price", "tick", "time")
@@ -70,23 +70,23 @@ class Book:
         self.bid, self.ask, self.price, self.tick = bid, ask, price, tick
         self.time, self.all_last = time, all_last
 
-    def copy(self) -> Book:
-        return Book(self.bid, self.ask, self.price, self.tick, self.time, self.all_last)
+    def copy(self) -> Carried:
+        return Carried(self.bid, self.ask, self.price, self.tick, self.time, self.all_last)
 
 
 def classify_rows(
-    rows: Iterable[Mapping], books: Mapping[int, Book], method: str
-) -> tuple[list[Trade], dict[int, Book]]:
+    rows: Iterable[Mapping], books: Mapping[int, Carried], method: str
+) -> tuple[list[Trade], dict[int, Carried]]:
     """The trades among wire tick rows (arrival order) and the books they leave, per
     contract touched (`books` itself is not changed: the caller commits)."""
-    touched: dict[int, Book] = {}
+    touched: dict[int, Carried] = {}
     trades: list[Trade] = []
     doubled: dict[int, int] = {}
     for i, row in enumerate(rows):
         c = row.get("contract_id", 0)
         book = touched.get(c)
         if book is None:
-            book = touched[c] = books[c].copy() if c in books else Book()
+            book = touched[c] = books[c].copy() if c in books else Carried()
         time = row.get("recv_ns", 0)
         if time < book.time:
             raise went_back([c], i, time, book.time)
@@ -116,7 +116,7 @@ def _num(row: Mapping, name: str) -> float:
     return NAN if value is None else float(value)
 
 
-def _trade(row: Mapping, c: int, time: int, book: Book, method: str) -> Trade:
+def _trade(row: Mapping, c: int, time: int, book: Carried, method: str) -> Trade:
     price = _num(row, "price")
     if price == price:  # the tick test moves on priced trades only
         if price > book.price:
@@ -187,7 +187,7 @@ def trades_frame(trades: list[Trade]) -> pd.DataFrame:
     )
 
 
-def books_frame(books: Mapping[int, Book]) -> pd.DataFrame:
+def books_frame(books: Mapping[int, Carried]) -> pd.DataFrame:
     """Books -> the carried state frame of `classify_with_state` (see `empty_state`)."""
     if not books:
         return empty_state()
@@ -206,10 +206,10 @@ def books_frame(books: Mapping[int, Book]) -> pd.DataFrame:
     )
 
 
-def frame_books(state: pd.DataFrame) -> dict[int, Book]:
+def frame_books(state: pd.DataFrame) -> dict[int, Carried]:
     """The carried state frame -> books."""
     return {
-        int(c): Book(bid, ask, price, int(tick), int(time), bool(all_last))
+        int(c): Carried(bid, ask, price, int(tick), int(time), bool(all_last))
         for c, bid, ask, price, tick, time, all_last in zip(
             state.index.tolist(), *(state[k].tolist() for k in state.columns), strict=True
         )
