@@ -51,6 +51,7 @@ bench-server: $(STAMP)
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify
+	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.redraw
 

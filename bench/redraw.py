@@ -88,7 +88,7 @@ class Dashboard:
     def __call__(self, rows: list[dict]) -> int:
         if not rows:
             return 0
-        self.model.feed(ticks_to_frame(rows))
+        self.model.feed(rows)  # as `Dashboard._ingest`: wire rows, the engine's per-tick path
         self.figures.draw(plot := self.model.plot())
         lines = [plot.quote_time, plot.delta_time, *(t for t, _, _ in plot.trades.values())]
         return sum(map(len, lines)) + 3 * len(plot.bar_time)
@@ -164,7 +164,7 @@ def feed(rows: list[dict], rate: float, put: Callable[[dict], None], stop: threa
 async def live(mode: str, rows: list[dict], rate: int, args: argparse.Namespace) -> dict:
     warm = VIEWS[mode](args.window, args.bar)  # first calls import and cache: not measured
     for at in (0, 100):
-        warm([dict(r, recv_ns=REPLAY_NS + i) for i, r in enumerate(rows[at : at + 100])])
+        warm([dict(r, recv_ns=REPLAY_NS + at + i) for i, r in enumerate(rows[at : at + 100])])
     inbox, view = Inbox(), VIEWS[mode](args.window, args.bar)
     took, points, lags = [], [], []
 

@@ -18,7 +18,7 @@ from tests.data import BINANCE, CME, recorded
 from tests.test_delta import T0, trades_frame
 
 T0_NS = T0.value
-GAPS_NS = [0, 0, 1_000_000, 400_000_000, 7 * 10**9, 31 * 10**9, 61 * 10**9]
+GAPS_NS = [0, 0, 1_000_000, 400_000_000, 7 * 10**9, 30 * 10**9, 31 * 10**9, 61 * 10**9]
 SIZES = st.one_of(st.integers(1, 50).map(float), st.floats(0.001, 1000.0))
 
 
@@ -85,7 +85,7 @@ def test_engine_equals_batch_on_trades_in_any_split(data, window, interval, tick
 
 
 @st.composite
-def ticks_and_cuts(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int]]:
+def wire_rows_and_cuts(draw: st.DrawFn) -> tuple[list[dict], list[int]]:
     n = draw(st.integers(0, 50))
     stamp, rows = T0_NS, []
     for _ in range(n):
@@ -106,9 +106,14 @@ def ticks_and_cuts(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int]]:
                     del row[key]
         rows.append(row)
     cuts = draw(st.lists(st.integers(0, n), max_size=6))
-    return ticks_to_frame(rows), cuts
+    return rows, cuts
 
 
+def ticks_and_cuts() -> st.SearchStrategy:
+    return wire_rows_and_cuts().map(lambda drawn: (ticks_to_frame(drawn[0]), drawn[1]))
+
+
+@pytest.mark.filterwarnings("ignore::ibstream.analytics.DoubleCountWarning")  # mixes both
 @settings(max_examples=40, deadline=None)
 @given(data=ticks_and_cuts(), method=st.sampled_from(["quote", "tick", "lee_ready"]))
 def test_engine_fed_ticks_equals_classify_then_batch(data, method):
@@ -119,6 +124,44 @@ def test_engine_fed_ticks_equals_classify_then_batch(data, method):
     trades = classify(ticks, method)
     pd.testing.assert_frame_equal(engine.trades, trades, check_exact=True)
     assert_engine_equals_batch(engine, trades)
+
+
+@pytest.mark.filterwarnings("ignore::ibstream.analytics.DoubleCountWarning")  # mixes both
+@settings(max_examples=60, deadline=None)
+@given(
+    data=wire_rows_and_cuts(),
+    method=st.sampled_from(["quote", "tick", "lee_ready"]),
+    as_rows=st.lists(st.booleans(), min_size=7, max_size=7),
+    join_at=st.sampled_from([1, 3, 4096]),
+)
+def test_wire_rows_tick_by_tick_and_frames_in_any_mix_equal_the_batch(
+    data, method, as_rows, join_at
+):
+    """The per-tick path (`feed_rows`, trades joined to the vectorised state now and then)
+    and frames, mixed in any way, give the batch numbers; `now` the last rows of them."""
+    rows, cuts = data
+    engine = DeltaEngine(method=method, window="30s", bar_interval="10s", tick_size=0.5)
+    engine.join_at = join_at
+    edges = [0, *sorted(cuts), len(rows)]
+    for (a, b), wire in zip(zip(edges, edges[1:], strict=False), as_rows, strict=False):
+        if wire:
+            for row in rows[a:b]:  # one tick a time, as a live feed
+                engine.feed_rows(row)
+        else:
+            engine.feed(ticks_to_frame(rows[a:b]) if b > a else rows[a:b])
+    trades = classify(ticks_to_frame(rows), method)
+    for c, mine in trades.groupby("contract_id"):
+        now = engine.now(c)
+        window = rolling(mine, "30s").iloc[-1]
+        assert now.time == mine.index[-1].value
+        assert now.cumulative_delta == cumulative_delta(mine).iloc[-1]
+        assert list(now.window) == window[
+            ["buy_volume", "sell_volume", "neutral_volume"]
+        ].tolist() + [window["trade_count"]]
+    assert_engine_equals_batch(engine, trades)
+    pd.testing.assert_frame_equal(
+        engine.trades, trades, check_exact=True, check_index_type=len(trades) > 0
+    )
 
 
 @pytest.mark.parametrize(("name", "tick_size"), [(BINANCE, 1.0), (CME, 0.25)])
@@ -232,3 +275,17 @@ def test_a_refused_batch_does_not_move_the_classifier_on():
         engine.feed(bad)
     pd.testing.assert_frame_equal(engine.classifier.state, state)
     assert engine.classifier.trades_seen == 1 and engine.summary()["total_trades"].tolist() == [1]
+
+
+def test_the_live_window_leaves_out_a_trade_exactly_one_window_back():
+    rows = [
+        {"contract_id": 5, "tick_type": "last", "price": 10.0, "size": s, "recv_ns": T0_NS + t}
+        for s, t in ((1.0, 0), (2.0, 30 * 10**9), (4.0, 30 * 10**9 + 1))
+    ]
+    engine = DeltaEngine(method="tick", window="30s")
+    windows = rolling(classify(ticks_to_frame(rows), "tick"), "30s")
+    columns = ["buy_volume", "sell_volume", "neutral_volume", "trade_count"]
+    for row, (_, window) in zip(rows, windows.iterrows(), strict=True):
+        engine.feed_rows(row)
+        assert engine.now(5).window == tuple(window[columns])
+    assert windows["trade_count"].tolist() == [1, 1, 2]

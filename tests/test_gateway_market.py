@@ -47,7 +47,9 @@ def test_prices_on_grid_spread_at_least_one_tick_sizes_positive(contract):
         assert on_grid(t.price, tick), t
         assert t.size > 0 and t.size % contract.size_increment == 0
         assert t.side in (BUY, SELL)
-    assert abs(quotes[0].bid - contract.start_price) < 0.02 * contract.start_price
+    assert abs(quotes[0].bid - contract.start_price) <= max(0.02 * abs(contract.start_price), tick)
+    if contract.lowest_bid is not None:  # only the spread may go to zero and below
+        assert min(q.bid for q in quotes) >= contract.price(contract.lowest_bid)
 
 
 def test_same_seed_same_events_other_seed_differs():

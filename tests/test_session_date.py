@@ -54,6 +54,8 @@ def test_the_front_month_rolls_and_known_expiries_keep_ibs_con_ids():
         ("ESZ1", "20311219"),
     ]
     assert later == futures(date(2031, 5, 5), "ES")  # made-up conIds are stable
+    spread = next(c for c in builtin_contracts(date(2031, 5, 5)) if c.symbol == "CLS")
+    assert not spread.expired(date(2031, 5, 5))  # the negative-price spread keeps trading
 
 
 def test_demo_follows_the_session_date_option():

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from ibstream.analytics import METHODS, classify
-from ibstream.analytics.delta import cumulative_delta, rolling, signed_volume
+from ibstream.analytics.delta import cumulative_delta, rolling, signed_volume, summary
 from ibstream.cli.delta import run_delta
 from ibstream.cli.delta_view import DeltaStudy
 from ibstream.client import AsyncClient
@@ -28,7 +28,9 @@ from tests.proxy import TcpProxy
 IBSTREAM = [sys.executable, "-m", "ibstream", "delta"]
 ES = 637533641
 TRANSPORTS = ("websocket", "sse")
-UPDATE_KEYS = {"study", "contract_id", "timestamp", "window_seconds", "data"}
+UPDATE_KEYS = {"type", "study", "contract_id", "timestamp", "window_seconds", "data"}
+TRADE_KEYS = {"type", "timestamp", "side", "size", "price", "bid", "ask", "delta"}
+SUMMARY_KEYS = {"type", "total_trades", "buy_volume", "sell_volume", "net_delta", "buy_pct"}
 STATS_KEYS = {
     "total_buy_volume",
     "total_sell_volume",
@@ -55,7 +57,7 @@ async def read_line(stream: asyncio.StreamReader) -> str:
 
 
 def check_update(update: dict) -> dict:
-    assert set(update) == UPDATE_KEYS and update["study"] == "delta"
+    assert set(update) == UPDATE_KEYS and update["study"] == "delta" and update["type"] == "update"
     assert set(update["data"]) == {"current_delta", "cumulative_delta", "period_stats"}
     assert set(update["data"]["period_stats"]) == STATS_KEYS
     return update
@@ -83,17 +85,35 @@ async def test_json_updates_equal_the_batch_analytics_on_the_same_ticks(
             gateway.set_rate(0)
             sent = market.trade_count - first
             await changes.until(lambda: sum(t["tick_type"] == "last" for t in seen) >= sent)
-            lines = []
+            lines, trade_lines = [], []
             while not lines or lines[-1]["data"]["period_stats"]["trade_count"] < sent:
-                lines.append(check_update(json.loads(await read_line(proc.stdout))))
+                line = json.loads(await read_line(proc.stdout))
+                if line["type"] == "trade":
+                    assert set(line) == TRADE_KEYS
+                    trade_lines.append(line)
+                else:
+                    lines.append(check_update(line))
             proc.send_signal(signal.SIGINT)
             rest, err = await asyncio.wait_for(proc.communicate(), WAIT)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-    assert proc.returncode == 0 and not rest, err.decode()
+    assert proc.returncode == 0, err.decode()
+    rest_lines = rest.decode().splitlines()
+    final = json.loads(rest_lines[-1])  # the last stdout line: the summary, as the demo's
+    assert len(rest_lines) == 1 and set(final) == SUMMARY_KEYS and final["type"] == "summary"
     trades = classify(ticks_to_frame(seen[mark:]))  # the ticks the command saw
+    totals = summary(trades).iloc[0]
+    assert final["total_trades"] == len(trades) == len(trade_lines)
+    assert final["buy_volume"] == totals["buy_volume"]
+    assert final["sell_volume"] == totals["sell_volume"]
+    assert final["net_delta"] == totals["net_delta"]
+    assert final["buy_pct"] == pytest.approx(totals["buy_pct"], abs=0.01)
+    assert [t["side"] for t in trade_lines] == trades["side"].astype(str).tolist()
+    assert [t["price"] for t in trade_lines] == trades["price"].tolist()
+    assert [t["size"] for t in trade_lines] == trades["size"].tolist()
+    assert [t["timestamp"] for t in trade_lines] == [iso_timestamp(i.value) for i in trades.index]
     assert len(trades) == sent == lines[-1]["data"]["period_stats"]["trade_count"]
     cumulative, signed = cumulative_delta(trades), signed_volume(trades)
     window = rolling(trades, "60s")
@@ -109,8 +129,11 @@ async def test_json_updates_equal_the_batch_analytics_on_the_same_ticks(
     assert stats["net_delta"] == last["net_delta"] == cumulative.iloc[-1]
     assert stats["buy_pct"] == pytest.approx(last["buy_pct"], abs=0.01)
     assert stats["buy_sell_ratio"] == pytest.approx(last["buy_sell_ratio"], abs=1e-4)
-    assert [json.loads(x) for x in output.read_text().splitlines()] == lines
-    assert f"net delta      : {cumulative.iloc[-1]:+g}" in err.decode()  # the final summary
+    assert [t["delta"] for t in trade_lines] == cumulative.tolist()
+    written = [json.loads(x) for x in output.read_text().splitlines()]
+    assert written == sorted(lines + trade_lines, key=written.index) + [final]  # the same lines
+    assert [x for x in written if x["type"] == "update"] == lines
+    assert "delta summary" not in err.decode()  # no text summary in JSON mode
 
 
 async def test_table_for_some_seconds_adds_up(server):
@@ -154,8 +177,10 @@ async def test_no_server_is_one_line_not_a_traceback(transport):
     proc = await delta_process("ES", "--server", url, "--transport", transport, "--json")
     out, err = await asyncio.wait_for(proc.communicate(), 2 * WAIT)
     lines = err.decode().strip().splitlines()
-    assert proc.returncode == 1 and not out
+    assert proc.returncode == 1
     assert len(lines) == 1 and "CONNECTION_ERROR" in lines[0] and url.split("//")[1] in lines[0]
+    (last,) = [json.loads(line) for line in out.decode().splitlines()]  # as the demo ends
+    assert last["type"] == "error" and last["code"] == "CONNECTION_ERROR"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -172,7 +197,7 @@ async def test_a_token_server_takes_the_token_from_the_environment(
     monkeypatch.setenv("IBSTREAM_TOKEN", SECRET)
     proc = await delta_process("ES", "--server", server.url, "--transport", transport, "--json")
     try:
-        check_update(json.loads(await read_line(proc.stdout)))
+        assert json.loads(await read_line(proc.stdout))["type"] in ("trade", "update")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), WAIT) == 0
     finally:
@@ -224,9 +249,13 @@ async def test_reconnects_are_notes_on_stderr_and_the_delta_carries_on(server):
         finally:
             stop.set()
             assert await asyncio.wait_for(study, WAIT) == 0
-    updates = [check_update(json.loads(line)) for line in out.lines()]
+    written = [json.loads(line) for line in out.lines()]
+    assert written[-1]["type"] == "summary"
+    updates = [check_update(x) for x in written if x["type"] == "update"]
     counts = [u["data"]["period_stats"]["trade_count"] for u in updates]
     assert counts == sorted(set(counts))  # no trade lost and counted twice, none repeated
+    trades = [x for x in written if x["type"] == "trade"]
+    assert len(trades) == counts[-1] == written[-1]["total_trades"]
     assert any(x.startswith("[reconnecting]") for x in err.lines())
     assert proxy.accepted >= 2
 
@@ -248,7 +277,8 @@ def test_study_update_before_and_after_trades():
         for i in (1, 2)
     ]
     got = study.feed([quote, *trades])
-    assert got["delta"].tolist() == [1.0, 2.0] and got["cumulative"].tolist() == [1.0, 3.0]
+    assert [t.delta for t in got] == [1.0, 2.0] and [t.cumulative for t in got] == [1.0, 3.0]
+    assert [t.side for t in got] == ["buy", "buy"]
     update = study.update()
     assert update["timestamp"] == iso_timestamp(base + 2 * 10**6)
     assert update["data"]["current_delta"] == 2 and update["data"]["cumulative_delta"] == 3

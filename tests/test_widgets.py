@@ -16,7 +16,7 @@ import pytest
 from ibstream.analytics import bars, classify
 from ibstream.client.frames import TICK_COLUMNS, conform_ticks, ticks_to_frame
 from ibstream.errors import ContractNotFound, ErrorCode, StreamConnectionError
-from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
+from ibstream.gateway.contracts import BUILTIN_BY_CON_ID, SimContract
 from ibstream.gateway.market import Market, Quote
 from ibstream.server.run import ServerHandle
 from ibstream.widgets.model import LiveModel
@@ -32,17 +32,21 @@ START = 1_800_000_000_000_000_000
 WAIT = 20.0
 
 
-def market_rows(n: int, *, seed: int = 5, step_ns: int = 1_000_000) -> list[dict]:
-    """`n` simulated ES quotes and trades as wire tick rows, `step_ns` apart."""
-    events = Market(BUILTIN_BY_CON_ID[ES], seed=seed, bursts=False).step(n, START / 1e9)
+def market_rows(
+    n: int, *, seed: int = 5, step_ns: int = 1_000_000, contract: SimContract | None = None
+) -> list[dict]:
+    """`n` simulated quotes and trades of `contract` (ES) as wire tick rows, `step_ns` apart."""
+    contract = contract or BUILTIN_BY_CON_ID[ES]
+    events = Market(contract, seed=seed, bursts=False).step(n, START / 1e9)
     rows = []
     for i, e in enumerate(events):
-        row = {"contract_id": ES, "sequence": i + 1, "recv_ns": START + i * step_ns}
+        row = {"contract_id": contract.con_id, "sequence": i + 1, "recv_ns": START + i * step_ns}
         if isinstance(e, Quote):
             row |= {"tick_type": "bid_ask", "bid_price": e.bid, "ask_price": e.ask}
             row |= {"bid_size": e.bid_size, "ask_size": e.ask_size}
         else:
-            row |= {"tick_type": "last", "price": e.price, "size": e.size, "exchange": "CME"}
+            row |= {"tick_type": "last", "price": e.price, "size": e.size}
+            row["exchange"] = contract.exchange
         rows.append(row)
     return rows
 
@@ -52,7 +56,8 @@ def feed_in_batches(model: LiveModel, rows: list[dict], seed: int = 0) -> None:
     at = 0
     while at < len(rows):
         size = int(rng.integers(1, 400))
-        model.feed(ticks_to_frame(rows[at : at + size]))
+        batch = rows[at : at + size]  # wire rows (the dashboard's way) or a frame
+        model.feed(batch if rng.integers(2) else ticks_to_frame(batch))
         at += size
 
 
@@ -224,7 +229,7 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
         assert 0 < ticks_shown <= dash.inbox.received
 
         dash.controls.frames.click()  # "to DataFrame"
-        ticks, trades, frame_bars = dash.ticks, dash.trades, dash.bars
+        ticks, trades, frame_bars = dash.to_frames()
         assert list(ticks.columns) == list(TICK_COLUMNS) and len(ticks) > 0
         assert dict(ticks.dtypes) == TICK_COLUMNS
         pd.testing.assert_frame_equal(trades, classify(ticks))
@@ -234,11 +239,13 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
         dash.controls.path.value = str(tmp_path / "es")  # "save Parquet"
         dash.controls.save.click()
         assert str(tmp_path / "es.parquet") in dash.controls.message.value
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "es.parquet"), dash.ticks)
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(tmp_path / "es.bars.parquet"), dash.bars, check_freq=False
-        )
-        assert len(dash.ticks) >= len(ticks)
+        saved = pd.read_parquet(tmp_path / "es.parquet")
+        assert f"saved {len(saved)} ticks" in dash.controls.message.value
+        now = dash.ticks  # the window so far began before the save and goes on after it
+        pd.testing.assert_frame_equal(saved, now.iloc[: len(saved)])
+        assert len(now) >= len(saved) >= len(ticks)
+        saved_bars = pd.read_parquet(tmp_path / "es.bars.parquet")
+        assert list(saved_bars.columns) == list(dash.bars.columns) and len(saved_bars)
 
         dash.controls.method.value = "tick"  # re-classifies the window
         assert dash.model.method == "tick" and "re-classified" in dash.controls.message.value
@@ -252,6 +259,28 @@ async def test_dashboard_draws_live_data_and_its_controls_work(live_server, tmp_
     assert not dash.stream.active and dash.client.state == "closed"
     assert "closed" in dash.status.text
     assert dash.comm is None and dash.figures.price.comm is None  # gone from the page
+
+
+async def test_ticks_trades_and_bars_are_current_without_pressing_a_button(live_server):
+    from ibstream.widgets import dashboard
+
+    dash = dashboard("ES", live_server.url, window="1min", bar="1s")
+    changes = Changes()
+    dash.on_refresh(changes.notify)
+    try:
+        await changes.until(lambda: dash.model.trades_fed >= 5, WAIT)
+        ticks, trades, shown = dash.ticks, dash.trades, dash.bars  # no button pressed
+        assert dict(ticks.dtypes) == TICK_COLUMNS and len(ticks) >= 10
+        assert len(trades) >= 5 and shown["trade_count"].sum() >= 5
+        received = dash.inbox.received
+        await changes.until(lambda: dash.inbox.received >= received + 20, WAIT)
+        later = dash.ticks  # read again: it has what arrived since, taken in on reading
+        assert len(later) >= len(ticks) + 20
+        both, classified, _ = dash.to_frames()
+        pd.testing.assert_frame_equal(classified, classify(both))
+    finally:
+        dash.close()
+    await dash.ticker.wait_stopped()
 
 
 async def test_pause_keeps_receiving_and_stops_redraws(live_server):

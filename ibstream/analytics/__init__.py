@@ -8,6 +8,7 @@ the module there only when it first loads it, and the imports below load it firs
 
 from __future__ import annotations
 
+from ibstream.analytics.arrival import DoubleCountWarning
 from ibstream.analytics.classifier import TradeClassifier
 from ibstream.analytics.delta import (
     ROLLING_COLUMNS,
@@ -19,7 +20,9 @@ from ibstream.analytics.delta import (
     summary,
 )
 from ibstream.analytics.engine import DeltaEngine
+from ibstream.analytics.live import Trade
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
+from ibstream.analytics.running import Now
 
 # isort: split
 # last: the functions named as their module (see the module doc)
@@ -55,6 +58,9 @@ __all__ = [
     "TRADE_COLUMNS",
     "DeltaEngine",
     "DeltaSummary",
+    "DoubleCountWarning",
+    "Now",
+    "Trade",
     "TradeClassifier",
     "bars",
     "bulk_volume",

@@ -21,13 +21,18 @@ docs/classification.md for accuracy on recorded data):
   40 % and outside the spread the tick test.
 
 Quote states: `ok` (bid < ask), `locked` (bid == ask), `crossed` (bid > ask), `missing` (no
-quote yet or a missing side: NaN, a price <= 0, or a size of 0 where the size is given, as IB
-reports an empty side). Only `ok` quotes carry a spread: for locked, crossed and missing
+quote yet or an empty side: no price, or a size of 0 where the size is given, as IB reports
+an empty side). Prices may be negative or zero (calendar spreads, CL in April 2020). Only `ok` quotes carry a spread: for locked, crossed and missing
 quotes lee_ready, emo and clnv use the tick test. `quote` calls a trade a buy when it is at or
 above the ask and not at or below the bid (and the mirror for a sell), so a missing quote and
 the ambiguous zone of a locked or crossed quote give neutral. Prices within 1e-6 of the spread
 count as equal (midpoints are not exact in binary floating point). A trade without a price
 is neutral; one without a size is classified all the same (delta gives it volume 0).
+
+The ticks must be in arrival order (receive times that never go back within a contract,
+else ValueError). A contract with both `last` and `all_last` trades counts each print once:
+from its first `all_last` trade on its `last` trades are left out, with a warning (see
+`arrival`).
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ import re
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.prevailing import Book, empty_state, prevailing
+from ibstream.analytics.arrival import check_order, one_trade_stream, receive_times
+from ibstream.analytics.grouping import EARLIEST
+from ibstream.analytics.prevailing import Book, Contracts, empty_state, prevailing
+from ibstream.analytics.quotes import quote_prices, tick_kinds
 from ibstream.analytics.strings import take_strings
-from ibstream.errors import StreamError
-from ibstream.model import TickType
 
 METHODS = ("quote", "tick", "lee_ready", "emo", "clnv")
 DEFAULT_METHOD = "lee_ready"
@@ -113,15 +119,29 @@ def classify_with_state(
     if ticks.empty:
         return empty_trades(ticks.index), state
     contract = _column(ticks, "contract_id", np.int64, 0)
+    g = Contracts(contract)
+    init = state.reindex(g.ids)
+    time = receive_times(ticks.index)
+    if time is not None:
+        since = init["time"].fillna(EARLIEST).to_numpy(np.int64)
+        check_order(time, g.order, g.ends, g.ids, since)
+    kinds = tick_kinds(ticks["tick_type"])
+    seen = init["all_last"].fillna(False).to_numpy(bool)
+    is_trade, seen = one_trade_stream(kinds.trade, kinds.all_last, g.order, g.ends, g.ids, seen)
     book = prevailing(
-        *tick_kinds(ticks["tick_type"]),
-        contract,
+        kinds.quote,
+        is_trade,
+        g,
         _column(ticks, "price", np.float64, np.nan),
         _quote_side(ticks, "bid"),
         _quote_side(ticks, "ask"),
-        state,
+        init,
     )
-    rows, ids = book.rows, book.state.index
+    last_time = init["time"].fillna(0).to_numpy(np.int64)
+    if time is not None:
+        last_time = time.take(g.rows(g.ends - 1))
+    new_state = book.state.assign(time=last_time, all_last=seen)
+    rows, ids = book.rows, g.ids
     side, quote = _decide(method, book)
     trades = pd.DataFrame(
         {
@@ -140,28 +160,8 @@ def classify_with_state(
     )
     trades.attrs = dict(ticks.attrs)  # the contracts' metadata (min_tick ...) goes along
     if len(state):
-        return trades, pd.concat([state.drop(ids, errors="ignore"), book.state])
-    return trades, book.state
-
-
-def tick_kinds(tick_type: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows are quotes (bid_ask) and which are trades (last/all_last), for any spelling
-    `TickType.parse` accepts (`bid_ask`, `BidAsk`, ...)."""
-    if isinstance(tick_type.dtype, pd.CategoricalDtype):
-        codes, names = tick_type.cat.codes.to_numpy(), tick_type.cat.categories
-    else:
-        codes, names = pd.factorize(tick_type)
-    is_quote, is_trade = np.zeros(len(codes), dtype=bool), np.zeros(len(codes), dtype=bool)
-    for i, name in enumerate(names):
-        try:
-            parsed = TickType.parse(name)
-        except StreamError:
-            continue  # other tick types are ignored
-        if parsed is TickType.BID_ASK:
-            is_quote |= codes == i
-        elif parsed in (TickType.LAST, TickType.ALL_LAST):
-            is_trade |= codes == i
-    return is_quote, is_trade
+        return trades, pd.concat([state.drop(ids, errors="ignore"), new_state])
+    return trades, new_state
 
 
 def _column(ticks: pd.DataFrame, name: str, dtype: type, default: float) -> np.ndarray:
@@ -174,11 +174,10 @@ def _column(ticks: pd.DataFrame, name: str, dtype: type, default: float) -> np.n
 
 
 def _quote_side(ticks: pd.DataFrame, side: str) -> np.ndarray:
-    """The `side` (bid or ask) price of each row, NaN where the side is empty: a price <= 0 or
-    a size of 0 (IB's tick-by-tick BidAsk reports an empty side as price 0, size 0)."""
+    """The `side` (bid or ask) price of each row, NaN where the side is empty (see
+    `quotes.quote_prices`)."""
     price = _column(ticks, f"{side}_price", np.float64, np.nan)
-    empty = (price <= 0) | (_column(ticks, f"{side}_size", np.float64, np.nan) == 0)
-    return np.where(empty, np.nan, price) if empty.any() else price
+    return quote_prices(price, _column(ticks, f"{side}_size", np.float64, np.nan))
 
 
 def _decide(method: str, book: Book) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,13 @@
 `rolling`, `bars`, `footprint`) on all ticks fed so far, bit for bit: it carries the running
 sums those functions compute left to right and continues them (see `grouping.running_sums`):
 buy, sell and neutral volume, the trade count, and signed volume (the cumulative delta).
+
+Two paths feed it. Frames go through the vectorised one (numpy over the batch). Wire rows
+go through the per-tick one: the classifier's `live` path, and per contract the running
+totals and rolling window of `running` in Python floats, so that a batch of a few ticks
+costs microseconds; their trades wait in a bounded list and join the vectorised state
+(bars, footprint, the trades kept) in one pass when it is read or the list is full. Any
+split, through either path, gives the same bits.
 """
 
 from __future__ import annotations
@@ -33,9 +40,12 @@ from ibstream.analytics.grouping import (
     running_sums,
 )
 from ibstream.analytics.kernels import TradeArrays, to_nanos, to_time_index, trade_arrays
+from ibstream.analytics.live import Trade, trades_frame
+from ibstream.analytics.running import Now, Running
 
 __all__ = ["DeltaEngine"]
 _COMPACT_AT = 32  # closed-bar parts gathered before they are joined and trimmed
+JOIN_AT = 4096  # trades of the per-tick path that wait before they join the vectorised state
 
 
 class DeltaEngine:
@@ -44,10 +54,11 @@ class DeltaEngine:
     Memory is bounded, not growing with the trades seen: per contract the running totals,
     the open bar and its footprint cells, the trades inside the rolling `window` and the
     closed bars (the newest `max_bars` per contract; all when None) with their footprint
-    cells, plus the newest `max_trades` trades for `trades`. A feed costs O(batch + window).
-    Trade times must not go back within a contract (the server's receive stamps never do);
-    a batch that does (or that has an infinite price or size) raises ValueError and leaves
-    the engine as it was, classifier included.
+    cells, plus the newest `max_trades` trades for `trades`, plus at most `JOIN_AT` trades
+    of the per-tick path not joined yet. A frame costs O(batch + window); wire rows
+    (`feed_rows`) cost a few microseconds a tick. Receive times must not go back within a
+    contract (the server's stamps never do); a batch that does (or that has an infinite
+    price or size) raises ValueError and leaves the engine as it was, classifier included.
     """
 
     def __init__(
@@ -82,19 +93,89 @@ class DeltaEngine:
         self._closed_cells: list[LevelState] = [self._open_cells]
         self._trades: list[pd.DataFrame] = []
         self._trade_rows = 0
+        self._running: dict[int, Running] = {}  # per contract, current unless stale:
+        self._stale: set[int] = set()  # contracts whose running totals a frame moved on
+        self._waiting: list[Trade] = []  # per-tick trades not in the vectorised state yet
+        self.join_at = JOIN_AT  # how many of them may wait
 
     def feed(self, ticks: pd.DataFrame | Mapping | Iterable[Mapping]) -> pd.DataFrame:
         """Classify a batch of ticks (tick frame, or tick `data` dicts as on the wire) and
         update the state; returns the batch's classified trades. A batch that raises changes
         nothing (the classifier moves on only once the trades are taken)."""
-        return self.classifier.update(ticks, accept=self.feed_trades)
+        if isinstance(ticks, pd.DataFrame):
+            return self.classifier.update(ticks, accept=self.feed_trades)
+        return trades_frame(self.feed_rows(ticks))
+
+    def feed_rows(self, rows: Mapping | Iterable[Mapping]) -> list[Trade]:
+        """`feed` of wire rows without pandas, for a live feed: the batch's trades as
+        `Trade` records (side and quote as codes of SIDES and QUOTE_STATES)."""
+        return self.classifier.classify_rows(rows, accept=self._take)
 
     def feed_trades(self, trades: pd.DataFrame) -> None:
         """Update the state with already classified trades (a trades frame)."""
+        self._join()
         a = trade_arrays(trades)
         if not len(a.time):
             return
         self._check_order(a)
+        self._advance(a, trades)
+        self._stale.update(np.unique(a.contract).tolist())
+
+    def now(self, contract_id: int) -> Now | None:
+        """The delta study of `contract_id` at its last trade (None before its first): a
+        cheap read for a live display, equal to the last rows of `cumulative_delta`,
+        `summary` and `rolling`."""
+        running = self._running_of(contract_id)
+        return None if running is None else running.now()
+
+    def _running_of(self, contract: int) -> Running | None:
+        """A contract's running totals, taken from the vectorised state if that moved on
+        since (a frame was fed)."""
+        if contract in self._stale:
+            self._stale.discard(contract)
+            mine = self._recent["contract"] == contract
+            at = int(np.searchsorted(self._contracts, contract))
+            running = self._running.setdefault(contract, Running(self._span))
+            running.reset_to(
+                self._totals[at], self._recent["time"][mine], self._recent["before"][mine]
+            )
+        return self._running.get(contract)
+
+    def _take(self, trades: list[Trade]) -> None:
+        """The per-tick path: check the trades, then count them (see the module doc)."""
+        last: dict[int, int] = {}
+        for t in trades:
+            if t.price in _INFINITE or t.size in _INFINITE:
+                name = "price" if t.price in _INFINITE else "size"
+                count = sum(getattr(x, name) in _INFINITE for x in trades)
+                raise ValueError(f"trades have {count} infinite {name}s")
+            since = last.get(t.contract_id)
+            if since is None:
+                running = self._running_of(t.contract_id)
+                since = _EARLIEST if running is None else running.time
+            if t.time < since:
+                raise ValueError(
+                    f"trade times go back within contract {t.contract_id}; feed ticks in "
+                    "arrival order"
+                )
+            last[t.contract_id] = t.time
+        for t in trades:
+            running = self._running.get(t.contract_id)
+            if running is None:
+                running = self._running[t.contract_id] = Running(self._span)
+            running.add(t.time, t.side, t.size)
+        self._waiting.extend(trades)
+        if len(self._waiting) >= self.join_at:
+            self._join()
+
+    def _join(self) -> None:
+        """The waiting per-tick trades into the vectorised state (their running totals
+        are counted already)."""
+        if self._waiting:
+            trades, self._waiting = trades_frame(self._waiting), []
+            self._advance(trade_arrays(trades), trades)
+
+    def _advance(self, a: TradeArrays, trades: pd.DataFrame) -> None:
         upto, before = self._advance_totals(a)
         self._advance_window(a, upto, before)
         self._advance_bars(a, upto[:, 4])
@@ -107,6 +188,7 @@ class DeltaEngine:
     @property
     def trades(self) -> pd.DataFrame:
         """The newest `max_trades` classified trades (all of them if max_trades is None)."""
+        self._join()
         if not self._trades:
             return empty_trades()
         if len(self._trades) > 1:
@@ -116,16 +198,20 @@ class DeltaEngine:
 
     def summary(self) -> pd.DataFrame:
         """As `delta.summary` of every trade fed."""
+        self._join()
         return summary_frame(self._contracts, self._totals[:, :4])
 
     @property
     def cumulative_delta(self) -> pd.Series:
         """Per contract (index `contract_id`), the cumulative delta at its last trade."""
-        index = pd.Index(self._contracts, name="contract_id")
-        return pd.Series(self._totals[:, 4], index=index, name="cumulative_delta")
+        ids = sorted(self._running.keys() | self._stale)
+        values = [self._running_of(c).delta for c in ids]
+        index = pd.Index(np.array(ids, np.int64), name="contract_id")
+        return pd.Series(np.array(values, np.float64), index=index, name="cumulative_delta")
 
     def rolling(self) -> pd.DataFrame:
         """Per contract, `delta.rolling` at its last trade (one row each, by contract_id)."""
+        self._join()
         r = self._recent
         stats = window_stats(r["time"], r["contract"], r["upto"], r["before"], self._span)
         last = group_rows(r["contract"]).last
@@ -134,12 +220,14 @@ class DeltaEngine:
     def bars(self) -> pd.DataFrame:
         """As `bars.bars` of every trade fed (the open bar last per contract), limited to the
         newest `max_bars` per contract."""
+        self._join()
         self._compact()
         state = concat_states(*self._closed, self._open)
         return finish_bars(take(state, _by_time(state)))
 
     def footprint(self) -> pd.DataFrame:
         """As `footprint.footprint` of every trade fed, for the bars `bars()` returns."""
+        self._join()
         self._compact()
         state = concat_states(*self._closed_cells, self._open_cells)
         return finish_levels(take(state, _by_time(state, "price")))
@@ -147,6 +235,7 @@ class DeltaEngine:
     @property
     def retained(self) -> dict[str, int]:
         """Rows held now, per kind: what bounds the engine's memory."""
+        self._join()
         return {
             "window_trades": len(self._recent["time"]),
             "bars": sum(len(s["time"]) for s in self._closed) + len(self._open["time"]),
@@ -236,6 +325,8 @@ def _by_time(state: dict[str, np.ndarray], *then: str) -> np.ndarray:
     return np.lexsort([state[k] for k in ("time", "contract_id", *then)][::-1])
 
 
+_INFINITE = (np.inf, -np.inf)
+_EARLIEST = int(EARLIEST)
 _NO_TRADES = pd.DataFrame(
     {"contract_id": np.zeros(0, np.int64), "price": [], "size": [], "side": []},
     index=pd.DatetimeIndex([], tz="UTC", name="time"),

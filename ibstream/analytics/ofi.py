@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.classify import tick_kinds
 from ibstream.analytics.grouping import group_rows, previous_in_group
 from ibstream.analytics.kernels import require_columns, to_nanos, to_time_index, utc_nanos
+from ibstream.analytics.quotes import quote_prices, tick_kinds
 
 __all__ = ["OFI_BAR_COLUMNS", "OFI_COLUMNS", "order_flow_imbalance"]
 
@@ -22,8 +22,10 @@ def order_flow_imbalance(ticks: pd.DataFrame, interval: object = None) -> pd.Dat
         e_n = 1{Pb_n >= Pb_n-1} qb_n - 1{Pb_n <= Pb_n-1} qb_n-1
               - 1{Pa_n <= Pa_n-1} qa_n + 1{Pa_n >= Pa_n-1} qa_n-1
 
-    (NaN for a contract's first quote; a missing price compares false). Rows keep the ticks'
-    index and order. With `interval`, e_n is summed per bar and contract instead (bars as in
+    (NaN for a contract's first quote). A missing price compares false, and an empty side
+    (size 0, IB's way to say so; see `quotes.quote_prices`) has no price, so a side that
+    empties or refills adds nothing rather than a spike of its whole size; prices may be
+    negative. Rows keep the ticks' index and order. With `interval`, e_n is summed per bar and contract instead (bars as in
     `ibstream.analytics.bars`, empty ones omitted; `quote_count` counts the bar's quotes).
     """
     require_columns(ticks, QUOTE_COLUMNS, "ticks")
@@ -34,6 +36,8 @@ def order_flow_imbalance(ticks: pd.DataFrame, interval: object = None) -> pd.Dat
         k: quotes[k].to_numpy(dtype=np.float64, na_value=np.nan)
         for k in ("bid_price", "bid_size", "ask_price", "ask_size")
     }
+    for side in ("bid", "ask"):  # an empty side has no price (the classification's rule)
+        book[f"{side}_price"] = quote_prices(book[f"{side}_price"], book[f"{side}_size"])
     g = group_rows(contract)
     before = {k: previous_in_group(v, g, np.nan) for k, v in book.items()}
     bid, ask = book["bid_price"], book["ask_price"]

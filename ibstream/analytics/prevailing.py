@@ -19,12 +19,20 @@ import pandas as pd
 
 from ibstream.analytics.grouping import group_rows
 
-STATE_COLUMNS = {"bid": "float64", "ask": "float64", "price": "float64", "tick": "int8"}
+STATE_COLUMNS = {
+    "bid": "float64",
+    "ask": "float64",
+    "price": "float64",
+    "tick": "int8",
+    "time": "int64",
+    "all_last": "bool",
+}
 
 
 def empty_state() -> pd.DataFrame:
     """The carried state before any tick (index contract_id; bid, ask: last quote; price:
-    last trade price; tick: last nonzero price change, +1 or -1, 0 while none)."""
+    last trade price; tick: last nonzero price change, +1 or -1, 0 while none; time: last
+    receive time in ns; all_last: whether its all_last trades have begun)."""
     return pd.DataFrame(
         {c: pd.Series(dtype=d) for c, d in STATE_COLUMNS.items()},
         index=pd.Index([], dtype="int64", name="contract_id"),
@@ -55,16 +63,15 @@ class Book:
 def prevailing(
     is_quote: np.ndarray,
     is_trade: np.ndarray,
-    contract: np.ndarray,
+    g: Contracts,
     price: np.ndarray,
     bid: np.ndarray,
     ask: np.ndarray,
-    state: pd.DataFrame,
+    init: pd.DataFrame,
 ) -> Book:
     """The trades among the ticks (arrival order) with their prevailing quote and tick-test
-    direction, continuing the carried `state` (see `empty_state`)."""
-    g = Contracts(contract)
-    init = state.reindex(g.ids)
+    direction, continuing the carried state of the contracts `g.ids` (`init`, in that order;
+    NaN where none, see `empty_state`). The returned state has bid, ask, price and tick."""
     if g.order is not None:
         kind = (is_quote.view(np.int8) + 2 * is_trade.view(np.int8)).take(g.order)
         is_quote, is_trade = kind == 1, kind == 2

@@ -1,18 +1,27 @@
 """`ibstream delta CONTRACT`: the live delta study against a running ibstream server.
 
 Ticks (quotes and trades) come through the research client over WebSocket or SSE and are
-classified and summed by the incremental `DeltaEngine`, in the batches they arrive in. The
-terminal shows a line per trade and, every second, the rolling summary; with `--json`,
-stdout carries only JSON lines, one per update (each batch of ticks that brought trades):
+classified and summed by the incremental `DeltaEngine` on its per-tick path (microseconds a
+tick), in the batches they arrive in. The terminal shows a line per trade and, every second,
+the rolling summary; with `--json`, stdout carries only JSON lines, each with a `type`: a
+`trade` line per trade as `ibstream demo --json` writes them (see `ibstream.cli.lines`), an
+`update` after each batch of ticks that brought trades, and a `summary` line last:
 
-    {"study": "delta", "contract_id": 637533641, "timestamp": "...Z", "window_seconds": 60,
-     "data": {"current_delta": -3, "cumulative_delta": 41, "period_stats": {...}}}
+    {"type": "trade", "timestamp": "...Z", "side": "sell", "size": 3.0, "price": 5900.0,
+     "bid": 5900.0, "ask": 5900.25, "delta": 41.0}
+    {"type": "update", "study": "delta", "contract_id": 637533641, "timestamp": "...Z",
+     "window_seconds": 60, "data": {"current_delta": -3, "cumulative_delta": 41,
+     "period_stats": {...}}}
+    {"type": "summary", "total_trades": 80, "buy_volume": 95.0, "sell_volume": 88.0,
+     "net_delta": 7.0, "buy_pct": 51.91}
 
-`timestamp` is the receive time of the update's last trade, `current_delta` that trade's
-signed size, `cumulative_delta` the sum since the study started, `period_stats` the rolling
-window up to that trade. Notes (reconnects, gaps, server infos) and the final summary go to
-stderr in JSON mode. Exit codes: 0 at the end (`--seconds`, Ctrl-C, SIGTERM, the server
-ending the stream), 1 on a server or contract error, 2 on bad arguments.
+`timestamp` is the receive time of the (update's last) trade, `current_delta` that trade's
+signed size, `cumulative_delta` (a trade's `delta`) the sum since the study started,
+`period_stats` the rolling window up to that trade. `--output` gets the same lines. Notes
+(reconnects, gaps, server infos) go to stderr in JSON mode; an error that ends the study is
+the last line instead of the summary (`{"type": "error", "code": ..., "message": ...}`).
+Exit codes: 0 at the end (`--seconds`, Ctrl-C, SIGTERM, the server ending the stream), 1 on
+a server or contract error, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -28,9 +37,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TextIO
 
-if TYPE_CHECKING:
-    import pandas as pd
+from ibstream.cli.lines import json_line
 
+if TYPE_CHECKING:
+    from ibstream.cli.delta_view import StudyTrade
     from ibstream.client import AsyncStream
 
 SUMMARY_EVERY = 1.0  # seconds between rolling-summary lines in the table
@@ -154,12 +164,13 @@ async def run_delta(
         return await run.loop(stream)
     except StreamError as exc:
         err.write(f"ibstream delta: {exc.code}: {exc.message}\n")
+        run.ended = run.emit("error", code=str(exc.code), message=exc.message)
         return 1
     finally:
         run.stop_waiter.cancel()
         await client.close()
-        if run.study.trade_count:
-            run.note(run.view.final_summary(run.study))
+        if not run.ended:
+            run.finish()
 
 
 class _Run:
@@ -183,6 +194,7 @@ class _Run:
         self.pending = Pending(MAX_PENDING, self.wake.set)
         self.stop_waiter = asyncio.ensure_future(stop.wait())
         self.stop_waiter.add_done_callback(lambda _: self.wake.set())
+        self.ended = False  # the last line is written
 
     def note(self, line: str) -> None:
         self.notes.write(line + "\n")
@@ -194,17 +206,37 @@ class _Run:
             self.note(line)
         self.wake.set()
 
-    def show(self, trades: pd.DataFrame) -> None:
-        """Render a batch's trades: table rows, or one JSON update (and into --output)."""
+    def show(self, trades: list[StudyTrade]) -> None:
+        """Render a batch's trades: table rows, or JSON trade lines and an update (and
+        those into --output)."""
         if self.args.json or self.sink is not None:
-            line = self.study.update_json()
-            if self.args.json:
-                self.out.write(line + "\n")
-            if self.sink is not None:
-                self.sink.write(line + "\n")
+            self.json_lines([*self.study.trade_json(trades), self.study.update_json()])
         if not self.args.json:
             self.out.write(self.view.trade_lines(trades, self.study) + "\n")
         self.out.flush()
+
+    def json_lines(self, lines: list[str]) -> None:
+        text = "".join(line + "\n" for line in lines)
+        if self.args.json:
+            self.out.write(text)
+            self.out.flush()
+        if self.sink is not None:
+            self.sink.write(text)
+
+    def emit(self, kind: str, **fields: object) -> bool:
+        """A last JSON line (in JSON mode or into --output); whether one was written."""
+        if self.args.json or self.sink is not None:
+            self.json_lines([json_line(kind, **fields)])
+            return True
+        return False
+
+    def finish(self) -> None:
+        """The final summary: a JSON line, or text after the table."""
+        if self.args.json or self.sink is not None:
+            self.json_lines([self.study.summary_json()])
+        if not self.args.json and self.study.trade_count:
+            self.out.write(self.view.final_summary(self.study) + "\n")
+            self.out.flush()
 
     async def loop(self, stream: AsyncStream) -> int:
         loop = asyncio.get_running_loop()
@@ -216,7 +248,7 @@ class _Run:
         while True:
             self.wake.clear()
             trades = self.study.feed(self.pending.take())
-            if len(trades):
+            if trades:
                 self.show(trades)
                 unsummarised = True
             if self.stop.is_set():  # Ctrl-C or SIGTERM, after what had arrived

@@ -29,10 +29,9 @@ import sys
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
-import orjson
-
+from ibstream.cli.lines import json_line, trade_fields
 from ibstream.errors import StreamError
-from ibstream.model import iso_timestamp, price_decimals
+from ibstream.model import price_decimals
 
 if TYPE_CHECKING:
     from ibstream.analytics import TradeClassifier
@@ -91,7 +90,7 @@ class DemoOutput:
 
     def emit(self, kind: str, text: str, **fields: object) -> None:
         if self.as_json:
-            self.out.write(orjson.dumps({"type": kind, **fields}).decode() + "\n")
+            self.out.write(json_line(kind, **fields) + "\n")
             self.out.flush()  # a reader acts on each line as it comes
         else:
             self.out.write(text + "\n")
@@ -191,18 +190,12 @@ def _on_tick(
     def px(value: float) -> str:
         return "-" if value != value else f"{value:.{places}f}"  # NaN: no quote yet
 
-    stamp = iso_timestamp(data["recv_ns"])
+    fields = trade_fields(data["recv_ns"], side, size, price, bid, ask, delta)
     show.emit(
         "trade",
-        f"{stamp[11:23]}  {_ARROW[side]} {size:>6g} @ {px(price):>10}"
+        f"{fields['timestamp'][11:23]}  {_ARROW[side]} {size:>6g} @ {px(price):>10}"
         f"   bid {px(bid):>10}  ask {px(ask):>10}   delta {delta:>+7g}",
-        timestamp=stamp,
-        side=side,
-        size=size,
-        price=price,
-        bid=bid,  # NaN (no quote yet) is written as null
-        ask=ask,
-        delta=delta,
+        **fields,
     )
 
 

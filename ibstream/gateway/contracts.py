@@ -1,5 +1,6 @@
 """The contracts the gateway simulator knows: those the README names, futures with several
-expiries (one already expired) so that picking the front month is exercised.
+expiries (one already expired) so that picking the front month is exercised, and a calendar
+spread whose price goes negative.
 
 The simulator lives on a session day: today by default (the front month rolls with the
 calendar), or a pinned one (`session_date=`, `--session-date`, `$IBSTREAM_SESSION_DATE`), as
@@ -121,7 +122,15 @@ FUTURES: tuple[SimContract, ...] = tuple(
     for symbol, rows in _EXPIRIES.items()
     for step, row in enumerate(rows)
 )
-BUILTIN_CONTRACTS: tuple[SimContract, ...] = (AAPL, EURUSD, *FUTURES)
+# a crude oil calendar spread traded as one instrument: its price (front minus next month)
+# walks around zero and below, as spreads and CL in April 2020 do
+CL_SPREAD = replace(
+    _ROOTS["CL"], con_id=215470001, symbol="CLS", local_symbol="CLSF8G8", trading_class="CLS",
+    last_trade_date="20271216", contract_month="202801", market_name="CLS",
+    long_name="Crude Oil calendar spread Jan/Feb 2028 (simulated)", start_price=-0.02,
+    lowest_bid=None,
+)  # fmt: skip
+BUILTIN_CONTRACTS: tuple[SimContract, ...] = (AAPL, EURUSD, *FUTURES, CL_SPREAD)
 BUILTIN_BY_CON_ID: Mapping[int, SimContract] = MappingProxyType(
     {c.con_id: c for c in BUILTIN_CONTRACTS}
 )
@@ -140,7 +149,11 @@ def builtin_contracts(session_date: date) -> tuple[SimContract, ...]:
     above keep IB's conIds; others get stable made-up ones."""
     if session_date == SESSION_DATE:
         return BUILTIN_CONTRACTS
-    others = tuple(c for c in BUILTIN_CONTRACTS if c.symbol not in _CYCLES or c.sec_type != "FUT")
+    others = tuple(
+        _not_expired(c, session_date)
+        for c in BUILTIN_CONTRACTS
+        if c.symbol not in _CYCLES or c.sec_type != "FUT"
+    )
     futures = []
     for symbol, cycle in _CYCLES.items():
         expiries = sorted(
@@ -156,6 +169,14 @@ def builtin_contracts(session_date: date) -> tuple[SimContract, ...]:
             con_id = _KNOWN_IDS.get((local, stamp[:4])) or _made_up_id(local, year)
             futures.append(_future(_ROOTS[symbol], con_id, local, stamp, step, year))
     return (*others, *futures)
+
+
+def _not_expired(contract: SimContract, day: date) -> SimContract:
+    """The spread keeps trading on any session day: its expiry moves a year past the day."""
+    if not contract.expired(day):
+        return contract
+    last = date(day.year + 1, 12, 16).strftime("%Y%m%d")
+    return replace(contract, last_trade_date=last, contract_month=f"{day.year + 2}01")
 
 
 def _made_up_id(local: str, year: int) -> int:

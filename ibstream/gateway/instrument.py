@@ -30,6 +30,7 @@ class SimContract:
     size_increment: float = 1.0
     venues: tuple[str, ...] = ()  # exchanges reported on trades
     reports_trades: bool = True  # False for IDEALPRO cash: quotes only, no tape
+    lowest_bid: int | None = 1  # ticks; None: prices may go to zero and below (spreads)
     contract_month: str = ""  # YYYYMM a future delivers in (may differ from its last trade)
     market_name: str = ""
     valid_exchanges: str = ""
@@ -56,6 +57,10 @@ class SimContract:
 
     def to_ticks(self, price: float) -> int:
         return round(price / self.min_tick)
+
+    def bid_may_fall(self, bid: int, ticks: int) -> bool:
+        """Whether a bid of `bid` ticks may move `ticks` lower (`lowest_bid`)."""
+        return self.lowest_bid is None or bid - ticks >= self.lowest_bid
 
     def expired(self, today: date) -> bool:
         """Past its last trading day (a contract still trades on that day)."""

@@ -227,7 +227,7 @@ class Market:
             self._bid_size -= size
             if self._bid_size <= 0:  # level consumed: the bid moves down a tick
                 self._bid_size = self._draw(c.quote_size)
-                if self._spread < MAX_SPREAD and self._bid > 1:
+                if self._spread < MAX_SPREAD and c.bid_may_fall(self._bid, 1):
                     self._bid -= 1
                     self._spread += 1
         self._pending.append(self._quote(now))
@@ -246,10 +246,11 @@ class Market:
         elif self._spread == 1 and u < 0.06:  # a side pulls back, sometimes two ticks
             widen = 1 if rng.random() < 0.75 else 2
             self._spread += widen
-            if not up and self._bid > widen:
+            if not up and c.bid_may_fall(self._bid, widen):
                 self._bid -= widen
         elif u < 0.2:  # the whole quote shifts a tick
-            self._bid = max(1, self._bid + (1 if up else -1))
+            if up or c.bid_may_fall(self._bid, 1):
+                self._bid += 1 if up else -1
             self._bid_size = self._draw(c.quote_size)
             self._ask_size = self._draw(c.quote_size)
         else:  # size added or cancelled at one side

@@ -1,7 +1,7 @@
 """`ibstream.dashboard("ES")`: live buy/sell pressure and delta of one contract in Jupyter.
 
     dash = ibstream.dashboard("ES")   # shows itself as the cell's output and keeps updating
-    dash.to_frames()                  # or the "to DataFrame" button: dash.ticks, .trades, .bars
+    dash.ticks, dash.trades, dash.bars  # the window's frames, current whenever read
     dash.close()                      # unsubscribe, stop redrawing, remove the widgets
 
 The sync `Client` receives ticks on its own loop thread and drops them into an `Inbox`; a
@@ -24,7 +24,6 @@ import pandas as pd
 
 from ibstream.analytics import resolve_method
 from ibstream.client import Client
-from ibstream.client.frames import ticks_to_frame
 from ibstream.errors import StreamConnectionError, StreamError
 from ibstream.widgets import exports, live
 from ibstream.widgets.controls import Controls, duration_label
@@ -87,7 +86,8 @@ def dashboard(
 class Dashboard(widgets.VBox):
     """Status line, controls and figures of one live subscription (see the module doc).
 
-    `ticks`, `trades`, `bars`: the frames of the last `to_frames()` (None before)."""
+    `ticks`, `trades`, `bars`: the window's frames as of the moment they are read (the ticks
+    that arrived are taken in first); `to_frames()` gives all three of one moment."""
 
     def __init__(
         self,
@@ -102,7 +102,6 @@ class Dashboard(widgets.VBox):
         self._lock = threading.RLock()  # first: Widget.__del__ may close a half-made one
         self.client, self._owns_client = client, owns_client
         self.model, self.inbox = LiveModel(window, bar, method), Inbox()
-        self.ticks = self.trades = self.bars = None
         self.redraws, self.closed, self.paused = 0, False, False
         self._listeners: list[Callable[[], object]] = []
         self._drawn = -1  # model.ticks_fed at the last redraw
@@ -124,7 +123,7 @@ class Dashboard(widgets.VBox):
             on_settings=self.configure,
             on_pause=self._set_paused,
             on_frames=lambda: exports.frames_message(self, *map(len, self.to_frames())),
-            on_save=lambda path: exports.saved_message(*self.save_parquet(path), self),
+            on_save=self._save_and_say,
         )
         self.status = StatusLine()
         super().__init__([self.status, self.controls, *self.figures.widgets])
@@ -159,7 +158,7 @@ class Dashboard(widgets.VBox):
         rows = self.inbox.take()
         if rows:
             try:
-                self._trades_seen += len(self.model.feed(ticks_to_frame(rows)))
+                self._trades_seen += len(self.model.feed(rows))
             except Exception:  # the model kept its window and says why (model.problem)
                 self.controls.say(self.model.problem)
 
@@ -215,20 +214,44 @@ class Dashboard(widgets.VBox):
         self.paused = paused
         return "paused: still receiving, not redrawing" if paused else "resumed"
 
-    def to_frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        """The window's ticks, classified trades and bars as of now; also kept as
-        `ticks`, `trades` and `bars`."""
+    @property
+    def ticks(self) -> pd.DataFrame:
+        """The window's ticks now, a tick frame in arrival order."""
+        return self._now(self.model.ticks)
+
+    @property
+    def trades(self) -> pd.DataFrame:
+        """The window's classified trades now."""
+        return self._now(self.model.trades)
+
+    @property
+    def bars(self) -> pd.DataFrame:
+        """The window's bars now (the open bar last)."""
+        return self._now(self.model.bars)
+
+    def _now(self, read: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         with self._lock:
             self._ingest()
-            self.ticks, self.trades = self.model.ticks(), self.model.trades()
-            self.bars = self.model.bars()
-        return self.ticks, self.trades, self.bars
+            return read()
+
+    def to_frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """The window's ticks, classified trades and bars, all three of one moment."""
+        with self._lock:
+            self._ingest()
+            return self.model.ticks(), self.model.trades(), self.model.bars()
 
     def save_parquet(self, path: str | Path | None = None) -> tuple[Path, Path]:
         """Write the window's ticks to `path` (default: the file box's name) and its bars
         to `<stem>.bars.parquet` beside it; returns both paths (see `to_frames`)."""
+        return self._save(path)[:2]
+
+    def _save(self, path: str | Path | None) -> tuple[Path, Path, int, int]:
         ticks, _, bars = self.to_frames()
-        return exports.write_parquet(ticks, bars, path or self.controls.path.value)
+        paths = exports.write_parquet(ticks, bars, path or self.controls.path.value)
+        return (*paths, len(ticks), len(bars))
+
+    def _save_and_say(self, path: str | Path | None) -> str:
+        return exports.saved_message(*self._save(path))
 
     def stop(self) -> None:
         """Unsubscribe and stop redrawing (the figures stay as they are). Idempotent."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -33,13 +32,13 @@ def write_parquet(ticks: pd.DataFrame, bars: pd.DataFrame, path: str | Path) -> 
 def frames_message(obj: object, ticks: int, trades: int, bars: int) -> str:
     name = kernel_name(obj)
     return (
-        f"{ticks} ticks, {trades} trades and {bars} bars of the window are in "
-        f"{name}.ticks, {name}.trades and {name}.bars"
+        f"{ticks} ticks, {trades} trades and {bars} bars of the window now; "
+        f"{name}.ticks, {name}.trades and {name}.bars are always current"
     )
 
 
-def saved_message(ticks_path: Path, bars_path: Path, dash: Any) -> str:
-    return f"saved {len(dash.ticks)} ticks to {ticks_path} and {len(dash.bars)} bars to {bars_path}"
+def saved_message(ticks_path: Path, bars_path: Path, ticks: int, bars: int) -> str:
+    return f"saved {ticks} ticks to {ticks_path} and {bars} bars to {bars_path}"
 
 
 def kernel_name(obj: object) -> str:

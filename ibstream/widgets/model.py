@@ -100,11 +100,12 @@ class LiveModel:
             self.feed(kept)
 
     def feed(self, ticks: pd.DataFrame | Sequence[Mapping]) -> pd.DataFrame:
-        """Take a batch of ticks (a tick frame, or tick `data` dicts as on the wire) in
-        arrival order; returns its classified trades. Stamps that go back (a clock step)
+        """Take a batch of ticks (a tick frame, or tick `data` dicts as on the wire: the
+        cheaper path) in arrival order; returns its classified trades. Stamps that go back (a clock step)
         are held at the last one, as the engine needs. A batch the engine rejects raises
         its error after the model is put back as it was before the batch."""
-        frame = ticks if isinstance(ticks, pd.DataFrame) else ticks_to_frame(ticks)
+        rows = None if isinstance(ticks, pd.DataFrame) else list(ticks)
+        frame = ticks_to_frame(rows) if rows is not None else ticks
         if frame.empty:
             return empty_trades()
         stamps = frame.index.as_unit("ns").asi8
@@ -114,9 +115,11 @@ class LiveModel:
             frame = frame.set_axis(
                 pd.DatetimeIndex(held.view("M8[ns]"), name="time").tz_localize("UTC")
             )
+            if rows is not None:
+                rows = [r | {"recv_ns": int(h)} for r, h in zip(rows, held.tolist(), strict=True)]
             stamps = held
-        try:
-            trades = self.engine.feed(frame)
+        try:  # wire rows take the engine's per-tick path: no fixed cost per batch
+            trades = self.engine.feed(frame if rows is None else rows)
         except Exception as exc:
             self._reject(len(frame), exc)
             raise
