@@ -26,16 +26,16 @@ HIGH_RATE = 4000.0  # simulator events per second: many ticks per 50 ms interval
 
 
 async def ws_batches(ws, stream_id: str) -> tuple[list[dict], dict]:
-    """Every `ticks` message of a stream until its `complete`, and that `complete`."""
+    """Every `ticks` message until the stream's `complete`, and that `complete`."""
     frames = []
     while True:
         msg = await ws.recv()
-        if msg.get("stream_id") != stream_id:
-            continue
-        assert msg["type"] in ("ticks", "complete"), msg
-        if msg["type"] == "complete":
+        if msg["type"] == "ticks":
+            assert {item["stream_id"] for item in msg["data"]["ticks"]} == {stream_id}
+            frames.append(msg)
+        elif msg.get("stream_id") == stream_id:
+            assert msg["type"] == "complete", msg
             return frames, msg
-        frames.append(msg)
 
 
 async def sse_batches(server, path: str, headers: dict | None = None) -> tuple[dict, list, dict]:

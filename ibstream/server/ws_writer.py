@@ -166,8 +166,10 @@ class Writer:
         log.warning("%s: a send blocked for %.1fs, slow consumer", sub.client, self.timeout)
         first_unsent: dict[str, int] = {}
         for item in reversed(unsent):
-            if item.stream_id is not None and item.sequence is not None:
-                first_unsent[item.stream_id] = item.sequence - item.ticks + 1
+            if item.spans is not None:
+                first_unsent.update((sid, first) for sid, (first, _) in item.spans.items())
+            elif item.stream_id is not None and item.sequence is not None:
+                first_unsent[item.stream_id] = item.sequence
         error = sub.closed
         if error is None:
             error = StreamError(
