@@ -532,3 +532,44 @@ async def test_unsubscribe_drops_what_is_queued_for_the_stream_and_its_summary_s
     assert sub.batcher._timer is None  # nothing left behind for the timer
     msgs = await drain(sub, 4)
     assert {m["type"] for m in msgs} == {"tick"}  # the other stream's ticks stay
+
+
+# --- bounded replays ------------------------------------------------------------------------
+
+
+def timed(tick: Tick, ns: int) -> Tick:
+    tick.recv_ns = ns
+    return tick
+
+
+async def test_a_replay_of_two_streams_comes_in_arrival_order_cut_to_the_replay_bound():
+    hub = Hub(RecordingSource())
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST, TickType.BID_ASK])
+    for n in range(10):  # quote, trade, quote, trade ...: 10 each
+        hub.publish(timed(quote(), 2 * n + 1))
+        hub.publish(timed(trade(), 2 * n + 2))
+    late = Subscriber(hub, replay_size=6)
+    handles = await late.subscribe("ES", [TickType.LAST, TickType.BID_ASK])
+    late.replay(handles, {TickType.LAST: 0, TickType.BID_ASK: 0})
+    assert late.queued_ticks == 6 + 2  # the bound, and a gap info per stream
+    (again,) = await late.subscribe("ES", [TickType.LAST])
+    late.replay([again], {TickType.LAST: 5})  # the first replay is not sent yet: no room
+    msgs = await drain(late, late.queued)
+    gaps = {m["stream_id"]: m["data"]["details"] for m in msgs if m["type"] == "info"}
+    gap = {"reason": "replay_limit", "first_missing": 1, "last_missing": 7}
+    assert gaps == {
+        handles[0].stream_id: gap,
+        handles[1].stream_id: gap,
+        again.stream_id: {**gap, "first_missing": 6, "last_missing": 10},
+    }
+    ticks = [m["data"] for m in msgs if m["type"] == "tick"]
+    assert [(t["tick_type"], t["sequence"]) for t in ticks] == [  # the newest 6, interleaved
+        ("bid_ask", 8),
+        ("last", 8),
+        ("bid_ask", 9),
+        ("last", 9),
+        ("bid_ask", 10),
+        ("last", 10),
+    ]
+    assert late.queued_ticks == 0
