@@ -1,6 +1,6 @@
 """Benchmark server process: the ibstream server (`start_server`) on a free port.
 
-    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS
+    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT]
 
 Connects to the gateway simulator at 127.0.0.1:IB_PORT, prints `{"port": P}` once IB is
 connected (or `{"failed": ...}`), and stops gracefully when stdin closes. Its own process,
@@ -16,12 +16,13 @@ from ibstream.server.run import start_server
 from ibstream.server.settings import ServerSettings
 
 
-async def main(ib_port: int, client_id: int, connections: int) -> None:
+async def main(ib_port: int, client_id: int, connections: int, send_timeout: int = 10) -> None:
     settings = ServerSettings(
         port=0,
         ib_port=ib_port,
         client_id=client_id,
         max_connections_per_ip=connections,
+        send_timeout=send_timeout,
         log_level="error",
     )
     handle = await start_server(settings)
@@ -38,4 +39,4 @@ async def main(ib_port: int, client_id: int, connections: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*map(int, sys.argv[1:4])))
+    asyncio.run(main(*map(int, sys.argv[1:5])))
