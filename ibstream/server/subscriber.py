@@ -14,18 +14,18 @@ Batched streams wait in its `Batcher` (see `batching`) until their interval is u
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
 from ibstream.protocol.changes import Changes
-from ibstream.protocol.encode import EncodedTick, Outgoing, error_message, message
+from ibstream.protocol.encode import Outgoing, error_message, message
 from ibstream.server.batching import Batcher
 from ibstream.server.hub import Hub
+from ibstream.server.replay import Replay, plan_replay
 from ibstream.server.stream import StreamHandle
 
 if TYPE_CHECKING:
@@ -69,26 +69,6 @@ def subscribed_message(
         "server_id": handles[0].owner.hub.server_id,
     }
     return message("subscribed", data, request_id=request_id)
-
-
-class Replay(NamedTuple):
-    """What a resume queues after `subscribed`: the gap infos, then the buffered ticks of
-    all its streams in the order they arrived."""
-
-    gaps: list[tuple[StreamHandle, dict]]
-    entries: list[tuple[int, int, EncodedTick, StreamHandle]]  # (recv_ns, n, entry, handle)
-
-
-def replay_cut(handle: StreamHandle, cut: list[int], replay_size: int) -> dict:
-    """The gap of the oldest replayed ticks left out to keep within `replay_size`."""
-    return {
-        "reason": "replay_limit",
-        "first_missing": cut[0],
-        "last_missing": cut[-1],
-        "message": f"ticks {cut[0]}-{cut[-1]} of {handle.tick_type.value} were not replayed: "
-        f"a connection holds at most {replay_size} replayed ticks at a time (resume fewer "
-        "streams at once, or read a replay before resuming more)",
-    }
 
 
 class Subscriber:
@@ -175,27 +155,8 @@ class Subscriber:
         The buffered ticks of all streams are merged in arrival order; when they would take
         the replayed ticks queued past `replay_size`, only the newest that fit are replayed
         and each stream cut short gets a `replay_limit` gap for its oldest ones."""
-        gaps: list[tuple[StreamHandle, dict]] = []
-        runs = []
-        for n, handle in enumerate(handles):
-            if not positions or handle.tick_type not in positions or not handle.active:
-                continue
-            position = positions[handle.tick_type]
-            key = (handle.contract.contract_id, handle.tick_type)
-            entries, found = self.hub.replay(key, position)  # type: ignore[arg-type]
-            if not any(gap["reason"] == "unknown_sequence" for gap in found):
-                handle.start_sequence = handle.last_sequence = position
-            gaps += [(handle, gap) for gap in found]
-            runs.append([(e.recv_ns, n, e, handle) for e in entries])
-        merged = list(heapq.merge(*runs, key=lambda run: run[:2]))
         room = max(0, self.replay_size - self._replay_load)
-        if len(merged) > room:
-            cut: dict[StreamHandle, list[int]] = {}
-            for _, _, entry, handle in merged[: len(merged) - room]:
-                cut.setdefault(handle, []).append(entry.sequence)
-            merged = merged[len(merged) - room :]
-            gaps += [(h, replay_cut(h, seqs, self.replay_size)) for h, seqs in cut.items()]
-        return Replay(gaps, merged)
+        return plan_replay(self.hub, handles, positions, room, self.replay_size)
 
     def start(self, handles: list[StreamHandle], plan: Replay) -> None:
         """After `subscribed` is queued: the replay (gap infos, then buffered ticks), and an
