@@ -194,8 +194,14 @@ class Writer:
                 if self.untold is not None:  # what is still queued would leave a gap
                     await self.frame(error_message(self.untold).payload)
                 await self.ws.close(code)
-        except (*SEND_FAILED, TimeoutError):
-            pass
+        except (*SEND_FAILED, TimeoutError) as exc:  # the peer never learns the code: say so
+            log.info(
+                "%s: close %s not sent (%s); %s",
+                sub.client,
+                code,
+                type(exc).__name__ if str(exc) == "" else exc,
+                "slow consumer, error untold" if self.untold is not None else "closing",
+            )
 
 
 def _rewind(details: dict, first_unsent: dict[str, int]) -> None:
