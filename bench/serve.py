@@ -5,15 +5,46 @@
 Connects to the gateway simulator at 127.0.0.1:IB_PORT, prints `{"port": P}` once IB is
 connected (or `{"failed": ...}`), and stops gracefully when stdin closes. Its own process,
 so its CPU is its own and the bench's simulator and clients do not share its event loop.
+Its garbage collector is tuned as `ibstream serve` tunes it (`tune_gc`), unless
+IBSTREAM_BENCH_GC=default (the A/B of that tuning); on stop it writes its collections per
+generation and the longest pause to stderr, which the bench prints.
 """
 
 import asyncio
+import gc
+import os
 import sys
+import time
 
 import orjson
 
-from ibstream.server.run import start_server
+from ibstream.server.run import start_server, tune_gc
 from ibstream.server.settings import ServerSettings
+
+
+class GcPauses:
+    """Collections per generation and the longest pause of each, from `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.longest = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self.on_gc)
+
+    def on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.count[generation] += 1
+        pause = (time.perf_counter() - self._started) * 1000
+        self.longest[generation] = max(self.longest[generation], pause)
+
+    def summary(self) -> str:
+        return "gc " + ", ".join(
+            f"gen{g}: {n} collections, longest {ms:.1f} ms"
+            for g, (n, ms) in enumerate(zip(self.count, self.longest, strict=True))
+        )
 
 
 async def main(ib_port: int, client_id: int, connections: int, send_timeout: int = 10) -> None:
@@ -26,6 +57,9 @@ async def main(ib_port: int, client_id: int, connections: int, send_timeout: int
         log_level="error",
     )
     handle = await start_server(settings)
+    if os.environ.get("IBSTREAM_BENCH_GC") != "default":
+        tune_gc()
+    pauses = GcPauses()
     try:
         if not handle.source.connected:
             print(orjson.dumps({"failed": "IB not connected"}).decode(), flush=True)
@@ -36,6 +70,7 @@ async def main(ib_port: int, client_id: int, connections: int, send_timeout: int
             pass
     finally:
         await handle.stop()
+        print(pauses.summary(), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
