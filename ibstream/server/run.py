@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -30,22 +29,6 @@ from ibstream.server.ws_writer import CorkedProtocol
 
 log = logging.getLogger(__name__)
 USER_TIMEOUTS = 3
-# Allocations (minus frees) between young collections; Python's default is 700. Each tick
-# allocates a few tracked objects that die young, so the young generation fills every few
-# hundred ticks; collecting it ten times less often costs no more per object collected.
-GC_YOUNG_THRESHOLD = 7_000
-
-
-def tune_gc() -> None:
-    """For a process that is the server (not a notebook embedding it): full collections
-    walked every object of the imported libraries, 40-70 ms about once a second on the event
-    loop that sends every tick. Those objects live as long as the process, so they are
-    frozen out of collection once started, and young collections run less often."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-    log.debug("gc: %d objects frozen, thresholds %s", gc.get_freeze_count(), gc.get_threshold())
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -241,7 +224,6 @@ async def run_forever(settings: ServerSettings, demo: bool = False) -> None:
     try:
         async with await start_server(settings) as handle:
             log.info("serving on %s (WebSocket %s)", handle.url, handle.ws_url)
-            tune_gc()
             await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
