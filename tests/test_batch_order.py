@@ -16,6 +16,7 @@ import pytest
 from ibstream.analytics import classify
 from ibstream.client import AsyncClient
 from tests.conftest import WAIT
+from tests.test_batch import sse_batches
 
 TRANSPORTS = ["websocket", "sse"]
 RATE = 1500.0  # simulator events per second: many quotes and trades per interval
@@ -103,3 +104,27 @@ async def test_collect_of_two_contracts_and_a_live_buffer_keep_arrival_order(gat
     for got in (frame, window):
         assert got.index.is_monotonic_increasing and got.index.is_unique
         assert runs(got.tick_type.tolist()) > 20
+
+
+async def test_sse_frames_of_two_tick_types_carry_both_positions_and_resume_exactly(
+    gateway, server
+):
+    gateway.set_rate(RATE)
+    path = "/v2/stream/ES?tick_types=bid_ask,last&batch_ms=50"
+    subscribed, first, _ = await sse_batches(server, path + "&limit=400")
+    streams = subscribed["data"]["streams"]
+    positions = {s["tick_type"]: s["start_sequence"] for s in streams}
+    for frame, event_id in first:
+        for item in frame["data"]["ticks"]:
+            positions[item["tick_type"]] = item["sequence"]
+        assert event_id == ",".join(f"{t}:{n}" for t, n in positions.items())
+    assert {i["tick_type"] for f, _ in first for i in f["data"]["ticks"]} == set(positions)
+    _, again, _ = await sse_batches(server, path + "&limit=400", {"Last-Event-ID": first[-1][1]})
+    for tick_type in positions:
+        seqs = [
+            item["sequence"]
+            for frame, _ in first + again
+            for item in frame["data"]["ticks"]
+            if item["tick_type"] == tick_type
+        ]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no hole, no repeat
