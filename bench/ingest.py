@@ -9,8 +9,8 @@ the live streams. Every path starts from the same list of bytes and ends with a 
 figure is the best of `--repeat` rounds. Only the ratios mean anything on a shared machine.
 
 The client paths run what `collect` runs (a `Subscription` feeding a `Collection`), once on
-one message per tick and once on batched `ticks` messages of `--batch` ticks per stream (the
-same ticks, as a server sends them with `batch_ms`).
+one message per tick and once on batched `ticks` messages of `--batch` ticks of both streams
+(the same ticks in the same order, as a server sends them with `batch_ms`).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from ibstream.model import Tick, TickType
 from ibstream.protocol.encode import (
     EncodedTick,
     batch_message,
-    batch_prefix,
     encode_tick,
+    item_prefix,
     tick_prefix,
 )
 
@@ -51,24 +51,18 @@ def payloads(n: int, seed: int = 1) -> list[bytes]:
 
 
 def batched_payloads(n: int, batch: int, seed: int = 1) -> list[bytes]:
-    """The same ticks as `payloads`, in `ticks` messages of up to `batch` ticks per stream
-    (each stream's batch goes out when full; what is left at the end goes last)."""
-    pending: dict[TickType, list[EncodedTick]] = {t: [] for t in STREAM_IDS}
+    """The same ticks as `payloads`, in `ticks` messages of up to `batch` ticks of both
+    streams in arrival order, as a server sends them with `batch_ms`."""
+    prefixes = {t: item_prefix(sid) for t, sid in STREAM_IDS.items()}
+    ticks = encoded(n, seed)
     out = []
-
-    def flush(tick_type: TickType) -> None:
-        entries, pending[tick_type] = pending[tick_type], []
-        if entries:
-            prefix, sid = batch_prefix(STREAM_IDS[tick_type]), STREAM_IDS[tick_type]
-            items = [e.item for e in entries]
-            out.append(batch_message(prefix, items, entries[-1].sequence, sid, False).payload)
-
-    for tick_type, entry in encoded(n, seed):
-        pending[tick_type].append(entry)
-        if len(pending[tick_type]) >= batch:
-            flush(tick_type)
-    for tick_type in STREAM_IDS:
-        flush(tick_type)
+    for start in range(0, n, batch):
+        chunk = ticks[start : start + batch]
+        spans: dict[str, list[int]] = {}
+        for tick_type, entry in chunk:
+            spans.setdefault(STREAM_IDS[tick_type], [entry.sequence, 0])[1] = entry.sequence
+        items = [prefixes[t] + entry.item for t, entry in chunk]
+        out.append(batch_message(items, spans, False).payload)  # type: ignore[arg-type]
     return out
 
 
@@ -179,16 +173,12 @@ def best_rates(wire: list[bytes], batched: list[bytes], repeat: int) -> dict[str
 
 
 def check_same_frames(wire: list[bytes], batched: list[bytes]) -> None:
-    """Speed counts only if exact: every path of ours must build the identical frame (the
-    batched one in its own row order: blocks per stream, so compared sorted)."""
+    """Speed counts only if exact: every path of ours must build the identical frame, the
+    batched one too (row for row: batches keep arrival order)."""
     expected = via_ticks_to_frame(wire)
     for path in (via_builder, frame_from_payloads, via_collect):
         pd.testing.assert_frame_equal(path(wire), expected)
-    order = ["tick_type", "sequence"]
-    pd.testing.assert_frame_equal(
-        via_collect(batched).sort_values(order, kind="stable"),
-        expected.sort_values(order, kind="stable"),
-    )
+    pd.testing.assert_frame_equal(via_collect(batched), expected)
 
 
 def main() -> None:

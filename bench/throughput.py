@@ -2,7 +2,7 @@
 every figure beside a baseline measured in the same run.
 
     python -m bench.throughput [--window 1.5] [--refine 2] [--steps 1 2 3 4] [--batch-ms 20]
-                               [--latency-rate 1000] [--latency-seconds 4]
+                               [--latency-rate 1000] [--latency-seconds 4] [--latency-clients 10]
 
 1. Upstream ceiling: ib_insync alone receiving BidAsk + Last tick-by-tick data from the
    gateway simulator: the highest rate it keeps up with (see `bench.search`).
@@ -112,7 +112,9 @@ async def latency(sim: GatewaySimulator, url: str, args) -> dict:
     sim.set_rate(args.latency_rate, ES)
     who = None
     try:
-        who = await Child.start("bench.clients", url, 10, "--contract", ES, "--record")
+        who = await Child.start(
+            "bench.clients", url, args.latency_clients, "--contract", ES, "--record"
+        )
         await asyncio.sleep(1.0)  # warm-up, not measured
         since = time.time_ns()
         await asyncio.sleep(args.latency_seconds)  # the measurement window
@@ -164,7 +166,8 @@ def table(found: dict, args) -> None:
     if "p99" in lat:
         met = "met" if lat["p99"] <= 5 else "not met"
         say(
-            f"4 latency at {args.latency_rate:,} ticks/s to 10 clients: p50 {lat['p50']:.2f} ms, "
+            f"4 latency at {args.latency_rate:,} ticks/s to {args.latency_clients} clients: "
+            f"p50 {lat['p50']:.2f} ms, "
             f"p99 {lat['p99']:.2f} ms ({lat['ticks']:,} ticks)   goal p99 <= 5 ms {met}"
         )
         say(
@@ -199,7 +202,7 @@ async def run_steps(sim: GatewaySimulator, url: str, args, found: dict) -> None:
             who = clients(url, 50, "--batch-ms", args.batch_ms)
             found["batched"] = await attempt("batched", search(sim, who, start, args))
         if 4 in steps:
-            say(f"4 latency at {args.latency_rate:,} ticks/s to 10 clients")
+            say(f"4 latency at {args.latency_rate:,} ticks/s to {args.latency_clients} clients")
             found["latency"] = await attempt("latency", latency(sim, url, args))
 
 
@@ -230,6 +233,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-ms", type=float, default=20.0)
     parser.add_argument("--latency-rate", type=int, default=1_000, help="ticks/s per client")
     parser.add_argument("--latency-seconds", type=float, default=4.0)
+    parser.add_argument("--latency-clients", type=int, default=10)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
     return parser.parse_args()
 

@@ -26,16 +26,16 @@ HIGH_RATE = 4000.0  # simulator events per second: many ticks per 50 ms interval
 
 
 async def ws_batches(ws, stream_id: str) -> tuple[list[dict], dict]:
-    """Every `ticks` message of a stream until its `complete`, and that `complete`."""
+    """Every `ticks` message until the stream's `complete`, and that `complete`."""
     frames = []
     while True:
         msg = await ws.recv()
-        if msg.get("stream_id") != stream_id:
-            continue
-        assert msg["type"] in ("ticks", "complete"), msg
-        if msg["type"] == "complete":
+        if msg["type"] == "ticks":
+            assert {item["stream_id"] for item in msg["data"]["ticks"]} == {stream_id}
+            frames.append(msg)
+        elif msg.get("stream_id") == stream_id:
+            assert msg["type"] == "complete", msg
             return frames, msg
-        frames.append(msg)
 
 
 async def sse_batches(server, path: str, headers: dict | None = None) -> tuple[dict, list, dict]:
@@ -227,3 +227,37 @@ def test_overlapping_batches_drop_what_was_had_and_report_holes():
     assert (sub.duplicates, sub.received, sub.positions) == (7, 10, {"last": 12})
     (gap,) = [e for e in events.recent if isinstance(e, Gap)]
     assert gap.details == {"first_missing": 9, "last_missing": 10}
+
+
+def mixed(*pairs: tuple[str, int]) -> dict:
+    items = [
+        {"stream_id": t, "contract_id": 1, "tick_type": t, "sequence": n, "recv_ns": i}
+        for i, (t, n) in enumerate(pairs)
+    ]
+    return {"type": "ticks", "data": {"ticks": items}}
+
+
+def test_a_frame_of_two_tick_types_keeps_its_order_and_per_type_bookkeeping():
+    events = EventLog("test", [])
+    sink = ListSink()
+    sub = Subscription(1, ["bid_ask", "last"], sink, events, batch_ms=10)
+    streams = [{"stream_id": t, "tick_type": t, "start_sequence": 0} for t in ("bid_ask", "last")]
+    sub.bind({"streams": streams})
+    sub.on_message(mixed(("bid_ask", 1), ("last", 1), ("bid_ask", 2), ("last", 2)))
+    sub.on_message(mixed(("last", 2), ("bid_ask", 3), ("last", 3)))  # last 2 again: dropped
+    sub.on_message(mixed(("bid_ask", 6), ("last", 4)))  # bid_ask 4-5 never came
+    got = [(t["tick_type"], t["sequence"]) for t in sink.got]
+    assert got == [
+        ("bid_ask", 1),
+        ("last", 1),
+        ("bid_ask", 2),
+        ("last", 2),
+        ("bid_ask", 3),
+        ("last", 3),
+        ("bid_ask", 6),
+        ("last", 4),
+    ]
+    assert all(set(t) & {"stream_id", "timestamp"} == set() for t in sink.got)
+    assert (sub.duplicates, sub.received, sub.positions) == (1, 8, {"bid_ask": 6, "last": 4})
+    (gap,) = [e for e in events.recent if isinstance(e, Gap)]
+    assert (gap.tick_type, gap.details) == ("bid_ask", {"first_missing": 4, "last_missing": 5})

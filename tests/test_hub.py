@@ -394,9 +394,10 @@ async def test_batched_stream_sends_one_ticks_message_per_interval():
     assert sub.queued == 0  # held until the batch is due
     item = await sub.get()  # the subscriber's timer sends it
     msg = orjson.loads(item.payload)
-    assert msg["type"] == "ticks" and msg["stream_id"] == handle.stream_id
-    assert (item.event, item.sequence, item.ticks) == ("ticks", 10, 10)
+    assert msg["type"] == "ticks" and "stream_id" not in msg
+    assert (item.event, item.spans, item.ticks) == ("ticks", {handle.stream_id: [1, 10]}, 10)
     ticks = msg["data"]["ticks"]
+    assert {t["stream_id"] for t in ticks} == {handle.stream_id}
     assert [t["sequence"] for t in ticks] == list(range(1, 11))
     assert [t["size"] for t in ticks] == [float(i + 1) for i in range(10)]
     assert all(t["timestamp"].endswith("Z") and t["tick_type"] == "last" for t in ticks)
@@ -404,15 +405,16 @@ async def test_batched_stream_sends_one_ticks_message_per_interval():
     assert [t["sequence"] for t in (await drain(sub, 1))[0]["data"]["ticks"]] == [11]
 
 
-async def test_batched_item_is_the_tick_data_plus_its_timestamp():
+async def test_batched_item_is_the_tick_data_plus_its_stream_and_timestamp():
     hub = Hub(RecordingSource())
     plain, batched = Subscriber(hub), Subscriber(hub)
     await plain.subscribe("ES", [TickType.LAST])
-    await batched.subscribe("ES", [TickType.LAST], batch_ms=5)
+    (handle,) = await batched.subscribe("ES", [TickType.LAST], batch_ms=5)
     hub.publish(trade())
     (tick,) = await drain(plain, 1)
     (batch,) = await drain(batched, 1)
-    assert batch["data"]["ticks"] == [{**tick["data"], "timestamp": tick["timestamp"]}]
+    item = {"stream_id": handle.stream_id, **tick["data"], "timestamp": tick["timestamp"]}
+    assert batch["data"]["ticks"] == [item]
 
 
 async def test_batched_limit_is_exact_and_flushes_at_once():
@@ -470,7 +472,7 @@ async def test_stream_messages_come_after_the_ticks_before_them():
     assert msgs[2]["data"]["total_ticks"] == 3
 
 
-async def test_batched_resume_replays_the_backlog_in_batches_outside_the_queue_limit():
+async def test_batched_resume_replays_the_backlog_in_batches_outside_the_live_limit():
     hub = Hub(RecordingSource(), ring_size=200)
     keeper = Subscriber(hub)
     await keeper.subscribe("ES", [TickType.LAST])
@@ -482,36 +484,92 @@ async def test_batched_resume_replays_the_backlog_in_batches_outside_the_queue_l
     late.replay(handles, {TickType.LAST: 20})
     replayed = [late.get_nowait(), late.get_nowait()]
     assert late.get_nowait() is None and late.closed is None
-    assert [(i.replayed, i.ticks, i.sequence) for i in replayed] == [  # type: ignore[union-attr]
-        (True, 100, 120),
-        (True, 30, 150),
+    sid = handles[0].stream_id
+    assert [(i.replayed, i.ticks, i.spans) for i in replayed] == [  # type: ignore[union-attr]
+        (True, 100, {sid: [21, 120]}),
+        (True, 30, {sid: [121, 150]}),
     ]
     hub.publish(trade())
     live = orjson.loads((await late.get()).payload)
     assert [t["sequence"] for t in live["data"]["ticks"]] == [151]
 
 
-async def test_streams_of_different_intervals_share_one_timer():
+async def test_streams_of_different_intervals_share_one_frame_in_arrival_order():
     hub = Hub(RecordingSource())
     sub = Subscriber(hub)
-    (slow,) = await sub.subscribe("ES", [TickType.LAST], batch_ms=200)
+    (slow,) = await sub.subscribe("ES", [TickType.LAST], batch_ms=1000)
     (fast,) = await sub.subscribe("ES", [TickType.BID_ASK], batch_ms=10)
+    for publish in (quote, trade, trade, quote):
+        hub.publish(publish())
+    frame = await sub.get()  # due at the shorter interval: no tick waits past its own
+    items = orjson.loads(frame.payload)["data"]["ticks"]
+    assert [(t["stream_id"], t["sequence"]) for t in items] == [
+        (fast.stream_id, 1),
+        (slow.stream_id, 1),
+        (slow.stream_id, 2),
+        (fast.stream_id, 2),
+    ]
+    assert frame.spans == {fast.stream_id: [1, 2], slow.stream_id: [1, 2]}
+    assert sub.get_nowait() is None
     hub.publish(trade())
-    hub.publish(quote())
-    first = await sub.get()
-    second = await sub.get()
-    assert [first.stream_id, second.stream_id] == [fast.stream_id, slow.stream_id]
     sub.close()
-    assert sub.batcher._timer is None
+    assert sub.batcher._timer is None and len(sub.batcher) == 0
 
 
-async def test_unsubscribe_sends_the_pending_batch_its_summary_counts():
+async def test_unsubscribe_drops_what_is_queued_for_the_stream_and_its_summary_says_so():
     hub = Hub(RecordingSource())
     sub = Subscriber(hub)
+    sub.batcher.max_ticks = 3
     (handle,) = await sub.subscribe("ES", [TickType.LAST], batch_ms=1000)
+    (plain,) = await sub.subscribe("ES", [TickType.BID_ASK])
     for _ in range(4):
-        hub.publish(trade())
-    assert sub.unsubscribe_all() == [handle.stream_id]
-    (batch,) = await drain(sub, 1)
-    assert len(batch["data"]["ticks"]) == handle.count == 4
-    assert sub.get_nowait() is None  # nothing left behind for the timer
+        hub.publish(trade())  # a full frame of 3 queued, 1 pending
+        hub.publish(quote())
+    assert (sub.queued, sub.queued_ticks, len(sub.batcher)) == (5, 7, 1)
+    summary = sub.unsubscribe(handle.stream_id)
+    assert (summary["total_ticks"], summary["final_sequence"]) == (0, 0)
+    assert (sub.queued, sub.queued_ticks, len(sub.batcher)) == (4, 4, 0)
+    assert sub.batcher._timer is None  # nothing left behind for the timer
+    msgs = await drain(sub, 4)
+    assert {m["type"] for m in msgs} == {"tick"}  # the other stream's ticks stay
+
+
+# --- bounded replays ------------------------------------------------------------------------
+
+
+def timed(tick: Tick, ns: int) -> Tick:
+    tick.recv_ns = ns
+    return tick
+
+
+async def test_a_replay_of_two_streams_comes_in_arrival_order_cut_to_the_replay_bound():
+    hub = Hub(RecordingSource())
+    keeper = Subscriber(hub)
+    await keeper.subscribe("ES", [TickType.LAST, TickType.BID_ASK])
+    for n in range(10):  # quote, trade, quote, trade ...: 10 each
+        hub.publish(timed(quote(), 2 * n + 1))
+        hub.publish(timed(trade(), 2 * n + 2))
+    late = Subscriber(hub, replay_size=6)
+    handles = await late.subscribe("ES", [TickType.LAST, TickType.BID_ASK])
+    late.replay(handles, {TickType.LAST: 0, TickType.BID_ASK: 0})
+    assert late.queued_ticks == 6 + 2  # the bound, and a gap info per stream
+    (again,) = await late.subscribe("ES", [TickType.LAST])
+    late.replay([again], {TickType.LAST: 5})  # the first replay is not sent yet: no room
+    msgs = await drain(late, late.queued)
+    gaps = {m["stream_id"]: m["data"]["details"] for m in msgs if m["type"] == "info"}
+    gap = {"reason": "replay_limit", "first_missing": 1, "last_missing": 7}
+    assert gaps == {
+        handles[0].stream_id: gap,
+        handles[1].stream_id: gap,
+        again.stream_id: {**gap, "first_missing": 6, "last_missing": 10},
+    }
+    ticks = [m["data"] for m in msgs if m["type"] == "tick"]
+    assert [(t["tick_type"], t["sequence"]) for t in ticks] == [  # the newest 6, interleaved
+        ("bid_ask", 8),
+        ("last", 8),
+        ("bid_ask", 9),
+        ("last", 9),
+        ("bid_ask", 10),
+        ("last", 10),
+    ]
+    assert late.queued_ticks == 0

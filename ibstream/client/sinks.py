@@ -49,9 +49,11 @@ def put_many(sink: Sink, ticks: list[dict]) -> StreamError | None:
 
 
 def plain(items: list[dict]) -> list[dict]:
-    """Batch items as tick `data` dicts: without the item's own `timestamp` (in place)."""
+    """Batch items as tick `data` dicts: without the item's `stream_id` and own `timestamp`
+    (in place)."""
     for item in items:
         item.pop("timestamp", None)
+        item.pop("stream_id", None)
     return items
 
 

@@ -7,8 +7,9 @@ server instance (`server_id`): when a reconnect reaches another one, the positio
 a `Gap` (`server_restarted`) is reported per stream and the subscription starts afresh. A
 server without ids says `unknown_sequence` instead. Server `info`s, `gap`s and stream errors
 become client events. Positions are per subscription, because two subscriptions of one
-stream receive the same sequences. A batched `ticks` message is taken as a whole (its items
-are contiguous, so dedup and gap checks are done on its first and last sequence). A sink that overflows, or a message that cannot be
+stream receive the same sequences. A batched `ticks` frame holds several streams' ticks in
+arrival order; the transport hands each subscription its items (`on_ticks`), checked tick by
+tick and passed on in one call. A sink that overflows, or a message that cannot be
 delivered, ends this subscription alone (an `ErrorEvent` and the subscription's `error`);
 the transport then unsubscribes it and the connection carries on.
 """
@@ -16,7 +17,9 @@ the transport then unsubscribes it and the connection carries on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from operator import itemgetter
+from typing import Any
 
 from ibstream.client.events import ErrorEvent, EventLog, Gap, Info
 from ibstream.client.sinks import Sink, put_many
@@ -25,6 +28,7 @@ from ibstream.model import TickType
 from ibstream.protocol.validate import contract_spec
 
 DEFAULT_TICK_TYPES = ("bid_ask", "last")
+_TICK_TYPE = itemgetter("tick_type")
 log = logging.getLogger("ibstream.client")
 
 
@@ -133,9 +137,16 @@ class Subscription:
         return True
 
     def on_message(self, msg: dict) -> None:
-        """Handle one stream message (tick, info, error, complete) of a bound stream id."""
+        """Handle one stream message (tick, ticks, info, error, complete) of a bound stream."""
+        self._guarded(self._handle, msg)
+
+    def on_items(self, items: list[dict]) -> None:
+        """Handle this subscription's items of a `ticks` frame of several subscriptions."""
+        self._guarded(self.on_ticks, items)
+
+    def _guarded(self, handle: Callable[[Any], None], arg: object) -> None:
         try:
-            self._handle(msg)
+            handle(arg)
         except Exception as exc:  # a broken row or sink: this subscription ends, not the link
             log.exception("%s: delivering a message failed", self.describe())
             error = StreamError(
@@ -182,30 +193,59 @@ class Subscription:
             self._fail_loudly(overflow)
 
     def on_ticks(self, items: list[dict]) -> None:
-        """A batch: items of one stream, contiguous, in sequence order (else tick by tick)."""
+        """Items of a `ticks` frame for this subscription, in arrival order (its tick types
+        interleaved): per tick type, ticks already had are dropped and holes reported
+        exactly as for single ticks; the rest go to the sink in one call, in that order."""
         if not self.active or not items:
             return
-        tick_type, first, end = items[0]["tick_type"], items[0]["sequence"], items[-1]["sequence"]
-        if end - first != len(items) - 1 or items[-1]["tick_type"] != tick_type:
-            for item in items:  # not as the protocol promises: the per-tick rules still hold
-                item.pop("timestamp", None)
-                self.on_tick(item)
-            return
-        last = self.positions.get(tick_type)
-        if last is not None:
-            if end <= last:
-                self.duplicates += len(items)
-                return
-            if first <= last:  # a replay overlapping what we have: keep the new part
-                self.duplicates += last + 1 - first
-                items, first = items[last + 1 - first :], last + 1
-            self._check_gap(tick_type, last, first)
-        self._gap_told.discard(tick_type)
-        self.positions[tick_type] = end
-        self.received += len(items)
-        overflow = put_many(self.sink, items)
-        if overflow is not None:
-            self._fail_loudly(overflow)
+        if self._all_new(items):
+            fresh = items
+        else:
+            fresh = self._new_items(items)
+        if fresh:
+            self.received += len(fresh)
+            overflow = put_many(self.sink, fresh)
+            if overflow is not None:
+                self._fail_loudly(overflow)
+
+    def _all_new(self, items: list[dict]) -> bool:
+        """Whether every item follows on from its tick type's position without a hole (the
+        usual frame); then positions move to each type's last item. Scans in C (list
+        methods), not per item in Python."""
+        types = list(map(_TICK_TYPE, items))
+        ends = {}
+        for tick_type in set(types):
+            first = items[types.index(tick_type)]["sequence"]
+            last = items[len(types) - 1 - types[::-1].index(tick_type)]["sequence"]
+            known = self.positions.get(tick_type)
+            if last - first + 1 != types.count(tick_type) or (
+                known is not None and first != known + 1
+            ):
+                return False
+            ends[tick_type] = last
+        self.positions.update(ends)
+        if self._gap_told:
+            self._gap_told.difference_update(ends)
+        return True
+
+    def _new_items(self, items: list[dict]) -> list[dict]:
+        """The items not had yet, tick by tick: duplicates dropped, holes reported."""
+        positions, told = self.positions, self._gap_told
+        fresh = []
+        for item in items:
+            tick_type, seq = item["tick_type"], item["sequence"]
+            last = positions.get(tick_type)
+            if last is not None:
+                if seq <= last:
+                    self.duplicates += 1
+                    continue
+                if seq > last + 1:
+                    self._check_gap(tick_type, last, seq)
+            if told:
+                told.discard(tick_type)
+            positions[tick_type] = seq
+            fresh.append(item)
+        return fresh
 
     def _check_gap(self, tick_type: str, last: int, seq: int) -> None:
         """Report the sequences between `last` and `seq` unless the server already did."""

@@ -64,7 +64,9 @@ class WebSocketTransport:
     def _on_message(self, msg: dict) -> None:
         sub = self._streams.get(msg.get("stream_id") or "")
         kind, data = msg.get("type"), msg.get("data") or {}
-        if sub is not None:
+        if kind == "ticks" and sub is None:
+            self._on_frame(data.get("ticks") or ())
+        elif sub is not None:
             sub.on_message(msg)
             if not sub.active:
                 self._forget(sub, unsubscribe=True)
@@ -76,6 +78,27 @@ class WebSocketTransport:
         elif kind == "info" and not msg.get("stream_id"):
             status, text = data.get("status", ""), data.get("message", "")
             self.events.emit(Info(None, None, status, text, data.get("details") or {}))
+
+    def _on_frame(self, items: list[dict]) -> None:
+        """A `ticks` frame: its items in arrival order, each run of one subscription's
+        items handed over together (ticks of streams no longer bound are dropped)."""
+        streams = self._streams
+        run: list[dict] = []
+        owner = None
+        for item in items:
+            sub = streams.get(item.get("stream_id", ""))
+            if sub is not owner:
+                if owner is not None:
+                    self._deliver(owner, run)
+                owner, run = sub, []
+            run.append(item)
+        if owner is not None:
+            self._deliver(owner, run)
+
+    def _deliver(self, sub: Subscription, items: list[dict]) -> None:
+        sub.on_items(items)
+        if not sub.active:
+            self._forget(sub, unsubscribe=True)
 
     def _bind(self, sub: Subscription, link: Link, data: dict) -> None:
         for stream_id in sub.stream_ids:

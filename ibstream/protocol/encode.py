@@ -2,8 +2,8 @@
 
 A tick is encoded once (`encode_tick`) and spliced behind each client's own `stream_id`
 prefix, so fan-out to N clients costs one orjson call, not N. The same encoding also gives
-the tick's item of a batched `ticks` message, so a batch is a join of bytes, not a
-re-encode of dicts.
+the tick's item of a batched `ticks` message (behind its stream's `item_prefix`), so a
+batch is a join of bytes, not a re-encode of dicts.
 
 Replies may echo what a client sent; `encodable` makes any parsed JSON value writable (and
 bounded), and `message` falls back to it, so no reply is ever lost to the encoder.
@@ -36,6 +36,8 @@ class Outgoing:
 
     `ticks` is how many ticks it carries (a batch: all of them), so queue limits count ticks
     whether a client takes them one per message or batched; other messages count as one.
+    A batch holds ticks of several streams: `spans` gives each one's first and last
+    sequence in it (`sequence` and `stream_id` are then None).
     """
 
     event: str
@@ -44,15 +46,18 @@ class Outgoing:
     stream_id: str | None = None  # set on ticks, so a transport can track positions per stream
     replayed: bool = False  # replayed from the ring: counted apart from the live queue limit
     ticks: int = 1
+    spans: dict[str, tuple[int, int]] | None = None
 
 
 class EncodedTick(NamedTuple):
     """A tick encoded once: `tail` follows a `tick` message's prefix, `item` is its entry in
-    a batch (the `data` object plus the tick's own `timestamp`)."""
+    a batch (the `data` object plus the tick's own `timestamp`, without the opening brace:
+    it follows a stream's `item_prefix`); `recv_ns` orders ticks of several streams."""
 
     sequence: int
     tail: bytes
     item: bytes
+    recv_ns: int = 0
 
 
 class _StampCache:
@@ -98,7 +103,8 @@ _stamps = _StampCache()
 def encode_tick(tick: Tick, sequence: int) -> EncodedTick:
     data = orjson.dumps(tick.data(sequence))
     stamp = _stamps.stamp(tick.recv_ns)
-    return EncodedTick(sequence, stamp + b',"data":' + data + b"}", data[:-1] + b"," + stamp + b"}")
+    tail = stamp + b',"data":' + data + b"}"
+    return EncodedTick(sequence, tail, data[1:-1] + b"," + stamp + b"}", tick.recv_ns)
 
 
 def encode_tick_tail(tick: Tick, sequence: int) -> bytes:
@@ -110,18 +116,26 @@ def tick_prefix(stream_id: str) -> bytes:
     return b'{"type":"tick","stream_id":' + orjson.dumps(stream_id) + b","
 
 
-def batch_prefix(stream_id: str) -> bytes:
-    return b'{"type":"ticks","stream_id":' + orjson.dumps(stream_id) + b',"timestamp":"'
+def item_prefix(stream_id: str) -> bytes:
+    """What goes before `EncodedTick.item` in a `ticks` message: the item's stream."""
+    return b'{"stream_id":' + orjson.dumps(stream_id) + b","
 
 
 def batch_message(
-    prefix: bytes, items: Sequence[bytes], last_sequence: int, stream_id: str, replayed: bool
+    items: Sequence[bytes], spans: dict[str, tuple[int, int]], replayed: bool
 ) -> Outgoing:
-    """A `ticks` message from the items of consecutive ticks of one stream (`batch_prefix`)."""
+    """A `ticks` message: items (`item_prefix` + `EncodedTick.item`) of one connection's
+    streams in arrival order; `spans`: stream id -> (first, last) sequence in it."""
     payload = b"".join(
-        (prefix, iso_timestamp().encode(), b'","data":{"ticks":[', b",".join(items), b"]}}")
+        (
+            b'{"type":"ticks","timestamp":"',
+            iso_timestamp().encode(),
+            b'","data":{"ticks":[',
+            b",".join(items),
+            b"]}}",
+        )
     )
-    return Outgoing("ticks", payload, last_sequence, stream_id, replayed, len(items))
+    return Outgoing("ticks", payload, None, None, replayed, len(items), spans)
 
 
 def encodable(value: object, depth: int = ECHO_DEPTH) -> object:

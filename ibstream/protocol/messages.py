@@ -125,11 +125,16 @@ class TickData(Closed):
 
 
 class TickItem(TickData):
+    stream_id: str = Field(description="the stream this tick belongs to")
     timestamp: Timestamp = Field(description="this tick's own receive time")
 
 
 class TicksData(Closed):
-    ticks: list[TickItem] = Field(min_length=1, description="contiguous, in sequence order")
+    ticks: list[TickItem] = Field(
+        min_length=1,
+        description="the ticks of the connection's batched streams in the order they arrived "
+        "at the server; each stream's items are contiguous and in sequence order",
+    )
 
 
 class InfoData(Closed):
@@ -137,7 +142,7 @@ class InfoData(Closed):
         description="ib_disconnected: IB (or its link to IB's servers) is gone, the stream "
         "resumes when it is back; resumed: it is back; gap: some ticks before the resume point "
         "cannot be replayed (`details.reason`: unknown_sequence, not_buffered, upstream_idle, "
-        "ib_disconnected); ib_advisory: an IB message that does not end the "
+        "ib_disconnected, replay_limit); ib_advisory: an IB message that does not end the "
         "stream (`details.ib_code`)"
     )
     message: str
@@ -209,8 +214,10 @@ class TickMessage(Envelope):
 
 
 class TicksMessage(Envelope):
+    """One frame per connection and interval: every item names its stream (no top-level
+    `stream_id`)."""
+
     type: Literal["ticks"]
-    stream_id: str
     timestamp: Timestamp = Field(description="when the frame was made")
     data: TicksData
 

@@ -24,6 +24,10 @@ class ServerSettings:
     max_streams_per_connection: int = 20
     max_message_bytes: int = 65536
     queue_size: int = 10_000
+    # Replayed ticks (resumes) one connection holds queued at most, beside queue_size live
+    # ones: two full rings. A resume that needs more replays its newest ticks and reports
+    # the rest as a `replay_limit` gap.
+    replay_size: int = 20_000
     ring_size: int = 10_000
     # An upstream subscription and its ring outlive their last client this long, so a lone
     # client that reconnects within it resumes without a gap; 0 cancels upstream at once.

@@ -4,7 +4,7 @@
 with `limit`, `timeout` (seconds), `batch_ms` and `resume_from` (or the `Last-Event-ID`
 header). Everything that can be wrong is checked before the response starts, so those errors
 are plain JSON HTTP errors; once streaming, the first event is `subscribed`, ticks carry their
-sequence as the SSE id (a `ticks` batch its last one), and the response ends after the last
+sequence as the SSE id (a `ticks` frame its streams' last ones), and the response ends after the last
 stream's `complete` event. The routes themselves are declared in `published.py` (OpenAPI).
 """
 
@@ -58,11 +58,16 @@ class EventIds:
         self.positions = {h.tick_type.value: h.start_sequence for h in handles}
 
     def for_item(self, item: Outgoing) -> str | None:
-        if item.sequence is None or item.stream_id not in self.types:
+        if item.spans is not None:  # a `ticks` frame: where each of its streams got to
+            for stream_id, (_, last) in item.spans.items():
+                if stream_id in self.types:
+                    self.positions[self.types[stream_id]] = last
+        elif item.sequence is None or item.stream_id not in self.types:
             return None
+        else:
+            self.positions[self.types[item.stream_id]] = item.sequence
         if len(self.positions) == 1:
-            return str(item.sequence)
-        self.positions[self.types[item.stream_id]] = item.sequence
+            return str(next(iter(self.positions.values())))
         return ",".join(f"{t}:{n}" for t, n in self.positions.items())
 
 
@@ -93,6 +98,7 @@ async def open_stream(
         client=f"sse {ip}:{request.client.port if request.client else 0}",
         max_streams=settings.max_streams_per_connection,
         queue_size=settings.queue_size,
+        replay_size=settings.replay_size,
     )
     conn: Connection | None = None
     try:

@@ -1,5 +1,6 @@
 """One client stream: a (contract, tick type) of one subscriber, with its own limit,
-timeout, counters and, when it asked for `batch_ms`, batched delivery."""
+timeout, counters and, when it asked for `batch_ms`, batched delivery (in its subscriber's
+shared frame, see `batching`)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.encode import (
     EncodedTick,
     Outgoing,
-    batch_prefix,
     error_message,
+    item_prefix,
     message,
     tick_prefix,
 )
@@ -47,7 +48,7 @@ class StreamHandle:
         self.prefix = tick_prefix(self.stream_id)
         self.batch_ms = batch_ms or None  # 0 means one message per tick, as absent does
         self.batch_seconds = (batch_ms or 0) / 1000
-        self.batch_prefix = batch_prefix(self.stream_id)
+        self.item_prefix = item_prefix(self.stream_id)
         self.limit = limit
         self.timeout = timeout
         self.count = 0
@@ -73,9 +74,9 @@ class StreamHandle:
             self.owner.complete(self, "limit_reached")
 
     def flush(self) -> None:
-        """Send a pending batch now (before any other message of this stream)."""
+        """Send the pending frame now (before any other message of this stream)."""
         if self.batch_ms is not None:
-            self.owner.batcher.flush(self)
+            self.owner.batcher.flush()
 
     def notify(self, status: str, text: str, details: dict | None = None) -> None:
         self.flush()

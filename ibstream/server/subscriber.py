@@ -4,6 +4,10 @@ It owns one bounded queue of ready-to-send messages. The hub only ever appends w
 waiting; when a client stops reading and the queue fills, the subscriber is closed with
 SLOW_CONSUMER instead of growing memory or stalling other clients. The bound counts ticks
 (a batched `ticks` message all it holds), so batching cannot hide a client falling behind.
+Replayed ticks (a resume) have their own bound, `replay_size`: a replay that would not fit
+sends its newest ticks and reports the older ones as a `gap` (`replay_limit`). What is
+queued for a stream the client unsubscribes is dropped, so no pattern of requests makes the
+server hold more than `queue_size` + `replay_size` ticks for one connection.
 Batched streams wait in its `Batcher` (see `batching`) until their interval is up.
 """
 
@@ -13,13 +17,15 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
-from ibstream.protocol.encode import EncodedTick, Outgoing, error_message, message
+from ibstream.protocol.changes import Changes
+from ibstream.protocol.encode import Outgoing, error_message, message
 from ibstream.server.batching import Batcher
 from ibstream.server.hub import Hub
+from ibstream.server.replay import Replay, plan_replay
 from ibstream.server.stream import StreamHandle
 
 if TYPE_CHECKING:
@@ -65,29 +71,30 @@ def subscribed_message(
     return message("subscribed", data, request_id=request_id)
 
 
-class Replay(NamedTuple):
-    """What a resume queues after `subscribed`: the gap infos, then the buffered ticks."""
-
-    handle: StreamHandle
-    gaps: list[dict]
-    entries: list[EncodedTick]
-
-
 class Subscriber:
     """A client connection's streams and outgoing queue."""
 
     def __init__(
-        self, hub: Hub, *, client: str = "", max_streams: int = 20, queue_size: int = 10_000
+        self,
+        hub: Hub,
+        *,
+        client: str = "",
+        max_streams: int = 20,
+        queue_size: int = 10_000,
+        replay_size: int = 20_000,
     ):
         self.hub = hub
         self.client = client
         self.max_streams = max_streams
         self.queue_size = queue_size
+        self.replay_size = replay_size
         self.streams: dict[str, StreamHandle] = {}
         self._queue: deque[Outgoing] = deque()
-        # Live ticks queued (a batch counts all it holds; other messages one each): replayed
-        # ones do not count against queue_size.
+        # Live ticks queued (a batch counts all it holds; other messages one each), bounded
+        # by queue_size; replayed ticks apart, bounded by replay_size (see prepare_replay).
         self._load = 0
+        self._replay_load = 0
+        self.changes = Changes()  # notified when streams are attached or detached
         self.batcher = Batcher(self.put)
         self.sent_sequences: dict[str, int] = {}  # stream id -> last tick sequence handed out
         self._wakeup = asyncio.Event()
@@ -139,27 +146,23 @@ class Subscriber:
         except BaseException:
             self.abandon(handles)
             raise
+        self.changes.notify()
         return handles
 
     def prepare_replay(
         self, handles: list[StreamHandle], positions: dict[TickType, int] | None
-    ) -> list[Replay]:
+    ) -> Replay:
         """Move each resumed stream's start to its resume position (when the hub knows it)
         and collect what to queue; call it right after `subscribe` returns (no await in
-        between, so no live tick can come first), before building `subscribed`."""
-        plan = []
-        for handle in handles:
-            if not positions or handle.tick_type not in positions or not handle.active:
-                continue
-            position = positions[handle.tick_type]
-            key = (handle.contract.contract_id, handle.tick_type)
-            entries, gaps = self.hub.replay(key, position)  # type: ignore[arg-type]
-            if not any(gap["reason"] == "unknown_sequence" for gap in gaps):
-                handle.start_sequence = handle.last_sequence = position
-            plan.append(Replay(handle, gaps, entries))
-        return plan
+        between, so no live tick can come first), before building `subscribed`.
 
-    def start(self, handles: list[StreamHandle], plan: list[Replay]) -> None:
+        The buffered ticks of all streams are merged in arrival order; when they would take
+        the replayed ticks queued past `replay_size`, only the newest that fit are replayed
+        and each stream cut short gets a `replay_limit` gap for its oldest ones."""
+        room = max(0, self.replay_size - self._replay_load)
+        return plan_replay(self.hub, handles, positions, room, self.replay_size)
+
+    def start(self, handles: list[StreamHandle], plan: Replay) -> None:
         """After `subscribed` is queued: the replay (gap infos, then buffered ticks), and an
         `ib_disconnected` info on each stream when IB is down right now (the stream is
         requested from IB as soon as the source has reconnected)."""
@@ -177,17 +180,16 @@ class Subscriber:
         """`prepare_replay` and queue it at once (when nothing has to go in between)."""
         self._queue_replay(self.prepare_replay(handles, positions))
 
-    @staticmethod
-    def _queue_replay(plan: list[Replay]) -> None:
-        for handle, gaps, entries in plan:
-            for gap in gaps:
-                handle.notify("gap", gap.pop("message"), gap)
-            for entry in entries:
-                handle.deliver(entry, replayed=True)
-            handle.flush()  # a replayed backlog goes out at once, batched or not
+    def _queue_replay(self, plan: Replay) -> None:
+        for handle, gap in plan.gaps:
+            handle.notify("gap", gap.pop("message"), gap)
+        for _, _, entry, handle in plan.entries:
+            handle.deliver(entry, replayed=True)
+        self.batcher.flush()  # a replayed backlog goes out at once, batched or not
 
     def unsubscribe(self, stream_id: str) -> dict:
-        """Detach one stream and return its final counters."""
+        """Detach one stream, drop what is queued for it, and return its final counters
+        (the ticks the client gets)."""
         handle = self.streams.get(stream_id)
         if handle is None:
             raise StreamError(
@@ -195,16 +197,41 @@ class Subscriber:
                 f"no open stream {stream_id!r} on this connection",
                 details={"stream_id": stream_id, "open_streams": list(self.streams)},
             )
-        handle.flush()
+        self._drop_queued(handle)
         self._detach(handle)
         return {"stream_id": stream_id, **handle.summary("unsubscribed")}
 
     def unsubscribe_all(self) -> list[str]:
         handles = list(self.streams.values())
         for handle in handles:
-            handle.flush()
+            self._drop_queued(handle)
             self._detach(handle)
         return [handle.stream_id for handle in handles]
+
+    def _drop_queued(self, handle: StreamHandle) -> None:
+        """Forget the messages queued for a stream the client is leaving: its own, and the
+        `ticks` frames none of whose other streams stays open (a frame shared with an open
+        stream goes out whole). Its counters then say what the client gets."""
+        stream_id = handle.stream_id
+        dropped = self.batcher.discard(stream_id)
+        last = self.sent_sequences.get(stream_id, handle.start_sequence)
+        kept: deque[Outgoing] = deque()
+        for item in self._queue:
+            spans = item.spans
+            if item.stream_id != stream_id and (spans is None or stream_id not in spans):
+                kept.append(item)
+            elif spans is not None and any(s != stream_id and s in self.streams for s in spans):
+                last = spans[stream_id][1]  # shared with an open stream: it goes whole
+                kept.append(item)
+            else:
+                self._unload(item)
+                if spans is not None:
+                    dropped += spans[stream_id][1] - spans[stream_id][0] + 1
+                elif item.sequence is not None:
+                    dropped += 1
+        self._queue = kept
+        handle.count -= dropped
+        handle.last_sequence = last
 
     def complete(self, handle: StreamHandle, reason: str) -> None:
         """End a stream from the server side and tell the client why."""
@@ -230,22 +257,31 @@ class Subscriber:
     def _detach(self, handle: StreamHandle) -> None:
         handle.active = False
         self.sent_sequences.pop(handle.stream_id, None)
-        self.batcher.discard(handle)
+        self.batcher.discard(handle.stream_id)
         handle.stop_timeout()
         self.streams.pop(handle.stream_id, None)
         self.hub.detach(handle)
+        self.changes.notify()
 
     def put(self, item: Outgoing, *, force: bool = False) -> None:
         """Queue a message without waiting; overflow closes the subscriber (SLOW_CONSUMER)."""
         if self.closed is not None:
             return
-        if not item.replayed:
+        if item.replayed:  # bounded by prepare_replay
+            self._replay_load += item.ticks
+        else:
             if self._load >= self.queue_size and not force:
                 self._overflow()
                 return
             self._load += item.ticks
         self._queue.append(item)
         self._wakeup.set()
+
+    def _unload(self, item: Outgoing) -> None:
+        if item.replayed:
+            self._replay_load -= item.ticks
+        else:
+            self._load -= item.ticks
 
     def _overflow(self) -> None:
         error = StreamError(
@@ -256,7 +292,7 @@ class Subscriber:
         )
         log.warning("slow consumer %s disconnected", self.client)
         self._queue.clear()
-        self._load = 0
+        self._load = self._replay_load = 0
         self._queue.append(error_message(error))
         self.close(error)
 
@@ -311,27 +347,34 @@ class Subscriber:
         return self._take() if self._queue else None
 
     def take(self, limit: int) -> list[Outgoing]:
-        """Up to `limit` queued messages at once, without waiting (`_take` for each, inline:
-        a busy writer calls it for hundreds of ticks per wake-up)."""
-        queue, streams, positions = self._queue, self.streams, self.sent_sequences
+        """Up to `limit` queued messages at once, without waiting."""
+        queue = self._queue
         items = [queue.popleft() for _ in range(min(limit, len(queue)))]
-        self.sent += len(items)
         for item in items:
-            if not item.replayed:
-                self._load -= item.ticks
-            if item.stream_id in streams:
-                positions[item.stream_id] = item.sequence  # type: ignore[assignment]
+            self._taken(item)
         return items
 
     def _take(self) -> Outgoing:
         item = self._queue.popleft()
+        self._taken(item)
+        return item
+
+    def _taken(self, item: Outgoing) -> None:
+        """Count a message out of the queue and note the positions it carries."""
         self.sent += 1
-        if not item.replayed:
-            self._load -= item.ticks
+        self._unload(item)
         if item.stream_id in self.streams:
             self.sent_sequences[item.stream_id] = item.sequence  # type: ignore[assignment]
-        return item
+        elif item.spans is not None:
+            for stream_id, (_, last) in item.spans.items():
+                if stream_id in self.streams:
+                    self.sent_sequences[stream_id] = last
 
     @property
     def queued(self) -> int:
         return len(self._queue)
+
+    @property
+    def queued_ticks(self) -> int:
+        """Ticks queued (live and replayed; other messages count one each)."""
+        return self._load + self._replay_load

@@ -96,6 +96,7 @@ class StreamSession:
             client=f"ws {self.ip}:{client.port if client else 0}",
             max_streams=self.settings.max_streams_per_connection,
             queue_size=self.settings.queue_size,
+            replay_size=self.settings.replay_size,
         )
         self.sub.on_slow = self._release
         self.writer = Writer(websocket, send, self.sub, self.settings, ctx.connections)

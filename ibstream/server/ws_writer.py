@@ -166,8 +166,10 @@ class Writer:
         log.warning("%s: a send blocked for %.1fs, slow consumer", sub.client, self.timeout)
         first_unsent: dict[str, int] = {}
         for item in reversed(unsent):
-            if item.stream_id is not None and item.sequence is not None:
-                first_unsent[item.stream_id] = item.sequence - item.ticks + 1
+            if item.spans is not None:
+                first_unsent.update((sid, first) for sid, (first, _) in item.spans.items())
+            elif item.stream_id is not None and item.sequence is not None:
+                first_unsent[item.stream_id] = item.sequence
         error = sub.closed
         if error is None:
             error = StreamError(
@@ -192,8 +194,14 @@ class Writer:
                 if self.untold is not None:  # what is still queued would leave a gap
                     await self.frame(error_message(self.untold).payload)
                 await self.ws.close(code)
-        except (*SEND_FAILED, TimeoutError):
-            pass
+        except (*SEND_FAILED, TimeoutError) as exc:  # the peer never learns the code: say so
+            log.info(
+                "%s: close %s not sent (%s); %s",
+                sub.client,
+                code,
+                type(exc).__name__ if str(exc) == "" else exc,
+                "slow consumer, error untold" if self.untold is not None else "closing",
+            )
 
 
 def _rewind(details: dict, first_unsent: dict[str, int]) -> None:
