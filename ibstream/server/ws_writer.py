@@ -9,8 +9,10 @@ Bounds: uvicorn's WebSocket protocol waits for the transport to drain below its 
 mark before each frame, so at most one frame is buffered beyond that. A send that cannot
 proceed for `send_timeout` marks the client dead: SLOW_CONSUMER (its slot is released at
 once), one bounded attempt to tell it (error with `last_sent`, close 1008), then the
-connection is dropped; the kernel's TCP_USER_TIMEOUT (set on the listening socket) resets it
-if the peer still takes nothing.
+connection is reset (RST), so a client that reads again learns at once that it was cut off.
+Left to the kernel's TCP_USER_TIMEOUT instead (set on the listening socket), the socket would
+be dropped without a word to the peer, and a client that then read again would wait for data
+that never comes.
 
 Syscalls: uvicorn writes each frame to its transport at once, and asyncio sends every write
 that finds the buffer empty straight to the socket: one `send()` (and one TCP segment, with
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, ClassVar
 
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -48,13 +51,23 @@ class CorkedTransport:
 
     At most FLUSH_BYTES are held: past that the writes go out at once, so flow control
     (pause_writing / resume_writing, the real transport's) still sees a writer that never
-    yields in time to stop it. Closing sends what is held first; abort drops it."""
+    yields in time to stop it. Closing sends what is held first; abort drops it.
+
+    `by_peer` finds a connection's transport from its ASGI `client` address, so the writer
+    can reset a connection it could not close (ASGI has no abort)."""
+
+    by_peer: ClassVar[weakref.WeakValueDictionary[tuple, CorkedTransport]] = (
+        weakref.WeakValueDictionary()
+    )
 
     def __init__(self, transport: asyncio.Transport):
         self.transport = transport
         self._held: list[bytes] = []
         self._size = 0
         self._loop = asyncio.get_running_loop()
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            CorkedTransport.by_peer[tuple(peer[:2])] = self
 
     def write(self, data: bytes) -> None:
         if not self._held:
@@ -196,12 +209,20 @@ class Writer:
                 await self.ws.close(code)
         except (*SEND_FAILED, TimeoutError) as exc:  # the peer never learns the code: say so
             log.info(
-                "%s: close %s not sent (%s); %s",
+                "%s: close %s not sent (%s); %s; connection reset",
                 sub.client,
                 code,
                 type(exc).__name__ if str(exc) == "" else exc,
                 "slow consumer, error untold" if self.untold is not None else "closing",
             )
+            self._reset()
+
+    def _reset(self) -> None:
+        """Abort the connection (RST): what it still holds is dropped and the peer is told."""
+        client = self.ws.client
+        transport = CorkedTransport.by_peer.get((client.host, client.port)) if client else None
+        if transport is not None:
+            transport.abort()
 
 
 def _rewind(details: dict, first_unsent: dict[str, int]) -> None:
