@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from starlette.types import Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -44,6 +43,7 @@ log = logging.getLogger(__name__)
 SEND_FAILED = (WebSocketDisconnect, OSError, RuntimeError)
 BATCH = 256  # messages taken per wake-up: bounds how long one connection holds the loop
 FLUSH_BYTES = 16_384  # held by a CorkedTransport at most: tens of ticks, one syscall
+TRANSPORT_KEY = "ibstream.transport"  # in scope["state"]: the connection's CorkedTransport
 
 
 class CorkedTransport:
@@ -51,23 +51,13 @@ class CorkedTransport:
 
     At most FLUSH_BYTES are held: past that the writes go out at once, so flow control
     (pause_writing / resume_writing, the real transport's) still sees a writer that never
-    yields in time to stop it. Closing sends what is held first; abort drops it.
-
-    `by_peer` finds a connection's transport from its ASGI `client` address, so the writer
-    can reset a connection it could not close (ASGI has no abort)."""
-
-    by_peer: ClassVar[weakref.WeakValueDictionary[tuple, CorkedTransport]] = (
-        weakref.WeakValueDictionary()
-    )
+    yields in time to stop it. Closing sends what is held first; abort drops it."""
 
     def __init__(self, transport: asyncio.Transport):
         self.transport = transport
         self._held: list[bytes] = []
         self._size = 0
         self._loop = asyncio.get_running_loop()
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            CorkedTransport.by_peer[tuple(peer[:2])] = self
 
     def write(self, data: bytes) -> None:
         if not self._held:
@@ -99,10 +89,14 @@ class CorkedTransport:
 
 class CorkedProtocol(WebSocketsSansIOProtocol):
     """uvicorn's `websockets-sansio` protocol writing through a `CorkedTransport`; it
-    changes nothing else (one override: the transport it is given)."""
+    changes nothing else (one override: the transport it is given, which it also puts in
+    the connection's ASGI `state` as TRANSPORT_KEY, so the writer can reset a connection it
+    could not close: ASGI has no abort)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(CorkedTransport(transport))  # type: ignore[arg-type]
+        corked = CorkedTransport(transport)  # type: ignore[arg-type]
+        self.app_state = {**self.app_state, TRANSPORT_KEY: corked}  # this connection's scope
+        super().connection_made(corked)  # type: ignore[arg-type]
 
 
 class Writer:
@@ -219,10 +213,11 @@ class Writer:
 
     def _reset(self) -> None:
         """Abort the connection (RST): what it still holds is dropped and the peer is told."""
-        client = self.ws.client
-        transport = CorkedTransport.by_peer.get((client.host, client.port)) if client else None
-        if transport is not None:
-            transport.abort()
+        transport = self.ws.scope.get("state", {}).get(TRANSPORT_KEY)
+        if transport is None:  # not served by CorkedProtocol: uvicorn closes it as before
+            log.warning("%s: no transport to reset; the socket waits for the peer", self.sub.client)
+            return
+        transport.abort()
 
 
 def _rewind(details: dict, first_unsent: dict[str, int]) -> None:
