@@ -128,3 +128,19 @@ async def test_sse_frames_of_two_tick_types_carry_both_positions_and_resume_exac
             if item["tick_type"] == tick_type
         ]
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no hole, no repeat
+
+
+@pytest.mark.parametrize("batch_ms", [None, 100])
+async def test_collect_over_several_connections_is_in_arrival_order(gateway, make_server, batch_ms):
+    """SSE has a response per contract, and a collection wider than a connection's stream
+    limit spreads over helper connections: the frame still comes in the server's order."""
+    gateway.set_rate(RATE)
+    server = await make_server(max_streams_per_connection=2)
+    for transport in TRANSPORTS:
+        async with AsyncClient(server.url, transport) as client:
+            frame = await client.collect(
+                ["ES", "NQ"], BOTH, limit=2000, progress=False, batch_ms=batch_ms
+            )
+        assert runs(frame.contract_id.tolist()) > 20, transport  # interleaved, not blocks
+        assert frame.index.is_monotonic_increasing and frame.index.is_unique, transport
+        assert len(frame.attrs["contracts"]) == 2

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ibstream.client import AsyncClient, Client
+from ibstream.errors import RateLimitExceeded
 from ibstream.server.run import ServerHandle
 from ibstream.server.settings import ServerSettings
 from tests.client_fixtures import threaded_server
@@ -90,3 +91,23 @@ def test_clients_still_referenced_give_up_their_idle_connections(limited_server)
     busy.close()
     for client in kept:
         client.close()
+
+
+async def test_clients_subscribing_at_once_never_close_each_other(make_server):
+    """A client under way (connecting, subscribing) is not idle: a neighbour refused for the
+    per-IP limit frees only finished clients' connections, never one in the middle of a
+    subscribe. Each collect gets its ticks or the server's own RateLimitExceeded."""
+    server = await make_server(max_connections_per_ip=4)
+    clients = [AsyncClient(server.url) for _ in range(6)]
+    try:
+        results = await asyncio.gather(
+            *(c.collect("ES", limit=20, progress=False) for c in clients), return_exceptions=True
+        )
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    for result in results:
+        if isinstance(result, BaseException):
+            assert isinstance(result, RateLimitExceeded), repr(result)
+        else:
+            assert len(result) == 20
+    assert sum(not isinstance(r, BaseException) for r in results) >= 4

@@ -74,6 +74,7 @@ class AsyncClient:
         self._buffers: dict[int, Subscription] = {}
         self._start: asyncio.Lock | None = None
         self._starting: asyncio.Future[None] | None = None  # a transport's start under way
+        self._opening = 0  # subscribes and collections under way: busy, never "idle"
         self._released: deque[Subscription] = deque()  # streams let go of (any thread)
 
     # --- state -------------------------------------------------------------------------
@@ -121,7 +122,7 @@ class AsyncClient:
 
     def _idle(self) -> bool:
         """Connected, with no subscription and nothing under way."""
-        busy = self._starting is not None or self._released or self.subscriptions
+        busy = self._starting is not None or self._opening or self._released or self.subscriptions
         return self._link is not None and not busy and not self.closed
 
     async def _suspend(self) -> None:
@@ -210,16 +211,20 @@ class AsyncClient:
         `contract` may be a list (one frame holds them all). Ends after `seconds` of wall time
         or `limit` ticks in all, whichever comes first; one of them is required here (the sync
         `Client.collect` also runs until interrupted). `batch_ms` (0 < ms <= 1000): batched
-        frames, cheaper at high rates; the same ticks (rows of several streams then come in
-        blocks per stream rather than interleaved as they arrived at the server).
+        frames, cheaper at high rates; the same ticks, in the same order.
         `progress`: "auto" shows a bar in a notebook or terminal only, True always, False never.
         A stream's error ends the collection and is raised with what arrived as `.frame`.
         """
         progress = check_progress(progress)
         if seconds is None and limit is None:
             raise ValueError("give seconds= or limit= (or use stream() for an open-ended feed)")
-        start = start_collection(self, contract, tick_types, seconds, limit, batch_ms)
-        collection = await start
+        self._opening += 1
+        try:
+            collection = await start_collection(
+                self, contract, tick_types, seconds, limit, batch_ms
+            )
+        finally:
+            self._opening -= 1
         bar = Progress(progress, total=limit, desc=describe_contracts(collection))
         try:
             await collection.wait(seconds, bar.show if bar.enabled else None)
@@ -290,6 +295,13 @@ class AsyncClient:
         return Subscription(contract, types, sink, self._events, batch_ms)
 
     async def _open(self, sub: Subscription) -> None:
+        self._opening += 1
+        try:
+            await self._open_now(sub)
+        finally:
+            self._opening -= 1
+
+    async def _open_now(self, sub: Subscription) -> None:
         self._drop_released()  # their unsubscribes go first: they free stream slots
         await self.connect()
         assert self._link is not None

@@ -167,6 +167,8 @@ class Collection:
         """The tick frame; a stream's error is raised with what arrived before it as `.frame`
         (an hour of ticks is not lost to one refusal)."""
         frame = self.builder.to_frame()
+        if not frame.index.is_monotonic_increasing:  # fed by several connections (SSE, or a
+            frame = frame.sort_index(kind="stable")  # wide collection): the server's order
         frame.attrs["contracts"] = self.contracts()
         if self.error is not None:
             self.error.frame = frame  # type: ignore[attr-defined]
