@@ -1,5 +1,5 @@
 """The live path's cost per call: `DeltaEngine` fed 1, 10, 100 and 1,000 ticks a call, through
-its per-tick path (wire rows, `feed_rows`, with the live read `now` after each call) beside
+its per-tick path (wire rows, `feed`, with the live read `now` after each call) beside
 the vectorised path every frame takes (the only path before the per-tick one, and its cost
 per call then), in the same run; and `ibstream delta`'s study fed one tick a call.
 
@@ -46,7 +46,7 @@ def per_tick(batches: list[list[dict]]) -> tuple[float, pd.DataFrame]:
     engine = DeltaEngine(window="60s", max_bars=1, max_trades=1)
     started = time.perf_counter()
     for batch in batches:
-        engine.feed_rows(batch)
+        engine.feed(batch)
         engine.now(ES)
     took = time.perf_counter() - started
     return took, engine.summary()

@@ -20,7 +20,7 @@ from ibstream.analytics.delta import (
     summary,
 )
 from ibstream.analytics.engine import DeltaEngine
-from ibstream.analytics.live import Trade
+from ibstream.analytics.live import Trade, trades_frame
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
 from ibstream.analytics.running import Now
 
@@ -76,4 +76,5 @@ __all__ = [
     "rolling",
     "signed_volume",
     "summary",
+    "trades_frame",
 ]

@@ -98,17 +98,20 @@ class DeltaEngine:
         self._waiting: list[Trade] = []  # per-tick trades not in the vectorised state yet
         self.join_at = JOIN_AT  # how many of them may wait
 
-    def feed(self, ticks: pd.DataFrame | Mapping | Iterable[Mapping]) -> pd.DataFrame:
-        """Classify a batch of ticks (tick frame, or tick `data` dicts as on the wire) and
-        update the state; returns the batch's classified trades. A batch that raises changes
-        nothing (the classifier moves on only once the trades are taken)."""
+    def feed(self, ticks: pd.DataFrame | Mapping | Iterable[Mapping]) -> pd.DataFrame | list[Trade]:
+        """Classify a batch of ticks and update the state. A tick frame in, its classified
+        trades as a trades frame out (vectorised); tick `data` dicts as on the wire in, their
+        trades as `Trade` records out (the per-tick path: microseconds, no frame built, see
+        `feed_rows`). A batch that raises changes nothing (the classifier moves on only once
+        the trades are taken)."""
         if isinstance(ticks, pd.DataFrame):
             return self.classifier.update(ticks, accept=self.feed_trades)
-        return trades_frame(self.feed_rows(ticks))
+        return self.feed_rows(ticks)
 
     def feed_rows(self, rows: Mapping | Iterable[Mapping]) -> list[Trade]:
         """`feed` of wire rows without pandas, for a live feed: the batch's trades as
-        `Trade` records (side and quote as codes of SIDES and QUOTE_STATES)."""
+        `Trade` records (side and quote as codes of SIDES and QUOTE_STATES;
+        `trades_frame(records)` makes them a trades frame)."""
         return self.classifier.classify_rows(rows, accept=self._take)
 
     def feed_trades(self, trades: pd.DataFrame) -> None:

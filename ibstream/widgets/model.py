@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics import DeltaEngine, empty_trades, resolve_method
+from ibstream.analytics import DeltaEngine, empty_trades, resolve_method, trades_frame
 from ibstream.analytics.kernels import to_nanos
 from ibstream.client.frames import empty_ticks, ticks_to_frame
 from ibstream.widgets.series import Buckets, Recent
@@ -118,8 +118,9 @@ class LiveModel:
             if rows is not None:
                 rows = [r | {"recv_ns": int(h)} for r, h in zip(rows, held.tolist(), strict=True)]
             stamps = held
-        try:  # wire rows take the engine's per-tick path: no fixed cost per batch
-            trades = self.engine.feed(frame if rows is None else rows)
+        try:  # wire rows take the engine's per-tick path; the window keeps a frame per batch
+            fed = self.engine.feed(frame if rows is None else rows)
+            trades = fed if isinstance(fed, pd.DataFrame) else trades_frame(fed)
         except Exception as exc:
             self._reject(len(frame), exc)
             raise
