@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from ibstream.analytics.arrival import SORT_HINT
 from ibstream.analytics.bars import BarState, bar_rows, concat_states, finish_bars, merge_bars, take
 from ibstream.analytics.classifier import TradeClassifier
 from ibstream.analytics.classify import empty_trades
@@ -256,7 +257,8 @@ class DeltaEngine:
         if back.any():
             raise ValueError(
                 "trade times go back within contract(s) "
-                f"{', '.join(map(str, np.unique(a.contract[back])))}; feed ticks in arrival order"
+                f"{', '.join(map(str, np.unique(a.contract[back])))}; feed ticks in arrival "
+                f"order: {SORT_HINT}"
             )
 
     def _advance_totals(self, a: TradeArrays) -> tuple[np.ndarray, np.ndarray]:

@@ -180,7 +180,11 @@ class UnsubscribedAll(Closed):
 
 
 class PongData(Closed):
-    client_timestamp: Any = Field(None, description="the ping's data.timestamp, as sent")
+    client_timestamp: Any = Field(
+        None,
+        description="the ping's data.timestamp, else its top-level timestamp, as sent (a value "
+        "JSON cannot hold as text, long strings clipped)",
+    )
     server_timestamp: Timestamp
     request_id: RequestId | None = None
 
