@@ -261,3 +261,17 @@ def test_a_frame_of_two_tick_types_keeps_its_order_and_per_type_bookkeeping():
     assert (sub.duplicates, sub.received, sub.positions) == (1, 8, {"bid_ask": 6, "last": 4})
     (gap,) = [e for e in events.recent if isinstance(e, Gap)]
     assert (gap.tick_type, gap.details) == ("bid_ask", {"first_missing": 4, "last_missing": 5})
+
+
+def test_a_repeat_and_a_hole_in_one_frame_are_found_tick_by_tick():
+    """[5, 5, 7] after 4 has the right count, first and last for a quick check, yet holds a
+    repeat (5) and a hole (6): the repeat is dropped and the hole reported."""
+    events = EventLog("test", [])
+    sink = ListSink()
+    sub = Subscription(1, ["last"], sink, events, batch_ms=10)
+    sub.bind({"streams": [{"stream_id": "last", "tick_type": "last", "start_sequence": 4}]})
+    sub.on_message(mixed(("last", 5), ("last", 5), ("last", 7)))
+    assert [t["sequence"] for t in sink.got] == [5, 7]
+    assert (sub.duplicates, sub.positions) == (1, {"last": 7})
+    (gap,) = [e for e in events.recent if isinstance(e, Gap)]
+    assert gap.details == {"first_missing": 6, "last_missing": 6}

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import eq, itemgetter
 from typing import Any
 
 from ibstream.client.events import ErrorEvent, EventLog, Gap, Info
@@ -29,6 +30,7 @@ from ibstream.protocol.validate import contract_spec
 
 DEFAULT_TICK_TYPES = ("bid_ask", "last")
 _TICK_TYPE = itemgetter("tick_type")
+_SEQUENCE = itemgetter("sequence")
 log = logging.getLogger("ibstream.client")
 
 
@@ -213,14 +215,18 @@ class Subscription:
         usual frame); then positions move to each type's last item. Scans in C (list
         methods), not per item in Python."""
         types = list(map(_TICK_TYPE, items))
+        sequences = list(map(_SEQUENCE, items))
+        kinds = set(types)
         ends = {}
-        for tick_type in set(types):
-            first = items[types.index(tick_type)]["sequence"]
-            last = items[len(types) - 1 - types[::-1].index(tick_type)]["sequence"]
+        for tick_type in kinds:
+            mine = (
+                sequences
+                if len(kinds) == 1
+                else list(compress(sequences, map(eq, types, repeat(tick_type))))
+            )
+            first, last = mine[0], mine[-1]
             known = self.positions.get(tick_type)
-            if last - first + 1 != types.count(tick_type) or (
-                known is not None and first != known + 1
-            ):
+            if mine != list(range(first, last + 1)) or (known is not None and first != known + 1):
                 return False
             ends[tick_type] = last
         self.positions.update(ends)
