@@ -168,3 +168,26 @@ async def test_a_reply_echoing_what_json_cannot_hold_is_still_sent(server, path,
         await conn.send('{"type":"ping","id":"after"}')
         assert (await answer(conn))["id"] == "after"
     assert not [r for r in caplog.records if failure(r)]
+
+
+async def test_a_failed_subscribe_leaves_another_clients_idle_channel_its_grace(
+    server, ws_client, monkeypatch
+):
+    """A channel idle in its grace period (its client left, may come back to resume) is not
+    cancelled by someone else's subscribe of the same stream failing part-way."""
+    first = await ws_client(server)
+    (stream,) = (await first.subscribe(AAPL, ["last"]))["streams"]
+    await first.request("unsubscribe", {"stream_id": stream["stream_id"]})
+    (channel,) = [c for c in server.hub.channels.values() if c.key.tick_type.value == "last"]
+    assert channel.expiry is not None  # idle, within its grace period
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(Subscriber, "start", boom)
+    second = await ws_client(server)
+    await second.send(
+        {"type": "subscribe", "id": "s2", "data": {"contract_id": AAPL, "tick_types": ["last"]}}
+    )
+    assert (await second.expect("error"))["id"] == "s2"
+    assert list(server.hub.channels.values()) == [channel] and channel.expiry is not None

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import secrets
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
@@ -51,6 +52,8 @@ class Channel:
     outages: deque[int] = field(default_factory=lambda: deque(maxlen=_OUTAGES_KEPT))
     expiry: asyncio.TimerHandle | None = None  # pending close while no member is left
     idle_until: float | None = None  # wall-clock time of that close
+    # the client stream whose subscribe opened it (weak: a channel outlives its first client)
+    opened_for: weakref.ref[StreamHandle] | None = None
 
 
 class Hub:
@@ -86,6 +89,7 @@ class Hub:
                 handle.contract,
                 deque(maxlen=self.ring_size),
                 opened_at=self._sequences.get(key, 0),
+                opened_for=weakref.ref(handle),
             )
             self.channels[key] = channel
             log.info("upstream subscribed: %s %s", key.contract_id, key.tick_type)
@@ -172,11 +176,13 @@ class Hub:
         log.info("upstream idle for up to %gs: %s %s", self.grace_seconds, *key)
 
     def drop_unused(self, handle: StreamHandle) -> None:
-        """Cancel the channel of a stream that never really started (its subscribe failed)
-        now if no member is left, rather than after the grace period."""
+        """Cancel the channel that the failed subscribe of `handle` opened, now that no member
+        is left, rather than after the grace period. A channel that was there before (another
+        client's, maybe idle in its grace period for a resume) keeps its grace."""
         key = StreamKey(handle.contract.contract_id, handle.tick_type)
         channel = self.channels.get(key)
-        if channel is not None and not channel.members:
+        opener = channel.opened_for() if channel is not None and channel.opened_for else None
+        if channel is not None and not channel.members and opener is handle:
             self._drop(key)
 
     def _expire(self, channel: Channel) -> None:
