@@ -138,32 +138,34 @@ def batch_message(
     return Outgoing("ticks", payload, None, None, replayed, len(items), spans)
 
 
-def encodable(value: object, depth: int = ECHO_DEPTH) -> object:
+def encodable(value: object, depth: int = ECHO_DEPTH, chars: int = ECHO_CHARS) -> object:
     """`value` (parsed from a client's JSON) in a form orjson writes and a reply can carry:
     integers beyond 64 bits and non-finite floats as text (orjson refuses the first and
-    writes null for the second), strings clipped to ECHO_CHARS, containers to ECHO_ITEMS
-    items and ECHO_DEPTH levels."""
+    writes null for the second), strings clipped to `chars`, containers to ECHO_ITEMS
+    items and `depth` levels (deeper: their type name). Error details quote values with
+    depth 0 (`rejections`)."""
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
-        return value if _INT64 <= value <= _UINT64 else _clip(str(value))
+        return value if _INT64 <= value <= _UINT64 else clip(str(value), chars)
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
-        return _clip(value)
+        return clip(value, chars)
     if isinstance(value, dict | list | tuple) and depth <= 0:
         return type(value).__name__
     if isinstance(value, dict):
         items = list(value.items())[:ECHO_ITEMS]
-        return {_clip(str(k)): encodable(v, depth - 1) for k, v in items}
+        return {clip(str(k), chars): encodable(v, depth - 1, chars) for k, v in items}
     if isinstance(value, list | tuple):
-        return [encodable(v, depth - 1) for v in value[:ECHO_ITEMS]]
-    return _clip(str(value))
+        return [encodable(v, depth - 1, chars) for v in value[:ECHO_ITEMS]]
+    return clip(str(value), chars)
 
 
-def _clip(text: str) -> str:
-    text = text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "..."
-    return text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates: orjson refuses
+def clip(text: str, chars: int = ECHO_CHARS) -> str:
+    """`text` cut to `chars` (then "..."), lone surrogates replaced: orjson refuses them."""
+    text = text if len(text) <= chars else text[:chars] + "..."
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def message(

@@ -8,7 +8,6 @@ long text clipped, numbers JSON cannot carry as text (`_preview`).
 
 from __future__ import annotations
 
-import math
 import typing
 from collections.abc import Iterable
 
@@ -17,11 +16,11 @@ from pydantic import BaseModel, ValidationError
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
 from ibstream.protocol import requests as rq
+from ibstream.protocol.encode import clip, encodable
 
 MISSING = object()
 SHOWN_CHARS = 80  # of a value or a field name quoted back to the client
 _SUPPORTED = [t.value for t in TickType]
-_INT64, _UINT64 = -(2**63), 2**64 - 1  # what orjson can write
 
 
 class MessageError(StreamError):
@@ -50,22 +49,10 @@ class MessageError(StreamError):
         self.request_id = request_id
 
 
-def clip(text: str, limit: int = SHOWN_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _preview(value: object) -> object:
     """`value` as shown in an error: long text cut, containers by type, and numbers JSON
     cannot carry as text (no inf in JSON, orjson would write null; no ints beyond 64 bits)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT64 <= value <= _UINT64:
-        return clip(str(value), 40)  # JSON parsers give at most 4,300 digits: str() works
-    if isinstance(value, str):
-        return clip(value)
-    if isinstance(value, dict | list):
-        return type(value).__name__
-    return value
+    return encodable(value, depth=0, chars=SHOWN_CHARS)
 
 
 def quoted(value: object) -> str:
@@ -128,7 +115,7 @@ def from_validation(
     skip = rq.RESUME_TAGS | set(tags)
     errors = exc.errors(include_url=False)
     err = min(errors, key=lambda e: len(e["loc"]))
-    parts = [clip(str(p)) for p in err["loc"] if p not in skip]
+    parts = [clip(str(p), SHOWN_CHARS) for p in err["loc"] if p not in skip]
     path = ".".join(([prefix] if prefix else []) + parts)
     kind, got = err["type"], err.get("input", MISSING)
     if kind == "extra_forbidden":

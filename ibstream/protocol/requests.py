@@ -27,6 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from ibstream.errors import StreamError
 from ibstream.model import TickType
+from ibstream.protocol.encode import clip
 
 MAX_ID_LEN = 128
 MAX_SPEC_LEN = 64
@@ -131,7 +132,7 @@ def tick_type_value(value: object) -> TickType:
     try:
         return TickType.parse(value)
     except StreamError:
-        shown = value if len(value) <= MAX_SPEC_LEN else value[:MAX_SPEC_LEN] + "..."
+        shown = clip(value, MAX_SPEC_LEN)
         supported = ", ".join(t.value for t in TickType)
         raise PydanticCustomError(
             "tick_type", f"unknown tick type {shown!r}; use one of {supported}"
