@@ -7,15 +7,12 @@ gives them. The same facts describe a collected frame (`frame.attrs["contracts"]
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import httpx
 import orjson
 
-from ibstream.client.options import ClientOptions, auth_headers
-from ibstream.client.transport import connection_error, timeout_error
-from ibstream.protocol.loopback import is_loopback_url
+from ibstream.client.http import error_from_response, get, http_client
+from ibstream.client.options import ClientOptions
 
 COLUMNS = (
     "contract_id",
@@ -45,25 +42,12 @@ def check_symbol(symbol: object) -> str:
 
 async def lookup(server: str, token: str | None, symbol: str, options: ClientOptions) -> list:
     """The server's contract details for `symbol` (its typed error if it finds none)."""
-    from ibstream.client.sse import error_from_response  # the HTTP error body, typed
-
-    timeout = options.request_timeout
-    async with httpx.AsyncClient(
-        base_url=server,
-        headers=auth_headers(token),
-        timeout=httpx.Timeout(timeout, connect=options.connect_timeout),
-        trust_env=not is_loopback_url(server),  # a local server's token never goes to a proxy
-    ) as http:
-        try:
-            async with asyncio.timeout(timeout):
-                response = await http.get("/v2/contracts", params={"symbol": symbol})
-                if response.status_code != 200:
-                    raise await error_from_response(response)
-                return orjson.loads(response.content)
-        except TimeoutError:
-            raise timeout_error(f"GET {server}/v2/contracts", timeout) from None
-        except httpx.HTTPError as exc:
-            raise connection_error(f"cannot reach {server}", exc, url=server) from None
+    async with http_client(server, token, options) as http:
+        params = {"symbol": symbol}
+        response = await get(http, "/v2/contracts", options.request_timeout, params=params)
+        if response.status_code != 200:
+            raise await error_from_response(response)
+        return orjson.loads(response.content)
 
 
 def contracts_frame(rows: list[dict]) -> Any:

@@ -25,28 +25,18 @@ import orjson
 from httpx_sse import SSEError, aconnect_sse
 
 from ibstream.client.events import ClientState, ErrorEvent, EventLog
-from ibstream.client.options import ClientOptions, auth_headers
+from ibstream.client.http import error_from_response, get, http_client
+from ibstream.client.options import ClientOptions
 from ibstream.client.subscription import Subscription
 from ibstream.client.transport import connection_error, timeout_error
-from ibstream.errors import ErrorCode, StreamError, error_from_body
-from ibstream.protocol.loopback import is_loopback_url
+from ibstream.errors import ErrorCode, StreamError
 
 log = logging.getLogger("ibstream.client")
 _BROKEN = (httpx.HTTPError, OSError, SSEError, orjson.JSONDecodeError, TimeoutError)
-_STATUS = {404: ErrorCode.CONTRACT_NOT_FOUND, 429: ErrorCode.RATE_LIMIT_EXCEEDED}
 
 
 class _ServerRestarted(Exception):
     """A response resumed on another server instance: reopen it without resume_from."""
-
-
-async def error_from_response(response: httpx.Response) -> StreamError:
-    """The typed error of an HTTP error answer (`{"error": {...}}`), or one from its status."""
-    try:
-        return error_from_body(orjson.loads(await response.aread())["error"])
-    except (KeyError, TypeError, orjson.JSONDecodeError, httpx.HTTPError):
-        code = _STATUS.get(response.status_code, ErrorCode.INTERNAL_ERROR)
-        return StreamError(code, f"HTTP {response.status_code} from {response.request.url}")
 
 
 class SSETransport:
@@ -57,16 +47,16 @@ class SSETransport:
         self.token = token
         self.options = options
         self.events = events
-        self._http = httpx.AsyncClient(
-            base_url=base,
-            headers=auth_headers(token),
+        self._http = http_client(
+            base,
+            token,
+            options,
             timeout=httpx.Timeout(
                 options.request_timeout,
                 connect=options.connect_timeout,
                 read=options.sse_idle_timeout,  # the server pings every 15 s while idle
             ),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=4),
-            trust_env=not is_loopback_url(base),  # a local server's token never goes to a proxy
         )
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
         self._dropped: set[asyncio.Task[None]] = set()
@@ -113,13 +103,7 @@ class SSETransport:
         timeout = timeout or self.options.request_timeout
         loop = asyncio.get_running_loop()
         started = loop.time()
-        try:
-            async with asyncio.timeout(timeout):
-                response = await self._http.get("/health")
-        except TimeoutError:
-            raise timeout_error(f"GET {self.base}/health", timeout, setting) from None
-        except httpx.HTTPError as exc:
-            raise connection_error(f"cannot reach {self.base}", exc, url=self.base) from None
+        response = await get(self._http, "/health", timeout, setting)
         if response.status_code not in (200, 503):  # 503: up, but IB is not connected
             raise await error_from_response(response)
         return loop.time() - started
