@@ -24,7 +24,10 @@ them together on the next, so a drain of many frames costs one syscall.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from typing import TYPE_CHECKING
 
 from starlette.types import Send
@@ -82,6 +85,15 @@ class CorkedTransport:
     def abort(self) -> None:
         self._held.clear()
         self.transport.abort()
+
+    def reset(self) -> None:
+        """Abort with a RST now. A plain close leaves unsent data to an orphaned socket,
+        which the kernel's TCP_USER_TIMEOUT later drops without a word to the peer."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.abort()
 
     def __getattr__(self, name: str) -> object:  # is_closing, get_extra_info, pause_reading ...
         return getattr(self.transport, name)
@@ -217,7 +229,7 @@ class Writer:
         if transport is None:  # not served by CorkedProtocol: uvicorn closes it as before
             log.warning("%s: no transport to reset; the socket waits for the peer", self.sub.client)
             return
-        transport.abort()
+        transport.reset()
 
 
 def _rewind(details: dict, first_unsent: dict[str, int]) -> None:
