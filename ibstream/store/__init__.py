@@ -1,0 +1,1 @@
+"""The tick store: what the server recorded, as hive-partitioned Parquet (see `layout`)."""
