@@ -262,3 +262,27 @@ def test_bad_recording_options_get_one_line_and_touch_nothing(
     assert result.returncode != 0
     assert says in result.stderr and "Traceback" not in result.stderr
     assert a_file.read_text() == "not a store" and not (tmp_path / "new").exists()
+
+
+async def test_an_ib_outage_is_a_gap_of_every_recorded_stream(
+    make_server: ServerFactory, gateway: GatewaySimulator, ws_client, tmp_path: Path
+):
+    store = tmp_path / "outage"
+    server = await make_server(record=str(store), record_flush=0.1)
+    client: WSClient = await ws_client(server)
+    await client.subscribe(AAPL, ["bid_ask", "last"])
+    await client.ticks(20)
+    await gateway.drop_connections()
+    statuses = set()
+    while "resumed" not in statuses:
+        statuses.add((await client.expect("info"))["data"]["status"])
+    assert "ib_disconnected" in statuses
+    await client.ticks(5)
+    await server.stop()
+    gaps = [g for g in gap_rows(store) if g["reason"] == "ib_disconnected"]
+    assert sorted(g["tick_type"] for g in gaps) == ["bid_ask", "last"]
+    rows = stored(store)
+    for gap in gaps:
+        times = [r["time"].value for r in rows if r["tick_type"] == gap["tick_type"]]
+        assert gap["start"].value < gap["end"].value
+        assert not [t for t in times if gap["start"].value < t < gap["end"].value]
