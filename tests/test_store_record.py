@@ -26,7 +26,7 @@ import websockets
 from ibstream.gateway import GatewaySimulator
 from ibstream.store import layout
 from tests.client_fixtures import ServerProcess
-from tests.conftest import AAPL, ServerFactory, WSClient, get_json
+from tests.conftest import AAPL, WAIT, ServerFactory, WSClient, get_json
 
 ES = 637533641
 STREAMS = [(ES, "bid_ask"), (ES, "last"), (AAPL, "bid_ask"), (AAPL, "last")]
@@ -286,3 +286,45 @@ async def test_an_ib_outage_is_a_gap_of_every_recorded_stream(
         times = [r["time"].value for r in rows if r["tick_type"] == gap["tick_type"]]
         assert gap["start"].value < gap["end"].value
         assert not [t for t in times if gap["start"].value < t < gap["end"].value]
+
+
+def test_ensure_server_and_run_server_start_a_recording_server(tmp_path: Path):
+    """The background server takes the recording keys: from `ensure_server` (notebooks) and
+    from a TOML config through `run_server.py start`; a clean stop leaves the ticks on disk."""
+    import httpx
+
+    from ibstream.server.launch import ensure_server
+    from tests.client_fixtures import free_port
+
+    store = tmp_path / "bg"
+    info = ensure_server(
+        f"http://127.0.0.1:{free_port()}",
+        start=True,
+        demo=True,
+        record=store,
+        record_contracts=["ES:last"],
+    )
+    try:
+        recording = httpx.get(info.url + "/health", timeout=WAIT).json()["recording"]
+        assert recording["store"] == str(store.resolve())
+        assert recording["record_contracts"] == ["ES:last"]
+    finally:
+        assert info.stop()
+    assert not list((store / layout.STATE).glob("recorder-*"))
+    config = tmp_path / "rec.toml"
+    port = free_port()
+    config.write_text(
+        f'port = {port}\ndemo = true\nrecord = "{tmp_path / "toml"}"\nrecord_flush = 0.2\n'
+        'record_contract = ["AAPL:bid_ask", "ES:last"]\n'
+    )
+    script = [sys.executable, "server/run_server.py"]
+    started = subprocess.run(
+        [*script, "start", "--config", str(config)], capture_output=True, text=True, timeout=60
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        body = httpx.get(f"http://127.0.0.1:{port}/health", timeout=WAIT).json()
+        assert body["recording"]["record_contracts"] == ["AAPL:bid_ask", "ES:last"]
+        assert body["recording"]["flush_seconds"] == 0.2
+    finally:
+        subprocess.run([*script, "stop", "--port", str(port)], capture_output=True, timeout=60)
