@@ -48,8 +48,11 @@ class GcPauses:
         )
 
 
-async def main(ib_port: int, client_id: int, connections: int, send_timeout: int = 10) -> None:
+async def main(
+    ib_port: int, client_id: int, connections: int, send_timeout: int = 10, record: str = ""
+) -> None:
     settings = ServerSettings(
+        record=record or None,
         port=0,
         ib_port=ib_port,
         client_id=client_id,
@@ -73,4 +76,4 @@ async def main(ib_port: int, client_id: int, connections: int, send_timeout: int
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*map(int, sys.argv[1:5])))
+    asyncio.run(main(*map(int, sys.argv[1:5]), *sys.argv[5:6]))
