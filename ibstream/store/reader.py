@@ -1,0 +1,276 @@
+"""Reading a store: `open(DIR)` -> `Store`, whose `.ticks()` is the tick frame of
+`Client.collect` (same columns, dtypes and `attrs["contracts"]`), so `classify`, `bars`,
+`footprint` and the dashboard take a recorded session as they take a live one.
+
+Every read works on one snapshot of the parts (compaction journals applied, see `catalog`)
+and checks afterwards that no part it read was swapped meanwhile; a read that raced a
+compaction is done again, so a reader never sees a row twice or an hour half-merged.
+Pruning is by path (date, contract_id, tick_type, the name's hour); the time filter goes
+down to the Parquet scan.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from ibstream.client.frames import columns_from_arrow, empty_ticks
+from ibstream.errors import StreamError
+from ibstream.model import TickType
+from ibstream.store import catalog, layout
+from ibstream.store.errors import StoreError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_ATTEMPTS = 5  # reads that raced a compaction, done again before giving up
+_ORDER = {t.value: i for i, t in enumerate((TickType.LAST, TickType.ALL_LAST))}  # ties: trades
+_PARTITIONING = ds.partitioning(layout.PARTITION_SCHEMA, flavor="hive")
+_SCHEMA = pa.unify_schemas([layout.TICK_SCHEMA, layout.PARTITION_SCHEMA])
+
+
+def open(location: object) -> Store:  # noqa: A001 - `ibstream.store.open(DIR)` reads as meant
+    """The recording at `location` (a directory or an `s3://` URI), checked to be one."""
+    root = layout.open_root(location)
+    catalog.check_root(root)
+    return Store(root)
+
+
+class Store:
+    """One recording. Methods read what is on disk at the time they are called."""
+
+    def __init__(self, root: layout.StoreRoot) -> None:
+        self.root = root
+        self.validator = catalog.Validator(root)
+
+    def __repr__(self) -> str:
+        return f"<ibstream.store.Store {self.root.uri}>"
+
+    # -- ticks ---------------------------------------------------------------------------
+    def ticks(
+        self,
+        contract: object = None,
+        tick_types: object = None,
+        start: object = None,
+        end: object = None,
+    ) -> pd.DataFrame:
+        """The tick frame of the recorded ticks: `contract` a symbol, local symbol or conId
+        (or a list; None: all), `tick_types` a name or list (None: all), `start <= time <
+        end` (anything pandas reads as a time; naive means UTC). Rows in arrival order."""
+        kinds = _tick_types(tick_types)
+        lo, hi = time_range(start, end)
+        infos = self.contract_infos()
+        ids = resolve(contract, infos, self.root.uri)
+
+        def pick(parts: list[catalog.PartFile]) -> list[catalog.PartFile]:
+            return catalog.select(parts, ids, kinds, lo, hi)
+
+        table = self.snapshot(pick, lambda parts: self._read(parts, lo, hi))
+        frame = columns_from_arrow(table).to_frame() if table.num_rows else empty_ticks()
+        wanted = sorted(infos) if ids is None else ids
+        frame.attrs["contracts"] = [infos[i] for i in wanted if i in infos]
+        return frame
+
+    def _read(self, parts: list[catalog.PartFile], lo: int | None, hi: int | None) -> pa.Table:
+        if not parts:
+            return _SCHEMA.empty_table()
+        # trades first, then quotes: the stable sort by time keeps a trade ahead of a quote
+        # with the same stamp (only quotes that arrived before a trade prevail for it)
+        parts = sorted(parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.path))
+        dataset = ds.dataset(
+            [p.path for p in parts],
+            schema=_SCHEMA,
+            format="parquet",
+            filesystem=self.root.fs,
+            partitioning=_PARTITIONING,
+            partition_base_dir=self.root.path(layout.TICKS),
+        )
+        table = dataset.to_table(filter=_time_filter(lo, hi))
+        time = table.column("time")
+        if (
+            len(parts) > 1
+            and not pa.compute.all(pa.compute.greater_equal(time[1:], time[:-1])).as_py()
+        ):
+            table = table.take(pa.compute.sort_indices(time))  # stable: ties keep file order
+        return table
+
+    def trades(
+        self, contract: object = None, start: object = None, end: object = None, method: Any = None
+    ) -> pd.DataFrame:
+        """The recorded trades classified (`ibstream.analytics.classify`, `method` as there:
+        Lee-Ready by default) against the recorded quotes."""
+        from ibstream import analytics
+
+        try:
+            method = analytics.resolve_method(method)
+        except ValueError as exc:
+            raise StoreError("INVALID_METHOD", str(exc)) from None
+        return analytics.classify(self.ticks(contract, None, start, end), method)
+
+    # -- what was recorded --------------------------------------------------------------
+    def contract_infos(self) -> dict[int, dict]:
+        """conId -> the contract's details as recorded in its parts' metadata."""
+        return self.validator.contracts(catalog.list_parts(self.root))
+
+    def contracts(self) -> pd.DataFrame:
+        """One row per recorded contract: its details, tick types, first and last day."""
+        from ibstream.store import summary
+
+        return summary.contracts(self)
+
+    def sessions(self) -> pd.DataFrame:
+        """One row per contract and UTC day: ticks per tick type, first and last tick."""
+        from ibstream.store import summary
+
+        return summary.sessions(self)
+
+    def gaps(
+        self, contract: object = None, start: object = None, end: object = None
+    ) -> pd.DataFrame:
+        """What is known to be missing (reason, the run that lost it ...) overlapping
+        [start, end), for `contract` (as in `ticks`), in time order."""
+        from ibstream.store import summary
+
+        return summary.gaps(self, contract, start, end)
+
+    # -- SQL -----------------------------------------------------------------------------
+    def duckdb(self) -> Any:
+        """A DuckDB connection with views `ticks`, `quotes`, `trades_raw`, `gaps` over the
+        parts on disk now (reopen it to see parts written or compacted later)."""
+        from ibstream.store import sql
+
+        return sql.connect(self)
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """`query` run by DuckDB over the views of `duckdb()`, as a DataFrame."""
+        from ibstream.store import sql
+
+        return sql.query(self, query)
+
+    # -- snapshots -----------------------------------------------------------------------
+    def snapshot(
+        self,
+        pick: Callable[[list[catalog.PartFile]], list[catalog.PartFile]],
+        read: Callable[[list[catalog.PartFile]], T],
+        retry_on: tuple[type[BaseException], ...] = (),
+    ) -> T:
+        """`read` of the usable parts `pick` selects, done again while a compaction swapped
+        some of them under it (a part gone, or changed, after the read)."""
+        for attempt in range(_ATTEMPTS):
+            chosen = pick(catalog.list_parts(self.root))
+            try:
+                result = read(self.validator.usable(chosen))
+            except (FileNotFoundError, *retry_on) as exc:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                log.debug("a part went away during a read (%s); reading again", exc)
+                continue
+            after = {p.key for p in pick(catalog.list_parts(self.root))}
+            if all(p.key in after for p in chosen):
+                return result
+            log.debug("parts were compacted during a read; reading again")
+        raise StoreError(
+            "STORE_BUSY",
+            f"{self.root.uri} changed under every read; try again",
+            store=self.root.uri,
+        )
+
+
+def _time_filter(lo: int | None, hi: int | None) -> ds.Expression | None:
+    terms = []
+    if lo is not None:
+        terms.append(ds.field("time") >= pa.scalar(lo, pa.int64()).cast(layout.TIME))
+    if hi is not None:
+        terms.append(ds.field("time") < pa.scalar(hi, pa.int64()).cast(layout.TIME))
+    return functools.reduce(lambda a, b: a & b, terms) if terms else None
+
+
+def _tick_types(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    try:
+        return [t.value for t in TickType.parse_list([value] if isinstance(value, str) else value)]
+    except StreamError as exc:
+        raise StoreError("INVALID_TICK_TYPE", exc.message) from None
+    except TypeError:
+        raise StoreError(
+            "INVALID_TICK_TYPE", f"tick_types must be a name or a list of names, got {value!r}"
+        ) from None
+
+
+def time_range(start: object, end: object) -> tuple[int | None, int | None]:
+    """`start` and `end` as UTC nanoseconds (None stays None); start after end is refused."""
+    lo, hi = _ns("start", start), _ns("end", end)
+    if lo is not None and hi is not None and lo > hi:
+        raise StoreError(
+            "INVALID_RANGE",
+            f"start {pd.Timestamp(lo, tz='UTC')} is after end "
+            f"{pd.Timestamp(hi, tz='UTC')}; swap them",
+        )
+    return lo, hi
+
+
+def _ns(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(
+            "INVALID_TIME",
+            f"{name} must be a time such as '2026-12-07 14:30'; got {value!r} ({exc})",
+        ) from None
+    if stamp is pd.NaT:
+        raise StoreError("INVALID_TIME", f"{name} must be a time, got {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return int(stamp.value)
+
+
+def resolve(contract: object, infos: dict[int, dict], where: str) -> list[int] | None:
+    """The conIds a contract spec names (symbol, local symbol, conId, or a list of them);
+    None for all. A spec the recording does not hold is CONTRACT_NOT_FOUND."""
+    if contract is None:
+        return None
+    specs = contract if isinstance(contract, list | tuple | set) else [contract]
+    found: list[int] = []
+    for spec in specs:
+        ids = _matches(spec, infos)
+        if not ids:
+            held = ", ".join(_label(i) for i in infos.values()) or "nothing yet"
+            raise StoreError(
+                "CONTRACT_NOT_FOUND",
+                f"contract {spec!r} is not in the recording {where}; it holds {held}",
+                contract=spec,
+            )
+        found += [i for i in ids if i not in found]
+    return found
+
+
+def _matches(spec: object, infos: dict[int, dict]) -> list[int]:
+    if isinstance(spec, bool) or not isinstance(spec, int | str):
+        raise StoreError(
+            "INVALID_CONTRACT",
+            f"contract must be a symbol, local symbol or conId (or a list); got {spec!r}",
+        )
+    text = str(spec).strip()
+    if text.isdigit() and int(text) in infos:
+        return [int(text)]
+    key = text.upper()
+    return [
+        i
+        for i, info in infos.items()
+        if key in (str(info.get("symbol", "")).upper(), str(info.get("local_symbol", "")).upper())
+    ]
+
+
+def _label(info: dict) -> str:
+    local = info.get("local_symbol")
+    name = info.get("symbol", "?") + (
+        f" ({local})" if local and local != info.get("symbol") else ""
+    )
+    return f"{name} {info['contract_id']}"
