@@ -56,6 +56,8 @@ def recover(root: object, *, part_tmps: bool = True) -> int:
     it left; with `part_tmps`, also the recorder's half-written parts (call it so only where
     no recorder writes to the store, e.g. at its start-up)."""
     store = _root(root)
+    if store.local and not os.path.isdir(store.base):
+        return 0  # no store yet: nothing to finish (and no directory made for a typo)
     with _locked(store) as held:
         if not held:
             log.info("a compaction is running on %s; it finishes its own work", store.uri)

@@ -10,7 +10,6 @@ import posixpath
 from dataclasses import dataclass
 
 import orjson
-import pyarrow.fs as pafs
 
 from ibstream.store import layout
 
@@ -33,13 +32,7 @@ class Journal:
 def save(root: layout.StoreRoot, journal: Journal) -> None:
     """Write the journal so that it exists complete or not at all."""
     body = {"tmp": journal.tmp, "target": journal.target, "delete": list(journal.delete)}
-    path = journal.path(root)
-    root.fs.create_dir(posixpath.dirname(path), recursive=True)
-    target = layout.tmp_name(path) if root.local else path
-    with root.fs.open_output_stream(target) as out:
-        out.write(orjson.dumps(body))
-    if target != path:
-        root.fs.move(target, path)
+    layout.write_small(root, journal.path(root), orjson.dumps(body))
 
 
 def remove(root: layout.StoreRoot, journal: Journal) -> None:
@@ -48,17 +41,13 @@ def remove(root: layout.StoreRoot, journal: Journal) -> None:
 
 def pending(root: layout.StoreRoot) -> list[Journal]:
     """Every journal in the store (an unreadable one is reported and left alone)."""
-    selector = pafs.FileSelector(root.path(layout.STATE), allow_not_found=True)
     found = []
-    for info in root.fs.get_file_info(selector):
-        name = info.base_name
-        if info.type != pafs.FileType.File or not name.startswith(PREFIX):
-            continue
+    for path, raw in layout.state_files(root, PREFIX):
+        name = posixpath.basename(path)
         if not name.endswith(SUFFIX):
             continue
         try:
-            with root.fs.open_input_stream(info.path) as stream:
-                body = orjson.loads(stream.read())
+            body = orjson.loads(raw)
             found.append(
                 Journal(
                     name[len(PREFIX) : -len(SUFFIX)],
@@ -67,6 +56,6 @@ def pending(root: layout.StoreRoot) -> list[Journal]:
                     tuple(body["delete"]),
                 )
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable compaction journal %s (%s)", info.path, exc)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable compaction journal %s (%s)", path, exc)
     return sorted(found, key=lambda j: j.id)
