@@ -141,3 +141,19 @@ def test_kill_9_at_a_step_then_recover_leaves_every_row_once(tmp_path, step):
     compact.compact(tmp_path)
     assert set(hours(tmp_path).values()) == {1}
     assert_whole(tmp_path, expected)
+
+
+def test_a_read_that_a_compaction_overtakes_is_done_again(tmp_path):
+    """The parts a read listed and checked are swapped before it reads them: it reads again."""
+    expected = record(tmp_path, flush=150)
+    store = ibstream.store.open(tmp_path)
+    read, overtaken = store._read, []
+
+    def compact_first(found, lo, hi):
+        if not overtaken:  # once, between the listing and the read
+            overtaken.append(compact.compact(tmp_path))
+        return read(found, lo, hi)
+
+    store._read = compact_first
+    pd.testing.assert_frame_equal(store.ticks(), expected)
+    assert overtaken and overtaken[0].hours > 0
