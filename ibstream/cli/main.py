@@ -152,7 +152,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         metavar="DIR",
         default=None,
         help="record every stream the server holds into this tick store (a directory or "
-        "s3://bucket/prefix): hive-partitioned Parquet, read with `ibstream.store.open(DIR)`",
+        "s3://bucket/prefix): hive-partitioned Parquet, read with `ibstream.store.open(DIR)` (default: none, nothing is recorded)",
     )
     serve.add_argument(
         "--record-flush",
@@ -168,8 +168,8 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         type=record_spec,
         metavar="SPEC",
         help="keep this stream open and recorded from start-up, whether or not a client "
-        "watches it: a symbol or conId, optionally :tick_type,tick_type (default bid_ask,last),"
-        " e.g. ES or 265598:last; repeatable; needs --record",
+        "watches it: a symbol or conId, optionally :tick_type,tick_type (bid_ask,last if not "
+        "given), e.g. ES or 265598:last; repeatable; needs --record (default: none)",
     )
 
 

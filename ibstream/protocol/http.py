@@ -48,6 +48,7 @@ class RecordingStatus(BaseModel):
     ticks_waiting: int
     ticks_dropped: int
     parts_written: int
+    record_contracts: list[str] = []
     kept_streams: list[dict[str, Any]] = []
 
 

@@ -125,6 +125,7 @@ class Recording:
     def status(self) -> dict:
         return {
             **self.recorder.status(),
+            "record_contracts": list(self.specs),  # as configured; resolved ones below
             "kept_streams": [
                 {"contract_id": s.contract.contract_id, "tick_type": s.tick_type.value}
                 for s in self.kept

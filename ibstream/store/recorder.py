@@ -30,6 +30,9 @@ from ibstream.store import layout, parts, state
 log = logging.getLogger(__name__)
 DEFAULT_FLUSH_SECONDS = 1.0
 DEFAULT_MAX_PENDING = 2_000_000  # ticks held while the store cannot be written (~0.5 GB)
+# An idle recorder still rewrites its marker this often: a marker untouched for much longer
+# counts as a crashed run on another host (state.FOREIGN_STALE_SECONDS).
+MARKER_REFRESH_NS = 30_000_000_000
 
 
 @dataclass(eq=False)
@@ -147,7 +150,8 @@ class Recorder:
         async with self._lock:
             self._waiting.extend(self._batches.values())
             self._batches = {}
-            if not self._waiting and not self._gaps and self.flushes:
+            idle = not self._waiting and not self._gaps and self._marker is not None
+            if idle and time.time_ns() - self._marker.flushed_ns < MARKER_REFRESH_NS:
                 return
             batches, gaps = self._waiting, self._gaps
             self._waiting, self._gaps = [], []
