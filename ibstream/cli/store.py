@@ -143,7 +143,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _ids(store: object, spec: str) -> list[int]:
-    from ibstream.store.reader import resolve
+    from ibstream.store.specs import resolve
 
     return resolve(spec, store.contract_infos(), store.root.uri) or []
 

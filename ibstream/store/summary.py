@@ -107,7 +107,7 @@ def contracts(store: Store) -> pd.DataFrame:
 
 def gaps(store: Store, contract: object, start: object, end: object) -> pd.DataFrame:
     """Gap rows for `contract` overlapping [start, end), in time order."""
-    from ibstream.store.reader import resolve, time_range
+    from ibstream.store.specs import resolve, time_range
 
     lo, hi = time_range(start, end)
     ids = resolve(contract, store.contract_infos(), store.root.uri)
