@@ -34,8 +34,8 @@ Details = Annotated[
         }
     ),
 ]
-InfoStatus = Literal["ib_disconnected", "resumed", "gap", "ib_advisory"]
-CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown"]
+InfoStatus = Literal["ib_disconnected", "resumed", "gap", "ib_advisory", "replay_completed"]
+CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown", "replay_completed"]
 
 
 class Closed(BaseModel):
@@ -93,6 +93,9 @@ class SubscribedConfig(Closed):
     timeout_seconds: float | None = None
     resume_from: dict[TickType, Sequence] | None = None
     batch_ms: float | None = None
+    start: str | None = Field(
+        None, description="the `start` asked for (replay servers), ISO-8601 UTC, nanoseconds"
+    )
 
 
 class SubscribedData(Closed):
@@ -143,7 +146,8 @@ class InfoData(Closed):
         "resumes when it is back; resumed: it is back; gap: some ticks before the resume point "
         "cannot be replayed (`details.reason`: unknown_sequence, not_buffered, upstream_idle, "
         "ib_disconnected, replay_limit); ib_advisory: an IB message that does not end the "
-        "stream (`details.ib_code`)"
+        "stream (`details.ib_code`); replay_completed: a replay server sent the last recorded "
+        "tick of this stream (`complete` follows)"
     )
     message: str
     details: Details | None = None
@@ -161,7 +165,8 @@ class ErrorData(Closed):
 class CompleteData(Closed):
     reason: CompleteReason = Field(
         description="limit_reached: `limit` ticks sent; timeout: `timeout_seconds` passed; "
-        "error: an `error` on this stream came first; server_shutdown: the server is stopping"
+        "error: an `error` on this stream came first; server_shutdown: the server is stopping; "
+        "replay_completed: a replay server sent this stream's last recorded tick"
     )
     total_ticks: int
     duration_seconds: float

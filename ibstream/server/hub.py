@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
 from ibstream.protocol.encode import EncodedTick, encode_tick
 
@@ -80,6 +81,13 @@ class Hub:
         """Join a channel, subscribing upstream if it is the first member."""
         if not handle.active:  # ended while its subscribe was under way: never re-join
             return
+        if handle.start_ns is not None:
+            raise StreamError(
+                ErrorCode.INVALID_MESSAGE,
+                "'start' replays a recording from a time: only a replay server (`ibstream "
+                "replay DIR`) takes it; this server streams live ticks",
+                details={"field": "start", "expected": "no start on a live server"},
+            )
         key = StreamKey(handle.contract.contract_id, handle.tick_type)
         channel = self.channels.get(key)
         if channel is None:
