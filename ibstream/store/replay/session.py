@@ -137,8 +137,8 @@ class Session:
         while i < n and self.active:
             j = min(n, i + step)
             if hub.speed is not None:
-                if self.clock is None:
-                    self.clock = (loop.time(), int(times[i]))
+                if self.clock is None:  # the replay's clock starts at its start time
+                    self.clock = (loop.time(), self._origin(int(times[i])))
                 wall0, rec0 = self.clock
                 due = (times[i:j] - rec0) / (hub.speed * 1e9)
                 ready = int(np.searchsorted(due, loop.time() - wall0, "right"))
@@ -155,6 +155,14 @@ class Session:
             i = j
             if hub.speed is None:
                 await asyncio.sleep(0)  # let every other connection have the loop too
+
+    def _origin(self, first_ns: int) -> int:
+        """The recorded time the clock starts from: the start (so the sessions of several
+        subscribes from one start keep their recorded offsets), at most one second of
+        wall time before the first row; a resumed session starts at its first row."""
+        if self.resume:
+            return first_ns
+        return max(self.start_ns, first_ns - int(self.hub.speed * 1e9))  # type: ignore[operator]
 
     def _complete(self) -> None:
         """`info` replay_completed, then `complete` replay_completed, on each open stream."""

@@ -1,0 +1,246 @@
+"""Replay through the live endpoints: a recording of real streamed ticks served by
+`start_replay_server` at full speed (unless a test says otherwise) to real clients over
+WebSocket and SSE gives back exactly the recorded frame, in recorded order."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+import pytest
+
+import ibstream
+from ibstream.store.replay import reader
+from tests.conftest import WAIT, get_json, sse, sse_events
+from tests.replay_fixtures import Recorded, make_recording, replay_server, threaded_replay
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    return make_recording(tmp_path_factory.mktemp("recording"))
+
+
+@pytest.fixture
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read parts 64 rows at a time: the merge crosses many batches and parts."""
+    monkeypatch.setattr(reader, "BATCH_ROWS", 64)
+
+
+def sequences_contiguous(frame: pd.DataFrame) -> bool:
+    return all(
+        (group["sequence"].diff().dropna() == 1).all()
+        for _, group in frame.groupby("tick_type", observed=True)
+    )
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_collect_gives_back_exactly_the_recorded_frame(recording, small_batches, transport):
+    es, aapl = recording.id_of("ES"), recording.id_of("AAPL")
+    with threaded_replay(recording.path, speed=None) as server:
+        with ibstream.Client(server.url, transport=transport) as client:
+            one = client.collect("ES", progress=False)
+            both = client.collect(["ES", "AAPL"], progress=False, batch_ms=5)
+    pd.testing.assert_frame_equal(one, recording.frame(es))  # in order, as recorded
+    assert sequences_contiguous(one)
+    expected = ticks_frame_of(recording, [es, aapl])
+    pd.testing.assert_frame_equal(both, expected)
+    assert {c["symbol"] for c in both.attrs["contracts"]} == {"ES", "AAPL"}
+
+
+def ticks_frame_of(recording: Recorded, contract_ids: list[int]) -> pd.DataFrame:
+    from ibstream.client.frames import ticks_to_frame
+
+    rows = [r for c in contract_ids for r in recording.of(c)]
+    return ticks_to_frame(sorted(rows, key=lambda r: r["recv_ns"]))
+
+
+async def test_a_late_client_gets_the_whole_session_too(recording, ws_client):
+    es = recording.id_of("ES")
+    server = await replay_server(recording.path, speed=2.0)
+    try:
+        early = await ws_client(server)
+        await early.subscribe("ES", ["bid_ask", "last"])
+        await early.ticks(20)  # the replay is under way
+        late = await ws_client(server)
+        sub = await late.subscribe("ES", ["bid_ask", "last"], batch_ms=20)
+        assert [s["start_sequence"] for s in sub["streams"]] == [0, 0]
+        got = await ticks_until_complete(late, 2, timeout=WAIT * 2)
+    finally:
+        await server.stop()
+    assert [(t["tick_type"], t["sequence"]) for t in got] == [
+        (r["tick_type"], r["sequence"]) for r in recording.of(es)
+    ]
+
+
+async def ticks_until_complete(client, streams: int, timeout: float = WAIT) -> list[dict]:
+    """Tick data (single and batched) until `streams` streams completed; asserts each
+    ended with info then complete, both replay_completed."""
+    got: list[dict] = []
+    last_info: dict[str, str] = {}
+    done = 0
+    async with asyncio.timeout(timeout):
+        while done < streams:
+            msg = await client.recv(timeout)
+            if msg["type"] == "tick":
+                got.append(msg["data"])
+            elif msg["type"] == "ticks":
+                got += msg["data"]["ticks"]
+            elif msg["type"] == "info":
+                last_info[msg["stream_id"]] = msg["data"]["status"]
+            elif msg["type"] == "complete":
+                assert msg["data"]["reason"] == "replay_completed", msg
+                assert last_info.get(msg["stream_id"]) == "replay_completed", msg
+                done += 1
+    return got
+
+
+async def test_resume_mid_replay_continues_after_the_positions(recording, ws_client):
+    es = recording.id_of("ES")
+    rows = recording.of(es)
+    server = await replay_server(recording.path, speed=None)
+    try:
+        first = await ws_client(server)
+        await first.subscribe("ES", ["bid_ask", "last"])
+        head = [m["data"] for m in await first.ticks(len(rows) // 3)]
+        await first.close()
+        positions = {}
+        for tick in head:
+            positions[tick["tick_type"]] = tick["sequence"]
+        second = await ws_client(server)
+        sub = await second.subscribe("ES", ["bid_ask", "last"], resume_from=positions)
+        starts = {s["tick_type"]: s["start_sequence"] for s in sub["streams"]}
+        assert starts == positions
+        tail = await ticks_until_complete(second, 2)
+        query = ",".join(f"{t}:{n}" for t, n in positions.items())
+        path = f"/v2/stream/ES?tick_types=bid_ask,last&resume_from={query}"
+        async with sse(server, path) as source:
+            events = [(event, data) async for event, data, _ in sse_events(source)]
+    finally:
+        await server.stop()
+    assert head + tail == rows
+    sse_ticks = [d["data"] for e, d in events if e == "tick"]
+    assert sse_ticks == tail
+    assert [d["data"]["reason"] for e, d in events if e == "complete"] == ["replay_completed"] * 2
+
+
+async def test_limit_and_batches_behave_as_live(recording, ws_client):
+    server = await replay_server(recording.path, speed=None)
+    try:
+        client = await ws_client(server)
+        await client.subscribe("AAPL", ["bid_ask"], limit=150, batch_ms=5)
+        complete = await client.expect("complete")
+        frames = [m for m in client.seen if m["type"] == "ticks"]
+    finally:
+        await server.stop()
+    assert complete["data"]["reason"] == "limit_reached"
+    assert complete["data"]["total_ticks"] == 150
+    items = [item for frame in frames for item in frame["data"]["ticks"]]
+    assert [i["sequence"] for i in items] == list(range(1, 151))
+    assert not [m for m in client.seen if m["type"] == "info"]  # no replay_completed
+
+
+async def test_sse_ends_each_stream_with_replay_completed(recording):
+    aapl = recording.id_of("AAPL")
+    server = await replay_server(recording.path, speed=None)
+    try:
+        async with sse(server, "/v2/stream/AAPL?tick_types=bid_ask,last&batch_ms=5") as source:
+            events = [(event, data) async for event, data, _ in sse_events(source)]
+    finally:
+        await server.stop()
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "subscribed" and kinds[-1] == "complete"
+    items = [i for e, d in events if e == "ticks" for i in d["data"]["ticks"]]
+    assert [(i["tick_type"], i["sequence"]) for i in items] == [
+        (r["tick_type"], r["sequence"]) for r in recording.of(aapl)
+    ]
+    tail = [(e, d["data"].get("status") or d["data"].get("reason")) for e, d in events[-4:]]
+    assert sorted(tail) == sorted(
+        [("info", "replay_completed"), ("complete", "replay_completed")] * 2
+    )
+
+
+async def test_start_in_the_subscribe_replays_from_that_time(recording, ws_client):
+    es = recording.id_of("ES")
+    rows = recording.of(es)
+    middle = rows[len(rows) // 2]
+    server = await replay_server(recording.path, speed=None)
+    try:
+        client = await ws_client(server)
+        sub = await client.subscribe("ESZ6", ["bid_ask", "last"], start=middle["recv_ns"])
+        got = await ticks_until_complete(client, 2)
+        status, schema = await get_json(server, "/v2/schema")
+    finally:
+        await server.stop()
+    assert got == [r for r in rows if r["recv_ns"] >= middle["recv_ns"]]
+    starts = {s["tick_type"]: s["start_sequence"] for s in sub["streams"]}
+    for tick_type, start in starts.items():  # the sequence before each stream's first tick
+        assert start == next(r["sequence"] for r in got if r["tick_type"] == tick_type) - 1
+    assert sub["config"]["start"].endswith("Z")
+    assert status == 200 and "start" in str(schema)
+
+
+async def test_a_live_server_refuses_start(server, ws_client):
+    client = await ws_client(server)
+    data = {
+        "contract_id": "ES",
+        "tick_types": ["last"],
+        "config": {"start": "2026-12-07T14:30:00Z"},
+    }
+    reply = await client.request("subscribe", data)
+    assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE"
+    assert "replay" in reply["data"]["message"]
+
+
+async def test_contract_lookup_health_and_unknown_contracts(recording, ws_client):
+    server = await replay_server(recording.path, speed=None)
+    try:
+        client = await ws_client(server)
+        reply = await client.request("subscribe", {"contract_id": "NQ", "tick_types": ["last"]})
+        status, body = await get_json(server, "/v2/stream/MNQ/last")
+        health_status, health = await get_json(server, "/health")
+        found_status, found = await get_json(server, "/v2/contracts?symbol=ES")
+    finally:
+        await server.stop()
+    assert reply["type"] == "error" and reply["data"]["code"] == "CONTRACT_NOT_FOUND"
+    assert status == 404 and body["error"]["code"] == "CONTRACT_NOT_FOUND"
+    assert health_status == 200 and health["status"] == "ok"
+    assert health["ib"]["replay"]["speed"] == "max"
+    assert found_status == 200 and [c["local_symbol"] for c in found] == ["ESZ6"]
+
+
+def lateness(recv: list[int]) -> int:
+    """How far behind, in recorded time, ticks arrived after a tick recorded later (summed)."""
+    seen, behind = 0, 0
+    for ns in recv:
+        behind += max(0, seen - ns)
+        seen = max(seen, ns)
+    return behind
+
+
+async def two_sessions(recording: Recorded, ws_client, speed: float | None, end: int) -> list:
+    server = await replay_server(recording.path, speed=speed, end_ns=end)
+    try:
+        client = await ws_client(server)
+        for spec in ("ES", "AAPL"):
+            data = {"contract_id": spec, "tick_types": ["bid_ask", "last"]}
+            await client.send({"type": "subscribe", "data": data})
+        return await ticks_until_complete(client, 4, timeout=WAIT * 2)
+    finally:
+        await server.stop()
+
+
+async def test_paced_sessions_keep_their_recorded_offsets(recording, ws_client):
+    """Two subscribes (ES and AAPL) on one connection run on their own clocks from one start:
+    paced, their ticks interleave as recorded; at full speed each runs a slice ahead of the
+    other. Checked by order only: how far behind in recorded time ticks arrive, as a ratio
+    of the two runs."""
+    rows = sorted((r for s in recording.rows.values() for r in s), key=lambda r: r["recv_ns"])
+    end = rows[0]["recv_ns"] + (rows[-1]["recv_ns"] - rows[0]["recv_ns"]) // 3
+    window = [r["recv_ns"] for r in rows if r["recv_ns"] < end]
+    fast = await two_sessions(recording, ws_client, None, end)
+    paced = await two_sessions(recording, ws_client, 0.5, end)
+    for got in (fast, paced):
+        assert sorted(r["recv_ns"] for r in got) == window
+    fast_behind = lateness([r["recv_ns"] for r in fast])
+    assert fast_behind > 0
+    assert lateness([r["recv_ns"] for r in paced]) < fast_behind / 10
