@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import sys
 
-from ibstream.cli.args import port
+from ibstream.cli.args import port, positive
 from ibstream.errors import StreamError
 from ibstream.protocol.times import iso_ns, parse_time_ns
 
@@ -25,12 +25,11 @@ def speed(text: str) -> float | None:
     if text.strip().lower() == "max":
         return None
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'max', got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number above 0 or 'max', got {text!r}")
-    return value
+        return positive(float)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number above 0 or 'max', got {text!r}"
+        ) from None
 
 
 def moment(text: str) -> int:

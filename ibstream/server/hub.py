@@ -39,6 +39,17 @@ class StreamKey(NamedTuple):
     tick_type: TickType
 
 
+def unknown_sequence(after: int, last: int, then: str) -> dict:
+    """The gap of a resume position beyond the stream's last sequence; `then` says what
+    the stream does instead."""
+    return {
+        "reason": "unknown_sequence",
+        "resume_from": after,
+        "last_sequence": last,
+        "message": f"resume_from {after} is beyond this stream's last sequence {last} {then}",
+    }
+
+
 @dataclass(eq=False)
 class Channel:
     """One upstream stream and the client streams attached to it."""
@@ -120,13 +131,9 @@ class Hub:
             return [], []
         if after > last:
             return [], [
-                {
-                    "reason": "unknown_sequence",
-                    "resume_from": after,
-                    "last_sequence": last,
-                    "message": f"resume_from {after} is beyond this stream's last sequence "
-                    f"{last} (did the server restart?); streaming live ticks only",
-                }
+                unknown_sequence(
+                    after, last, "(did the server restart?); streaming live ticks only"
+                )
             ]
         entries = [entry for entry in channel.ring if entry.sequence > after]
         first = entries[0].sequence if entries else last + 1

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
+from ibstream.server.hub import unknown_sequence
 from ibstream.store.replay.recording import Recording
 from ibstream.store.replay.session import Session
 
@@ -160,13 +161,7 @@ class ReplayHub:
         last = self.recording.last_sequence(key)
         if after > last:
             return [], [
-                {
-                    "reason": "unknown_sequence",
-                    "resume_from": after,
-                    "last_sequence": last,
-                    "message": f"resume_from {after} is beyond this recording's last sequence "
-                    f"{last} of the stream; replaying from the start",
-                }
+                unknown_sequence(after, last, "in this recording; replaying from the start")
             ]
         session.resume[key[1]] = after
         return [], []
