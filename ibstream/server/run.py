@@ -25,6 +25,7 @@ from ibstream.ib.source import IBSource
 from ibstream.server import guard
 from ibstream.server.app import ServerContext, create_app
 from ibstream.server.hub import Hub
+from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
 from ibstream.server.ws_writer import CorkedProtocol
 
@@ -168,8 +169,19 @@ async def start_server(
             await source.stop()
             raise
     hub = Hub(source, ring_size=settings.ring_size, grace_seconds=settings.channel_grace_seconds)
+    recording = None
+    if settings.record:
+        try:
+            recording = await Recording.start(
+                hub, settings.record, settings.record_flush, settings.record_contracts
+            )
+        except BaseException:
+            sock.close()
+            if own_source:
+                await source.stop()
+            raise
     try:
-        handle = await _serve(hub, settings, sock, source, own_source)
+        handle = await _serve(hub, settings, sock, source, own_source, recording)
     except BaseException:
         if own_source:
             await source.stop()
@@ -195,10 +207,15 @@ async def start_replay_server(
 
 
 async def _serve(
-    hub: Any, settings: ServerSettings, sock: socket.socket, source: Any, own_source: bool
+    hub: Any,
+    settings: ServerSettings,
+    sock: socket.socket,
+    source: Any,
+    own_source: bool,
+    recording: Recording | None = None,
 ) -> ServerHandle:
     """The app over `hub`, run by uvicorn on `sock` (closed if the start fails)."""
-    app = create_app(hub, settings)
+    app = create_app(hub, settings, recording)
     ready = asyncio.Event()
 
     async def serving_started() -> None:  # uvicorn calls it on its first tick after startup
