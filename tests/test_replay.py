@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import ibstream
+from ibstream.store import layout
 from ibstream.store.replay import reader
 from tests.conftest import WAIT, get_json, sse, sse_events
 from tests.replay_fixtures import Recorded, make_recording, replay_server, threaded_replay
@@ -244,3 +245,37 @@ async def test_paced_sessions_keep_their_recorded_offsets(recording, ws_client):
     fast_behind = lateness([r["recv_ns"] for r in fast])
     assert fast_behind > 0
     assert lateness([r["recv_ns"] for r in paced]) < fast_behind / 10
+
+
+async def test_two_recorded_server_runs_replay_whole_with_contiguous_sequences(
+    make_server, ws_client, tmp_path
+):
+    """The recorder's own store over two server runs (the second numbers from 1 again):
+    the replay sends every stored tick in order, the first run's sequences as recorded and
+    the second's continuing them, so a client keeps them all (none dropped as repeats)."""
+    store = tmp_path / "store"
+    for _ in range(2):
+        live = await make_server(record=str(store), record_flush=0.2)
+        client = await ws_client(live)
+        await client.subscribe("ES", ["bid_ask", "last"])
+        await client.ticks(150)
+        await live.stop()  # a clean stop writes every tick
+    table = layout.ticks_dataset(layout.open_root(store)).to_table()
+    rows = sorted(table.to_pylist(), key=lambda r: r["time"])
+    assert len({r["server_id"] for r in rows}) == 2
+    server = await replay_server(store, speed=None)
+    try:
+        client = await ws_client(server)
+        await client.subscribe("ES", ["bid_ask", "last"], batch_ms=5)
+        got = await ticks_until_complete(client, 2)
+    finally:
+        await server.stop()
+    assert [(g["recv_ns"], g["tick_type"]) for g in got] == [
+        (r["time"].value, r["tick_type"]) for r in rows
+    ]
+    first_run = rows[0]["server_id"]
+    for tick_type in ("bid_ask", "last"):
+        mine = [(g, r) for g, r in zip(got, rows, strict=True) if r["tick_type"] == tick_type]
+        assert [g["sequence"] for g, _ in mine] == list(range(1, len(mine) + 1))
+        kept = [(g["sequence"], r["sequence"]) for g, r in mine if r["server_id"] == first_run]
+        assert all(replayed == recorded for replayed, recorded in kept)

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from ibstream.model import Tick, TickType
 from ibstream.protocol.encode import EncodedTick, encode_tick
 from ibstream.store.replay.recording import Recording, StreamKey
+from ibstream.store.replay.runs import Cursor
 
 log = logging.getLogger(__name__)
 BATCH_ROWS = 8_192  # rows read from a part at a time, per stream
@@ -41,25 +42,42 @@ class Window:
 
 
 def stream_batches(recording: Recording, key: StreamKey, window: Window) -> Iterator[pa.Table]:
-    """The stream's rows in the window, part after part, BATCH_ROWS at a time. A part that
-    turns out unreadable past its footer is skipped (with a warning naming it) from there."""
+    """The stream's rows in the window, part after part, BATCH_ROWS at a time, sequences as
+    replayed (`runs`). A part that turns out unreadable past its footer is skipped (with a
+    warning naming it) from there."""
     end = _NEVER if window.end_ns is None else window.end_ns
-    for part in recording.parts.get(key, ()):
-        if part.last_ns < window.start_ns or part.first_ns >= end or part.last_seq <= window.after:
+    runs = recording.runs.get(key)
+    if runs is None:
+        return
+    columns = COLUMNS if runs.single else [*COLUMNS, "server_id"]
+    for part in recording.parts[key]:
+        if part.last_ns < window.start_ns or part.first_ns >= end:
             continue
+        if runs.part_last[part.path] <= window.after:
+            continue
+        cursor = Cursor(runs, part)
         try:
             with recording.root.fs.open_input_file(part.path) as source:
-                for batch in pq.ParquetFile(source).iter_batches(BATCH_ROWS, columns=COLUMNS):
-                    times = batch.column(0).cast(pa.int64()).to_numpy()
-                    keep = (times >= window.start_ns) & (times < end)
-                    if window.after >= 0:
-                        keep &= batch.column(1).to_numpy() > window.after
-                    if keep.all():
-                        yield pa.Table.from_batches([batch])
-                    elif keep.any():
-                        yield pa.Table.from_batches([batch.filter(pa.array(keep))])
+                for batch in pq.ParquetFile(source).iter_batches(BATCH_ROWS, columns=columns):
+                    table = _replayed(batch, cursor, window.start_ns, end, window.after)
+                    if table is not None:
+                        yield table
         except (OSError, pa.ArrowException) as exc:
             log.warning("skipping the rest of unreadable part %s (%s)", part.path, exc)
+
+
+def _replayed(
+    batch: pa.RecordBatch, cursor: Cursor, start: int, end: int, after: int
+) -> pa.Table | None:
+    """A batch's rows in the window, with their sequences as replayed; None if none is."""
+    ids = batch.column("server_id").to_pylist() if "server_id" in batch.schema.names else None
+    sequences = cursor.shift(batch.column(1).to_numpy(), ids)
+    table = pa.Table.from_batches([batch]).set_column(1, "sequence", pa.array(sequences))
+    times = batch.column(0).cast(pa.int64()).to_numpy()
+    keep = (times >= start) & (times < end) & (sequences > after)
+    if keep.all():
+        return table
+    return table.filter(pa.array(keep)) if keep.any() else None
 
 
 class Merge:

@@ -23,6 +23,8 @@ from ibstream.ib.contracts import parse_spec
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
 from ibstream.store import layout
+from ibstream.store.replay.runs import Cursor, Runs, Segment
+from ibstream.store.replay.runs import segments as runs_of
 
 log = logging.getLogger(__name__)
 StreamKey = tuple[int, TickType]  # (contract_id, tick_type), as the live hub keys channels
@@ -42,9 +44,8 @@ class PartFile:
     key: StreamKey
     first_ns: int
     last_ns: int
-    first_seq: int
-    last_seq: int
     rows: int
+    segments: tuple[Segment, ...]  # its rows per server run (usually one)
 
 
 class Recording:
@@ -61,6 +62,7 @@ class Recording:
             key: sorted(found, key=lambda p: (p.first_ns, p.path)) for key, found in parts.items()
         }
         self.contracts = contracts
+        self.runs = {key: Runs(found) for key, found in self.parts.items()}
         self._before: dict[tuple[StreamKey, int], int] = {}
 
     @classmethod
@@ -160,7 +162,9 @@ class Recording:
 
     # -- sequences ---------------------------------------------------------------------
     def last_sequence(self, key: StreamKey) -> int:
-        return max((p.last_seq for p in self.parts.get(key, ())), default=0)
+        """The stream's last sequence as replayed (see `runs`)."""
+        runs = self.runs.get(key)
+        return 0 if runs is None else runs.last
 
     def sequence_before(self, key: StreamKey, start_ns: int) -> int:
         """The sequence before the stream's first tick at or after `start_ns` (where a
@@ -173,13 +177,17 @@ class Recording:
         for part in found:
             if part.last_ns < start_ns:
                 continue
+            runs = self.runs[key]
             if start_ns <= part.first_ns:
-                before = part.first_seq - 1
+                before = runs.part_first[part.path] - 1
             else:  # inside this part: its times say where
-                table = self._read(part, ["time", "sequence"])
+                table = self._read(part, ["time", "sequence", "server_id"])
                 times = table.column("time").cast(pa.int64()).to_numpy()
                 at = int(np.searchsorted(times, start_ns, "left"))
-                before = int(table.column("sequence")[at].as_py()) - 1
+                shifted = Cursor(runs, part).shift(
+                    table.column("sequence").to_numpy(), table.column("server_id").to_pylist()
+                )
+                before = int(shifted[at]) - 1
             break
         if len(self._before) >= _SEQUENCE_CACHE:
             self._before.clear()
@@ -221,26 +229,42 @@ def _read_footer(root: layout.StoreRoot, path: str) -> tuple[PartFile | None, Co
         if time_at < 0 or seq_at < 0:
             raise ValueError("not a tick part: no time / sequence column")
         stats = [
-            (
-                meta.row_group(g).column(time_at).statistics,
-                meta.row_group(g).column(seq_at).statistics,
-            )
+            meta.row_group(g).column(time_at).statistics
             for g in range(meta.num_row_groups)
             if meta.row_group(g).num_rows
         ]
-        if all(
-            t is not None and t.has_min_max and s is not None and s.has_min_max for t, s in stats
-        ):
-            first_ns, last_ns = min(t.min_raw for t, _ in stats), max(t.max_raw for t, _ in stats)
-            first_seq, last_seq = min(s.min_raw for _, s in stats), max(s.max_raw for _, s in stats)
-        else:  # a writer without statistics: read the two columns
-            table = parquet.read(columns=["time", "sequence"])
-            times = table.column("time").cast(pa.int64()).to_numpy()
-            seqs = table.column("sequence").to_numpy()
+        if all(t is not None and t.has_min_max for t in stats):
+            first_ns, last_ns = min(t.min_raw for t in stats), max(t.max_raw for t in stats)
+        else:  # a writer without statistics
+            times = parquet.read(columns=["time"]).column("time").cast(pa.int64()).to_numpy()
             first_ns, last_ns = int(times.min()), int(times.max())
-            first_seq, last_seq = int(seqs.min()), int(seqs.max())
-    part = PartFile(path, key, first_ns, last_ns, first_seq, last_seq, meta.num_rows)
+        found = _one_run(meta, schema.get_field_index("server_id"), seq_at)
+        if found is None:  # several runs (a compacted restart), or no statistics: read them
+            table = parquet.read(columns=["server_id", "sequence"])
+            ids = table.column("server_id").to_pylist()
+            found = runs_of(ids, table.column("sequence").to_numpy())
+    part = PartFile(path, key, first_ns, last_ns, meta.num_rows, found)
     return part, contract
+
+
+def _one_run(meta: pq.FileMetaData, sid_at: int, seq_at: int) -> tuple[Segment, ...] | None:
+    """The part's one segment from its statistics, when every row is of one run."""
+    if sid_at < 0:
+        return None
+    ids, firsts, lasts = set(), [], []
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        if not group.num_rows:
+            continue
+        sid, seq = group.column(sid_at).statistics, group.column(seq_at).statistics
+        if sid is None or seq is None or not (sid.has_min_max and seq.has_min_max):
+            return None
+        ids |= {sid.min, sid.max}
+        firsts.append(seq.min_raw)
+        lasts.append(seq.max_raw)
+    if len(ids) != 1:
+        return None
+    return (Segment(ids.pop(), min(firsts), max(lasts)),)
 
 
 def _partition_key(path: str) -> StreamKey:
