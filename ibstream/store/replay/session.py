@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
@@ -112,12 +113,11 @@ class Session:
                 mine = rows.column("sequence").to_numpy()[index == i]
                 first_seq[i] = int(mine[0]) if first_seq[i] is None else first_seq[i]
                 last_seq[i] = int(mine[-1])
-            entries = encode_rows(rows, index, cid, types, time_shift, seq_shift)
-            times = np.fromiter((e.recv_ns for e in entries), np.int64, len(entries))
+            times = rows.column("time").cast(pa.int64()).to_numpy() + time_shift
             first_ns = int(times[0]) if first_ns is None else first_ns
             last_ns = int(times[-1])
-            await self._send(entries, index, times, types)
-            sent += len(entries)
+            await self._send(rows, index, times, types, (time_shift, seq_shift))
+            sent += len(times)
             if not self.active:
                 break
         runs = [
@@ -126,14 +126,21 @@ class Session:
         span = 0 if first_ns is None or last_ns is None else last_ns - first_ns
         return sent, span, runs
 
-    async def _send(self, entries: list, index: np.ndarray, times: np.ndarray, types: list) -> None:
-        """Hand the rows to their streams on this session's clock, waiting for room."""
+    async def _send(
+        self,
+        rows: pa.Table,
+        index: np.ndarray,
+        times: np.ndarray,
+        types: list[TickType],
+        shifts: tuple[int, list[int]],
+    ) -> None:
+        """Hand the rows to their streams on this session's clock, waiting for room; each
+        slice is encoded as it goes out, so a chunk is held in Arrow's columns only."""
         hub, owner = self.hub, self.owner
         loop = asyncio.get_running_loop()
         handles = [self.handles[t] for t in types]
-        owners = index.tolist()
         step = max(1, min(SLICE_ROWS, owner.queue_size // 4))  # type: ignore[attr-defined]
-        i, n = 0, len(entries)
+        i, n = 0, len(times)
         while i < n and self.active:
             j = min(n, i + step)
             if hub.speed is not None:
@@ -147,8 +154,10 @@ class Session:
                     continue
                 j = i + ready
             await owner.room()  # type: ignore[attr-defined]
-            for k in range(i, j):
-                handles[owners[k]].deliver(entries[k])
+            cid = self.contract.contract_id
+            entries = encode_rows(rows.slice(i, j - i), index[i:j], cid, types, *shifts)
+            for owner_of, entry in zip(index[i:j].tolist(), entries, strict=True):
+                handles[owner_of].deliver(entry)
             self.sent += j - i
             hub.ticks_out += j - i
             self.position_ns = int(times[j - 1])
