@@ -82,7 +82,7 @@ async def _stream(ticks: int) -> tuple[dict, dict]:
     return rows, contracts
 
 
-def write_recording(path: Path, rows: dict, contracts: dict) -> None:
+def write_recording(path: Path | str, rows: dict, contracts: dict) -> None:
     """The rows as part files, PART_TICKS ticks a part."""
     root = layout.open_root(path)
     for (contract_id, tick_type), stream in rows.items():
@@ -109,7 +109,7 @@ def make_recording(path: Path, ticks: int = 3_000) -> Recorded:
     return Recorded(path, rows, contracts)
 
 
-async def replay_server(path: Path, **options: object) -> ServerHandle:
+async def replay_server(path: Path | str, **options: object) -> ServerHandle:
     """A replay server on this loop (its messages checked against /v2/schema)."""
     hub_options = {
         k: options.pop(k) for k in ("speed", "start_ns", "end_ns", "loop") if k in options

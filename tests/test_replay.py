@@ -5,15 +5,25 @@ WebSocket and SSE gives back exactly the recorded frame, in recorded order."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
+from moto.server import ThreadedMotoServer
 
 import ibstream
 from ibstream.store import layout
 from ibstream.store.replay import reader
+from tests.client_fixtures import free_port
 from tests.conftest import WAIT, get_json, sse, sse_events
-from tests.replay_fixtures import Recorded, make_recording, replay_server, threaded_replay
+from tests.replay_fixtures import (
+    Recorded,
+    make_recording,
+    replay_server,
+    threaded_replay,
+    write_recording,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +78,15 @@ async def test_a_late_client_gets_the_whole_session_too(recording, ws_client):
         got = await ticks_until_complete(late, 2, timeout=WAIT * 2)
     finally:
         await server.stop()
-    assert [(t["tick_type"], t["sequence"]) for t in got] == [
-        (r["tick_type"], r["sequence"]) for r in recording.of(es)
-    ]
+    assert got == recording.of(es)
+
+
+def without(item: dict, *keys: str) -> dict:
+    return {k: v for k, v in item.items() if k not in keys}
 
 
 async def ticks_until_complete(client, streams: int, timeout: float = WAIT) -> list[dict]:
-    """Tick data (single and batched) until `streams` streams completed; asserts each
+    """Tick data (single and batched items as data) until `streams` streams completed; asserts each
     ended with info then complete, both replay_completed."""
     got: list[dict] = []
     last_info: dict[str, str] = {}
@@ -84,8 +96,8 @@ async def ticks_until_complete(client, streams: int, timeout: float = WAIT) -> l
             msg = await client.recv(timeout)
             if msg["type"] == "tick":
                 got.append(msg["data"])
-            elif msg["type"] == "ticks":
-                got += msg["data"]["ticks"]
+            elif msg["type"] == "ticks":  # each item: the tick's data, its stream and stamp
+                got += [without(item, "stream_id", "timestamp") for item in msg["data"]["ticks"]]
             elif msg["type"] == "info":
                 last_info[msg["stream_id"]] = msg["data"]["status"]
             elif msg["type"] == "complete":
@@ -200,6 +212,9 @@ async def test_contract_lookup_health_and_unknown_contracts(recording, ws_client
         status, body = await get_json(server, "/v2/stream/MNQ/last")
         health_status, health = await get_json(server, "/health")
         found_status, found = await get_json(server, "/v2/contracts?symbol=ES")
+        await client.subscribe(recording.id_of("AAPL"), ["mid_point"])  # never recorded
+        info = await client.expect("info")
+        complete = await client.expect("complete")
     finally:
         await server.stop()
     assert reply["type"] == "error" and reply["data"]["code"] == "CONTRACT_NOT_FOUND"
@@ -207,6 +222,26 @@ async def test_contract_lookup_health_and_unknown_contracts(recording, ws_client
     assert health_status == 200 and health["status"] == "ok"
     assert health["ib"]["replay"]["speed"] == "max"
     assert found_status == 200 and [c["local_symbol"] for c in found] == ["ESZ6"]
+    assert info["data"]["status"] == "replay_completed" and info["data"]["details"]["ticks"] == 0
+    assert "no mid_point ticks of AAPL" in info["data"]["message"]
+    assert complete["data"]["reason"] == "replay_completed"
+
+
+async def test_a_resume_beyond_the_recording_replays_from_the_start(recording, ws_client):
+    aapl = recording.id_of("AAPL")
+    rows = recording.of(aapl, ("last",))
+    server = await replay_server(recording.path, speed=None)
+    try:
+        client = await ws_client(server)
+        sub = await client.subscribe("AAPL", ["last"], resume_from=10**9)
+        gap = await client.expect("info", status="gap")
+        got = await ticks_until_complete(client, 1)
+    finally:
+        await server.stop()
+    assert gap["data"]["details"]["reason"] == "unknown_sequence"
+    assert gap["data"]["details"]["last_sequence"] == rows[-1]["sequence"]
+    assert sub["streams"][0]["start_sequence"] == 0
+    assert got == rows
 
 
 def lateness(recv: list[int]) -> int:
@@ -279,3 +314,37 @@ async def test_two_recorded_server_runs_replay_whole_with_contiguous_sequences(
         assert [g["sequence"] for g, _ in mine] == list(range(1, len(mine) + 1))
         kept = [(g["sequence"], r["sequence"]) for g, r in mine if r["server_id"] == first_run]
         assert all(replayed == recorded for replayed, recorded in kept)
+
+
+@pytest.fixture
+def bucket() -> Iterator[str]:
+    """A local S3 endpoint (moto's server) with an empty bucket; the store URI in it."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ACCESS_KEY_ID", "testing")
+        env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        pafs.S3FileSystem(
+            endpoint_override=endpoint,
+            scheme="http",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        ).create_dir("ticks-bucket")
+        try:
+            yield f"s3://ticks-bucket/team?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+        finally:
+            server.stop()
+
+
+async def test_a_recording_in_a_bucket_replays_as_from_a_disk(recording, bucket, ws_client):
+    write_recording(bucket, recording.rows, recording.contracts)
+    server = await replay_server(bucket, speed=None)
+    try:
+        client = await ws_client(server)
+        await client.subscribe("AAPL", ["bid_ask", "last"], batch_ms=5)
+        got = await ticks_until_complete(client, 2)
+    finally:
+        await server.stop()
+    assert got == recording.of(recording.id_of("AAPL"))
