@@ -5,6 +5,7 @@ WebSocket and SSE gives back exactly the recorded frame, in recorded order."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 
 import pandas as pd
@@ -348,3 +349,26 @@ async def test_a_recording_in_a_bucket_replays_as_from_a_disk(recording, bucket,
     finally:
         await server.stop()
     assert got == recording.of(recording.id_of("AAPL"))
+
+
+async def test_a_replay_waits_for_its_client_instead_of_overfilling_the_queue(recording, ws_client):
+    """A queue of 64 ticks, small socket buffers, the whole recording at full speed: the
+    replay goes no faster than the client reads (a live source would have cut it off as a
+    slow consumer)."""
+    es = recording.id_of("ES")
+    server = await replay_server(recording.path, speed=None, queue_size=64, socket_send_buffer=4096)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        client = await ws_client(server, sock=sock, max_queue=2)
+        await client.subscribe("ES", ["bid_ask", "last"])
+        got = await ticks_until_complete(client, 2)
+        path = "/v2/stream/ES?tick_types=bid_ask,last"
+        async with sse(server, path) as source:
+            events = [(event, data) async for event, data, _ in sse_events(source)]
+    finally:
+        await server.stop()
+    assert got == recording.of(es)
+    assert [d["data"] for e, d in events if e == "tick"] == recording.of(es)
+    assert not [d for e, d in events if e == "error"]
