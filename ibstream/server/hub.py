@@ -94,7 +94,7 @@ class Hub:
         """Join a channel, subscribing upstream if it is the first member."""
         if not handle.active:  # ended while its subscribe was under way: never re-join
             return
-        if handle.start_ns is not None:
+        if getattr(handle, "start_ns", None) is not None:  # members without one: None
             raise StreamError(
                 ErrorCode.INVALID_MESSAGE,
                 "'start' replays a recording from a time: only a replay server (`ibstream "

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from ibstream.model import Tick, TickType
 from ibstream.protocol.encode import EncodedTick, encode_tick
-from ibstream.store.replay.recording import Recording, StreamKey
+from ibstream.store.replay.footers import StreamKey
+from ibstream.store.replay.recording import Recording
 from ibstream.store.replay.runs import Cursor
 
 log = logging.getLogger(__name__)

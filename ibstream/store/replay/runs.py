@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from ibstream.store.replay.recording import PartFile
+    from ibstream.store.replay.footers import PartFile
 
 
 @dataclass(frozen=True)

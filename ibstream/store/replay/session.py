@@ -1,7 +1,9 @@
 """One subscribe's replay: its streams read, merged and sent on its own clock.
 
-At a finite speed a row goes out when (its receive time - the first row's) / speed has
-passed since the first row went out; at `speed=None` (max) as fast as the client reads.
+At a finite speed a row goes out when (its receive time - the replay's start) / speed has
+passed since the replay began (so the sessions of several subscribes from one start keep
+their recorded offsets; a start long before the first row waits at most one second, a
+resumed session starts at its first row); at `speed=None` (max) as fast as the client reads.
 Either way the subscriber's queue is never overfilled: before each slice of rows the
 session waits until the queue is half empty (`Subscriber.room`), so a slow client slows
 its replay instead of being dropped, and memory stays bounded by the queue and one read
@@ -25,6 +27,7 @@ from ibstream.store.replay.reader import Merge, Window, encode_rows, stream_batc
 
 if TYPE_CHECKING:
     from ibstream.server.stream import StreamHandle
+    from ibstream.server.subscriber import Subscriber
     from ibstream.store.replay.hub import ReplayHub
 
 log = logging.getLogger(__name__)
@@ -35,7 +38,7 @@ LOOP_PAUSE_NS = 1_000_000  # recorded time between the end of a pass and the nex
 class Session:
     """The streams of one subscribe (one owner, one contract, one start), replayed together."""
 
-    def __init__(self, hub: ReplayHub, owner: object, contract: ContractInfo, start_ns: int):
+    def __init__(self, hub: ReplayHub, owner: Subscriber, contract: ContractInfo, start_ns: int):
         self.hub = hub
         self.owner = owner
         self.contract = contract
@@ -139,7 +142,7 @@ class Session:
         hub, owner = self.hub, self.owner
         loop = asyncio.get_running_loop()
         handles = [self.handles[t] for t in types]
-        step = max(1, min(SLICE_ROWS, owner.queue_size // 4))  # type: ignore[attr-defined]
+        step = max(1, min(SLICE_ROWS, owner.queue_size // 4))
         i, n = 0, len(times)
         while i < n and self.active:
             j = min(n, i + step)
@@ -153,7 +156,7 @@ class Session:
                     await asyncio.sleep(float(due[0]) - (loop.time() - wall0))
                     continue
                 j = i + ready
-            await owner.room()  # type: ignore[attr-defined]
+            await owner.room()
             cid = self.contract.contract_id
             entries = encode_rows(rows.slice(i, j - i), index[i:j], cid, types, *shifts)
             for owner_of, entry in zip(index[i:j].tolist(), entries, strict=True):
@@ -166,9 +169,7 @@ class Session:
                 await asyncio.sleep(0)  # let every other connection have the loop too
 
     def _origin(self, first_ns: int) -> int:
-        """The recorded time the clock starts from: the start (so the sessions of several
-        subscribes from one start keep their recorded offsets), at most one second of
-        wall time before the first row; a resumed session starts at its first row."""
+        """The recorded time the clock starts from (see the module's docstring)."""
         if self.resume:
             return first_ns
         return max(self.start_ns, first_ns - int(self.hub.speed * 1e9))  # type: ignore[operator]
@@ -193,7 +194,7 @@ class Session:
 
     def describe(self) -> dict:
         return {
-            "client": getattr(self.owner, "client", ""),
+            "client": self.owner.client,
             "contract_id": self.contract.contract_id,
             "tick_types": [t.value for t in self.handles],
             "start": iso_ns(self.start_ns),
