@@ -50,7 +50,15 @@ class Recording:
 
     @classmethod
     def open(cls, location: object) -> Recording:
-        root = layout.open_root(location)
+        """Index the recording at `location` (RecordingError when it is none)."""
+        try:
+            root = layout.open_root(location)
+            return cls._scan(root)
+        except (OSError, pa.ArrowException) as exc:  # unreadable, a bucket not there ...
+            raise RecordingError(f"{location} cannot be read ({exc})") from None
+
+    @classmethod
+    def _scan(cls, root: layout.StoreRoot) -> Recording:
         kind = root.fs.get_file_info(root.base).type
         if kind == pafs.FileType.NotFound:
             raise RecordingError(f"{root.uri} does not exist")
