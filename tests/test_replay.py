@@ -5,16 +5,18 @@ WebSocket and SSE gives back exactly the recorded frame, in recorded order."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
 import ibstream
-from ibstream.store import layout
+from ibstream.store import layout, parts
 from ibstream.store.replay import reader
 from tests.client_fixtures import free_port
 from tests.conftest import WAIT, get_json, sse, sse_events
@@ -372,3 +374,50 @@ async def test_a_replay_waits_for_its_client_instead_of_overfilling_the_queue(re
     assert got == recording.of(es)
     assert [d["data"] for e, d in events if e == "tick"] == recording.of(es)
     assert not [d for e, d in events if e == "error"]
+
+
+async def test_the_recordings_own_gaps_are_told_where_the_replay_reaches_them(
+    recording, ws_client, tmp_path
+):
+    """A gap the recorder wrote (a crash window) comes as an `info` `gap` on its stream
+    right before the first tick after it; one after the stream's last tick, before its
+    replay_completed."""
+    copy = tmp_path / "copy"
+    shutil.copytree(recording.path, copy)
+    es = recording.id_of("ES")
+    trades = recording.of(es, ("last",))
+    lost = {"start": trades[9]["recv_ns"], "end": trades[10]["recv_ns"]}
+    after = {"start": trades[-1]["recv_ns"], "end": trades[-1]["recv_ns"] + 10**9}
+    root = layout.open_root(copy)
+    rows = [
+        {
+            **gap,
+            "contract_id": es,
+            "tick_type": "last",
+            "reason": "server_restarted",
+            "server_id": "gone",
+            "after_sequence": 0,
+            "status": "open",
+            "message": "crashed",
+        }
+        for gap in (lost, after)
+    ]
+    table = pa.Table.from_pylist(rows, schema=layout.GAP_SCHEMA)
+    day, _ = layout.utc_day_hour(lost["start"])
+    parts.write_table(root, root.path(layout.gap_dir(day), "gaps.parquet"), table)
+    server = await replay_server(copy, speed=None)
+    try:
+        client = await ws_client(server)
+        sub = await client.subscribe("ES", ["bid_ask", "last"])
+        await ticks_until_complete(client, 2)
+    finally:
+        await server.stop()
+    last_stream = next(s["stream_id"] for s in sub["streams"] if s["tick_type"] == "last")
+    mine = [m for m in client.seen if m.get("stream_id") == last_stream]
+    told = [n for n, m in enumerate(mine) if m["type"] == "info" and m["data"]["status"] == "gap"]
+    assert len(told) == 2
+    assert mine[told[0] + 1]["data"]["recv_ns"] == lost["end"]  # right before that tick
+    assert mine[told[0] - 1]["data"]["recv_ns"] == lost["start"]
+    details = mine[told[0]]["data"]["details"]
+    assert details["reason"] == "server_restarted" and details["recorded"] is True
+    assert [m["type"] for m in mine[told[1] :]] == ["info", "info", "complete"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,6 +24,7 @@ import pyarrow as pa
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
+from ibstream.store.replay.gaps import gap_info, recorded_gaps
 from ibstream.store.replay.reader import Merge, Window, encode_rows, stream_batches
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class Session:
         self.position_ns: int | None = None  # receive time of the last row sent
         self.clock: tuple[float, int] | None = None  # (loop time, receive time) of row one
         self.finishing = False
+        self._gaps: list[deque[dict]] = []  # per stream of a pass: recorded gaps still to tell
 
     @property
     def active(self) -> bool:
@@ -107,6 +110,8 @@ class Session:
             )
             for tick_type in types
         ]
+        gaps = recorded_gaps(hub.recording.root, cid, self.start_ns, hub.end_ns)
+        self._gaps = [gaps.get(tick_type, deque()) for tick_type in types]
         first_seq: list[int | None] = [None] * len(types)
         last_seq = [0] * len(types)
         first_ns = last_ns = None
@@ -159,14 +164,32 @@ class Session:
             await owner.room()
             cid = self.contract.contract_id
             entries = encode_rows(rows.slice(i, j - i), index[i:j], cid, types, *shifts)
-            for owner_of, entry in zip(index[i:j].tolist(), entries, strict=True):
-                handles[owner_of].deliver(entry)
+            if self._gap_due(int(times[j - 1]) - shifts[0]):
+                self._deliver_telling_gaps(entries, index[i:j], handles, shifts[0])
+            else:
+                for owner_of, entry in zip(index[i:j].tolist(), entries, strict=True):
+                    handles[owner_of].deliver(entry)
             self.sent += j - i
             hub.ticks_out += j - i
             self.position_ns = int(times[j - 1])
             i = j
             if hub.speed is None:
                 await asyncio.sleep(0)  # let every other connection have the loop too
+
+    def _gap_due(self, last_ns: int) -> bool:
+        """Whether a recorded gap of some stream ends by `last_ns` (recorded time)."""
+        return any(queue and queue[0]["end"] <= last_ns for queue in self._gaps)
+
+    def _deliver_telling_gaps(
+        self, entries: list, index: np.ndarray, handles: list, time_shift: int
+    ) -> None:
+        """Deliver rows one by one, each stream's recorded gaps told before its first row
+        after them."""
+        for owner_of, entry in zip(index.tolist(), entries, strict=True):
+            queue = self._gaps[owner_of]
+            while queue and queue[0]["end"] <= entry.recv_ns - time_shift:
+                handles[owner_of].notify("gap", *gap_info(queue.popleft()))
+            handles[owner_of].deliver(entry)
 
     def _origin(self, first_ns: int) -> int:
         """The recorded time the clock starts from (see the module's docstring)."""
@@ -178,9 +201,11 @@ class Session:
         """`info` replay_completed, then `complete` replay_completed, on each open stream."""
         self.finishing = True
         end = "the end of the recording" if self.hub.end_ns is None else iso_ns(self.hub.end_ns)
-        for tick_type, handle in list(self.handles.items()):
+        for n, (tick_type, handle) in enumerate(list(self.handles.items())):
             if not handle.active:
                 continue
+            for gap in self._gaps[n] if n < len(self._gaps) else ():  # after its last row
+                handle.notify("gap", *gap_info(gap))
             text = (
                 f"all {handle.count} recorded {tick_type.value} ticks of {self.contract.symbol} "
                 f"from {iso_ns(self.start_ns)} to {end} were sent"
