@@ -421,3 +421,26 @@ async def test_the_recordings_own_gaps_are_told_where_the_replay_reaches_them(
     details = mine[told[0]]["data"]["details"]
     assert details["reason"] == "server_restarted" and details["recorded"] is True
     assert [m["type"] for m in mine[told[1] :]] == ["info", "info", "complete"]
+
+
+async def test_loop_starts_over_as_one_session_that_goes_on(recording, ws_client):
+    """--loop: after the last tick the replay starts over, each pass shifted to follow the
+    one before (sequences contiguous, receive times increasing), until the client stops."""
+    trades = recording.of(recording.id_of("AAPL"), ("last",))
+    n = len(trades)
+    server = await replay_server(recording.path, speed=None, loop=True)
+    try:
+        client = await ws_client(server)
+        await client.subscribe("AAPL", ["last"], limit=2 * n + 5)
+        complete = await client.expect("complete")
+    finally:
+        await server.stop()
+    got = [m["data"] for m in client.seen if m["type"] == "tick"]
+    assert complete["data"]["reason"] == "limit_reached" and len(got) == 2 * n + 5
+    first = trades[0]["sequence"]
+    assert [g["sequence"] for g in got] == list(range(first, first + 2 * n + 5))
+    assert all(a["recv_ns"] < b["recv_ns"] for a, b in zip(got, got[1:], strict=False))
+    assert got[:n] == trades
+    shift = got[n]["recv_ns"] - trades[0]["recv_ns"]
+    assert [g["price"] for g in got[n : 2 * n]] == [t["price"] for t in trades]
+    assert [g["recv_ns"] - shift for g in got[n : 2 * n]] == [t["recv_ns"] for t in trades]
