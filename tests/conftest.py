@@ -20,6 +20,7 @@ from httpx_sse import EventSource, aconnect_sse
 
 from ibstream.gateway import SESSION_DATE, GatewaySimulator
 from ibstream.gateway.contracts import SESSION_DATE_ENV
+from ibstream.protocol.arrow import decode_frame, is_arrow_frame
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
 from tests.client_fixtures import ServerProcess
@@ -142,7 +143,10 @@ class WSClient:
         # could hang at teardown on Python 3.11; a timeout scope cancels at once.
         async with asyncio.timeout(timeout):
             raw = await self.conn.recv()
-        msg = orjson.loads(raw)
+        if isinstance(raw, bytes) and is_arrow_frame(raw):  # format "arrow": its rows as items
+            msg = {"type": "arrow", "data": {"ticks": decode_frame(raw).to_pylist()}}
+        else:
+            msg = orjson.loads(raw)
         self.seen.append(msg)
         return msg
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import fastjsonschema
 import orjson
 
+from ibstream.protocol.arrow import decode_frame, is_arrow_frame
 from ibstream.protocol.schema import schema_document
 
 
@@ -42,7 +43,14 @@ class SchemaCheck:
                 self.failures.append((payload, reason))
 
     def problem(self, payload: bytes) -> str | None:
-        """Why `payload` is not a valid server message, or None if it is."""
+        """Why `payload` is not a valid server message, or None if it is. A binary Arrow
+        frame must hold exactly the published columns (`protocol/arrow.py`)."""
+        if is_arrow_frame(payload):
+            try:
+                decode_frame(payload)
+            except ValueError as exc:
+                return str(exc)
+            return None
         try:
             msg = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:

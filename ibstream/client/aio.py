@@ -184,17 +184,19 @@ class AsyncClient:
         on_tick: Callable[[dict], Any] | None = None,
         max_queue: int | None = None,
         batch_ms: float | None = None,
+        format: str = "json",  # the protocol's word (config.format)
     ) -> AsyncStream:
         """A live subscription: iterate it (`async for tick in ...`) or pass `on_tick`.
 
         Contract and tick types are checked at once (InvalidMessage, InvalidTickType); the
         subscription opens on `await`, `async with` or the first `async for`. `batch_ms`
         (0 < ms <= 1000) has the server send each stream's ticks batched every `batch_ms`:
-        fewer, larger frames for high rates; ticks still arrive one dict each.
+        fewer, larger frames for high rates; ticks still arrive one dict each (also with
+        `format="arrow"`: see `collect`).
         """
         arguments.callback("on_tick", on_tick)
         queue = arguments.maybe(arguments.count, "max_queue", max_queue) or self.options.max_queue
-        return AsyncStream(self, contract, tick_types, on_tick, queue, batch_ms)
+        return AsyncStream(self, contract, tick_types, on_tick, queue, batch_ms, format)
 
     async def collect(
         self,
@@ -205,13 +207,16 @@ class AsyncClient:
         *,
         progress: ProgressOption = "auto",
         batch_ms: float | None = None,
+        format: str = "json",  # the protocol's word (config.format)
     ) -> Any:
         """Ticks as a tick frame (`ibstream.client.frames`), in arrival order.
 
         `contract` may be a list (one frame holds them all). Ends after `seconds` of wall time
         or `limit` ticks in all, whichever comes first; one of them is required here (the sync
         `Client.collect` also runs until interrupted). `batch_ms` (0 < ms <= 1000): batched
-        frames, cheaper at high rates; the same ticks, in the same order.
+        frames, cheaper at high rates; the same ticks, in the same order. `format="arrow"`
+        (with `batch_ms`, over WebSocket, from a replay server): those frames as binary Arrow
+        record batches, decoded straight into the frame's columns; the same frame.
         `progress`: "auto" shows a bar in a notebook or terminal only, True always, False never.
         A stream's error ends the collection and is raised with what arrived as `.frame`.
         """
@@ -221,7 +226,7 @@ class AsyncClient:
         self._opening += 1
         try:
             collection = await start_collection(
-                self, contract, tick_types, seconds, limit, batch_ms
+                self, contract, tick_types, seconds, limit, batch_ms, format
             )
         finally:
             self._opening -= 1
@@ -289,10 +294,15 @@ class AsyncClient:
 
     # --- internals shared with the handles and the sync face ------------------------------
     def _new_subscription(
-        self, contract: object, tick_types: Any, sink: Sink, batch_ms: float | None = None
+        self,
+        contract: object,
+        tick_types: Any,
+        sink: Sink,
+        batch_ms: float | None = None,
+        frame_format: str = "json",
     ) -> Subscription:
         types = arguments.tick_types(tick_types)
-        return Subscription(contract, types, sink, self._events, batch_ms)
+        return Subscription(contract, types, sink, self._events, batch_ms, frame_format)
 
     async def _open(self, sub: Subscription) -> None:
         self._opening += 1

@@ -62,11 +62,14 @@ class FrameBuilder:
 
     def extend(self, rows: Iterable[Mapping]) -> None:
         """Append many rows: all of them, or none and a `TickRowError` (rows numbered from 0)."""
-        chunk = columns_from_rows(rows if isinstance(rows, list) else list(rows))
+        self.extend_columns(columns_from_rows(rows if isinstance(rows, list) else list(rows)))
+
+    def extend_columns(self, columns: TickColumns) -> None:
+        """Append typed columns (an Arrow frame's), after the rows appended before them."""
         if self._rows:
             self._type_rows()
-        self._chunks.append(chunk)
-        self._typed += len(chunk)
+        self._chunks.append(columns)
+        self._typed += len(columns)
 
     def columns(self) -> TickColumns:
         """Everything appended so far as typed columns, in new arrays."""

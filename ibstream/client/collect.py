@@ -78,6 +78,10 @@ class Part:
         if self.silent is False or not self.claim():
             self.collection.put_many(ticks)
 
+    def put_columns(self, columns: Any) -> None:
+        if self.silent is False or not self.claim():
+            self.collection.put_columns(columns)
+
     def end(self, error: StreamError | None = None) -> None:
         self.collection.end(None if self.silent else error)
 
@@ -119,6 +123,17 @@ class Collection:
             for tick in ticks:
                 self.builder.append(tick)
         self.count += len(ticks)
+        if self.limit is not None and self.count >= self.limit:
+            self._done.set()
+
+    def put_columns(self, columns: Any) -> None:
+        """Typed columns of an Arrow frame (`TickColumns`): appended as they are."""
+        if self._done.is_set():
+            return
+        if self.limit is not None:
+            columns = columns[: self.limit - self.count]
+        self.builder.extend_columns(columns)
+        self.count += len(columns)
         if self.limit is not None and self.count >= self.limit:
             self._done.set()
 
@@ -183,6 +198,7 @@ async def start_collection(
     seconds: float | None,
     limit: int | None,
     batch_ms: float | None = None,
+    frame_format: str = "json",
 ) -> Collection:
     """Open one subscription per distinct contract, all feeding one `Collection`, spread over
     as many connections as the server's streams-per-connection limit needs (`spread.py`)."""
@@ -192,7 +208,7 @@ async def start_collection(
     collection = Collection(limit, len(contracts))
     parts = [Part(collection) for _ in contracts]
     for part, spec in zip(parts, contracts, strict=True):  # every spec checked before any opens
-        part.sub = client._new_subscription(spec, types, part, batch_ms)
+        part.sub = client._new_subscription(spec, types, part, batch_ms, frame_format)
     try:
         room = Room(client)
         for part in parts:

@@ -219,6 +219,8 @@ class SSETransport:
             params["resume_from"] = ",".join(f"{t}:{n}" for t, n in sub.positions.items())
         if sub.batch_ms is not None:
             params["batch_ms"] = f"{sub.batch_ms:g}"
+        if sub.format != "json":  # the server refuses it (SSE is text): its error is raised
+            params["format"] = sub.format
         path = "/v2/stream/" + quote(str(sub.target), safe="")
         async with asyncio.timeout(self.options.request_timeout) as deadline:
             async with aconnect_sse(self._http, "GET", path, params=params) as source:

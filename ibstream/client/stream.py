@@ -94,12 +94,13 @@ class AsyncStream(SubscriptionView):
         on_tick: Callable[[dict], Any] | None,
         max_queue: int,
         batch_ms: float | None = None,
+        frame_format: str = "json",
     ):
         self._client = client
         self._inbox = None if on_tick else AsyncInbox(max_queue)
         sink: Sink = CallbackSink(on_tick) if on_tick else self._inbox  # type: ignore[assignment]
         self._pending: Subscription | None = client._new_subscription(
-            contract, tick_types, sink, batch_ms
+            contract, tick_types, sink, batch_ms, frame_format
         )
         self._sub = None
 

@@ -52,6 +52,17 @@ def check_batch_ms(batch_ms: float | None) -> float | None:
     return batch_ms
 
 
+def check_format(frame_format: object, batch_ms: float | None) -> str:
+    """'json' or 'arrow' (binary Arrow frames: batched, so `batch_ms` is needed)."""
+    if frame_format not in ("json", "arrow"):
+        raise ValueError(f"format must be 'json' or 'arrow'; got {frame_format!r}")
+    if frame_format == "arrow" and batch_ms is None:
+        raise ValueError(
+            "format='arrow' sends batched frames: pass batch_ms too (e.g. batch_ms=50)"
+        )
+    return frame_format  # type: ignore[return-value]
+
+
 def parse_contract(contract: object) -> str | int:
     """A conId (`265598`) or a spec (`"ES"`, `"AAPL"`, `"EUR.USD"`); InvalidMessage otherwise."""
     try:
@@ -70,10 +81,12 @@ class Subscription:
         sink: Sink,
         events: EventLog,
         batch_ms: float | None = None,
+        frame_format: str = "json",
     ):
         self.spec = parse_contract(contract)
         self.tick_types = parse_tick_types(tick_types)
         self.batch_ms = check_batch_ms(batch_ms)  # ask the server for batched frames
+        self.format = check_format(frame_format, self.batch_ms)  # "arrow": binary frames
         self.sink = sink
         self.events = events
         self.contract: dict = {}
@@ -210,12 +223,42 @@ class Subscription:
             if overflow is not None:
                 self._fail_loudly(overflow)
 
+    def on_frame(self, part: tuple) -> None:
+        """This subscription's rows of an Arrow frame (`arrow_frames.Part`: typed columns
+        and the frame's table), checked as `on_ticks` checks items; a sink with
+        `put_columns` (collect) takes the columns, any other the tick dicts."""
+        self._guarded(self._on_frame, part)
+
+    def _on_frame(self, part: tuple) -> None:
+        from ibstream.client import arrow_frames  # pyarrow only for Arrow frames
+
+        columns, table = part
+        if not self.active or not len(columns):
+            return
+        types = arrow_frames.tick_type_names(columns)
+        sequences = columns.ints[1].tolist()
+        if not self._follows_on(types, sequences):
+            fresh = self._fresh(types, sequences)
+            if not all(fresh):
+                columns, table = arrow_frames.keep_rows(part, fresh)
+        if len(columns):
+            self.received += len(columns)
+            take = getattr(self.sink, "put_columns", None)
+            overflow = (
+                take(columns)
+                if take is not None
+                else put_many(self.sink, arrow_frames.tick_dicts(table))
+            )
+            if overflow is not None:
+                self._fail_loudly(overflow)
+
     def _all_new(self, items: list[dict]) -> bool:
-        """Whether every item follows on from its tick type's position without a hole (the
-        usual frame); then positions move to each type's last item. Scans in C (list
-        methods), not per item in Python."""
-        types = list(map(_TICK_TYPE, items))
-        sequences = list(map(_SEQUENCE, items))
+        return self._follows_on(list(map(_TICK_TYPE, items)), list(map(_SEQUENCE, items)))
+
+    def _follows_on(self, types: list[str], sequences: list[int]) -> bool:
+        """Whether every tick follows on from its tick type's position without a hole (the
+        usual frame); then positions move to each type's last tick. Scans in C (list
+        methods), not per tick in Python."""
         kinds = set(types)
         ends = {}
         for tick_type in kinds:
@@ -236,21 +279,26 @@ class Subscription:
 
     def _new_items(self, items: list[dict]) -> list[dict]:
         """The items not had yet, tick by tick: duplicates dropped, holes reported."""
+        fresh = self._fresh(list(map(_TICK_TYPE, items)), list(map(_SEQUENCE, items)))
+        return list(compress(items, fresh))
+
+    def _fresh(self, types: list[str], sequences: list[int]) -> list[bool]:
+        """Per tick, whether it is new (positions move, holes are reported) or had already."""
         positions, told = self.positions, self._gap_told
         fresh = []
-        for item in items:
-            tick_type, seq = item["tick_type"], item["sequence"]
+        for tick_type, seq in zip(types, sequences, strict=True):
             last = positions.get(tick_type)
             if last is not None:
                 if seq <= last:
                     self.duplicates += 1
+                    fresh.append(False)
                     continue
                 if seq > last + 1:
                     self._check_gap(tick_type, last, seq)
             if told:
                 told.discard(tick_type)
             positions[tick_type] = seq
-            fresh.append(item)
+            fresh.append(True)
         return fresh
 
     def _check_gap(self, tick_type: str, last: int, seq: int) -> None:

@@ -180,14 +180,15 @@ class Client:
         on_tick: Callable[[dict], Any] | None = None,
         max_queue: int | None = None,
         batch_ms: float | None = None,
+        format: str = "json",  # the protocol's word (config.format)
     ) -> SyncStream:
         """Subscribe now; iterate the result, or pass `on_tick` (runs on the loop thread).
-        `batch_ms`: see `AsyncClient.stream`."""
+        `batch_ms`, `format`: see `AsyncClient.stream`."""
         arguments.callback("on_tick", on_tick)
         max_queue = arguments.maybe(arguments.count, "max_queue", max_queue)
         inbox = None if on_tick else ThreadInbox(max_queue or self._async.options.max_queue)
         sink: Sink = CallbackSink(on_tick) if on_tick else inbox  # type: ignore[assignment]
-        sub = self._async._new_subscription(contract, tick_types, sink, batch_ms)
+        sub = self._async._new_subscription(contract, tick_types, sink, batch_ms, format)
         self._call(self._async._open(sub), "stream")
         return SyncStream(self, sub, inbox)
 
@@ -200,12 +201,15 @@ class Client:
         *,
         progress: ProgressOption = "auto",
         batch_ms: float | None = None,
+        format: str = "json",  # the protocol's word (config.format)
     ) -> Any:
         """Ticks as a tick frame, after `seconds` or `limit` ticks in all; with neither, until
         interrupted (Ctrl-C, or the stop button in Jupyter), returning what arrived.
-        `progress`, `batch_ms` and errors (`.frame`): see `AsyncClient.collect`."""
+        `progress`, `batch_ms`, `format` and errors (`.frame`): see `AsyncClient.collect`."""
         progress = check_progress(progress)
-        start = start_collection(self._async, contract, tick_types, seconds, limit, batch_ms)
+        start = start_collection(
+            self._async, contract, tick_types, seconds, limit, batch_ms, format
+        )
         collection = self._call(start, "collect")
         bar = Progress(progress, total=limit, desc=describe_contracts(collection))
         waiting = loop.submit(collection.wait(seconds))

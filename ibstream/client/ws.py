@@ -53,7 +53,9 @@ class WebSocketTransport:
         self._supervisor = asyncio.create_task(self._supervise(), name="ibstream-ws-supervisor")
 
     async def _connect(self) -> None:
-        link = await Link.open(self.url, self.headers, self.options, self._on_message)
+        link = await Link.open(
+            self.url, self.headers, self.options, self._on_message, self._on_arrow
+        )
         server_id = (link.greeting.get("data") or {}).get("server_id")
         for sub in self._subs:  # before anything is resubscribed with stale positions
             sub.check_server(server_id)
@@ -94,6 +96,16 @@ class WebSocketTransport:
             run.append(item)
         if owner is not None:
             self._deliver(owner, run)
+
+    def _on_arrow(self, payload: bytes) -> None:
+        """An Arrow frame: decoded once, each run of one subscription's rows handed over
+        together, in arrival order (rows of streams no longer bound are dropped)."""
+        from ibstream.client.arrow_frames import split_frame  # pyarrow only when used
+
+        for sub, columns, table in split_frame(payload, self._streams.get):
+            sub.on_frame((columns, table))
+            if not sub.active:
+                self._forget(sub, unsubscribe=True)
 
     def _deliver(self, sub: Subscription, items: list[dict]) -> None:
         sub.on_items(items)
@@ -140,7 +152,11 @@ class WebSocketTransport:
         if link is None:
             raise link_lost(f"cannot subscribe {sub.spec}", "not connected")
         data: dict = {"contract_id": sub.target, "tick_types": sub.tick_types}
-        config: dict = {"resume_from": sub.resume_from() or None, "batch_ms": sub.batch_ms}
+        config: dict = {
+            "resume_from": sub.resume_from() or None,
+            "batch_ms": sub.batch_ms,
+            "format": "arrow" if sub.format == "arrow" else None,
+        }
         if any(value is not None for value in config.values()):
             data["config"] = {k: v for k, v in config.items() if v is not None}
         bind = lambda reply: self._bind(sub, link, reply)  # noqa: E731

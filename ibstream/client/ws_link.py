@@ -52,11 +52,16 @@ class _Pending:
 
 class Link:
     def __init__(
-        self, conn: websockets.ClientConnection, greeting: dict, on_message: Callable[[dict], None]
+        self,
+        conn: websockets.ClientConnection,
+        greeting: dict,
+        on_message: Callable[[dict], None],
+        on_binary: Callable[[bytes], None] | None = None,
     ):
         self.conn = conn
         self.greeting = greeting
         self.on_message = on_message
+        self.on_binary = on_binary  # Arrow tick frames (`format="arrow"`)
         self.last_error: StreamError | None = None  # connection-level error (SLOW_CONSUMER ...)
         self._ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
@@ -69,6 +74,7 @@ class Link:
         headers: dict[str, str],
         options: ClientOptions,
         on_message: Callable[[dict], None],
+        on_binary: Callable[[bytes], None] | None = None,
     ) -> Link:
         """Connect and read the greeting within connect_timeout, or raise a typed error."""
         timeout = options.connect_timeout
@@ -97,7 +103,7 @@ class Link:
             if greeting.get("type") == "error":
                 raise error_from_body(greeting.get("data") or {})
             raise connection_error(f"unexpected greeting from {url}", str(greeting)[:200])
-        return cls(conn, greeting, on_message)
+        return cls(conn, greeting, on_message, on_binary)
 
     @property
     def up(self) -> bool:
@@ -143,7 +149,10 @@ class Link:
         """Hand messages on until the connection ends; return why it ended."""
         try:
             async for raw in self.conn:
-                self._dispatch(orjson.loads(raw))
+                if isinstance(raw, bytes) and self.on_binary is not None:
+                    self.on_binary(raw)  # an Arrow frame: every other message is JSON text
+                else:
+                    self._dispatch(orjson.loads(raw))
         except websockets.ConnectionClosed:
             pass
         except Exception as exc:  # a broken message must not pass silently

@@ -47,6 +47,7 @@ class Outgoing:
     replayed: bool = False  # replayed from the ring: counted apart from the live queue limit
     ticks: int = 1
     spans: dict[str, tuple[int, int]] | None = None
+    binary: bool = False  # an Arrow frame (protocol/arrow.py): a binary WebSocket message
 
 
 class EncodedTick(NamedTuple):

@@ -101,6 +101,9 @@ class SubscribedConfig(Closed):
     timeout_seconds: float | None = None
     resume_from: dict[TickType, Sequence] | None = None
     batch_ms: float | None = None
+    format: Literal["arrow"] | None = Field(
+        None, description="'arrow': this subscribe's ticks come as binary Arrow IPC frames"
+    )
     start: str | None = Field(
         None, description="the `start` asked for (replay servers), ISO-8601 UTC, nanoseconds"
     )

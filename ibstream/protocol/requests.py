@@ -53,6 +53,8 @@ EXPECTED = {
     "data.config.resume_from": f"a sequence number (integer 0 to {INT64_MAX}), or "
     "{tick_type: sequence}",
     "data.config.batch_ms": f"a number of milliseconds, 0 (off) to {MAX_BATCH_MS}",
+    "data.config.format": "'json' (the default) or 'arrow' (binary frames, with batch_ms; "
+    "replay servers only)",
     "data.config.start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
     "(replay servers only)",
     "data.stream_id": f"the stream_id string from 'subscribed' (up to {MAX_ID_LEN} chars)",
@@ -68,6 +70,7 @@ EXPECTED = {
     "Last-Event-ID": f"a sequence number (50, up to {INT64_MAX}) or per tick type "
     "(bid_ask:50,last:3)",
     "token": "the server's token",
+    "format": "json (SSE is text: Arrow frames are on the WebSocket endpoint only)",
     "start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
     "(replay servers only)",
 }
@@ -247,6 +250,13 @@ class SubscribeConfig(Strict):
         description="send the ticks of each interval of this many ms as one `ticks` message "
         "(absent or 0: one `tick` message per tick)",
     )
+    format: Literal["json", "arrow"] | None = Field(
+        None,
+        description="how batched ticks travel: 'json' (absent: `ticks` messages) or 'arrow': "
+        "binary WebSocket messages, each an Arrow IPC stream of one record batch (columns: "
+        "the tick `data` fields plus stream_id); needs batch_ms; replay servers only (a live "
+        "server refuses it with INVALID_MESSAGE); every other message stays JSON",
+    )
     start: ReplayStart | None = None
 
 
@@ -337,5 +347,10 @@ class SseQuery(BaseModel):
     )
     token: str | None = Field(
         None, description="the server's token (EventSource cannot send headers)"
+    )
+    format: Literal["json", "arrow"] | None = Field(
+        None,
+        description="json only: SSE is text, so `arrow` is refused (INVALID_MESSAGE); binary "
+        "frames are on the WebSocket endpoint",
     )
     start: ReplayStart | None = None

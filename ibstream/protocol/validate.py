@@ -40,6 +40,7 @@ class Subscribe:
     resume_from: dict[TickType, int] | None = None
     batch_ms: float | None = None  # None: one `tick` message per tick
     start: int | None = None  # replay servers: replay from this time (epoch ns)
+    format: str = "json"  # "arrow": batched ticks as binary Arrow IPC frames (protocol/arrow)
 
 
 @dataclass(slots=True)
@@ -125,6 +126,16 @@ def _subscribe(data: rq.SubscribeData, rid: str | int | None) -> Subscribe:
         out.limit, out.timeout = config.limit, config.timeout_seconds
         out.batch_ms = config.batch_ms or None
         out.start = config.start
+        out.format = config.format or "json"
+        if out.format == "arrow" and out.batch_ms is None:
+            raise MessageError(
+                "'data.config.format' 'arrow' sends batched frames: it needs 'batch_ms' "
+                "(e.g. 50); leave format out for one JSON message per tick",
+                field="data.config.format",
+                expected="batch_ms > 0 beside format 'arrow'",
+                got="arrow",
+                request_id=rid,
+            )
         if config.resume_from is not None:
             out.resume_from = resume_positions(
                 config.resume_from, types_, "data.config.resume_from", rid
@@ -222,6 +233,14 @@ def parse_sse_params(
         query = rq.SseQuery.model_validate(seen)
     except ValidationError as exc:
         raise from_validation(exc, root=rq.SseQuery) from None
+    if query.format == "arrow":
+        raise MessageError(
+            "format 'arrow' is binary and SSE is text: ask for Arrow frames on the WebSocket "
+            "endpoint /v2/ws/stream, or leave format out",
+            field="format",
+            expected=rq.EXPECTED["format"],
+            got="arrow",
+        )
     spec = contract_spec(contract, "contract_id")
     if tick_type is not None:
         types_ = tick_types([tick_type], "tick_type")

@@ -41,6 +41,7 @@ class StreamHandle:
         timeout: float | None,
         batch_ms: float | None = None,
         start_ns: int | None = None,
+        frame_format: str = "json",
     ):
         self.owner = owner
         self.contract = contract
@@ -53,6 +54,7 @@ class StreamHandle:
         self.limit = limit
         self.timeout = timeout
         self.start_ns = start_ns  # a replay's start (config `start`); live hubs refuse it
+        self.format = frame_format  # "arrow": its hub sends it Arrow frames (replay only)
         self.count = 0
         self.last_sequence = 0
         # Where this stream continues from: the stream's last sequence when the client

@@ -55,6 +55,7 @@ def subscribed_message(
         "resume_from": resume,
         "batch_ms": handles[0].batch_ms,
         "start": None if spec.start is None else iso_ns(spec.start),
+        "format": "arrow" if spec.format == "arrow" else None,
     }
     streams = [
         {
@@ -117,8 +118,17 @@ class Subscriber:
         timeout: float | None = None,
         batch_ms: float | None = None,
         start_ns: int | None = None,
+        frame_format: str = "json",
     ) -> list[StreamHandle]:
-        """Resolve the contract and attach one stream per tick type (see `replay` to resume)."""
+        """Resolve the contract and attach one stream per tick type (see `replay` to resume).
+        `frame_format` "arrow" needs a hub that builds Arrow frames (`arrow_frames`)."""
+        if frame_format != "json" and not getattr(self.hub, "arrow_frames", False):
+            raise StreamError(
+                ErrorCode.INVALID_MESSAGE,
+                f"format {frame_format!r} is served by replay servers (`ibstream replay`) only: "
+                "this server streams live ticks as JSON; leave format out",
+                details={"field": "data.config.format", "expected": "json", "got": frame_format},
+            )
         if self._closing:
             raise StreamError(ErrorCode.CONNECTION_ERROR, "this connection is closing")
         if len(self.streams) + len(tick_types) > self.max_streams:
@@ -144,6 +154,7 @@ class Subscriber:
                     timeout=timeout,
                     batch_ms=batch_ms,
                     start_ns=start_ns,
+                    frame_format=frame_format,
                 )
                 self.streams[handle.stream_id] = handle
                 handles.append(handle)

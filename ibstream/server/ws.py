@@ -261,6 +261,7 @@ class StreamSession:
                 timeout=spec.timeout,
                 batch_ms=spec.batch_ms,
                 start_ns=spec.start,
+                frame_format=spec.format,
             )
             plan = self.sub.prepare_replay(handles, spec.resume_from)  # sets start_sequence
             self.sub.put(subscribed_message(handles, spec, rid))

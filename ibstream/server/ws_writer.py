@@ -164,7 +164,10 @@ class Writer:
                         if (now := loop.time()) > refresh:
                             deadline.reschedule(now + timeout)
                             refresh = now + timeout / 10
-                        await send({"type": "websocket.send", "text": item.payload.decode()})
+                        if item.binary:
+                            await send({"type": "websocket.send", "bytes": item.payload})
+                        else:
+                            await send({"type": "websocket.send", "text": item.payload.decode()})
                         done += 1
                         if observer is not None:
                             observer(item.payload)

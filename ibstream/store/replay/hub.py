@@ -73,6 +73,8 @@ class ReplaySource:
 class ReplayHub:
     """Serves a recording: one `Session` per subscribe (see the module's docstring)."""
 
+    arrow_frames = True  # a subscribe may ask for `format: "arrow"` (store/replay/frames.py)
+
     def __init__(
         self,
         recording: Recording,

@@ -24,6 +24,7 @@ import pyarrow as pa
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
+from ibstream.store.replay.frames import FRAME_ROWS, deliver_frames, is_arrow
 from ibstream.store.replay.gaps import gap_info, recorded_gaps
 from ibstream.store.replay.reader import Merge, Window, encode_rows, stream_batches
 
@@ -147,7 +148,8 @@ class Session:
         hub, owner = self.hub, self.owner
         loop = asyncio.get_running_loop()
         handles = [self.handles[t] for t in types]
-        step = max(1, min(SLICE_ROWS, owner.queue_size // 4))
+        arrow = is_arrow(handles)
+        step = max(1, min(FRAME_ROWS if arrow else SLICE_ROWS, owner.queue_size // 4))
         i, n = 0, len(times)
         while i < n and self.active:
             j = min(n, i + step)
@@ -162,19 +164,48 @@ class Session:
                     continue
                 j = i + ready
             await owner.room()
-            cid = self.contract.contract_id
-            entries = encode_rows(rows.slice(i, j - i), index[i:j], cid, types, *shifts)
-            if self._gap_due(int(times[j - 1]) - shifts[0]):
-                self._deliver_telling_gaps(entries, index[i:j], handles, shifts[0])
+            if arrow:
+                sequences = self._shifted(
+                    rows.column("sequence").slice(i, j - i), index[i:j], shifts
+                )
+                chunk = (rows.slice(i, j - i), index[i:j], times[i:j], sequences)
+                deliver_frames(owner, handles, self._gaps, chunk, shifts[0])
             else:
-                for owner_of, entry in zip(index[i:j].tolist(), entries, strict=True):
-                    handles[owner_of].deliver(entry)
+                self._deliver_json(rows.slice(i, j - i), index[i:j], times[i:j], handles, shifts)
             self.sent += j - i
             hub.ticks_out += j - i
             self.position_ns = int(times[j - 1])
             i = j
             if hub.speed is None:
                 await asyncio.sleep(0)  # let every other connection have the loop too
+
+    def _deliver_json(
+        self,
+        rows: pa.Table,
+        index: np.ndarray,
+        times: np.ndarray,
+        handles: list[StreamHandle],
+        shifts: tuple[int, list[int]],
+    ) -> None:
+        """Rows encoded as the live hub encodes ticks, one `deliver` each."""
+        cid = self.contract.contract_id
+        types = [handle.tick_type for handle in handles]
+        entries = encode_rows(rows, index, cid, types, *shifts)
+        if self._gap_due(int(times[-1]) - shifts[0]):
+            self._deliver_telling_gaps(entries, index, handles, shifts[0])
+        else:
+            for owner_of, entry in zip(index.tolist(), entries, strict=True):
+                handles[owner_of].deliver(entry)
+
+    @staticmethod
+    def _shifted(
+        sequences: pa.ChunkedArray, index: np.ndarray, shifts: tuple[int, list[int]]
+    ) -> np.ndarray:
+        """Sequences as sent: a `--loop` pass's shifted past the pass before."""
+        out = sequences.to_numpy()
+        if any(shifts[1]):
+            out = out + np.asarray(shifts[1], np.int64)[index]
+        return out
 
     def _gap_due(self, last_ns: int) -> bool:
         """Whether a recorded gap of some stream ends by `last_ns` (recorded time)."""
