@@ -8,7 +8,8 @@ store's part writer; `ibstream replay` serves it in its own process and the lean
 
 1. `--speed max` to one client: ticks/s, one `tick` message per tick, then batched frames
    (`batch_ms` 20), and the ratio of the two.
-2. `Client.collect(batch_ms=50)` of the whole replay into a tick frame: ticks/s.
+2. `Client.collect(batch_ms=50)` of the whole replay into a tick frame: ticks/s with JSON
+   `ticks` frames and with binary Arrow frames (`format="arrow"`), and the ratio of the two.
 3. `--speed S` over the first `--paced-seconds` of recorded time: each tick's arrival (this
    machine's clock) against its recorded offset / S from the first tick; the median and p99
    of the absolute error in ms.
@@ -117,20 +118,27 @@ async def fast(path: Path, n: int) -> None:
             rates[name] = n / seconds
             say(f"  --speed max, 1 client, {name}: {rates[name]:,.0f} ticks/s")
         say(f"  batched / single: {rates['batched 20 ms'] / rates['single']:.2f}")
-        began = time.perf_counter()
-        frame = await asyncio.to_thread(collect, url)
-        seconds = time.perf_counter() - began
-        assert len(frame) == n, len(frame)
-        say(f"  Client.collect(batch_ms=50) into a frame: {n / seconds:,.0f} ticks/s")
+        ingest = {}
+        for frame_format in ("json", "arrow"):
+            began = time.perf_counter()
+            frame = await asyncio.to_thread(collect, url, frame_format)
+            seconds = time.perf_counter() - began
+            assert len(frame) == n, len(frame)
+            ingest[frame_format] = n / seconds
+            say(
+                f"  Client.collect(batch_ms=50, format={frame_format!r}) into a frame: "
+                f"{ingest[frame_format]:,.0f} ticks/s"
+            )
+        say(f"  arrow / json: {ingest['arrow'] / ingest['json']:.2f}")
     finally:
         await stop(proc)
 
 
-def collect(url: str):  # noqa: ANN201 (a DataFrame; pandas loads with the client)
+def collect(url: str, frame_format: str):  # noqa: ANN201 (a DataFrame, pandas loads late)
     import ibstream
 
     with ibstream.Client(url) as client:
-        return client.collect("ES", progress=False, batch_ms=50)
+        return client.collect("ES", progress=False, batch_ms=50, format=frame_format)
 
 
 async def paced(path: Path, first_ns: int, seconds: float, speed: float) -> None:

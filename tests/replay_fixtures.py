@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import orjson
 import pandas as pd
+import pyarrow as pa
 import websockets
 
 from ibstream.client.frames import ticks_to_frame
@@ -135,3 +137,32 @@ def threaded_replay(path: Path, **options: object) -> Iterator[ServerHandle]:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(WAIT)
             loop.close()
+
+
+def with_recorded_gaps(recording: Recorded, tmp_path: Path) -> tuple[Path, dict, dict]:
+    """A copy of the recording with two gaps of ES last as the recorder writes them: one
+    between its 10th and 11th trade, one after its last; (the copy, the gaps)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(recording.path, copy)
+    es = recording.id_of("ES")
+    trades = recording.of(es, ("last",))
+    lost = {"start": trades[9]["recv_ns"], "end": trades[10]["recv_ns"]}
+    after = {"start": trades[-1]["recv_ns"], "end": trades[-1]["recv_ns"] + 10**9}
+    root = layout.open_root(copy)
+    rows = [
+        {
+            **gap,
+            "contract_id": es,
+            "tick_type": "last",
+            "reason": "server_restarted",
+            "server_id": "gone",
+            "after_sequence": 0,
+            "status": "open",
+            "message": "crashed",
+        }
+        for gap in (lost, after)
+    ]
+    table = pa.Table.from_pylist(rows, schema=layout.GAP_SCHEMA)
+    day, _ = layout.utc_day_hour(lost["start"])
+    parts.write_table(root, root.path(layout.gap_dir(day), "gaps.parquet"), table)
+    return copy, lost, after

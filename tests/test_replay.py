@@ -5,18 +5,16 @@ WebSocket and SSE gives back exactly the recorded frame, in recorded order."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 from collections.abc import Iterator
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 from moto.server import ThreadedMotoServer
 
 import ibstream
-from ibstream.store import layout, parts
+from ibstream.store import layout
 from ibstream.store.replay import reader
 from tests.client_fixtures import free_port
 from tests.conftest import WAIT, get_json, sse, sse_events
@@ -25,6 +23,7 @@ from tests.replay_fixtures import (
     make_recording,
     replay_server,
     threaded_replay,
+    with_recorded_gaps,
     write_recording,
 )
 
@@ -382,29 +381,7 @@ async def test_the_recordings_own_gaps_are_told_where_the_replay_reaches_them(
     """A gap the recorder wrote (a crash window) comes as an `info` `gap` on its stream
     right before the first tick after it; one after the stream's last tick, before its
     replay_completed."""
-    copy = tmp_path / "copy"
-    shutil.copytree(recording.path, copy)
-    es = recording.id_of("ES")
-    trades = recording.of(es, ("last",))
-    lost = {"start": trades[9]["recv_ns"], "end": trades[10]["recv_ns"]}
-    after = {"start": trades[-1]["recv_ns"], "end": trades[-1]["recv_ns"] + 10**9}
-    root = layout.open_root(copy)
-    rows = [
-        {
-            **gap,
-            "contract_id": es,
-            "tick_type": "last",
-            "reason": "server_restarted",
-            "server_id": "gone",
-            "after_sequence": 0,
-            "status": "open",
-            "message": "crashed",
-        }
-        for gap in (lost, after)
-    ]
-    table = pa.Table.from_pylist(rows, schema=layout.GAP_SCHEMA)
-    day, _ = layout.utc_day_hour(lost["start"])
-    parts.write_table(root, root.path(layout.gap_dir(day), "gaps.parquet"), table)
+    copy, lost, _ = with_recorded_gaps(recording, tmp_path)
     server = await replay_server(copy, speed=None)
     try:
         client = await ws_client(server)

@@ -19,7 +19,13 @@ from ibstream.protocol.arrow import ARROW_TICK_SCHEMA, decode_frame
 from ibstream.store.replay import reader
 from tests.conftest import WAIT, get_json, sse
 from tests.proxy import TcpProxy
-from tests.replay_fixtures import Recorded, make_recording, replay_server, threaded_replay
+from tests.replay_fixtures import (
+    Recorded,
+    make_recording,
+    replay_server,
+    threaded_replay,
+    with_recorded_gaps,
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +190,38 @@ async def test_where_it_cannot_be_served_the_refusal_says_why(recording, server,
     assert "needs 'batch_ms'" in no_batch["data"]["message"]
     assert unknown["data"]["details"]["field"] == "data.config.format"
     assert status == 400 and b"INVALID_MESSAGE" in body and b"SSE is text" in body
+
+
+async def test_recorded_gaps_come_between_the_frames_before_and_after_them(
+    recording, ws_client, tmp_path
+):
+    copy, lost, after = with_recorded_gaps(recording, tmp_path)
+    server = await replay_server(copy, speed=None)
+    try:
+        client = await ws_client(server)
+        sub = await client.subscribe("ES", ["bid_ask", "last"], batch_ms=5, format="arrow")
+        await frames_until_complete(client, 2)
+    finally:
+        await server.stop()
+    last = next(s["stream_id"] for s in sub["streams"] if s["tick_type"] == "last")
+    seen = [
+        ("rows", [r for r in m["data"]["ticks"] if r["stream_id"] == last])
+        if m["type"] == "arrow"
+        else (m["type"], m)
+        for m in client.seen
+        if m["type"] == "arrow" or m.get("stream_id") == last
+    ]
+    told = [
+        n for n, (kind, m) in enumerate(seen) if kind == "info" and m["data"]["status"] == "gap"
+    ]
+    assert len(told) == 2
+    before = [r for kind, rows in seen[: told[0]] if kind == "rows" for r in rows]
+    following = next(rows for kind, rows in seen[told[0] + 1 :] if kind == "rows" and rows)
+    assert before[-1]["recv_ns"] == lost["start"]  # the gap sits right between them
+    assert following[0]["recv_ns"] == lost["end"]
+    assert seen[told[0]][1]["data"]["details"]["recorded"] is True
+    assert [kind for kind, _ in seen[told[1] :] if kind != "rows"] == ["info", "info", "complete"]
+    assert all(not rows for kind, rows in seen[told[1] :] if kind == "rows")
 
 
 def test_duplicates_and_holes_in_frames_are_handled_as_in_json_frames(recording):

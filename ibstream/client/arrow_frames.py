@@ -10,13 +10,18 @@ frame gives them (nulls left out), built only for them.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ibstream.client.frames import TICK_TYPE_DTYPE, TickColumns, columns_from_arrow
+from ibstream.client.sinks import put_many
 from ibstream.protocol.arrow import decode_frame
+
+if TYPE_CHECKING:
+    from ibstream.client.subscription import Subscription
 
 Part = tuple[TickColumns, pa.Table]  # the same rows as typed columns and as the frame's table
 
@@ -59,6 +64,39 @@ _NAMES = np.array(list(TICK_TYPE_DTYPE.categories), dtype=object)
 
 def tick_type_names(columns: TickColumns) -> list[str]:
     return _NAMES[columns.codes].tolist()
+
+
+def deliver(sub: Subscription, part: Part) -> None:
+    """Rows of one subscription: rows it has had are dropped and holes reported, per tick
+    type, exactly as for JSON items (a frame that just follows on is checked in numpy); a
+    sink with `put_columns` (collect) takes the columns, any other the tick dicts."""
+    columns, table = part
+    if not sub.active or not len(columns):
+        return
+    spans = contiguous_spans(columns)
+    if spans is None or not sub._advance(spans):
+        fresh = sub._fresh(tick_type_names(columns), columns.ints[1].tolist())
+        if not all(fresh):
+            columns, table = keep_rows(part, fresh)
+    if len(columns):
+        sub.received += len(columns)
+        take = getattr(sub.sink, "put_columns", None)
+        overflow = take(columns) if take is not None else put_many(sub.sink, tick_dicts(table))
+        if overflow is not None:
+            sub._fail_loudly(overflow)
+
+
+def contiguous_spans(columns: TickColumns) -> dict[str, tuple[int, int]] | None:
+    """Each tick type's (first, last) sequence when its rows have no hole, else None."""
+    codes, sequences = columns.codes, columns.ints[1]
+    kinds = np.unique(codes).tolist()
+    spans = {}
+    for code in kinds:
+        mine = sequences if len(kinds) == 1 else sequences[codes == code]
+        if len(mine) > 1 and not (np.diff(mine) == 1).all():
+            return None
+        spans[_NAMES[code]] = (int(mine[0]), int(mine[-1]))
+    return spans
 
 
 def keep_rows(part: Part, mask: list[bool]) -> Part:

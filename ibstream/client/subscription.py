@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from functools import partial
 from itertools import compress, repeat
 from operator import eq, itemgetter
 from typing import Any
@@ -224,33 +225,11 @@ class Subscription:
                 self._fail_loudly(overflow)
 
     def on_frame(self, part: tuple) -> None:
-        """This subscription's rows of an Arrow frame (`arrow_frames.Part`: typed columns
-        and the frame's table), checked as `on_ticks` checks items; a sink with
-        `put_columns` (collect) takes the columns, any other the tick dicts."""
-        self._guarded(self._on_frame, part)
+        """This subscription's rows of an Arrow frame, checked as `on_ticks` checks items
+        (`arrow_frames.deliver`)."""
+        from ibstream.client.arrow_frames import deliver  # pyarrow only for Arrow frames
 
-    def _on_frame(self, part: tuple) -> None:
-        from ibstream.client import arrow_frames  # pyarrow only for Arrow frames
-
-        columns, table = part
-        if not self.active or not len(columns):
-            return
-        types = arrow_frames.tick_type_names(columns)
-        sequences = columns.ints[1].tolist()
-        if not self._follows_on(types, sequences):
-            fresh = self._fresh(types, sequences)
-            if not all(fresh):
-                columns, table = arrow_frames.keep_rows(part, fresh)
-        if len(columns):
-            self.received += len(columns)
-            take = getattr(self.sink, "put_columns", None)
-            overflow = (
-                take(columns)
-                if take is not None
-                else put_many(self.sink, arrow_frames.tick_dicts(table))
-            )
-            if overflow is not None:
-                self._fail_loudly(overflow)
+        self._guarded(partial(deliver, self), part)
 
     def _all_new(self, items: list[dict]) -> bool:
         return self._follows_on(list(map(_TICK_TYPE, items)), list(map(_SEQUENCE, items)))
@@ -260,7 +239,7 @@ class Subscription:
         usual frame); then positions move to each type's last tick. Scans in C (list
         methods), not per tick in Python."""
         kinds = set(types)
-        ends = {}
+        spans = {}
         for tick_type in kinds:
             mine = (
                 sequences
@@ -268,13 +247,21 @@ class Subscription:
                 else list(compress(sequences, map(eq, types, repeat(tick_type))))
             )
             first, last = mine[0], mine[-1]
-            known = self.positions.get(tick_type)
-            if mine != list(range(first, last + 1)) or (known is not None and first != known + 1):
+            if mine != list(range(first, last + 1)):
                 return False
-            ends[tick_type] = last
-        self.positions.update(ends)
+            spans[tick_type] = (first, last)
+        return self._advance(spans)
+
+    def _advance(self, spans: dict[str, tuple[int, int]]) -> bool:
+        """Given each tick type's (first, last) of a run without holes: when every run
+        follows on from its position, move the positions to the lasts (else move nothing)."""
+        for tick_type, (first, _) in spans.items():
+            known = self.positions.get(tick_type)
+            if known is not None and first != known + 1:
+                return False
+        self.positions.update({tick_type: last for tick_type, (_, last) in spans.items()})
         if self._gap_told:
-            self._gap_told.difference_update(ends)
+            self._gap_told.difference_update(spans)
         return True
 
     def _new_items(self, items: list[dict]) -> list[dict]:
