@@ -258,8 +258,8 @@ def test_duplicates_and_holes_in_frames_are_handled_as_in_json_frames(recording)
     )
     sub.stream_ids = {"s1": "bid_ask"}
     for payload in (frame(0, 20), frame(10, 25), frame(30, 40)):  # a repeat, then a hole
-        for owner, columns, part in split_frame(payload, {"s1": sub}.get):
-            owner.on_frame((columns, part))
+        for owner, rows_of_owner in split_frame(payload, {"s1": sub}.get):
+            owner.on_frame(rows_of_owner)
     assert got == rows[:25] + rows[30:]
     assert sub.duplicates == 10
     holes = [e for e in events.recent if isinstance(e, Gap)]

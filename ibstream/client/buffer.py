@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from numbers import Integral, Real
+from typing import Any
 
 import pandas as pd
 
@@ -65,17 +66,30 @@ class FrameBuilder:
         self.extend_columns(columns_from_rows(rows if isinstance(rows, list) else list(rows)))
 
     def extend_columns(self, columns: TickColumns) -> None:
-        """Append typed columns (an Arrow frame's), after the rows appended before them."""
+        """Append typed columns, after the rows appended before them."""
         if self._rows:
             self._type_rows()
         self._chunks.append(columns)
         self._typed += len(columns)
 
+    def extend_arrow(self, table: Any) -> None:
+        """Append an Arrow frame's rows (`arrow_frames`); typed together with the frames
+        next to them when the frame is built: one conversion, not one per frame."""
+        if self._rows:
+            self._type_rows()
+        self._chunks.append(table)
+        self._typed += table.num_rows
+
     def columns(self) -> TickColumns:
         """Everything appended so far as typed columns, in new arrays."""
         if self._rows:
             self._type_rows()
-        return TickColumns.concat(self._chunks)
+        parts = _typed(self._chunks)
+        return (
+            parts[0]
+            if len(parts) == 1 and parts[0] is not self._chunks[0]
+            else (TickColumns.concat(parts))
+        )
 
     def to_frame(self) -> pd.DataFrame:
         return self.columns().to_frame()
@@ -89,6 +103,24 @@ class FrameBuilder:
         self._chunks.append(chunk)
         self._typed += len(chunk)
         self._rows = []
+
+
+def _typed(chunks: list) -> list[TickColumns]:
+    """The chunks as typed columns: each run of Arrow frames converted in one go."""
+    out: list[TickColumns] = []
+    run: list = []
+    for chunk in [*chunks, None]:
+        if chunk is None or isinstance(chunk, TickColumns):
+            if run:
+                from ibstream.client.arrow_frames import columns_from_frame
+
+                out.append(columns_from_frame(run))
+                run = []
+            if chunk is not None:
+                out.append(chunk)
+        else:
+            run.append(chunk)
+    return out
 
 
 class TickBuffer:

@@ -78,9 +78,9 @@ class Part:
         if self.silent is False or not self.claim():
             self.collection.put_many(ticks)
 
-    def put_columns(self, columns: Any) -> None:
+    def put_frame(self, table: Any) -> None:
         if self.silent is False or not self.claim():
-            self.collection.put_columns(columns)
+            self.collection.put_frame(table)
 
     def end(self, error: StreamError | None = None) -> None:
         self.collection.end(None if self.silent else error)
@@ -126,14 +126,14 @@ class Collection:
         if self.limit is not None and self.count >= self.limit:
             self._done.set()
 
-    def put_columns(self, columns: Any) -> None:
-        """Typed columns of an Arrow frame (`TickColumns`): appended as they are."""
+    def put_frame(self, table: Any) -> None:
+        """Rows of an Arrow frame (`arrow_frames`): kept as Arrow, typed with the rest at the end."""
         if self._done.is_set():
             return
         if self.limit is not None:
-            columns = columns[: self.limit - self.count]
-        self.builder.extend_columns(columns)
-        self.count += len(columns)
+            table = table.slice(0, self.limit - self.count)
+        self.builder.extend_arrow(table)
+        self.count += table.num_rows
         if self.limit is not None and self.count >= self.limit:
             self._done.set()
 

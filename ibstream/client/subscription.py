@@ -224,12 +224,12 @@ class Subscription:
             if overflow is not None:
                 self._fail_loudly(overflow)
 
-    def on_frame(self, part: tuple) -> None:
+    def on_frame(self, table: object) -> None:
         """This subscription's rows of an Arrow frame, checked as `on_ticks` checks items
         (`arrow_frames.deliver`)."""
         from ibstream.client.arrow_frames import deliver  # pyarrow only for Arrow frames
 
-        self._guarded(partial(deliver, self), part)
+        self._guarded(partial(deliver, self), table)
 
     def _all_new(self, items: list[dict]) -> bool:
         return self._follows_on(list(map(_TICK_TYPE, items)), list(map(_SEQUENCE, items)))

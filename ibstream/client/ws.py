@@ -102,8 +102,8 @@ class WebSocketTransport:
         together, in arrival order (rows of streams no longer bound are dropped)."""
         from ibstream.client.arrow_frames import split_frame  # pyarrow only when used
 
-        for sub, columns, table in split_frame(payload, self._streams.get):
-            sub.on_frame((columns, table))
+        for sub, table in split_frame(payload, self._streams.get):
+            sub.on_frame(table)
             if not sub.active:
                 self._forget(sub, unsubscribe=True)
 

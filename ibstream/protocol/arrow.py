@@ -19,7 +19,7 @@ FORMATS = ("json", "arrow")
 FLOATS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
 ARROW_TICK_SCHEMA = pa.schema(
     [
-        ("stream_id", pa.dictionary(pa.int32(), pa.string())),
+        ("stream_id", pa.dictionary(pa.int8(), pa.string())),
         ("recv_ns", pa.int64()),
         ("contract_id", pa.int64()),
         ("tick_type", pa.dictionary(pa.int8(), pa.string())),

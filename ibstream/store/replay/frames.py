@@ -43,30 +43,26 @@ def _one(column: pa.ChunkedArray | pa.Array) -> pa.Array:
 def frame_batch(
     rows: pa.Table,
     index: np.ndarray,
+    times: np.ndarray,
     sequences: np.ndarray,
-    contract_id: int,
     handles: list[StreamHandle],
-    time_shift: int,
 ) -> pa.RecordBatch:
-    """Rows of one replay (`index`: the stream of each row in `handles`) as a record batch in
-    ARROW_TICK_SCHEMA: the fields of each tick's JSON `data`, plus its stream id."""
+    """Rows of one replay as a record batch in ARROW_TICK_SCHEMA: the fields of each tick's
+    JSON `data`, plus its stream id. `index` is each row's stream in `handles`; `times` and
+    `sequences` are as sent (numpy, handed to Arrow without a copy)."""
     n = rows.num_rows
-    recv = _one(rows.column("time")).cast(pa.int64())
-    if time_shift:
-        recv = pc.add(recv, time_shift)
-    stream_ids = pa.array([h.stream_id for h in handles], pa.string())
-    kinds = pa.array([h.tick_type.value for h in handles], pa.string())
-    ib_time = pc.divide(_one(rows.column("ib_time")).cast(pa.int64()), 1_000_000_000)
+    owners = pa.array(index.astype(np.int8))
+    ib_time = _one(rows.column("ib_time")).view(pa.int64())
     arrays = [
-        pa.DictionaryArray.from_arrays(pa.array(index, pa.int32()), stream_ids),
-        recv,
-        pa.array(np.full(n, contract_id, np.int64)),
-        pa.DictionaryArray.from_arrays(pa.array(index, pa.int8()), kinds),
-        pa.array(sequences, pa.int64()),
+        pa.DictionaryArray.from_arrays(owners, pa.array([h.stream_id for h in handles])),
+        pa.array(times),
+        pa.array(np.full(n, handles[0].contract.contract_id, np.int64)),
+        pa.DictionaryArray.from_arrays(owners, pa.array([h.tick_type.value for h in handles])),
+        pa.array(sequences),
         *(_one(rows.column(name)) for name in FLOATS),
         _one(rows.column("exchange")),
         _one(rows.column("conditions")),
-        ib_time,
+        pc.divide(ib_time, 1_000_000_000),
     ]
     return pa.RecordBatch.from_arrays(arrays, schema=ARROW_TICK_SCHEMA)
 
@@ -81,7 +77,6 @@ def deliver_frames(
     """Hand a slice of merged rows (rows, stream index, receive times as sent, sequences as
     sent) to its streams as Arrow frames, cut at limits and recorded gaps (module doc)."""
     rows, index, times, sequences = slice_
-    contract_id = handles[0].contract.contract_id
     lo, n = 0, len(index)
     while lo < n:
         first = int(index[lo])
@@ -93,11 +88,11 @@ def deliver_frames(
         keep = active[index[lo:hi]]
         if keep.any():
             part = rows.slice(lo, hi - lo)
-            own, seqs = index[lo:hi], sequences[lo:hi]
+            own, sent, seqs = index[lo:hi], times[lo:hi], sequences[lo:hi]
             if not keep.all():
-                part, own, seqs = part.filter(pa.array(keep)), own[keep], seqs[keep]
-            batch = frame_batch(part, own, seqs, contract_id, handles, time_shift)
-            _put(owner, handles, batch, own, seqs)
+                part = part.filter(pa.array(keep))
+                own, sent, seqs = own[keep], sent[keep], seqs[keep]
+            _put(owner, handles, frame_batch(part, own, sent, seqs, handles), own, seqs)
         lo = hi
 
 
