@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pytest
 import websockets
 
 from ibstream.client.frames import ticks_to_frame
@@ -27,7 +28,7 @@ from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.server.run import ServerHandle, start_replay_server, start_server
 from ibstream.server.settings import ServerSettings
 from ibstream.store import layout, parts
-from ibstream.store.replay import Recording, ReplayHub
+from ibstream.store.replay import Recording, ReplayHub, reader
 from tests.schema_check import SENT
 
 WAIT = 20.0
@@ -103,6 +104,18 @@ def write_recording(path: Path | str, rows: dict, contracts: dict) -> None:
             sequences = [r["sequence"] for r in chunk]
             for part in parts.build_parts(info, tick_type, ticks, sequences, SERVER_ID):
                 parts.write_part(root, part, SERVER_ID, contracts[contract_id])
+
+
+@pytest.fixture(scope="module", name="recording")
+def recording_fixture(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
+    """A recording of real streamed ticks, made once per test module."""
+    return make_recording(tmp_path_factory.mktemp("recording"))
+
+
+@pytest.fixture(name="small_batches")
+def small_batches_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Read parts 64 rows at a time: the merge crosses many batches and parts."""
+    monkeypatch.setattr(reader, "BATCH_ROWS", 64)
 
 
 def make_recording(path: Path, ticks: int = 3_000) -> Recorded:

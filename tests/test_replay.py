@@ -15,28 +15,17 @@ from moto.server import ThreadedMotoServer
 
 import ibstream
 from ibstream.store import layout
-from ibstream.store.replay import reader
 from tests.client_fixtures import free_port
 from tests.conftest import WAIT, get_json, sse, sse_events
-from tests.replay_fixtures import (
+from tests.replay_fixtures import (  # the fixtures too: recording, small_batches
     Recorded,
-    make_recording,
+    recording_fixture,  # noqa: F401
     replay_server,
+    small_batches_fixture,  # noqa: F401
     threaded_replay,
     with_recorded_gaps,
     write_recording,
 )
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
-    return make_recording(tmp_path_factory.mktemp("recording"))
-
-
-@pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read parts 64 rows at a time: the merge crosses many batches and parts."""
-    monkeypatch.setattr(reader, "BATCH_ROWS", 64)
 
 
 def sequences_contiguous(frame: pd.DataFrame) -> bool:

@@ -16,27 +16,16 @@ from ibstream.client.events import EventLog, Gap, Info
 from ibstream.client.subscription import Subscription
 from ibstream.errors import InvalidMessage
 from ibstream.protocol.arrow import ARROW_TICK_SCHEMA, decode_frame
-from ibstream.store.replay import reader
 from tests.conftest import WAIT, get_json, sse
 from tests.proxy import TcpProxy
-from tests.replay_fixtures import (
+from tests.replay_fixtures import (  # the fixtures too: recording, small_batches
     Recorded,
-    make_recording,
+    recording_fixture,  # noqa: F401
     replay_server,
+    small_batches_fixture,  # noqa: F401
     threaded_replay,
     with_recorded_gaps,
 )
-
-
-@pytest.fixture(scope="module")
-def recording(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
-    return make_recording(tmp_path_factory.mktemp("recording"))
-
-
-@pytest.fixture
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Read parts 64 rows at a time: the merge crosses many batches and parts."""
-    monkeypatch.setattr(reader, "BATCH_ROWS", 64)
 
 
 def wire(row: dict) -> dict:
