@@ -213,6 +213,37 @@ async def test_recorded_gaps_come_between_the_frames_before_and_after_them(
     assert all(not rows for kind, rows in seen[told[1] :] if kind == "rows")
 
 
+def arrow_rows(rows: list[dict], stream_id: str = "s1") -> pa.Table:
+    """Tick `data` rows as the rows of an Arrow frame."""
+    plain = pa.schema(
+        [
+            pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+            for f in ARROW_TICK_SCHEMA
+        ]
+    )
+    table = pa.Table.from_pylist([{**r, "stream_id": stream_id} for r in rows], schema=plain)
+    return table.cast(ARROW_TICK_SCHEMA)
+
+
+def test_a_frame_builder_types_arrow_frames_in_chunks_between_json_rows(recording):
+    """Arrow frames typed `chunk_rows` at a time, between rows appended as dicts, give the
+    frame of all the rows in order."""
+    from ibstream.client.buffer import FrameBuilder
+    from ibstream.client.frames import ticks_to_frame
+
+    rows = recording.of(recording.id_of("ES"))
+    builder = FrameBuilder(chunk_rows=100)
+    cuts = list(range(0, len(rows), 37))
+    for n, (lo, hi) in enumerate(zip(cuts, [*cuts[1:], len(rows)], strict=True)):
+        if n % 5 == 4:
+            for row in rows[lo:hi]:
+                builder.append(row)
+        else:
+            builder.extend_arrow(arrow_rows(rows[lo:hi]))
+    assert len(builder) == len(rows)
+    pd.testing.assert_frame_equal(builder.to_frame(), ticks_to_frame(rows))
+
+
 def test_duplicates_and_holes_in_frames_are_handled_as_in_json_frames(recording):
     """The client's frame path keeps the per-tick rules: rows it has had are dropped and
     counted, a hole in a stream's sequences is reported as a Gap."""
@@ -220,14 +251,7 @@ def test_duplicates_and_holes_in_frames_are_handled_as_in_json_frames(recording)
     from ibstream.protocol.arrow import encode_frame
 
     rows = recording.of(recording.id_of("AAPL"), ("bid_ask",))[:40]
-    plain = pa.schema(
-        [
-            pa.field(f.name, f.type.value_type if f.name in ("stream_id", "tick_type") else f.type)
-            for f in ARROW_TICK_SCHEMA
-        ]
-    )
-    table = pa.Table.from_pylist([{**r, "stream_id": "s1"} for r in rows], schema=plain)
-    table = table.cast(ARROW_TICK_SCHEMA)
+    table = arrow_rows(rows)
 
     def frame(lo: int, hi: int) -> bytes:
         return encode_frame(table.slice(lo, hi - lo).combine_chunks().to_batches()[0])

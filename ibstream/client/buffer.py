@@ -44,6 +44,7 @@ class FrameBuilder:
         self._rows: list[Mapping] = []
         self._chunks: list[TickColumns] = []
         self._typed = 0
+        self._untyped = 0  # rows of Arrow frames not typed yet
 
     def __len__(self) -> int:
         return self._typed + len(self._rows)
@@ -74,11 +75,16 @@ class FrameBuilder:
 
     def extend_arrow(self, table: Any) -> None:
         """Append an Arrow frame's rows (`arrow_frames`); typed together with the frames
-        next to them when the frame is built: one conversion, not one per frame."""
+        next to them, `chunk_rows` at a time (one conversion, not one per frame, and most
+        of it done while later frames are on their way)."""
         if self._rows:
             self._type_rows()
         self._chunks.append(table)
         self._typed += table.num_rows
+        self._untyped += table.num_rows
+        if self._untyped >= self._chunk_rows:
+            self._chunks = _typed(self._chunks)
+            self._untyped = 0
 
     def columns(self) -> TickColumns:
         """Everything appended so far as typed columns, in new arrays."""
