@@ -108,6 +108,25 @@ async def test_the_protocol_frames_resume_and_limits(recording, ws_client):
     assert status == 200 and "arrow" in str(described) and "Arrow IPC" in described["description"]
 
 
+async def test_loop_passes_over_arrow_are_the_json_ones(recording, ws_client):
+    """--loop shifts each pass in time and sequence; Arrow frames carry the shifted values
+    exactly as JSON ticks do, up to the limit."""
+    n = len(recording.of(recording.id_of("AAPL"), ("last",)))
+    server = await replay_server(recording.path, speed=None, loop=True)
+    try:
+        arrow = await ws_client(server)
+        await arrow.subscribe("AAPL", ["last"], batch_ms=5, format="arrow", limit=2 * n + 5)
+        got, ends = await frames_until_complete(arrow, 1)
+        json = await ws_client(server)
+        await json.subscribe("AAPL", ["last"], limit=2 * n + 5)
+        await json.expect("complete")
+    finally:
+        await server.stop()
+    assert len(got) == 2 * n + 5
+    assert got == [m["data"] for m in json.seen if m["type"] == "tick"]
+    assert [m["data"]["reason"] for m in ends if m["type"] == "complete"] == ["limit_reached"]
+
+
 async def test_every_frame_is_one_ipc_stream_of_the_published_columns(recording, ws_client):
     server = await replay_server(recording.path, speed=None)
     try:

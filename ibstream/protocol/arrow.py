@@ -33,15 +33,6 @@ ARROW_TICK_SCHEMA = pa.schema(
 IPC_MARK = b"\xff\xff\xff\xff"  # how every Arrow IPC stream message begins (JSON never does)
 
 
-def describe() -> str:
-    """The layout in words, for the published schema."""
-    columns = ", ".join(f"{f.name} ({f.type})" for f in ARROW_TICK_SCHEMA)
-    return (
-        "binary WebSocket messages, each one Arrow IPC stream with one record batch of "
-        f"ticks in arrival order; columns: {columns}"
-    )
-
-
 def encode_frame(batch: pa.RecordBatch) -> bytes:
     """A record batch in ARROW_TICK_SCHEMA as one self-contained IPC stream."""
     sink = pa.BufferOutputStream()
