@@ -187,8 +187,8 @@ async def test_where_it_cannot_be_served_the_refusal_says_why(recording, server,
         async with ibstream.AsyncClient(replay.url, transport="sse") as client:
             with pytest.raises(InvalidMessage, match="SSE is text"):
                 await client.collect("ES", limit=5, batch_ms=5, format="arrow", progress=False)
-        with pytest.raises(ValueError, match="batch_ms"):
-            await ibstream.AsyncClient(replay.url).collect("ES", limit=5, format="arrow")
+            with pytest.raises(ValueError, match="batch_ms"):  # checked before any request
+                await client.collect("ES", limit=5, format="arrow")
     finally:
         await replay.stop()
     for reply in (refused, no_batch, unknown):
