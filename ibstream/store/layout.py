@@ -55,6 +55,8 @@ TICK_SCHEMA = pa.schema(
         ("source", pa.string()),  # "live" (received from the stream) or "historical"
     ]
 )
+_TEXT = pa.dictionary(pa.int32(), pa.string())
+_TEXT_COLUMNS = [f.name for f in TICK_SCHEMA if f.type == pa.string()]
 PARTITION_SCHEMA = pa.schema(
     [("date", pa.string()), ("contract_id", pa.int64()), ("tick_type", pa.string())]
 )
@@ -142,8 +144,29 @@ def read_file_metadata(schema: pa.Schema) -> dict:
     return orjson.loads(raw) if raw else {}
 
 
-def ticks_dataset(root: StoreRoot, *, exclude_invalid: bool = True) -> ds.Dataset:
-    """Every tick part as one pyarrow dataset, partition columns from the paths."""
+def ticks_dataset(
+    root: StoreRoot, *, exclude_invalid: bool = True, dictionaries: bool = False
+) -> ds.Dataset:
+    """Every tick part as one pyarrow dataset, partition columns from the paths.
+
+    `dictionaries`: the text columns (partition keys, exchange, conditions, symbols) come as
+    Arrow dictionaries, as Parquet stores them: a scan then never spells out a string per
+    row (the fast way into a tick frame, `frames.frame_from_table`). The columns' schema is
+    then the first part's."""
+    if dictionaries:
+        fmt = ds.ParquetFileFormat(
+            read_options=ds.ParquetReadOptions(dictionary_columns=set(_TEXT_COLUMNS))
+        )
+        keys = pa.schema(
+            [pa.field(f.name, _TEXT) if f.type == pa.string() else f for f in PARTITION_SCHEMA]
+        )
+        return ds.dataset(
+            root.path(TICKS),
+            filesystem=root.fs,
+            format=fmt,
+            partitioning=ds.partitioning(keys, flavor="hive", dictionaries="infer"),
+            exclude_invalid_files=exclude_invalid,
+        )
     return ds.dataset(
         root.path(TICKS),
         filesystem=root.fs,
