@@ -117,7 +117,8 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> None:
+    async def start(self, *extra: str) -> None:
+        """Start `ibstream serve` (with `extra` options) and wait until it serves."""
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -129,6 +130,7 @@ class ServerProcess:
             str(self.ib_port),
             "--client-id",
             str(random.randint(1000, 1_000_000)),
+            *extra,
             stderr=asyncio.subprocess.PIPE,
         )
         serving = asyncio.get_running_loop().create_future()
@@ -145,6 +147,15 @@ class ServerProcess:
                 serving.set_result(None)
         if not serving.done():
             serving.set_exception(RuntimeError("server exited:\n" + "".join(self.log[-20:])))
+
+    async def terminate(self) -> int:
+        """SIGTERM: a clean stop (streams complete, the recording is flushed); its exit code."""
+        assert self.proc is not None
+        self.proc.terminate()
+        code = await self.proc.wait()
+        if self._drain is not None:
+            await asyncio.wait_for(self._drain, WAIT)
+        return code
 
     async def kill(self) -> None:
         """SIGKILL: no `complete`, no close frame; the socket just dies."""

@@ -281,6 +281,8 @@ def test_the_schema_lists_every_info_status_and_complete_reason():
         "resumed",
         "gap",
         "ib_advisory",
+        "record_failed",
+        "record_resumed",
     ]
     reasons = defs["CompleteData"]["properties"]["reason"]["enum"]
     assert reasons == ["limit_reached", "timeout", "error", "server_shutdown"]

@@ -76,3 +76,15 @@ def day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def record_spec(text: str) -> str:
+    """A `--record-contract` SPEC[:tick_types], checked now (its tick types), kept as given."""
+    from ibstream.errors import StreamError
+    from ibstream.server.recording import parse_record_spec
+
+    try:
+        parse_record_spec(text)
+    except StreamError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+    return text.strip()

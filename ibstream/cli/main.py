@@ -16,7 +16,16 @@ import socket
 import sys
 from importlib import metadata
 
-from ibstream.cli.args import HelpFormatter, Parser, day, ib_port, port, positive, seconds
+from ibstream.cli.args import (
+    HelpFormatter,
+    Parser,
+    day,
+    ib_port,
+    port,
+    positive,
+    record_spec,
+    seconds,
+)
 from ibstream.errors import StreamError
 from ibstream.server.settings import ServerSettings
 
@@ -151,6 +160,30 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         help="keep an upstream stream and its resume buffer this long after its last client "
         "leaves, so a client that reconnects resumes without a gap (0: cancel at once)",
     )
+    serve.add_argument(
+        "--record",
+        metavar="DIR",
+        default=None,
+        help="record every stream the server holds into this tick store (a directory or "
+        "s3://bucket/prefix): hive-partitioned Parquet, read with `ibstream.store.open(DIR)` (default: none, nothing is recorded)",
+    )
+    serve.add_argument(
+        "--record-flush",
+        type=positive(float),
+        default=d.record_flush,
+        metavar="SECONDS",
+        help="write the recording at least this often (a crash loses at most this much)",
+    )
+    serve.add_argument(
+        "--record-contract",
+        action="append",
+        default=[],
+        type=record_spec,
+        metavar="SPEC",
+        help="keep this stream open and recorded from start-up, whether or not a client "
+        "watches it: a symbol or conId, optionally :tick_type,tick_type (bid_ask,last if not "
+        "given), e.g. ES or 265598:last; repeatable; needs --record (default: none)",
+    )
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
@@ -170,6 +203,9 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         channel_grace_seconds=args.channel_grace,
         token=args.token or token_from_env(),
         allowed_origins=tuple(args.allow_origin),
+        record=args.record,
+        record_flush=args.record_flush,
+        record_contracts=tuple(args.record_contract),
     )
 
 
@@ -259,6 +295,8 @@ def _serve(args: argparse.Namespace) -> int:
     from ibstream.server.run import run_forever
 
     settings = serve_settings(args)
+    if settings.record_contracts and not settings.record:
+        return _problem("serve", "--record-contract needs --record DIR (where to record)")
     if problem := bind_problem(settings.host, settings.token):  # before anything starts
         return _problem("serve", problem)
     problem = listen_problem(args.host, args.port)  # now, not after waiting seconds for IB

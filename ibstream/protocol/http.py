@@ -35,8 +35,26 @@ class IbStatus(BaseModel):
     upstream_subscriptions: list[UpstreamSubscription]
 
 
+class RecordingStatus(BaseModel):
+    """`--record`: where ticks are kept, and whether they can be written right now."""
+
+    model_config = ConfigDict(extra="allow")
+
+    store: str
+    ok: bool
+    problem: str | None = None
+    flush_seconds: float
+    ticks_written: int
+    ticks_waiting: int
+    ticks_dropped: int
+    parts_written: int
+    record_contracts: list[str] = []
+    kept_streams: list[dict[str, Any]] = []
+
+
 class Health(BaseModel):
-    """`GET /health`: 200 when IB is connected, 503 (same body) when degraded."""
+    """`GET /health`: 200 when IB is connected (and a recording can be written), 503 (same
+    body) when degraded."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -46,6 +64,7 @@ class Health(BaseModel):
     protocol_version: str
     connections: int
     upstream_streams: int
+    recording: RecordingStatus | None = None
 
 
 class ErrorResponse(BaseModel):

@@ -34,7 +34,9 @@ Details = Annotated[
         }
     ),
 ]
-InfoStatus = Literal["ib_disconnected", "resumed", "gap", "ib_advisory"]
+InfoStatus = Literal[
+    "ib_disconnected", "resumed", "gap", "ib_advisory", "record_failed", "record_resumed"
+]
 CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown"]
 
 
@@ -143,7 +145,9 @@ class InfoData(Closed):
         "resumes when it is back; resumed: it is back; gap: some ticks before the resume point "
         "cannot be replayed (`details.reason`: unknown_sequence, not_buffered, upstream_idle, "
         "ib_disconnected, replay_limit); ib_advisory: an IB message that does not end the "
-        "stream (`details.ib_code`)"
+        "stream (`details.ib_code`); record_failed: the server records its streams (`--record`) "
+        "and cannot write the store (disk full, directory gone): streaming goes on, the ticks "
+        "wait in memory; record_resumed: the store is written again"
     )
     message: str
     details: Details | None = None

@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 from ibstream.server import control, guard, http_errors, published, status, ws
 from ibstream.server.connections import Connections
 from ibstream.server.hub import Hub
+from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
 from ibstream.server.status import without_nulls
 
@@ -39,6 +40,7 @@ class ServerContext:
     hub: Hub
     settings: ServerSettings
     connections: Connections
+    recording: Recording | None = None  # --record: the tick store's recorder
     version: str = field(default_factory=package_version)
     started: float = field(default_factory=time.monotonic)
 
@@ -58,6 +60,9 @@ class ServerContext:
         cancel every upstream subscription (idle ones in their grace period too)."""
         await self.connections.shutdown(self.settings.shutdown_timeout)
         self.hub.close()
+        if self.recording is not None:
+            recording, self.recording = self.recording, None
+            await recording.stop()
 
 
 def with_head(routes: list[BaseRoute]) -> list[BaseRoute]:
@@ -73,11 +78,12 @@ def with_head(routes: list[BaseRoute]) -> list[BaseRoute]:
     return out
 
 
-def create_app(hub: Hub, settings: ServerSettings) -> FastAPI:
+def create_app(hub: Hub, settings: ServerSettings, recording: Recording | None = None) -> FastAPI:
     ctx = ServerContext(
         hub,
         settings,
         Connections(settings.max_connections_per_ip, settings.max_streams_per_connection),
+        recording,
     )
 
     @asynccontextmanager

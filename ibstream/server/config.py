@@ -77,6 +77,18 @@ class ServeOptions:
         "a TOML list works too)",
     )
     log_level: str = _key("info", "server log detail", choices=("info", "debug"))
+    record: str | None = _key(
+        None, "record every stream into this tick store (a directory or s3://bucket/prefix)"
+    )
+    record_flush: float = _key(
+        _DEFAULTS.record_flush, "seconds between writes of the recording (at most lost)", low=0.01
+    )
+    record_contract: str = _key(
+        "",
+        "streams kept open and recorded from start-up, space-separated SPEC[:tick_types] "
+        "(e.g. 'ES 265598:last'; a TOML list works too)",
+        joiner=" ",
+    )
 
     @property
     def url(self) -> str:
@@ -94,6 +106,11 @@ class ServeOptions:
         argv += ["--max-streams-per-connection", str(self.max_streams_per_connection)]
         for origin in self.origins:
             argv += ["--allow-origin", origin]
+        if self.record:
+            where = self.record if "://" in self.record else str(Path(self.record).resolve())
+            argv += ["--record", where, "--record-flush", f"{self.record_flush:g}"]
+        for spec in self.record_contract.split():
+            argv += ["--record-contract", spec]
         return argv + (["--demo"] if self.demo else [])  # never the token: `ps` shows argv
 
     @property
@@ -141,7 +158,7 @@ def check(key: Field, value: Any, where: str) -> Any:
     """`value` if it has the key's type and lies in its range or choices, else ConfigError."""
     want, meta = kind(key), key.metadata
     if want is str and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        value = ",".join(value)  # allow_origin = ["http://a", "http://b"]
+        value = meta.get("joiner", ",").join(value)  # allow_origin = ["http://a", "http://b"]
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):

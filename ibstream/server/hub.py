@@ -28,6 +28,7 @@ from ibstream.protocol.encode import EncodedTick, encode_tick
 if TYPE_CHECKING:
     from ibstream.ib.source import IBSource, SourceEvent
     from ibstream.server.subscriber import StreamHandle
+    from ibstream.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
 _OUTAGES_KEPT = 32  # IB connection losses remembered per channel, for resume gap reports
@@ -70,6 +71,7 @@ class Hub:
         self._sequences: dict[StreamKey, int] = {}
         self.ticks_in = 0
         self.closed = False
+        self.recorder: Recorder | None = None  # writes every numbered tick to the store
         source.on_tick = self.publish
         source.on_event = self.on_source_event
 
@@ -197,6 +199,8 @@ class Hub:
         if channel.expiry is not None:
             channel.expiry.cancel()
         self.source.unsubscribe(key.contract_id, key.tick_type)
+        if self.recorder is not None:
+            self.recorder.stream_closed(key.contract_id, key.tick_type)
         log.info("upstream cancelled: %s %s", key.contract_id, key.tick_type)
 
     def close(self) -> None:
@@ -218,6 +222,8 @@ class Hub:
         sequences = self._sequences
         seq = sequences[key] = sequences[key] + 1 if key in sequences else 1  # type: ignore[index]
         entry = encode_tick(tick, seq)
+        if self.recorder is not None:
+            self.recorder.add(key, channel.contract, tick, seq)  # type: ignore[arg-type]
         channel.ring.append(entry)
         channel.ticks += 1
         for handle in tuple(channel.members):  # a copy: delivering may end a stream
@@ -226,12 +232,14 @@ class Hub:
     def on_source_event(self, event: SourceEvent) -> None:
         """Connection changes go to every stream; a stream error ends that channel at once."""
         if event.key is None:
-            for channel in list(self.channels.values()):
+            for channel in self.channels.values():
                 last = self._sequences.get(channel.key, 0)
                 if event.status == "ib_disconnected" and last not in channel.outages:
                     channel.outages.append(last)
-                for handle in list(channel.members):
-                    handle.notify(event.status, event.message, event.details)
+            if self.recorder is not None:
+                held = [(*key, self._sequences.get(key, 0)) for key in self.channels]
+                self.recorder.connection_changed(event.status, held)
+            self.broadcast(event.status, event.message, event.details)
             return
         key = StreamKey(*event.key)
         channel = self.channels.get(key)
@@ -247,6 +255,12 @@ class Hub:
                 handle.fail(event.error)
             else:
                 handle.notify(event.status, event.message, event.details)
+
+    def broadcast(self, status: str, message: str, details: dict | None = None) -> None:
+        """An `info` to every client stream (connection and recording changes)."""
+        for channel in list(self.channels.values()):
+            for handle in list(channel.members):
+                handle.notify(status, message, details)
 
     def _free_idle_slot(self, needed: StreamKey) -> bool:
         """Out of tick-by-tick slots (IB 10190): close the channel idle longest (in its grace

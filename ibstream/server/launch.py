@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,6 +99,8 @@ def ensure_server(
     token: str | None = None,
     timeout: float = 30.0,
     log_file: str | Path | None = None,
+    record: str | Path | None = None,
+    record_contracts: Sequence[str] = (),
 ) -> ServerInfo:
     """The server at `url` (default `default_url()`), started in the background if absent
     and allowed: `start` None starts one only when no `url` was given (or `demo=True` asks
@@ -111,6 +114,10 @@ def ensure_server(
     `$IBSTREAM_TOKEN` or the config's) is the started server's token; clients pass the same
     (`Client(token=...)`, which also defaults to `$IBSTREAM_TOKEN`). Raises ServerStartError
     (with the log's last lines) if a started server does not answer /health within `timeout` s.
+
+    `record` (a directory or s3:// URI) makes a started server record every stream into that
+    tick store (`serve --record`), `record_contracts` the streams it keeps recorded from
+    start-up (`--record-contract`); a server found running is used as it is.
     """
     explicit = url is not None
     url = (url or default_url()).rstrip("/")
@@ -121,6 +128,8 @@ def ensure_server(
     host, port = _local_address(url)
     given = {"host": host, "port": port, "ib_host": ib_host, "ib_port": ib_port, "demo": demo}
     given["token"] = token  # reaches the server through its environment, not its argv
+    given["record"] = None if record is None else str(record)
+    given["record_contract"] = " ".join(record_contracts) or None
     values = server_config.merged(given, os.environ, config)
     if "demo" not in values:
         probe = server_config.ServeOptions(**values)

@@ -24,6 +24,7 @@ from ibstream.ib.source import IBSource
 from ibstream.server import guard
 from ibstream.server.app import ServerContext, create_app
 from ibstream.server.hub import Hub
+from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
 from ibstream.server.ws_writer import CorkedProtocol
 
@@ -161,7 +162,18 @@ async def start_server(
             await source.stop()
             raise
     hub = Hub(source, ring_size=settings.ring_size, grace_seconds=settings.channel_grace_seconds)
-    app = create_app(hub, settings)
+    recording = None
+    if settings.record:
+        try:
+            recording = await Recording.start(
+                hub, settings.record, settings.record_flush, settings.record_contracts
+            )
+        except BaseException:
+            sock.close()
+            if own_source:
+                await source.stop()
+            raise
+    app = create_app(hub, settings, recording)
     ready = asyncio.Event()
 
     async def serving_started() -> None:  # uvicorn calls it on its first tick after startup

@@ -54,6 +54,13 @@ class ServerSettings:
     # published schema); None in production.
     sent_observer: Callable[[bytes], None] | None = None
     log_level: str = "warning"
+    # The tick store to record every upstream stream into (a directory or s3:// URI); None
+    # records nothing. Parts become visible at least every record_flush seconds.
+    record: str | None = None
+    record_flush: float = 1.0
+    # Streams kept open and recorded from start-up whether or not a client watches them:
+    # "SPEC[:tick_type,tick_type]" (default tick types bid_ask,last), e.g. "ES", "265598:last".
+    record_contracts: tuple[str, ...] = ()
 
     @property
     def ws_max_size(self) -> int:

@@ -44,6 +44,9 @@ def health_body(ctx: ServerContext) -> dict:
     """IB's state as it is now: a `last_error` is only shown while IB is not connected."""
     ib = ctx.hub.source.status()
     ok = bool(ib.get("connected")) and not ib.get("ib_link_lost")
+    recording = ctx.recording.status() if ctx.recording is not None else None
+    if recording is not None and not recording["ok"]:
+        ok = False  # live streaming goes on, but what it streams is not being kept
     if ib.get("connected"):
         ib.pop("last_error", None)  # it described an outage that is over
     return without_nulls(
@@ -54,6 +57,7 @@ def health_body(ctx: ServerContext) -> dict:
             "protocol_version": PROTOCOL_VERSION,
             "connections": ctx.connections.limiter.total,
             "upstream_streams": len(ctx.hub.channels),
+            "recording": recording,
         }
     )
 

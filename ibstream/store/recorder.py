@@ -1,0 +1,329 @@
+"""The recorder: a member of the hub that writes every tick the hub numbers to the store.
+
+The hub hands each tick over as it publishes it (one list append, nothing else on the live
+path); every `flush_seconds` the ticks buffered since the last flush are built into part
+files in a worker thread and renamed into place complete, so a crash loses at most one flush
+interval, and the next run on the same store writes that window into `gaps`.
+
+A store that cannot be written (disk full, directory gone) never stops live streaming: the
+ticks wait in a bounded buffer and are retried at every flush; the server reports the
+problem (`/health` degraded, an `info` to every stream, one log line) and its end. Past the
+bound the oldest waiting ticks are dropped and their window becomes a `record_failed` gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.model import ContractInfo, Tick, TickType
+from ibstream.store import layout, parts, state
+
+log = logging.getLogger(__name__)
+DEFAULT_FLUSH_SECONDS = 1.0
+DEFAULT_MAX_PENDING = 2_000_000  # ticks held while the store cannot be written (~0.5 GB)
+# An idle recorder still rewrites its marker this often: a marker untouched for much longer
+# counts as a crashed run on another host (state.FOREIGN_STALE_SECONDS).
+MARKER_REFRESH_NS = 30_000_000_000
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One stream's ticks since the last flush; their sequences are contiguous from `first`."""
+
+    contract: ContractInfo
+    tick_type: TickType
+    first: int
+    ticks: list[Tick] = field(default_factory=list)
+
+
+class Recorder:
+    """Records every stream of one hub into the store at `root`."""
+
+    def __init__(
+        self,
+        root: layout.StoreRoot,
+        *,
+        flush_seconds: float = DEFAULT_FLUSH_SECONDS,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ):
+        if not flush_seconds > 0:
+            raise ValueError(f"flush_seconds must be > 0, not {flush_seconds}")
+        self.root = root
+        self.flush_seconds = flush_seconds
+        self.max_pending = max_pending
+        self.server_id = ""
+        self.problem: str | None = None  # why the store cannot be written right now
+        self.on_status: Callable[[str, str, dict | None], None] = lambda *args: None
+        self.ticks_written = 0
+        self.parts_written = 0
+        self.ticks_dropped = 0
+        self.flushes = 0
+        self._batches: dict[tuple[int, TickType], _Batch] = {}
+        self._waiting: list[_Batch] = []  # taken from _batches, not written yet (oldest first)
+        self._gaps: list[dict] = []  # gap rows not written yet
+        self._outage: dict[str, tuple[int, int | None]] = {}  # stream -> (since ns, last seq)
+        self._marker: state.RunMarker | None = None
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+
+    # -- the live path ----------------------------------------------------------------
+    def add(self, key: tuple[int, TickType], contract: ContractInfo, tick: Tick, seq: int) -> None:
+        """Called by the hub for every tick it numbers, in arrival order."""
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch(contract, key[1], seq)
+        batch.ticks.append(tick)
+
+    def stream_closed(self, contract_id: int, tick_type: TickType) -> None:
+        """The hub cancelled a stream: a crash after its last flush loses nothing of it."""
+        if self._marker is not None:
+            mark = self._marker.streams.get(f"{contract_id}:{tick_type.value}")
+            if mark is not None:
+                mark.open = False
+
+    def connection_changed(self, status: str, streams: list[tuple[int, TickType, int]]) -> None:
+        """IB went away (`ib_disconnected`) or came back (`resumed`): the window between is
+        an `ib_disconnected` gap of every stream held then (each with its last sequence)."""
+        now = time.time_ns()
+        if status == "ib_disconnected":
+            for con_id, kind, last in streams:
+                self._outage.setdefault(f"{con_id}:{kind.value}", (now, last))
+        elif status == "resumed":
+            for name, (since, last) in self._outage.items():
+                con_id, kind = name.split(":")
+                self._gap(int(con_id), kind, since, now, "ib_disconnected", last)
+            self._outage.clear()
+
+    # -- lifetime -------------------------------------------------------------------------
+    async def start(self, server_id: str) -> None:
+        """Check the store can be written, record crashed runs' windows as gaps, then flush
+        every `flush_seconds`. A store that cannot be used raises StreamError."""
+        self.server_id = server_id
+        self._marker = state.RunMarker(server_id, time.time_ns())
+        await asyncio.to_thread(self._open)
+        self._task = asyncio.create_task(self._run(), name="ibstream-recorder")
+
+    async def stop(self) -> None:
+        """Clean stop: write what is buffered; the marker goes only when all of it is on disk."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+        if self.problem is None and self._marker is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(state.remove, self.root, self._marker)
+
+    def status(self) -> dict:
+        return {
+            "store": self.root.uri,
+            "ok": self.problem is None,
+            "problem": self.problem,
+            "flush_seconds": self.flush_seconds,
+            "ticks_written": self.ticks_written,
+            "ticks_waiting": self.pending(),
+            "ticks_dropped": self.ticks_dropped,
+            "parts_written": self.parts_written,
+        }
+
+    def pending(self) -> int:
+        return sum(len(b.ticks) for b in (*self._waiting, *self._batches.values()))
+
+    # -- flushing -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_seconds)  # a period, not a synchronisation
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every buffered tick now (in a worker thread; the loop keeps streaming)."""
+        async with self._lock:
+            self._waiting.extend(self._batches.values())
+            self._batches = {}
+            idle = not self._waiting and not self._gaps and self._marker is not None
+            if idle and time.time_ns() - self._marker.flushed_ns < MARKER_REFRESH_NS:
+                return
+            batches, gaps = self._waiting, self._gaps
+            self._waiting, self._gaps = [], []
+            try:
+                await asyncio.to_thread(self._write, batches, gaps)
+            except Exception as exc:  # noqa: BLE001 - any write failure: keep streaming
+                self._waiting = [b for b in batches if b.ticks] + self._waiting
+                self._gaps = gaps + self._gaps
+                self._trim()
+                self._failed(exc)
+                return
+            self.flushes += 1
+            if self.problem is not None:
+                log.warning("recording to %s works again; nothing waiting was lost", self.root.uri)
+                self.problem = None
+                self.on_status("record_resumed", f"recording to {self.root.uri} resumed", None)
+
+    def _write(self, batches: list[_Batch], gaps: list[dict]) -> None:
+        """Runs in a worker thread. A batch is emptied once its parts are on disk, so a
+        failure part-way retries only what was not written."""
+        marker = self._marker
+        assert marker is not None
+        self._check_root()
+        for batch in batches:
+            if not batch.ticks:
+                continue
+            kind = batch.tick_type.value
+            seqs = range(batch.first, batch.first + len(batch.ticks))
+            built = parts.build_parts(batch.contract, kind, batch.ticks, seqs, self.server_id)
+            contract = batch.contract.to_dict()
+            for part in built:
+                parts.write_part(self.root, part, self.server_id, contract)
+                self.parts_written += 1
+            self.ticks_written += len(batch.ticks)
+            name = f"{batch.contract.contract_id}:{kind}"
+            mark = marker.streams.setdefault(
+                name, state.StreamMark(batch.contract.contract_id, kind)
+            )
+            mark.last_ns, mark.last_sequence = batch.ticks[-1].recv_ns, seqs[-1]
+            mark.open = True
+            batch.ticks = []
+        if gaps:
+            self._write_gaps(gaps)
+            gaps.clear()
+        marker.flushed_ns = time.time_ns()
+        state.save(self.root, marker)
+
+    def _trim(self) -> None:
+        """Keep at most `max_pending` ticks waiting: drop the oldest, as a `record_failed` gap."""
+        excess = self.pending() - self.max_pending
+        for batch in self._waiting:
+            if excess <= 0:
+                break
+            cut = min(excess, len(batch.ticks))
+            lost = batch.ticks[:cut]
+            self._gap(
+                batch.contract.contract_id,
+                batch.tick_type.value,
+                lost[0].recv_ns,
+                lost[-1].recv_ns,
+                "record_failed",
+                batch.first - 1,
+                f"{cut} ticks could not be written ({self.problem})",
+            )
+            del batch.ticks[:cut]
+            batch.first += cut
+            self.ticks_dropped += cut
+            excess -= cut
+
+    def _failed(self, exc: Exception) -> None:
+        problem = f"cannot write to the tick store {self.root.uri}: {exc}"
+        if self.problem is None:
+            log.error(
+                "%s; live streaming goes on and up to %d ticks wait in memory: free disk space "
+                "or restore the directory, and recording resumes by itself",
+                problem,
+                self.max_pending,
+            )
+            details = {"store": self.root.uri, "ticks_waiting": self.pending()}
+            self.on_status("record_failed", problem, details)
+        self.problem = problem
+
+    # -- the store --------------------------------------------------------------------
+    def _open(self) -> None:
+        """Create the store (or check it), record crashed runs as gaps, write our marker."""
+        root, marker = self.root, self._marker
+        assert marker is not None
+        info = root.fs.get_file_info(root.base) if root.base else None
+        if info is not None and info.type == pafs.FileType.File:
+            raise _unusable(root, "it is a file, not a directory")
+        try:
+            if root.local and info is not None and info.type == pafs.FileType.NotFound:
+                root.fs.create_dir(root.base, recursive=True)
+            for run in state.crashed_runs(root):
+                self._crash_gaps(run, marker.started_ns)
+                if self._gaps:
+                    self._write_gaps(self._gaps)
+                    self._gaps = []
+                state.remove(root, run)
+            state.save(root, marker)
+        except OSError as exc:
+            raise _unusable(root, str(exc)) from exc
+
+    def _check_root(self) -> None:
+        """A local store directory that vanished (an unmounted disk, a removed folder) is
+        not silently created again: the ticks wait until it is back."""
+        if self.root.local and self.root.fs.get_file_info(self.root.base).type != (
+            pafs.FileType.Directory
+        ):
+            raise FileNotFoundError(f"the directory {self.root.base} is gone")
+
+    def _crash_gaps(self, run: state.RunMarker, now: int) -> None:
+        for mark in run.streams.values():
+            if not mark.open:
+                continue
+            self._gap(
+                mark.contract_id,
+                mark.tick_type,
+                mark.last_ns or run.started_ns,
+                now,
+                "server_restarted",
+                mark.last_sequence,
+                f"server {run.server_id} (pid {run.pid} on {run.host}) stopped without a "
+                "clean shutdown; ticks it received after its last flush were lost",
+                server_id=run.server_id,
+            )
+        log.warning(
+            "the recording run %s ended without a clean stop; its last flush window is in "
+            "gaps (reason server_restarted)",
+            run.server_id,
+        )
+
+    def _gap(
+        self,
+        contract_id: int,
+        tick_type: str,
+        start: int,
+        end: int,
+        reason: str,
+        after_sequence: int | None,
+        message: str | None = None,
+        *,
+        server_id: str | None = None,
+    ) -> None:
+        self._gaps.append(
+            {
+                "contract_id": contract_id,
+                "tick_type": tick_type,
+                "start": start,
+                "end": end,
+                "reason": reason,
+                "server_id": server_id or self.server_id,
+                "after_sequence": after_sequence,
+                "status": "open",
+                "message": message or reason.replace("_", " "),
+            }
+        )
+
+    def _write_gaps(self, rows: list[dict]) -> None:
+        table = pa.Table.from_pylist(rows, schema=layout.GAP_SCHEMA)
+        first = min(row["start"] for row in rows)
+        day, _ = layout.utc_day_hour(first)
+        path = self.root.path(
+            layout.gap_dir(day), f"{first:019d}-{self.server_id}-{time.time_ns()}.parquet"
+        )
+        parts.write_table(self.root, path, table)
+
+
+def _unusable(root: layout.StoreRoot, why: str) -> StreamError:
+    return StreamError(
+        ErrorCode.INVALID_MESSAGE,
+        f"cannot record to {root.uri}: {why}; give --record a directory this user can write "
+        "(or an s3:// URI)",
+        details={"store": root.uri},
+    )
