@@ -1,10 +1,11 @@
 """Benchmark server process: the ibstream server (`start_server`) on a free port.
 
-    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT]
+    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT [RECORD_DIR]]
 
 Connects to the gateway simulator at 127.0.0.1:IB_PORT, prints `{"port": P}` once IB is
 connected (or `{"failed": ...}`), and stops gracefully when stdin closes. Its own process,
 so its CPU is its own and the bench's simulator and clients do not share its event loop.
+With RECORD_DIR it records every stream there (`ibstream serve --record`).
 On stop it writes its garbage collections per generation and the longest pause of each to
 stderr, which the bench prints. (gc.freeze() after start-up with a 10x young threshold was
 tried: it cut step 3's full collections from about 40 to 1-3, but no full collection runs
@@ -48,7 +49,9 @@ class GcPauses:
         )
 
 
-async def main(ib_port: int, client_id: int, connections: int, send_timeout: int = 10) -> None:
+async def main(
+    ib_port: int, client_id: int, connections: int, send_timeout: int = 10, record: str = ""
+) -> None:
     settings = ServerSettings(
         port=0,
         ib_port=ib_port,
@@ -56,6 +59,7 @@ async def main(ib_port: int, client_id: int, connections: int, send_timeout: int
         max_connections_per_ip=connections,
         send_timeout=send_timeout,
         log_level="error",
+        record=record or None,
     )
     handle = await start_server(settings)
     pauses = GcPauses()
@@ -73,4 +77,4 @@ async def main(ib_port: int, client_id: int, connections: int, send_timeout: int
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*map(int, sys.argv[1:5])))
+    asyncio.run(main(*map(int, sys.argv[1:5]), *sys.argv[5:6]))

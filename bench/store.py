@@ -17,8 +17,8 @@ the same run (only the ratios mean much on a shared machine).
     no frame) and pandas' own `read_parquet` of the directory (a frame, unsorted, not the
     tick schema). Goal >= 10 M ticks/s.
     TODO(issue 12): time `ibstream.store.open(DIR).ticks()` here once the reader lands.
-(c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9): measured by
-    `bench.throughput` once the server takes the recorder's settings (see `recording_cost`).
+(c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9): step 5 of
+    `python -m bench.throughput --steps 1 2 --record` (see `recording_cost`).
 (d) Replay at `--speed max` to one client over the live 1-client rate (goal >= 0.8): a hook
     for `ibstream replay` (see `replay_rate`).
 
@@ -226,10 +226,10 @@ def _cpu(before: resource.struct_rusage, after: resource.struct_rusage) -> tuple
 
 
 def recording_cost() -> None:
-    """Hook (c): the server's 1-client rate with the recorder on over off, from
-    `bench.throughput` (its step 2 with `--record DIR` passed to the server)."""
-    say("(c) recording cost: n/a here; TODO(issue 12): run bench.throughput's 1-client step "
-        "with and without the server's --record once the recorder's settings land")  # fmt: skip
+    """Hook (c): the server's 1-client rate with the recorder on over off is step 5 of
+    `bench.throughput` (servers, simulator and clients in their own processes)."""
+    say("(c) recording cost: `python -m bench.throughput --steps 1 2 --record` (step 5 over "
+        "step 2; `make bench-server` runs it)\n")  # fmt: skip
 
 
 def replay_rate() -> None:
