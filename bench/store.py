@@ -19,8 +19,8 @@ the same run (only the ratios mean much on a shared machine).
     TODO(issue 12): time `ibstream.store.open(DIR).ticks()` here once the reader lands.
 (c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9): step 5 of
     `python -m bench.throughput --steps 1 2 --record` (see `recording_cost`).
-(d) Replay at `--speed max` to one client over the live 1-client rate (goal >= 0.8): a hook
-    for `ibstream replay` (see `replay_rate`).
+(d) Replay at `--speed max` to one client over the live 1-client rate (goal >= 0.8): in
+    `bench.replay` (`make bench-replay`), beside `ibstream replay` (see `replay_rate`).
 
 Each figure is the best of `--repeat` rounds; every round runs every path of its step, so
 load from other processes falls on all paths alike.
@@ -233,9 +233,9 @@ def recording_cost() -> None:
 
 
 def replay_rate() -> None:
-    """Hook (d): `ibstream replay --speed max` to one client over the live 1-client rate."""
-    say("(d) replay rate: n/a here; TODO(issue 12): time `ibstream replay DIR --speed max` "
-        "into one client (bench.clients) beside bench.throughput's live 1-client rate")  # fmt: skip
+    """Hook (d): `ibstream replay --speed max` to one client over the live 1-client rate is
+    measured where replay lives (`bench.replay`)."""
+    say("(d) replay rate: `python -m bench.replay` (`make bench-replay`)")
 
 
 def main() -> None:
