@@ -53,6 +53,7 @@ async def main(
     ib_port: int, client_id: int, connections: int, send_timeout: int = 10, record: str = ""
 ) -> None:
     settings = ServerSettings(
+        record=record or None,
         port=0,
         ib_port=ib_port,
         client_id=client_id,

@@ -1,4 +1,4 @@
-"""The `ibstream` console script: gateway, serve, demo, delta.
+"""The `ibstream` console script: gateway, serve, demo, delta, store.
 
 A problem a user can fix (a busy port, a bad option, a refused bind) ends the command with one
 line on stderr saying what to do and a non-zero exit code, never a traceback.
@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: $IBSTREAM_SESSION_DATE, else today)",
         )
     study.add_arguments(command("delta", study.HELP))
+    from ibstream.cli import store
+
+    store.add_arguments(command("store", store.HELP))
     return parser
 
 
@@ -220,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
         from ibstream.cli import demo
 
         return demo.main(args)
+    if args.command == "store":
+        from ibstream.cli import store
+
+        return store.main(args)
     if args.command == "delta":
         from ibstream.cli import delta as study
 

@@ -185,3 +185,30 @@ def gaps_dataset(root: StoreRoot) -> ds.Dataset:
         schema=pa.unify_schemas([GAP_SCHEMA, pa.schema([("date", pa.string())])]),
         partitioning=ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive"),
     )
+
+
+def write_small(root: StoreRoot, path: str, data: bytes) -> None:
+    """A small file (a marker, a journal) replaced so that it exists complete or not at all:
+    aside and renamed on a local disk, one upload on an object store."""
+    root.fs.create_dir(posixpath.dirname(path), recursive=True)
+    target = tmp_name(path) if root.local else path
+    with root.fs.open_output_stream(target) as out:
+        out.write(data)
+    if target != path:
+        root.fs.move(target, path)
+
+
+def state_files(root: StoreRoot, prefix: str) -> list[tuple[str, bytes]]:
+    """(path, content) of the files under `_state/` whose names start with `prefix`; one
+    that vanished while listed is left out."""
+    selector = pafs.FileSelector(root.path(STATE), allow_not_found=True)
+    found = []
+    for info in root.fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or not info.base_name.startswith(prefix):
+            continue
+        try:
+            with root.fs.open_input_stream(info.path) as stream:
+                found.append((info.path, stream.read()))
+        except FileNotFoundError:
+            continue
+    return found

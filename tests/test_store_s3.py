@@ -1,0 +1,74 @@
+"""A recording in a bucket: parts written to a real S3 endpoint (moto's server in a child
+process) through pyarrow's S3 filesystem read back by `ibstream.store.open(s3://...)` exactly
+as the same recording on a local disk: ticks, SQL views, sessions, compaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+import pytest
+
+import ibstream.store
+from ibstream.store import StoreError, compact
+from tests.s3_fixtures import S3Server, s3_server
+from tests.store_data import record
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def both(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object]:
+    local = tmp_path_factory.mktemp("local") / "rec"
+    uri = s3.uri("recordings/rec")
+    expected = record(local, flush=500)
+    pd.testing.assert_frame_equal(record(uri, flush=500), expected)
+    return ibstream.store.open(local), ibstream.store.open(uri)
+
+
+def test_ticks_from_the_bucket_equal_the_local_recording(both):
+    local, remote = both
+    pd.testing.assert_frame_equal(remote.ticks(), local.ticks())
+    pd.testing.assert_frame_equal(
+        remote.ticks("ES", "last", start="2024-07-02"),
+        local.ticks("ES", "last", start="2024-07-02"),
+    )
+    assert remote.ticks().attrs == local.ticks().attrs
+
+
+def test_sql_and_sessions_from_the_bucket_equal_the_local_recording(both):
+    local, remote = both
+    query = (
+        "SELECT date, contract_id, tick_type, count(*) n, min(time) first, max(time) last, "
+        "sum(size) volume FROM ticks GROUP BY ALL ORDER BY ALL"
+    )
+    pd.testing.assert_frame_equal(remote.sql(query), local.sql(query))
+    spread = "SELECT avg(ask_price - bid_price) s, count(*) n FROM quotes"
+    pd.testing.assert_frame_equal(remote.sql(spread), local.sql(spread))
+    pd.testing.assert_frame_equal(remote.sessions(), local.sessions())
+    pd.testing.assert_frame_equal(remote.contracts(), local.contracts())
+
+
+def test_compaction_in_the_bucket_keeps_every_row_once(s3: S3Server):
+    uri = s3.uri("recordings/compacted")
+    expected = record(uri, flush=300)
+    report = compact.compact(uri)
+    assert report.hours > 0 and not report.busy
+    fs = s3.filesystem()
+    from pyarrow.fs import FileSelector
+
+    names = [
+        i.base_name
+        for i in fs.get_file_info(FileSelector(f"{s3.bucket}/recordings/compacted", recursive=True))
+    ]
+    assert not [n for n in names if n.startswith(".")]  # no merged file left aside
+    pd.testing.assert_frame_equal(ibstream.store.open(uri).ticks(), expected)
+
+
+def test_a_prefix_without_a_recording_is_one_error(s3: S3Server):
+    with pytest.raises(StoreError, match="^NOT_A_RECORDING: "):
+        ibstream.store.open(s3.uri("nothing/here"))
