@@ -47,7 +47,7 @@ lint: $(STAMP)
 bench: bench-server bench-analytics bench-memory bench-store
 
 bench-server: $(STAMP)
-	$(BIN)/python -m bench.throughput --record
+	$(BIN)/python -m bench.throughput
 
 # Server RSS under a client that resumes and never reads, beside a well-behaved one (~1 min).
 bench-memory: $(STAMP)

@@ -1,11 +1,10 @@
 """Benchmark server process: the ibstream server (`start_server`) on a free port.
 
-    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT [RECORD_DIR]]
+    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT]
 
 Connects to the gateway simulator at 127.0.0.1:IB_PORT, prints `{"port": P}` once IB is
 connected (or `{"failed": ...}`), and stops gracefully when stdin closes. Its own process,
 so its CPU is its own and the bench's simulator and clients do not share its event loop.
-With RECORD_DIR it records every stream there (`ibstream serve --record`).
 On stop it writes its garbage collections per generation and the longest pause of each to
 stderr, which the bench prints. (gc.freeze() after start-up with a 10x young threshold was
 tried: it cut step 3's full collections from about 40 to 1-3, but no full collection runs
@@ -60,7 +59,6 @@ async def main(
         max_connections_per_ip=connections,
         send_timeout=send_timeout,
         log_level="error",
-        record=record or None,
     )
     handle = await start_server(settings)
     pauses = GcPauses()

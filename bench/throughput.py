@@ -3,7 +3,6 @@ every figure beside a baseline measured in the same run.
 
     python -m bench.throughput [--window 1.5] [--refine 2] [--steps 1 2 3 4] [--batch-ms 20]
                                [--latency-rate 1000] [--latency-seconds 4] [--latency-clients 10]
-                               [--record]
 
 1. Upstream ceiling: ib_insync alone receiving BidAsk + Last tick-by-tick data from the
    gateway simulator: the highest rate it keeps up with (see `bench.search`).
@@ -15,8 +14,6 @@ every figure beside a baseline measured in the same run.
    "n/a" when the server refuses batch_ms.
 4. Latency, simulator send -> client receive, p50 / p99 at 1,000 ticks/s to 10 clients
    (see `bench.latency`: one clock, the send stamps kept in this process). Goal p99 <= 5 ms.
-5. With `--record`: step 2 again on a server that records every stream into a temporary
-   tick store (`serve --record`), over step 2.                    Goal >= 0.9.
 
 Processes: this one runs the gateway simulator (it sets the offered rate and keeps the send
 stamps); the server (`bench.serve`, `start_server`), ib_insync alone (`bench.ib_counter`),
@@ -154,7 +151,6 @@ def table(found: dict, args) -> None:
     ceiling, one = rate(found["ceiling"]), rate(found["one"])
     fifty, bare_fifty = rate(found["fifty"], total=True), found["bare"]
     batched = rate(found["batched"], total=True)
-    recording = rate(found["recording"])
     say(f"\nmachine: {machine()}")
     say(f"{'step':<40} {'ticks/s':>10} {'baseline (same run)':<28} {'ratio':>6}  goal")
     row("1 ib_insync alone (upstream ceiling)", ceiling, "", None, "", None)
@@ -166,10 +162,6 @@ def table(found: dict, args) -> None:
     row("3 server -> 50 clients, summed", fifty, base, r, ">= 0.5", r is not None and r >= 0.5)
     label = f"3 same, batch_ms={args.batch_ms:g}"
     row(label, batched, f"unbatched {fmt(fifty)}", ratio(batched, fifty), "", None)
-    if args.record:
-        r = ratio(recording, one)
-        row("5 recording server -> 1 client", recording, f"step 2 {fmt(one)}", r, ">= 0.9",
-            r is not None and r >= 0.9)  # fmt: skip
     lat = found["latency"] or {}
     if "p99" in lat:
         met = "met" if lat["p99"] <= 5 else "not met"
@@ -214,25 +206,8 @@ async def run_steps(sim: GatewaySimulator, url: str, args, found: dict) -> None:
             found["latency"] = await attempt("latency", latency(sim, url, args))
 
 
-async def recording_step(sim: GatewaySimulator, args, found: dict) -> None:
-    """Step 5: step 2's search on a server recording into a temporary store (the first
-    server is stopped by then, so its upstream stream does not share the CPU)."""
-    with tempfile.TemporaryDirectory(prefix="ibstream-bench-record-") as store:
-        server = await Child.start(
-            "bench.serve", sim.port, SERVER_CLIENT_ID + 1, CONNECTIONS, 10, store
-        )
-        try:
-            say(f"5 recording server -> 1 client (store {store})")
-            start = rate(found["one"]) or max(1_000.0, (rate(found["ceiling"]) or 8_000) / 8)
-            url = f"ws://127.0.0.1:{server.ready()['port']}/v2/ws/stream"
-            found["recording"] = await search(sim, clients(url, 1), start, args)
-        finally:
-            await server.stop()
-
-
 async def main(args: argparse.Namespace) -> None:
-    keys = ("ceiling", "one", "bare", "fifty", "batched", "latency", "recording")
-    found: dict = dict.fromkeys(keys)
+    found: dict = dict.fromkeys(("ceiling", "one", "bare", "fifty", "batched", "latency"))
     started, load = time.monotonic(), os.getloadavg()[0]
     async with GatewaySimulator(
         port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20
@@ -244,8 +219,6 @@ async def main(args: argparse.Namespace) -> None:
             )
         finally:
             await server.stop()
-        if args.record:
-            await attempt("recording", recording_step(sim, args, found))
     table(found, args)
     say(
         f"\n(the run took {time.monotonic() - started:.0f} s; load average {load:.1f} before, "
@@ -262,9 +235,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=4.0)
     parser.add_argument("--latency-clients", type=int, default=10)
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 3, 4], choices=[1, 2, 3, 4])
-    parser.add_argument(
-        "--record", action="store_true", help="step 5: step 2 on a recording server"
-    )
     return parser.parse_args()
 
 
