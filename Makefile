@@ -53,10 +53,12 @@ bench-server: $(STAMP)
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench.memory
 
-# The tick store: recording writes (>= 1 M ticks/s on one core) and a day of ES read into a
-# tick frame (>= 10 M ticks/s), each beside baselines of the same run (~1 min).
+# The tick store: recording writes (>= 1 M ticks/s on one core), a day of ES read into a
+# tick frame (>= 10 M ticks/s), each beside baselines of the same run (~1 min); then what
+# recording costs the live path (>= 0.9x the 1-client rate without, ~2 min).
 bench-store: $(STAMP)
 	$(BIN)/python -m bench.store
+	$(BIN)/python -m bench.record
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify

@@ -11,14 +11,14 @@ the same run (only the ratios mean much on a shared machine).
     file) and the floor, `parts.write_table` of the tables already built (Parquet's share,
     no columns to build). Goal >= 1 M ticks/s.
 (b) Read: a day of ES made here (`--day-ticks` over the 23 hours CME trades, one part per
-    stream and hour, written as the recorder writes them) into a tick frame: the scan with
-    text columns as dictionaries (`ticks_dataset(dictionaries=True)`), then
-    `store.frame.frame_from_table`. Baselines: the plain scan alone (`ticks_dataset().to_table()`,
-    no frame) and pandas' own `read_parquet` of the directory (a frame, unsorted, not the
-    tick schema). Goal >= 10 M ticks/s.
-    TODO(issue 12): time `ibstream.store.open(DIR).ticks()` here once the reader lands.
-(c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9): step 5 of
-    `python -m bench.throughput --steps 1 2 --record` (see `recording_cost`).
+    stream and hour, written as the recorder writes them) into a tick frame with
+    `ibstream.store.open(DIR).ticks()`, and its two halves on their own: the scan with text
+    columns as dictionaries (`ticks_dataset(dictionaries=True)`), then
+    `store.frame.frame_from_table`. Baselines: the plain scan alone
+    (`ticks_dataset().to_table()`, no frame) and pandas' own `read_parquet` of the directory
+    (a frame, unsorted, not the tick schema). Goal >= 10 M ticks/s.
+(c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9):
+    `bench.record` (`make bench-store` runs it after this).
 (d) Replay at `--speed max` to one client over the live 1-client rate (goal >= 0.8): in
     `bench.replay` (`make bench-replay`), beside `ibstream replay` (see `replay_rate`).
 
@@ -45,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import ibstream.store
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.store import layout
 from ibstream.store.frame import frame_from_table
@@ -192,6 +193,14 @@ def read_step(n: int, repeat: int, day: Path) -> None:
 
     phases: list[tuple[float, ...]] = []
 
+    store = ibstream.store.open(day)
+
+    def store_ticks() -> int:
+        frame = store.ticks()
+        if not frame.index.is_monotonic_increasing:
+            raise RuntimeError("the frame is not in arrival order")
+        return len(frame)
+
     def ours() -> int:
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         scan = layout.ticks_dataset(root, dictionaries=True).to_table(columns=FRAME_COLUMNS)
@@ -210,11 +219,12 @@ def read_step(n: int, repeat: int, day: Path) -> None:
         return len(pd.read_parquet(day / layout.TICKS, columns=FRAME_COLUMNS))
 
     paths = {
+        "ibstream.store.open(DIR).ticks() -> tick frame": store_ticks,
         "scan (dictionaries) + frame_from_table -> tick frame": ours,
         "scan alone, ticks_dataset().to_table()  [baseline]": scan_only,
         "pd.read_parquet(DIR/ticks), unsorted  [baseline]": pandas_read,
     }
-    show(best(paths, repeat), list(paths)[1:], "read >= 10 M ticks/s", 10e6)
+    show(best(paths, repeat), list(paths)[2:], "read >= 10 M ticks/s", 10e6)
     _, scan, scan_user, scan_sys, frame, frame_user, frame_sys = min(phases)
     say(f"where the time goes (best round, seconds wall / user / sys): scan {scan:.3f} / "
         f"{scan_user:.3f} / {scan_sys:.3f}, frame_from_table {frame:.3f} / {frame_user:.3f} / "
@@ -226,10 +236,9 @@ def _cpu(before: resource.struct_rusage, after: resource.struct_rusage) -> tuple
 
 
 def recording_cost() -> None:
-    """Hook (c): the server's 1-client rate with the recorder on over off is step 5 of
-    `bench.throughput` (servers, simulator and clients in their own processes)."""
-    say("(c) recording cost: `python -m bench.throughput --steps 1 2 --record` (step 5 over "
-        "step 2; `make bench-server` runs it)\n")  # fmt: skip
+    """Hook (c): the server's 1-client rate with the recorder on over off is `bench.record`
+    (servers, simulator and clients in their own processes)."""
+    say("(c) recording cost: `python -m bench.record` (`make bench-store` runs it next)")
 
 
 def replay_rate() -> None:

@@ -279,29 +279,6 @@ def columns_from_struct(data: pa.StructArray | pa.ChunkedArray) -> TickColumns |
     )
 
 
-def columns_from_arrow(table: pa.Table) -> TickColumns:
-    """Typed columns from an Arrow table in the stored layout (the tick store's parts):
-    `time` and `ib_time` timestamps, `tick_type` in our spelling, other columns by name."""
-
-    def column(name: str) -> pa.Array:
-        return table.column(name).combine_chunks()
-
-    def ns(name: str) -> np.ndarray:
-        return np.array(pc.fill_null(column(name).cast(pa.int64()), NAT).to_numpy())
-
-    kinds = column("tick_type").dictionary_encode()
-    lut = np.array([_CODES[name] for name in kinds.dictionary.to_pylist()] or [0], np.int8)
-    return TickColumns(
-        ns("time"),
-        lut[kinds.indices.to_numpy()],
-        np.stack([pc.fill_null(column(n), 0).to_numpy() for n in INT_FIELDS]),
-        np.stack([column(n).to_numpy(zero_copy_only=False) for n in FLOAT_FIELDS]),
-        _interned(column("exchange")),
-        _interned(column("conditions")),
-        ns("ib_time"),
-    )
-
-
 def _interned(strings: pa.Array) -> np.ndarray:
     """An object array of str / None with one str object per distinct value."""
     encoded = strings.dictionary_encode()
