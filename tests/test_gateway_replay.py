@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow.compute as pc
 import pytest
 
+import ibstream.store
 from ibstream.client import AsyncClient
 from ibstream.datasets import BUNDLED
 from ibstream.gateway import GatewaySimulator
@@ -124,6 +125,22 @@ async def test_loop_starts_the_recording_over_after_its_last_tick(recording):
     same_ticks(frame.iloc[len(recorded) :], recorded)
 
 
+async def test_what_the_recorder_wrote_replays_as_it_was_streamed(make_server, tmp_path):
+    """`serve --record` on the synthetic market, then that store through the replaying
+    gateway: the client gets the recorded session again, tick for tick."""
+    store = tmp_path / "rec"
+    server = await make_server(record=str(store), record_flush=0.2)
+    async with AsyncClient(server.url) as client:
+        live = await client.collect("ES", ["bid_ask", "last"], limit=300, progress=False)
+    await server.stop()  # a clean stop writes what is left
+    recorded = ibstream.store.open(store).ticks().reset_index(drop=True)
+    assert len(recorded) >= 300 and set(recorded["tick_type"].astype(str)) == {"bid_ask", "last"}
+    same_ticks(live, recorded.iloc[: len(live)].assign(tick_type=lambda f: f.tick_type.astype(str)))
+    frame = await collect_replay(store, len(recorded))
+    same_ticks(frame, recorded.assign(tick_type=lambda f: f.tick_type.astype(str)))
+    assert frame.attrs["contracts"][0]["local_symbol"] == "ESZ6"
+
+
 def test_the_recording_sets_contracts_and_session_day(recording):
     store, recorded = recording
     replay = load_recording(store)
@@ -139,19 +156,25 @@ def test_a_speed_that_is_not_a_positive_number_is_refused(recording, speed):
         load_recording(recording[0], speed=speed)
 
 
-def test_a_directory_without_tick_parts_is_not_a_recording(tmp_path):
+def test_what_holds_no_ticks_is_not_a_recording(tmp_path):
     (tmp_path / "ticks" / "date=2024-07-01").mkdir(parents=True)
-    for where in (tmp_path / "missing", tmp_path, tmp_path / "file.txt"):
-        (tmp_path / "file.txt").write_text("x")
-        with pytest.raises(NotARecording, match="is not a recording"):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "other").mkdir()
+    for where, words in [
+        (tmp_path / "missing", "does not exist"),
+        (tmp_path / "file.txt", "is a file"),
+        (tmp_path / "other", "is not a recording"),
+        (tmp_path, "is not a recording yet: it holds no ticks"),
+    ]:
+        with pytest.raises(NotARecording, match=words):
             load_recording(where)
 
 
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [
-        (["--replay", "{file}"], 1, ["--replay", "not a recording", "--record"]),
-        (["--replay", "{empty}"], 1, ["--replay", "not a recording"]),
+        (["--replay", "{file}"], 1, ["--replay", "is a file"]),
+        (["--replay", "{empty}"], 1, ["--replay", "not a recording", "--record"]),
         (["--replay", "{empty}", "--speed", "0"], 2, ["--speed", "above 0"]),
         (["--speed", "2"], 1, ["--replay DIR"]),
     ],

@@ -1,7 +1,7 @@
 """A recording as the simulator's market: `ibstream gateway --replay DIR`.
 
-The tick store's parts (see `ibstream.store.layout`) are played back to TWS API clients in
-place of the synthetic `Market`: each contract of the recording is a contract of the
+The tick store (read as `ibstream.store.open(DIR).ticks()` reads it) is played back to TWS
+API clients in place of the synthetic `Market`: each contract of the recording is a contract of the
 simulator (its details from the parts' key-value metadata), and each recorded stream answers
 `reqTickByTickData` of its tick type (BidAsk, Last, AllLast, MidPoint as recorded, IB's time
 from `ib_time`). A tick type the recording lacks for a contract sends nothing, as IB sends
@@ -27,7 +27,7 @@ from ibstream.gateway.instrument import SimContract
 
 if TYPE_CHECKING:
     import numpy as np
-    import pyarrow as pa
+    import pandas as pd
 
 log = logging.getLogger("ibstream.gateway")
 
@@ -35,10 +35,6 @@ log = logging.getLogger("ibstream.gateway")
 CODES = {"last": 1, "all_last": 2, "bid_ask": 3, "mid_point": 4}
 LOOP_PAUSE_NS = 1_000_000_000  # recorded time between the last tick and the next lap
 STALE_SLACK = 0.05  # seconds: ticks due before a feed's batch by more than this are missed
-_COLUMNS = [
-    "time", "ib_time", "price", "size", "bid_price", "bid_size", "ask_price", "ask_size",
-    "mid_price", "exchange", "conditions", "contract_id", "tick_type", "symbol",
-]  # fmt: skip
 _FUT_HOURS = "{p}:1700-{d}:1600;{d}:1700-{n}:1600"
 
 
@@ -54,14 +50,18 @@ class RecordedTick:
     fields: tuple  # (code, IB time, ...) as the tickByTick (99) message carries them
 
 
+def check_speed(speed: object) -> None:
+    if not (isinstance(speed, int | float) and 0 < speed < math.inf):
+        raise ValueError(f"speed must be a number above 0, not {speed!r}")
+
+
 class ReplayClock:
     """Where the replay is in recorded time: one clock for every contract of a recording."""
 
     def __init__(
         self, first_ns: int, last_ns: int, speed: float, loop: bool, held: bool = False
     ) -> None:
-        if not (isinstance(speed, int | float) and 0 < speed < math.inf):
-            raise ValueError(f"speed must be a number above 0, not {speed!r}")
+        check_speed(speed)
         self.first_ns, self.last_ns = first_ns, last_ns
         self.speed, self.loop = float(speed), loop
         self.held = held
@@ -96,20 +96,17 @@ class ReplayClock:
 class RecordedMarket:
     """One contract's recorded ticks, handed to its `Feed` as they fall due."""
 
-    def __init__(self, contract: SimContract, table: pa.Table, clock: ReplayClock) -> None:
-        import numpy as np
-
+    def __init__(self, contract: SimContract, rows: RecordedRows, clock: ReplayClock) -> None:
         self.contract = contract
         self.clock = clock
         self.rate = 0.0  # the synthetic market's knob; a recording has its own pace
         self.last_quote = None  # nothing is sent on subscribe that was not recorded then
-        self._table = table  # sorted by receive time
-        self._times: np.ndarray = np.asarray(table.column("time").cast("int64").to_numpy())
+        self._rows = rows
         self._lap = 0
         self._cursor = 0
 
     def __len__(self) -> int:
-        return len(self._times)
+        return len(self._rows.times)
 
     def advance(self, dt: float, now: float | None = None) -> list[RecordedTick]:
         """The ticks due since the feed's last batch, `dt` seconds ago."""
@@ -117,49 +114,71 @@ class RecordedMarket:
         if position is None:
             return []
         lap, at = position
+        times = self._rows.times
         out: list[RecordedTick] = []
         if lap != self._lap:
             if lap == self._lap + 1:  # the end of the previous lap first
-                out += self._take(len(self._times))
+                out += self._take(len(times))
             self._lap, self._cursor = lap, 0
         missed = int(at - (dt + STALE_SLACK) * self.clock.speed * 1e9)
-        skip = int(self._times.searchsorted(missed, "left"))
-        self._cursor = max(self._cursor, skip)
-        out += self._take(int(self._times.searchsorted(at, "right")))
+        self._cursor = max(self._cursor, int(times.searchsorted(missed, "left")))
+        out += self._take(int(times.searchsorted(at, "right")))
         return out
 
     def _take(self, end: int) -> list[RecordedTick]:
         start, self._cursor = self._cursor, max(self._cursor, end)
-        if end <= start:
-            return []
-        return events(self._table.slice(start, end - start))
+        return self._rows.events(start, end) if end > start else []
 
 
-def events(table: pa.Table) -> list[RecordedTick]:
-    """Feed events of recorded rows, IB's time in whole seconds (the receive second where
-    the recording has none)."""
-    cols = {name: table.column(name).to_pylist() for name in _COLUMNS[2:11]}
-    kinds = table.column("tick_type").to_pylist()
-    recv = table.column("time").cast("int64").to_pylist()
-    ib = table.column("ib_time").cast("int64").to_pylist()
-    out = []
-    for i, kind in enumerate(kinds):
-        code = CODES[kind]
-        stamp = ib[i] // 1_000_000_000 if ib[i] is not None else recv[i] // 1_000_000_000
-        if code <= 2:
-            fields = (
-                code, stamp, cols["price"][i], cols["size"][i], 0, cols["exchange"][i] or "",
-                cols["conditions"][i] or "",
-            )  # fmt: skip
-        elif code == 3:
-            fields = (
-                3, stamp, cols["bid_price"][i], cols["ask_price"][i], cols["bid_size"][i],
-                cols["ask_size"][i], 0,
-            )  # fmt: skip
-        else:
-            fields = (4, stamp, cols["mid_price"][i])
-        out.append(RecordedTick(code, fields))
-    return out
+@dataclass(frozen=True)
+class RecordedRows:
+    """One contract's recorded ticks as columns, in arrival order."""
+
+    times: np.ndarray  # receive stamps, ns
+    codes: np.ndarray  # IB's tick-by-tick code of each tick's stream
+    stamps: np.ndarray  # IB's time in whole seconds (the receive second where none)
+    floats: np.ndarray  # (7, n) in the tick frame's FLOAT_FIELDS order
+    exchange: np.ndarray  # str, "" where none
+    conditions: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame) -> RecordedRows:
+        """The columns of a tick frame's rows (`Store.ticks()`)."""
+        import numpy as np
+        import pandas as pd
+
+        from ibstream.client.frames import FLOAT_FIELDS, NAT
+
+        kinds = frame["tick_type"].cat
+        lut = np.array([CODES[name] for name in kinds.categories], np.int8)
+        times = pd.DatetimeIndex(frame.index).asi8
+        ib = pd.DatetimeIndex(frame["ib_time"]).asi8
+        stamps = np.where(ib == NAT, times, ib) // 1_000_000_000
+
+        def text(name: str) -> np.ndarray:
+            return frame[name].to_numpy(dtype=object, na_value="")
+
+        return cls(
+            times, lut[kinds.codes.to_numpy()], stamps,
+            frame[list(FLOAT_FIELDS)].to_numpy(np.float64).T, text("exchange"), text("conditions"),
+        )  # fmt: skip
+
+    def events(self, start: int, end: int) -> list[RecordedTick]:
+        """Feed events of rows start..end: the tickByTick fields of each."""
+        span = slice(start, end)
+        stamps = self.stamps[span].tolist()
+        price, size, bid, bid_size, ask, ask_size, mid = self.floats[:, span].tolist()
+        exchange, conditions = self.exchange[span].tolist(), self.conditions[span].tolist()
+        out = []
+        for i, code in enumerate(self.codes[span].tolist()):
+            if code <= 2:
+                fields = (code, stamps[i], price[i], size[i], 0, exchange[i], conditions[i])
+            elif code == 3:
+                fields = (3, stamps[i], bid[i], ask[i], bid_size[i], ask_size[i], 0)
+            else:
+                fields = (4, stamps[i], mid[i])
+            out.append(RecordedTick(code, fields))
+        return out
 
 
 @dataclass(frozen=True)
@@ -180,59 +199,38 @@ class Recording:
 def load_recording(
     location: object, *, speed: float = 1.0, loop: bool = False, held: bool = False
 ) -> Recording:
-    """Read a tick store (a directory or object-store URI) for replay; `NotARecording` with
-    what to do when it holds no tick parts."""
-    import pyarrow.compute as pc
-    import pyarrow.fs as pafs
+    """Read a tick store (a directory or object-store URI, through `ibstream.store`) for
+    replay; `NotARecording` saying what to do when it is none or holds no ticks."""
+    from ibstream.store.errors import StoreError
+    from ibstream.store.reader import open as open_store
 
-    from ibstream.store import layout
-
-    root = layout.open_root(location)
-    hint = f"{location} is not a recording (no ticks/date=.../*.parquet under it); record one "
-    hint += "with `ibstream serve --record DIR`"
-    kind = root.fs.get_file_info(root.path(layout.TICKS)).type
-    if kind != pafs.FileType.Directory:
-        raise NotARecording(hint)
-    dataset = layout.ticks_dataset(root)
-    if not dataset.files:
-        raise NotARecording(hint)
-    table = dataset.to_table(columns=_COLUMNS)
-    table = table.take(pc.sort_indices(table, [("time", "ascending")]))
-    details = _recorded_contracts(root, dataset.files)
-    clock = ReplayClock(
-        table.column("time")[0].value, table.column("time")[-1].value, speed, loop, held
-    )
-    ids = table.column("contract_id")
+    check_speed(speed)
+    try:
+        store = open_store(location)
+        frame = store.ticks()
+        details = store.contract_infos()
+    except StoreError as exc:
+        raise NotARecording(exc.message) from None
+    if frame.empty:
+        raise NotARecording(
+            f"{location} is not a recording yet: it holds no ticks; give the directory "
+            "`ibstream serve --record` wrote"
+        )
+    times = frame.index.asi8
+    clock = ReplayClock(int(times[0]), int(times[-1]), speed, loop, held)
     markets, contracts = {}, []
-    for con_id in sorted(set(ids.to_pylist())):
-        rows = table.filter(pc.equal(ids, con_id))
-        contract = sim_contract(details.get(con_id), con_id, rows)
+    for con_id, rows in frame.groupby("contract_id", sort=True):
+        contract = sim_contract(details.get(int(con_id)), int(con_id))
         contracts.append(contract)
-        markets[con_id] = RecordedMarket(contract, rows, clock)
+        markets[contract.con_id] = RecordedMarket(contract, RecordedRows.of(rows), clock)
     day = datetime.fromtimestamp(clock.first_ns // 1_000_000_000, UTC).date()
-    return Recording(root.uri, tuple(contracts), markets, clock, day)
+    return Recording(store.root.uri, tuple(contracts), markets, clock, day)
 
 
-def _recorded_contracts(root: object, files: list[str]) -> dict[int, dict]:
-    """conId -> the `contract` of the parts' key-value metadata (the latest file's wins)."""
-    import pyarrow.parquet as pq
-
-    from ibstream.store import layout
-
-    found: dict[int, dict] = {}
-    for path in files:
-        meta = layout.read_file_metadata(pq.read_schema(path, filesystem=root.fs))  # type: ignore[attr-defined]
-        contract = meta.get("contract")
-        if isinstance(contract, dict) and "contract_id" in contract:
-            found[int(contract["contract_id"])] = contract
-    return found
-
-
-def sim_contract(info: dict | None, con_id: int, rows: pa.Table) -> SimContract:
-    """The simulator's contract of a recorded one: its details as recorded (a part without
-    metadata gives its symbol columns and a stock on SMART)."""
-    if info is None:
-        info = {"contract_id": con_id, "symbol": rows.column("symbol")[0].as_py() or con_id}
+def sim_contract(info: dict | None, con_id: int) -> SimContract:
+    """The simulator's contract of a recorded one: its details as recorded (parts without
+    them give a stock on SMART named by its conId)."""
+    info = info or {}
     symbol = str(info.get("symbol", con_id))
     sec_type = str(info.get("sec_type", "STK"))
     exchange = str(info.get("exchange", "SMART"))
