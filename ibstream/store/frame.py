@@ -47,17 +47,17 @@ def frame_from_table(table: pa.Table) -> pd.DataFrame:
     ints = np.empty((len(INT_FIELDS), n), np.int64)
     floats = np.empty((len(FLOAT_FIELDS), n))
     ib_ns = np.empty(n, np.int64)
-    jobs: list[Callable[[], object]] = [
-        *(_placer(_int64s(table.column(name)), row, 0, where) for name, row in zip(INT_FIELDS, ints, strict=True)),
-        *(_placer(table.column(name), row, np.nan, where) for name, row in zip(FLOAT_FIELDS, floats, strict=True)),
-        _placer(_int64s(table.column("ib_time")), ib_ns, NAT, where),
-        lambda: _codes(table.column("tick_type"), order),
-        lambda: recv if order is None else recv[order],
+    jobs: list[Callable[[], object]] = [  # the longest first, so no core waits on one at the end
         lambda: _strings(table.column("exchange"), where),
         lambda: _strings(table.column("conditions"), where),
+        lambda: _codes(table.column("tick_type"), order),
+        lambda: recv if order is None else recv[order],
+        *(_placer(table.column(name), row, np.nan, where) for name, row in zip(FLOAT_FIELDS, floats, strict=True)),
+        *(_placer(_int64s(table.column(name)), row, 0, where) for name, row in zip(INT_FIELDS, ints, strict=True)),
+        _placer(_int64s(table.column("ib_time")), ib_ns, NAT, where),
     ]  # fmt: skip
     with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
-        *_, codes, recv, exchange, conditions = pool.map(lambda job: job(), jobs)
+        exchange, conditions, codes, recv, *_ = pool.map(lambda job: job(), jobs)
     return assemble(recv, codes, ints, floats, exchange, conditions, ib_ns)
 
 
