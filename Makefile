@@ -13,7 +13,7 @@ SERVER_ARGS ?= --demo
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store serve gateway clean
+.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay serve gateway clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
 	$(BIN)/ruff format --check ibstream tests bench server
 
-bench: bench-server bench-analytics bench-memory bench-store
+bench: bench-server bench-analytics bench-memory bench-store bench-replay
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.throughput
@@ -59,6 +59,9 @@ bench-memory: $(STAMP)
 bench-store: $(STAMP)
 	$(BIN)/python -m bench.store
 	$(BIN)/python -m bench.record
+
+bench-replay: $(STAMP)
+	$(BIN)/python -m bench.replay
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify

@@ -39,9 +39,18 @@ COUNTS = {
         r"wrote and read back (\d+) rows of trades",
     ],
 }
+COUNTS["03_recorded_sessions.ipynb"] = [
+    r"a client saw (\d+) ES ticks",
+    r"recorded (\d+) contract-days",
+    r"ticks per minute: (\d+) rows",
+    r"classified (\d+) recorded ES trades",
+    r"(\d+) delta bars of the recording",
+    r"replayed (\d+) ticks",
+]
 TEXTS = {
     "01_quickstart.ipynb": ["using the ibstream server already running at {url}", "net_delta"],
     "02_delta_research.ipynb": ["net_delta", "net delta: "],
+    "03_recorded_sessions.ipynb": ["equal to the recording: True", "net_delta"],
 }
 EMPTY = re.compile(r"^(Empty DataFrame|Series\(\[\]|DataFrame\(\[\]|\[\]$)", re.M)
 
@@ -110,6 +119,8 @@ def kernel_env(monkeypatch, tmp_path) -> str:
     monkeypatch.setenv("IBSTREAM_QUICKSTART_SECONDS", SHORT)
     monkeypatch.setenv("IBSTREAM_RESEARCH_SECONDS", SHORT)
     monkeypatch.setenv("IBSTREAM_EXPORT_DIR", str(tmp_path / "export"))
+    monkeypatch.setenv("IBSTREAM_RECORD_SECONDS", SHORT)
+    monkeypatch.setenv("IBSTREAM_STORE", str(tmp_path / "store"))
     return url
 
 

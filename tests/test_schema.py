@@ -283,9 +283,10 @@ def test_the_schema_lists_every_info_status_and_complete_reason():
         "ib_advisory",
         "record_failed",
         "record_resumed",
+        "replay_completed",
     ]
     reasons = defs["CompleteData"]["properties"]["reason"]["enum"]
-    assert reasons == ["limit_reached", "timeout", "error", "server_shutdown"]
+    assert reasons == ["limit_reached", "timeout", "error", "server_shutdown", "replay_completed"]
     assert defs["UnsubscribedOne"]["properties"]["reason"]["const"] == "unsubscribed"
     info = {"type": "info", "timestamp": TICK["timestamp"], "stream_id": "s"}
     assert (

@@ -72,3 +72,37 @@ def test_compaction_in_the_bucket_keeps_every_row_once(s3: S3Server):
 def test_a_prefix_without_a_recording_is_one_error(s3: S3Server):
     with pytest.raises(StoreError, match="^NOT_A_RECORDING: "):
         ibstream.store.open(s3.uri("nothing/here"))
+
+
+async def test_a_server_records_into_the_bucket_and_a_crash_is_a_gap(s3: S3Server):
+    """`ibstream serve --record s3://...` (a real child process): what a client saw is in the
+    bucket; after `kill -9` and a restart on the same prefix the crash window is in gaps."""
+    from ibstream.gateway import GatewaySimulator
+    from tests.client_fixtures import ServerProcess
+    from tests.test_store_record import read_ticks
+
+    uri = s3.uri("live/rec")
+    async with GatewaySimulator(port=0, seed=5, rate=300.0, bursts=False) as gateway:
+        server = ServerProcess(gateway.port)
+        options = ["--record", uri, "--record-flush", "0.2"]
+        seen: dict = {}
+        try:
+            await server.start(*options)
+            crashed = await read_ticks(server.url, 1.5, seen)
+            await server.kill()
+            await server.start(*options)
+            clean = await read_ticks(server.url, 1.0, seen)
+            assert await server.terminate() == 0
+        finally:
+            await server.kill()
+    store = ibstream.store.open(uri)
+    ticks = store.ticks()
+    assert len(ticks) > 0
+    frame = store.sql("SELECT server_id, contract_id, tick_type, sequence FROM ticks")
+    kept = set(frame.itertuples(index=False, name=None))
+    assert len(kept) == len(frame), "a row stored twice"
+    assert {(clean, *key) for key in seen[clean]} <= kept  # a clean stop keeps everything
+    lost = [key for key in seen[crashed] if (crashed, *key) not in kept]
+    assert len(lost) < len(seen[crashed])
+    gaps = store.gaps()
+    assert set(gaps.loc[gaps["reason"] == "server_restarted", "server_id"]) == {crashed}

@@ -1,4 +1,4 @@
-"""The `ibstream` console script: gateway, serve, demo, delta, store.
+"""The `ibstream` console script: gateway, serve, demo, delta, store, replay.
 
 A problem a user can fix (a busy port, a bad option, a refused bind) ends the command with one
 line on stderr saying what to do and a non-zero exit code, never a traceback.
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ibstream.cli import store
 
     store.add_arguments(command("store", store.HELP))
+    from ibstream.cli import replay
+
+    replay.add_arguments(command("replay", replay.HELP))
     return parser
 
 
@@ -227,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         from ibstream.cli import store
 
         return store.main(args)
+    if args.command == "replay":
+        from ibstream.cli import replay
+
+        return replay.main(args)
     if args.command == "delta":
         from ibstream.cli import delta as study
 
@@ -248,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    if args.command in ("gateway", "serve"):
+    if args.command in ("gateway", "serve", "replay"):
         level = min(level, logging.INFO)  # "listening on" / "serving on" lines
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:

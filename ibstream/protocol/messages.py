@@ -35,9 +35,15 @@ Details = Annotated[
     ),
 ]
 InfoStatus = Literal[
-    "ib_disconnected", "resumed", "gap", "ib_advisory", "record_failed", "record_resumed"
+    "ib_disconnected",
+    "resumed",
+    "gap",
+    "ib_advisory",
+    "record_failed",
+    "record_resumed",
+    "replay_completed",
 ]
-CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown"]
+CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown", "replay_completed"]
 
 
 class Closed(BaseModel):
@@ -95,6 +101,9 @@ class SubscribedConfig(Closed):
     timeout_seconds: float | None = None
     resume_from: dict[TickType, Sequence] | None = None
     batch_ms: float | None = None
+    start: str | None = Field(
+        None, description="the `start` asked for (replay servers), ISO-8601 UTC, nanoseconds"
+    )
 
 
 class SubscribedData(Closed):
@@ -144,10 +153,12 @@ class InfoData(Closed):
         description="ib_disconnected: IB (or its link to IB's servers) is gone, the stream "
         "resumes when it is back; resumed: it is back; gap: some ticks before the resume point "
         "cannot be replayed (`details.reason`: unknown_sequence, not_buffered, upstream_idle, "
-        "ib_disconnected, replay_limit); ib_advisory: an IB message that does not end the "
+        "ib_disconnected, replay_limit; from a replay server, the recording's own gaps with "
+        "`details.recorded` true: server_restarted, record_failed ...); ib_advisory: an IB message that does not end the "
         "stream (`details.ib_code`); record_failed: the server records its streams (`--record`) "
         "and cannot write the store (disk full, directory gone): streaming goes on, the ticks "
-        "wait in memory; record_resumed: the store is written again"
+        "wait in memory; record_resumed: the store is written again; replay_completed: a "
+        "replay server sent the last recorded tick of this stream (`complete` follows)"
     )
     message: str
     details: Details | None = None
@@ -165,7 +176,8 @@ class ErrorData(Closed):
 class CompleteData(Closed):
     reason: CompleteReason = Field(
         description="limit_reached: `limit` ticks sent; timeout: `timeout_seconds` passed; "
-        "error: an `error` on this stream came first; server_shutdown: the server is stopping"
+        "error: an `error` on this stream came first; server_shutdown: the server is stopping; "
+        "replay_completed: a replay server sent this stream's last recorded tick"
     )
     total_ticks: int
     duration_seconds: float

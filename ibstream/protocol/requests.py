@@ -28,6 +28,7 @@ from pydantic_core import PydanticCustomError
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.protocol.encode import clip
+from ibstream.protocol.times import parse_time_ns
 
 MAX_ID_LEN = 128
 MAX_SPEC_LEN = 64
@@ -52,6 +53,8 @@ EXPECTED = {
     "data.config.resume_from": f"a sequence number (integer 0 to {INT64_MAX}), or "
     "{tick_type: sequence}",
     "data.config.batch_ms": f"a number of milliseconds, 0 (off) to {MAX_BATCH_MS}",
+    "data.config.start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
+    "(replay servers only)",
     "data.stream_id": f"the stream_id string from 'subscribed' (up to {MAX_ID_LEN} chars)",
     "data.timestamp": "any JSON value (echoed back)",
     "contract_id": f"a conId (265598, 1 to {MAX_CONID}) or a symbol such as 'AAPL'",
@@ -65,6 +68,8 @@ EXPECTED = {
     "Last-Event-ID": f"a sequence number (50, up to {INT64_MAX}) or per tick type "
     "(bid_ask:50,last:3)",
     "token": "the server's token",
+    "start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
+    "(replay servers only)",
 }
 
 
@@ -166,6 +171,35 @@ TickTypeName = Annotated[
         }
     ),
 ]
+
+
+def start_value(value: object) -> int:
+    """A replay's start: ISO-8601 text (at most MAX_TIMESTAMP_LEN chars) or epoch ns."""
+    if isinstance(value, str) and len(value) > MAX_TIMESTAMP_LEN:
+        raise PydanticCustomError("start", "too long for a time")
+    if isinstance(value, int) and not isinstance(value, bool) and value > INT64_MAX:
+        raise PydanticCustomError("start", "beyond 64 bits")
+    try:
+        return parse_time_ns(value)
+    except ValueError as exc:
+        raise PydanticCustomError("start", str(exc)) from None
+
+
+ReplayStart = Annotated[
+    int,
+    PlainValidator(start_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+                {"type": "string", "maxLength": MAX_TIMESTAMP_LEN},
+            ],
+            "description": "replay servers only (`ibstream replay`): replay the recording from "
+            "this time, ISO-8601 (UTC unless an offset is given, up to nine fractional digits) "
+            "or epoch nanoseconds; a live server refuses it",
+        }
+    ),
+]
 RequestId = Annotated[
     int | str,
     PlainValidator(request_id_value),
@@ -213,6 +247,7 @@ class SubscribeConfig(Strict):
         description="send the ticks of each interval of this many ms as one `ticks` message "
         "(absent or 0: one `tick` message per tick)",
     )
+    start: ReplayStart | None = None
 
 
 class SubscribeData(Strict):
@@ -303,3 +338,4 @@ class SseQuery(BaseModel):
     token: str | None = Field(
         None, description="the server's token (EventSource cannot send headers)"
     )
+    start: ReplayStart | None = None

@@ -39,6 +39,7 @@ class Subscribe:
     timeout: float | None = None
     resume_from: dict[TickType, int] | None = None
     batch_ms: float | None = None  # None: one `tick` message per tick
+    start: int | None = None  # replay servers: replay from this time (epoch ns)
 
 
 @dataclass(slots=True)
@@ -123,6 +124,7 @@ def _subscribe(data: rq.SubscribeData, rid: str | int | None) -> Subscribe:
     if config is not None:
         out.limit, out.timeout = config.limit, config.timeout_seconds
         out.batch_ms = config.batch_ms or None
+        out.start = config.start
         if config.resume_from is not None:
             out.resume_from = resume_positions(
                 config.resume_from, types_, "data.config.resume_from", rid
@@ -227,7 +229,9 @@ def parse_sse_params(
         raise invalid("tick_types", rq.EXPECTED["tick_types"], MISSING, None)
     else:
         types_ = tick_types(query.tick_types.split(","))
-    out = Subscribe(spec, types_, query.limit, query.timeout, batch_ms=query.batch_ms or None)
+    out = Subscribe(
+        spec, types_, query.limit, query.timeout, batch_ms=query.batch_ms or None, start=query.start
+    )
     resume, name = query.resume_from, "resume_from"
     if resume is None and last_event_id:
         resume, name = last_event_id, "Last-Event-ID"

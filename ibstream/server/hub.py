@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
 from ibstream.protocol.encode import EncodedTick, encode_tick
 
@@ -37,6 +38,17 @@ _OUTAGES_KEPT = 32  # IB connection losses remembered per channel, for resume ga
 class StreamKey(NamedTuple):
     contract_id: int
     tick_type: TickType
+
+
+def unknown_sequence(after: int, last: int, then: str) -> dict:
+    """The gap of a resume position beyond the stream's last sequence; `then` says what
+    the stream does instead."""
+    return {
+        "reason": "unknown_sequence",
+        "resume_from": after,
+        "last_sequence": last,
+        "message": f"resume_from {after} is beyond this stream's last sequence {last} {then}",
+    }
 
 
 @dataclass(eq=False)
@@ -82,6 +94,13 @@ class Hub:
         """Join a channel, subscribing upstream if it is the first member."""
         if not handle.active:  # ended while its subscribe was under way: never re-join
             return
+        if getattr(handle, "start_ns", None) is not None:  # members without one: None
+            raise StreamError(
+                ErrorCode.INVALID_MESSAGE,
+                "'start' replays a recording from a time: only a replay server (`ibstream "
+                "replay DIR`) takes it; this server streams live ticks",
+                details={"field": "start", "expected": "no start on a live server"},
+            )
         key = StreamKey(handle.contract.contract_id, handle.tick_type)
         channel = self.channels.get(key)
         if channel is None:
@@ -114,13 +133,9 @@ class Hub:
             return [], []
         if after > last:
             return [], [
-                {
-                    "reason": "unknown_sequence",
-                    "resume_from": after,
-                    "last_sequence": last,
-                    "message": f"resume_from {after} is beyond this stream's last sequence "
-                    f"{last} (did the server restart?); streaming live ticks only",
-                }
+                unknown_sequence(
+                    after, last, "(did the server restart?); streaming live ticks only"
+                )
             ]
         entries = [entry for entry in channel.ring if entry.sequence > after]
         first = entries[0].sequence if entries else last + 1

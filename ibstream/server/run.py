@@ -13,9 +13,10 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from types import TracebackType
+from typing import Any
 
 import uvicorn
 
@@ -27,6 +28,8 @@ from ibstream.server.hub import Hub
 from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
 from ibstream.server.ws_writer import CorkedProtocol
+from ibstream.store.layout import open_root
+from ibstream.store.recorder import usable_store
 
 log = logging.getLogger(__name__)
 USER_TIMEOUTS = 3
@@ -129,6 +132,18 @@ class ServerHandle:
         await self.stop()
 
 
+def listening_socket(settings: ServerSettings, sock: socket.socket | None) -> socket.socket:
+    """The server's socket: bound here from the settings, or the caller's, whose address
+    then decides where the server listens (the bind check applies to it)."""
+    guard.check_bind(settings)
+    if sock is None:
+        return bind_socket(
+            settings.host, settings.port, settings.socket_send_buffer, settings.send_timeout
+        )
+    guard.check_bind(replace(settings, host=sock.getsockname()[0]))
+    return sock
+
+
 async def start_server(
     settings: ServerSettings, *, source: IBSource | None = None, sock: socket.socket | None = None
 ) -> ServerHandle:
@@ -137,13 +152,13 @@ async def start_server(
     Waits up to `settings.ib_connect_timeout` for IB; if IB is not there the server still
     starts (health "degraded") and the source keeps retrying in the background.
     """
-    guard.check_bind(settings)
-    if sock is None:  # first: a busy port fails at once, before any IB connection exists
-        sock = bind_socket(
-            settings.host, settings.port, settings.socket_send_buffer, settings.send_timeout
-        )
-    else:  # the caller's socket decides where the server listens: check that address
-        guard.check_bind(replace(settings, host=sock.getsockname()[0]))
+    sock = listening_socket(settings, sock)  # first: a busy port fails before IB is asked
+    if settings.record:  # and a store that cannot be written, before IB is asked too
+        try:
+            await asyncio.to_thread(usable_store, open_root(settings.record))
+        except BaseException:
+            sock.close()
+            raise
     own_source = source is None
     if source is None:
         source = IBSource(
@@ -173,6 +188,41 @@ async def start_server(
             if own_source:
                 await source.stop()
             raise
+    try:
+        handle = await _serve(hub, settings, sock, source, own_source, recording)
+    except BaseException:
+        if own_source:
+            await source.stop()
+        raise
+    log.info("ibstream server on %s (IB %s:%s)", handle.url, settings.ib_host, settings.ib_port)
+    return handle
+
+
+async def start_replay_server(
+    settings: ServerSettings, hub: Any, *, sock: socket.socket | None = None
+) -> ServerHandle:
+    """The same app over a hub that replays a recording instead of streaming IB (any object
+    with the hub's interface and a `source` with `status`, `search`, `available`, `stop`;
+    see `ibstream.store.replay`). Its source is stopped with the server."""
+    sock = listening_socket(settings, sock)
+    try:
+        handle = await _serve(hub, settings, sock, hub.source, own_source=True)
+    except BaseException:
+        await hub.source.stop()
+        raise
+    log.info("ibstream replay server on %s", handle.url)
+    return handle
+
+
+async def _serve(
+    hub: Any,
+    settings: ServerSettings,
+    sock: socket.socket,
+    source: Any,
+    own_source: bool,
+    recording: Recording | None = None,
+) -> ServerHandle:
+    """The app over `hub`, run by uvicorn on `sock` (closed if the start fails)."""
     app = create_app(hub, settings, recording)
     ready = asyncio.Event()
 
@@ -206,12 +256,8 @@ async def start_server(
         server.should_exit = True
         await asyncio.gather(serving, return_exceptions=True)
         sock.close()
-        if own_source:
-            await source.stop()
         raise
-    handle = ServerHandle(server, serving, sock, app.state.ibstream, source, own_source)
-    log.info("ibstream server on %s (IB %s:%s)", handle.url, settings.ib_host, settings.ib_port)
-    return handle
+    return ServerHandle(server, serving, sock, app.state.ibstream, source, own_source)
 
 
 async def run_forever(settings: ServerSettings, demo: bool = False) -> None:
@@ -228,18 +274,25 @@ async def run_forever(settings: ServerSettings, demo: bool = False) -> None:
         await gateway.start()
         settings.ib_host, settings.ib_port = "127.0.0.1", gateway.port
         log.info("gateway simulator on 127.0.0.1:%s", gateway.port)
+    try:
+        await serve_until_signal(lambda: start_server(settings))
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+
+
+async def serve_until_signal(start: Callable[[], Awaitable[ServerHandle]]) -> None:
+    """Start a server and run it until SIGINT/SIGTERM, then stop it gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        async with await start_server(settings) as handle:
+        async with await start() as handle:
             log.info("serving on %s (WebSocket %s)", handle.url, handle.ws_url)
             await stop.wait()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-        if gateway is not None:
-            await gateway.stop()

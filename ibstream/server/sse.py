@@ -116,6 +116,7 @@ async def open_stream(
             limit=req.limit,
             timeout=req.timeout,
             batch_ms=getattr(req, "batch_ms", None),
+            start_ns=req.start,
         )
         plan = sub.prepare_replay(handles, req.resume_from)  # no await since subscribe
         ids = EventIds(handles)  # after the plan: positions start where the client resumes

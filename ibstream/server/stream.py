@@ -40,6 +40,7 @@ class StreamHandle:
         limit: int | None,
         timeout: float | None,
         batch_ms: float | None = None,
+        start_ns: int | None = None,
     ):
         self.owner = owner
         self.contract = contract
@@ -51,6 +52,7 @@ class StreamHandle:
         self.item_prefix = item_prefix(self.stream_id)
         self.limit = limit
         self.timeout = timeout
+        self.start_ns = start_ns  # a replay's start (config `start`); live hubs refuse it
         self.count = 0
         self.last_sequence = 0
         # Where this stream continues from: the stream's last sequence when the client

@@ -23,6 +23,7 @@ from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import TickType
 from ibstream.protocol.changes import Changes
 from ibstream.protocol.encode import Outgoing, error_message, message
+from ibstream.protocol.times import iso_ns
 from ibstream.server.batching import Batcher
 from ibstream.server.hub import Hub
 from ibstream.server.replay import Replay, plan_replay
@@ -53,6 +54,7 @@ def subscribed_message(
         "timeout_seconds": spec.timeout,
         "resume_from": resume,
         "batch_ms": handles[0].batch_ms,
+        "start": None if spec.start is None else iso_ns(spec.start),
     }
     streams = [
         {
@@ -98,6 +100,7 @@ class Subscriber:
         self.batcher = Batcher(self.put)
         self.sent_sequences: dict[str, int] = {}  # stream id -> last tick sequence handed out
         self._wakeup = asyncio.Event()
+        self._room: asyncio.Event | None = None  # set when the queue is half empty again
         self.closed: StreamError | None = None
         self._closing = False
         self.sent = 0
@@ -113,6 +116,7 @@ class Subscriber:
         limit: int | None = None,
         timeout: float | None = None,
         batch_ms: float | None = None,
+        start_ns: int | None = None,
     ) -> list[StreamHandle]:
         """Resolve the contract and attach one stream per tick type (see `replay` to resume)."""
         if self._closing:
@@ -133,7 +137,13 @@ class Subscriber:
         try:
             for tick_type in tick_types:
                 handle = StreamHandle(
-                    self, contract, tick_type, limit=limit, timeout=timeout, batch_ms=batch_ms
+                    self,
+                    contract,
+                    tick_type,
+                    limit=limit,
+                    timeout=timeout,
+                    batch_ms=batch_ms,
+                    start_ns=start_ns,
                 )
                 self.streams[handle.stream_id] = handle
                 handles.append(handle)
@@ -187,6 +197,19 @@ class Subscriber:
             handle.deliver(entry, replayed=True)
         self.batcher.flush()  # a replayed backlog goes out at once, batched or not
 
+    async def room(self) -> None:
+        """Wait until the live queue is at most half full: a source that can wait (a
+        recording's replay) never overflows it, however slowly its client reads."""
+        while self._load > self.queue_size // 2 and not self._closing:
+            if self._room is None:
+                self._room = asyncio.Event()
+            await self._room.wait()
+
+    def _roomy(self) -> None:
+        if self._room is not None and (self._load <= self.queue_size // 2 or self._closing):
+            self._room.set()
+            self._room = None
+
     def unsubscribe(self, stream_id: str) -> dict:
         """Detach one stream, drop what is queued for it, and return its final counters
         (the ticks the client gets)."""
@@ -230,6 +253,7 @@ class Subscriber:
                 elif item.sequence is not None:
                     dropped += 1
         self._queue = kept
+        self._roomy()
         handle.count -= dropped
         handle.last_sequence = last
 
@@ -327,6 +351,7 @@ class Subscriber:
         self.batcher.close()
         self.closed = error or StreamError(ErrorCode.CONNECTION_ERROR, "closed")
         self._wakeup.set()
+        self._roomy()
         if self.closed.code == ErrorCode.SLOW_CONSUMER and self.on_slow is not None:
             self.on_slow()
 
@@ -363,6 +388,8 @@ class Subscriber:
         """Count a message out of the queue and note the positions it carries."""
         self.sent += 1
         self._unload(item)
+        if self._room is not None:
+            self._roomy()
         if item.stream_id in self.streams:
             self.sent_sequences[item.stream_id] = item.sequence  # type: ignore[assignment]
         elif item.spans is not None:

@@ -260,6 +260,7 @@ class StreamSession:
                 limit=spec.limit,
                 timeout=spec.timeout,
                 batch_ms=spec.batch_ms,
+                start_ns=spec.start,
             )
             plan = self.sub.prepare_replay(handles, spec.resume_from)  # sets start_sequence
             self.sub.put(subscribed_message(handles, spec, rid))

@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, Tick, TickType
-from ibstream.store import layout, parts, state
+from ibstream.store import compact, layout, parts, state
 
 log = logging.getLogger(__name__)
 DEFAULT_FLUSH_SECONDS = 1.0
@@ -33,6 +33,8 @@ DEFAULT_MAX_PENDING = 2_000_000  # ticks held while the store cannot be written 
 # An idle recorder still rewrites its marker this often: a marker untouched for much longer
 # counts as a crashed run on another host (state.FOREIGN_STALE_SECONDS).
 MARKER_REFRESH_NS = 30_000_000_000
+# Hours are compacted once they ended this long ago: no flush still writes into them.
+COMPACT_AFTER_NS = 10_000_000_000
 
 
 @dataclass(eq=False)
@@ -74,6 +76,8 @@ class Recorder:
         self._marker: state.RunMarker | None = None
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._compacting: asyncio.Task | None = None
+        self._compacted_hour = -1  # the last hour boundary compaction ran after
 
     # -- the live path ----------------------------------------------------------------
     def add(self, key: tuple[int, TickType], contract: ContractInfo, tick: Tick, seq: int) -> None:
@@ -110,6 +114,7 @@ class Recorder:
         self.server_id = server_id
         self._marker = state.RunMarker(server_id, time.time_ns())
         await asyncio.to_thread(self._open)
+        self._compact_closed_hours()  # what a crashed run left, while recording starts
         self._task = asyncio.create_task(self._run(), name="ibstream-recorder")
 
     async def stop(self) -> None:
@@ -119,6 +124,9 @@ class Recorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._compacting is not None:
+            with contextlib.suppress(Exception):
+                await self._compacting  # never leave a half-done swap to the next start
         await self.flush()
         if self.problem is None and self._marker is not None:
             with contextlib.suppress(OSError):
@@ -144,6 +152,27 @@ class Recorder:
         while True:
             await asyncio.sleep(self.flush_seconds)  # a period, not a synchronisation
             await self.flush()
+            self._compact_closed_hours()
+
+    def _compact_closed_hours(self) -> None:
+        """Once per hour (and at start-up, also after a crash): merge each partition's parts
+        of the hours that ended, in a worker thread, while recording goes on."""
+        now = time.time_ns()
+        hour = (now - COMPACT_AFTER_NS) // 3_600_000_000_000
+        busy = self._compacting is not None and not self._compacting.done()
+        if hour == self._compacted_hour or busy or self.problem is not None:
+            return
+        self._compacted_hour = hour
+        self._compacting = asyncio.create_task(self._compact(hour * 3_600_000_000_000))
+
+    async def _compact(self, before_ns: int) -> None:
+        try:
+            report = await asyncio.to_thread(compact.compact, self.root, before_ns=before_ns)
+        except Exception as exc:  # noqa: BLE001 - the recording goes on; next hour retries
+            log.warning("compacting %s failed (%s); the parts stay as they are", self.root.uri, exc)
+            return
+        if report.hours:
+            log.info("compacted %d partition-hours of %s", report.hours, self.root.uri)
 
     async def flush(self) -> None:
         """Write every buffered tick now (in a worker thread; the loop keeps streaming)."""
@@ -239,12 +268,9 @@ class Recorder:
         """Create the store (or check it), record crashed runs as gaps, write our marker."""
         root, marker = self.root, self._marker
         assert marker is not None
-        info = root.fs.get_file_info(root.base) if root.base else None
-        if info is not None and info.type == pafs.FileType.File:
-            raise _unusable(root, "it is a file, not a directory")
+        usable_store(root)
         try:
-            if root.local and info is not None and info.type == pafs.FileType.NotFound:
-                root.fs.create_dir(root.base, recursive=True)
+            compact.recover(root)  # a compaction or a part a crash left half done
             for run in state.crashed_runs(root):
                 self._crash_gaps(run, marker.started_ns)
                 if self._gaps:
@@ -318,6 +344,22 @@ class Recorder:
             layout.gap_dir(day), f"{first:019d}-{self.server_id}-{time.time_ns()}.parquet"
         )
         parts.write_table(self.root, path, table)
+
+
+def usable_store(root: layout.StoreRoot) -> None:
+    """Make sure `root` can hold a recording (created if it is a new local directory), or
+    raise StreamError saying why not: the server checks this before it connects to IB."""
+    info = root.fs.get_file_info(root.base) if root.base else None
+    if info is not None and info.type == pafs.FileType.File:
+        raise _unusable(root, "it is a file, not a directory")
+    try:
+        if root.local and info is not None and info.type == pafs.FileType.NotFound:
+            root.fs.create_dir(root.base, recursive=True)
+        probe = root.path(layout.STATE, f".probe-{time.time_ns()}")
+        layout.write_small(root, probe, b"")
+        root.fs.delete_file(probe)
+    except OSError as exc:
+        raise _unusable(root, str(exc)) from exc
 
 
 def _unusable(root: layout.StoreRoot, why: str) -> StreamError:

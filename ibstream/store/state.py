@@ -81,13 +81,7 @@ class RunMarker:
 
 def save(root: layout.StoreRoot, marker: RunMarker) -> None:
     """Replace the marker atomically (aside, then rename; one upload on object stores)."""
-    path = marker.path(root)
-    root.fs.create_dir(root.path(layout.STATE), recursive=True)
-    target = layout.tmp_name(path) if root.local else path
-    with root.fs.open_output_stream(target) as out:
-        out.write(marker.to_json())
-    if target != path:
-        root.fs.move(target, path)
+    layout.write_small(root, marker.path(root), marker.to_json())
 
 
 def remove(root: layout.StoreRoot, marker: RunMarker) -> None:
@@ -96,19 +90,12 @@ def remove(root: layout.StoreRoot, marker: RunMarker) -> None:
 
 def crashed_runs(root: layout.StoreRoot) -> list[RunMarker]:
     """Markers of runs that ended without a clean stop (their process is gone)."""
-    import pyarrow.fs as pafs
-
-    selector = pafs.FileSelector(root.path(layout.STATE), allow_not_found=True)
     found = []
-    for info in root.fs.get_file_info(selector):
-        name = info.base_name
-        if info.type != pafs.FileType.File or not name.startswith(PREFIX):
-            continue
+    for path, raw in layout.state_files(root, PREFIX):
         try:
-            with root.fs.open_input_stream(info.path) as stream:
-                marker = RunMarker.from_json(stream.read())
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring unreadable recorder marker %s (%s)", info.path, exc)
+            marker = RunMarker.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring unreadable recorder marker %s (%s)", path, exc)
             continue
         if not marker.is_alive():
             found.append(marker)
