@@ -13,7 +13,7 @@ SERVER_ARGS ?= --demo
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-replay serve gateway clean
+.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay serve gateway clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
 	$(BIN)/ruff format --check ibstream tests bench server
 
-bench: bench-server bench-analytics bench-memory bench-replay
+bench: bench-server bench-analytics bench-memory bench-store bench-replay
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.throughput
@@ -52,6 +52,13 @@ bench-server: $(STAMP)
 # Server RSS under a client that resumes and never reads, beside a well-behaved one (~1 min).
 bench-memory: $(STAMP)
 	$(BIN)/python -m bench.memory
+
+# The tick store: recording writes (>= 1 M ticks/s on one core), a day of ES read into a
+# tick frame (>= 10 M ticks/s), each beside baselines of the same run (~1 min); then what
+# recording costs the live path (>= 0.9x the 1-client rate without, ~2 min).
+bench-store: $(STAMP)
+	$(BIN)/python -m bench.store
+	$(BIN)/python -m bench.record
 
 bench-replay: $(STAMP)
 	$(BIN)/python -m bench.replay

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Iterator
 
 import pandas as pd
@@ -14,6 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 import ibstream
+import ibstream.store
 from ibstream.store import layout
 from tests.client_fixtures import free_port
 from tests.conftest import WAIT, get_json, sse, sse_events
@@ -410,3 +412,31 @@ async def test_loop_starts_over_as_one_session_that_goes_on(recording, ws_client
     shift = got[n]["recv_ns"] - trades[0]["recv_ns"]
     assert [g["price"] for g in got[n : 2 * n]] == [t["price"] for t in trades]
     assert [g["recv_ns"] - shift for g in got[n : 2 * n]] == [t["recv_ns"] for t in trades]
+
+
+async def test_the_delta_command_studies_a_replay_and_ends_with_it(recording):
+    """`ibstream delta` works unchanged against a replay: it ends when the replay completes,
+    and its summary is the batch analytics of the recorded ES ticks."""
+    import orjson
+
+    from ibstream.analytics import classify, summary
+
+    server = await replay_server(recording.path, speed=None)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "ibstream", "delta", "ES", "--server", server.url, "--json"),
+            *("--seconds", "300"),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+    finally:
+        await server.stop()
+    assert proc.returncode == 0, err.decode()
+    assert "replay_completed" in err.decode()
+    final = orjson.loads(out.decode().splitlines()[-1])
+    trades = classify(ibstream.store.open(recording.path).ticks("ES"))
+    expected = summary(trades).iloc[0]
+    assert final["type"] == "summary" and final["total_trades"] == len(trades) > 0
+    assert final["net_delta"] == expected["net_delta"]
+    assert final["buy_volume"] == expected["buy_volume"]

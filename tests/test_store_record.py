@@ -268,6 +268,7 @@ async def test_a_full_disk_is_reported_then_recording_catches_up(
     ("args", "says"),
     [
         (["--record", "{file}"], "is a file"),
+        (["--record", "/proc/ibstream-test/rec"], "cannot record to /proc/ibstream-test/rec"),
         (["--record-contract", "ES"], "needs --record"),
         (["--record", "{dir}", "--record-flush", "0"], "above 0"),
         (["--record", "{dir}", "--record-contract", "ES:bogus,last"], "unknown tick type"),

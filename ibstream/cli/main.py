@@ -73,6 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     gw.add_argument(
         "--rate", type=positive(float), default=20.0, help="market events/s per contract"
     )
+    gw.add_argument(
+        "--replay",
+        metavar="DIR",
+        help="play a recording (`ibstream serve --record DIR`) instead of the synthetic market: "
+        "its contracts, its ticks at their recorded spacing, on its first day unless "
+        "--session-date (default: the synthetic market)",
+    )
+    gw.add_argument(
+        "--speed",
+        type=positive(float),
+        default=None,
+        help="with --replay: how many times as fast as recorded (default: 1)",
+    )
+    gw.add_argument(
+        "--loop", action="store_true", help="with --replay: start over after the last tick"
+    )
 
     _add_serve(command("serve", "run the streaming server next to TWS / IB Gateway"))
 
@@ -271,9 +287,19 @@ def _bind_problem(args: argparse.Namespace, exc: OSError) -> str:
 
 
 def _gateway(args: argparse.Namespace) -> int:
+    from ibstream.gateway.recorded import NotARecording, load_recording
     from ibstream.gateway.server import run_gateway
 
-    asyncio.run(run_gateway(args.host, args.port, args.seed, args.rate))
+    replay = None
+    if args.replay is None and (args.speed is not None or args.loop):
+        return _problem("gateway", "--speed and --loop apply to a replay: add --replay DIR")
+    if args.replay is not None:
+        try:
+            replay = load_recording(args.replay, speed=args.speed or 1.0, loop=args.loop)
+        except NotARecording as exc:
+            return _problem("gateway", f"--replay {exc}")
+    session = args.session_date  # None: the recording's first day, else $IBSTREAM_SESSION_DATE
+    asyncio.run(run_gateway(args.host, args.port, args.seed, args.rate, session, replay))
     return 0
 
 

@@ -4,7 +4,7 @@ A binary frame is decoded once and split into the runs of rows of one subscripti
 arrival order, as a `ticks` message's items are. A subscription checks a run's positions
 from two columns (tick type codes and sequences, in numpy) and hands the rows on as Arrow:
 `collect` keeps the tables and types them all in one go when it builds the frame
-(`columns_from_frame`, through the tick store's own `columns_from_arrow`), so a frame costs
+(`columns_from_frame`, through the JSON path's own `columns_from_struct`), so a frame costs
 no per-tick Python on the way in. Sinks that take ticks one by one (iterators, callbacks)
 get the same `data` dicts a JSON frame gives them (nulls left out), built only for them.
 """
@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from ibstream.client.frames import _CODES, TICK_TYPE_DTYPE, TickColumns, columns_from_arrow
+from ibstream.client.frames import (
+    TICK_TYPE_CODES,
+    TICK_TYPE_DTYPE,
+    TickColumns,
+    columns_from_struct,
+)
 from ibstream.client.sinks import put_many
 from ibstream.protocol.arrow import decode_frame
 
@@ -29,13 +33,14 @@ _NAMES = np.array(list(TICK_TYPE_DTYPE.categories), dtype=object)  # by category
 
 
 def columns_from_frame(tables: Sequence[pa.Table]) -> TickColumns:
-    """Frames' rows as tick columns in one conversion: the wire's `recv_ns` / `ib_time`
-    (seconds) renamed and scaled to the stored layout, then the store's conversion."""
+    """Frames' rows as tick columns in one conversion: without `stream_id`, a frame's
+    columns are the wire's tick `data` fields in their order, so the JSON path's own
+    `columns_from_struct` types them."""
     table = pa.concat_tables(tables) if len(tables) != 1 else tables[0]
-    ib_ns = pc.multiply(table.column("ib_time"), 1_000_000_000)
-    stored = table.rename_columns(["time" if n == "recv_ns" else n for n in table.column_names])
-    stored = stored.set_column(stored.schema.get_field_index("ib_time"), "ib_time", ib_ns)
-    return columns_from_arrow(stored)
+    columns = columns_from_struct(table.drop_columns(["stream_id"]).to_struct_array())
+    if columns is None:
+        raise ValueError("an Arrow frame holds rows a tick frame cannot take")
+    return columns
 
 
 def split_frame(payload: bytes, owner_of: Callable[[str], Hashable | None]) -> list[tuple]:
@@ -84,7 +89,7 @@ def deliver(sub: Subscription, table: pa.Table) -> None:
 def positions(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
     """Tick type category codes and sequences of the rows."""
     kinds = table.column("tick_type").combine_chunks()
-    lut = np.array([_CODES[name] for name in kinds.dictionary.to_pylist()] or [0], np.int8)
+    lut = np.array([TICK_TYPE_CODES[name] for name in kinds.dictionary.to_pylist()] or [0], np.int8)
     return lut[kinds.indices.to_numpy()], table.column("sequence").to_numpy()
 
 

@@ -69,6 +69,7 @@ TICK_COLUMNS: dict[str, Any] = {
 ADDED_COLUMNS = ("conditions", "ib_time")  # absent from older files: conform_ticks adds them
 NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 _CODES = {name: i for i, t in enumerate(TickType) for name in (t.value, t.ib_name)}
+TICK_TYPE_CODES = _CODES  # our and IB's tick type names -> tick_type category codes
 TICK_TYPE_NAMES = frozenset(_CODES)  # our names and IB's, exactly as spelled on the wire
 _REQUIRED = ("recv_ns", "contract_id", "tick_type")
 _WIRE_DATA = pa.struct(
@@ -149,17 +150,35 @@ class TickColumns:
 
     def to_frame(self) -> pd.DataFrame:
         """The tick frame; it takes these arrays over (no copy), so the caller must own them."""
-        index = pd.DatetimeIndex(self.recv_ns.view("M8[ns]"), name="time").tz_localize("UTC")
-        data = {
-            "contract_id": self.ints[0],
-            "tick_type": pd.Categorical.from_codes(self.codes, dtype=TICK_TYPE_DTYPE),
-            "sequence": self.ints[1],
-            **dict(zip(FLOAT_FIELDS, self.floats, strict=True)),
-            "exchange": _strings(self.exchange),
-            "conditions": _strings(self.conditions),
-            "ib_time": pd.DatetimeIndex(self.ib_ns.view("M8[ns]")).tz_localize("UTC"),
-        }
-        return pd.DataFrame(data, index=index, copy=False)
+        return assemble(
+            self.recv_ns, self.codes, self.ints, self.floats, _strings(self.exchange),
+            _strings(self.conditions), self.ib_ns,
+        )  # fmt: skip
+
+
+def assemble(
+    recv_ns: np.ndarray,
+    codes: np.ndarray,
+    ints: np.ndarray,
+    floats: np.ndarray,
+    exchange: pd.api.extensions.ExtensionArray,
+    conditions: pd.api.extensions.ExtensionArray,
+    ib_ns: np.ndarray,
+) -> pd.DataFrame:
+    """The tick frame of typed columns (as `TickColumns` holds them, the text columns already
+    extension arrays), taken over without a copy."""
+    utc = pd.DatetimeTZDtype("ns", "UTC")
+    data = {
+        "contract_id": ints[0],
+        "tick_type": pd.Categorical.from_codes(codes, dtype=TICK_TYPE_DTYPE),
+        "sequence": ints[1],
+        **dict(zip(FLOAT_FIELDS, floats, strict=True)),
+        "exchange": exchange,
+        "conditions": conditions,
+        "ib_time": pd.DatetimeIndex(ib_ns.view("M8[ns]"), dtype=utc),
+    }
+    index = pd.DatetimeIndex(recv_ns.view("M8[ns]"), dtype=utc, name="time")
+    return pd.DataFrame(data, index=index, copy=False)
 
 
 def _strings(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
@@ -257,29 +276,6 @@ def columns_from_struct(data: pa.StructArray | pa.ChunkedArray) -> TickColumns |
         _interned(fields["exchange"]),
         _interned(fields["conditions"]),
         np.array(ib_ns.to_numpy()),
-    )
-
-
-def columns_from_arrow(table: pa.Table) -> TickColumns:
-    """Typed columns from an Arrow table in the stored layout (the tick store's parts):
-    `time` and `ib_time` timestamps, `tick_type` in our spelling, other columns by name."""
-
-    def column(name: str) -> pa.Array:
-        return table.column(name).combine_chunks()
-
-    def ns(name: str) -> np.ndarray:
-        return np.array(pc.fill_null(column(name).cast(pa.int64()), NAT).to_numpy())
-
-    kinds = column("tick_type").dictionary_encode()
-    lut = np.array([_CODES[name] for name in kinds.dictionary.to_pylist()] or [0], np.int8)
-    return TickColumns(
-        ns("time"),
-        lut[kinds.indices.to_numpy()],
-        np.stack([pc.fill_null(column(n), 0).to_numpy() for n in INT_FIELDS]),
-        np.stack([column(n).to_numpy(zero_copy_only=False) for n in FLOAT_FIELDS]),
-        _interned(column("exchange")),
-        _interned(column("conditions")),
-        ns("ib_time"),
     )
 
 

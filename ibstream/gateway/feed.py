@@ -4,7 +4,9 @@ One asyncio task per contract with at least one subscription: every few millisec
 asks the market for the events due at the current rate and writes each to every
 subscription of the matching tick type, one write per connection per batch. As on IB, "Last"
 omits trades that carry conditions (odd lots, flagged off-exchange prints) which "AllLast"
-includes, and a contract without a tape (IDEALPRO cash) sends quotes only.
+includes, and a contract without a tape (IDEALPRO cash) sends quotes only. A recording
+(`recorded.RecordedMarket`) takes the market's place under `--replay`: its ticks go to the
+subscriptions of the tick type they were recorded as.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ibstream.gateway.market import Market, Quote, Trade
+from ibstream.gateway.recorded import RecordedMarket, RecordedTick
 from ibstream.gateway.wire import encode
 
 log = logging.getLogger("ibstream.gateway")
@@ -45,9 +48,11 @@ class Subscription:
     last_ask: float | None = None
     last_mid: float | None = None
 
-    def encode(self, event: Quote | Trade, decimals: int) -> bytes | None:
+    def encode(self, event: Quote | Trade | RecordedTick, decimals: int) -> bytes | None:
         """This subscription's message for an event, or None when it gets nothing."""
         code = TICK_TYPES[self.tick_type]
+        if isinstance(event, RecordedTick):  # a replayed tick goes to its own tick type only
+            return encode(99, self.req_id, *event.fields) if event.code == code else None
         stamp = int(event.time)
         if isinstance(event, Trade):
             if code > 2 or (code == 1 and event.conditions):
@@ -75,7 +80,7 @@ class Subscription:
 class Feed:
     """One contract's market, its subscriptions and the task that drives them."""
 
-    def __init__(self, market: Market, on_batch: Callable[[], None]) -> None:
+    def __init__(self, market: Market | RecordedMarket, on_batch: Callable[[], None]) -> None:
         self.market = market
         self.subs: list[Subscription] = []
         self.paused = False  # while True events still happen but nobody receives them
@@ -110,7 +115,7 @@ class Feed:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def deliver(self, events: list[Quote | Trade]) -> None:
+    def deliver(self, events: list[Quote | Trade] | list[RecordedTick]) -> None:
         chunks: dict[Sink, list[bytes]] = {}
         for event in events:
             if not self._tape and isinstance(event, Trade):

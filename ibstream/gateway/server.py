@@ -1,7 +1,8 @@
 """The gateway simulator: a TCP server speaking the TWS API, with fault hooks for tests.
 
 Unmodified ib_insync and ib_async connect to it, resolve the built-in contracts and
-receive tick-by-tick data from a seeded synthetic market (see `market.py`).
+receive tick-by-tick data from a seeded synthetic market (see `market.py`), or resolve the
+contracts of a recording and receive its ticks (`replay=`, see `recorded.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from types import TracebackType
 from ibstream.gateway.contracts import SimContract, builtin_contracts, session_date_of
 from ibstream.gateway.feed import Feed, Subscription
 from ibstream.gateway.market import Market
+from ibstream.gateway.recorded import RecordedMarket, Recording
 from ibstream.gateway.rejects import error_message
 from ibstream.gateway.session import Session
 
@@ -35,7 +37,9 @@ class GatewaySimulator:
     `session_date` is the simulated trading day (default: `$IBSTREAM_SESSION_DATE`, else
     today): it decides which futures have expired and which is the front month, and is the
     date the simulator's clock (handshake, reqCurrentTime) reports; ticks carry the host's
-    time.
+    time. With `replay` (a `load_recording(...)`), the recording's contracts and ticks take
+    the place of the built-in ones and the synthetic market, and the session date defaults
+    to the recording's first day.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class GatewaySimulator:
         tick_by_tick_slots: int | None = None,
         no_permission: Collection[str | int] = (),
         session_date: date | None = None,
+        replay: Recording | None = None,
     ) -> None:
         if tick_by_tick_slots is not None and tick_by_tick_slots < 0:
             raise ValueError(f"tick_by_tick_slots must be >= 0 or None, not {tick_by_tick_slots}")
@@ -62,10 +67,13 @@ class GatewaySimulator:
         self.seed = seed
         self.server_version = server_version
         self.account = account
+        if replay is not None:
+            session_date, contracts = session_date or replay.day, replay.contracts
         session_date = session_date or session_date_of()
         self.contracts: tuple[SimContract, ...] = tuple(
             builtin_contracts(session_date) if contracts is None else contracts
         )
+        self.replay = replay
         self.farm_status = farm_status
         self.max_write_buffer = max_write_buffer
         self.tick_by_tick_slots = tick_by_tick_slots
@@ -77,7 +85,12 @@ class GatewaySimulator:
         self.refused_connections = 0
         self._next_order_id = 1
         self._feeds = {
-            c.con_id: Feed(Market(c, seed, rate, bursts=bursts), self._notify)
+            c.con_id: Feed(
+                Market(c, seed, rate, bursts=bursts)
+                if replay is None
+                else replay.markets[c.con_id],
+                self._notify,
+            )
             for c in self.contracts
         }
         self._sessions: set[Session] = set()
@@ -151,7 +164,7 @@ class GatewaySimulator:
         slots = self.tick_by_tick_slots
         return slots is None or len(self.subscriptions) < slots
 
-    def market(self, con_id: int) -> Market:
+    def market(self, con_id: int) -> Market | RecordedMarket:
         """The market, and so the ground truth, of a contract."""
         return self._feeds[con_id].market
 
@@ -275,8 +288,19 @@ async def run_gateway(
     seed: int = 0,
     rate: float = 20.0,
     session_date: date | None = None,
+    replay: Recording | None = None,
 ) -> None:
     """Run a gateway simulator until cancelled."""
-    async with GatewaySimulator(host, port, seed=seed, rate=rate, session_date=session_date) as sim:
+    async with GatewaySimulator(
+        host, port, seed=seed, rate=rate, session_date=session_date, replay=replay
+    ) as sim:
+        if replay is not None:
+            log.info(
+                "replaying %s: %s ticks of %s (%s) from %s at speed %g%s; the clock starts at the "
+                "first subscription",
+                replay.location, f"{replay.ticks:,}", len(replay.contracts),
+                ", ".join(c.local_symbol or c.symbol for c in replay.contracts), replay.day,
+                replay.clock.speed, ", looping" if replay.clock.loop else "",
+            )  # fmt: skip
         log.info("gateway simulator listening on %s:%s", sim.host, sim.port)
         await asyncio.Event().wait()

