@@ -55,6 +55,14 @@ def test_collect_over_arrow_is_the_recorded_frame_and_the_json_one(recording, sm
     pd.testing.assert_frame_equal(head, recorded_frame(recording, ["AAPL"]).iloc[:101])
 
 
+def test_a_paced_replay_over_arrow_is_the_recording_too(recording):
+    """At a finite speed frames go out as rows fall due (small ones): the same frame."""
+    with threaded_replay(recording.path, speed=20.0) as server:
+        with ibstream.Client(server.url) as client:
+            frame = client.collect("AAPL", progress=False, batch_ms=20, format="arrow")
+    pd.testing.assert_frame_equal(frame, recorded_frame(recording, ["AAPL"]))
+
+
 async def frames_until_complete(client, streams: int) -> tuple[list[dict], list[dict]]:
     """(tick rows of the Arrow frames, the JSON messages) until `streams` streams completed."""
     rows: list[dict] = []
