@@ -136,7 +136,9 @@ async def test_kill_9_five_times_while_recording_loses_only_the_last_flush(tmp_p
                 and (g["contract_id"], g["tick_type"]) == (con_id, kind)
             )
             assert gap["start"].value < ns <= gap["end"].value
-            assert gap["after_sequence"] in (last_kept, None)
+            assert gap["after_sequence"] == (last_kept or None)  # the run's last tick on disk
+            if last_kept:
+                assert gap["start"].value == kept[(con_id, kind, last_kept)]
     assert sum(len(t) for t in seen.values()) > 10 * lost_total  # most of what was seen is kept
     print(f"seen {sum(len(t) for t in seen.values())} ticks over 6 runs, {lost_total} lost")
     await replay_equals_the_recording(store)
@@ -384,3 +386,35 @@ async def test_a_recording_server_compacts_the_hours_that_ended(
     files = list(store.rglob("*.parquet"))
     assert len(files) == 1
     assert pq.read_table(files[0]).column("sequence").to_pylist() == list(range(1, 301))
+
+
+async def test_a_crash_between_parts_and_marker_still_gets_an_exact_gap(
+    make_server: ServerFactory, tmp_path: Path
+):
+    """A run killed after writing parts but before rewriting its marker: the gap starts at
+    the last tick on disk (not the marker's older one), and a stream the marker never named
+    gets its gap too."""
+    from ibstream.model import ContractInfo, Tick, TickType
+    from ibstream.store import parts, state
+
+    store = tmp_path / "lagging"
+    root = layout.open_root(store)
+    contract = ContractInfo(AAPL, "AAPL", "STK", "SMART", "USD")
+    start = time.time_ns() - 5_000_000_000
+    for kind, first_field in ((TickType.LAST, "price"), (TickType.BID_ASK, "bid_price")):
+        ticks = [Tick(AAPL, kind, start + i * 1000, **{first_field: 1.0}) for i in range(300)]
+        for part in parts.build_parts(contract, kind.value, ticks, range(1, 301), "dead"):
+            parts.write_part(root, part, "dead", contract.to_dict())
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await gone.wait()  # a pid whose process is over: the run it names crashed
+    marker = state.RunMarker("dead", start, pid=gone.pid)
+    marker.streams["x"] = state.StreamMark(AAPL, "last", start + 99_000, 100)  # one flush behind
+    state.save(root, marker)
+    server = await make_server(record=str(store))
+    await server.stop()
+    gaps = {g["tick_type"]: g for g in gap_rows(store) if g["server_id"] == "dead"}
+    assert sorted(gaps) == ["bid_ask", "last"]
+    for gap in gaps.values():
+        assert gap["after_sequence"] == 300 and gap["start"].value == start + 299_000
+        assert gap["reason"] == "server_restarted"
+    assert not list((store / layout.STATE).glob("recorder-dead*"))
