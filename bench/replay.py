@@ -6,8 +6,10 @@ A recording of ES (bid_ask + last, a tick every 500 µs of recorded time) is wri
 store's part writer; `ibstream replay` serves it in its own process and the lean clients of
 `bench.clients` (their own process) read it:
 
+0. The baseline: the live server's sustained rate to one lean client (simulator -> ib_insync
+   -> server, the search of `bench.throughput` step 2), measured first in this run.
 1. `--speed max` to one client: ticks/s, one `tick` message per tick, then batched frames
-   (`batch_ms` 20), and the ratio of the two.
+   (`batch_ms` 20), and the ratio of the two; one message per tick over (0), goal >= 0.8.
 2. `Client.collect(batch_ms=50)` of the whole replay into a tick frame: ticks/s with JSON
    `ticks` frames and with binary Arrow frames (`format="arrow"`), alternating, best of
    `--repeat` each (a shared machine's noise only ever slows a run), and the ratio of the two.
@@ -109,7 +111,29 @@ async def read_all(url: str, n: int, *args: str) -> tuple[float, Child]:
     return time.perf_counter() - began, client
 
 
-async def fast(path: Path, n: int, repeat: int) -> None:
+async def live_rate() -> float | None:
+    """The live server's sustained 1-client rate (as `bench.throughput` step 2 finds it)."""
+    from bench.search import sustained
+    from bench.throughput import CONNECTIONS, SERVER_CLIENT_ID, clients
+    from ibstream.gateway import GatewaySimulator
+
+    async with GatewaySimulator(
+        port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20
+    ) as sim:
+        server = await Child.start("bench.serve", sim.port, SERVER_CLIENT_ID, CONNECTIONS)
+        who = clients(f"ws://127.0.0.1:{server.ready()['port']}/v2/ws/stream", 1)
+        try:
+            await who.start()
+            found = await sustained(
+                sim, ES.contract_id, who, start=8_000, window=1.5, refine=2, say=lambda _: None
+            )
+            return found.slowest if found is not None else None
+        finally:
+            await who.stop()
+            await server.stop()
+
+
+async def fast(path: Path, n: int, repeat: int, live: float | None) -> None:
     proc, url = await replay_process(path, "--speed", "max")
     try:
         rates = {}
@@ -119,6 +143,12 @@ async def fast(path: Path, n: int, repeat: int) -> None:
             rates[name] = n / seconds
             say(f"  --speed max, 1 client, {name}: {rates[name]:,.0f} ticks/s")
         say(f"  batched / single: {rates['batched 20 ms'] / rates['single']:.2f}")
+        if live:
+            ratio = rates["single"] / live
+            met = "met" if ratio >= 0.8 else "not met"
+            say(
+                f"  single / live 1-client rate ({live:,.0f} ticks/s): {ratio:.2f}  goal >= 0.8 {met}"
+            )
         ingest: dict[str, list[float]] = {"json": [], "arrow": []}
         for _ in range(repeat):  # alternating, so both see the same machine
             for frame_format, rates in ingest.items():
@@ -171,7 +201,10 @@ async def main(args: argparse.Namespace) -> None:
         began = time.perf_counter()
         first_ns = write_recording(path, args.ticks)
         say(f"recording: {args.ticks:,} ticks written in {time.perf_counter() - began:.1f} s")
-        await fast(path, args.ticks, args.repeat)
+        say("live 1-client rate (the baseline)")
+        live = await live_rate()
+        say(f"  {live:,.0f} ticks/s" if live else "  n/a")
+        await fast(path, args.ticks, args.repeat, live)
         await paced(path, first_ns, args.paced_seconds, args.speed)
 
 
