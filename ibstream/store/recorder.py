@@ -20,12 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, Tick, TickType
-from ibstream.store import compact, layout, parts, state
+from ibstream.store import compact, crash, gaps, layout, parts, state
 
 log = logging.getLogger(__name__)
 DEFAULT_FLUSH_SECONDS = 1.0
@@ -272,10 +271,8 @@ class Recorder:
         try:
             compact.recover(root)  # a compaction or a part a crash left half done
             for run in state.crashed_runs(root):
-                self._crash_gaps(run, marker.started_ns)
-                if self._gaps:
-                    self._write_gaps(self._gaps)
-                    self._gaps = []
+                if rows := crash.gaps_of(root, run, marker.started_ns):
+                    gaps.write(root, self.server_id, rows)
                 state.remove(root, run)
             state.save(root, marker)
         except OSError as exc:
@@ -289,37 +286,6 @@ class Recorder:
         ):
             raise FileNotFoundError(f"the directory {self.root.base} is gone")
 
-    def _crash_gaps(self, run: state.RunMarker, now: int) -> None:
-        """One `server_restarted` gap per stream the crashed run held, from the last tick it
-        got on disk: its own parts say that exactly (the marker may lag them by one flush,
-        or miss a stream whose first parts were written just before the crash)."""
-        tails = stored_tails(self.root, run.server_id, run.started_ns, now)
-        streams = {(m.contract_id, m.tick_type): m for m in run.streams.values()}
-        for key in sorted(set(streams) | set(tails)):
-            mark = streams.get(key)
-            flushed = mark.last_sequence or 0 if mark is not None else 0
-            if mark is not None and not mark.open and tails.get(key, (0, 0))[1] <= flushed:
-                continue  # cancelled before the crash, and all of it was flushed
-            last_ns, last_seq = tails.get(key, (None, None))
-            if mark is not None and (last_seq is None or (mark.last_sequence or 0) > last_seq):
-                last_ns, last_seq = mark.last_ns, mark.last_sequence
-            self._gap(
-                key[0],
-                key[1],
-                last_ns or run.started_ns,
-                now,
-                "server_restarted",
-                last_seq,
-                f"server {run.server_id} (pid {run.pid} on {run.host}) stopped without a "
-                "clean shutdown; ticks it received after its last flush were lost",
-                server_id=run.server_id,
-            )
-        log.warning(
-            "the recording run %s ended without a clean stop; its last flush window is in "
-            "gaps (reason server_restarted)",
-            run.server_id,
-        )
-
     def _gap(
         self,
         contract_id: int,
@@ -329,70 +295,15 @@ class Recorder:
         reason: str,
         after_sequence: int | None,
         message: str | None = None,
-        *,
-        server_id: str | None = None,
     ) -> None:
         self._gaps.append(
-            {
-                "contract_id": contract_id,
-                "tick_type": tick_type,
-                "start": start,
-                "end": end,
-                "reason": reason,
-                "server_id": server_id or self.server_id,
-                "after_sequence": after_sequence,
-                "status": "open",
-                "message": message or reason.replace("_", " "),
-            }
+            gaps.row(
+                contract_id, tick_type, start, end, reason, self.server_id, after_sequence, message
+            )
         )
 
     def _write_gaps(self, rows: list[dict]) -> None:
-        table = pa.Table.from_pylist(rows, schema=layout.GAP_SCHEMA)
-        first = min(row["start"] for row in rows)
-        day, _ = layout.utc_day_hour(first)
-        path = self.root.path(
-            layout.gap_dir(day), f"{first:019d}-{self.server_id}-{time.time_ns()}.parquet"
-        )
-        parts.write_table(self.root, path, table)
-
-
-def stored_tails(
-    root: layout.StoreRoot, server_id: str, since_ns: int, until_ns: int
-) -> dict[tuple[int, str], tuple[int, int]]:
-    """(receive time, sequence) of the last tick each stream of one server run has on disk,
-    from the newest part of that run per stream (its footer), over the days it ran."""
-    import pyarrow.parquet as pq
-
-    suffix = f"-{server_id}{layout.PART_SUFFIX}"
-    newest: dict[tuple[int, str], tuple[str, str, str]] = {}  # stream -> day, name, path
-    day_ns = 86_400_000_000_000
-    for day_index in range(since_ns // day_ns, until_ns // day_ns + 1):
-        day, _ = layout.utc_day_hour(day_index * day_ns)
-        selector = pafs.FileSelector(
-            root.path(layout.TICKS, f"date={day}"), allow_not_found=True, recursive=True
-        )
-        for info in root.fs.get_file_info(selector):
-            if info.type != pafs.FileType.File or not info.base_name.endswith(suffix):
-                continue
-            fields = dict(
-                part.split("=", 1) for part in info.path.split("/") if part.count("=") == 1
-            )
-            try:
-                key = (int(fields["contract_id"]), fields["tick_type"])
-            except (KeyError, ValueError):
-                continue
-            if key not in newest or (day, info.base_name) > newest[key][:2]:
-                newest[key] = (day, info.base_name, info.path)
-    tails = {}
-    for key, (_, _, path) in newest.items():
-        try:
-            with root.fs.open_input_file(path) as source:
-                table = pq.read_table(source, columns=["time", "sequence"])
-        except (OSError, ValueError):  # a corrupt part: the marker's word stands
-            continue
-        if table.num_rows:
-            tails[key] = (table["time"][-1].value, table["sequence"][-1].as_py())
-    return tails
+        gaps.write(self.root, self.server_id, rows)
 
 
 def usable_store(root: layout.StoreRoot) -> None:
