@@ -150,7 +150,9 @@ class Recorder:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.flush_seconds)  # a period, not a synchronisation
-            await self.flush()
+            # shielded: stop() cancels this loop, never a write half done; its own flush
+            # waits for the lock this one holds, so the two never write at once
+            await asyncio.shield(self.flush())
             self._compact_closed_hours()
 
     def _compact_closed_hours(self) -> None:
