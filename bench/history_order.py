@@ -88,18 +88,34 @@ def chosen(rows: list[Row]) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    full = {(r.data, r.method): r.accuracy for r in rows if r.order == FULL}
+    """One line per data set and method: accuracy at full resolution, then per tie-break the
+    accuracy after truncation with the loss in percentage points."""
+    orders = (FULL, *TIE_BREAKS)
+    cells = {(r.data, r.method, r.order): r for r in rows}
     lines = [
-        "| data set | method | order | trades | right | loss (pp) | same quote |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| data set | method | trades | " + " | ".join(orders) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in orders) + " |",
     ]
-    for r in rows:
-        loss = "" if r.order == FULL else f"{100 * (full[r.data, r.method] - r.accuracy):.2f}"
-        lines.append(
-            f"| {r.data} | `{r.method}` | {r.order} | {r.trades:,} | {100 * r.accuracy:.2f} % "
-            f"| {loss} | {100 * r.same_quote:.1f} % |"
+    for data, method in dict.fromkeys((r.data, r.method) for r in rows):
+        full = cells[data, method, FULL].accuracy
+        line = [data, f"`{method}`", f"{cells[data, method, FULL].trades:,}", f"{100 * full:.2f} %"]
+        for order in TIE_BREAKS:
+            accuracy = cells[data, method, order].accuracy
+            line.append(f"{100 * accuracy:.2f} % ({100 * (accuracy - full):+.2f})")
+        lines.append("| " + " | ".join(line) + " |")
+    same = [
+        f"{data}: " + ", ".join(
+            f"{o} {100 * cells[data, 'lee_ready', o].same_quote:.1f} %" for o in TIE_BREAKS
         )
-    return "\n".join(lines)
+        for data in dict.fromkeys(r.data for r in rows)
+    ]  # fmt: skip
+    means = ", ".join(
+        f"{o} {100 * np.mean([r.accuracy for r in rows if r.order == o]):.2f} %" for o in orders
+    )
+    return "\n".join(
+        [*lines, "", "trades meeting their full-resolution quote (quote window):", *same, "",
+         f"mean accuracy over methods and data sets: {means}"]
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -115,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"one-second history order vs full resolution; data: {', '.join(recorded_names())} "
         f"({os.environ.get(DATA_ENV, 'bundled samples')}), clock {args.clock}; "
-        f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, "
+        f"{platform.machine()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
         f"pandas {pd.__version__}"
     )
     print(table(rows))
