@@ -12,7 +12,9 @@ that second's quotes (`p = 0`: it meets the last quote of an earlier second). `T
   it went on, that the next quote shows it taken from: the trade's price on the quote's bid
   or ask, and the next quote has exactly the trade's size less there, or has moved that side
   away with no more than the trade's size on it; the trade after it then comes after the
-  quote that shows it. A trade with no such quote stays where the trade before it went.
+  quote that shows it, unless it prints further through the book on the same side (a sweep:
+  a higher price after a trade at the ask), which stays with the trade before it. A trade
+  with no such quote stays where the trade before it went.
 - `at_price`: each trade goes after the first quote, from where the trade before it went on,
   whose bid or ask is the trade's price; one that prints at no quote is spread as below.
 - `spread`: the second's quotes and trades assumed evenly spread, trade `i` of `n` after
@@ -21,8 +23,8 @@ that second's quotes (`p = 0`: it meets the last quote of an earlier second). `T
 - `trades_first`: every trade meets the last quote of an earlier second (stale, often).
 
 Measured on the recorded samples with the true aggressor (docs/classification.md, "History:
-one-second times", `python -m bench.history_order`), `taken` keeps the classification
-methods' mean accuracy closest to the full-resolution order; no tie-break gets it back.
+one-second times", `python -m bench.history_order`), `taken` leaves every classification
+method at least as accurate as any other tie-break does; none gets full resolution back.
 
 Midpoints go after the quotes and trades of their second (classification ignores them).
 Contracts within one second are in `contract_id` order.
@@ -42,7 +44,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ibstream.client.frames import FLOAT_FIELDS, TICK_TYPE_CODES, TickColumns
+from ibstream.client.frames import FLOAT_FIELDS, TICK_TYPE_CODES, TickColumns, _interned
 
 TIE_BREAKS = ("taken", "at_price", "spread", "quotes_first", "trades_first")
 DEFAULT_TIE_BREAK = "taken"
@@ -149,11 +151,15 @@ def _matched(
     hi = np.searchsorted(q_group, t_group, side="right")
     earlier = (lo > 0) & (q_contract[np.maximum(lo - 1, 0)] == contract_id[trade_rows])
     last = len(bid) - 1
-    previous_group, placed = -1, 0
+    previous_group, placed, sweep = -1, 0, None
     for t in np.flatnonzero(hi > lo):  # trades in a second with quotes
         if t_group[t] != previous_group:
-            previous_group, placed = t_group[t], 0
+            previous_group, placed, sweep = t_group[t], 0, None
         a, target = lo[t], price[t]
+        if sweep is not None and (target - sweep[1]) * sweep[0] > PRICE_TOLERANCE:
+            before[t], sweep = sweep[2], (sweep[0], target, sweep[2])  # further through the book
+            continue
+        sweep = None
         found = evident = -1
         for k in range(a - 1 + placed if placed or earlier[t] else a, hi[t]):
             at_bid = abs(bid[k] - target) <= PRICE_TOLERANCE
@@ -176,6 +182,7 @@ def _matched(
                 )
             ):
                 evident = k - a + 1
+                sweep = (1 if at_ask else -1, target, evident)
                 break
         if consumed:
             chosen = evident if evident >= 0 else placed
@@ -229,15 +236,9 @@ def _columns(role: str, frame: Any) -> tuple[str, TickColumns]:
             f"merge_history({role}=...) needs columns {', '.join(needed)}; the frame has "
             f"{', '.join(map(str, frame.columns)) or 'none'}{hint}"
         )
+    codes = np.full(len(frame), TICK_TYPE_CODES[default], np.int8)
     if "tick_type" in present:
-        kinds = set(frame["tick_type"].astype(str).unique()) - set(allowed)
-        if kinds:
-            raise ValueError(
-                f"merge_history({role}=...) got {', '.join(sorted(kinds))} rows; {role} are "
-                f"{' / '.join(allowed)} ticks: split a mixed frame by tick_type, e.g. "
-                "merge_history(quotes=f[f.tick_type == 'bid_ask'], "
-                "trades=f[f.tick_type.isin(['last', 'all_last'])])"
-            )
+        codes = _tick_type_codes(frame["tick_type"], role, allowed)
     for name, how in (
         ("contract_id", "frame.assign(contract_id=<IB conId>)"),
         ("ib_time", "frame.assign(ib_time=pd.to_datetime(<IB's time>, utc=True))"),
@@ -249,11 +250,6 @@ def _columns(role: str, frame: Any) -> tuple[str, TickColumns]:
             )
     n = len(frame)
     ib_ns = _ib_ns(frame["ib_time"], role)
-    codes = (
-        frame["tick_type"].astype(str).map(TICK_TYPE_CODES).to_numpy(np.int8)
-        if "tick_type" in present
-        else np.full(n, TICK_TYPE_CODES[default], np.int8)
-    )
     floats = np.full((len(FLOAT_FIELDS), n), np.nan)
     for i, name in enumerate(FLOAT_FIELDS):
         if name in present:
@@ -274,11 +270,29 @@ def _columns(role: str, frame: Any) -> tuple[str, TickColumns]:
     )
 
 
+def _tick_type_codes(values: pd.Series, role: str, allowed: tuple[str, ...]) -> np.ndarray:
+    """Category codes of a tick_type column (our spelling or IB's), each one `role` takes."""
+    kinds = pd.Categorical(values)
+    lut = np.array([TICK_TYPE_CODES.get(str(k), -1) for k in kinds.categories], np.int8)
+    ok = {TICK_TYPE_CODES[a] for a in allowed}
+    used = np.unique(kinds.codes[kinds.codes >= 0])
+    wrong = sorted(str(kinds.categories[c]) for c in used if lut[c] not in ok)
+    if wrong or (kinds.codes < 0).any():
+        raise ValueError(
+            f"merge_history({role}=...) got {', '.join(wrong) or 'missing'} tick types; {role} "
+            f"are {' / '.join(allowed)} ticks: split a mixed frame by tick_type, e.g. "
+            "merge_history(quotes=f[f.tick_type == 'bid_ask'], "
+            "trades=f[f.tick_type.isin(['last', 'all_last'])])"
+        )
+    return lut[kinds.codes]
+
+
 def _texts(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A text column as str / None objects (one object per distinct value)."""
     if name not in frame.columns:
         return np.full(len(frame), None, dtype=object)
-    values = frame[name].astype(object).to_numpy()
-    return np.where(pd.isna(values), None, values).astype(object)
+    strings = pa.array(frame[name], type=pa.string(), from_pandas=True)
+    return _interned(strings.combine_chunks() if isinstance(strings, pa.ChunkedArray) else strings)
 
 
 def _ib_ns(values: pd.Series, role: str) -> np.ndarray:
