@@ -56,7 +56,6 @@ _ROLES = {  # role -> (required columns, tick types allowed, default tick type)
     "midpoints": (("mid_price",), ("mid_point",), "mid_point"),
 }
 _KIND = {"quotes": 0, "trades": 1, "midpoints": 2}
-_CALL = "merge_history(quotes=..., trades=..., midpoints=...)"
 
 
 def merge_history(
@@ -97,8 +96,8 @@ def history_order(
 ) -> np.ndarray:  # fmt: skip
     """The merged order of rows given in stream order (quotes kind 0, trades 1, midpoints 2):
     by IB second, contract, then the tie-break's place within the second; each stream's own
-    order kept. `trade` is the trade price and size, `quote` the quote's bid, bid size, ask and ask size
-    (price NaN: a missing side)."""
+    order kept. `trade` holds the trade price and size, `quote` the bid, bid size, ask and ask
+    size (a price NaN: a missing side)."""
     seconds = ib_ns // SECOND
     first = np.lexsort((np.arange(len(kind)), kind, seconds, contract_id))  # streams in order
     groups = np.r_[True, (np.diff(seconds[first]) != 0) | (np.diff(contract_id[first]) != 0)]
