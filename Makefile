@@ -65,6 +65,7 @@ bench-replay: $(STAMP)
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify
+	$(BIN)/python -m bench.history_order
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.redraw
