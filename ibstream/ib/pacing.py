@@ -9,6 +9,8 @@ scale the rules down (`PacingRules.scaled`) so they run in seconds.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
@@ -89,3 +91,58 @@ class PacingLog:
         for request, at in list(self._by_request.items()):
             if at <= now - r.identical_seconds:
                 del self._by_request[request]
+
+
+class Pacer:
+    """Keeps one IB connection's historical requests within the rules by waiting for them.
+
+    `slot` returns when a request may go (and counts it); `backoff` is the wait after a 162
+    all the same (IB counts differently, or another program shares the account): doubling
+    from `backoff_seconds` up to `max_backoff_seconds`, with jitter. `margin` seconds of slack
+    on every limit absorb the difference between when a request leaves and when IB counts it.
+    Counters: `requests` sent, `violations` (162s) met, `waited` seconds spent pacing.
+    """
+
+    def __init__(
+        self,
+        rules: PacingRules | None = None,
+        *,
+        margin: float = 0.1,
+        retries: int = 6,
+        backoff_seconds: float = 2.0,
+        max_backoff_seconds: float = 60.0,
+    ) -> None:
+        if not margin >= 0:
+            raise ValueError(f"margin must be >= 0, not {margin!r}")
+        if not (isinstance(retries, int) and retries >= 0):
+            raise ValueError(f"retries must be an int >= 0, not {retries!r}")
+        if not 0 < backoff_seconds <= max_backoff_seconds:
+            raise ValueError(
+                "backoff_seconds must be above 0 and at most max_backoff_seconds, not "
+                f"{backoff_seconds!r} / {max_backoff_seconds!r}"
+            )
+        self.log = PacingLog(rules)
+        self.margin = margin
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.requests = 0
+        self.violations = 0
+        self.waited = 0.0
+
+    async def slot(self, request: Hashable, kind: Hashable) -> None:
+        """Wait until `request` of `kind` keeps every rule, then count it as sent."""
+        loop = asyncio.get_running_loop()
+        while (wait := self.log.wait(request, kind, loop.time() - self.margin)) > 0:
+            self.waited += wait
+            await asyncio.sleep(wait)
+        self.log.add(request, kind, loop.time())
+        self.requests += 1
+
+    async def backoff(self, attempt: int) -> None:
+        """The pause after the `attempt`-th (0-based) pacing violation in a row."""
+        self.violations += 1
+        base = min(self.max_backoff_seconds, self.backoff_seconds * 2**attempt)
+        wait = base * random.uniform(0.5, 1.0)
+        self.waited += wait
+        await asyncio.sleep(wait)
