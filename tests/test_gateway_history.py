@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
 
 import pytest
 from ib_insync import IB, Contract
@@ -153,3 +154,42 @@ async def test_forced_failure_is_sent_with_the_request_id(live) -> None:
         ib.reqHistoricalTicksAsync(ES, utc(truth.first_second), "", 10, "TRADES", False), 5
     )
     assert errors[-1][1:] == (162, PACING_VIOLATION)
+
+
+async def test_history_holds_what_a_connectivity_loss_kept_from_live(live) -> None:
+    """During a 1100 nothing is sent live, but the market trades on and history has it."""
+    sim, truth, ib = live
+    await truth.until_second(truth.first_second)
+    sim.send_error(1100)
+    paused_at = len(sim.tape(ES_ID).series["TRADES"].times)
+    await sim.wait_for(lambda: len(sim.tape(ES_ID).series["TRADES"].times) > paused_at + 500)
+    sim.send_error(1102)
+    await truth.drained()
+    lost_second = sim.tape(ES_ID).series["TRADES"].times[paused_at + 250]
+    page = rows_of(
+        "TRADES", await ib.reqHistoricalTicksAsync(ES, utc(lost_second), "", 100, "TRADES", False)
+    )
+    assert page and page[0][0] == lost_second
+    assert not set(page) & set(truth.rows["TRADES"])  # none of them reached the live client
+
+
+async def test_use_rth_keeps_regular_hours_only(live) -> None:
+    sim, truth, ib = live
+    first = truth.first_second
+    await truth.until_second(first + 1)
+    page = await ib.reqHistoricalTicksAsync(ES, utc(first), "", 200, "TRADES", True)
+    chicago = ZoneInfo("America/Chicago")
+
+    def regular(second: int) -> bool:  # CME equity futures: 08:30-15:00 Chicago, weekdays
+        local = utc(second).astimezone(chicago)
+        return local.weekday() < 5 and time(8, 30) <= local.time() < time(15)
+
+    expected = [r for r in truth.window("TRADES", first, first + 2) if regular(r[0])]
+    assert rows_of("TRADES", page) == expected[: len(page)]
+    assert len(page) == min(200, len(expected)) or page[-1][0] == expected[len(page) - 1][0]
+    tape = sim.tape(ES_ID)  # whichever side of the hours the test runs on, both are right
+    monday = datetime(2026, 12, 7, tzinfo=chicago)
+    for hour, minute, day, inside in ((8, 29, 0, False), (8, 30, 0, True), (14, 59, 0, True),
+                                      (15, 0, 0, False), (10, 0, 5, False)):  # fmt: skip
+        second = int(monday.replace(day=7 + day, hour=hour, minute=minute).timestamp())
+        assert tape.regular_hours(second) is inside and regular(second) is inside
