@@ -13,7 +13,7 @@ import pytest
 from ib_insync import IB, Contract
 
 from ibstream.gateway import GatewaySimulator
-from ibstream.ib.pacing import PACING_VIOLATION, PacingRules
+from ibstream.ib.pacing import PACING_VIOLATION, Pacer, PacingRules
 from tests.history_fixtures import ES, ES_ID, HOST, GroundTruth, rows_of
 
 KINDS = ("TRADES", "BID_ASK", "MIDPOINT")
@@ -193,3 +193,19 @@ async def test_use_rth_keeps_regular_hours_only(live) -> None:
                                       (15, 0, 0, False), (10, 0, 5, False)):  # fmt: skip
         second = int(monday.replace(day=7 + day, hour=hour, minute=minute).timestamp())
         assert tape.regular_hours(second) is inside and regular(second) is inside
+
+
+def test_history_arguments_are_checked() -> None:
+    for bad in (-1, 1.5, "10"):
+        with pytest.raises(ValueError, match="history_limit"):
+            GatewaySimulator(history_limit=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="burst_count"):
+        PacingRules(burst_count=0)
+    with pytest.raises(ValueError, match="window_seconds"):
+        PacingRules(window_seconds=-1)
+    with pytest.raises(ValueError, match="retries"):
+        Pacer(retries=-1)
+    with pytest.raises(ValueError, match="backoff_seconds"):
+        Pacer(backoff_seconds=0)
+    with pytest.raises(ValueError, match="margin"):
+        Pacer(margin=float("nan"))
