@@ -127,7 +127,9 @@ async def until(http: httpx.AsyncClient, me: str, ok) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with GatewaySimulator(port=0, seed=1, rate=args.rate, bursts=False) as sim:
+    async with GatewaySimulator(
+        port=0, seed=1, rate=args.rate, bursts=False, history_limit=0
+    ) as sim:
         # a send timeout longer than the run: the hostile client is measured, not cut off
         server = await Child.start("bench.serve", sim.port, SERVER_CLIENT_ID, 50, 3600)
         port, pid = server.ready()["port"], server.proc.pid

@@ -46,7 +46,7 @@ async def main(args: argparse.Namespace) -> None:
     recorded: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         async with GatewaySimulator(
-            port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20
+            port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20, history_limit=0
         ) as sim:
             for n in range(args.rounds):
                 say(f"round {n + 1}: without --record")

@@ -118,7 +118,7 @@ async def live_rate() -> float | None:
     from ibstream.gateway import GatewaySimulator
 
     async with GatewaySimulator(
-        port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20
+        port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20, history_limit=0
     ) as sim:
         server = await Child.start("bench.serve", sim.port, SERVER_CLIENT_ID, CONNECTIONS)
         who = clients(f"ws://127.0.0.1:{server.ready()['port']}/v2/ws/stream", 1)

@@ -210,7 +210,7 @@ async def main(args: argparse.Namespace) -> None:
     found: dict = dict.fromkeys(("ceiling", "one", "bare", "fifty", "batched", "latency"))
     started, load = time.monotonic(), os.getloadavg()[0]
     async with GatewaySimulator(
-        port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20
+        port=0, seed=1, rate=0, bursts=False, max_write_buffer=256 << 20, history_limit=0
     ) as sim:
         server = await Child.start("bench.serve", sim.port, SERVER_CLIENT_ID, CONNECTIONS)
         try:
