@@ -15,6 +15,7 @@ from operator import attrgetter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ibstream.model import ContractInfo, Tick
@@ -41,6 +42,16 @@ _CARRIES = {  # the fields each tick type fills (the others stay None)
 }
 _FLOATS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
 _ALL = frozenset({*_FLOATS, "exchange", "conditions", "ib_time"})  # an unknown tick type
+# A tick as the recorder keeps it until a flush: the hub's own encoding of it (the `data`
+# fields and `timestamp` of `EncodedTick.item`), bytes that the cyclic GC never tracks. A
+# kept `Tick` object (or tuple) would be: at tens of thousands of ticks a second its
+# collections cost live streaming a quarter of its rate. Arrow parses them back in C++.
+_ITEM = pa.schema(
+    [("recv_ns", pa.int64()), ("sequence", pa.int64())]
+    + [(name, pa.float64()) for name in _FLOATS]
+    + [("exchange", pa.string()), ("conditions", pa.string()), ("ib_time", pa.int64())]
+)
+_ITEM_PARSE = pa_json.ParseOptions(explicit_schema=_ITEM, unexpected_field_behavior="ignore")
 
 
 @dataclass(frozen=True)
@@ -97,9 +108,46 @@ def build_parts(
             layout.TIME
         ),
     }
-    table = _with_origin(pa.table(arrays), server_id, contract, source)
+    return _hour_parts(pa.table(arrays), recv, contract, tick_type, server_id, source)
+
+
+def build_encoded_parts(
+    contract: ContractInfo,
+    tick_type: str,
+    items: Sequence[bytes],
+    server_id: str,
+    source: str = "live",
+) -> list[Part]:
+    """`build_parts` of ticks kept as the hub encoded them (`EncodedTick.item`, in arrival
+    order; their sequences are in them)."""
+    if not items:
+        return []
+    raw = b"{" + b"\n{".join(items)
+    data = pa_json.read_json(pa.BufferReader(raw), parse_options=_ITEM_PARSE).combine_chunks()
+    recv = data.column("recv_ns").to_numpy()
+    arrays = {
+        "time": data.column("recv_ns").cast(layout.TIME),
+        "sequence": data.column("sequence"),
+        **{name: data.column(name) for name in _FLOATS},
+        "exchange": data.column("exchange"),
+        "conditions": data.column("conditions"),
+        "ib_time": pc.multiply(data.column("ib_time"), 1_000_000_000).cast(layout.TIME),
+    }
+    return _hour_parts(pa.table(arrays), recv, contract, tick_type, server_id, source)
+
+
+def _hour_parts(
+    table: pa.Table,
+    recv: np.ndarray,
+    contract: ContractInfo,
+    tick_type: str,
+    server_id: str,
+    source: str,
+) -> list[Part]:
+    """The stream's table with its origin, cut at UTC hours."""
+    table = _with_origin(table, server_id, contract, source)
     hours = recv // _NS_PER_HOUR
-    cuts = [0, *(np.flatnonzero(hours[1:] != hours[:-1]) + 1).tolist(), len(ticks)]
+    cuts = [0, *(np.flatnonzero(hours[1:] != hours[:-1]) + 1).tolist(), len(recv)]
     parts = []
     for lo, hi in zip(cuts, cuts[1:], strict=False):
         day, hour = layout.utc_day_hour(int(recv[lo]))

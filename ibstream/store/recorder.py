@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import orjson
 import pyarrow.fs as pafs
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.model import ContractInfo, Tick, TickType
+from ibstream.model import ContractInfo, TickType
+from ibstream.protocol.encode import EncodedTick
 from ibstream.store import compact, crash, gaps, layout, parts, state
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ class _Batch:
     contract: ContractInfo
     tick_type: TickType
     first: int
-    ticks: list[Tick] = field(default_factory=list)
+    ticks: list[bytes] = field(default_factory=list)  # EncodedTick.item of each (GC-free)
 
 
 class Recorder:
@@ -79,12 +81,12 @@ class Recorder:
         self._compacted_hour = -1  # the last hour boundary compaction ran after
 
     # -- the live path ----------------------------------------------------------------
-    def add(self, key: tuple[int, TickType], contract: ContractInfo, tick: Tick, seq: int) -> None:
-        """Called by the hub for every tick it numbers, in arrival order."""
+    def add(self, key: tuple[int, TickType], contract: ContractInfo, entry: EncodedTick) -> None:
+        """Called by the hub for every tick it numbers (encoded once), in arrival order."""
         batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[key] = _Batch(contract, key[1], seq)
-        batch.ticks.append(tick)
+            batch = self._batches[key] = _Batch(contract, key[1], entry.sequence)
+        batch.ticks.append(entry.item)
 
     def stream_closed(self, contract_id: int, tick_type: TickType) -> None:
         """The hub cancelled a stream: a crash after its last flush loses nothing of it."""
@@ -209,8 +211,7 @@ class Recorder:
             if not batch.ticks:
                 continue
             kind = batch.tick_type.value
-            seqs = range(batch.first, batch.first + len(batch.ticks))
-            built = parts.build_parts(batch.contract, kind, batch.ticks, seqs, self.server_id)
+            built = parts.build_encoded_parts(batch.contract, kind, batch.ticks, self.server_id)
             contract = batch.contract.to_dict()
             for part in built:
                 parts.write_part(self.root, part, self.server_id, contract)
@@ -220,7 +221,8 @@ class Recorder:
             mark = marker.streams.setdefault(
                 name, state.StreamMark(batch.contract.contract_id, kind)
             )
-            mark.last_ns, mark.last_sequence = batch.ticks[-1].recv_ns, seqs[-1]
+            mark.last_ns = built[-1].last_ns
+            mark.last_sequence = batch.first + len(batch.ticks) - 1
             mark.open = True
             batch.ticks = []
         if gaps:
@@ -240,8 +242,8 @@ class Recorder:
             self._gap(
                 batch.contract.contract_id,
                 batch.tick_type.value,
-                lost[0].recv_ns,
-                lost[-1].recv_ns,
+                _recv_ns(lost[0]),
+                _recv_ns(lost[-1]),
                 "record_failed",
                 batch.first - 1,
                 f"{cut} ticks could not be written ({self.problem})",
@@ -306,6 +308,10 @@ class Recorder:
 
     def _write_gaps(self, rows: list[dict]) -> None:
         gaps.write(self.root, self.server_id, rows)
+
+
+def _recv_ns(item: bytes) -> int:
+    return orjson.loads(b"{" + item)["recv_ns"]
 
 
 def usable_store(root: layout.StoreRoot) -> None:
