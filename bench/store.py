@@ -5,9 +5,9 @@ the same run (only the ratios mean much on a shared machine).
                           [--day DIR]
 
 (a) Write: ticks as the hub hands them to the recorder (`Tick` objects and their sequences;
-    70 % ES quotes, 30 % trades), kept as the hub encoded them (`EncodedTick.item`, encoded
-    before the timing: the hub does that for its clients anyway), into Parquet (zstd) parts
-    with `parts.build_encoded_parts` +
+    70 % ES quotes, 30 % trades), kept as the recorder keeps them (`StreamColumns`, one
+    `add` per tick on the hub's path, before the timing), into Parquet (zstd) parts with
+    `parts.build_column_parts` +
     `parts.write_part`, pyarrow held to one thread (one core). Baselines: the same ticks as
     JSON lines (orjson of each tick's `data`, the server's own message body, written to a
     file) and the floor, `parts.write_table` of the tables already built (Parquet's share,
@@ -49,10 +49,10 @@ import pyarrow.parquet as pq
 
 import ibstream.store
 from ibstream.model import ContractInfo, Tick, TickType
-from ibstream.protocol.encode import encode_tick
 from ibstream.store import layout
+from ibstream.store.columns import StreamColumns
 from ibstream.store.frame import frame_from_table
-from ibstream.store.parts import build_encoded_parts, build_parts, write_part, write_table
+from ibstream.store.parts import build_column_parts, build_parts, write_part, write_table
 
 ES = ContractInfo(
     contract_id=637533641, symbol="ES", sec_type="FUT", exchange="CME", currency="USD",
@@ -95,23 +95,26 @@ def hub_ticks(n: int, start_ns: int, span_ns: int, seed: int) -> dict[str, list[
     return out
 
 
-def encoded(streams: dict[str, list[Tick]], first: dict[str, int]) -> dict[str, list[bytes]]:
-    """Each tick as the hub encodes it once for every client (`EncodedTick.item`), numbered
-    from `first` per stream (updated): what the recorder keeps until a flush."""
+def kept(streams: dict[str, list[Tick]], first: dict[str, int]) -> dict[str, tuple]:
+    """Each stream's ticks as the recorder keeps them until a flush (typed columns, one
+    `add` per tick on the hub's path: not timed here), with its first sequence; `first`
+    holds each stream's next sequence (updated)."""
     out = {}
     for tick_type, ticks in streams.items():
-        start = first.get(tick_type, 1)
-        out[tick_type] = [encode_tick(t, start + i).item for i, t in enumerate(ticks)]
-        first[tick_type] = start + len(ticks)
+        columns = StreamColumns(tick_type)
+        for tick in ticks:
+            columns.add(tick)
+        out[tick_type] = (columns, first.get(tick_type, 1))
+        first[tick_type] = out[tick_type][1] + len(ticks)
     return out
 
 
-def record(root: layout.StoreRoot, streams: dict[str, list[bytes]]) -> int:
+def record(root: layout.StoreRoot, streams: dict[str, tuple]) -> int:
     """What the recorder does at a flush: each stream's kept ticks into parts, each part
     written aside and renamed."""
     written = 0
-    for tick_type, items in streams.items():
-        for part in build_encoded_parts(ES, tick_type, items, SERVER_ID):
+    for tick_type, (columns, first) in streams.items():
+        for part in build_column_parts(ES, tick_type, columns, first, SERVER_ID):
             write_part(root, part, SERVER_ID, ES.to_dict())
             written += part.table.num_rows
     return written
@@ -140,7 +143,7 @@ def show(rates: dict[str, float], baselines: list[str], goal: str, goal_rate: fl
 
 def write_step(n: int, repeat: int, scratch: Path) -> None:
     streams = hub_ticks(n, DAY_NS + 14 * HOUR_NS, HOUR_NS // 2, seed=1)
-    kept = encoded(streams, {})
+    held = kept(streams, {})
     rounds = iter(range(1_000_000))
     finished = [
         part.table
@@ -149,7 +152,7 @@ def write_step(n: int, repeat: int, scratch: Path) -> None:
     ]
 
     def ours() -> int:
-        return record(layout.open_root(scratch / f"w{next(rounds)}"), kept)
+        return record(layout.open_root(scratch / f"w{next(rounds)}"), held)
 
     def json_lines() -> int:
         path = scratch / f"j{next(rounds)}.jsonl"
@@ -167,7 +170,7 @@ def write_step(n: int, repeat: int, scratch: Path) -> None:
     say(f"(a) write: {n:,} ticks ({len(streams['bid_ask']):,} quotes, "
         f"{len(streams['last']):,} trades) from the hub into zstd Parquet, 1 pyarrow thread")  # fmt: skip
     paths = {
-        "build_encoded_parts + write_part (the recorder's flush)": ours,
+        "build_column_parts + write_part (the recorder's flush)": ours,
         "JSON lines (orjson of each tick's data)  [baseline]": json_lines,
         "parts.write_table of the built table  [floor]": parquet_only,
     }
@@ -188,7 +191,7 @@ def make_day(root: layout.StoreRoot, n: int) -> None:
     per_hour, sequences = n // len(CME_HOURS), {}
     for seed, hour in enumerate(CME_HOURS):
         streams = hub_ticks(per_hour, DAY_NS + hour * HOUR_NS, HOUR_NS, seed)
-        record(root, encoded(streams, sequences))
+        record(root, kept(streams, sequences))
 
 
 def read_step(n: int, repeat: int, day: Path) -> None:

@@ -238,7 +238,7 @@ class Hub:
         seq = sequences[key] = sequences[key] + 1 if key in sequences else 1  # type: ignore[index]
         entry = encode_tick(tick, seq)
         if self.recorder is not None:
-            self.recorder.add(key, channel.contract, entry)  # type: ignore[arg-type]
+            self.recorder.add(key, channel.contract, tick, seq)  # type: ignore[arg-type]
         channel.ring.append(entry)
         channel.ticks += 1
         for handle in tuple(channel.members):  # a copy: delivering may end a stream

@@ -15,11 +15,11 @@ from operator import attrgetter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ibstream.model import ContractInfo, Tick
 from ibstream.store import layout
+from ibstream.store.columns import StreamColumns
 
 COMPRESSION = "zstd"
 # Parquet encodings chosen for reading speed: text and the few distinct prices and sizes of
@@ -42,16 +42,6 @@ _CARRIES = {  # the fields each tick type fills (the others stay None)
 }
 _FLOATS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
 _ALL = frozenset({*_FLOATS, "exchange", "conditions", "ib_time"})  # an unknown tick type
-# A tick as the recorder keeps it until a flush: the hub's own encoding of it (the `data`
-# fields and `timestamp` of `EncodedTick.item`), bytes that the cyclic GC never tracks. A
-# kept `Tick` object (or tuple) would be: at tens of thousands of ticks a second its
-# collections cost live streaming a quarter of its rate. Arrow parses them back in C++.
-_ITEM = pa.schema(
-    [("recv_ns", pa.int64()), ("sequence", pa.int64())]
-    + [(name, pa.float64()) for name in _FLOATS]
-    + [("exchange", pa.string()), ("conditions", pa.string()), ("ib_time", pa.int64())]
-)
-_ITEM_PARSE = pa_json.ParseOptions(explicit_schema=_ITEM, unexpected_field_behavior="ignore")
 
 
 @dataclass(frozen=True)
@@ -111,29 +101,20 @@ def build_parts(
     return _hour_parts(pa.table(arrays), recv, contract, tick_type, server_id, source)
 
 
-def build_encoded_parts(
+def build_column_parts(
     contract: ContractInfo,
     tick_type: str,
-    items: Sequence[bytes],
+    columns: StreamColumns,
+    first_sequence: int,
     server_id: str,
     source: str = "live",
 ) -> list[Part]:
-    """`build_parts` of ticks kept as the hub encoded them (`EncodedTick.item`, in arrival
-    order; their sequences are in them)."""
-    if not items:
+    """`build_parts` of ticks the recorder kept as typed columns (sequences from `first`)."""
+    if not len(columns):
         return []
-    raw = b"{" + b"\n{".join(items)
-    data = pa_json.read_json(pa.BufferReader(raw), parse_options=_ITEM_PARSE).combine_chunks()
-    recv = data.column("recv_ns").to_numpy()
-    arrays = {
-        "time": data.column("recv_ns").cast(layout.TIME),
-        "sequence": data.column("sequence"),
-        **{name: data.column(name) for name in _FLOATS},
-        "exchange": data.column("exchange"),
-        "conditions": data.column("conditions"),
-        "ib_time": pc.multiply(data.column("ib_time"), 1_000_000_000).cast(layout.TIME),
-    }
-    return _hour_parts(pa.table(arrays), recv, contract, tick_type, server_id, source)
+    table = columns.table(first_sequence)
+    recv = table.column("time").cast(pa.int64()).to_numpy()
+    return _hour_parts(table, recv, contract, tick_type, server_id, source)
 
 
 def _hour_parts(

@@ -18,15 +18,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import orjson
 import pyarrow.fs as pafs
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.model import ContractInfo, TickType
-from ibstream.protocol.encode import EncodedTick
+from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.store import compact, crash, gaps, layout, parts, state
+from ibstream.store.columns import StreamColumns
 
 log = logging.getLogger(__name__)
 DEFAULT_FLUSH_SECONDS = 1.0
@@ -45,7 +44,7 @@ class _Batch:
     contract: ContractInfo
     tick_type: TickType
     first: int
-    ticks: list[bytes] = field(default_factory=list)  # EncodedTick.item of each (GC-free)
+    ticks: StreamColumns
 
 
 class Recorder:
@@ -81,12 +80,13 @@ class Recorder:
         self._compacted_hour = -1  # the last hour boundary compaction ran after
 
     # -- the live path ----------------------------------------------------------------
-    def add(self, key: tuple[int, TickType], contract: ContractInfo, entry: EncodedTick) -> None:
-        """Called by the hub for every tick it numbers (encoded once), in arrival order."""
+    def add(self, key: tuple[int, TickType], contract: ContractInfo, tick: Tick, seq: int) -> None:
+        """Called by the hub for every tick it numbers, in arrival order."""
         batch = self._batches.get(key)
         if batch is None:
-            batch = self._batches[key] = _Batch(contract, key[1], entry.sequence)
-        batch.ticks.append(entry.item)
+            kept = StreamColumns(key[1].value)
+            batch = self._batches[key] = _Batch(contract, key[1], seq, kept)
+        batch.ticks.add(tick)
 
     def stream_closed(self, contract_id: int, tick_type: TickType) -> None:
         """The hub cancelled a stream: a crash after its last flush loses nothing of it."""
@@ -211,7 +211,9 @@ class Recorder:
             if not batch.ticks:
                 continue
             kind = batch.tick_type.value
-            built = parts.build_encoded_parts(batch.contract, kind, batch.ticks, self.server_id)
+            built = parts.build_column_parts(
+                batch.contract, kind, batch.ticks, batch.first, self.server_id
+            )
             contract = batch.contract.to_dict()
             for part in built:
                 parts.write_part(self.root, part, self.server_id, contract)
@@ -224,7 +226,7 @@ class Recorder:
             mark.last_ns = built[-1].last_ns
             mark.last_sequence = batch.first + len(batch.ticks) - 1
             mark.open = True
-            batch.ticks = []
+            batch.ticks = StreamColumns(kind)
         if gaps:
             self._write_gaps(gaps)
             gaps.clear()
@@ -238,17 +240,16 @@ class Recorder:
             if excess <= 0:
                 break
             cut = min(excess, len(batch.ticks))
-            lost = batch.ticks[:cut]
             self._gap(
                 batch.contract.contract_id,
                 batch.tick_type.value,
-                _recv_ns(lost[0]),
-                _recv_ns(lost[-1]),
+                batch.ticks.recv[0],
+                batch.ticks.recv[cut - 1],
                 "record_failed",
                 batch.first - 1,
                 f"{cut} ticks could not be written ({self.problem})",
             )
-            del batch.ticks[:cut]
+            batch.ticks.drop_first(cut)
             batch.first += cut
             self.ticks_dropped += cut
             excess -= cut
@@ -308,10 +309,6 @@ class Recorder:
 
     def _write_gaps(self, rows: list[dict]) -> None:
         gaps.write(self.root, self.server_id, rows)
-
-
-def _recv_ns(item: bytes) -> int:
-    return orjson.loads(b"{" + item)["recv_ns"]
 
 
 def usable_store(root: layout.StoreRoot) -> None:
