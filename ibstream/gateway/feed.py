@@ -6,7 +6,8 @@ subscription of the matching tick type, one write per connection per batch. As o
 omits trades that carry conditions (odd lots, flagged off-exchange prints) which "AllLast"
 includes, and a contract without a tape (IDEALPRO cash) sends quotes only. A recording
 (`recorded.RecordedMarket`) takes the market's place under `--replay`: its ticks go to the
-subscriptions of the tick type they were recorded as.
+subscriptions of the tick type they were recorded as. Every event is also kept on the
+contract's `Tape`, the past `reqHistoricalTicks` answers from.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Protocol
 
 from ibstream.gateway.market import Market, Quote, Trade
 from ibstream.gateway.recorded import RecordedMarket, RecordedTick
+from ibstream.gateway.tape import Tape
 from ibstream.gateway.wire import encode
 
 log = logging.getLogger("ibstream.gateway")
@@ -80,8 +82,11 @@ class Subscription:
 class Feed:
     """One contract's market, its subscriptions and the task that drives them."""
 
-    def __init__(self, market: Market | RecordedMarket, on_batch: Callable[[], None]) -> None:
+    def __init__(
+        self, market: Market | RecordedMarket, on_batch: Callable[[], None], tape: Tape
+    ) -> None:
         self.market = market
+        self.tape = tape  # every event is kept here, delivered or not (history)
         self.subs: list[Subscription] = []
         self.paused = False  # while True events still happen but nobody receives them
         self._on_batch = on_batch
@@ -137,6 +142,7 @@ class Feed:
                 events = self.market.advance(now - last, time.time())
                 last = now
                 if events:
+                    self.tape.record(events)
                     if not self.paused:
                         self.deliver(events)
                     self._on_batch()

@@ -108,6 +108,11 @@ class RecordedMarket:
     def __len__(self) -> int:
         return len(self._rows.times)
 
+    @property
+    def trade_code(self) -> int:
+        """The recorded trade stream that is the tape: AllLast (2) if recorded, else Last (1)."""
+        return 2 if bool((self._rows.codes == 2).any()) else 1
+
     def advance(self, dt: float, now: float | None = None) -> list[RecordedTick]:
         """The ticks due since the feed's last batch, `dt` seconds ago."""
         position = self.clock.position()

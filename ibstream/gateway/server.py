@@ -17,15 +17,18 @@ from types import TracebackType
 
 from ibstream.gateway.contracts import SimContract, builtin_contracts, session_date_of
 from ibstream.gateway.feed import Feed, Subscription
+from ibstream.gateway.hmds import TicksRequest, answer, pacing_violation
 from ibstream.gateway.market import Market
 from ibstream.gateway.recorded import RecordedMarket, Recording
 from ibstream.gateway.rejects import error_message
 from ibstream.gateway.session import Session
+from ibstream.gateway.tape import DEFAULT_LIMIT, Tape
+from ibstream.ib.pacing import PacingLog, PacingRules
 
 log = logging.getLogger("ibstream.gateway")
 
 MAX_WRITE_BUFFER = 8 * 1024 * 1024
-FAILABLE_REQUESTS = ("tick_by_tick", "contract_details")
+FAILABLE_REQUESTS = ("tick_by_tick", "contract_details", "historical_ticks")
 
 
 class GatewaySimulator:
@@ -40,6 +43,11 @@ class GatewaySimulator:
     time. With `replay` (a `load_recording(...)`), the recording's contracts and ticks take
     the place of the built-in ones and the synthetic market, and the session date defaults
     to the recording's first day.
+
+    History: each contract's `Tape` keeps the last `history_limit` trades, quotes and
+    midpoints its market produced (or replayed), and `reqHistoricalTicks` is answered from it
+    under IB's pacing rules (`history_pacing`, settable later as `pacing.rules`; a violation
+    is 162). `history_requests` and `pacing_violations` count what was answered and refused.
     """
 
     def __init__(
@@ -59,7 +67,11 @@ class GatewaySimulator:
         no_permission: Collection[str | int] = (),
         session_date: date | None = None,
         replay: Recording | None = None,
+        history_limit: int = DEFAULT_LIMIT,
+        history_pacing: PacingRules | None = None,
     ) -> None:
+        if not (isinstance(history_limit, int) and history_limit >= 1):
+            raise ValueError(f"history_limit must be an int >= 1, not {history_limit!r}")
         if tick_by_tick_slots is not None and tick_by_tick_slots < 0:
             raise ValueError(f"tick_by_tick_slots must be >= 0 or None, not {tick_by_tick_slots}")
         self.host = host
@@ -84,15 +96,24 @@ class GatewaySimulator:
         self.total_connections = 0  # every accepted socket, refused ones included
         self.refused_connections = 0
         self._next_order_id = 1
+        self.pacing = PacingLog(history_pacing)
+        self.history_requests = 0
+        self.pacing_violations = 0
         self._feeds = {
             c.con_id: Feed(
                 Market(c, seed, rate, bursts=bursts)
                 if replay is None
                 else replay.markets[c.con_id],
                 self._notify,
+                Tape(c, history_limit),
             )
             for c in self.contracts
         }
+        if replay is not None:
+            for feed in self._feeds.values():
+                feed.tape.use_recorded_trades(
+                    replay.markets[feed.market.contract.con_id].trade_code
+                )
         self._sessions: set[Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: dict[str, deque[tuple[int, str]]] = {r: deque() for r in FAILABLE_REQUESTS}
@@ -163,6 +184,10 @@ class GatewaySimulator:
     def tick_by_tick_slot_free(self) -> bool:
         slots = self.tick_by_tick_slots
         return slots is None or len(self.subscriptions) < slots
+
+    def tape(self, con_id: int) -> Tape:
+        """The contract's kept past: what its history answers come from."""
+        return self._feeds[con_id].tape
 
     def market(self, con_id: int) -> Market | RecordedMarket:
         """The market, and so the ground truth, of a contract."""
@@ -241,6 +266,18 @@ class GatewaySimulator:
     def _take_failure(self, request: str) -> tuple[int, str] | None:
         queue = self._failures[request]
         return queue.popleft() if queue else None
+
+    def _historical_ticks(self, request: TicksRequest, con_id: int) -> bytes | tuple[int, str]:
+        """An answer under the pacing rules: the message, or (code, text) of a refusal."""
+        now = asyncio.get_running_loop().time()
+        identity = (con_id, *request.identity[1:])
+        kind = (con_id, request.what)
+        if self.pacing.wait(identity, kind, now) > 0:
+            self.pacing_violations += 1
+            return pacing_violation()
+        self.pacing.add(identity, kind, now)
+        self.history_requests += 1
+        return answer(request, self._feeds[con_id].tape)
 
     def _subscribe(self, sub: Subscription) -> None:
         self._feeds[sub.con_id].add(sub)

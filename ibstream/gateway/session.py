@@ -2,6 +2,7 @@
 
 Market data requests are validated as TWS does: a contract without an exchange gets 321, one
 the account has no permission for 354, one past the account's tick-by-tick slots 10190.
+Historical ticks are answered from the contract's kept past (`hmds.py`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ibstream.gateway.details import contract_details_fields
 from ibstream.gateway.feed import TICK_TYPES, Subscription
+from ibstream.gateway.hmds import TicksRequest, no_permission, parse_request
 from ibstream.gateway.instrument import SimContract, match_contracts
 from ibstream.gateway.rejects import error_message, request_id, unsupported, validation_error
 from ibstream.gateway.wire import FrameDecoder, ProtocolError, encode, parse_version_range
@@ -201,7 +203,24 @@ class Session:
         self.send(64, 1, int(fields[2]))
 
     def _historical_ticks(self, fields: list[str]) -> None:
-        self.error(int(fields[1]), 162, error_message(162))
+        req_id = int(fields[1])
+        failure = self.sim._take_failure("historical_ticks")
+        request = failure or parse_request(fields)
+        if not isinstance(request, TicksRequest):
+            self.error(req_id, *request)
+            return
+        found = self._resolve(list(request.contract_fields))
+        if len(found) != 1:
+            self.error(req_id, 200, error_message(200))
+            return
+        if not self.sim.permitted(found[0]):
+            self.error(req_id, *no_permission(found[0]))
+            return
+        outcome = self.sim._historical_ticks(request, found[0].con_id)
+        if isinstance(outcome, bytes):
+            self.write(outcome)
+        else:
+            self.error(req_id, *outcome)
 
     def _resolve(self, fields: list[str], include_expired: bool = False) -> list[SimContract]:
         """Contracts matching the 12 contract fields of a request."""

@@ -65,3 +65,25 @@ def parse_in_slices(ib: object) -> None:
 
     conn.hasData -= parse
     conn.hasData += feed
+
+
+def request_historical_ticks(
+    ib: object,
+    contract: object,
+    start: str,
+    end: str,
+    number: int,
+    what: str,
+    use_rth: bool,
+) -> tuple[int, asyncio.Future]:
+    """Send one reqHistoricalTicks and return (its request id, the future of its ticks).
+
+    What the libraries' `reqHistoricalTicksAsync` does, with the request id kept: an error
+    (162, 354 ...) ends the future with an empty list, and only the id ties the error event
+    to the request when several run at once."""
+    req_id = ib.client.getReqId()  # type: ignore[attr-defined]
+    future = ib.wrapper.startReq(req_id, contract)  # type: ignore[attr-defined]
+    ib.client.reqHistoricalTicks(  # type: ignore[attr-defined]
+        req_id, contract, start, end, number, what, use_rth, False, []
+    )
+    return req_id, future

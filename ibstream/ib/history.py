@@ -1,0 +1,206 @@
+"""Every historical tick of a range from IB: paged, paced, complete.
+
+`fetch_ticks` covers [start, end) (epoch seconds) with `reqHistoricalTicks` pages of 1,000
+forward from `start`. IB's times are whole seconds and a page always ends with every tick of
+its last second (even past 1,000: a busy second comes whole), so the next page starts at the
+second after it: no tick is asked for twice and none is skipped, and no page is spent
+re-sending a second already held. A `Pacer` keeps the requests within IB's pacing rules by
+waiting, and a 162 "pacing violation" all the same is retried after a backoff. IB's refusals
+become `StreamError`s with IB's code and text in `details`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.ib.api import request_historical_ticks
+from ibstream.ib.pacing import Pacer
+
+log = logging.getLogger(__name__)
+
+PAGE = 1000  # IB's most ticks a request
+REQUEST_TIMEOUT = 60.0  # seconds for one page's answer
+SCHEMAS = {
+    "TRADES": pa.schema(
+        [("time", pa.int64()), ("price", pa.float64()), ("size", pa.float64()),
+         ("exchange", pa.string()), ("conditions", pa.string())]
+    ),
+    "BID_ASK": pa.schema(
+        [("time", pa.int64()), ("bid", pa.float64()), ("ask", pa.float64()),
+         ("bid_size", pa.float64()), ("ask_size", pa.float64())]
+    ),
+    "MIDPOINT": pa.schema([("time", pa.int64()), ("mid", pa.float64())]),
+}  # fmt: skip
+Progress = Callable[[int, int], None]  # (seconds covered, seconds asked for)
+
+
+def _row(what: str, tick: object) -> tuple:
+    """One of the library's historical tick objects as a row of the kind's schema."""
+    t = tick
+    second = int(t.time.timestamp())  # type: ignore[attr-defined]
+    if what == "TRADES":
+        return (second, t.price, t.size, t.exchange, t.specialConditions)  # type: ignore[attr-defined]
+    if what == "BID_ASK":
+        return (second, t.priceBid, t.priceAsk, t.sizeBid, t.sizeAsk)  # type: ignore[attr-defined]
+    return (second, t.price)  # type: ignore[attr-defined]
+
+
+def _table(what: str, rows: list[tuple], requests: int) -> pa.Table:
+    schema = SCHEMAS[what].with_metadata({"requests": str(requests)})
+    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
+
+
+def _ib_time(second: int) -> str:
+    return f"{datetime.fromtimestamp(second, UTC):%Y%m%d %H:%M:%S} UTC"
+
+
+def check_range(what: object, start: object, end: object, now: float) -> None:
+    """Each bad argument as INVALID_MESSAGE naming it."""
+
+    def bad(message: str, **details: object) -> StreamError:
+        return StreamError(ErrorCode.INVALID_MESSAGE, message, details=details)
+
+    if what not in SCHEMAS:
+        raise bad(f"what must be one of {tuple(SCHEMAS)}, not {what!r}", field="what")
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad(f"{name} must be epoch seconds (int), not {value!r}", field=name)
+    assert isinstance(start, int) and isinstance(end, int)
+    if start >= end:
+        raise bad(f"start ({start}) must be before end ({end})", field="start")
+    if end > int(now):
+        raise bad(
+            f"end ({_ib_time(end)}) is in the future: IB's history ends at the last whole "
+            f"second ({_ib_time(int(now))})",
+            field="end",
+        )
+
+
+def _refusal(code: int, text: str, contract: object, what: str, cursor: int) -> StreamError:
+    """IB's refusal of a page as the error a caller can act on."""
+    details = {"ib_code": code, "ib_message": text, "what": what, "at": cursor}
+    lowered = text.lower()
+    if code == 354 or "permission" in lowered:
+        kind, hint = ErrorCode.PERMISSION_DENIED, "the account has no history permission"
+    elif "no data" in lowered:
+        kind, hint = ErrorCode.STREAM_NOT_FOUND, "IB keeps no ticks that far back"
+    elif code == 200:
+        kind, hint = ErrorCode.CONTRACT_NOT_FOUND, "IB does not know the contract"
+    else:
+        kind, hint = ErrorCode.INVALID_MESSAGE, "IB refused the request"
+    message = (
+        f"historical {what} of {contract} from {_ib_time(cursor)}: IB error {code}: {text} ({hint})"
+    )
+    return StreamError(kind, message, details=details)
+
+
+async def _ask(
+    ib: object, contract: object, what: str, cursor: int, use_rth: bool
+) -> tuple[list, list[tuple[int, str]]]:
+    """One request: its ticks and the errors IB sent for it."""
+    errors: list[tuple[int, str]] = []
+    req_id = -1
+
+    def on_error(rid: int, code: int, text: str, *_: object) -> None:
+        if rid == req_id:
+            errors.append((code, text))
+
+    ib.errorEvent += on_error  # type: ignore[attr-defined]
+    try:
+        req_id, future = request_historical_ticks(
+            ib, contract, _ib_time(cursor), "", PAGE, what, use_rth
+        )
+        ticks = await asyncio.wait_for(future, REQUEST_TIMEOUT)
+    except TimeoutError:
+        raise StreamError(
+            ErrorCode.STREAM_TIMEOUT,
+            f"IB did not answer historical {what} from {_ib_time(cursor)} in {REQUEST_TIMEOUT:g} s",
+            details={"what": what, "at": cursor},
+        ) from None
+    except ConnectionError as exc:
+        raise StreamError(
+            ErrorCode.CONNECTION_ERROR,
+            f"the IB connection ended during historical {what} from {_ib_time(cursor)}: {exc}",
+            details={"what": what, "at": cursor},
+        ) from exc
+    except Exception as exc:  # RaiseRequestErrors: the error event has it already
+        if getattr(exc, "reqId", None) != req_id:
+            raise
+        ticks = []
+    finally:
+        ib.errorEvent -= on_error  # type: ignore[attr-defined]
+    return list(ticks), errors
+
+
+async def _page(
+    ib: object, contract: object, what: str, cursor: int, use_rth: bool, pacer: Pacer
+) -> list:
+    """One page from `cursor`, retried after pacing violations."""
+    identity = (getattr(contract, "conId", 0) or repr(contract), what, cursor, use_rth)
+    kind = identity[:2]
+    for attempt in range(pacer.retries + 1):
+        await pacer.slot(identity, kind)
+        ticks, errors = await _ask(ib, contract, what, cursor, use_rth)
+        if not errors:
+            return ticks
+        code, text = errors[0]
+        if code != 162 or "pacing violation" not in text.lower():
+            raise _refusal(code, text, contract, what, cursor)
+        log.info("pacing violation on %s from %s; retrying", what, _ib_time(cursor))
+        if attempt < pacer.retries:
+            await pacer.backoff(attempt)
+    raise StreamError(
+        ErrorCode.RATE_LIMIT_EXCEEDED,
+        f"IB refused historical {what} from {_ib_time(cursor)} for pacing "
+        f"{pacer.retries + 1} times in a row",
+        details={"ib_code": 162, "what": what, "at": cursor},
+    )
+
+
+async def fetch_ticks(
+    ib: object,
+    contract: object,
+    what: str,
+    start: int,
+    end: int,
+    *,
+    use_rth: bool = False,
+    pacer: Pacer | None = None,
+    progress: Progress | None = None,
+) -> pa.Table:
+    """Every `what` ("TRADES", "BID_ASK", "MIDPOINT") tick of [start, end) (epoch seconds,
+    IB's one-second times) of a qualified contract, oldest first, as an Arrow table (`time`
+    in IB seconds; metadata `requests`: the pages it took). Share one `pacer` among the
+    fetches of one IB connection. A refusal raises `StreamError` with IB's code and text in
+    `details` and the ticks fetched before it as `.partial`."""
+    check_range(what, start, end, time.time())
+    pacer = pacer or Pacer()
+    rows: list[tuple] = []
+    cursor, requests = start, 0
+    while cursor < end:
+        try:
+            ticks = await _page(ib, contract, what, cursor, use_rth, pacer)
+        except StreamError as exc:
+            exc.partial = _table(what, rows, requests)  # type: ignore[attr-defined]
+            raise
+        requests += 1
+        page = [r for r in (_row(what, t) for t in ticks) if r[0] < end]
+        rows += page
+        if len(ticks) < PAGE:  # IB has nothing more up to now
+            cursor = end
+        else:
+            cursor = max(cursor, int(ticks[-1].time.timestamp())) + 1
+        if progress is not None:
+            progress(min(cursor, end) - start, end - start)
+    return _table(what, rows, requests)
