@@ -64,6 +64,7 @@ class Recorder:
         self.server_id = ""
         self.problem: str | None = None  # why the store cannot be written right now
         self.on_status: Callable[[str, str, dict | None], None] = lambda *args: None
+        self.on_gaps: Callable[[], None] = lambda: None  # gap rows were written (backfill)
         self.ticks_written = 0
         self.parts_written = 0
         self.ticks_dropped = 0
@@ -194,6 +195,8 @@ class Recorder:
                 self._failed(exc)
                 return
             self.flushes += 1
+            if gaps:
+                self.on_gaps()
             if self.problem is not None:
                 log.warning("recording to %s works again; nothing waiting was lost", self.root.uri)
                 self.problem = None

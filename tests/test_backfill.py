@@ -1,0 +1,120 @@
+"""Backfill (`--backfill`, on with `--record`): a gap in a recording is filled from IB's
+history so that the store holds every trade once, checked against ground truth.
+
+An `ibstream serve --record` child process records ES trades from the real simulator; an
+independent ib_insync client stays connected to the simulator the whole time and records
+every trade it sends (the ground truth). The server is killed with SIGKILL, started again on
+the same store, and the store's trades over the window must then equal the ground truth one
+for one (IB second, price, size).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from ib_insync import IB
+
+import ibstream.store
+from ibstream.gateway import GatewaySimulator
+from ibstream.store import fill, gaps, layout
+from tests.client_fixtures import ServerProcess
+from tests.history_fixtures import ES_ID, HOST, GroundTruth
+
+KIND = "all_last"  # IB's TRADES history is every trade, as AllLast is
+
+
+def stored_trades(store: Path) -> pa.Table:
+    table = layout.ticks_dataset(layout.open_root(store)).to_table(
+        filter=(ds.field("contract_id") == ES_ID) & (ds.field("tick_type") == KIND)
+    )
+    return table.sort_by("time")
+
+
+def trade_keys(table: pa.Table) -> list[tuple]:
+    seconds = [t // fill.NS for t in table["ib_time"].cast(pa.int64()).to_pylist()]
+    return list(zip(seconds, table["price"].to_pylist(), table["size"].to_pylist(), strict=True))
+
+
+async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path: Path):
+    store = tmp_path / "store"
+    options = ["--record", str(store), "--record-flush", "0.2", "--record-contract", f"ES:{KIND}"]
+    async with GatewaySimulator(port=0, seed=11, rate=150.0, bursts=False) as gateway:
+        truth_ib = IB()
+        await truth_ib.connectAsync(HOST, gateway.port, clientId=random.randint(1, 999))
+        truth = GroundTruth(truth_ib)
+        await truth.subscribe()
+        server = ServerProcess(gateway.port)
+        try:
+            await server.start(*options)
+            await truth.until_second(int(time.time()) + 2)  # the market moves on 2 s
+            await server.kill()
+            await truth.until_second(int(time.time()) + 3)  # 3 s nobody records
+            await server.start(*options)
+            line = await server.wait_log("backfill: gap", "server_restarted", timeout=60)
+            assert "filled" in line and "partly" not in line, line
+            await truth.until_second(int(time.time()) + 1)
+            assert await server.terminate() == 0
+        finally:
+            await server.kill()
+            truth_ib.disconnect()
+    table = stored_trades(store)
+    sources = Counter(table["source"].to_pylist())
+    assert sources["historical"] > 0 and sources["live"] > 0, sources
+    keys = trade_keys(table)
+    first, last = keys[0][0] + 1, keys[-1][0] - 1  # whole seconds the recording spans
+    mine = Counter(k for k in keys if first <= k[0] <= last)
+    expected = Counter(r[:3] for r in truth.window("TRADES", first, last + 1))
+    assert sum(expected.values()) > 100
+    assert mine == expected, (mine - expected, expected - mine)
+    times = table["time"].cast(pa.int64()).to_pylist()
+    assert len(set(times)) == len(times), "two rows share a receive time"
+    assert [k[0] for k in keys] == sorted(k[0] for k in keys), "not in IB-time order"
+    rows = ibstream.store.open(store).gaps()
+    restarted = rows[(rows["reason"] == "server_restarted") & (rows["tick_type"] == KIND)]
+    assert list(restarted["status"]) == ["filled"], rows
+    assert int(restarted["ticks_added"].iloc[0]) == sources["historical"]
+    assert int(restarted["revision"].iloc[0]) == 1
+
+
+def test_matching_is_by_count_within_a_second():
+    """Two equal trades in one second, one stored live: one more is added, never two."""
+    history = pa.table(
+        {
+            "time": [10, 10, 10, 11],
+            "price": [5.0, 5.0, 5.25, 5.0],
+            "size": [1.0, 1.0, 2.0, 1.0],
+            "exchange": ["CME"] * 4,
+            "conditions": [""] * 4,
+        }
+    )
+    stored = Counter({(10, 5.0, 1.0): 1, (11, 5.0, 1.0): 1, (12, 9.0, 1.0): 1})
+    rows = fill.missing(history, "TRADES", stored)
+    assert [(r["time"], r["price"]) for r in rows] == [(10, 5.0), (10, 5.25)]
+
+
+def test_receive_times_stay_strictly_inside_the_gap_and_in_order():
+    ns = fill.NS
+    stamps = fill.receive_times([10, 10, 11, 13, 13], 10 * ns + 500, 13 * ns + 2)
+    assert stamps == sorted(set(stamps))
+    assert stamps[0] == 10 * ns + 501 and stamps[2] == 11 * ns
+    assert stamps[-1] == 13 * ns + 1 and stamps[-2] == 13 * ns
+
+
+def test_a_gap_reads_at_its_latest_revision_and_old_gap_files_still_read(tmp_path: Path):
+    root = layout.open_root(tmp_path)
+    old = gaps.row(ES_ID, "last", 1_000, 2_000, "ib_disconnected", "s1", 7)
+    legacy = layout.GAP_SCHEMA.remove(layout.GAP_SCHEMA.get_field_index("revision"))
+    legacy = legacy.remove(legacy.get_field_index("ticks_added"))
+    path = tmp_path / layout.gap_dir("1970-01-01") / "old.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([old], schema=legacy), path)
+    gaps.write(root, "s2", [gaps.revised(old, "filled", "filled from IB's history", 3, 2_500)])
+    frame = ibstream.store.open(tmp_path).gaps()
+    assert len(frame) == 1
+    assert frame["status"].iloc[0] == "filled" and frame["end"].iloc[0].value == 2_500
