@@ -152,18 +152,17 @@ class ServerProcess:
         if not serving.done():
             serving.set_exception(RuntimeError("server exited:\n" + "".join(self.log[-20:])))
 
-    async def wait_log(self, *words: str, timeout: float = WAIT) -> str:
-        """The first log line (of any run) holding every one of `words`, waiting for it."""
+    async def wait_log(self, *words: str, count: int = 1, timeout: float = WAIT) -> list[str]:
+        """The first `count` log lines (of any run) holding every one of `words`, waiting
+        for them."""
         self._logged = self._logged or asyncio.Condition()
 
-        def found() -> str | None:
-            return next((line for line in self.log if all(w in line for w in words)), None)
+        def found() -> list[str]:
+            return [line for line in self.log if all(w in line for w in words)]
 
         async with asyncio.timeout(timeout), self._logged:
-            await self._logged.wait_for(found)
-        line = found()
-        assert line is not None
-        return line
+            await self._logged.wait_for(lambda: len(found()) >= count)
+        return found()[:count]
 
     async def terminate(self) -> int:
         """SIGTERM: a clean stop (streams complete, the recording is flushed); its exit code."""

@@ -41,28 +41,12 @@ def trade_keys(table: pa.Table) -> list[tuple]:
     return list(zip(seconds, table["price"].to_pylist(), table["size"].to_pylist(), strict=True))
 
 
-async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path: Path):
-    store = tmp_path / "store"
-    options = ["--record", str(store), "--record-flush", "0.2", "--record-contract", f"ES:{KIND}"]
-    async with GatewaySimulator(port=0, seed=11, rate=150.0, bursts=False) as gateway:
-        truth_ib = IB()
-        await truth_ib.connectAsync(HOST, gateway.port, clientId=random.randint(1, 999))
-        truth = GroundTruth(truth_ib)
-        await truth.subscribe()
-        server = ServerProcess(gateway.port)
-        try:
-            await server.start(*options)
-            await truth.until_second(int(time.time()) + 2)  # the market moves on 2 s
-            await server.kill()
-            await truth.until_second(int(time.time()) + 3)  # 3 s nobody records
-            await server.start(*options)
-            line = await server.wait_log("backfill: gap", "server_restarted", timeout=60)
-            assert "filled" in line and "partly" not in line, line
-            await truth.until_second(int(time.time()) + 1)
-            assert await server.terminate() == 0
-        finally:
-            await server.kill()
-            truth_ib.disconnect()
+OPTIONS = ["--record-flush", "0.2", "--record-contract", f"ES:{KIND}"]
+
+
+def check_against_truth(store: Path, truth: GroundTruth, reason: str, gaps_made: int) -> None:
+    """The store's trades over the seconds it spans equal the ground truth one for one, in
+    IB-time order with distinct receive times, and each gap of `reason` is `filled`."""
     table = stored_trades(store)
     sources = Counter(table["source"].to_pylist())
     assert sources["historical"] > 0 and sources["live"] > 0, sources
@@ -76,10 +60,63 @@ async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path:
     assert len(set(times)) == len(times), "two rows share a receive time"
     assert [k[0] for k in keys] == sorted(k[0] for k in keys), "not in IB-time order"
     rows = ibstream.store.open(store).gaps()
-    restarted = rows[(rows["reason"] == "server_restarted") & (rows["tick_type"] == KIND)]
-    assert list(restarted["status"]) == ["filled"], rows
-    assert int(restarted["ticks_added"].iloc[0]) == sources["historical"]
-    assert int(restarted["revision"].iloc[0]) == 1
+    mine_gaps = rows[(rows["reason"] == reason) & (rows["tick_type"] == KIND)]
+    assert list(mine_gaps["status"]) == ["filled"] * gaps_made, rows
+    assert list(mine_gaps["revision"]) == [1] * gaps_made
+    assert int(mine_gaps["ticks_added"].sum()) == sources["historical"]
+
+
+async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path: Path):
+    store = tmp_path / "store"
+    options = ["--record", str(store), *OPTIONS]
+    async with GatewaySimulator(port=0, seed=11, rate=150.0, bursts=False) as gateway:
+        truth_ib = IB()
+        await truth_ib.connectAsync(HOST, gateway.port, clientId=random.randint(1, 999))
+        truth = GroundTruth(truth_ib)
+        await truth.subscribe()
+        server = ServerProcess(gateway.port)
+        try:
+            await server.start(*options)
+            await truth.until_second(int(time.time()) + 2)  # the market moves on 2 s
+            await server.kill()
+            await truth.until_second(int(time.time()) + 3)  # 3 s nobody records
+            await server.start(*options)
+            [line] = await server.wait_log("backfill: gap", "server_restarted", timeout=60)
+            assert "filled" in line and "partly" not in line, line
+            await truth.until_second(int(time.time()) + 1)
+            assert await server.terminate() == 0
+        finally:
+            await server.kill()
+            truth_ib.disconnect()
+    check_against_truth(store, truth, "server_restarted", 1)
+
+
+async def test_ib_outages_are_filled_from_history_one_for_one(tmp_path: Path):
+    """The server loses its IB connection 3 times (the simulator drops it and refuses new
+    sockets for 2 s); the ground-truth client keeps its own connection throughout."""
+    store, truth_id = tmp_path / "store", random.randint(1, 999)
+    async with GatewaySimulator(port=0, seed=12, rate=150.0, bursts=False) as gateway:
+        truth_ib = IB()
+        await truth_ib.connectAsync(HOST, gateway.port, clientId=truth_id)
+        truth = GroundTruth(truth_ib)
+        await truth.subscribe()
+        server = ServerProcess(gateway.port)
+        try:
+            await server.start("--record", str(store), *OPTIONS)
+            await truth.until_second(int(time.time()) + 2)
+            for outage in range(1, 4):
+                gateway.refuse_connections(2.0)
+                assert await gateway.drop_connections(keep={truth_id}) == 1
+                lines = await server.wait_log(
+                    "backfill: gap", "ib_disconnected", count=outage, timeout=60
+                )
+                assert all("filled" in x and "partly" not in x for x in lines), lines
+            await truth.until_second(int(time.time()) + 1)
+            assert await server.terminate() == 0
+        finally:
+            await server.kill()
+            truth_ib.disconnect()
+    check_against_truth(store, truth, "ib_disconnected", 3)
 
 
 def test_matching_is_by_count_within_a_second():

@@ -126,6 +126,15 @@ class Backfill:
         # a wait for the wall clock: every tick of second `hi` has arrived live by then
         await asyncio.sleep(max(0.0, hi + 2 - time.time()))
         await self.recorder.flush()
+        log.info(
+            "backfill: asking IB for %s %s of IB seconds %d-%d (gap %s from %d)",
+            con_id,
+            what,
+            lo,
+            hi,
+            gap["reason"],
+            gap["start"],
+        )
         error: StreamError | None = None
         try:
             history = await fetch_ticks(

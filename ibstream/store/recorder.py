@@ -186,6 +186,7 @@ class Recorder:
                 return
             batches, gaps = self._waiting, self._gaps
             self._waiting, self._gaps = [], []
+            new_gaps = bool(gaps)  # _write empties the list once the rows are on disk
             try:
                 await asyncio.to_thread(self._write, batches, gaps)
             except Exception as exc:  # noqa: BLE001 - any write failure: keep streaming
@@ -195,7 +196,7 @@ class Recorder:
                 self._failed(exc)
                 return
             self.flushes += 1
-            if gaps:
+            if new_gaps:
                 self.on_gaps()
             if self.problem is not None:
                 log.warning("recording to %s works again; nothing waiting was lost", self.root.uri)
