@@ -24,6 +24,7 @@ import ibstream.store
 from ibstream.gateway import GatewaySimulator
 from ibstream.store import fill, gaps, layout
 from tests.client_fixtures import ServerProcess
+from tests.conftest import get_json
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
 
 KIND = "all_last"  # IB's TRADES history is every trade, as AllLast is
@@ -54,7 +55,7 @@ def check_against_truth(store: Path, truth: GroundTruth, reason: str, gaps_made:
     first, last = keys[0][0] + 1, keys[-1][0] - 1  # whole seconds the recording spans
     mine = Counter(k for k in keys if first <= k[0] <= last)
     expected = Counter(r[:3] for r in truth.window("TRADES", first, last + 1))
-    assert sum(expected.values()) > 100
+    assert sum(expected.values()) > 100, expected
     assert mine == expected, (mine - expected, expected - mine)
     times = table["time"].cast(pa.int64()).to_pylist()
     assert len(set(times)) == len(times), "two rows share a receive time"
@@ -62,8 +63,9 @@ def check_against_truth(store: Path, truth: GroundTruth, reason: str, gaps_made:
     rows = ibstream.store.open(store).gaps()
     mine_gaps = rows[(rows["reason"] == reason) & (rows["tick_type"] == KIND)]
     assert list(mine_gaps["status"]) == ["filled"] * gaps_made, rows
-    assert list(mine_gaps["revision"]) == [1] * gaps_made
-    assert int(mine_gaps["ticks_added"].sum()) == sources["historical"]
+    assert list(mine_gaps["revision"]) == [1] * gaps_made, rows
+    every = rows[rows["tick_type"] == KIND]
+    assert int(every["ticks_added"].sum()) == sources["historical"], every
 
 
 async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path: Path):
@@ -83,6 +85,9 @@ async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path:
             await server.start(*options)
             [line] = await server.wait_log("backfill: gap", "server_restarted", timeout=60)
             assert "filled" in line and "partly" not in line, line
+            _, health = await get_json(server, "/health")  # type: ignore[arg-type]
+            backfill = health["recording"]["backfill"]
+            assert backfill["gaps"]["filled"] == 1 and backfill["ticks_added"] > 0, backfill
             await truth.until_second(int(time.time()) + 1)
             assert await server.terminate() == 0
         finally:

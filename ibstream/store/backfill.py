@@ -152,8 +152,10 @@ class Backfill:
         added = 0
         if history is not None and history.num_rows:
             added = await asyncio.to_thread(self._store, gap, info, what, history, lo, hi, end_ns)
+        pages = int((history.schema.metadata or {}).get(b"requests", 0)) if history else 0
         if error is None:
-            status, message = "filled", f"filled from IB's history ({added} ticks added)"
+            status = "filled"
+            message = f"filled from IB's history ({added} ticks added, {pages} requests)"
         elif history is not None and history.num_rows:
             reached = history["time"][-1].as_py()
             status = "partly_filled"
