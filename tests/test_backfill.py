@@ -22,7 +22,9 @@ from ib_insync import IB
 
 import ibstream.store
 from ibstream.gateway import GatewaySimulator
+from ibstream.model import TickType
 from ibstream.store import fill, gaps, layout
+from ibstream.store.replay.gaps import recorded_gaps
 from tests.client_fixtures import ServerProcess
 from tests.conftest import get_json
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
@@ -160,3 +162,6 @@ def test_a_gap_reads_at_its_latest_revision_and_old_gap_files_still_read(tmp_pat
     frame = ibstream.store.open(tmp_path).gaps()
     assert len(frame) == 1
     assert frame["status"].iloc[0] == "filled" and frame["end"].iloc[0].value == 2_500
+    assert recorded_gaps(root, ES_ID, 0, None) == {}  # a replay tells no filled gap
+    gaps.write(root, "s1", [gaps.row(ES_ID, "last", 3_000, 4_000, "ib_disconnected", "s1", 9)])
+    assert [g["start"] for g in recorded_gaps(root, ES_ID, 0, None)[TickType.LAST]] == [3_000]
