@@ -10,9 +10,11 @@ for one (IB second, price, size).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -70,14 +72,25 @@ def check_against_truth(store: Path, truth: GroundTruth, reason: str, gaps_made:
     assert int(every["ticks_added"].sum()) == sources["historical"], every
 
 
+@contextlib.asynccontextmanager
+async def recorded_market(seed: int) -> AsyncIterator[tuple[GatewaySimulator, GroundTruth, int]]:
+    """The simulator with the ground-truth client (its API client id too) connected."""
+    truth_id = random.randint(1, 999)
+    async with GatewaySimulator(port=0, seed=seed, rate=150.0, bursts=False) as gateway:
+        truth_ib = IB()
+        await truth_ib.connectAsync(HOST, gateway.port, clientId=truth_id)
+        try:
+            truth = GroundTruth(truth_ib)
+            await truth.subscribe()
+            yield gateway, truth, truth_id
+        finally:
+            truth_ib.disconnect()
+
+
 async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path: Path):
     store = tmp_path / "store"
     options = ["--record", str(store), *OPTIONS]
-    async with GatewaySimulator(port=0, seed=11, rate=150.0, bursts=False) as gateway:
-        truth_ib = IB()
-        await truth_ib.connectAsync(HOST, gateway.port, clientId=random.randint(1, 999))
-        truth = GroundTruth(truth_ib)
-        await truth.subscribe()
+    async with recorded_market(11) as (gateway, truth, _):
         server = ServerProcess(gateway.port)
         try:
             await server.start(*options)
@@ -94,19 +107,14 @@ async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path:
             assert await server.terminate() == 0
         finally:
             await server.kill()
-            truth_ib.disconnect()
     check_against_truth(store, truth, "server_restarted", 1)
 
 
 async def test_ib_outages_are_filled_from_history_one_for_one(tmp_path: Path):
     """The server loses its IB connection 3 times (the simulator drops it and refuses new
     sockets for 2 s); the ground-truth client keeps its own connection throughout."""
-    store, truth_id = tmp_path / "store", random.randint(1, 999)
-    async with GatewaySimulator(port=0, seed=12, rate=150.0, bursts=False) as gateway:
-        truth_ib = IB()
-        await truth_ib.connectAsync(HOST, gateway.port, clientId=truth_id)
-        truth = GroundTruth(truth_ib)
-        await truth.subscribe()
+    store = tmp_path / "store"
+    async with recorded_market(12) as (gateway, truth, truth_id):
         server = ServerProcess(gateway.port)
         try:
             await server.start("--record", str(store), *OPTIONS)
@@ -122,7 +130,6 @@ async def test_ib_outages_are_filled_from_history_one_for_one(tmp_path: Path):
             assert await server.terminate() == 0
         finally:
             await server.kill()
-            truth_ib.disconnect()
     check_against_truth(store, truth, "ib_disconnected", 3)
 
 
