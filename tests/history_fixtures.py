@@ -39,12 +39,19 @@ class GroundTruth:
 
         w.tickByTickAllLast, w.tickByTickBidAsk, w.tickByTickMidPoint = on_last, on_quote, on_mid
 
-    async def subscribe(self, contract: Contract = ES) -> None:
-        """Subscribe AllLast, BidAsk and MidPoint; rows count from the next whole second."""
-        for kind in ("AllLast", "BidAsk", "MidPoint"):
+    async def subscribe(
+        self, contract: Contract = ES, kinds: tuple[str, ...] = ("AllLast", "BidAsk", "MidPoint")
+    ) -> None:
+        """Subscribe tick by tick; rows count from the next whole second."""
+        for kind in kinds:
             self.ib.reqTickByTickData(contract, kind, 0, False)
         await self.ib.reqCurrentTimeAsync()  # the simulator has taken all three
         self.first_second = int(time.time()) + 1
+
+    async def drained(self) -> None:
+        """Return once every tick the simulator wrote before now has arrived (TCP keeps
+        the order: the answer to a request comes after them)."""
+        await self.ib.reqCurrentTimeAsync()
 
     async def until_second(self, second: int) -> None:
         """Wait until a trade of a later second arrived: every tick up to `second` is in."""

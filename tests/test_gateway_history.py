@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
 
 import pytest
 from ib_insync import IB, Contract
 
 from ibstream.gateway import GatewaySimulator
-from ibstream.ib.pacing import PACING_VIOLATION, PacingRules
+from ibstream.ib.pacing import PACING_VIOLATION, Pacer, PacingRules
 from tests.history_fixtures import ES, ES_ID, HOST, GroundTruth, rows_of
 
 KINDS = ("TRADES", "BID_ASK", "MIDPOINT")
@@ -153,3 +154,58 @@ async def test_forced_failure_is_sent_with_the_request_id(live) -> None:
         ib.reqHistoricalTicksAsync(ES, utc(truth.first_second), "", 10, "TRADES", False), 5
     )
     assert errors[-1][1:] == (162, PACING_VIOLATION)
+
+
+async def test_history_holds_what_a_connectivity_loss_kept_from_live(live) -> None:
+    """During a 1100 nothing is sent live, but the market trades on and history has it."""
+    sim, truth, ib = live
+    await truth.until_second(truth.first_second)
+    sim.send_error(1100)
+    paused_at = len(sim.tape(ES_ID).series["TRADES"].times)
+    await sim.wait_for(lambda: len(sim.tape(ES_ID).series["TRADES"].times) > paused_at + 500)
+    sim.send_error(1102)
+    await truth.drained()
+    lost_second = sim.tape(ES_ID).series["TRADES"].times[paused_at + 250]
+    page = rows_of(
+        "TRADES", await ib.reqHistoricalTicksAsync(ES, utc(lost_second), "", 100, "TRADES", False)
+    )
+    assert page and page[0][0] == lost_second
+    assert not set(page) & set(truth.rows["TRADES"])  # none of them reached the live client
+
+
+async def test_use_rth_keeps_regular_hours_only(live) -> None:
+    sim, truth, ib = live
+    first = truth.first_second
+    await truth.until_second(first + 1)
+    page = await ib.reqHistoricalTicksAsync(ES, utc(first), "", 200, "TRADES", True)
+    chicago = ZoneInfo("America/Chicago")
+
+    def regular(second: int) -> bool:  # CME equity futures: 08:30-15:00 Chicago, weekdays
+        local = utc(second).astimezone(chicago)
+        return local.weekday() < 5 and time(8, 30) <= local.time() < time(15)
+
+    expected = [r for r in truth.window("TRADES", first, first + 2) if regular(r[0])]
+    assert rows_of("TRADES", page) == expected[: len(page)]
+    assert len(page) == min(200, len(expected)) or page[-1][0] == expected[len(page) - 1][0]
+    tape = sim.tape(ES_ID)  # whichever side of the hours the test runs on, both are right
+    monday = datetime(2026, 12, 7, tzinfo=chicago)
+    for hour, minute, day, inside in ((8, 29, 0, False), (8, 30, 0, True), (14, 59, 0, True),
+                                      (15, 0, 0, False), (10, 0, 5, False)):  # fmt: skip
+        second = int(monday.replace(day=7 + day, hour=hour, minute=minute).timestamp())
+        assert tape.regular_hours(second) is inside and regular(second) is inside
+
+
+def test_history_arguments_are_checked() -> None:
+    for bad in (-1, 1.5, "10"):
+        with pytest.raises(ValueError, match="history_limit"):
+            GatewaySimulator(history_limit=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="burst_count"):
+        PacingRules(burst_count=0)
+    with pytest.raises(ValueError, match="window_seconds"):
+        PacingRules(window_seconds=-1)
+    with pytest.raises(ValueError, match="retries"):
+        Pacer(retries=-1)
+    with pytest.raises(ValueError, match="backoff_seconds"):
+        Pacer(backoff_seconds=0)
+    with pytest.raises(ValueError, match="margin"):
+        Pacer(margin=float("nan"))

@@ -45,7 +45,7 @@ class GatewaySimulator:
     to the recording's first day.
 
     History: each contract's `Tape` keeps the last `history_limit` trades, quotes and
-    midpoints its market produced (or replayed), and `reqHistoricalTicks` is answered from it
+    midpoints its market produced (or replayed; 0 keeps none, for benches), and `reqHistoricalTicks` is answered from it
     under IB's pacing rules (`history_pacing`, settable later as `pacing.rules`; a violation
     is 162). `history_requests` and `pacing_violations` count what was answered and refused.
     """
@@ -70,8 +70,10 @@ class GatewaySimulator:
         history_limit: int = DEFAULT_LIMIT,
         history_pacing: PacingRules | None = None,
     ) -> None:
-        if not (isinstance(history_limit, int) and history_limit >= 1):
-            raise ValueError(f"history_limit must be an int >= 1, not {history_limit!r}")
+        if not (isinstance(history_limit, int) and history_limit >= 0):
+            raise ValueError(
+                f"history_limit must be an int >= 0 (0: no history), not {history_limit!r}"
+            )
         if tick_by_tick_slots is not None and tick_by_tick_slots < 0:
             raise ValueError(f"tick_by_tick_slots must be >= 0 or None, not {tick_by_tick_slots}")
         self.host = host

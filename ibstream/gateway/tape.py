@@ -20,7 +20,7 @@ from ibstream.gateway.instrument import SimContract
 from ibstream.gateway.market import Quote, Trade
 from ibstream.gateway.recorded import RecordedTick
 
-DEFAULT_LIMIT = 1_000_000  # rows per series: hours of a busy contract
+DEFAULT_LIMIT = 500_000  # rows per series: hours of a busy contract (0: keep nothing)
 # regular trading hours by security type: (time zone, open, close); None: all day
 _RTH = {
     "STK": ("US/Eastern", time(9, 30), time(16, 0)),
@@ -34,19 +34,16 @@ class Series:
 
     limit: int
     times: list[int] = field(default_factory=list)
-    rows: list[tuple] = field(default_factory=list)
+    rows: list[object] = field(default_factory=list)  # a Trade, a Quote or a tuple of fields
+    horizon: int | None = None  # the earliest second still complete, once rows were dropped
 
-    def add(self, second: int, row: tuple) -> None:
+    def add(self, second: int, row: object) -> None:
         self.times.append(second)
         self.rows.append(row)
         if len(self.times) > self.limit + self.limit // 8:  # trim now and then, not per row
             cut = len(self.times) - self.limit
+            self.horizon = self.times[cut - 1] + 1
             del self.times[:cut], self.rows[:cut]
-
-    @property
-    def horizon(self) -> int | None:
-        """The earliest second still complete here (None while empty)."""
-        return self.times[0] + 1 if len(self.times) >= self.limit else None
 
     def page(
         self,
@@ -54,7 +51,7 @@ class Series:
         start: int | None,
         end: int | None,
         keep: Callable[[int], bool] | None = None,
-    ) -> list[tuple[int, tuple]]:
+    ) -> list[tuple[int, object]]:
         """Up to `number` (second, row)s from `start` forward or from `end` back (inclusive),
         whole seconds: the boundary second comes complete even past `number`."""
         times = self.times
@@ -62,7 +59,7 @@ class Series:
             indices: Iterable[int] = range(bisect_left(times, start), len(times))
         else:
             indices = range(bisect_right(times, end) - 1, -1, -1)
-        out: list[tuple[int, tuple]] = []
+        out: list[tuple[int, object]] = []
         for i in indices:
             second = times[i]
             if len(out) >= number and second != out[-1][0]:
@@ -77,6 +74,7 @@ class Tape:
 
     def __init__(self, contract: SimContract, limit: int = DEFAULT_LIMIT) -> None:
         self.contract = contract
+        self.enabled = limit > 0
         self.series = {kind: Series(limit) for kind in ("TRADES", "BID_ASK", "MIDPOINT")}
         self._decimals = contract.decimals
         self._mid: float | None = None
@@ -85,19 +83,20 @@ class Tape:
         self._rth = (ZoneInfo(rth[0]), rth[1], rth[2]) if rth else None
 
     def record(self, events: Iterable[Quote | Trade | RecordedTick]) -> None:
-        trades, quotes, mids = (self.series[k] for k in ("TRADES", "BID_ASK", "MIDPOINT"))
+        """Keep a batch of the market's events (the events themselves: no copy per tick)."""
+        if not self.enabled:
+            return
+        trades, quotes = self.series["TRADES"], self.series["BID_ASK"]
+        tape = self.contract.reports_trades
         for event in events:
             if isinstance(event, RecordedTick):
                 self._record_replayed(event)
             elif isinstance(event, Trade):
-                if self.contract.reports_trades:
-                    trades.add(
-                        int(event.time),
-                        (event.price, event.size, event.exchange, event.conditions),
-                    )
+                if tape:
+                    trades.add(int(event.time), event)
             else:
                 second = int(event.time)
-                quotes.add(second, (event.bid, event.ask, event.bid_size, event.ask_size))
+                quotes.add(second, event)
                 self._add_mid(second, round(event.mid, self._decimals + 1))
 
     def use_recorded_trades(self, code: int) -> None:
@@ -128,5 +127,16 @@ class Tape:
     def page(
         self, what: str, number: int, start: int | None, end: int | None, use_rth: bool
     ) -> list[tuple[int, tuple]]:
+        """(IB second, fields) of one request's ticks: (price, size, exchange, conditions),
+        (bid, ask, bid size, ask size) or (mid,)."""
         keep = self.regular_hours if use_rth else None
-        return self.series[what].page(number, start, end, keep)
+        return [(s, _fields(row)) for s, row in self.series[what].page(number, start, end, keep)]
+
+
+def _fields(row: object) -> tuple:
+    if isinstance(row, Trade):
+        return (row.price, row.size, row.exchange, row.conditions)
+    if isinstance(row, Quote):
+        return (row.bid, row.ask, row.bid_size, row.ask_size)
+    assert isinstance(row, tuple)
+    return row
