@@ -133,6 +133,29 @@ async def test_ib_outages_are_filled_from_history_one_for_one(tmp_path: Path):
     check_against_truth(store, truth, "ib_disconnected", 3)
 
 
+async def test_a_gap_older_than_ibs_history_is_unfillable_with_ibs_reason(tmp_path: Path):
+    """The simulator keeps only its last 20 events per kind: by the time the outage's gap
+    is asked for, IB answers 162 "no data", and the gap says so."""
+    store = tmp_path / "store"
+    async with GatewaySimulator(port=0, seed=13, rate=150.0, history_limit=20) as gateway:
+        server = ServerProcess(gateway.port)
+        try:
+            await server.start("--record", str(store), *OPTIONS)
+            await server.wait_log("recording ES")
+            gateway.refuse_connections(1.0)
+            assert await gateway.drop_connections() == 1
+            [line] = await server.wait_log("backfill: gap", "ib_disconnected", timeout=60)
+            assert "unfillable" in line, line
+            assert await server.terminate() == 0
+        finally:
+            await server.kill()
+    rows = ibstream.store.open(store).gaps()
+    assert list(rows["status"]) == ["unfillable"], rows
+    assert "IB error 162" in rows["message"].iloc[0] and "no data" in rows["message"].iloc[0]
+    assert list(rows["ticks_added"]) == [0]
+    assert Counter(stored_trades(store)["source"].to_pylist()).keys() == {"live"}
+
+
 def test_matching_is_by_count_within_a_second():
     """Two equal trades in one second, one stored live: one more is added, never two."""
     history = pa.table(
