@@ -31,45 +31,49 @@ from tests.client_fixtures import ServerProcess
 from tests.conftest import get_json
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
 
-KIND = "all_last"  # IB's TRADES history is every trade, as AllLast is
+# the streams recorded, the ground truth's kind for each and the fields compared; IB's TRADES
+# history is every trade, as AllLast is
+STREAMS = {
+    "all_last": ("TRADES", ["price", "size"]),
+    "bid_ask": ("BID_ASK", ["bid_price", "ask_price", "bid_size", "ask_size"]),
+}
+OPTIONS = ["--record-flush", "0.2", "--record-contract", "ES:all_last,bid_ask"]
 
 
-def stored_trades(store: Path) -> pa.Table:
+def stored_stream(store: Path, kind: str) -> pa.Table:
     table = layout.ticks_dataset(layout.open_root(store)).to_table(
-        filter=(ds.field("contract_id") == ES_ID) & (ds.field("tick_type") == KIND)
+        filter=(ds.field("contract_id") == ES_ID) & (ds.field("tick_type") == kind)
     )
     return table.sort_by("time")
 
 
-def trade_keys(table: pa.Table) -> list[tuple]:
+def stream_keys(table: pa.Table, fields: list[str]) -> list[tuple]:
     seconds = [t // fill.NS for t in table["ib_time"].cast(pa.int64()).to_pylist()]
-    return list(zip(seconds, table["price"].to_pylist(), table["size"].to_pylist(), strict=True))
-
-
-OPTIONS = ["--record-flush", "0.2", "--record-contract", f"ES:{KIND}"]
+    return list(zip(seconds, *(table[f].to_pylist() for f in fields), strict=True))
 
 
 def check_against_truth(store: Path, truth: GroundTruth, reason: str, gaps_made: int) -> None:
-    """The store's trades over the seconds it spans equal the ground truth one for one, in
-    IB-time order with distinct receive times, and each gap of `reason` is `filled`."""
-    table = stored_trades(store)
-    sources = Counter(table["source"].to_pylist())
-    assert sources["historical"] > 0 and sources["live"] > 0, sources
-    keys = trade_keys(table)
-    first, last = keys[0][0] + 1, keys[-1][0] - 1  # whole seconds the recording spans
-    mine = Counter(k for k in keys if first <= k[0] <= last)
-    expected = Counter(r[:3] for r in truth.window("TRADES", first, last + 1))
-    assert sum(expected.values()) > 100, expected
-    assert mine == expected, (mine - expected, expected - mine)
-    times = table["time"].cast(pa.int64()).to_pylist()
-    assert len(set(times)) == len(times), "two rows share a receive time"
-    assert [k[0] for k in keys] == sorted(k[0] for k in keys), "not in IB-time order"
+    """Each stream's ticks over the seconds the store spans equal the ground truth one for
+    one, in IB-time order with distinct receive times, and each gap of `reason` is `filled`."""
     rows = ibstream.store.open(store).gaps()
-    mine_gaps = rows[(rows["reason"] == reason) & (rows["tick_type"] == KIND)]
-    assert list(mine_gaps["status"]) == ["filled"] * gaps_made, rows
-    assert list(mine_gaps["revision"]) == [1] * gaps_made, rows
-    every = rows[rows["tick_type"] == KIND]
-    assert int(every["ticks_added"].sum()) == sources["historical"], every
+    for kind, (what, fields) in STREAMS.items():
+        table = stored_stream(store, kind)
+        sources = Counter(table["source"].to_pylist())
+        assert sources["historical"] > 0 and sources["live"] > 0, (kind, sources)
+        keys = stream_keys(table, fields)
+        first, last = keys[0][0] + 1, keys[-1][0] - 1  # whole seconds the recording spans
+        mine = Counter(k for k in keys if first <= k[0] <= last)
+        expected = Counter(r[: 1 + len(fields)] for r in truth.window(what, first, last + 1))
+        assert sum(expected.values()) > 100, (kind, expected)
+        assert mine == expected, (kind, mine - expected, expected - mine)
+        times = table["time"].cast(pa.int64()).to_pylist()
+        assert len(set(times)) == len(times), f"two {kind} rows share a receive time"
+        assert [k[0] for k in keys] == sorted(k[0] for k in keys), f"{kind} not in IB-time order"
+        mine_gaps = rows[(rows["reason"] == reason) & (rows["tick_type"] == kind)]
+        assert list(mine_gaps["status"]) == ["filled"] * gaps_made, rows
+        assert list(mine_gaps["revision"]) == [1] * gaps_made, rows
+        every = rows[rows["tick_type"] == kind]
+        assert int(every["ticks_added"].sum()) == sources["historical"], every
 
 
 @contextlib.asynccontextmanager
@@ -98,11 +102,11 @@ async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path:
             await server.kill()
             await truth.until_second(int(time.time()) + 3)  # 3 s nobody records
             await server.start(*options)
-            [line] = await server.wait_log("backfill: gap", "server_restarted", timeout=60)
-            assert "filled" in line and "partly" not in line, line
+            lines = await server.wait_log("backfill: gap", "server_restarted", count=2, timeout=60)
+            assert all("filled" in x and "partly" not in x for x in lines), lines
             _, health = await get_json(server, "/health")  # type: ignore[arg-type]
             backfill = health["recording"]["backfill"]
-            assert backfill["gaps"]["filled"] == 1 and backfill["ticks_added"] > 0, backfill
+            assert backfill["gaps"]["filled"] == 2 and backfill["ticks_added"] > 0, backfill
             await truth.until_second(int(time.time()) + 1)
             assert await server.terminate() == 0
         finally:
@@ -123,7 +127,7 @@ async def test_ib_outages_are_filled_from_history_one_for_one(tmp_path: Path):
                 gateway.refuse_connections(2.0)
                 assert await gateway.drop_connections(keep={truth_id}) == 1
                 lines = await server.wait_log(
-                    "backfill: gap", "ib_disconnected", count=outage, timeout=60
+                    "backfill: gap", "ib_disconnected", count=2 * outage, timeout=60
                 )
                 assert all("filled" in x and "partly" not in x for x in lines), lines
             await truth.until_second(int(time.time()) + 1)
@@ -141,19 +145,20 @@ async def test_a_gap_older_than_ibs_history_is_unfillable_with_ibs_reason(tmp_pa
         server = ServerProcess(gateway.port)
         try:
             await server.start("--record", str(store), *OPTIONS)
-            await server.wait_log("recording ES")
+            await server.wait_log("recording ES")  # both streams subscribed
             gateway.refuse_connections(1.0)
             assert await gateway.drop_connections() == 1
-            [line] = await server.wait_log("backfill: gap", "ib_disconnected", timeout=60)
-            assert "unfillable" in line, line
+            lines = await server.wait_log("backfill: gap", "ib_disconnected", count=2, timeout=60)
+            assert all("unfillable" in x for x in lines), lines
             assert await server.terminate() == 0
         finally:
             await server.kill()
     rows = ibstream.store.open(store).gaps()
-    assert list(rows["status"]) == ["unfillable"], rows
-    assert "IB error 162" in rows["message"].iloc[0] and "no data" in rows["message"].iloc[0]
-    assert list(rows["ticks_added"]) == [0]
-    assert Counter(stored_trades(store)["source"].to_pylist()).keys() == {"live"}
+    assert list(rows["status"]) == ["unfillable"] * 2, rows
+    assert all("IB error 162" in m and "no data" in m for m in rows["message"]), rows
+    assert list(rows["ticks_added"]) == [0, 0]
+    for kind in STREAMS:
+        assert Counter(stored_stream(store, kind)["source"].to_pylist()).keys() == {"live"}
 
 
 def test_matching_is_by_count_within_a_second():
