@@ -18,11 +18,13 @@ import contextlib
 import logging
 import time
 
+import pyarrow as pa
 import pyarrow.dataset as ds
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.ib.history import fetch_ticks
 from ibstream.ib.pacing import Pacer
+from ibstream.model import ContractInfo
 from ibstream.store import fill, gaps, layout, parts
 from ibstream.store.recorder import Recorder
 
@@ -181,7 +183,16 @@ class Backfill:
                 return gap["end"], gap["end"] // fill.NS
             await asyncio.sleep(POLL_SECONDS)
 
-    def _store(self, gap, info, what, history, lo: int, hi: int, end_ns: int) -> int:
+    def _store(
+        self,
+        gap: dict,
+        info: ContractInfo,
+        what: str,
+        history: pa.Table,
+        lo: int,
+        hi: int,
+        end_ns: int,
+    ) -> int:
         """Runs in a worker thread: the ticks no stored tick accounts for, as historical parts."""
         con_id, kind = gap["contract_id"], gap["tick_type"]
         stored = fill.stored_keys(self.recorder.root, con_id, kind, lo, hi)

@@ -108,7 +108,9 @@ def receive_times(seconds: list[int], after_ns: int, before_ns: int) -> list[int
     return out
 
 
-def ticks_of(rows: list[dict], what: str, contract_id: int, tick_type: str, recv: list[int]):
+def ticks_of(
+    rows: list[dict], what: str, contract_id: int, tick_type: str, recv: list[int]
+) -> list[Tick]:
     """Historical rows as `Tick`s of the stream with the given receive times."""
     kind = TickType(tick_type)
     out = []
