@@ -40,7 +40,7 @@ TIME = pa.timestamp("ns", tz="UTC")
 TICK_SCHEMA = pa.schema(
     [
         ("time", TIME),  # the server's receive stamp (recv_ns), strictly increasing
-        ("sequence", pa.int64()),  # the stream's sequence on the server that recorded it
+        ("sequence", pa.int64()),  # the recording server's sequence (0: historical)
         ("price", pa.float64()),
         ("size", pa.float64()),
         ("bid_price", pa.float64()),
