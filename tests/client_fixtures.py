@@ -112,6 +112,7 @@ class ServerProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.log: list[str] = []
         self._drain: asyncio.Task | None = None
+        self._logged: asyncio.Condition | None = None
 
     @property
     def url(self) -> str:
@@ -143,10 +144,25 @@ class ServerProcess:
         assert proc.stderr is not None
         while line := (await proc.stderr.readline()).decode():
             self.log.append(line)
+            if self._logged is not None:
+                async with self._logged:
+                    self._logged.notify_all()
             if "serving on" in line and not serving.done():
                 serving.set_result(None)
         if not serving.done():
             serving.set_exception(RuntimeError("server exited:\n" + "".join(self.log[-20:])))
+
+    async def wait_log(self, *words: str, count: int = 1, timeout: float = WAIT) -> list[str]:
+        """The first `count` log lines (of any run) holding every one of `words`, waiting
+        for them."""
+        self._logged = self._logged or asyncio.Condition()
+
+        def found() -> list[str]:
+            return [line for line in self.log if all(w in line for w in words)]
+
+        async with asyncio.timeout(timeout), self._logged:
+            await self._logged.wait_for(lambda: len(found()) >= count)
+        return found()[:count]
 
     async def terminate(self) -> int:
         """SIGTERM: a clean stop (streams complete, the recording is flushed); its exit code."""

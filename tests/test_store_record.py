@@ -90,6 +90,7 @@ async def test_kill_9_five_times_while_recording_loses_only_the_last_flush(tmp_p
     async with GatewaySimulator(port=0, seed=3, rate=2500.0, bursts=False) as gateway:
         server = ServerProcess(gateway.port)
         options = ["--record", str(store), "--record-flush", str(flush)]
+        options.append("--no-backfill")  # what the recorder loses (test_backfill fills it)
         options += ["--record-contract", "ES", "--record-contract", "AAPL"]
         seen: dict[str, Seen] = {}
         crashed: list[str] = []

@@ -190,6 +190,13 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         "watches it: a symbol or conId, optionally :tick_type,tick_type (bid_ask,last if not "
         "given), e.g. ES or 265598:last; repeatable; needs --record (default: none)",
     )
+    serve.add_argument(
+        "--backfill",
+        action=argparse.BooleanOptionalAction,
+        default=d.backfill,
+        help="with --record: fill the store's gaps (server restarts, IB outages) from IB's "
+        "historical ticks, paced, beside live streaming",
+    )
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
@@ -212,6 +219,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         record=args.record,
         record_flush=args.record_flush,
         record_contracts=tuple(args.record_contract),
+        backfill=args.backfill,
     )
 
 

@@ -209,9 +209,10 @@ class GatewaySimulator:
         for feed in feeds:
             feed.market.rate = events_per_second
 
-    async def drop_connections(self) -> int:
-        """Close every client socket now; returns how many there were."""
-        sessions = list(self._sessions)
+    async def drop_connections(self, *, keep: Collection[int] = ()) -> int:
+        """Close every client socket now (but those of the API client ids in `keep`: an
+        observer that must see everything); returns how many were closed."""
+        sessions = [s for s in self._sessions if s.client_id not in keep]
         for session in sessions:
             session.close()
         await self.wait_for(lambda: not (self._sessions & set(sessions)))

@@ -224,6 +224,11 @@ class IBSource:
         today = await self._clock.today() if len(details) > 1 else None
         return self._remember(pick_front(details, today))
 
+    async def qualified(self, contract_id: int) -> tuple[ContractInfo, object]:
+        """A conId's contract and the library's qualified Contract object (for history)."""
+        info = await self.resolve(contract_id)
+        return info, self._contracts[info.contract_id]
+
     async def search(self, symbol: str) -> list[ContractInfo]:
         """Every listing that matches (not cached: streams resolve through `resolve`)."""
         fields = parse_spec(symbol)

@@ -35,6 +35,18 @@ class IbStatus(BaseModel):
     upstream_subscriptions: list[UpstreamSubscription]
 
 
+class BackfillStatus(BaseModel):
+    """`--backfill`: the store's gaps being filled from IB's history."""
+
+    running: bool
+    scans: int = Field(description="passes over the store's open gaps so far")
+    gaps_pending: int = Field(description="open gaps of the last pass not settled yet")
+    gaps: dict[str, int] = Field(
+        description="gaps settled by this run: filled, partly_filled, unfillable"
+    )
+    ticks_added: int = Field(description="historical ticks stored by this run")
+
+
 class RecordingStatus(BaseModel):
     """`--record`: where ticks are kept, and whether they can be written right now."""
 
@@ -50,6 +62,7 @@ class RecordingStatus(BaseModel):
     parts_written: int
     record_contracts: list[str] = []
     kept_streams: list[dict[str, Any]] = []
+    backfill: BackfillStatus | None = None
 
 
 class Health(BaseModel):

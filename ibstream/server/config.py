@@ -89,6 +89,9 @@ class ServeOptions:
         "(e.g. 'ES 265598:last'; a TOML list works too)",
         joiner=" ",
     )
+    backfill: bool = _key(
+        _DEFAULTS.backfill, "with record: fill the store's gaps from IB's historical ticks"
+    )
 
     @property
     def url(self) -> str:
@@ -111,6 +114,8 @@ class ServeOptions:
             argv += ["--record", where, "--record-flush", f"{self.record_flush:g}"]
         for spec in self.record_contract.split():
             argv += ["--record-contract", spec]
+        if not self.backfill:
+            argv.append("--no-backfill")
         return argv + (["--demo"] if self.demo else [])  # never the token: `ps` shows argv
 
     @property

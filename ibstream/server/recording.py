@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.server.hub import Hub
+from ibstream.store.backfill import Backfill
 from ibstream.store.layout import open_root
 from ibstream.store.recorder import Recorder
 
@@ -74,19 +75,31 @@ class Recording:
     recorder: Recorder
     specs: tuple[str, ...] = ()
     kept: list[KeptStream] = field(default_factory=list)
+    backfill: Backfill | None = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
     async def start(
-        cls, hub: Hub, location: str, flush_seconds: float, specs: tuple[str, ...]
+        cls,
+        hub: Hub,
+        location: str,
+        flush_seconds: float,
+        specs: tuple[str, ...],
+        *,
+        backfill: bool = True,
     ) -> Recording:
-        """Open the store (StreamError when it cannot be used), then keep `specs` open."""
+        """Open the store (StreamError when it cannot be used), then keep `specs` open;
+        `backfill`: fill the store's open gaps from IB's history meanwhile."""
         parsed = [parse_record_spec(spec) for spec in specs]  # bad specs fail before anything
         recorder = Recorder(open_root(location), flush_seconds=flush_seconds)
         await recorder.start(hub.server_id)
         recorder.on_status = hub.broadcast
         hub.recorder = recorder
         recording = cls(hub, recorder, specs)
+        if backfill:
+            recording.backfill = Backfill(recorder, hub.source)
+            recorder.on_gaps = recording.backfill.wake
+            recording.backfill.start()
         for contract_spec, kinds in parsed:
             recording._spawn(recording._keep(contract_spec, kinds))
         return recording
@@ -130,6 +143,7 @@ class Recording:
                 {"contract_id": s.contract.contract_id, "tick_type": s.tick_type.value}
                 for s in self.kept
             ],
+            "backfill": self.backfill.status() if self.backfill is not None else None,
         }
 
     async def stop(self) -> None:
@@ -140,4 +154,6 @@ class Recording:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.backfill is not None:
+            await self.backfill.stop()
         await self.recorder.stop()

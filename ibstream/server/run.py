@@ -181,7 +181,11 @@ async def start_server(
     if settings.record:
         try:
             recording = await Recording.start(
-                hub, settings.record, settings.record_flush, settings.record_contracts
+                hub,
+                settings.record,
+                settings.record_flush,
+                settings.record_contracts,
+                backfill=settings.backfill,
             )
         except BaseException:
             sock.close()

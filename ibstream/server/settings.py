@@ -61,6 +61,8 @@ class ServerSettings:
     # Streams kept open and recorded from start-up whether or not a client watches them:
     # "SPEC[:tick_type,tick_type]" (default tick types bid_ask,last), e.g. "ES", "265598:last".
     record_contracts: tuple[str, ...] = ()
+    # With `record`: fill the store's gaps (restarts, IB outages) from IB's historical ticks.
+    backfill: bool = True
 
     @property
     def ws_max_size(self) -> int:

@@ -40,7 +40,7 @@ TIME = pa.timestamp("ns", tz="UTC")
 TICK_SCHEMA = pa.schema(
     [
         ("time", TIME),  # the server's receive stamp (recv_ns), strictly increasing
-        ("sequence", pa.int64()),  # the stream's sequence on the server that recorded it
+        ("sequence", pa.int64()),  # the recording server's sequence (0: historical)
         ("price", pa.float64()),
         ("size", pa.float64()),
         ("bid_price", pa.float64()),
@@ -93,6 +93,11 @@ GAP_SCHEMA = pa.schema(
         ("after_sequence", pa.int64()),  # that run's last sequence before the hole
         ("status", pa.string()),  # open | filled | partly_filled | unfillable
         ("message", pa.string()),
+        # Added with backfill (older files read them as null): a gap's status changes by a
+        # new row of the same gap (contract_id, tick_type, start, reason, server_id) with a
+        # higher `revision` (null = 0, the recorder's row); readers keep the highest.
+        ("revision", pa.int64()),
+        ("ticks_added", pa.int64()),  # historical ticks stored for it so far
     ]
 )
 

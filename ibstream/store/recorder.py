@@ -65,6 +65,7 @@ class Recorder:
         self.server_id = ""
         self.problem: str | None = None  # why the store cannot be written right now
         self.on_status: Callable[[str, str, dict | None], None] = lambda *args: None
+        self.on_gaps: Callable[[], None] = lambda: None  # gap rows were written (backfill)
         self.ticks_written = 0
         self.parts_written = 0
         self.ticks_dropped = 0
@@ -187,6 +188,7 @@ class Recorder:
                 return
             batches, gaps = self._waiting, self._gaps
             self._waiting, self._gaps = [], []
+            new_gaps = bool(gaps)  # _write empties the list once the rows are on disk
             try:
                 await asyncio.to_thread(self._write, batches, gaps)
             except Exception as exc:  # noqa: BLE001 - any write failure: keep streaming
@@ -196,6 +198,8 @@ class Recorder:
                 self._failed(exc)
                 return
             self.flushes += 1
+            if new_gaps:
+                self.on_gaps()
             if self.problem is not None:
                 log.warning("recording to %s works again; nothing waiting was lost", self.root.uri)
                 self.problem = None

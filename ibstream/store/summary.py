@@ -10,6 +10,7 @@ import pyarrow.dataset as ds
 
 from ibstream.model import TickType
 from ibstream.store import catalog, layout
+from ibstream.store import gaps as gap_rows
 
 if TYPE_CHECKING:
     from ibstream.store.reader import Store
@@ -120,7 +121,7 @@ def gaps(store: Store, contract: object, start: object, end: object) -> pd.DataF
             format="parquet",
             filesystem=store.root.fs,
         )
-        table = dataset.to_table()
+        table = gap_rows.latest(dataset.to_table())  # each gap at its latest status
     frame = table.to_pandas()
     keep = pd.Series(True, index=frame.index)
     if ids is not None:

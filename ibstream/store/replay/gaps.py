@@ -19,7 +19,7 @@ import pyarrow.fs as pafs
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.protocol.times import iso_ns
-from ibstream.store import layout
+from ibstream.store import gaps, layout
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 def recorded_gaps(
     root: layout.StoreRoot, contract_id: int, start_ns: int, end_ns: int | None
 ) -> dict[TickType, deque[dict]]:
-    """The contract's recorded gaps that end inside the window, per tick type, by end."""
+    """The contract's recorded gaps (at their latest status, filled ones left out) that end
+    inside the window, per tick type, by end."""
     if root.fs.get_file_info(root.path(layout.GAPS)).type != pafs.FileType.Directory:
         return {}
     try:
@@ -36,7 +37,9 @@ def recorded_gaps(
         log.warning("the recorded gaps of %s cannot be read (%s)", contract_id, exc)
         return {}
     found: dict[TickType, list[dict]] = {}
-    for row in table.to_pylist():
+    for row in gaps.latest(table).to_pylist():
+        if row["status"] == "filled":  # backfill stored its ticks: nothing to tell
+            continue
         end = _ns(row["end"])
         if end is None or end <= start_ns or (end_ns is not None and end > end_ns):
             continue
