@@ -106,8 +106,10 @@ async def test_the_pacer_waits_instead_of_tripping_the_rules(recorded) -> None:
     )
     assert rows(quotes) == truth.window("BID_ASK", start, end)
     assert rows(mids) == truth.window("MIDPOINT", start, end)
-    assert shared.requests > 4  # more than one window's worth: the rules bound
-    assert shared.waited > 0 and sim.pacing_violations == 0
+    # more than one window's worth of requests, and the simulator saw no rule broken (how
+    # long the pacer had to wait for that depends on the machine's speed: not asserted)
+    assert shared.requests > strict.window_count
+    assert sim.pacing_violations == 0
     assert seen[-1] == (end - start, end - start)
     assert [s for s, _ in seen] == sorted(s for s, _ in seen)
 
