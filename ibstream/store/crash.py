@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from ibstream.store import gaps, layout, state
+from ibstream.store import catalog, gaps, layout, state
 
 log = logging.getLogger(__name__)
-DAY_NS = 86_400_000_000_000
 
 
 def gaps_of(root: layout.StoreRoot, run: state.RunMarker, now: int) -> list[dict]:
     """One `server_restarted` gap per stream the crashed `run` held (cancelled streams whose
     ticks were all flushed excepted)."""
-    tails = stored_tails(root, run.server_id, run.started_ns, now)
+    tails = stored_tails(root, run.server_id)
     streams = {(m.contract_id, m.tick_type): m for m in run.streams.values()}
     rows = []
     for key in sorted(set(streams) | set(tails)):
@@ -49,32 +47,21 @@ def gaps_of(root: layout.StoreRoot, run: state.RunMarker, now: int) -> list[dict
     return rows
 
 
-def stored_tails(
-    root: layout.StoreRoot, server_id: str, since_ns: int, until_ns: int
-) -> dict[tuple[int, str], tuple[int, int]]:
+def stored_tails(root: layout.StoreRoot, server_id: str) -> dict[tuple[int, str], tuple[int, int]]:
     """(receive time, sequence) of the last tick each stream of one server run has on disk,
-    from the newest part of that run per stream, over the days it ran."""
+    from the newest part of that run per stream (part names end in the run's id)."""
     suffix = f"-{server_id}{layout.PART_SUFFIX}"
-    newest: dict[tuple[int, str], tuple[str, str, str]] = {}  # stream -> day, name, path
-    for day_index in range(since_ns // DAY_NS, until_ns // DAY_NS + 1):
-        day, _ = layout.utc_day_hour(day_index * DAY_NS)
-        selector = pafs.FileSelector(
-            root.path(layout.TICKS, f"date={day}"), allow_not_found=True, recursive=True
-        )
-        for info in root.fs.get_file_info(selector):
-            if info.type != pafs.FileType.File or not info.base_name.endswith(suffix):
-                continue
-            fields = dict(p.split("=", 1) for p in info.path.split("/") if p.count("=") == 1)
-            try:
-                key = (int(fields["contract_id"]), fields["tick_type"])
-            except (KeyError, ValueError):
-                continue
-            if key not in newest or (day, info.base_name) > newest[key][:2]:
-                newest[key] = (day, info.base_name, info.path)
+    newest: dict[tuple[int, str], catalog.PartFile] = {}
+    for part in catalog.list_parts(root):
+        key = (part.contract_id, part.tick_type)
+        if part.path.endswith(suffix) and (
+            key not in newest or (part.day, part.path) > (newest[key].day, newest[key].path)
+        ):
+            newest[key] = part
     tails = {}
-    for key, (_, _, path) in newest.items():
+    for key, part in newest.items():
         try:
-            with root.fs.open_input_file(path) as source:
+            with root.fs.open_input_file(part.path) as source:
                 table = pq.read_table(source, columns=["time", "sequence"])
         except (OSError, ValueError):  # a corrupt part: the marker's word stands
             continue

@@ -6,13 +6,11 @@ for a part of several runs, or one written without statistics) and its contract.
 from __future__ import annotations
 
 import dataclasses
-import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ibstream.errors import StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.store import layout
 from ibstream.store.replay.runs import Segment
@@ -34,9 +32,11 @@ class PartFile:
     segments: tuple[Segment, ...]  # its rows per server run (usually one)
 
 
-def read_footer(root: layout.StoreRoot, path: str) -> tuple[PartFile | None, ContractInfo]:
-    """A part's index entry and contract from its footer (None for a part with no rows)."""
-    key = _partition_key(path)
+def read_footer(
+    root: layout.StoreRoot, path: str, key: StreamKey
+) -> tuple[PartFile | None, ContractInfo]:
+    """A part's index entry and contract from its footer (None for a part with no rows);
+    `key` is its stream, from its hive path (`catalog.list_parts`)."""
     with root.fs.open_input_file(path) as source:
         parquet = pq.ParquetFile(source)
         meta = parquet.metadata
@@ -84,17 +84,6 @@ def _one_run(meta: pq.FileMetaData, sid_at: int, seq_at: int) -> tuple[Segment, 
     if len(ids) != 1:
         return None
     return (Segment(ids.pop(), min(firsts), max(lasts)),)
-
-
-def _partition_key(path: str) -> StreamKey:
-    """(contract_id, tick_type) from a part's hive path; ValueError when it has none."""
-    values = dict(
-        segment.split("=", 1) for segment in posixpath.dirname(path).split("/") if "=" in segment
-    )
-    try:
-        return int(values["contract_id"]), TickType.parse(values["tick_type"])
-    except (KeyError, ValueError, StreamError):
-        raise ValueError("not under contract_id=N/tick_type=T/") from None
 
 
 def _contract(meta: dict, contract_id: int, parquet: pq.ParquetFile) -> ContractInfo:

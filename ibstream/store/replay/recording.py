@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.ib.contracts import parse_spec
-from ibstream.model import ContractInfo
+from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
-from ibstream.store import layout
+from ibstream.store import catalog, layout
 from ibstream.store.replay.footers import PartFile, StreamKey, read_footer
 from ibstream.store.replay.runs import Cursor, Runs
 
@@ -72,18 +72,12 @@ class Recording:
             )
         parts: dict[StreamKey, list[PartFile]] = {}
         contracts: dict[int, ContractInfo] = {}
-        for info in root.fs.get_file_info(pafs.FileSelector(ticks, recursive=True)):
-            name = info.base_name
-            if (
-                info.type != pafs.FileType.File
-                or name.startswith(".")
-                or not name.endswith(layout.PART_SUFFIX)
-            ):
-                continue
+        for listed in catalog.list_parts(root):  # journals of a compaction under way honoured
             try:
-                part, contract = read_footer(root, info.path)
-            except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
-                log.warning("skipping unreadable part %s (%s)", info.path, exc)
+                key = (listed.contract_id, TickType.parse(listed.tick_type))
+                part, contract = read_footer(root, listed.path, key)
+            except (OSError, pa.ArrowException, ValueError, KeyError, StreamError) as exc:
+                log.warning("skipping unreadable part %s (%s)", listed.path, exc)
                 continue
             if part is not None:
                 parts.setdefault(part.key, []).append(part)
