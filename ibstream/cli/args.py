@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import date
+from datetime import date, time
 from typing import NoReturn
 
 
@@ -76,6 +76,16 @@ def day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def clock(text: str) -> time:
+    """A time of day HH:MM (`--backfill-from`)."""
+    from ibstream.server.settings import parse_clock
+
+    try:
+        return parse_clock(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def record_spec(text: str) -> str:

@@ -19,6 +19,7 @@ from importlib import metadata
 from ibstream.cli.args import (
     HelpFormatter,
     Parser,
+    clock,
     day,
     ib_port,
     port,
@@ -197,6 +198,15 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         help="with --record: fill the store's gaps (server restarts, IB outages) from IB's "
         "historical ticks, paced, beside live streaming",
     )
+    serve.add_argument(
+        "--backfill-from",
+        type=clock,
+        default=None,
+        metavar="HH:MM",
+        help="with --record-contract: also fill each kept stream's day from HH:MM (in the "
+        "exchange's time zone from IB's contract details, else UTC) up to when it first "
+        "started that day, once a day (default: none)",
+    )
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
@@ -220,6 +230,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         record_flush=args.record_flush,
         record_contracts=tuple(args.record_contract),
         backfill=args.backfill,
+        backfill_from=args.backfill_from,
     )
 
 
@@ -319,6 +330,12 @@ def _serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args)
     if settings.record_contracts and not settings.record:
         return _problem("serve", "--record-contract needs --record DIR (where to record)")
+    if settings.backfill_from is not None and not (settings.record_contracts and settings.backfill):
+        return _problem(
+            "serve",
+            "--backfill-from fills the day before --record-contract streams started: it needs "
+            "--record DIR, --record-contract SPEC and backfill on (not --no-backfill)",
+        )
     if problem := bind_problem(settings.host, settings.token):  # before anything starts
         return _problem("serve", problem)
     problem = listen_problem(args.host, args.port)  # now, not after waiting seconds for IB

@@ -75,6 +75,7 @@ class IBSource:
         self.last_error: str | None = None
         self._contracts: dict[int, object] = {}  # conId -> the one ib Contract object
         self._infos: dict[int, ContractInfo] = {}
+        self._zones: dict[int, str] = {}  # conId -> the exchange's time zone (IB's timeZoneId)
         self._last_ns = 0
         self._clock = GatewayClock(self.ib, request_timeout)
         self.ib_link_lost = False  # TWS is up but lost IB's servers (1100 until 1101/1102)
@@ -259,7 +260,12 @@ class IBSource:
         info = contract_info(details)
         self._infos[info.contract_id] = info
         self._contracts.setdefault(info.contract_id, details.contract)  # type: ignore[attr-defined]
+        self._zones[info.contract_id] = getattr(details, "timeZoneId", "") or ""
         return info
+
+    def time_zone(self, contract_id: int) -> str | None:
+        """The exchange time zone IB's contract details gave for a resolved contract."""
+        return self._zones.get(contract_id) or None
 
     # -- subscriptions ------------------------------------------------------------------
     def subscribe(self, contract: ContractInfo, tick_type: TickType) -> None:

@@ -63,6 +63,11 @@ class RecordingStatus(BaseModel):
     record_contracts: list[str] = []
     kept_streams: list[dict[str, Any]] = []
     backfill: BackfillStatus | None = None
+    backfill_from: dict[str, Any] | None = Field(
+        None,
+        description="`--backfill-from`: `from` (HH:MM) and `problems` (streams it could not "
+        "apply to: the time was not before their start)",
+    )
 
 
 class Health(BaseModel):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ibstream.protocol.auth import TOKEN_ENV
-from ibstream.server.settings import ServerSettings
+from ibstream.server.settings import ServerSettings, parse_clock
 
 _DEFAULTS = ServerSettings()
 KINDS: dict[str, type] = {"str": str, "str | None": str, "int": int, "float": float, "bool": bool}
@@ -92,6 +92,12 @@ class ServeOptions:
     backfill: bool = _key(
         _DEFAULTS.backfill, "with record: fill the store's gaps from IB's historical ticks"
     )
+    backfill_from: str | None = _key(
+        None,
+        "with record_contract and backfill: fill each kept stream's day from HH:MM (the "
+        "exchange's time zone, else UTC) up to its first start that day, once a day",
+        parse=parse_clock,
+    )
 
     @property
     def url(self) -> str:
@@ -116,6 +122,8 @@ class ServeOptions:
             argv += ["--record-contract", spec]
         if not self.backfill:
             argv.append("--no-backfill")
+        if self.backfill_from:
+            argv += ["--backfill-from", self.backfill_from]
         return argv + (["--demo"] if self.demo else [])  # never the token: `ps` shows argv
 
     @property
@@ -176,6 +184,11 @@ def check(key: Field, value: Any, where: str) -> Any:
         raise ConfigError(where, "expected a value, got an empty string")
     if want is float and not math.isfinite(value):
         raise ConfigError(where, f"expected a finite number, got {_shown(key, value)}")
+    if "parse" in meta:  # a format of its own (HH:MM): the parser's reason is the message
+        try:
+            meta["parse"](value)
+        except ValueError as exc:
+            raise ConfigError(where, str(exc)) from None
     low, high = meta.get("low"), meta.get("high")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"from {low} to {high}" if high is not None else f">= {low}"
@@ -270,6 +283,8 @@ def _converter(key: Field, flag: str) -> Callable[[str], Any]:
 
 
 def _metavar(key: Field) -> str:
+    if "parse" in key.metadata:
+        return "HH:MM"
     for suffix in ("host", "port", "id"):
         if key.name.endswith(suffix):
             return suffix.upper()

@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
+from datetime import time as clock_time
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.server.hub import Hub
+from ibstream.store import before_start, gaps
 from ibstream.store.backfill import Backfill
 from ibstream.store.layout import open_root
 from ibstream.store.recorder import Recorder
@@ -76,6 +79,8 @@ class Recording:
     specs: tuple[str, ...] = ()
     kept: list[KeptStream] = field(default_factory=list)
     backfill: Backfill | None = None
+    backfill_from: clock_time | None = None  # --backfill-from: kept streams' day before start
+    problems: list[str] = field(default_factory=list)  # --backfill-from refused, per stream
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
     @classmethod
@@ -87,15 +92,17 @@ class Recording:
         specs: tuple[str, ...],
         *,
         backfill: bool = True,
+        backfill_from: clock_time | None = None,
     ) -> Recording:
         """Open the store (StreamError when it cannot be used), then keep `specs` open;
-        `backfill`: fill the store's open gaps from IB's history meanwhile."""
+        `backfill`: fill the store's open gaps from IB's history meanwhile; `backfill_from`:
+        and each kept stream's day from that time to its first start (`before_start`)."""
         parsed = [parse_record_spec(spec) for spec in specs]  # bad specs fail before anything
         recorder = Recorder(open_root(location), flush_seconds=flush_seconds)
         await recorder.start(hub.server_id)
         recorder.on_status = hub.broadcast
         hub.recorder = recorder
-        recording = cls(hub, recorder, specs)
+        recording = cls(hub, recorder, specs, backfill_from=backfill_from if backfill else None)
         if backfill:
             recording.backfill = Backfill(recorder, hub.source)
             recorder.on_gaps = recording.backfill.wake
@@ -121,11 +128,51 @@ class Recording:
                     return
             await asyncio.sleep(wait)  # IB not connected yet: a backoff, not a sync
             wait = min(wait * 2, RETRY_SECONDS[1])
+        started_ns = time.time_ns()
         for kind in kinds:
             stream = KeptStream(contract, kind, self)
             self.kept.append(stream)
             self.hub.attach(stream)  # type: ignore[arg-type]
         log.info("recording %s (%s) from start-up", spec, ",".join(k.value for k in kinds))
+        if self.backfill_from is not None:
+            await self._before_start(spec, contract, kinds, started_ns)
+
+    async def _before_start(
+        self, spec: str, contract: ContractInfo, kinds: list[TickType], started_ns: int
+    ) -> None:
+        """--backfill-from: the kept streams' time before their first start today, as gaps."""
+        assert self.backfill_from is not None and self.backfill is not None
+        zone_name = getattr(self.hub.source, "time_zone", lambda _: None)(contract.contract_id)
+        zone = before_start.zone_of(zone_name)
+        rows = []
+        for kind in kinds:
+            try:
+                row = await asyncio.to_thread(
+                    before_start.gap_for,
+                    self.recorder.root,
+                    contract.contract_id,
+                    kind.value,
+                    self.backfill_from,
+                    zone,
+                    started_ns,
+                    self.recorder.server_id,
+                )
+            except before_start.BackfillFromError as exc:
+                log.error("%s: %s", spec, exc)
+                self.problems.append(f"{spec} {kind.value}: {exc}")
+                continue
+            if row is None:
+                log.info(
+                    "--backfill-from: %s %s has its %s gap of today already; not asked again",
+                    spec,
+                    kind.value,
+                    before_start.REASON,
+                )
+            else:
+                rows.append(row)
+        if rows:
+            await asyncio.to_thread(gaps.write, self.recorder.root, self.recorder.server_id, rows)
+            self.backfill.wake()
 
     def retry_later(self, stream: KeptStream) -> None:
         async def again() -> None:
@@ -144,6 +191,9 @@ class Recording:
                 for s in self.kept
             ],
             "backfill": self.backfill.status() if self.backfill is not None else None,
+            "backfill_from": None
+            if self.backfill_from is None
+            else {"from": f"{self.backfill_from:%H:%M}", "problems": list(self.problems)},
         }
 
     async def stop(self) -> None:

@@ -186,6 +186,7 @@ async def start_server(
                 settings.record_flush,
                 settings.record_contracts,
                 backfill=settings.backfill,
+                backfill_from=settings.backfill_from,
             )
         except BaseException:
             sock.close()

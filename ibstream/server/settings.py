@@ -6,8 +6,21 @@ Defaults follow the system ibstream grew out of (port 8001, 10 connections per I
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import time
+
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def parse_clock(text: object) -> time:
+    """`HH:MM` (24-hour, 00:00 to 23:59) as a time of day (`backfill_from`); ValueError says
+    what it got."""
+    found = _CLOCK.fullmatch(text.strip()) if isinstance(text, str) else None
+    if found is None or int(found[1]) > 23 or int(found[2]) > 59:
+        raise ValueError(f"expected a time of day HH:MM (00:00 to 23:59), got {text!r}")
+    return time(int(found[1]), int(found[2]))
 
 
 @dataclass
@@ -63,6 +76,9 @@ class ServerSettings:
     record_contracts: tuple[str, ...] = ()
     # With `record`: fill the store's gaps (restarts, IB outages) from IB's historical ticks.
     backfill: bool = True
+    # With backfill: each record_contracts stream's day from this time (the exchange's zone,
+    # else UTC) to its first start that day becomes a `before_start` gap, once a day.
+    backfill_from: time | None = None
 
     @property
     def ws_max_size(self) -> int:

@@ -1,7 +1,7 @@
 """Backfill (`--backfill`, on with `--record`): the store's open gaps filled from IB's history.
 
 A task beside the recorder, never on the live path: for each gap the store holds as `open`
-(server_restarted, ib_disconnected, not_buffered) it waits for the stream's live ticks to
+(server_restarted, ib_disconnected, not_buffered, before_start) it waits for the stream's live ticks to
 resume (the hole runs until the first live tick after the gap: a restarted server subscribes
 a little after its gap was written), fetches IB's historical ticks of the whole IB seconds
 from just before the gap to that first live tick (`ib.history.fetch_ticks`, paced), stores
@@ -29,7 +29,9 @@ from ibstream.store import fill, gaps, layout, parts
 from ibstream.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
-FILLABLE = ("server_restarted", "ib_disconnected", "not_buffered")
+FILLABLE = ("server_restarted", "ib_disconnected", "not_buffered", "before_start")
+# gaps that begin on an IB second by definition (--backfill-from HH:MM): no second before it
+WHOLE_SECOND = ("before_start",)
 FOLLOW_SECONDS = 60.0  # how long a gap waits for its stream's live ticks to resume
 POLL_SECONDS = 1.0  # a background period (IB back? the stream's first live tick on disk?)
 RESCAN_SECONDS = 60.0  # gaps left open (IB down) are tried again this often
@@ -124,7 +126,8 @@ class Backfill:
             await self._settle(gap, "unfillable", f"IB cannot look up {con_id}: {exc.message}", 0)
             return True
         end_ns, last_second = await self._resumed(gap)
-        lo, hi = gap["start"] // fill.NS - 1, last_second  # IB seconds, inclusive
+        lo = gap["start"] // fill.NS - (gap["reason"] not in WHOLE_SECOND)
+        hi = last_second  # IB seconds, inclusive
         # a wait for the wall clock: every tick of second `hi` has arrived live by then
         await asyncio.sleep(max(0.0, hi + 2 - time.time()))
         await self.recorder.flush()
