@@ -180,6 +180,25 @@ def test_matching_is_by_count_within_a_second():
     assert [(r["time"], r["price"]) for r in rows] == [(10, 5.0), (10, 5.25)]
 
 
+def test_an_edge_seconds_stored_ticks_are_matched_from_its_own_end():
+    """A second the gap ends in: the ticks stored after the gap are IB's last of it, so an
+    equal trade earlier in the second is the one missing (the order the tick test reads);
+    at the gap's start the stored ones are the first of the second."""
+    history = pa.table(
+        {
+            "time": [10, 10, 10],
+            "price": [5.0, 6.0, 5.0],
+            "size": [1.0, 1.0, 1.0],
+            "exchange": ["CME"] * 3,
+            "conditions": [""] * 3,
+        }
+    )
+    tail = fill.missing(history, "TRADES", Counter(), Counter({(10, 5.0, 1.0): 1}))
+    assert [r["price"] for r in tail] == [5.0, 6.0]  # the first 5.0 and the 6.0, in order
+    head = fill.missing(history, "TRADES", Counter({(10, 5.0, 1.0): 1}), Counter())
+    assert [r["price"] for r in head] == [6.0, 5.0]
+
+
 def test_receive_times_stay_strictly_inside_the_gap_and_in_order():
     ns = fill.NS
     stamps = fill.receive_times([10, 10, 11, 13, 13], 10 * ns + 500, 13 * ns + 2)

@@ -198,8 +198,8 @@ class Backfill:
     ) -> int:
         """Runs in a worker thread: the ticks no stored tick accounts for, as historical parts."""
         con_id, kind = gap["contract_id"], gap["tick_type"]
-        stored = fill.stored_keys(self.recorder.root, con_id, kind, lo, hi)
-        rows = fill.missing(history, what, stored)
+        before, after = fill.stored_keys(self.recorder.root, con_id, kind, lo, hi, gap["start"])
+        rows = fill.missing(history, what, before, after)
         if not rows:
             return 0
         recv = fill.receive_times([r["time"] for r in rows], gap["start"], end_ns)

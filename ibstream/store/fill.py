@@ -4,7 +4,12 @@ Historical ticks carry IB's one-second time only, and at a gap's edges they over
 already stored. A historical tick and a stored one are the same tick when their IB second and
 fields (`MATCH`: price and size of a trade, the four quote fields, the midpoint) are equal;
 within one second the matching is by count (a multiset), so two equal trades in a second
-stored once live are stored once more from history, never twice and never dropped.
+stored once live are stored once more from history, never twice and never dropped. In a
+second at the gap's edge, the ticks stored before the gap are IB's first ones of that second
+and those after it IB's last ones: they are matched from the front and from the back of the
+second, so what is added keeps IB's order between them (matched by count alone, a tick equal
+to one of the tail would be taken from the head, and the second's order, which the tick test
+reads, would change).
 
 Receive times are synthesized: a tick goes at the start of its IB second, moved just enough to
 stay strictly increasing and strictly inside the gap (after the last tick before it, before the
@@ -46,19 +51,24 @@ def _stream(
 
 
 def stored_keys(
-    root: layout.StoreRoot, contract_id: int, tick_type: str, lo: int, hi: int
-) -> Counter:
+    root: layout.StoreRoot, contract_id: int, tick_type: str, lo: int, hi: int, split_ns: int = 0
+) -> tuple[Counter, Counter]:
     """(IB second, fields...) of every stored tick of the stream (live or historical) whose IB
-    second is in [lo, hi]."""
+    second is in [lo, hi]: those received up to `split_ns` (the gap's start: a crash's gap
+    starts at its last tick on disk) and the rest."""
     dataset, where = _stream(root, contract_id, tick_type)
     columns = [store for _, store in MATCH[WHAT[tick_type]]]
     seconds = ds.field("ib_time")
     where &= (seconds >= pa.scalar(lo * NS, layout.TIME)) & (
         seconds < pa.scalar((hi + 1) * NS, layout.TIME)
     )
-    table = dataset.to_table(columns=["ib_time", *columns], filter=where)
+    table = dataset.to_table(columns=["time", "ib_time", *columns], filter=where)
     second = pc.divide(table["ib_time"].cast(pa.int64()), NS).to_pylist()
-    return Counter(zip(second, *(table[c].to_pylist() for c in columns), strict=True))
+    keys = zip(second, *(table[c].to_pylist() for c in columns), strict=True)
+    before, after = Counter(), Counter()
+    for received, key in zip(table["time"].cast(pa.int64()).to_pylist(), keys, strict=True):
+        (before if received <= split_ns else after)[key] += 1
+    return before, after
 
 
 def resumed_at(
@@ -78,18 +88,24 @@ def resumed_at(
     return at, (ib_time // NS if ib_time is not None else at // NS)
 
 
-def missing(history: pa.Table, what: str, stored: Counter) -> list[dict]:
-    """The historical rows (oldest first) that no stored tick accounts for."""
+def missing(
+    history: pa.Table, what: str, before: Counter, after: Counter | None = None
+) -> list[dict]:
+    """The historical rows (oldest first) that no stored tick accounts for: those stored
+    before the gap matched from the front, those after it from the back (module docstring)."""
     names = [h for h, _ in MATCH[what]]
-    have = Counter(stored)
-    out = []
-    for row in history.to_pylist():
-        key = (row["time"], *(row[n] for n in names))
-        if have[key] > 0:
-            have[key] -= 1
-        else:
-            out.append(row)
-    return out
+    rows = history.to_pylist()
+    keys = [(row["time"], *(row[n] for n in names)) for row in rows]
+    taken = [False] * len(rows)
+    for have, order in (
+        (Counter(before), range(len(rows))),
+        (Counter(after), range(len(rows) - 1, -1, -1)),
+    ):
+        for i in order:
+            if not taken[i] and have[keys[i]] > 0:
+                have[keys[i]] -= 1
+                taken[i] = True
+    return [row for row, done in zip(rows, taken, strict=True) if not done]
 
 
 def receive_times(seconds: list[int], after_ns: int, before_ns: int) -> list[int]:
