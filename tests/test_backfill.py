@@ -80,10 +80,12 @@ def check_against_truth(
 
 
 @contextlib.asynccontextmanager
-async def recorded_market(seed: int) -> AsyncIterator[tuple[GatewaySimulator, GroundTruth, int]]:
+async def recorded_market(
+    seed: int, rate: float = 150.0
+) -> AsyncIterator[tuple[GatewaySimulator, GroundTruth, int]]:
     """The simulator with the ground-truth client (its API client id too) connected."""
     truth_id = random.randint(1, 999)
-    async with GatewaySimulator(port=0, seed=seed, rate=150.0, bursts=False) as gateway:
+    async with GatewaySimulator(port=0, seed=seed, rate=rate, bursts=False) as gateway:
         truth_ib = IB()
         await truth_ib.connectAsync(HOST, gateway.port, clientId=truth_id)
         try:

@@ -118,7 +118,9 @@ class GatewaySimulator:
                 )
         self._sessions: set[Session] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failures: dict[str, deque[tuple[int, str]]] = {r: deque() for r in FAILABLE_REQUESTS}
+        self._failures: dict[str, deque[tuple[int, str, int]]] = {
+            r: deque() for r in FAILABLE_REQUESTS
+        }
         self._refuse_until = 0.0
         self._changed = asyncio.Event()
         self._server: asyncio.Server | None = None
@@ -241,11 +243,16 @@ class GatewaySimulator:
                 session.subs.clear()
             self._notify()
 
-    def fail_next(self, request: str, code: int, message: str | None = None) -> None:
-        """The next `request` ('tick_by_tick' or 'contract_details') gets this error."""
+    def fail_next(
+        self, request: str, code: int, message: str | None = None, *, after: int = 0
+    ) -> None:
+        """The next `request` (one of FAILABLE_REQUESTS) gets this error; with `after`, the
+        one after that many more were answered (IB refusing part-way through a paged fetch)."""
         if request not in self._failures:
             raise ValueError(f"request must be one of {FAILABLE_REQUESTS}, not {request!r}")
-        self._failures[request].append((code, message or self.error_message(code)))
+        if not (isinstance(after, int) and after >= 0):
+            raise ValueError(f"after must be an int >= 0, not {after!r}")
+        self._failures[request].append((code, message or self.error_message(code), after))
 
     @staticmethod
     def error_message(code: int) -> str:
@@ -268,7 +275,14 @@ class GatewaySimulator:
 
     def _take_failure(self, request: str) -> tuple[int, str] | None:
         queue = self._failures[request]
-        return queue.popleft() if queue else None
+        if not queue:
+            return None
+        code, text, after = queue[0]
+        if after:
+            queue[0] = (code, text, after - 1)
+            return None
+        queue.popleft()
+        return code, text
 
     def _historical_ticks(self, request: TicksRequest, con_id: int) -> bytes | tuple[int, str]:
         """An answer under the pacing rules: the message, or (code, text) of a refusal."""
