@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,7 +21,7 @@ import pytest
 import ibstream.store
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.server.config import ConfigError, read_config, read_env, resolve
-from ibstream.store import before_start, gaps, layout, parts
+from ibstream.store import before_start, fill, gaps, layout, parts
 from tests.client_fixtures import ServerProcess
 from tests.conftest import get_json
 from tests.history_fixtures import ES_ID
@@ -105,6 +106,9 @@ def test_the_gap_runs_from_hh_mm_in_the_exchange_zone_to_the_first_tick_that_day
     def gap(zone: object, at: int = started) -> dict | None:
         return before_start.gap_for(root, ES_ID, "last", half_past_eight, zone, at, "s1")  # type: ignore[arg-type]
 
+    # a first run's store has the gap before any tick: the backfill waits, it does not fail
+    assert fill.resumed_at(root, ES_ID, "last", started) is None
+    assert fill.stored_keys(root, ES_ID, "last", 0, 10, 0) == (Counter(), Counter())
     central = gap(before_start.zone_of("US/Central"))
     assert central is not None and central["reason"] == "before_start"
     assert (central["start"], central["end"]) == (started - 30 * 60 * NS, started)

@@ -211,3 +211,35 @@ def test_history_arguments_are_checked() -> None:
         Pacer(backoff_seconds=0)
     with pytest.raises(ValueError, match="margin"):
         Pacer(margin=float("nan"))
+
+
+async def test_a_past_made_at_once_is_the_market_history_answers_from() -> None:
+    """`make_past` (benches' long past): the market's own events, in the order and with the
+    prices it would have sent live, stamped over the seconds before now; then answered."""
+    from ibstream.gateway.market import Market, Trade
+
+    async with GatewaySimulator(seed=5, rate=500, bursts=False) as sim:
+        now = int(datetime.now(UTC).timestamp())
+        made = sim.make_past(20, [ES_ID])
+        assert 9_900 <= made <= 10_000  # 500 events/s for 20 s, in 5 ms batches
+        tape = sim.tape(ES_ID).series["TRADES"]
+        assert now - 21 <= tape.times[0] and tape.times[-1] <= now + 1
+        assert tape.times == sorted(tape.times) and len(set(tape.times)) >= 20
+        contract = next(c for c in sim.contracts if c.con_id == ES_ID)
+        again = [
+            e for e in Market(contract, 5, 500, bursts=False).step(made) if isinstance(e, Trade)
+        ]
+        assert [(t.price, t.size) for t in tape.rows] == [(t.price, t.size) for t in again]
+        ib = await connect(sim, 7)
+        try:
+            ticks = await ib.reqHistoricalTicksAsync(ES, utc(now - 30), "", 1000, "TRADES", False)
+            assert rows_of("TRADES", ticks)[:5] == [
+                (s, t.price, t.size, t.exchange, t.conditions)
+                for s, t in list(zip(tape.times, tape.rows, strict=True))[:5]
+            ]
+            ib.reqTickByTickData(ES, "AllLast", 0, False)
+            await ib.reqCurrentTimeAsync()
+            with pytest.raises(RuntimeError, match="before the feed's first subscription"):
+                sim.make_past(1, [ES_ID])
+        finally:
+            ib.disconnect()

@@ -243,6 +243,19 @@ class GatewaySimulator:
                 session.subs.clear()
             self._notify()
 
+    def make_past(self, seconds: float, con_ids: Collection[int] | None = None) -> int:
+        """Give contracts (all, or `con_ids`) `seconds` of past at once, as their markets
+        would have made it up to now (`Feed.make_past`): what `reqHistoricalTicks` then
+        answers from. For benches; before anyone subscribes them. Events made."""
+        if not (isinstance(seconds, int | float) and 0 < seconds < float("inf")):
+            raise ValueError(f"seconds must be a number above 0, not {seconds!r}")
+        now = time.time()
+        return sum(
+            feed.make_past(seconds, now)
+            for con_id, feed in self._feeds.items()
+            if con_ids is None or con_id in con_ids
+        )
+
     def fail_next(
         self, request: str, code: int, message: str | None = None, *, after: int = 0
     ) -> None:

@@ -79,6 +79,11 @@ class Backfill:
                 await self._task
             self._task = None
 
+    async def fill_open(self) -> None:
+        """One pass over the store's open gaps (what the task does on each wake-up), for a
+        caller that wants to know when it is done (bench.backfill)."""
+        await self._scan()
+
     def status(self) -> dict:
         return {
             "running": self._task is not None and not self._task.done(),

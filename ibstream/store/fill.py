@@ -42,6 +42,11 @@ MATCH = {
 }
 
 
+def _has_ticks(root: layout.StoreRoot) -> bool:
+    """False for a store with gaps but no tick written yet (a first run's `before_start`)."""
+    return root.fs.get_file_info(root.path(layout.TICKS)).type.name != "NotFound"
+
+
 def _stream(
     root: layout.StoreRoot, contract_id: int, tick_type: str
 ) -> tuple[ds.Dataset, ds.Expression]:
@@ -56,6 +61,10 @@ def stored_keys(
     """(IB second, fields...) of every stored tick of the stream (live or historical) whose IB
     second is in [lo, hi]: those received up to `split_ns` (the gap's start: a crash's gap
     starts at its last tick on disk) and the rest."""
+    before: Counter = Counter()
+    after: Counter = Counter()
+    if not _has_ticks(root):
+        return before, after
     dataset, where = _stream(root, contract_id, tick_type)
     columns = [store for _, store in MATCH[WHAT[tick_type]]]
     seconds = ds.field("ib_time")
@@ -65,7 +74,6 @@ def stored_keys(
     table = dataset.to_table(columns=["time", "ib_time", *columns], filter=where)
     second = pc.divide(table["ib_time"].cast(pa.int64()), NS).to_pylist()
     keys = zip(second, *(table[c].to_pylist() for c in columns), strict=True)
-    before, after = Counter(), Counter()
     for received, key in zip(table["time"].cast(pa.int64()).to_pylist(), keys, strict=True):
         (before if received <= split_ns else after)[key] += 1
     return before, after
@@ -76,6 +84,8 @@ def resumed_at(
 ) -> tuple[int, int] | None:
     """(receive ns, IB second) of the stream's first live tick received at or after
     `after_ns`, or None while there is none on disk."""
+    if not _has_ticks(root):
+        return None
     dataset, where = _stream(root, contract_id, tick_type)
     where &= (ds.field("time") >= pa.scalar(after_ns, layout.TIME)) & (ds.field("source") == "live")
     table = dataset.to_table(columns=["time", "ib_time"], filter=where)
