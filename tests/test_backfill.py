@@ -96,6 +96,35 @@ async def recorded_market(
             truth_ib.disconnect()
 
 
+async def killed_for(
+    server: ServerProcess, truth: GroundTruth, options: list[str], seconds: int
+) -> None:
+    """`kill -9` the server, let the market run `seconds` unrecorded, start it again on the
+    same store; return once its `server_restarted` gaps (one per stream) are `filled`."""
+    await server.kill()
+    await truth.until_second(int(time.time()) + seconds)
+    await server.start(*options)
+    lines = await server.wait_log(
+        "backfill: gap", "server_restarted", count=len(STREAMS), timeout=60
+    )
+    assert all("filled" in x and "partly" not in x for x in lines), lines
+
+
+async def ib_outages(
+    gateway: GatewaySimulator, server: ServerProcess, keep: int, count: int, seconds: float
+) -> None:
+    """`count` IB outages of the server (the simulator drops its connection, not the
+    ground truth's `keep`, and refuses new sockets for `seconds`), each waited for until its
+    `ib_disconnected` gaps are `filled`."""
+    for outage in range(1, count + 1):
+        gateway.refuse_connections(seconds)
+        assert await gateway.drop_connections(keep={keep}) == 1
+        lines = await server.wait_log(
+            "backfill: gap", "ib_disconnected", count=len(STREAMS) * outage, timeout=60
+        )
+        assert all("filled" in x and "partly" not in x for x in lines), lines
+
+
 async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path: Path):
     store = tmp_path / "store"
     options = ["--record", str(store), *OPTIONS]
@@ -104,11 +133,7 @@ async def test_a_killed_servers_gap_is_filled_from_history_one_for_one(tmp_path:
         try:
             await server.start(*options)
             await truth.until_second(int(time.time()) + 2)  # the market moves on 2 s
-            await server.kill()
-            await truth.until_second(int(time.time()) + 3)  # 3 s nobody records
-            await server.start(*options)
-            lines = await server.wait_log("backfill: gap", "server_restarted", count=2, timeout=60)
-            assert all("filled" in x and "partly" not in x for x in lines), lines
+            await killed_for(server, truth, options, 3)  # 3 s nobody records
             _, health = await get_json(server, "/health")  # type: ignore[arg-type]
             backfill = health["recording"]["backfill"]
             assert backfill["gaps"]["filled"] == 2 and backfill["ticks_added"] > 0, backfill
@@ -128,13 +153,7 @@ async def test_ib_outages_are_filled_from_history_one_for_one(tmp_path: Path):
         try:
             await server.start("--record", str(store), *OPTIONS)
             await truth.until_second(int(time.time()) + 2)
-            for outage in range(1, 4):
-                gateway.refuse_connections(2.0)
-                assert await gateway.drop_connections(keep={truth_id}) == 1
-                lines = await server.wait_log(
-                    "backfill: gap", "ib_disconnected", count=2 * outage, timeout=60
-                )
-                assert all("filled" in x and "partly" not in x for x in lines), lines
+            await ib_outages(gateway, server, truth_id, 3, 2.0)
             await truth.until_second(int(time.time()) + 1)
             assert await server.terminate() == 0
         finally:

@@ -22,12 +22,14 @@ from tests.history_fixtures import GroundTruth
 from tests.test_backfill import (
     OPTIONS,
     check_against_truth,
+    ib_outages,
+    killed_for,
     recorded_market,
     stored_stream,
     stream_keys,
 )
 
-DOWN = 10.0  # seconds the server is dead, and each IB outage
+DOWN = 10  # seconds the server is dead, and each IB outage
 OUTAGES = 3
 
 
@@ -101,18 +103,8 @@ async def test_kill_and_three_ib_outages_leave_every_trade_once_and_delta_whole(
         try:
             await server.start(*options)
             await truth.until_second(int(time.time()) + 2)
-            await server.kill()  # kill -9: nobody records for 10 s
-            await truth.until_second(int(time.time()) + int(DOWN))
-            await server.start(*options)
-            lines = await server.wait_log("backfill: gap", "server_restarted", count=2, timeout=60)
-            assert all("filled" in x and "partly" not in x for x in lines), lines
-            for outage in range(1, OUTAGES + 1):
-                gateway.refuse_connections(DOWN)
-                assert await gateway.drop_connections(keep={truth_id}) == 1
-                lines = await server.wait_log(
-                    "backfill: gap", "ib_disconnected", count=2 * outage, timeout=60
-                )
-                assert all("filled" in x and "partly" not in x for x in lines), lines
+            await killed_for(server, truth, options, DOWN)  # kill -9: nobody records for 10 s
+            await ib_outages(gateway, server, truth_id, OUTAGES, DOWN)
             await truth.until_second(int(time.time()) + 1)
             assert await server.terminate() == 0
         finally:
