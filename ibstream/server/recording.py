@@ -144,6 +144,10 @@ class Recording:
         assert self.backfill_from is not None and self.backfill is not None
         zone_name = getattr(self.hub.source, "time_zone", lambda _: None)(contract.contract_id)
         zone = before_start.zone_of(zone_name)
+        if zone_name and str(zone) != zone_name:
+            log.warning(
+                "--backfill-from: %s's time zone %r is unknown here; using UTC", spec, zone_name
+            )
         rows = []
         for kind in kinds:
             try:
