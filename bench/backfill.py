@@ -125,7 +125,8 @@ def report(
     for kind in STREAMS:
         what = fill.WHAT[kind]
         pages, ticks = fewest_pages(tape, what, lo, hi)
-        _, fetched = fewest_pages(tape, what, lo - 1, hi)  # a fill starts a second early
+        # a fill asks from the second before the gap's (a live tick's IB second may lag it)
+        asked_pages, fetched = fewest_pages(tape, what, lo - 1, hi)
         bound += pages
         row = next(r for r in settled if r["tick_type"] == kind)
         asked = row["message"].rsplit(", ", 1)[-1].split(" ")[0]
@@ -133,7 +134,8 @@ def report(
         say(
             f"  {kind:8s} {row['status']}: {row['ticks_added']:,} ticks added ({whole} of the "
             f"seconds asked for: the gap's {ticks:,} and the second before); {asked} requests, "
-            f"fewest {pages}: {int(asked) / pages:.3f}x"
+            f"fewest for the gap {pages}: {int(asked) / pages:.3f}x (for the seconds asked "
+            f"for {asked_pages})"
         )
     requests = sim.history_requests
     floor = pacing_floor(bound, rules)
