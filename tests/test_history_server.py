@@ -23,6 +23,7 @@ from ib_insync import IB
 from ibstream.gateway import GatewaySimulator
 from ibstream.ib.pacing import Pacer, PacingRules
 from ibstream.server.run import ServerHandle
+from ibstream.server.timeline import merged
 from tests.client_fixtures import free_port
 from tests.conftest import WAIT, ServerFactory, WSClient
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
@@ -562,3 +563,30 @@ async def test_the_recent_past_of_a_recorded_stream_comes_from_the_store_alone(
     first = max(start + 1, truth.first_second)
     for kind in KINDS:
         assert keys(ticks, kind, first, end) == truth_keys(truth, kind, first, end), kind
+
+
+async def test_timeline_merges_chunked_sources_and_opens_each_only_when_reached():
+    opened: list[str] = []
+
+    def source(name: str, chunks: list[list[int]]) -> AsyncIterator[list[dict]]:
+        async def run() -> AsyncIterator[list[dict]]:
+            opened.append(name)
+            for chunk in chunks:
+                yield [{"recv_ns": n, "from": name} for n in chunk]
+
+        return run()
+
+    sources = [
+        (1, source("a", [[1, 4], [], [9, 12]])),
+        (2, source("b", [[2, 3, 10], [11]])),
+        (20, source("late", [[20, 21]])),
+    ]
+    out, horizons = [], []
+    async for ticks, horizon in merged(sources):
+        out += ticks
+        horizons.append(horizon)
+        if out and out[-1]["recv_ns"] < 20:
+            assert "late" not in opened  # not opened before the merge reached it
+    assert [t["recv_ns"] for t in out] == [1, 2, 3, 4, 9, 10, 11, 12, 20, 21]
+    assert opened == ["a", "b", "late"]
+    assert len(horizons) >= 6  # after every chunk a source gave (the empty one too)
