@@ -353,6 +353,9 @@ async def test_bad_input_on_the_websocket_is_an_error_with_the_id(server: Server
     await client.send({"type": "history_cancel", "id": "nothing"})
     reply = await client.expect("error", request_id="nothing")
     assert reply["data"]["code"] == "STREAM_NOT_FOUND"
+    await client.send({"type": "history", "data": {"contract": "ES", "start": now - 10}})
+    reply = await client.expect("error")
+    assert reply["data"]["details"]["field"] == "id" and "id" not in reply, reply
 
 
 async def test_an_unknown_contract_is_contract_not_found(server: ServerHandle):
