@@ -593,3 +593,27 @@ async def test_timeline_merges_chunked_sources_and_opens_each_only_when_reached(
     assert [t["recv_ns"] for t in out] == [1, 2, 3, 4, 9, 10, 11, 12, 20, 21]
     assert opened == ["a", "b", "late"]
     assert len(horizons) >= 6  # after every chunk a source gave (the empty one too)
+
+
+async def test_a_streamed_history_takes_a_connection_slot_of_its_ip(make_server: ServerFactory):
+    """With one connection per IP, a second history while one streams is refused (429,
+    RATE_LIMIT_EXCEEDED); once the first is read to its end, the slot is free again."""
+    slow = PacingRules(identical_seconds=0.1, burst_count=1, burst_seconds=1.0)
+    options = {"max_connections_per_ip": 1}
+    async with fast_market(make_server, options, rate=1500.0) as (gateway, truth, server):
+        first, end = await market_past(truth, 3)
+        gateway.pacing.rules = slow
+        server.source.pacer = Pacer(slow, margin=0.05)
+        params = {"tick_types": "bid_ask", "start": first, "end": end}
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+            async with client.stream("GET", "/v2/history/ES", params=params) as response:
+                lines = response.aiter_lines()
+                assert orjson.loads(await anext(lines))["type"] == "history_started"
+                refused = await client.get("/v2/history/ES", params=params)
+                rest = [orjson.loads(line) async for line in lines]
+            again = await client.get("/v2/history/ES", params={**params, "end": first + 1})
+    assert refused.status_code == 429, refused.text[:300]
+    assert refused.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert rest[-1]["type"] == "history_complete" and rest[-1]["data"]["missing"] == []
+    assert again.status_code == 200
+    assert server.context.connections.limiter.counts == {}
