@@ -24,7 +24,7 @@ from ibstream.gateway import GatewaySimulator
 from ibstream.ib.pacing import Pacer, PacingRules
 from ibstream.server.run import ServerHandle
 from ibstream.server.timeline import merged
-from tests.client_fixtures import free_port
+from tests.client_fixtures import ServerProcess, free_port
 from tests.conftest import WAIT, ServerFactory, WSClient
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
 
@@ -617,3 +617,38 @@ async def test_a_streamed_history_takes_a_connection_slot_of_its_ip(make_server:
     assert rest[-1]["type"] == "history_complete" and rest[-1]["data"]["missing"] == []
     assert again.status_code == 200
     assert server.context.connections.limiter.counts == {}
+
+
+async def test_a_restart_gap_backfill_filled_is_answered_by_the_store(tmp_path: Path):
+    """A recording server killed (-9) and started again: backfill fills the restart's gap,
+    and a history over the window is then all store (no IB request), equal to the ground
+    truth one for one."""
+    store = str(tmp_path / "store")
+    options = ["--record", store, "--record-flush", "0.2"]
+    options += ["--record-contract", "ES:all_last,bid_ask"]
+    async with (
+        GatewaySimulator(port=0, seed=21, rate=150.0, bursts=False) as gateway,
+        watched(gateway) as truth,
+    ):
+        server = ServerProcess(gateway.port)
+        try:
+            await server.start(*options)
+            start = int(time.time()) + 2  # recording by then
+            await truth.until_second(start + 1)
+            await server.kill()
+            await truth.until_second(int(time.time()) + 2)  # nobody records
+            await server.start(*options)
+            lines = await server.wait_log("backfill: gap", "server_restarted", count=2, timeout=60)
+            assert all("filled" in x and "partly" not in x for x in lines), lines
+            end = int(time.time())
+            await truth.until_second(end + 1)
+            messages = await get_lines(
+                server, "/v2/history/ES", tick_types="bid_ask,all_last", start=start, end=end
+            )
+        finally:
+            await server.kill()
+    assert {p["source"] for p in messages[0]["data"]["plan"]} == {"store"}, messages[0]
+    complete = check_answer(messages, truth, start, end - 1)
+    assert complete["requests"] == 0 and complete["from_ib"] == 0, complete
+    sources = Counter(t["source"] for t in ticks_of(messages))
+    assert sources["historical"] > 0 and sources["live"] > 0, sources
