@@ -10,8 +10,8 @@ import pytest
 from bench.history_order import FULL, chosen, measure
 from ibstream.analytics import classify
 from ibstream.client.frames import TICK_COLUMNS
-from ibstream.client.history_merge import DEFAULT_TIE_BREAK, TIE_BREAKS, merge_history
 from ibstream.datasets import load_recorded, recorded_names
+from ibstream.history.merge import DEFAULT_TIE_BREAK, TIE_BREAKS, merge_history
 
 T0 = pd.Timestamp("2026-03-02 14:30:00", tz="UTC")
 
@@ -129,6 +129,13 @@ def test_empty_input_gives_an_empty_tick_frame():
     for merged in (merge_history(), merge_history(QUOTES.iloc[:0], TRADES.iloc[:0])):
         assert merged.empty and merged.dtypes.to_dict() == TICK_COLUMNS
         assert classify(merged).empty
+
+
+@pytest.mark.parametrize("tie_break", TIE_BREAKS)
+def test_trades_alone_keep_their_order(tie_break):
+    """No quotes (none asked, or IB refused them): the trades in their own order."""
+    merged = merge_history(trades=TRADES, tie_break=tie_break)
+    assert layout(merged) == "tt" and list(merged["size"]) == [2.0, 3.0]
 
 
 def test_bad_input_names_the_call_to_make():
