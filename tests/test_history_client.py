@@ -1,0 +1,221 @@
+"""`Client.history`: its arguments checked before any request, the Arrow answer read as its
+bytes arrive (whatever the chunking), partial and empty answers said, never silent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+
+import numpy as np
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from ibstream.client import AsyncClient, Client
+from ibstream.client.arrow_stream import ArrowStreamParser
+from ibstream.client.frames import ticks_to_frame
+from ibstream.client.history import (
+    HistoryAnswer,
+    HistoryEmptyWarning,
+    HistoryIncompleteWarning,
+    settle,
+)
+from ibstream.client.history_args import NS, check_query
+from ibstream.errors import ErrorCode, InvalidTickType, PermissionDenied, StreamError
+from ibstream.protocol.arrow import ARROW_TICK_SCHEMA
+from tests.test_widgets import market_rows
+
+HISTORY_SCHEMA = ARROW_TICK_SCHEMA.append(pa.field("source", pa.string()))
+NOW = 1_800_000_600 * NS
+PAST = 1_700_000_000 * NS  # before the real clock: never "in the future"
+NOWHERE = "http://127.0.0.1:9"  # nothing listens: a request would be a connection error
+
+
+def answer_stream(
+    rows: list[dict],
+    *,
+    per_batch: int = 70,
+    complete: dict | None = None,
+    error: dict | None = None,
+) -> bytes:
+    """A `format=arrow` history answer as the wire contract has it: `started` on the first
+    batch, `progress` on each, an empty last batch with `complete` (or `error`)."""
+    start, end = rows[0]["recv_ns"] if rows else NOW - NS, NOW
+    started = {"contract": {"contract_id": 637533641, "symbol": "ES"}, "start_ns": start}
+    started |= {"end_ns": end, "tick_types": ["bid_ask", "last"], "plan": []}
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, HISTORY_SCHEMA) as writer:
+        chunks = [rows[i : i + per_batch] for i in range(0, len(rows), per_batch)] or [[]]
+        for n, chunk in enumerate(chunks):
+            table = pa.Table.from_pylist(
+                [r | {"stream_id": r["tick_type"], "source": "ib"} for r in chunk],
+                schema=HISTORY_SCHEMA,
+            )
+            meta = {"progress": orjson.dumps({"done_seconds": n, "total_seconds": len(chunks)})}
+            if n == 0:
+                meta["started"] = orjson.dumps(started)
+            writer.write_batch(table.combine_chunks().to_batches()[0] if chunk else
+                               pa.RecordBatch.from_pylist([], schema=HISTORY_SCHEMA),
+                               custom_metadata=meta)  # fmt: skip
+        end_meta = {"error": orjson.dumps(error)} if error else {
+            "complete": orjson.dumps(complete or {"ticks": len(rows), "from_store": 0,
+                                                  "from_ib": len(rows), "requests": 3,
+                                                  "missing": []})}  # fmt: skip
+        writer.write_batch(pa.RecordBatch.from_pylist([], schema=HISTORY_SCHEMA), end_meta)
+    return sink.getvalue().to_pybytes()
+
+
+def read_in_chunks(payload: bytes, sizes: list[int]) -> tuple[HistoryAnswer, ArrowStreamParser]:
+    answer = HistoryAnswer(check_query("ES", start=NOW - 600 * NS, end=NOW, now_ns=NOW))
+    parser = ArrowStreamParser()
+    at = 0
+    for size in sizes:
+        for batch, meta in parser.feed(payload[at : at + size]):
+            answer.take(batch, meta)
+        at += size
+    for batch, meta in parser.feed(payload[at:]):
+        answer.take(batch, meta)
+    parser.finish()
+    return answer, parser
+
+
+# -- the Arrow answer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunking", ["whole", "bytes", "random"])
+def test_an_arrow_answer_read_in_any_chunks_is_the_frame_of_its_ticks(chunking):
+    rows = market_rows(500)
+    payload = answer_stream(rows)
+    sizes = {
+        "whole": [len(payload)],
+        "bytes": [1] * len(payload),
+        "random": np.random.default_rng(3).integers(1, 3000, 2000).tolist(),
+    }[chunking]
+    answer, parser = read_in_chunks(payload, sizes)
+    assert parser.ended and answer.complete is not None
+    frame = settle(answer)
+    pd.testing.assert_frame_equal(frame, ticks_to_frame(rows), check_like=False)
+    assert frame.attrs["contracts"] == [{"contract_id": 637533641, "symbol": "ES"}]
+    assert frame.attrs["history"]["requests"] == 3
+    assert frame.attrs["history"]["missing"] == []
+    assert answer.done_seconds == 7  # the last progress: 8 batches of 70 (0 .. 7)
+
+
+def test_a_stream_cut_inside_a_message_is_an_error_not_a_short_frame():
+    payload = answer_stream(market_rows(200))
+    parser = ArrowStreamParser()
+    parser.feed(payload[: len(payload) // 2])
+    with pytest.raises(ValueError, match="ended inside a message"):
+        parser.finish()
+
+
+def test_a_partial_answer_warns_naming_what_is_missing_and_ibs_code():
+    rows = market_rows(100)
+    missing = {"tick_type": "bid_ask", "start_ns": NOW - 60 * NS, "end_ns": NOW, "ib_code": 162,
+               "code": "PERMISSION_DENIED", "message": "IB has no data",
+               "ib_message": "HMDS query returned no data"}  # fmt: skip
+    complete = {"ticks": 100, "from_store": 0, "from_ib": 100, "requests": 1, "missing": [missing]}
+    answer, _ = read_in_chunks(answer_stream(rows, complete=complete), [4096] * 100)
+    with pytest.warns(
+        HistoryIncompleteWarning, match=r"bid_ask .* missing: IB has no data \(IB 162"
+    ):
+        frame = settle(answer)
+    assert len(frame) == 100 and frame.attrs["history"]["missing"] == [missing]
+
+
+def test_no_ticks_and_a_missing_part_raises_that_parts_error():
+    missing = {"tick_type": "last", "start_ns": NOW - 60 * NS, "end_ns": NOW, "ib_code": 354,
+               "code": "PERMISSION_DENIED", "message": "no market data permission"}  # fmt: skip
+    complete = {"ticks": 0, "from_store": 0, "from_ib": 0, "requests": 1, "missing": [missing]}
+    answer, _ = read_in_chunks(answer_stream([], complete=complete), [])
+    with pytest.raises(PermissionDenied, match="no market data permission") as caught:
+        settle(answer)
+    assert caught.value.details["ib_code"] == 354
+    assert caught.value.frame.empty  # type: ignore[attr-defined]
+
+
+def test_a_complete_empty_answer_warns_that_there_were_no_ticks():
+    answer, _ = read_in_chunks(answer_stream([]), [])
+    with pytest.warns(HistoryEmptyWarning, match="no bid_ask/last ticks"):
+        assert settle(answer).empty
+
+
+def test_an_error_after_ticks_raises_it_with_the_ticks_so_far():
+    rows = market_rows(150)
+    error = {"code": "CONNECTION_ERROR", "message": "IB connection lost", "details": {}}
+    answer, _ = read_in_chunks(answer_stream(rows, error=error), [1 << 20])
+    with pytest.raises(StreamError, match="IB connection lost") as caught:
+        settle(answer)
+    assert caught.value.code == ErrorCode.CONNECTION_ERROR
+    assert len(caught.value.frame) == 150  # type: ignore[attr-defined]
+
+
+# -- arguments, checked before any request ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "kind", "match"),
+    [
+        ({"start": PAST, "end": PAST - NS}, ValueError, "start .* is not before end"),
+        ({"start": NOW + 3600 * NS}, ValueError, "start .* is in the future"),
+        ({"start": "2026-13-01"}, ValueError, "start"),
+        ({"start": "soon"}, ValueError, "start must be a time .* or a duration"),
+        ({"start": "-5min"}, ValueError, "start as a duration must be positive"),
+        ({"start": "1h", "end": "yesterday"}, ValueError, "end: expected an ISO-8601 time"),
+        ({"start": [1]}, TypeError, "start must be"),
+        ({"start": True}, TypeError, "start must be"),
+        ({}, ValueError, "start is required"),
+        ({"start": "1h", "tick_types": "trades"}, InvalidTickType, "trades"),
+        ({"start": "1h", "tick_types": 5}, TypeError, "tick_types"),
+        ({"start": "1h", "tick_types": []}, InvalidTickType, "tick_types must be a non-empty"),
+        ({"start": "1h", "progress": "yes"}, TypeError, "progress"),
+    ],
+)
+def test_bad_arguments_are_refused_by_name_before_any_request(kwargs, kind, match):
+    client = Client(NOWHERE)  # a request would fail with a connection error instead
+    with pytest.raises(kind, match=match):
+        client.history("ES", **kwargs)
+    with pytest.raises(TypeError, match="contract must be"):
+        client.history(None, start="1h")
+
+
+async def test_the_async_client_checks_the_same_way():
+    client = AsyncClient(NOWHERE)
+    with pytest.raises(ValueError, match="start .* is not before end"):
+        await client.history("ES", start="2026-12-07T10:00", end="2026-12-07T09:00")
+
+
+def test_times_in_every_spelling_mean_the_same_instant():
+    at = 1_800_000_000 * NS
+    spellings = [
+        at, at // NS, float(at // NS), str(at), "2027-01-15T08:00:00Z", "2027-01-15T09:00:00+01:00",
+        "2027-01-15T08:00:00", dt.datetime(2027, 1, 15, 8), pd.Timestamp("2027-01-15T08:00Z"),
+        np.datetime64("2027-01-15T08:00:00"),
+    ]  # fmt: skip
+    assert pd.Timestamp(at, tz="UTC") == pd.Timestamp("2027-01-15T08:00:00Z")
+    for value in spellings:
+        assert check_query("ES", start=value, end=at + NS, now_ns=at + NS).start_ns == at, value
+
+
+def test_a_duration_start_is_that_long_before_end_and_end_is_clamped_to_now():
+    query = check_query("ES", start="30min", now_ns=NOW)
+    assert (query.start_ns, query.end_ns) == (NOW - 1800 * NS, NOW)
+    query = check_query("ES", ("last",), dt.timedelta(seconds=5), NOW - 10 * NS, now_ns=NOW)
+    assert (query.start_ns, query.end_ns, query.tick_types) == (
+        NOW - 15 * NS,
+        NOW - 10 * NS,
+        ("last",),
+    )
+    assert check_query("ES", start="1h", end=NOW + 3600 * NS, now_ns=NOW).end_ns == NOW
+    assert (
+        check_query("ES:FUT:CME:202703", start="1h").path == "/v2/history/ES%3AFUT%3ACME%3A202703"
+    )
+
+
+def test_warnings_point_at_the_callers_line():
+    answer, _ = read_in_chunks(answer_stream([]), [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        settle(answer, stacklevel=2)
+    assert caught[0].filename == __file__
