@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from ibstream.analytics import METHODS, classify
-from ibstream.client.history_merge import DEFAULT_TIE_BREAK, SECOND, TIE_BREAKS, merge_history
 from ibstream.datasets import DATA_ENV, Recorded, load_recorded, recorded_names
+from ibstream.history.merge import DEFAULT_TIE_BREAK, SECOND, TIE_BREAKS, merge_history
 
 FULL = "full resolution"
 

@@ -10,8 +10,8 @@ import pytest
 from bench.history_order import FULL, chosen, measure
 from ibstream.analytics import classify
 from ibstream.client.frames import TICK_COLUMNS
-from ibstream.client.history_merge import DEFAULT_TIE_BREAK, TIE_BREAKS, merge_history
 from ibstream.datasets import load_recorded, recorded_names
+from ibstream.history.merge import DEFAULT_TIE_BREAK, TIE_BREAKS, merge_history
 
 T0 = pd.Timestamp("2026-03-02 14:30:00", tz="UTC")
 

@@ -23,11 +23,23 @@ from ibstream.protocol.validate import CONTROL_TYPES, STREAM_TYPES, MessageError
 from tests.conftest import AAPL, WAIT, get_json, sse, sse_events
 from tests.schema_check import SENT, SchemaCheck
 
-CLIENT_TYPES = ["ping", "stats", "subscribe", "unsubscribe", "unsubscribe_all"]
+CLIENT_TYPES = [
+    "history",
+    "history_cancel",
+    "ping",
+    "stats",
+    "subscribe",
+    "unsubscribe",
+    "unsubscribe_all",
+]
 SERVER_TYPES = [
     "complete",
     "connected",
     "error",
+    "history_complete",
+    "history_progress",
+    "history_started",
+    "history_ticks",
     "info",
     "pong",
     "stats",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -168,6 +168,36 @@ async def _page(
     )
 
 
+async def pages(
+    ib: object,
+    contract: object,
+    what: str,
+    start: int,
+    end: int,
+    *,
+    use_rth: bool = False,
+    pacer: Pacer | None = None,
+) -> AsyncIterator[pa.Table]:
+    """`fetch_ticks` one page at a time (memory: one page, whatever the range): each page's
+    ticks of [start, end) as a table of the kind's schema, metadata `requests` = 1 and
+    `reached` = the first IB second not yet covered. A refusal raises `StreamError` with
+    IB's code and text (the pages before it were yielded)."""
+    check_range(what, start, end, time.time())
+    pacer = pacer or Pacer()
+    cursor = start
+    while cursor < end:
+        ticks = await _page(ib, contract, what, cursor, use_rth, pacer)
+        rows = [r for r in (_row(what, t) for t in ticks) if r[0] < end]
+        if len(ticks) < PAGE:  # IB has nothing more up to now
+            cursor = end
+        else:
+            cursor = max(cursor, int(ticks[-1].time.timestamp())) + 1
+        table = _table(what, rows, 1)
+        yield table.replace_schema_metadata(
+            {**table.schema.metadata, b"reached": str(min(cursor, end)).encode()}
+        )
+
+
 async def fetch_ticks(
     ib: object,
     contract: object,
@@ -185,22 +215,15 @@ async def fetch_ticks(
     fetches of one IB connection. A refusal raises `StreamError` with IB's code and text in
     `details` and the ticks fetched before it as `.partial`."""
     check_range(what, start, end, time.time())
-    pacer = pacer or Pacer()
     rows: list[tuple] = []
-    cursor, requests = start, 0
-    while cursor < end:
-        try:
-            ticks = await _page(ib, contract, what, cursor, use_rth, pacer)
-        except StreamError as exc:
-            exc.partial = _table(what, rows, requests)  # type: ignore[attr-defined]
-            raise
-        requests += 1
-        page = [r for r in (_row(what, t) for t in ticks) if r[0] < end]
-        rows += page
-        if len(ticks) < PAGE:  # IB has nothing more up to now
-            cursor = end
-        else:
-            cursor = max(cursor, int(ticks[-1].time.timestamp())) + 1
-        if progress is not None:
-            progress(min(cursor, end) - start, end - start)
+    requests = 0
+    try:
+        async for page in pages(ib, contract, what, start, end, use_rth=use_rth, pacer=pacer):
+            requests += 1
+            rows += zip(*(page[n].to_pylist() for n in page.schema.names), strict=True)
+            if progress is not None:
+                progress(int(page.schema.metadata[b"reached"]) - start, end - start)
+    except StreamError as exc:
+        exc.partial = _table(what, rows, requests)  # type: ignore[attr-defined]
+        raise
     return _table(what, rows, requests)

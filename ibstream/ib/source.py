@@ -28,6 +28,7 @@ from ibstream.errors import (
 from ibstream.ib import api as ibapi
 from ibstream.ib.contracts import contract_info, parse_spec, pick_front
 from ibstream.ib.lookup import FARM_OK, GatewayClock, request_details
+from ibstream.ib.pacing import Pacer
 from ibstream.model import ContractInfo, Tick, TickType
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class IBSource:
         self._lost = asyncio.Event()
         self._stopping = False
         self._req_keys: dict[int, tuple[int, TickType]] = {}  # IB request id -> stream key
+        self.pacer = Pacer()  # IB paces history per connection: every fetch on it shares one
         self._hook_ticks()
         self.ib.errorEvent += self._on_error
         self.ib.disconnectedEvent += self._lost.set

@@ -220,6 +220,90 @@ class Stats(Open):
     request_id: RequestId | None = None
 
 
+class HistoryTick(TickData):
+    sequence: Annotated[int, Field(ge=0)] = Field(  # type: ignore[assignment]
+        description="the recording's sequence; 0 for ticks fetched from IB"
+    )
+    source: Literal["live", "historical", "ib"] = Field(
+        description="live: stored from the live stream; historical: stored by backfill; "
+        "ib: fetched from IB for this request (receive time synthesized inside its hole)"
+    )
+
+
+class HistoryPiece(Closed):
+    tick_type: TickType
+    start_ns: int
+    end_ns: int
+    source: Literal["store", "ib"]
+
+
+class HistoryStartedData(Closed):
+    contract: Contract
+    tick_types: list[TickType]
+    start_ns: int
+    end_ns: int = Field(description="the range's end (a later end than now is now)")
+    plan: list[HistoryPiece]
+    request_id: RequestId | None = None
+
+
+class HistoryTicksData(Closed):
+    ticks: list[HistoryTick] = Field(
+        description="at most 5,000 ticks, oldest first across tick types"
+    )
+    request_id: RequestId | None = None
+
+
+class HistoryProgressData(Closed):
+    done_seconds: float
+    total_seconds: float
+    ticks: int
+    requests: int = Field(description="requests made to IB so far")
+    request_id: RequestId | None = None
+
+
+class HistoryMissing(Closed):
+    tick_type: TickType
+    start_ns: int
+    end_ns: int
+    code: ErrorCode
+    message: str
+    ib_code: int | None = None
+    ib_message: str | None = None
+
+
+class HistoryCompleteData(Closed):
+    ticks: int
+    from_store: int
+    from_ib: int
+    requests: int
+    missing: list[HistoryMissing] = Field(
+        description="what could not be had (IB refused, no data, connection lost): a partial "
+        "answer says so here"
+    )
+    cancelled: bool | None = Field(None, description="true: ended by `history_cancel`")
+    request_id: RequestId | None = None
+
+
+class HistoryStarted(Envelope):
+    type: Literal["history_started"]
+    data: HistoryStartedData
+
+
+class HistoryTicks(Envelope):
+    type: Literal["history_ticks"]
+    data: HistoryTicksData
+
+
+class HistoryProgress(Envelope):
+    type: Literal["history_progress"]
+    data: HistoryProgressData
+
+
+class HistoryComplete(Envelope):
+    type: Literal["history_complete"]
+    data: HistoryCompleteData
+
+
 class Connected(Envelope):
     type: Literal["connected"]
     data: ConnectedData
@@ -287,6 +371,10 @@ SERVER_MESSAGES = (
     Unsubscribed,
     Pong,
     StatsMessage,
+    HistoryStarted,
+    HistoryTicks,
+    HistoryProgress,
+    HistoryComplete,
 )
 ServerMessage = Annotated[
     Connected
@@ -298,6 +386,10 @@ ServerMessage = Annotated[
     | Complete
     | Unsubscribed
     | Pong
-    | StatsMessage,
+    | StatsMessage
+    | HistoryStarted
+    | HistoryTicks
+    | HistoryProgress
+    | HistoryComplete,
     Field(discriminator="type"),
 ]

@@ -57,6 +57,10 @@ EXPECTED = {
     "replay servers only)",
     "data.config.start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
     "(replay servers only)",
+    "data.contract": f"a conId (265598, 1 to {MAX_CONID}) or a symbol such as 'AAPL'",
+    "data.start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, epoch seconds or epoch ns",
+    "data.end": "an ISO-8601 time such as 2026-12-07T14:30:00Z, epoch seconds or epoch ns",
+    "end": "an ISO-8601 time such as 2026-12-07T14:30:00Z, epoch seconds or epoch ns",
     "data.stream_id": f"the stream_id string from 'subscribed' (up to {MAX_ID_LEN} chars)",
     "data.timestamp": "any JSON value (echoed back)",
     "contract_id": f"a conId (265598, 1 to {MAX_CONID}) or a symbol such as 'AAPL'",
@@ -203,6 +207,56 @@ ReplayStart = Annotated[
         }
     ),
 ]
+
+
+def history_time_value(value: object) -> int:
+    """A history request's `start` / `end`: ISO-8601 (naive: UTC), or epoch seconds (an
+    int or decimal below 10^11, fractions allowed) or epoch nanoseconds (an int of 10^15 or
+    more), as a number or its text."""
+    if isinstance(value, str) and len(value) > MAX_TIMESTAMP_LEN:
+        raise PydanticCustomError("time", "too long for a time")
+    if isinstance(value, bool):
+        raise PydanticCustomError("time", "a time, not a boolean")
+    number: float | int | None = value if isinstance(value, int | float) else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text) if text.isdigit() else float(text) if text else None
+        except ValueError:
+            number = None
+    if number is not None:
+        if not (number == number and 0 <= number < 2**63):
+            raise PydanticCustomError("time", "a time at or after 1970, in epoch seconds or ns")
+        if number < 10**11:
+            return round(number * 1_000_000_000)
+        if isinstance(number, int) and number >= 10**15:
+            return number
+        raise PydanticCustomError(
+            "time",
+            "{value} is neither epoch seconds (below 10^11) nor epoch nanoseconds (10^15 or "
+            "more); milliseconds are not taken",
+            {"value": value},
+        )
+    try:
+        return parse_time_ns(value)
+    except ValueError as exc:
+        raise PydanticCustomError("time", str(exc)) from None
+
+
+HistoryTime = Annotated[
+    int,
+    PlainValidator(history_time_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "maxLength": MAX_TIMESTAMP_LEN},
+            ],
+            "description": "ISO-8601 (UTC unless an offset is given), epoch seconds (below "
+            "10^11, fractions allowed) or epoch nanoseconds",
+        }
+    ),
+]
 RequestId = Annotated[
     int | str,
     PlainValidator(request_id_value),
@@ -266,6 +320,17 @@ class SubscribeData(Strict):
     config: SubscribeConfig | None = None
 
 
+class HistoryData(Strict):
+    contract: ContractSpec
+    tick_types: Annotated[list[TickTypeName], Field(min_length=1)] | None = Field(
+        None, description="the tick types to answer (absent: bid_ask and last)"
+    )
+    start: HistoryTime = Field(description="the first moment of the range")
+    end: HistoryTime | None = Field(
+        None, description="the range ends before it (absent or later than now: now)"
+    )
+
+
 class UnsubscribeData(Strict):
     stream_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LEN)]
 
@@ -310,15 +375,37 @@ class PingRequest(Request):
     data: PingData | None = None
 
 
+class HistoryRequest(Request):
+    type: Literal["history"]
+    data: HistoryData
+
+
+class HistoryCancelRequest(Request):
+    type: Literal["history_cancel"]
+    data: Empty | None = None
+
+
 class StatsRequest(Request):
     type: Literal["stats"]
     data: Empty | None = None
 
 
-STREAM_REQUESTS = (SubscribeRequest, UnsubscribeRequest, UnsubscribeAllRequest, PingRequest)
+STREAM_REQUESTS = (
+    SubscribeRequest,
+    UnsubscribeRequest,
+    UnsubscribeAllRequest,
+    PingRequest,
+    HistoryRequest,
+    HistoryCancelRequest,
+)
 CONTROL_REQUESTS = (StatsRequest, PingRequest)
 StreamRequest = Annotated[
-    SubscribeRequest | UnsubscribeRequest | UnsubscribeAllRequest | PingRequest,
+    SubscribeRequest
+    | UnsubscribeRequest
+    | UnsubscribeAllRequest
+    | PingRequest
+    | HistoryRequest
+    | HistoryCancelRequest,
     Field(discriminator="type"),
 ]
 ControlRequest = Annotated[StatsRequest | PingRequest, Field(discriminator="type")]
@@ -354,3 +441,23 @@ class SseQuery(BaseModel):
         "frames are on the WebSocket endpoint",
     )
     start: ReplayStart | None = None
+
+
+class HistoryQuery(BaseModel):
+    """Query parameters of `GET /v2/history/{contract}` (strings on the wire, so not strict)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tick_types: str | None = Field(
+        None, description="comma-separated tick types, e.g. bid_ask,last (the default)"
+    )
+    start: HistoryTime = Field(description="the first moment of the range")
+    end: HistoryTime | None = Field(
+        None, description="the range ends before it (absent or later than now: now)"
+    )
+    format: Literal["jsonl", "sse", "arrow"] | None = Field(
+        None,
+        description="jsonl (the default: one JSON message a line), sse (also chosen by "
+        "`Accept: text/event-stream`) or arrow (one Arrow IPC stream)",
+    )
+    token: str | None = Field(None, description="the server's token")

@@ -25,7 +25,9 @@ ClientMessage = Annotated[
     | requests.UnsubscribeRequest
     | requests.UnsubscribeAllRequest
     | requests.PingRequest
-    | requests.StatsRequest,
+    | requests.StatsRequest
+    | requests.HistoryRequest
+    | requests.HistoryCancelRequest,
     Field(discriminator="type"),
 ]
 

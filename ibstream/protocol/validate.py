@@ -20,7 +20,7 @@ from ibstream.model import TickType
 from ibstream.protocol import requests as rq
 from ibstream.protocol.rejections import MISSING, MessageError, from_validation, invalid, quoted
 
-STREAM_TYPES = ("subscribe", "unsubscribe", "unsubscribe_all", "ping")
+STREAM_TYPES = ("subscribe", "unsubscribe", "unsubscribe_all", "ping", "history", "history_cancel")
 CONTROL_TYPES = ("stats", "ping")
 _ADAPTERS = {STREAM_TYPES: rq.STREAM_ADAPTER, CONTROL_TYPES: rq.CONTROL_ADAPTER}
 _MODELS = {
@@ -44,6 +44,19 @@ class Subscribe:
 
 
 @dataclass(slots=True)
+class History:
+    """A history request: [start, end) (epoch ns; end None: now) of `tick_types`."""
+
+    contract: str | int
+    tick_types: list[TickType]
+    start: int
+    end: int | None = None
+
+
+DEFAULT_HISTORY_TYPES = (TickType.BID_ASK, TickType.LAST)
+
+
+@dataclass(slots=True)
 class ClientMessage:
     type: str
     request_id: str | int | None
@@ -51,6 +64,7 @@ class ClientMessage:
     subscribe: Subscribe | None = None
     stream_id: str | None = None
     timestamp: str | None = None  # the client's top-level `timestamp`, as sent
+    history: History | None = None
 
 
 def _request_id(raw: str | bytes) -> str | int | None:
@@ -115,6 +129,10 @@ def parse_message(raw: str | bytes, allowed_types: tuple[str, ...] = STREAM_TYPE
         msg.subscribe = _subscribe(req.data, req.id)
     elif req.type == "unsubscribe":
         msg.stream_id = req.data.stream_id
+    elif req.type == "history":
+        d = req.data
+        kinds = list(dict.fromkeys(d.tick_types)) if d.tick_types else list(DEFAULT_HISTORY_TYPES)
+        msg.history = History(d.contract, kinds, d.start, d.end)
     return msg
 
 
@@ -257,3 +275,33 @@ def parse_sse_params(
     if resume is not None:
         out.resume_from = parse_resume_text(resume, types_, name)
     return out
+
+
+def parse_history_params(contract: str, params: Iterable[tuple[str, str]]) -> tuple[History, str]:
+    """`GET /v2/history/{contract}`'s path and query (`HistoryQuery`) -> the request and the
+    format asked for (None: not given)."""
+    allowed = list(rq.HistoryQuery.model_fields)
+    seen: dict[str, str] = {}
+    for key, value in params:
+        if key not in allowed:
+            raise MessageError(
+                f"unknown query parameter '{key}'; allowed: {', '.join(allowed)}",
+                field=key,
+                details={"allowed": allowed},
+            )
+        if key in seen:
+            raise MessageError(f"query parameter '{key}' given more than once", field=key)
+        seen[key] = value
+    if "start" not in seen:
+        raise invalid(
+            "start", "a time such as 2026-12-07T14:30:00Z, epoch seconds or ns", MISSING, None
+        )
+    try:
+        query = rq.HistoryQuery.model_validate(seen)
+    except ValidationError as exc:
+        raise from_validation(exc, root=rq.HistoryQuery) from None
+    spec = contract_spec(contract, "contract")
+    kinds = (
+        tick_types(query.tick_types.split(",")) if query.tick_types else list(DEFAULT_HISTORY_TYPES)
+    )
+    return History(spec, kinds, query.start, query.end), query.format or ""

@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
-from ibstream.server import control, guard, http_errors, published, status, ws
+from ibstream.server import control, guard, history_http, http_errors, published, status, ws
 from ibstream.server.connections import Connections
+from ibstream.server.history import HistoryService
 from ibstream.server.hub import Hub
 from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
@@ -43,6 +44,10 @@ class ServerContext:
     recording: Recording | None = None  # --record: the tick store's recorder
     version: str = field(default_factory=package_version)
     started: float = field(default_factory=time.monotonic)
+    history: HistoryService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.history = HistoryService(self.hub, self.recording)
 
     def stats(self) -> dict:
         """`/ws/stats` and the control channel's `stats`; nulls omitted, as everywhere."""
@@ -98,7 +103,7 @@ def create_app(hub: Hub, settings: ServerSettings, recording: Recording | None =
         description="WebSocket endpoints (`/v2/ws/stream`, `/ws/control`) are not in OpenAPI: "
         "their messages are published as JSON Schema at `GET /v2/schema`.",
         routes=[
-            *with_head([*published.routes(ctx), *status.routes(ctx)]),
+            *with_head([*published.routes(ctx), *status.routes(ctx), *history_http.routes(ctx)]),
             *ws.routes(ctx),
             *control.routes(ctx),
         ],

@@ -27,6 +27,7 @@ from ibstream.errors import CloseCode, ErrorCode, StreamError
 from ibstream.model import TickType, iso_timestamp
 from ibstream.protocol.encode import PROTOCOL_VERSION, Outgoing, encodable, error_message, message
 from ibstream.protocol.validate import ClientMessage, MessageError, parse_message
+from ibstream.server import ws_history as history
 from ibstream.server.subscriber import Subscriber, subscribed_message
 from ibstream.server.ws_writer import SEND_FAILED, Writer
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from ibstream.server.stream import StreamHandle
 
 log = logging.getLogger(__name__)
+MAX_HISTORIES = 4  # history requests under way at once on one connection
 
 
 class StreamEndpoint:
@@ -103,6 +105,7 @@ class StreamSession:
         self.conn: Connection | None = None
         self.subscribing: set[asyncio.Task[None]] = set()
         self.reserved = 0  # streams of subscribes still under way
+        self.histories: dict[object, asyncio.Task[None]] = {}  # request id -> its task
 
     def _release(self) -> None:
         if self.conn is not None:
@@ -198,8 +201,55 @@ class StreamSession:
             else:
                 ids = sub.unsubscribe_all()
                 sub.put(message("unsubscribed", {"stream_ids": ids}, request_id=rid))
+        elif req.type in ("history", "history_cancel"):
+            self._history_request(req)
         else:
             self._start_subscribe(req)
+
+    def _history_request(self, req: ClientMessage) -> None:
+        """Start a `history` (its own task, answered with its id) or cancel one."""
+        rid = req.request_id
+        problem = None
+        if rid is None:
+            problem = StreamError(
+                ErrorCode.INVALID_MESSAGE,
+                f"'{req.type}' needs an 'id': the answers carry it",
+                details={"field": "id"},
+            )
+        elif req.type == "history_cancel":
+            task = self.histories.get(rid)
+            if task is None:
+                problem = StreamError(
+                    ErrorCode.STREAM_NOT_FOUND,
+                    f"no history request with id {rid!r} is under way",
+                    details={"field": "id"},
+                )
+            else:
+                task.cancel()
+        elif rid in self.histories:
+            problem = StreamError(
+                ErrorCode.INVALID_MESSAGE,
+                f"a history request with id {rid!r} is under way: give each its own id",
+                details={"field": "id"},
+            )
+        elif len(self.histories) >= MAX_HISTORIES:
+            problem = StreamError(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"at most {MAX_HISTORIES} history requests at once per connection; wait for "
+                "one to complete or cancel it (history_cancel)",
+                details={"max_histories": MAX_HISTORIES},
+            )
+        if problem is not None:
+            self.sub.put(error_message(problem, request_id=rid))
+            return
+        if req.type == "history":
+            task = asyncio.create_task(
+                history.answer(self.ctx, self.sub, req), name=f"ws-history {rid!r}"
+            )
+            self.histories[rid] = task
+            self.subscribing.add(task)
+            task.add_done_callback(self.subscribing.discard)
+            task.add_done_callback(lambda _: self.histories.pop(rid, None))
 
     async def _unsubscribe_all_after(self, pending: list[asyncio.Task], rid: object) -> None:
         """`unsubscribe_all` behind subscribes still waiting on IB: the streams open now and

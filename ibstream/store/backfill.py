@@ -55,7 +55,8 @@ class Backfill:
     def __init__(self, recorder: Recorder, source: object, pacer: Pacer | None = None):
         self.recorder = recorder
         self.source = source
-        self.pacer = pacer or Pacer()  # one per IB connection: the pacing rules are its
+        # one per IB connection (the pacing rules are its): the source's, shared with history
+        self.pacer = pacer or getattr(source, "pacer", None) or Pacer()
         self.counts = {"filled": 0, "partly_filled": 0, "unfillable": 0}
         self.ticks_added = 0
         self.pending = 0  # open gaps of the last scan not settled yet

@@ -46,11 +46,22 @@ def _stream(
 
 
 def stored_keys(
-    root: layout.StoreRoot, contract_id: int, tick_type: str, lo: int, hi: int
+    root: layout.StoreRoot,
+    contract_id: int,
+    tick_type: str,
+    lo: int,
+    hi: int,
+    outside: tuple[int, int] | None = None,
 ) -> Counter:
     """(IB second, fields...) of every stored tick of the stream (live or historical) whose IB
-    second is in [lo, hi]."""
+    second is in [lo, hi]; `outside` (receive ns, half-open): only ticks received outside it
+    (a history request's hole: the stored ticks around it are what it answers with)."""
     dataset, where = _stream(root, contract_id, tick_type)
+    if outside is not None:
+        recv = ds.field("time")
+        where &= (recv < pa.scalar(outside[0], layout.TIME)) | (
+            recv >= pa.scalar(outside[1], layout.TIME)
+        )
     columns = [store for _, store in MATCH[WHAT[tick_type]]]
     seconds = ds.field("ib_time")
     where &= (seconds >= pa.scalar(lo * NS, layout.TIME)) & (
@@ -95,10 +106,16 @@ def missing(history: pa.Table, what: str, stored: Counter) -> list[dict]:
 def receive_times(seconds: list[int], after_ns: int, before_ns: int) -> list[int]:
     """Strictly increasing stamps in (after_ns, before_ns), each as near the start of its IB
     second as that allows (see the module's docstring)."""
+    return fit_stamps([second * NS for second in seconds], after_ns, before_ns)
+
+
+def fit_stamps(wanted: list[int], after_ns: int, before_ns: int) -> list[int]:
+    """Strictly increasing stamps in (after_ns, before_ns), each as near its `wanted` stamp
+    (non-decreasing) as that allows; ValueError when they do not fit."""
     out: list[int] = []
     previous = after_ns
-    for second in seconds:
-        previous = max(second * NS, previous + 1)
+    for stamp in wanted:
+        previous = max(stamp, previous + 1)
         out.append(previous)
     ceiling = before_ns
     for i in range(len(out) - 1, -1, -1):

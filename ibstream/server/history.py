@@ -1,0 +1,271 @@
+"""History on request: the ticks of a contract's tick types over [start, end), from the store
+first and from IB only for what the store lacks.
+
+`prepare` checks the window (one error naming the field), resolves the contract, flushes the
+recorder (so the live tail is on disk) and plans each tick type: pieces the store holds
+(`store.coverage`) and holes asked of IB (`history_ib`). `run` then yields the messages of
+the wire (docs/history.md): `history_started`, `history_ticks` (at most MAX_TICKS each, one
+receive-time order across tick types), `history_progress` after every store slice and IB
+page, and `history_complete` with what is missing (IB's refusals, a lost connection), or an
+`error`. Work goes in bounded steps: a store slice of SLICE_NS, an IB page per tick type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.model import ContractInfo, TickType
+from ibstream.protocol.times import iso_ns
+from ibstream.protocol.validate import History
+from ibstream.server.history_ib import Counters, Group, Hole
+from ibstream.store import coverage
+from ibstream.store.layout import StoreRoot
+
+log = logging.getLogger(__name__)
+NS = 1_000_000_000
+MAX_TICKS = 5_000  # ticks a history_ticks message holds at most
+SLICE_NS = 60 * NS  # a store read covers this much receive time at most
+Message = tuple[str, dict]
+
+
+def bad(field_: str, message: str) -> StreamError:
+    return StreamError(ErrorCode.INVALID_MESSAGE, message, details={"field": field_})
+
+
+def window(req: History, now_ns: int) -> tuple[int, int]:
+    """[start, end) of a request; `end` after now (or absent) is now."""
+    start, end = req.start, req.end
+    if start >= now_ns:
+        raise bad("start", f"start ({iso_ns(start)}) is in the future (now: {iso_ns(now_ns)})")
+    end = now_ns if end is None or end > now_ns else end
+    if start >= end:
+        raise bad("start", f"start ({iso_ns(start)}) must be before end ({iso_ns(end)})")
+    return start, end
+
+
+@dataclass
+class Plan:
+    """A prepared request: what `run` answers."""
+
+    contract: ContractInfo
+    tick_types: list[TickType]
+    start: int
+    end: int
+    pieces: dict[str, list[tuple[int, int, str]]]
+    holes: list[Hole] = field(default_factory=list)
+
+    def started(self) -> dict:
+        return {
+            "contract": self.contract.to_dict(),
+            "tick_types": [t.value for t in self.tick_types],
+            "start_ns": self.start,
+            "end_ns": self.end,
+            "plan": [
+                {"tick_type": kind, "start_ns": lo, "end_ns": hi, "source": source}
+                for kind, pieces in self.pieces.items()
+                for lo, hi, source in pieces
+            ],
+        }
+
+
+class HistoryService:
+    """History for one server: its hub's IB source and (with `--record`) its store."""
+
+    def __init__(self, hub: Any, recording: Any = None) -> None:
+        self.hub = hub
+        self.recording = recording
+
+    @property
+    def root(self) -> StoreRoot | None:
+        return self.recording.recorder.root if self.recording is not None else None
+
+    async def prepare(self, req: History) -> Plan:
+        """Everything that can be wrong, found before anything streams."""
+        now = time.time_ns()
+        start, end = window(req, now)
+        contract = await self.hub.resolve(req.contract)
+        if self.recording is not None:
+            await self.recording.recorder.flush()
+        root, cid = self.root, contract.contract_id
+        pieces = {}
+        for kind in req.tick_types:
+            pieces[kind.value] = await asyncio.to_thread(
+                coverage.plan, root, cid, kind.value, start, end
+            )
+        plan = Plan(contract, req.tick_types, start, end, pieces)
+        last_second = now // NS - 1  # IB's history of the current second is not complete
+        for kind, kind_pieces in pieces.items():
+            for lo, hi, source in kind_pieces:
+                if source != "ib":
+                    continue
+                first = lo // NS - 1 if lo > start else -(-start // NS)
+                last = hi // NS if hi < end else -(-end // NS) - 1
+                plan.holes.append(
+                    Hole(kind, lo, hi, first, min(last, last_second), lo > start or hi < end)
+                )
+        source = self.hub.source
+        stored = any(s == "store" for p in pieces.values() for _, _, s in p)
+        if plan.holes and not stored and not getattr(source, "available", False):
+            raise StreamError(
+                ErrorCode.CONNECTION_ERROR,
+                "IB is not connected and the store holds none of this range"
+                + ("" if root is not None else " (the server does not record: --record)")
+                + "; ask again once IB is back",
+                details={"start_ns": start, "end_ns": end},
+            )
+        return plan
+
+    async def run(self, plan: Plan) -> AsyncIterator[Message]:
+        """The messages answering `plan`, oldest ticks first."""
+        yield "history_started", plan.started()
+        counters = Counters()
+        from_store = [0]
+        sources: list[tuple[int, AsyncIterator[list[dict]]]] = []
+        root, cid = self.root, plan.contract.contract_id
+        for kind, pieces in plan.pieces.items():
+            for lo, hi, source in pieces:
+                if source == "store" and root is not None:
+                    sources.append((lo, _store_chunks(root, cid, kind, lo, hi, from_store)))
+        if plan.holes:
+            contract = await self._contract(cid)
+            ib, pacer = (
+                getattr(self.hub.source, "ib", None),
+                getattr(self.hub.source, "pacer", None),
+            )
+            for holes in _groups(plan.holes):
+                group = Group(holes, cid, contract, ib, pacer, root, counters)
+                sources.append((group.lo, group.chunks()))
+        total, sent = (plan.end - plan.start) / NS, 0
+        try:
+            async for ticks, horizon in _merged(sources):
+                for i in range(0, len(ticks), MAX_TICKS):
+                    yield "history_ticks", {"ticks": ticks[i : i + MAX_TICKS]}
+                sent += len(ticks)
+                done = min(total, max(0.0, (min(horizon, plan.end) - plan.start) / NS))
+                yield (
+                    "history_progress",
+                    {
+                        "done_seconds": round(done, 3),
+                        "total_seconds": round(total, 3),
+                        "ticks": sent,
+                        "requests": counters.requests,
+                    },
+                )
+        except StreamError as exc:
+            yield "error", exc.body()
+            return
+        except Exception as exc:  # noqa: BLE001 - the client is told, the server lives
+            log.exception("history of %s failed", plan.contract.symbol)
+            error = StreamError(ErrorCode.INTERNAL_ERROR, f"history failed: {exc}")
+            yield "error", error.body()
+            return
+        yield (
+            "history_complete",
+            {
+                "ticks": sent,
+                "from_store": from_store[0],
+                "from_ib": counters.from_ib,
+                "requests": counters.requests,
+                "missing": counters.missing,
+            },
+        )
+
+    async def _contract(self, contract_id: int) -> object:
+        """IB's qualified contract for the holes, or the error every hole then reports."""
+        source = self.hub.source
+        if not getattr(source, "available", False):
+            return StreamError(
+                ErrorCode.CONNECTION_ERROR,
+                "IB is not connected: this part of the range is neither in the store nor "
+                "to be had from IB now",
+            )
+        try:
+            _, contract = await source.qualified(contract_id)
+        except StreamError as exc:
+            return exc
+        return contract
+
+
+async def _store_chunks(
+    root: StoreRoot, contract_id: int, kind: str, lo: int, hi: int, count: list[int]
+) -> AsyncIterator[list[dict]]:
+    """A stored piece in slices of SLICE_NS receive time."""
+    for at in range(lo, hi, SLICE_NS):
+        ticks = await asyncio.to_thread(
+            coverage.read, root, contract_id, kind, at, min(hi, at + SLICE_NS)
+        )
+        count[0] += len(ticks)
+        yield ticks
+
+
+def _groups(holes: list[Hole]) -> list[list[Hole]]:
+    """Holes whose IB seconds overlap, together (they are merged across tick types)."""
+    out: list[list[Hole]] = []
+    last = None
+    for hole in sorted(holes, key=lambda h: (h.first, h.lo)):
+        if out and last is not None and hole.first <= last:
+            out[-1].append(hole)
+            last = max(last, hole.last)
+        else:
+            out.append([hole])
+            last = hole.last
+    return out
+
+
+@dataclass
+class _Feed:
+    lo: int
+    chunks: AsyncIterator[list[dict]]
+    buffer: list[dict] = field(default_factory=list)
+    at: int = 0
+
+
+async def _merged(
+    sources: list[tuple[int, AsyncIterator[list[dict]]]],
+) -> AsyncIterator[tuple[list[dict], int]]:
+    """Chunks of several sources (each oldest first, none before its `lo`) as one receive
+    order: (ticks, the receive time every later tick is at or after), after every chunk a
+    source gave. A source is read only once the merge reaches its `lo`."""
+    pending = sorted((_Feed(lo, it) for lo, it in sources), key=lambda f: f.lo)
+    pending.reverse()
+    active: list[_Feed] = []
+    while pending or active:
+        if not active or (pending and pending[-1].lo <= _frontier(active)):
+            active.append(pending.pop())
+        feed = next((f for f in active if f.at >= len(f.buffer)), None)
+        if feed is not None:
+            chunk = await anext(feed.chunks, None)
+            if chunk is None:
+                active.remove(feed)
+            else:
+                feed.buffer, feed.at = chunk, 0
+            if any(f.at >= len(f.buffer) for f in active):
+                horizon = min([f.lo for f in pending] + [_frontier(active)], default=2**62)
+                yield [], horizon
+                continue
+        if not active:
+            continue
+        horizon = _frontier(active)
+        if pending and pending[-1].lo <= horizon:
+            continue
+        runs = []
+        for f in active:
+            cut = bisect.bisect_right(f.buffer, horizon, lo=f.at, key=lambda t: t["recv_ns"])
+            runs.append(f.buffer[f.at : cut])
+            f.at = cut
+        ticks = list(heapq.merge(*runs, key=lambda t: t["recv_ns"]))
+        yield ticks, horizon
+
+
+def _frontier(active: list[_Feed]) -> int:
+    """How far every active source has given its ticks (its buffer's last receive time)."""
+    ends = [f.buffer[-1]["recv_ns"] if f.at < len(f.buffer) else f.lo for f in active]
+    return min(ends) if ends else 2**62

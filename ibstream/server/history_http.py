@@ -1,0 +1,220 @@
+"""`GET /v2/history/{contract}`: a history answer as JSON lines, SSE or one Arrow IPC stream.
+
+Everything that can be wrong (the query, the window, the contract, IB needed but away) is
+answered as the JSON error body before the response starts; then the messages of
+`history.HistoryService.run` go out in the format asked for (`format=`, else `Accept:
+text/event-stream` means sse, else jsonl). A response is written as its client reads it:
+the service runs a step ahead at most, so memory stays bounded whatever the range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+from fastapi.routing import APIRoute
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ibstream.errors import ErrorCode, StreamError
+from ibstream.protocol.arrow import ARROW_TICK_SCHEMA
+from ibstream.protocol.http import ERROR_RESPONSES
+from ibstream.protocol.requests import HistoryQuery
+from ibstream.protocol.validate import parse_history_params
+from ibstream.server.history import HistoryService, Message
+from ibstream.server.sse import VERSION_HEADER, error_response
+
+if TYPE_CHECKING:
+    from ibstream.server.app import ServerContext
+
+MEDIA = {
+    "jsonl": "application/x-ndjson",
+    "sse": "text/event-stream",
+    "arrow": "application/vnd.apache.arrow.stream",
+}
+ARROW_HISTORY_SCHEMA = ARROW_TICK_SCHEMA.append(pa.field("source", pa.string()))
+_DESCRIPTION = (
+    "The ticks of [start, end) from the server's store (`--record`) and, for what it lacks, "
+    "from IB's history. jsonl: one `{type, data}` object a line; sse: `event: <type>` and "
+    "`data: <data>`; the messages `history_started`, `history_ticks` (at most 5,000 ticks, "
+    "oldest first), `history_progress`, then `history_complete` (what is missing said) or "
+    "`error` (their `data` as the WebSocket messages of /v2/schema). arrow: one Arrow IPC "
+    "stream, the tick columns plus `source`; each batch's custom metadata `progress`, the "
+    "first's also `started`, an empty last batch's `complete` (or `error`)."
+)
+
+
+def jsonl(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
+    async def lines() -> AsyncIterator[bytes]:
+        async for kind, data in messages:
+            yield orjson.dumps({"type": kind, "data": data}) + b"\n"
+
+    return lines()
+
+
+def sse(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
+    async def events() -> AsyncIterator[bytes]:
+        async for kind, data in messages:
+            yield b"event: " + kind.encode() + b"\r\ndata: " + orjson.dumps(data) + b"\r\n\r\n"
+
+    return events()
+
+
+def ticks_batch(ticks: list[dict], metadata: dict[str, Any]) -> tuple[pa.RecordBatch, dict]:
+    """Wire ticks as a record batch of ARROW_HISTORY_SCHEMA (stream_id: the tick type)."""
+    columns: dict[str, list] = {f.name: [] for f in ARROW_HISTORY_SCHEMA}
+    for tick in ticks:
+        for name, values in columns.items():
+            values.append(tick.get("tick_type" if name == "stream_id" else name))
+    for name in ("sequence",):
+        columns[name] = [v or 0 for v in columns[name]]
+    arrays = []
+    for f in ARROW_HISTORY_SCHEMA:
+        if pa.types.is_dictionary(f.type):
+            arrays.append(pa.array(columns[f.name], pa.string()).dictionary_encode().cast(f.type))
+        else:
+            arrays.append(pa.array(columns[f.name], f.type))
+    batch = pa.RecordBatch.from_arrays(arrays, schema=ARROW_HISTORY_SCHEMA)
+    return batch, {k: orjson.dumps(v) for k, v in metadata.items()}
+
+
+class _Chunks:
+    """A write-only file the IPC writer writes into; `take` hands on what it holds."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        out = b"".join(self.parts)
+        self.parts.clear()
+        return out
+
+
+def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
+    """One IPC stream: a batch per progress step (the ticks since the last, custom metadata
+    `progress`; the first also `started`), and an empty last batch with `complete` / `error`."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        chunks = _Chunks()
+        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), ARROW_HISTORY_SCHEMA)
+        held: list[dict] = []
+        meta: dict[str, Any] = {"progress": {}}
+        try:
+            async for kind, data in messages:
+                if kind == "history_started":
+                    meta["started"] = data
+                elif kind == "history_ticks":
+                    held += data["ticks"]
+                elif kind == "history_progress":
+                    meta["progress"] = data
+                    batch, custom = ticks_batch(held, meta)
+                    writer.write_batch(batch, custom_metadata=custom)
+                    held, meta = [], {"progress": data}
+                    yield chunks.take()
+                else:  # history_complete or error: the last message
+                    if held or "started" in meta:
+                        batch, custom = ticks_batch(held, meta)
+                        writer.write_batch(batch, custom_metadata=custom)
+                    end = {**meta, "complete" if kind == "history_complete" else "error": data}
+                    end.pop("started", None)
+                    batch, custom = ticks_batch([], end)
+                    writer.write_batch(batch, custom_metadata=custom)
+                    writer.close()
+                    yield chunks.take()
+                    return
+        finally:
+            if not chunks.closed:
+                writer.close()
+
+    return stream()
+
+
+FORMATS = {"jsonl": jsonl, "sse": sse, "arrow": arrow}
+
+
+async def answer(ctx: ServerContext, request: Request, contract: str) -> Response:
+    service: HistoryService = ctx.history
+    try:
+        req, fmt = parse_history_params(contract, request.query_params.multi_items())
+        if not fmt:
+            accept = request.headers.get("accept", "")
+            fmt = "sse" if "text/event-stream" in accept else "jsonl"
+        if request.method == "HEAD":
+            return Response(headers=VERSION_HEADER, media_type=MEDIA[fmt])
+        plan = await service.prepare(req)
+    except StreamError as exc:
+        return error_response(exc)
+    except Exception as exc:  # noqa: BLE001 - an answer, not a dropped connection
+        return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"history failed: {exc}"))
+    headers = {**VERSION_HEADER, "Cache-Control": "no-store"}
+    body = FORMATS[fmt](service.run(plan))
+    return StreamingResponse(body, media_type=MEDIA[fmt], headers=headers)
+
+
+def parameters() -> list[dict[str, Any]]:
+    """OpenAPI parameters, from the model that validates the query."""
+    props = HistoryQuery.model_json_schema()["properties"]
+    out: list[dict[str, Any]] = [
+        {
+            "name": "contract",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "a conId (265598) or a symbol spec (AAPL, ES, ES:FUT:CME:202703)",
+        }
+    ]
+    for name, prop in props.items():
+        schema = next((s for s in prop.get("anyOf", [prop]) if s.get("type") != "null"), prop)
+        out.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name == "start",
+                "schema": {k: v for k, v in schema.items() if k not in ("title", "description")},
+                "description": prop.get("description", schema.get("description", "")),
+            }
+        )
+    return out
+
+
+class HistoryResponse(Response):
+    media_type = MEDIA["jsonl"]
+
+
+def routes(ctx: ServerContext) -> list[APIRoute]:
+    async def history(request: Request) -> Response:
+        return await answer(ctx, request, request.path_params["contract"])
+
+    return [
+        APIRoute(
+            "/v2/history/{contract}",
+            history,
+            methods=["GET"],
+            response_class=HistoryResponse,
+            response_description=_DESCRIPTION,
+            responses={
+                **ERROR_RESPONSES,
+                200: {
+                    "description": _DESCRIPTION,
+                    "content": {media: {} for media in MEDIA.values()},
+                },
+            },
+            openapi_extra={"parameters": parameters()},
+            summary="History of a contract's ticks: store first, IB for the rest",
+            tags=["history"],
+        )
+    ]
