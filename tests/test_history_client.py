@@ -4,7 +4,10 @@ bytes arrive (whatever the chunking), partial and empty answers said, never sile
 from __future__ import annotations
 
 import datetime as dt
+import time
 import warnings
+from collections import Counter
+from collections.abc import AsyncIterator
 
 import numpy as np
 import orjson
@@ -22,8 +25,26 @@ from ibstream.client.history import (
     settle,
 )
 from ibstream.client.history_args import NS, check_query
-from ibstream.errors import ErrorCode, InvalidTickType, PermissionDenied, StreamError
+from ibstream.errors import (
+    ContractNotFound,
+    ErrorCode,
+    InvalidTickType,
+    PermissionDenied,
+    StreamError,
+)
+from ibstream.gateway import GatewaySimulator
 from ibstream.protocol.arrow import ARROW_TICK_SCHEMA
+from tests.client_fixtures import threaded_server
+from tests.conftest import ServerFactory
+from tests.history_fixtures import ES_ID, GroundTruth
+from tests.test_history_server import (
+    KINDS,
+    get_lines,
+    market_past,
+    ticks_of,
+    truth_keys,
+    watched,
+)
 from tests.test_widgets import market_rows
 
 HISTORY_SCHEMA = ARROW_TICK_SCHEMA.append(pa.field("source", pa.string()))
@@ -164,6 +185,7 @@ def test_an_error_after_ticks_raises_it_with_the_ticks_so_far():
         ({"start": "-5min"}, ValueError, "start as a duration must be positive"),
         ({"start": "1h", "end": "yesterday"}, ValueError, "end: expected an ISO-8601 time"),
         ({"start": [1]}, TypeError, "start must be"),
+        ({"start": 1_700_000_000_000}, ValueError, "start .* milliseconds are not taken"),
         ({"start": True}, TypeError, "start must be"),
         ({}, ValueError, "start is required"),
         ({"start": "1h", "tick_types": "trades"}, InvalidTickType, "trades"),
@@ -219,3 +241,90 @@ def test_warnings_point_at_the_callers_line():
         warnings.simplefilter("always")
         settle(answer, stacklevel=2)
     assert caught[0].filename == __file__
+
+
+# -- against the real server and simulator ----------------------------------------------
+
+
+def truth_frame_keys(frame: pd.DataFrame, kind: str, first: int, end: int) -> Counter:
+    """(IB second, fields) of a frame's `kind` ticks of IB seconds [first, end)."""
+    fields = KINDS[kind][1]
+    mine = frame[frame["tick_type"] == kind]
+    seconds = mine["ib_time"].astype("int64") // NS
+    mine = mine[(seconds >= first).to_numpy() & (seconds < end).to_numpy()]
+    seconds = mine["ib_time"].astype("int64") // NS
+    return Counter(zip(seconds.tolist(), *(mine[f].tolist() for f in fields), strict=True))
+
+
+@pytest.fixture
+async def truth(gateway: GatewaySimulator) -> AsyncIterator[GroundTruth]:
+    async with watched(gateway) as found:
+        yield found
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_history_over_the_wire_equals_what_an_ib_client_received_live(
+    make_server: ServerFactory, truth: GroundTruth, transport: str
+):
+    server = await make_server()
+    first, end = await market_past(truth, 4)
+    async with AsyncClient(server.url, transport) as client:
+        frame = await client.history("ES", ("bid_ask", "all_last"), first, end, progress=False)
+    for kind in KINDS:
+        expected = truth_keys(truth, kind, first, end)
+        assert sum(expected.values()) > 50
+        assert truth_frame_keys(frame, kind, first, end) == expected, kind
+    info = frame.attrs["history"]
+    assert info["from_ib"] == len(frame) and info["from_store"] == 0 and info["missing"] == []
+    assert info["requests"] >= 2
+    assert (info["start_ns"], info["end_ns"]) == (first * NS, end * NS)
+    assert frame.attrs["contracts"][0]["contract_id"] == ES_ID
+    assert frame.index.is_monotonic_increasing and (frame["sequence"] == 0).all()
+    # the same ticks the server gives as JSON lines, typed the same way
+    messages = await get_lines(
+        server, "/v2/history/ES", tick_types="bid_ask,all_last", start=first, end=end
+    )
+    expected_frame = ticks_to_frame(ticks_of(messages))
+    pd.testing.assert_frame_equal(frame, expected_frame.set_axis(frame.index), check_flags=False)
+    assert (frame.index == expected_frame.index).all()
+
+
+def test_the_blocking_client_returns_the_quotes_it_saw_live_with_a_progress_bar(capsys):
+    with threaded_server() as server, Client(server.url) as client:
+        live = client.collect("ES", "bid_ask", limit=1000, progress=False)  # the market's past
+        seconds = live["ib_time"].astype("int64") // NS
+        first, end = int(seconds.iloc[0]) + 1, int(seconds.iloc[-1])
+        frame = client.history("ES", "bid_ask", start=f"{end - first}s", end=end, progress=True)
+    assert len(frame) > 50 and set(frame["tick_type"].astype(str)) == {"bid_ask"}
+    held = live[(seconds >= first).to_numpy() & (seconds < end).to_numpy()]
+    fields = ["ib_time", "bid_price", "bid_size", "ask_price", "ask_size"]
+    assert frame[fields].to_numpy().tolist() == held[fields].to_numpy().tolist()
+    assert "history ES" in capsys.readouterr().err  # the bar drew on stderr
+
+
+async def test_a_refused_tick_type_makes_a_partial_answer_that_says_so(
+    make_server: ServerFactory, gateway: GatewaySimulator, truth: GroundTruth
+):
+    server = await make_server()
+    first, end = await market_past(truth, 2)
+    gateway.fail_next("historical_ticks", 354)  # the first page asked: one tick type's
+    async with AsyncClient(server.url) as client:
+        with pytest.warns(HistoryIncompleteWarning, match=r"missing: .*\(IB 354"):
+            frame = await client.history("ES", ("bid_ask", "all_last"), first, end)
+    (missing,) = frame.attrs["history"]["missing"]
+    assert missing["ib_code"] == 354
+    assert set(frame["tick_type"].astype(str)) == {"bid_ask", "all_last"} - {missing["tick_type"]}
+
+
+async def test_no_ticks_and_a_refusal_raises_ibs_error(
+    make_server: ServerFactory, gateway: GatewaySimulator
+):
+    server = await make_server()
+    end = int(time.time()) - 1
+    gateway.fail_next("historical_ticks", 354)
+    async with AsyncClient(server.url) as client:
+        with pytest.raises(StreamError) as caught:
+            await client.history("ES", "last", end - 2, end)
+        assert caught.value.details["ib_code"] == 354
+        with pytest.raises(ContractNotFound):
+            await client.history("NOSUCHTHING", "last", end - 2, end)

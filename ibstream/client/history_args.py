@@ -1,7 +1,8 @@
 """The arguments of `history(contract, tick_types, start, end)`, checked before any request.
 
 Times may be ISO-8601 text (UTC unless an offset is given), datetimes and pandas Timestamps
-(naive: UTC), or epoch numbers (below 10**12: seconds, else nanoseconds). `start` may also
+(naive: UTC), or epoch numbers (below 10**11: seconds; from 10**15: nanoseconds; as the
+server reads them). `start` may also
 be a duration ("30min", a timedelta): that long before `end`. Everything becomes epoch
 nanoseconds here, so the request is unambiguous and each mistake is reported with the
 argument's name: a start after its end, a start in the future, a duration that is not one.
@@ -19,7 +20,8 @@ from ibstream.client.subscription import DEFAULT_TICK_TYPES, parse_tick_types
 from ibstream.protocol.times import iso_ns, parse_time_ns
 
 NS = 1_000_000_000
-SECONDS_BELOW = 10**12  # an epoch number below this is seconds (until the year 33658)
+SECONDS_BELOW = 10**11  # an epoch number below this is seconds (until the year 5138) ...
+NANOS_FROM = 10**15  # ... and from this on nanoseconds (milliseconds are not taken)
 _EXAMPLES = "an ISO-8601 time ('2026-12-07T14:30Z'), a datetime or epoch seconds / ns"
 
 
@@ -95,7 +97,14 @@ def point(name: str, value: object) -> int:
     if isinstance(value, Real):
         if not value >= 0 or value == float("inf"):
             raise ValueError(f"{name} must be {_EXAMPLES}; got {value!r}")
-        return round(value * NS) if value < SECONDS_BELOW else int(value)
+        if value < SECONDS_BELOW:
+            return round(value * NS)
+        if value < NANOS_FROM or not float(value).is_integer():
+            raise ValueError(
+                f"{name} {value!r} is neither epoch seconds (below 10^11) nor epoch "
+                "nanoseconds (10^15 or more); milliseconds are not taken"
+            )
+        return int(value)
     if hasattr(value, "dtype") and str(getattr(value, "dtype", "")).startswith("datetime64"):
         return int(value.astype("datetime64[ns]").astype("int64"))  # type: ignore[attr-defined]
     if not isinstance(value, str):
