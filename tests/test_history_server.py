@@ -16,12 +16,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pyarrow as pa
 import pytest
 from ib_insync import IB
 
 from ibstream.gateway import GatewaySimulator
+from ibstream.ib.pacing import Pacer, PacingRules
 from ibstream.server.run import ServerHandle
-from tests.conftest import WAIT, ServerFactory
+from tests.conftest import WAIT, ServerFactory, WSClient
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
 
 KINDS = {  # wire tick type -> (ground truth kind, fields compared)
@@ -209,3 +211,210 @@ def check_store_answer(
                 ("TRADES", "BID_ASK"))  # fmt: skip
     assert complete["requests"] == asked == needed < whole, (complete, needed, whole)
     assert complete["from_ib"] == sum(1 for t in ticks if t["source"] == "ib")
+
+
+FAST = PacingRules().scaled(0.01)  # IB's pacing a hundred times faster, on both sides
+
+
+@contextlib.asynccontextmanager
+async def fast_market(
+    make_server: ServerFactory, **gateway_options: object
+) -> AsyncIterator[tuple[GatewaySimulator, GroundTruth, ServerHandle]]:
+    """A simulator with fast pacing, its ground truth, and a server whose pacer keeps it."""
+    options: dict = {"seed": 7, "rate": 300.0, "bursts": False, "history_pacing": FAST}
+    options.update(gateway_options)
+    async with GatewaySimulator(port=0, **options) as gateway, watched(gateway) as truth:
+        server = await make_server(ib_port=gateway.port)
+        server.source.pacer = Pacer(FAST, margin=0.02, backoff_seconds=0.01)
+        yield gateway, truth, server
+
+
+async def sse_messages(server: ServerHandle, path: str, **params: object) -> list[dict]:
+    """An SSE answer (asked by `Accept`) as {type, data} messages."""
+    headers = {"Accept": "text/event-stream"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT * 3) as client:
+        response = await client.get(path, params=params, headers=headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    out = []
+    for block in response.text.split("\r\n\r\n"):
+        if block.strip():
+            fields = dict(line.split(": ", 1) for line in block.split("\r\n"))
+            out.append({"type": fields["event"], "data": orjson.loads(fields["data"])})
+    return out
+
+
+async def arrow_batches(server: ServerHandle, path: str, **params: object) -> list:
+    """An Arrow answer's (batch, custom metadata as JSON) pairs."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT * 3) as client:
+        response = await client.get(path, params={**params, "format": "arrow"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/vnd.apache.arrow.stream"
+    reader = pa.ipc.open_stream(response.content)
+    out = []
+    while True:
+        try:
+            batch, meta = reader.read_next_batch_with_custom_metadata()
+        except StopIteration:
+            return out
+        out.append((batch, {k.decode(): orjson.loads(v) for k, v in (meta or {}).items()}))
+
+
+async def ws_history(client: WSClient, rid: str, **data: object) -> list[dict]:
+    """A WebSocket history request's messages (its id), up to its last."""
+    await client.send({"type": "history", "id": rid, "data": data})
+    out: list[dict] = []
+    while not out or out[-1]["type"] not in ("history_complete", "error"):
+        msg = await client.recv(WAIT * 3)
+        if msg.get("id") == rid:
+            assert msg["data"]["request_id"] == rid
+            out.append(msg)
+    return out
+
+
+def identity(ticks: list[dict]) -> list[tuple]:
+    return [tuple(sorted(t.items())) for t in ticks]
+
+
+async def test_jsonl_sse_arrow_and_websocket_give_the_same_ticks(
+    make_server: ServerFactory, ws_client
+):
+    async with fast_market(make_server) as (_, truth, server):
+        first, end = await market_past(truth, 3)
+        window = {"tick_types": "bid_ask,all_last", "start": first, "end": end}
+        lines = await get_lines(server, "/v2/history/ES", **window)
+        check_answer(lines, truth, first, end)
+        events = await sse_messages(server, "/v2/history/ES", **window)
+        batches = await arrow_batches(server, "/v2/history/ES", **window)
+        client = await ws_client(server)
+        ws = await ws_history(
+            client, "h1", contract="ES", tick_types=["bid_ask", "all_last"], start=first,
+            end=f"{first + end - first}",
+        )  # fmt: skip
+    expected = identity(ticks_of(lines))
+    assert [m["type"] for m in events] == [m["type"] for m in lines]
+    assert identity(ticks_of(events)) == expected
+    assert identity(ticks_of(ws)) == expected
+    assert ws[0]["type"] == "history_started" and ws[-1]["type"] == "history_complete"
+    # arrow: the first batch says started, every batch progress, the last (empty) complete
+    assert "started" in batches[0][1] and all("progress" in m for _, m in batches)
+    assert batches[-1][0].num_rows == 0 and batches[-1][1]["complete"]["missing"] == []
+    table = pa.Table.from_batches([b for b, _ in batches])
+    assert table.schema.names[-1] == "source"
+    rows = [{k: v for k, v in r.items() if v is not None} for r in table.to_pylist()]
+    for row in rows:
+        row.pop("stream_id")
+    assert identity(rows) == expected
+    assert batches[-1][1]["complete"]["ticks"] == len(rows) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "words"),
+    [
+        ({"start": "{end}", "end": "{first}"}, "start", "must be before end"),
+        ({"start": "{future}"}, "start", "in the future"),
+        ({"start": "yesterday"}, "start", "ISO-8601"),
+        ({"start": "{first}", "end": "1765000000000"}, "end", "milliseconds"),
+        ({"start": "{first}", "tick_types": "bid_ask,trades"}, "tick_types", "trades"),
+        ({"end": "{first}"}, "start", "missing"),
+        ({"start": "{first}", "limit": "3"}, "limit", "unknown query parameter"),
+    ],
+)
+async def test_bad_input_is_one_error_naming_the_field(
+    server: ServerHandle, params: dict, field: str, words: str
+):
+    now = int(time.time())
+    values = {"first": now - 60, "end": now - 30, "future": now + 3600}
+    query = {k: v.format(**values) for k, v in params.items()}
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        response = await client.get("/v2/history/ES", params=query)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] in ("INVALID_MESSAGE", "INVALID_TICK_TYPE"), error
+    assert error["details"]["field"].split(".")[0] == field, error  # tick_types.1: the item
+    assert words in error["message"], error
+
+
+async def test_bad_input_on_the_websocket_is_an_error_with_the_id(server: ServerHandle, ws_client):
+    client = await ws_client(server)
+    now = int(time.time())
+    for rid, data, field in (
+        ("a", {"contract": "ES", "start": now + 60}, "start"),
+        ("b", {"contract": "ES", "start": now - 10, "end": now - 20}, "start"),
+        ("c", {"contract": "ES", "start": "soon"}, "data.start"),
+        ("d", {"contract": "ES", "start": now - 10, "tick_types": ["quotes"]}, "data.tick_types"),
+    ):
+        await client.send({"type": "history", "id": rid, "data": data})
+        reply = await client.expect("error", request_id=rid)
+        assert reply["id"] == rid and reply["data"]["details"]["field"].startswith(field), reply
+    await client.send({"type": "history_cancel", "id": "nothing"})
+    reply = await client.expect("error", request_id="nothing")
+    assert reply["data"]["code"] == "STREAM_NOT_FOUND"
+
+
+async def test_an_unknown_contract_is_contract_not_found(server: ServerHandle):
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        response = await client.get("/v2/history/NOSUCH", params={"start": int(time.time()) - 9})
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["code"] == "CONTRACT_NOT_FOUND"
+
+
+async def test_no_history_permission_is_missing_with_ibs_code(make_server: ServerFactory):
+    """An account without ES permission: the answer is complete, empty, and says why for
+    each tick type (no ground truth: its subscription is refused as well)."""
+    async with GatewaySimulator(port=0, history_pacing=FAST, no_permission=("ES",)) as gateway:
+        server = await make_server(ib_port=gateway.port)
+        server.source.pacer = Pacer(FAST, margin=0.02, backoff_seconds=0.01)
+        first = int(time.time()) - 5
+        messages = await get_lines(server, "/v2/history/ES", start=first, end=first + 3)
+    complete = messages[-1]["data"]
+    assert messages[-1]["type"] == "history_complete" and complete["ticks"] == 0
+    assert {m["tick_type"] for m in complete["missing"]} == {"bid_ask", "last"}
+    for entry in complete["missing"]:
+        assert entry["code"] == "PERMISSION_DENIED" and entry["ib_code"] == 162, entry
+        assert "permission" in entry["ib_message"].lower()
+        assert (entry["start_ns"], entry["end_ns"]) == (first * NS, (first + 3) * NS)
+
+
+async def test_a_range_past_what_ib_keeps_is_missing_with_ibs_no_data(
+    make_server: ServerFactory,
+):
+    async with fast_market(make_server, history_limit=20) as (_, truth, server):
+        first, end = await market_past(truth, 2)
+        messages = await get_lines(server, "/v2/history/ES", start=first - 3600, end=first - 60)
+    complete = messages[-1]["data"]
+    assert complete["ticks"] == 0 and len(complete["missing"]) == 2, complete
+    for entry in complete["missing"]:
+        assert entry["code"] == "STREAM_NOT_FOUND" and entry["ib_code"] == 162, entry
+        assert "no data" in entry["ib_message"].lower()
+
+
+async def test_ib_lost_mid_way_is_a_partial_answer_that_says_what_is_missing(
+    make_server: ServerFactory,
+):
+    """One page a second: the server's IB connection is dropped after the first page; the
+    answer holds that page's ticks and says the rest is missing (CONNECTION_ERROR)."""
+    slow = PacingRules(burst_count=1, burst_seconds=1.0)
+    async with fast_market(make_server, rate=600.0) as (gateway, truth, server):
+        gateway.pacing.rules = slow
+        server.source.pacer = Pacer(slow, margin=0.05)
+        first, end = await market_past(truth, 6)
+        messages = []
+        params = {"tick_types": "bid_ask", "start": first, "end": end}
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=WAIT * 3) as client,
+            client.stream("GET", "/v2/history/ES", params=params) as response,
+        ):
+            async for line in response.aiter_lines():
+                messages.append(orjson.loads(line))
+                if messages[-1]["type"] == "history_progress" and len(messages) < 5:
+                    gateway.refuse_connections(5.0)
+                    await gateway.drop_connections(keep={truth.ib.client.clientId})
+    complete = messages[-1]["data"]
+    assert messages[-1]["type"] == "history_complete", messages[-1]
+    assert 0 < complete["ticks"] < sum(truth_keys(truth, "bid_ask", first, end).values())
+    [missing] = complete["missing"]
+    assert missing["code"] == "CONNECTION_ERROR" and missing["tick_type"] == "bid_ask"
+    assert first * NS < missing["start_ns"] < missing["end_ns"] == end * NS
+    ticks = ticks_of(messages)
+    assert max(t["ib_time"] for t in ticks) * NS < missing["start_ns"]

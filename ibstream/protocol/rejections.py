@@ -145,4 +145,8 @@ def from_validation(
             request_id=rid,
             details={"supported": _SUPPORTED},
         )
+    if kind == "time":  # a history time: the parser says what was wrong with it
+        error = invalid(path, _expected(path), got, rid)
+        error.message += f" ({err['msg']})"
+        return error
     return invalid(path, _expected(path), MISSING if kind == "missing" else got, rid)
