@@ -4,13 +4,18 @@ fetched from IB by IB second and fields, counted (`ibstream.widgets.seam`)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from ibstream.client import Client
 from ibstream.client.frames import ticks_to_frame
 from ibstream.widgets.model import LiveModel
 from ibstream.widgets.seam import FIELDS, Seam, history_span
+from tests.client_fixtures import threaded_server
+from tests.conftest import WAIT
 from tests.test_widgets import START, market_rows
 
 NS = 1_000_000_000
@@ -136,3 +141,52 @@ def test_equal_live_trades_are_dropped_only_as_often_as_the_history_holds_them()
     live = [trade | {"recv_ns": second * NS + n * 1000, "sequence": n} for n in (4, 5)]
     seam = Seam(history, end_ns=second * NS + 4500)
     assert seam.admit(live) == live[1:]
+
+
+# -- the dashboard against a real server and simulator ------------------------------------
+
+
+def frame_keys(frame: pd.DataFrame, first: int, end: int) -> Counter:
+    """(tick type, IB second, fields) of a frame's ticks of IB seconds [first, end)."""
+    rows = frame.assign(ib_time=frame["ib_time"].astype("int64") // NS)
+    rows = rows[(rows["ib_time"] >= first) & (rows["ib_time"] < end)]
+    return Counter(key(r) for r in tick_rows(rows))
+
+
+def tick_rows(frame: pd.DataFrame) -> list[dict]:
+    out = []
+    for row in frame.reset_index(drop=True).to_dict("records"):
+        out.append({k: v for k, v in row.items() if not (isinstance(v, float) and v != v)})
+    for row in out:
+        row["tick_type"] = str(row["tick_type"])
+    return out
+
+
+def test_a_dashboard_opened_mid_session_draws_the_past_and_joins_the_live_stream():
+    """An independent subscriber's ticks from before the dashboard opened to after: the
+    dashboard holds each of them once, from its history and its live stream together."""
+    from ibstream.widgets import dashboard
+
+    with threaded_server() as server, Client(server.url) as watcher:
+        truth = watcher.stream("ES", ("bid_ask", "last"))
+        seen = [truth.get(WAIT)]
+        first = seen[0]["ib_time"] + 1  # whole seconds from here on
+        while seen[-1]["ib_time"] < first + 2:  # the market has a past
+            seen.append(truth.get(WAIT))
+        dash = dashboard("ES", server.url, history="1min", bar="1s")
+        try:
+            assert dash.history_ticks > 0 and dash.model.window == pd.Timedelta("5min")
+            opened = seen[-1]["ib_time"]
+            while seen[-1]["ib_time"] < opened + 3 or dash.ticks["ib_time"].max().timestamp() < (
+                opened + 2
+            ):
+                seen.append(truth.get(WAIT))
+            shown = dash.ticks
+        finally:
+            dash.close()
+    end = opened + 2
+    expected = frame_keys(ticks_to_frame(seen), first, end)
+    assert sum(expected.values()) > 100
+    assert frame_keys(shown, first, end) == expected  # none twice, none lost at the join
+    assert dash.model.delta_since == shown.index[0].value  # the delta starts with the window
+    assert dash.seam is not None and dash.seam.dropped > 0  # the two overlapped: it was tested

@@ -14,6 +14,7 @@ the stepping; `refresh()` steps by hand. Time axes are in UTC.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import warnings
@@ -39,6 +40,7 @@ log = logging.getLogger("ibstream.widgets")
 TICK_TYPES = ("bid_ask", "last")
 MIN_INTERVAL = 0.1  # seconds between redraws, at least
 FIVE_MINUTES = 300 * 1_000_000_000
+SECOND_MARGIN = 0.05  # seconds past a whole second before IB's history is taken to hold it
 SIZE_UNITS = {"STK": "shares", "CASH": "units", "CRYPTO": "units"}  # else contracts
 
 
@@ -123,6 +125,7 @@ class Dashboard(widgets.VBox):
         self._trades_seen = 0
         self.history_ticks = 0  # ticks drawn from the history (`history=`)
         self.stream = client.stream(contract, TICK_TYPES, on_tick=self.inbox.put)
+        subscribed = time.time()
         self.seam: Seam | None = None  # live ticks the history holds are dropped here
         info = self.stream.contract
         self.key = live.key(client.server, client.transport, contract)
@@ -145,7 +148,7 @@ class Dashboard(widgets.VBox):
         self.status = StatusLine()
         super().__init__([self.status, self.controls, *self.figures.widgets])
         if history is not None:  # subscribed first: the stream's ticks wait in the inbox
-            self._load_history(contract, history)
+            self._load_history(contract, history, subscribed)
         self.add_class("ibstream-dashboard")
         self.ticker = Ticker(self.refresh, interval)
         self.ticker.start()
@@ -173,8 +176,13 @@ class Dashboard(widgets.VBox):
         """Call `callback()` after every step (redrawn or not), on the stepping thread."""
         self._listeners.append(callback)
 
-    def _load_history(self, contract: str | int, history: object) -> None:
-        """Draw the history up to now; the seam then keeps its ticks out of the live ones."""
+    def _load_history(self, contract: str | int, history: object, subscribed: float) -> None:
+        """Draw the history up to now; the seam then keeps its ticks out of the live ones.
+        IB's history holds only seconds that are over, so it is asked for once the second
+        of the subscription is (at most a second's wait): it then reaches into the stream."""
+        wait = math.floor(subscribed) + 1 + SECOND_MARGIN - time.time()
+        if wait > 0:
+            time.sleep(wait)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", HistoryIncompleteWarning)

@@ -2,6 +2,9 @@
 
 The dashboard subscribes first (its ticks wait in the inbox), then asks for the history of
 the window up to the server's now `E`, draws it at once and goes on with the live ticks.
+IB's history holds only the seconds that are over (the server never asks IB for its current
+second), so the dashboard asks once the second it subscribed in is over: the history then
+reaches past the stream's first tick, and no tick of that second falls between the two.
 Both hold the ticks the server received between the subscription and `E`. Rather than
 holding the history back until the stream has passed `E` (a quiet market would leave the
 chart empty), the history is drawn whole and `Seam.admit` drops from the live rows those
