@@ -23,6 +23,7 @@ from ib_insync import IB
 from ibstream.gateway import GatewaySimulator
 from ibstream.ib.pacing import Pacer, PacingRules
 from ibstream.server.run import ServerHandle
+from tests.client_fixtures import free_port
 from tests.conftest import WAIT, ServerFactory, WSClient
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
 
@@ -218,13 +219,13 @@ FAST = PacingRules().scaled(0.01)  # IB's pacing a hundred times faster, on both
 
 @contextlib.asynccontextmanager
 async def fast_market(
-    make_server: ServerFactory, **gateway_options: object
+    make_server: ServerFactory, server_options: dict | None = None, **gateway_options: object
 ) -> AsyncIterator[tuple[GatewaySimulator, GroundTruth, ServerHandle]]:
     """A simulator with fast pacing, its ground truth, and a server whose pacer keeps it."""
     options: dict = {"seed": 7, "rate": 300.0, "bursts": False, "history_pacing": FAST}
     options.update(gateway_options)
     async with GatewaySimulator(port=0, **options) as gateway, watched(gateway) as truth:
-        server = await make_server(ib_port=gateway.port)
+        server = await make_server(ib_port=gateway.port, **(server_options or {}))
         server.source.pacer = Pacer(FAST, margin=0.02, backoff_seconds=0.01)
         yield gateway, truth, server
 
@@ -394,7 +395,7 @@ async def test_ib_lost_mid_way_is_a_partial_answer_that_says_what_is_missing(
 ):
     """One page a second: the server's IB connection is dropped after the first page; the
     answer holds that page's ticks and says the rest is missing (CONNECTION_ERROR)."""
-    slow = PacingRules(burst_count=1, burst_seconds=1.0)
+    slow = PacingRules(identical_seconds=0.1, burst_count=1, burst_seconds=1.0)
     async with fast_market(make_server, rate=600.0) as (gateway, truth, server):
         gateway.pacing.rules = slow
         server.source.pacer = Pacer(slow, margin=0.05)
@@ -418,3 +419,96 @@ async def test_ib_lost_mid_way_is_a_partial_answer_that_says_what_is_missing(
     assert first * NS < missing["start_ns"] < missing["end_ns"] == end * NS
     ticks = ticks_of(messages)
     assert max(t["ib_time"] for t in ticks) * NS < missing["start_ns"]
+
+
+async def test_websocket_history_is_bounded_by_the_queue_and_cancellable(
+    make_server: ServerFactory, ws_client
+):
+    """With a 600-tick queue, history messages hold at most 300 ticks and the client is
+    never cut off; a slow request (one IB page a second) is ended by `history_cancel`, and
+    the connection goes on."""
+    slow = PacingRules(identical_seconds=0.1, burst_count=1, burst_seconds=1.0)
+    async with fast_market(make_server, {"queue_size": 600}, rate=1500.0) as (gw, truth, server):
+        first, end = await market_past(truth, 6)
+        client = await ws_client(server)
+        window = {"contract": "ES", "tick_types": ["bid_ask", "all_last"], "start": first}
+        answer = await ws_history(client, "q", **window, end=first + 3)
+        gw.pacing.rules = slow
+        server.source.pacer = Pacer(slow, margin=0.05)
+        await client.send({"type": "history", "id": "c", "data": {**window, "end": end}})
+        await client.expect("history_progress", request_id="c")
+        await client.send({"type": "history_cancel", "id": "c"})
+        ended = await client.expect("history_complete", request_id="c")
+        pong = await client.request("ping")
+    sizes = [len(m["data"]["ticks"]) for m in answer if m["type"] == "history_ticks"]
+    assert max(sizes) <= 300 and sum(sizes) == answer[-1]["data"]["ticks"] > 1000, sizes
+    assert not any(m["type"] == "error" for m in client.seen), client.seen
+    assert ended["id"] == "c" and ended["data"]["cancelled"] is True, ended
+    whole = sum(sum(truth_keys(truth, k, first, end).values()) for k in KINDS)
+    assert ended["data"]["ticks"] < whole
+    assert pong["type"] == "pong"
+
+
+async def test_history_is_published_in_openapi(server: ServerHandle):
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        spec = (await client.get("/openapi.json")).json()
+        head = await client.head("/v2/history/ES", params={"start": 1, "format": "arrow"})
+    operation = spec["paths"]["/v2/history/{contract}"]["get"]
+    names = {p["name"] for p in operation["parameters"]}
+    assert names == {"contract", "tick_types", "start", "end", "format", "token"}
+    assert set(operation["responses"]["200"]["content"]) == {
+        "application/x-ndjson",
+        "text/event-stream",
+        "application/vnd.apache.arrow.stream",
+    }
+    assert head.status_code == 200
+    assert head.headers["content-type"] == "application/vnd.apache.arrow.stream"
+
+
+async def test_the_store_answers_while_ib_is_away(make_server: ServerFactory, tmp_path: Path):
+    """IB gone: the recorded part of a window comes from the store (the contract as the
+    store knows it), the rest is missing with CONNECTION_ERROR; a window the store holds
+    nothing of is refused before anything streams."""
+    store = str(tmp_path / "store")
+    async with (
+        GatewaySimulator(port=0, seed=9, rate=300.0, bursts=False) as gateway,
+        watched(gateway) as truth,
+    ):
+        recorder = await make_server(
+            ib_port=gateway.port,
+            record=store,
+            record_flush=0.2,
+            record_contracts=("ES:all_last,bid_ask",),
+        )
+        await truth.until_second(int(time.time()) + 4)
+        await recorder.stop()
+        await truth.drained()
+    server = await make_server(
+        ib_port=free_port(), ib_connect_timeout=0.2, record=store, backfill=False
+    )
+    messages = await get_lines(
+        server, "/v2/history/ES", tick_types="bid_ask,all_last", start=truth.first_second - 2
+    )  # and up to now: the store holds the middle
+    complete = messages[-1]["data"]
+    assert messages[-1]["type"] == "history_complete" and complete["from_ib"] == 0
+    plan = messages[0]["data"]["plan"]
+    stored = [p for p in plan if p["source"] == "store"]
+    assert len(stored) == 2 and complete["from_store"] == complete["ticks"] > 100
+    assert {m["code"] for m in complete["missing"]} == {"CONNECTION_ERROR"}
+    held = sorted((m["tick_type"], m["start_ns"], m["end_ns"]) for m in complete["missing"])
+    assert held == sorted(
+        (p["tick_type"], p["start_ns"], p["end_ns"]) for p in plan if p["source"] == "ib"
+    )
+    ticks = ticks_of(messages)
+    for piece in stored:  # the recorded whole seconds equal the ground truth's
+        lo = max(piece["start_ns"] // NS + 1, truth.first_second)
+        hi = piece["end_ns"] // NS
+        assert keys(ticks, piece["tick_type"], lo, hi) == truth_keys(
+            truth, piece["tick_type"], lo, hi
+        )
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        before = {"start": truth.first_second - 100, "end": truth.first_second - 50}
+        response = await client.get("/v2/history/ES", params=before)
+    assert response.status_code == 503, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == "CONNECTION_ERROR" and "store holds none" in error["message"]

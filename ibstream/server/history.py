@@ -28,6 +28,8 @@ from ibstream.protocol.validate import History
 from ibstream.server.history_ib import Counters, Group, Hole
 from ibstream.store import coverage
 from ibstream.store.layout import StoreRoot
+from ibstream.store.replay.recording import Recording as StoredRecording
+from ibstream.store.replay.recording import RecordingError
 
 log = logging.getLogger(__name__)
 NS = 1_000_000_000
@@ -91,7 +93,7 @@ class HistoryService:
         """Everything that can be wrong, found before anything streams."""
         now = time.time_ns()
         start, end = window(req, now)
-        contract = await self.hub.resolve(req.contract)
+        contract = await self._resolve(req.contract)
         if self.recording is not None:
             await self.recording.recorder.flush()
         root, cid = self.root, contract.contract_id
@@ -174,9 +176,23 @@ class HistoryService:
                 "from_store": from_store[0],
                 "from_ib": counters.from_ib,
                 "requests": counters.requests,
-                "missing": counters.missing,
+                "missing": sorted(counters.missing, key=lambda m: (m["start_ns"], m["tick_type"])),
             },
         )
+
+    async def _resolve(self, spec: str | int) -> ContractInfo:
+        """The contract as a subscribe resolves it; while IB is away, as the store knows it
+        (its parts' metadata), so a recorded range is still answered."""
+        try:
+            return await self.hub.resolve(spec)
+        except StreamError as exc:
+            if exc.code != ErrorCode.CONNECTION_ERROR or self.root is None:
+                raise
+            try:
+                stored = await asyncio.to_thread(StoredRecording.open, self.root.uri)
+                return stored.resolve(spec)
+            except (StreamError, RecordingError):
+                raise exc from None
 
     async def _contract(self, contract_id: int) -> object:
         """IB's qualified contract for the holes, or the error every hole then reports."""

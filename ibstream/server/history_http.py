@@ -9,6 +9,8 @@ the service runs a step ahead at most, so memory stays bounded whatever the rang
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,8 @@ import pyarrow as pa
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Message as Message_
+from starlette.types import Receive, Scope, Send
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.protocol.arrow import ARROW_TICK_SCHEMA
@@ -29,6 +33,7 @@ from ibstream.server.sse import VERSION_HEADER, error_response
 if TYPE_CHECKING:
     from ibstream.server.app import ServerContext
 
+log = logging.getLogger(__name__)
 MEDIA = {
     "jsonl": "application/x-ndjson",
     "sse": "text/event-stream",
@@ -146,6 +151,32 @@ def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
 FORMATS = {"jsonl": jsonl, "sse": sse, "arrow": arrow}
 
 
+class _TimedResponse(StreamingResponse):
+    """A streamed answer whose every write gets `send_timeout`: a client that stops reading
+    is dropped (with a log line, no traceback) instead of holding the request forever."""
+
+    def __init__(self, *args: Any, send_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.send_timeout = send_timeout
+
+    async def stream_response(self, send: Send) -> None:
+        async def timed(message: Message_) -> None:
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
+
+        await super().stream_response(timed)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except TimeoutError:
+            log.warning("history client %s stopped reading; answer dropped", scope.get("client"))
+        finally:
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
 async def answer(ctx: ServerContext, request: Request, contract: str) -> Response:
     service: HistoryService = ctx.history
     try:
@@ -162,7 +193,8 @@ async def answer(ctx: ServerContext, request: Request, contract: str) -> Respons
         return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"history failed: {exc}"))
     headers = {**VERSION_HEADER, "Cache-Control": "no-store"}
     body = FORMATS[fmt](service.run(plan))
-    return StreamingResponse(body, media_type=MEDIA[fmt], headers=headers)
+    timeout = ctx.settings.send_timeout
+    return _TimedResponse(body, media_type=MEDIA[fmt], headers=headers, send_timeout=timeout)
 
 
 def parameters() -> list[dict[str, Any]]:

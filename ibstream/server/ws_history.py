@@ -2,7 +2,8 @@
 with the request's id, interleaved with its live messages, never faster than it reads.
 
 Each message waits for room in the connection's queue (`Subscriber.room`: at most half
-full), so a long history cannot crowd out live ticks or grow the server's memory; the
+full) and holds at most half the queue's ticks, so a long history cannot crowd out live
+ticks or grow the server's memory past the queue's bound; the
 queue's bound and SLOW_CONSUMER hold as for every other send. A `history_cancel` ends it
 with a `history_complete` marked `cancelled` (what was sent until then).
 """
@@ -28,20 +29,25 @@ async def answer(ctx: ServerContext, sub: Subscriber, req: ClientMessage) -> Non
     rid = req.request_id
     assert req.history is not None
     sent = {"ticks": 0, "from_store": 0, "from_ib": 0, "requests": 0}
+    most = max(1, sub.queue_size // 2)  # a message never takes more than the room waited for
     try:
         plan = await ctx.history.prepare(req.history)
         async for kind, data in ctx.history.run(plan):
-            await sub.room()
-            item = message(kind, data, request_id=rid)
-            if kind == "history_ticks":
-                ticks = data["ticks"]
-                item.ticks = max(1, len(ticks))
-                sent["ticks"] += len(ticks)
-                sent["from_ib"] += sum(1 for t in ticks if t["source"] == "ib")
+            if kind != "history_ticks":
+                sent["requests"] = data.get("requests", sent["requests"])
+                await sub.room()
+                sub.put(message(kind, data, request_id=rid))
+                continue
+            ticks = data["ticks"]
+            for at in range(0, len(ticks), most):
+                part = ticks[at : at + most]
+                await sub.room()
+                item = message(kind, {"ticks": part}, request_id=rid)
+                item.ticks = len(part)
+                sub.put(item)
+                sent["ticks"] += len(part)
+                sent["from_ib"] += sum(1 for t in part if t["source"] == "ib")
                 sent["from_store"] = sent["ticks"] - sent["from_ib"]
-            elif kind == "history_progress":
-                sent["requests"] = data["requests"]
-            sub.put(item)
     except StreamError as exc:
         sub.put(error_message(exc, request_id=rid))
     except asyncio.CancelledError:
