@@ -89,3 +89,21 @@ async def test_server_and_contract_errors_are_one_line_and_exit_1(
     )  # fmt: skip
     assert code == 2
     assert_one_line(err, "history", "--to", "existing directory")
+
+
+async def test_a_part_ib_refuses_is_a_warning_line_and_exit_3(
+    make_server: ServerFactory, gateway: GatewaySimulator, truth: GroundTruth, tmp_path: Path
+):
+    server = await make_server()
+    first, end = await market_past(truth, 2)
+    gateway.fail_next("historical_ticks", 354)  # one tick type's first page
+    path = tmp_path / "es.parquet"
+    code, _, err = await run_cli(
+        "history", "ES", "--start", str(first), "--end", str(end), "--to", str(path),
+        "--tick-types", "bid_ask,all_last", "--server", server.url,
+    )  # fmt: skip
+    lines = err.strip().splitlines()
+    assert code == 3, err
+    assert lines[0].startswith("ibstream history: warning: history of ES is incomplete")
+    assert "IB 354" in lines[0] and lines[1].startswith("ibstream history: wrote")
+    assert len(pd.read_parquet(path)) > 0

@@ -39,6 +39,7 @@ from tests.conftest import ServerFactory
 from tests.history_fixtures import ES_ID, GroundTruth
 from tests.test_history_server import (
     KINDS,
+    fast_market,
     get_lines,
     market_past,
     ticks_of,
@@ -264,12 +265,16 @@ async def truth(gateway: GatewaySimulator) -> AsyncIterator[GroundTruth]:
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_history_over_the_wire_equals_what_an_ib_client_received_live(
-    make_server: ServerFactory, truth: GroundTruth, transport: str
+    make_server: ServerFactory, transport: str
 ):
-    server = await make_server()
-    first, end = await market_past(truth, 4)
-    async with AsyncClient(server.url, transport) as client:
-        frame = await client.history("ES", ("bid_ask", "all_last"), first, end, progress=False)
+    async with fast_market(make_server) as (_, truth, server):  # pacing scaled down
+        first, end = await market_past(truth, 4)
+        async with AsyncClient(server.url, transport) as client:
+            frame = await client.history("ES", ("bid_ask", "all_last"), first, end, progress=False)
+        # the same ticks the server gives as JSON lines, typed the same way
+        messages = await get_lines(
+            server, "/v2/history/ES", tick_types="bid_ask,all_last", start=first, end=end
+        )
     for kind in KINDS:
         expected = truth_keys(truth, kind, first, end)
         assert sum(expected.values()) > 50
@@ -280,10 +285,6 @@ async def test_history_over_the_wire_equals_what_an_ib_client_received_live(
     assert (info["start_ns"], info["end_ns"]) == (first * NS, end * NS)
     assert frame.attrs["contracts"][0]["contract_id"] == ES_ID
     assert frame.index.is_monotonic_increasing and (frame["sequence"] == 0).all()
-    # the same ticks the server gives as JSON lines, typed the same way
-    messages = await get_lines(
-        server, "/v2/history/ES", tick_types="bid_ask,all_last", start=first, end=end
-    )
     expected_frame = ticks_to_frame(ticks_of(messages))
     pd.testing.assert_frame_equal(frame, expected_frame.set_axis(frame.index), check_flags=False)
     assert (frame.index == expected_frame.index).all()
@@ -291,7 +292,7 @@ async def test_history_over_the_wire_equals_what_an_ib_client_received_live(
 
 def test_the_blocking_client_returns_the_quotes_it_saw_live_with_a_progress_bar(capsys):
     with threaded_server() as server, Client(server.url) as client:
-        live = client.collect("ES", "bid_ask", limit=1000, progress=False)  # the market's past
+        live = client.collect("ES", "bid_ask", limit=500, progress=False)  # the market's past
         seconds = live["ib_time"].astype("int64") // NS
         first, end = int(seconds.iloc[0]) + 1, int(seconds.iloc[-1])
         frame = client.history("ES", "bid_ask", start=f"{end - first}s", end=end, progress=True)
