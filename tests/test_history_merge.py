@@ -131,6 +131,13 @@ def test_empty_input_gives_an_empty_tick_frame():
         assert classify(merged).empty
 
 
+@pytest.mark.parametrize("tie_break", TIE_BREAKS)
+def test_trades_alone_keep_their_order(tie_break):
+    """No quotes (none asked, or IB refused them): the trades in their own order."""
+    merged = merge_history(trades=TRADES, tie_break=tie_break)
+    assert layout(merged) == "tt" and list(merged["size"]) == [2.0, 3.0]
+
+
 def test_bad_input_names_the_call_to_make():
     with pytest.raises(TypeError, match=r"merge_history\(trades=\.\.\.\) takes a pandas DataFrame"):
         merge_history(trades=[{"price": 1.0}])

@@ -512,3 +512,25 @@ async def test_the_store_answers_while_ib_is_away(make_server: ServerFactory, tm
     assert response.status_code == 503, response.text[:300]
     error = response.json()["error"]
     assert error["code"] == "CONNECTION_ERROR" and "store holds none" in error["message"]
+
+
+async def test_a_refused_tick_type_is_missing_and_the_others_are_answered(
+    make_server: ServerFactory,
+):
+    """IB refuses the first request with 354: that tick type's hole is missing with IB's
+    code and text, the other tick type is answered in full (a partial answer says so)."""
+    async with fast_market(make_server) as (gateway, truth, server):
+        first, end = await market_past(truth, 2)
+        gateway.fail_next("historical_ticks", 354)
+        messages = await get_lines(
+            server, "/v2/history/ES", tick_types="bid_ask,all_last", start=first, end=end
+        )
+    complete = messages[-1]["data"]
+    [missing] = complete["missing"]
+    assert missing["ib_code"] == 354 and missing["code"] == "PERMISSION_DENIED", missing
+    assert (missing["start_ns"], missing["end_ns"]) == (first * NS, end * NS)
+    refused = missing["tick_type"]
+    answered = ({"bid_ask", "all_last"} - {refused}).pop()
+    ticks = ticks_of(messages)
+    assert {t["tick_type"] for t in ticks} == {answered}
+    assert keys(ticks, answered, first, end) == truth_keys(truth, answered, first, end)

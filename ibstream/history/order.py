@@ -65,7 +65,7 @@ def _matched(
     earlier second, if any."""
     before = spread.copy()
     quote_rows, trade_rows = first[kind == 0], first[kind == 1]
-    if not len(quote_rows):  # trades alone (IB refused the quotes): nothing to match
+    if not len(quote_rows):  # trades alone (no quotes asked, or IB refused them)
         return before
     q_group, t_group = group[kind == 0], group[kind == 1]
     bid, bid_size, ask, ask_size = (a[quote_rows] for a in quote)

@@ -223,6 +223,22 @@ def parse_resume_text(text: str, types: list[TickType], name: str) -> dict[TickT
     return resume_positions(parsed, types, name)
 
 
+def query_items(params: Iterable[tuple[str, str]], allowed: list[str]) -> dict[str, str]:
+    """An HTTP query as a dict: an unknown or repeated parameter is an error naming it."""
+    seen: dict[str, str] = {}
+    for key, value in params:
+        if key not in allowed:
+            raise MessageError(
+                f"unknown query parameter '{key}'; allowed: {', '.join(allowed)}",
+                field=key,
+                details={"allowed": allowed},
+            )
+        if key in seen:
+            raise MessageError(f"query parameter '{key}' given more than once", field=key)
+        seen[key] = value
+    return seen
+
+
 def parse_sse_params(
     contract: str,
     tick_type: str | None,
@@ -236,17 +252,7 @@ def parse_sse_params(
     `token` is accepted (EventSource cannot send headers): never log it.
     """
     allowed = [f for f in rq.SseQuery.model_fields if tick_type is None or f != "tick_types"]
-    seen: dict[str, str] = {}
-    for key, value in params:
-        if key not in allowed:
-            raise MessageError(
-                f"unknown query parameter '{key}'; allowed: {', '.join(allowed)}",
-                field=key,
-                details={"allowed": allowed},
-            )
-        if key in seen:
-            raise MessageError(f"query parameter '{key}' given more than once", field=key)
-        seen[key] = value
+    seen = query_items(params, allowed)
     try:
         query = rq.SseQuery.model_validate(seen)
     except ValidationError as exc:
@@ -281,17 +287,7 @@ def parse_history_params(contract: str, params: Iterable[tuple[str, str]]) -> tu
     """`GET /v2/history/{contract}`'s path and query (`HistoryQuery`) -> the request and the
     format asked for (None: not given)."""
     allowed = list(rq.HistoryQuery.model_fields)
-    seen: dict[str, str] = {}
-    for key, value in params:
-        if key not in allowed:
-            raise MessageError(
-                f"unknown query parameter '{key}'; allowed: {', '.join(allowed)}",
-                field=key,
-                details={"allowed": allowed},
-            )
-        if key in seen:
-            raise MessageError(f"query parameter '{key}' given more than once", field=key)
-        seen[key] = value
+    seen = query_items(params, allowed)
     if "start" not in seen:
         raise invalid(
             "start", "a time such as 2026-12-07T14:30:00Z, epoch seconds or ns", MISSING, None

@@ -62,6 +62,7 @@ class Plan:
     start: int
     end: int
     pieces: dict[str, list[tuple[int, int, str]]]
+    parts: dict[str, list] = field(default_factory=dict)  # each stream's store parts
     holes: list[Hole] = field(default_factory=list)
 
     def started(self) -> dict:
@@ -97,12 +98,16 @@ class HistoryService:
         if self.recording is not None:
             await self.recording.recorder.flush()
         root, cid = self.root, contract.contract_id
-        pieces = {}
+        pieces, parts = {}, {}
         for kind in req.tick_types:
+            if root is not None:
+                parts[kind.value] = await asyncio.to_thread(
+                    coverage.stream_parts, root, cid, kind.value
+                )
             pieces[kind.value] = await asyncio.to_thread(
-                coverage.plan, root, cid, kind.value, start, end
+                coverage.plan, root, parts.get(kind.value, []), cid, kind.value, start, end
             )
-        plan = Plan(contract, req.tick_types, start, end, pieces)
+        plan = Plan(contract, req.tick_types, start, end, pieces, parts)
         last_second = now // NS - 1  # IB's history of the current second is not complete
         for kind, kind_pieces in pieces.items():
             for lo, hi, source in kind_pieces:
@@ -135,7 +140,8 @@ class HistoryService:
         for kind, pieces in plan.pieces.items():
             for lo, hi, source in pieces:
                 if source == "store" and root is not None:
-                    sources.append((lo, _store_chunks(root, cid, kind, lo, hi, from_store)))
+                    chunks = _store_chunks(root, plan.parts[kind], cid, kind, lo, hi, from_store)
+                    sources.append((lo, chunks))
         if plan.holes:
             contract = await self._contract(cid)
             ib, pacer = (
@@ -211,12 +217,12 @@ class HistoryService:
 
 
 async def _store_chunks(
-    root: StoreRoot, contract_id: int, kind: str, lo: int, hi: int, count: list[int]
+    root: StoreRoot, parts: list, contract_id: int, kind: str, lo: int, hi: int, count: list[int]
 ) -> AsyncIterator[list[dict]]:
     """A stored piece in slices of SLICE_NS receive time."""
     for at in range(lo, hi, SLICE_NS):
         ticks = await asyncio.to_thread(
-            coverage.read, root, contract_id, kind, at, min(hi, at + SLICE_NS)
+            coverage.read, root, parts, contract_id, kind, at, min(hi, at + SLICE_NS)
         )
         count[0] += len(ticks)
         yield ticks

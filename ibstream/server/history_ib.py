@@ -27,16 +27,6 @@ from ibstream.store.layout import StoreRoot
 log = logging.getLogger(__name__)
 NS = fill.NS
 KIND = {"BID_ASK": 0, "TRADES": 1, "MIDPOINT": 2}
-_FIELDS = {  # history table column -> wire field
-    "TRADES": (("price", "price"), ("size", "size")),
-    "BID_ASK": (
-        ("bid", "bid_price"),
-        ("ask", "ask_price"),
-        ("bid_size", "bid_size"),
-        ("ask_size", "ask_size"),
-    ),
-    "MIDPOINT": (("mid", "mid_price"),),
-}
 
 
 @dataclass
@@ -199,7 +189,7 @@ class Group:
             "sequence": 0,
             "recv_ns": stamp,
         }
-        for column, name in _FIELDS[hole.what]:
+        for column, name in fill.MATCH[hole.what]:  # history column, wire (and store) field
             if row[column] is not None:
                 tick[name] = row[column]
         for name in ("exchange", "conditions"):

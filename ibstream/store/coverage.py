@@ -12,10 +12,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from ibstream.store import gaps, layout
+from ibstream.store import catalog, gaps, layout
 
 Interval = tuple[int, int]
 FIELDS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
+DAY_NS = 86_400 * 1_000_000_000
+# a run is looked for this far around a window (a run silent longer shows as a hole there)
+RUN_REACH_NS = DAY_NS
+
+
+def stream_parts(root: layout.StoreRoot, contract_id: int, tick_type: str) -> list:
+    """The stream's visible parts (compaction journals applied), listed once per request."""
+    if not _exists(root, layout.TICKS):
+        return []
+    return catalog.select(catalog.list_parts(root), [contract_id], [tick_type])
+
+
+def _dataset(root: layout.StoreRoot, parts: list, lo: int, hi: int) -> ds.Dataset | None:
+    """The parts that can hold ticks received in [lo, hi] (pruned by day and hour)."""
+    chosen = catalog.select(parts, start_ns=lo, end_ns=hi)
+    if not chosen:
+        return None
+    paths = [p.path for p in chosen]
+    return ds.dataset(paths, filesystem=root.fs, format="parquet", schema=layout.TICK_SCHEMA)
 
 
 def _union(spans: list[Interval]) -> list[Interval]:
@@ -48,37 +67,46 @@ def _stream_filter(contract_id: int, tick_type: str) -> ds.Expression:
     return (ds.field("contract_id") == contract_id) & (ds.field("tick_type") == tick_type)
 
 
+def _between(lo: int, hi: int) -> ds.Expression:
+    return (ds.field("time") >= pa.scalar(lo, layout.TIME)) & (
+        ds.field("time") < pa.scalar(hi, layout.TIME)
+    )
+
+
 def _exists(root: layout.StoreRoot, name: str) -> bool:
     return root.fs.get_file_info(root.path(name)).type.name != "NotFound"
 
 
-def runs(root: layout.StoreRoot, contract_id: int, tick_type: str) -> list[Interval]:
-    """[first, last + 1) of the stream's live ticks per recording run, merged; read in
-    batches (two columns), so memory stays bounded whatever the store holds."""
-    if not _exists(root, layout.TICKS):
+def runs(root: layout.StoreRoot, parts: list, start: int, end: int) -> list[Interval]:
+    """[first, last + 1) of a stream's live ticks per recording run within RUN_REACH_NS of
+    [start, end), merged; read in batches of two columns, so memory stays bounded."""
+    dataset = _dataset(root, parts, start - RUN_REACH_NS, end + RUN_REACH_NS)
+    if dataset is None:
         return []
-    where = _stream_filter(contract_id, tick_type) & (ds.field("source") == "live")
+    where = (ds.field("source") == "live") & _between(start - RUN_REACH_NS, end + RUN_REACH_NS)
     bounds: dict[str, Interval] = {}
-    scanner = layout.ticks_dataset(root).scanner(columns=["time", "server_id"], filter=where)
-    for batch in scanner.to_batches():
+    for batch in dataset.scanner(columns=["time", "server_id"], filter=where).to_batches():
         if not batch.num_rows:
             continue
         table = pa.Table.from_batches([batch]).group_by("server_id")
-        agg = table.aggregate([("time", "min"), ("time", "max")]).to_pylist()
-        for row in agg:
+        for row in table.aggregate([("time", "min"), ("time", "max")]).to_pylist():
             lo, hi = row["time_min"].value, row["time_max"].value + 1
             old = bounds.get(row["server_id"])
             bounds[row["server_id"]] = (min(lo, old[0]), max(hi, old[1])) if old else (lo, hi)
     return _union(list(bounds.values()))
 
 
-def unfilled(root: layout.StoreRoot, contract_id: int, tick_type: str) -> list[Interval]:
-    """The stream's gaps not (yet) filled: (start + 1, end)."""
+def unfilled(
+    root: layout.StoreRoot, contract_id: int, tick_type: str, start: int, end: int
+) -> list[Interval]:
+    """The stream's gaps not (yet) filled that reach into [start, end): (start + 1, end)."""
     if not _exists(root, layout.GAPS):
         return []
-    table = layout.gaps_dataset(root).to_table(
-        columns=layout.GAP_SCHEMA.names, filter=_stream_filter(contract_id, tick_type)
+    where = _stream_filter(contract_id, tick_type)
+    where &= (ds.field("start") < pa.scalar(end, layout.TIME)) & (
+        ds.field("end") > pa.scalar(start, layout.TIME)
     )
+    table = layout.gaps_dataset(root).to_table(columns=layout.GAP_SCHEMA.names, filter=where)
     table = gaps.latest(table).filter(ds.field("status") != "filled")
     starts = table["start"].cast(pa.int64()).to_pylist()
     ends = table["end"].cast(pa.int64()).to_pylist()
@@ -86,12 +114,19 @@ def unfilled(root: layout.StoreRoot, contract_id: int, tick_type: str) -> list[I
 
 
 def plan(
-    root: layout.StoreRoot | None, contract_id: int, tick_type: str, start: int, end: int
+    root: layout.StoreRoot | None,
+    parts: list,
+    contract_id: int,
+    tick_type: str,
+    start: int,
+    end: int,
 ) -> list[tuple[int, int, str]]:
-    """[start, end) cut into (lo, hi, "store" | "ib") pieces, in time order."""
+    """[start, end) cut into (lo, hi, "store" | "ib") pieces, in time order; `parts`: the
+    stream's (`stream_parts`)."""
     held: list[Interval] = []
     if root is not None:
-        held = _minus(runs(root, contract_id, tick_type), unfilled(root, contract_id, tick_type))
+        spans = runs(root, parts, start, end)
+        held = _minus(spans, unfilled(root, contract_id, tick_type, start, end))
         held = [(max(lo, start), min(hi, end)) for lo, hi in held if lo < end and hi > start]
     out: list[tuple[int, int, str]] = []
     cursor = start
@@ -105,15 +140,21 @@ def plan(
     return out
 
 
-def read(root: layout.StoreRoot, contract_id: int, tick_type: str, lo: int, hi: int) -> list[dict]:
-    """The stream's stored ticks received in [lo, hi), oldest first, as wire tick dicts
-    (nulls omitted) with their `source`."""
-    where = _stream_filter(contract_id, tick_type)
-    where &= (ds.field("time") >= pa.scalar(lo, layout.TIME)) & (
-        ds.field("time") < pa.scalar(hi, layout.TIME)
-    )
+def read(
+    root: layout.StoreRoot, parts: list, contract_id: int, tick_type: str, lo: int, hi: int
+) -> list[dict]:
+    """The stream's (`parts`) stored ticks received in [lo, hi), oldest first, as wire tick
+    dicts (nulls omitted) with their `source`. A part a compaction swapped meanwhile: the
+    stream is listed again."""
     columns = ["time", "sequence", *FIELDS, "exchange", "conditions", "ib_time", "source"]
-    table = layout.ticks_dataset(root).to_table(columns=columns, filter=where)
+    try:
+        dataset = _dataset(root, parts, lo, hi)
+        table = dataset.to_table(columns=columns, filter=_between(lo, hi)) if dataset else None
+    except (FileNotFoundError, pa.ArrowInvalid):
+        dataset = _dataset(root, stream_parts(root, contract_id, tick_type), lo, hi)
+        table = dataset.to_table(columns=columns, filter=_between(lo, hi)) if dataset else None
+    if table is None:
+        return []
     table = table.sort_by("time")
     recv = table["time"].cast(pa.int64()).to_pylist()
     ib_time = pc.divide(table["ib_time"].cast(pa.int64()), 1_000_000_000).to_pylist()
