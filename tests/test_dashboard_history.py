@@ -162,12 +162,17 @@ def tick_rows(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
-def test_a_dashboard_opened_mid_session_draws_the_past_and_joins_the_live_stream():
+@pytest.mark.parametrize("source", ["ib", "store"])
+def test_a_dashboard_opened_mid_session_draws_the_past_and_joins_the_live_stream(source, tmp_path):
     """An independent subscriber's ticks from before the dashboard opened to after: the
-    dashboard holds each of them once, from its history and its live stream together."""
+    dashboard holds each of them once, from its history (fetched from IB, or read from the
+    server's recording) and its live stream together."""
     from ibstream.widgets import dashboard
 
-    with threaded_server() as server, Client(server.url) as watcher:
+    recording = {"record": str(tmp_path), "record_flush": 0.2,
+                 "record_contracts": ("ES:bid_ask,last",)}  # fmt: skip
+    options = recording if source == "store" else {}
+    with threaded_server(**options) as server, Client(server.url) as watcher:
         truth = watcher.stream("ES", ("bid_ask", "last"))
         seen = [truth.get(WAIT)]
         first = seen[0]["ib_time"] + 1  # whole seconds from here on
@@ -190,3 +195,8 @@ def test_a_dashboard_opened_mid_session_draws_the_past_and_joins_the_live_stream
     assert frame_keys(shown, first, end) == expected  # none twice, none lost at the join
     assert dash.model.delta_since == shown.index[0].value  # the delta starts with the window
     assert dash.seam is not None and dash.seam.dropped > 0  # the two overlapped: it was tested
+    sequences = shown["sequence"].to_numpy()
+    if source == "store":  # the past came from the recording (live sequences), not from IB
+        assert (sequences[: dash.history_ticks] > 0).mean() > 0.9
+    else:
+        assert (sequences[: dash.history_ticks] == 0).all()
