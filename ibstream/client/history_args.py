@@ -59,15 +59,9 @@ def check_query(
 ) -> HistoryQuery:
     """The request the arguments describe; TypeError / ValueError naming the bad one."""
     from ibstream.client.arguments import tick_types as tick_type_list
+    from ibstream.client.contracts import check_symbol
 
-    if isinstance(contract, bool) or not isinstance(contract, str | int):
-        raise TypeError(
-            f"contract must be a symbol such as 'ES' or a conId; got {contract!r} "
-            f"({type(contract).__name__})"
-        )
-    spec = str(contract).strip()
-    if not spec:
-        raise ValueError("contract must not be empty; give one such as 'ES' or 'AAPL'")
+    spec = check_symbol(contract, "contract")
     types = tuple(dict.fromkeys(parse_tick_types(tick_type_list(tick_types))))
     now = time.time_ns() if now_ns is None else now_ns
     end_ns = now if end is None else min(point("end", end), now)  # the server clamps too
