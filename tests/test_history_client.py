@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from ibstream.client import AsyncClient, Client
-from ibstream.client.arrow_stream import ArrowStreamParser
+from ibstream.client.arrow_stream import ArrowStreamParser, message_size
 from ibstream.client.frames import ticks_to_frame
 from ibstream.client.history import (
     HistoryAnswer,
@@ -122,6 +122,22 @@ def test_an_arrow_answer_read_in_any_chunks_is_the_frame_of_its_ticks(chunking):
     assert frame.attrs["history"]["requests"] == 3
     assert frame.attrs["history"]["missing"] == []
     assert answer.done_seconds == 7  # the last progress: 8 batches of 70 (0 .. 7)
+
+
+def test_each_messages_size_is_read_from_its_metadata_as_pyarrow_frames_it():
+    payload = answer_stream(market_rows(3000), per_batch=700)
+    at, sizes = 0, []
+    while True:
+        source = pa.BufferReader(payload[at:])
+        try:
+            pa.ipc.read_message(source)
+        except EOFError:
+            break
+        assert message_size(bytearray(payload[at:])) == source.tell()
+        assert message_size(bytearray(payload[at : at + 7])) is None  # header not in yet
+        sizes.append(source.tell())
+        at += source.tell()
+    assert len(sizes) > 8 and max(sizes) > 50_000  # schema, dictionaries, batches of 700
 
 
 def test_a_stream_cut_inside_a_message_is_an_error_not_a_short_frame():

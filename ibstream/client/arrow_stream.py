@@ -2,8 +2,9 @@
 
 pyarrow's stream reader pulls from a file and blocks for what is not there yet, which an
 asyncio client cannot let it do. `ArrowStreamParser.feed` takes the bytes of each network
-chunk, frames whole IPC messages (`pa.ipc.read_message` on what has arrived: a message
-cut short is simply tried again with the next chunk) and hands only whole messages to one
+chunk, frames whole IPC messages (each message's size read from its metadata, then
+`pa.ipc.read_message` once all of it is in, so a large batch is not copied again for
+every chunk of it) and hands only whole messages to one
 ordinary `RecordBatchStreamReader`, which therefore never waits and keeps the stream's
 dictionaries (and their replacements) as the format defines them. Each record batch comes
 out with its custom metadata as soon as its last byte is in.
@@ -36,6 +37,24 @@ class _Framed(io.RawIOBase):
         buffer[:n] = self._data[:n]
         del self._data[:n]
         return n
+
+
+def message_size(data: bytearray) -> int | None:
+    """Bytes of the IPC message at the start of `data` (continuation, length, metadata,
+    body), from the `bodyLength` of its flatbuffer `Message`; None until the metadata is in
+    (or where it is not the format's current framing: then pyarrow decides)."""
+    if len(data) < 8 or data[:4] != CONTINUATION:
+        return None
+    length = struct.unpack_from("<i", data, 4)[0]
+    if length <= 0 or len(data) < 8 + length:
+        return None
+    table = 8 + struct.unpack_from("<I", data, 8)[0]
+    vtable = table - struct.unpack_from("<i", data, table)[0]
+    slot = vtable + 4 + 2 * 3  # field 3 of Message: bodyLength (version, header type, header)
+    size = struct.unpack_from("<H", data, vtable)[0]
+    offset = struct.unpack_from("<H", data, slot)[0] if slot + 2 <= vtable + size else 0
+    body = struct.unpack_from("<q", data, table + offset)[0] if offset else 0
+    return 8 + length + body
 
 
 class ArrowStreamParser:
@@ -73,7 +92,10 @@ class ArrowStreamParser:
             self.ended = True
             del pending[:8]
             return None
-        source = pa.BufferReader(bytes(pending))
+        whole = message_size(pending)
+        if whole is not None and len(pending) < whole:
+            return None  # its body is still on the way: no copy until it is all here
+        source = pa.BufferReader(bytes(pending[: whole or len(pending)]))
         try:
             message = pa.ipc.read_message(source)
         except (pa.ArrowInvalid, EOFError, OSError):
