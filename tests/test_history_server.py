@@ -94,7 +94,8 @@ def check_answer(messages: list[dict], truth: GroundTruth, first: int, end: int)
     stamps = [t["recv_ns"] for t in ticks]
     assert stamps == sorted(stamps), "ticks not in receive order"
     assert all(len(m["data"]["ticks"]) <= 5000 for m in messages if m["type"] == "history_ticks")
-    assert any(m["type"] == "history_progress" for m in messages)
+    done = [m["data"]["done_seconds"] for m in messages if m["type"] == "history_progress"]
+    assert done and done == sorted(done), done  # progress never goes back
     for kind in KINDS:
         expected = truth_keys(truth, kind, first, end)
         assert sum(expected.values()) > 50, (kind, expected)

@@ -75,8 +75,15 @@ def _matched(
     hi = np.searchsorted(q_group, t_group, side="right")
     earlier = (lo > 0) & (q_contract[np.maximum(lo - 1, 0)] == contract_id[trade_rows])
     last = len(bid) - 1
+    todo = np.flatnonzero(hi > lo)
+    # Python lists from here: the loop reads single values, which lists hand out several
+    # times faster than numpy arrays do (numpy scalars)
+    bid, bid_size, ask, ask_size = (a.tolist() for a in (bid, bid_size, ask, ask_size))
+    price, size, q_contract = price.tolist(), size.tolist(), q_contract.tolist()
+    lo, hi, earlier, t_group = lo.tolist(), hi.tolist(), earlier.tolist(), t_group.tolist()
+    spread_of = spread.tolist()
     previous_group, placed, sweep = -1, 0, None
-    for t in np.flatnonzero(hi > lo):  # trades in a second with quotes
+    for t in todo.tolist():  # trades in a second with quotes
         if t_group[t] != previous_group:
             previous_group, placed, sweep = t_group[t], 0, None
         a, target = lo[t], price[t]
@@ -111,7 +118,7 @@ def _matched(
         if consumed:
             chosen = evident if evident >= 0 else placed
         else:
-            chosen = found if found >= 0 else int(spread[t])
+            chosen = found if found >= 0 else int(spread_of[t])
         placed = max(placed, chosen)
         before[t] = placed
         if evident >= 0:  # the next quote shows this trade: the next trade comes after it

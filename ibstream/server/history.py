@@ -115,8 +115,10 @@ class HistoryService:
                     continue
                 first = lo // NS - 1 if lo > start else -(-start // NS)
                 last = hi // NS if hi < end else -(-end // NS) - 1
+                edges = {first, first + 1} if lo > start else set()
+                edges |= {last - 1, last} if hi < end else set()
                 plan.holes.append(
-                    Hole(kind, lo, hi, first, min(last, last_second), lo > start or hi < end)
+                    Hole(kind, lo, hi, first, min(last, last_second), frozenset(edges))
                 )
         source = self.hub.source
         stored = any(s == "store" for p in pieces.values() for _, _, s in p)
@@ -151,13 +153,14 @@ class HistoryService:
             for holes in _groups(plan.holes):
                 group = Group(holes, cid, contract, ib, pacer, root, counters)
                 sources.append((group.lo, group.chunks()))
-        total, sent = (plan.end - plan.start) / NS, 0
+        total, sent, done = (plan.end - plan.start) / NS, 0, 0.0
         try:
             async for ticks, horizon in _merged(sources):
                 for i in range(0, len(ticks), MAX_TICKS):
                     yield "history_ticks", {"ticks": ticks[i : i + MAX_TICKS]}
                 sent += len(ticks)
-                done = min(total, max(0.0, (min(horizon, plan.end) - plan.start) / NS))
+                reached = (min(horizon, plan.end) - plan.start) / NS
+                done = min(total, max(done, reached))  # never back
                 yield (
                     "history_progress",
                     {

@@ -32,14 +32,15 @@ KIND = {"BID_ASK": 0, "TRADES": 1, "MIDPOINT": 2}
 @dataclass
 class Hole:
     """One tick type's piece of the range the store lacks: receive ns [lo, hi) and the IB
-    seconds [first, last] asked for it; `edges`: it borders stored ticks (match them)."""
+    seconds [first, last] asked for it; `edges`: its IB seconds beside stored ticks (IB's
+    ticks there are matched against them)."""
 
     tick_type: str
     lo: int
     hi: int
     first: int
     last: int
-    edges: bool
+    edges: frozenset[int]
     reached: int = 0  # the first IB second not fetched yet
     previous: int = 0  # the last stamp given in it
     rows: list[dict] = field(default_factory=list)  # fetched, not yet handed on
@@ -172,12 +173,18 @@ class Group:
         return ticks
 
     def _unmatched(self, hole: Hole, rows: list[dict]) -> list[dict]:
-        """Rows of the hole's IB seconds no stored tick beside it accounts for."""
-        if not hole.edges or self.root is None:
+        """Rows of the hole's IB seconds no stored tick beside it accounts for (only its
+        edge seconds can hold stored ticks: the store is read for those alone)."""
+        edge = [r for r in rows if r["time"] in hole.edges]
+        if not edge or self.root is None:
             return rows
-        lo, hi = rows[0]["time"], rows[-1]["time"]
         stored = fill.stored_keys(
-            self.root, self.contract_id, hole.tick_type, lo, hi, outside=(hole.lo, hole.hi)
+            self.root,
+            self.contract_id,
+            hole.tick_type,
+            edge[0]["time"],
+            edge[-1]["time"],
+            outside=(hole.lo, hole.hi),
         )
         table = pa.Table.from_pylist(rows, schema=SCHEMAS[hole.what])
         return fill.missing(table, hole.what, stored)
