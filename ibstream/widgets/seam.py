@@ -59,36 +59,52 @@ def _value(value: object) -> float | None:
 
 class Seam:
     """Drops from live rows (wire tick dicts) the ticks of `history` (a tick frame) whose
-    answer ended at `end_ns` on the server's clock."""
+    answer ended at `end_ns` on the server's clock. Only the history's tail can meet the
+    stream, so the keys are built at the first live rows, from the ticks from there on
+    (stored: received at or after the first live tick; fetched: its IB second or later, less
+    `SLACK_SECONDS` for quotes and trades whose IB seconds interleave)."""
+
+    SLACK_SECONDS = 2
 
     def __init__(self, history: pd.DataFrame, end_ns: int) -> None:
         self.end_ns = end_ns
         self.dropped = 0
+        self._history: pd.DataFrame | None = history
+        self._stamps: set[tuple[str, int]] = set()
+        self._keys: Counter = Counter()
+        self._last_second: dict[str, int] = {}
+        self.open = len(history) > 0
+
+    def _index(self, rows: Sequence[Mapping]) -> None:
+        """The keys of the history's ticks the stream, starting with `rows`, may hold."""
+        history, self._history = self._history, None
+        assert history is not None
+        first_recv = min(int(row.get("recv_ns") or 0) for row in rows)
+        seconds_seen = [int(row["ib_time"]) for row in rows if row.get("ib_time") is not None]
+        first_second = min(seconds_seen, default=0) - self.SLACK_SECONDS
         kinds = history["tick_type"].astype(str).to_numpy()
         stamps = history.index.as_unit("ns").asi8
         stored = history["sequence"].to_numpy() > 0
-        self._stamps = set(zip(kinds[stored].tolist(), stamps[stored].tolist(), strict=True))
-        fetched = history[~stored]
-        seconds = fetched["ib_time"].dt.floor("s").astype("int64").to_numpy() // NS
-        known = fetched["ib_time"].notna().to_numpy()
-        seconds = np.where(known, seconds, -1)
-        self._keys: Counter = Counter()
-        self._last_second: dict[str, int] = {}
-        fetched_kinds = kinds[~stored]
-        for kind in set(fetched_kinds.tolist()):
-            mine = fetched_kinds == kind
-            values = [fetched[name].to_numpy()[mine].tolist() for name in FIELDS[kind]]
+        tail = stored & (stamps >= first_recv)
+        self._stamps = set(zip(kinds[tail].tolist(), stamps[tail].tolist(), strict=True))
+        ib_ns = history["ib_time"].to_numpy("datetime64[ns]").view(np.int64)
+        seconds = np.where(history["ib_time"].notna().to_numpy(), ib_ns // NS, -1)
+        for kind in set(kinds[~stored].tolist()):
+            mine = ~stored & (kinds == kind)
+            self._last_second[kind] = int(seconds[mine].max())
+            mine &= seconds >= first_second
+            values = [history[name].to_numpy()[mine].tolist() for name in FIELDS[kind]]
             self._keys.update(
                 (kind, s, *map(_value, fields))
                 for s, *fields in zip(seconds[mine].tolist(), *values, strict=True)
             )
-            self._last_second[kind] = int(seconds[mine].max())
-        self.open = bool(self._stamps or self._keys)
 
     def admit(self, rows: Sequence[Mapping]) -> list[Mapping]:
         """The rows the history does not hold, in their order."""
-        if not self.open:
+        if not self.open or not rows:
             return list(rows)
+        if self._history is not None:
+            self._index(rows)
         kept = []
         for i, row in enumerate(rows):
             if self._held(row):
