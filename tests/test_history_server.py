@@ -535,3 +535,30 @@ async def test_a_refused_tick_type_is_missing_and_the_others_are_answered(
     ticks = ticks_of(messages)
     assert {t["tick_type"] for t in ticks} == {answered}
     assert keys(ticks, answered, first, end) == truth_keys(truth, answered, first, end)
+
+
+async def test_the_recent_past_of_a_recorded_stream_comes_from_the_store_alone(
+    make_server: ServerFactory, gateway: GatewaySimulator, truth: GroundTruth, tmp_path: Path
+):
+    """A server recording ES live, asked for the last seconds up to now while the market is
+    quiet: the recorder is flushed first and the time since the last tick is no hole (the
+    stream is live), so the store answers all of it and IB is not asked at all."""
+    server = await make_server(
+        record=str(tmp_path / "store"), record_contracts=("ES:all_last,bid_ask",)
+    )
+    channels = server.hub.channels
+    start = int(time.time()) + 2  # the kept streams subscribe within a moment of start-up
+    await truth.until_second(start + 3)
+    gateway.set_rate(0.0)  # quiet from here: the last tick is before the request's now
+    await truth.drained()
+    assert len(channels) == 2 and all(c.ticks for c in channels.values()), channels
+    messages = await get_lines(server, "/v2/history/ES", tick_types="bid_ask,all_last", start=start)
+    complete = messages[-1]["data"]
+    assert complete["requests"] == 0 and complete["from_ib"] == 0, complete
+    assert gateway.history_requests == 0
+    assert {p["source"] for p in messages[0]["data"]["plan"]} == {"store"}
+    ticks = ticks_of(messages)
+    end = max(t["ib_time"] for t in ticks) + 1
+    first = max(start + 1, truth.first_second)
+    for kind in KINDS:
+        assert keys(ticks, kind, first, end) == truth_keys(truth, kind, first, end), kind

@@ -107,6 +107,9 @@ class HistoryService:
             pieces[kind.value] = await asyncio.to_thread(
                 coverage.plan, root, parts.get(kind.value, []), cid, kind.value, start, end
             )
+        if end == now:  # up to now: a stream recorded live right now has no tail hole
+            for kind in req.tick_types:
+                self._live_tail(pieces[kind.value], cid, kind)
         plan = Plan(contract, req.tick_types, start, end, pieces, parts)
         last_second = now // NS - 1  # IB's history of the current second is not complete
         for kind, kind_pieces in pieces.items():
@@ -188,6 +191,14 @@ class HistoryService:
                 "missing": sorted(counters.missing, key=lambda m: (m["start_ns"], m["tick_type"])),
             },
         )
+
+    def _live_tail(self, pieces: list, contract_id: int, kind: TickType) -> None:
+        """The time since a live-recorded stream's last flushed tick is no hole: nothing
+        came yet (an outage under way is not: IB is not available then)."""
+        recorded = self.recording is not None and getattr(self.hub.source, "available", False)
+        live = recorded and (contract_id, kind) in getattr(self.hub, "channels", {})
+        if live and len(pieces) >= 2 and pieces[-1][2] == "ib" and pieces[-2][2] == "store":
+            pieces[-2:] = [(pieces[-2][0], pieces[-1][1], "store")]
 
     async def _resolve(self, spec: str | int) -> ContractInfo:
         """The contract as a subscribe resolves it; while IB is away, as the store knows it
