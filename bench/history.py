@@ -94,7 +94,9 @@ async def server_child(ib_port: int) -> None:
 # -- the two ways -------------------------------------------------------------------------
 
 
-async def ib_insync_alone(ib: object, contract: object, first: int, end: int) -> int:
+async def ib_insync_alone(
+    ib: object, contract: object, first: int, end: int, pages: list[int]
+) -> int:
     """Every TRADES and BID_ASK tick of IB seconds [first, end), paged as users page."""
     pacer, count = Pacer(rules(), margin=0.0), 0
     for what in ("TRADES", "BID_ASK"):
@@ -105,6 +107,7 @@ async def ib_insync_alone(ib: object, contract: object, first: int, end: int) ->
             ticks = await ib.reqHistoricalTicksAsync(  # type: ignore[attr-defined]
                 contract, start, "", PAGE, what, useRth=False
             )
+            pages.append(1)
             kept = [t for t in ticks if int(t.time.timestamp()) < end]
             count += len(kept)
             if len(ticks) < PAGE or not kept:
@@ -113,11 +116,12 @@ async def ib_insync_alone(ib: object, contract: object, first: int, end: int) ->
     return count
 
 
-async def through_the_server(url: str, first: int, end: int) -> int:
+async def through_the_server(url: str, first: int, end: int, pages: list[int]) -> int:
     from ibstream.client import AsyncClient
 
     async with AsyncClient(url) as client:
         frame = await client.history("ES", ("bid_ask", "last"), first, end, progress=False)
+    pages.append(frame.attrs["history"]["requests"])
     return len(frame)
 
 
@@ -157,9 +161,11 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(max(0.0, end + 1 - time.time()))  # IB answers seconds that are over
         server = await Child.start("bench.history", "--server", port)
         url = server.ready()["url"]
+        mine: list[int] = []
+        theirs: list[int] = []
         ways = {
-            "ib_insync alone": lambda: ib_insync_alone(ib, es, first, end),
-            "server -> frame": lambda: through_the_server(url, first, end),
+            "ib_insync alone": lambda: ib_insync_alone(ib, es, first, end, theirs),
+            "server -> frame": lambda: through_the_server(url, first, end, mine),
             "server -> Arrow bytes only": lambda: arrow_bytes(url, first, end),
         }
         rates: dict[str, list[float]] = {name: [] for name in ways}
@@ -175,7 +181,9 @@ async def main(args: argparse.Namespace) -> None:
                 counts[name].add(n)
         ticks = counts["ib_insync alone"] | counts["server -> frame"]
         say(
-            f"  {end - first} s of ES, {min(ticks):,} ticks (TRADES + BID_ASK), best of {args.repeat}"
+            f"  {end - first} s of ES, {min(ticks):,} ticks (TRADES + BID_ASK) in "
+            f"{len(theirs) // args.repeat} pages by ib_insync, {mine[-1]} by the server; "
+            f"best of {args.repeat}"
         )
         for name, values in rates.items():
             say(f"  {name}: {max(values):,.0f} ticks/s")
