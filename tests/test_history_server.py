@@ -23,7 +23,8 @@ from ib_insync import IB
 from ibstream.gateway import GatewaySimulator
 from ibstream.ib.pacing import Pacer, PacingRules
 from ibstream.server.run import ServerHandle
-from tests.client_fixtures import free_port
+from ibstream.server.timeline import merged
+from tests.client_fixtures import ServerProcess, free_port
 from tests.conftest import WAIT, ServerFactory, WSClient
 from tests.history_fixtures import ES_ID, HOST, GroundTruth
 
@@ -352,6 +353,9 @@ async def test_bad_input_on_the_websocket_is_an_error_with_the_id(server: Server
     await client.send({"type": "history_cancel", "id": "nothing"})
     reply = await client.expect("error", request_id="nothing")
     assert reply["data"]["code"] == "STREAM_NOT_FOUND"
+    await client.send({"type": "history", "data": {"contract": "ES", "start": now - 10}})
+    reply = await client.expect("error")
+    assert reply["data"]["details"]["field"] == "id" and "id" not in reply, reply
 
 
 async def test_an_unknown_contract_is_contract_not_found(server: ServerHandle):
@@ -562,3 +566,89 @@ async def test_the_recent_past_of_a_recorded_stream_comes_from_the_store_alone(
     first = max(start + 1, truth.first_second)
     for kind in KINDS:
         assert keys(ticks, kind, first, end) == truth_keys(truth, kind, first, end), kind
+
+
+async def test_timeline_merges_chunked_sources_and_opens_each_only_when_reached():
+    opened: list[str] = []
+
+    def source(name: str, chunks: list[list[int]]) -> AsyncIterator[list[dict]]:
+        async def run() -> AsyncIterator[list[dict]]:
+            opened.append(name)
+            for chunk in chunks:
+                yield [{"recv_ns": n, "from": name} for n in chunk]
+
+        return run()
+
+    sources = [
+        (1, source("a", [[1, 4], [], [9, 12]])),
+        (2, source("b", [[2, 3, 10], [11]])),
+        (20, source("late", [[20, 21]])),
+    ]
+    out, horizons = [], []
+    async for ticks, horizon in merged(sources):
+        out += ticks
+        horizons.append(horizon)
+        if out and out[-1]["recv_ns"] < 20:
+            assert "late" not in opened  # not opened before the merge reached it
+    assert [t["recv_ns"] for t in out] == [1, 2, 3, 4, 9, 10, 11, 12, 20, 21]
+    assert opened == ["a", "b", "late"]
+    assert len(horizons) >= 6  # after every chunk a source gave (the empty one too)
+
+
+async def test_a_streamed_history_takes_a_connection_slot_of_its_ip(make_server: ServerFactory):
+    """With one connection per IP, a second history while one streams is refused (429,
+    RATE_LIMIT_EXCEEDED); once the first is read to its end, the slot is free again."""
+    slow = PacingRules(identical_seconds=0.1, burst_count=1, burst_seconds=1.0)
+    options = {"max_connections_per_ip": 1}
+    async with fast_market(make_server, options, rate=1500.0) as (gateway, truth, server):
+        first, end = await market_past(truth, 3)
+        gateway.pacing.rules = slow
+        server.source.pacer = Pacer(slow, margin=0.05)
+        params = {"tick_types": "bid_ask", "start": first, "end": end}
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+            async with client.stream("GET", "/v2/history/ES", params=params) as response:
+                lines = response.aiter_lines()
+                assert orjson.loads(await anext(lines))["type"] == "history_started"
+                refused = await client.get("/v2/history/ES", params=params)
+                rest = [orjson.loads(line) async for line in lines]
+            again = await client.get("/v2/history/ES", params={**params, "end": first + 1})
+    assert refused.status_code == 429, refused.text[:300]
+    assert refused.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert rest[-1]["type"] == "history_complete" and rest[-1]["data"]["missing"] == []
+    assert again.status_code == 200
+    assert server.context.connections.limiter.counts == {}
+
+
+async def test_a_restart_gap_backfill_filled_is_answered_by_the_store(tmp_path: Path):
+    """A recording server killed (-9) and started again: backfill fills the restart's gap,
+    and a history over the window is then all store (no IB request), equal to the ground
+    truth one for one."""
+    store = str(tmp_path / "store")
+    options = ["--record", store, "--record-flush", "0.2"]
+    options += ["--record-contract", "ES:all_last,bid_ask"]
+    async with (
+        GatewaySimulator(port=0, seed=21, rate=150.0, bursts=False) as gateway,
+        watched(gateway) as truth,
+    ):
+        server = ServerProcess(gateway.port)
+        try:
+            await server.start(*options)
+            start = int(time.time()) + 2  # recording by then
+            await truth.until_second(start + 1)
+            await server.kill()
+            await truth.until_second(int(time.time()) + 2)  # nobody records
+            await server.start(*options)
+            lines = await server.wait_log("backfill: gap", "server_restarted", count=2, timeout=60)
+            assert all("filled" in x and "partly" not in x for x in lines), lines
+            end = int(time.time())
+            await truth.until_second(end + 1)
+            messages = await get_lines(
+                server, "/v2/history/ES", tick_types="bid_ask,all_last", start=start, end=end
+            )
+        finally:
+            await server.kill()
+    assert {p["source"] for p in messages[0]["data"]["plan"]} == {"store"}, messages[0]
+    complete = check_answer(messages, truth, start, end - 1)
+    assert complete["requests"] == 0 and complete["from_ib"] == 0, complete
+    sources = Counter(t["source"] for t in ticks_of(messages))
+    assert sources["historical"] > 0 and sources["live"] > 0, sources

@@ -99,6 +99,7 @@ class Connections:
         self.slow_consumers = 0
         self.closed_total = 0
         self.control = 0  # open /ws/control connections (counted per IP, not in `live`)
+        self.history = 0  # streamed history answers (GET /v2/history), counted per IP too
         self._changes = Changes()
 
     def open(self, ip: str, transport: str, subscriber: Subscriber) -> Connection:
@@ -112,6 +113,17 @@ class Connections:
         """Take a per-IP slot for a `/ws/control` connection (RATE_LIMIT_EXCEEDED past it)."""
         self._take_slot(ip)
         self.control += 1
+        self._notify()
+
+    def open_history(self, ip: str) -> None:
+        """Take a per-IP slot for a streamed history answer (RATE_LIMIT_EXCEEDED past it)."""
+        self._take_slot(ip)
+        self.history += 1
+        self._notify()
+
+    def close_history(self, ip: str) -> None:
+        self.limiter.release(ip)
+        self.history -= 1
         self._notify()
 
     def _take_slot(self, ip: str) -> None:

@@ -13,8 +13,6 @@ page, and `history_complete` with what is missing (IB's refusals, a lost connect
 from __future__ import annotations
 
 import asyncio
-import bisect
-import heapq
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +24,7 @@ from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
 from ibstream.protocol.validate import History
 from ibstream.server.history_ib import Counters, Group, Hole
+from ibstream.server.timeline import merged
 from ibstream.store import coverage
 from ibstream.store.layout import StoreRoot
 from ibstream.store.replay.recording import Recording as StoredRecording
@@ -51,6 +50,24 @@ def window(req: History, now_ns: int) -> tuple[int, int]:
     if start >= end:
         raise bad("start", f"start ({iso_ns(start)}) must be before end ({iso_ns(end)})")
     return start, end
+
+
+def holes_of(pieces: dict[str, list], start: int, end: int, now: int) -> list[Hole]:
+    """The "ib" pieces as holes: IB seconds from the edges, inclusive (the second before
+    the stored tick before it, the second of the one after it; at the request's own edges
+    the whole seconds inside it); never IB's current second, whose history is not complete."""
+    last_second = now // NS - 1
+    out = []
+    for kind, kind_pieces in pieces.items():
+        for lo, hi, source in kind_pieces:
+            if source != "ib":
+                continue
+            first = lo // NS - 1 if lo > start else -(-start // NS)
+            last = hi // NS if hi < end else -(-end // NS) - 1
+            edges = {first, first + 1} if lo > start else set()
+            edges |= {last - 1, last} if hi < end else set()
+            out.append(Hole(kind, lo, hi, first, min(last, last_second), frozenset(edges)))
+    return out
 
 
 @dataclass
@@ -111,18 +128,7 @@ class HistoryService:
             for kind in req.tick_types:
                 self._live_tail(pieces[kind.value], cid, kind)
         plan = Plan(contract, req.tick_types, start, end, pieces, parts)
-        last_second = now // NS - 1  # IB's history of the current second is not complete
-        for kind, kind_pieces in pieces.items():
-            for lo, hi, source in kind_pieces:
-                if source != "ib":
-                    continue
-                first = lo // NS - 1 if lo > start else -(-start // NS)
-                last = hi // NS if hi < end else -(-end // NS) - 1
-                edges = {first, first + 1} if lo > start else set()
-                edges |= {last - 1, last} if hi < end else set()
-                plan.holes.append(
-                    Hole(kind, lo, hi, first, min(last, last_second), frozenset(edges))
-                )
+        plan.holes = holes_of(pieces, start, end, now)
         source = self.hub.source
         stored = any(s == "store" for p in pieces.values() for _, _, s in p)
         if plan.holes and not stored and not getattr(source, "available", False):
@@ -158,7 +164,7 @@ class HistoryService:
                 sources.append((group.lo, group.chunks()))
         total, sent, done = (plan.end - plan.start) / NS, 0, 0.0
         try:
-            async for ticks, horizon in _merged(sources):
+            async for ticks, horizon in merged(sources):
                 for i in range(0, len(ticks), MAX_TICKS):
                     yield "history_ticks", {"ticks": ticks[i : i + MAX_TICKS]}
                 sent += len(ticks)
@@ -254,54 +260,3 @@ def _groups(holes: list[Hole]) -> list[list[Hole]]:
             out.append([hole])
             last = hole.last
     return out
-
-
-@dataclass
-class _Feed:
-    lo: int
-    chunks: AsyncIterator[list[dict]]
-    buffer: list[dict] = field(default_factory=list)
-    at: int = 0
-
-
-async def _merged(
-    sources: list[tuple[int, AsyncIterator[list[dict]]]],
-) -> AsyncIterator[tuple[list[dict], int]]:
-    """Chunks of several sources (each oldest first, none before its `lo`) as one receive
-    order: (ticks, the receive time every later tick is at or after), after every chunk a
-    source gave. A source is read only once the merge reaches its `lo`."""
-    pending = sorted((_Feed(lo, it) for lo, it in sources), key=lambda f: f.lo)
-    pending.reverse()
-    active: list[_Feed] = []
-    while pending or active:
-        if not active or (pending and pending[-1].lo <= _frontier(active)):
-            active.append(pending.pop())
-        feed = next((f for f in active if f.at >= len(f.buffer)), None)
-        if feed is not None:
-            chunk = await anext(feed.chunks, None)
-            if chunk is None:
-                active.remove(feed)
-            else:
-                feed.buffer, feed.at = chunk, 0
-            if any(f.at >= len(f.buffer) for f in active):
-                horizon = min([f.lo for f in pending] + [_frontier(active)], default=2**62)
-                yield [], horizon
-                continue
-        if not active:
-            continue
-        horizon = _frontier(active)
-        if pending and pending[-1].lo <= horizon:
-            continue
-        runs = []
-        for f in active:
-            cut = bisect.bisect_right(f.buffer, horizon, lo=f.at, key=lambda t: t["recv_ns"])
-            runs.append(f.buffer[f.at : cut])
-            f.at = cut
-        ticks = list(heapq.merge(*runs, key=lambda t: t["recv_ns"]))
-        yield ticks, horizon
-
-
-def _frontier(active: list[_Feed]) -> int:
-    """How far every active source has given its ticks (its buffer's last receive time)."""
-    ends = [f.buffer[-1]["recv_ns"] if f.at < len(f.buffer) else f.lo for f in active]
-    return min(ends) if ends else 2**62

@@ -10,8 +10,9 @@ the service runs a step ahead at most, so memory stays bounded whatever the rang
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -155,9 +156,12 @@ class _TimedResponse(StreamingResponse):
     """A streamed answer whose every write gets `send_timeout`: a client that stops reading
     is dropped (with a log line, no traceback) instead of holding the request forever."""
 
-    def __init__(self, *args: Any, send_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, send_timeout: float, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.send_timeout = send_timeout
+        self.on_close = on_close
 
     async def stream_response(self, send: Send) -> None:
         async def timed(message: Message_) -> None:
@@ -172,6 +176,7 @@ class _TimedResponse(StreamingResponse):
         except TimeoutError:
             log.warning("history client %s stopped reading; answer dropped", scope.get("client"))
         finally:
+            self.on_close()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -179,6 +184,7 @@ class _TimedResponse(StreamingResponse):
 
 async def answer(ctx: ServerContext, request: Request, contract: str) -> Response:
     service: HistoryService = ctx.history
+    ip = request.client.host if request.client else "unknown"
     try:
         req, fmt = parse_history_params(contract, request.query_params.multi_items())
         if not fmt:
@@ -187,6 +193,7 @@ async def answer(ctx: ServerContext, request: Request, contract: str) -> Respons
         if request.method == "HEAD":
             return Response(headers=VERSION_HEADER, media_type=MEDIA[fmt])
         plan = await service.prepare(req)
+        ctx.connections.open_history(ip)  # per IP, as every streaming connection
     except StreamError as exc:
         return error_response(exc)
     except Exception as exc:  # noqa: BLE001 - an answer, not a dropped connection
@@ -194,7 +201,16 @@ async def answer(ctx: ServerContext, request: Request, contract: str) -> Respons
     headers = {**VERSION_HEADER, "Cache-Control": "no-store"}
     body = FORMATS[fmt](service.run(plan))
     timeout = ctx.settings.send_timeout
-    return _TimedResponse(body, media_type=MEDIA[fmt], headers=headers, send_timeout=timeout)
+    release = functools.partial(_release_once, ctx.connections, ip, [False])
+    return _TimedResponse(
+        body, media_type=MEDIA[fmt], headers=headers, send_timeout=timeout, on_close=release
+    )
+
+
+def _release_once(connections: Any, ip: str, done: list[bool]) -> None:
+    if not done[0]:
+        done[0] = True
+        connections.close_history(ip)
 
 
 def parameters() -> list[dict[str, Any]]:

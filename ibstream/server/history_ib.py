@@ -11,6 +11,8 @@ a stored tick accounts for dropped (`fill.missing`: never twice, never dropped).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -92,22 +94,24 @@ class Group:
         self.ib, self.pacer, self.root, self.counters = ib, pacer, root, counters
 
     async def chunks(self) -> AsyncIterator[list[dict]]:
-        """Stamped wire ticks, oldest first, a page's worth at a time."""
+        """Stamped wire ticks, oldest first, after every IB page (maybe none yet: the
+        other tick types have not reached those seconds). Each tick type's next page is
+        asked while this one is merged and sent (one page ahead at most)."""
         types = list(dict.fromkeys(h.tick_type for h in self.holes))
         queues = {t: [h for h in self.holes if h.tick_type == t] for t in types}
-        feeds = {t: self._feed(queues[t]) for t in types}
+        feeds = {t: _Ahead(self._feed(queues[t])) for t in types}
         open_ = dict(feeds)
-        while open_:
-            # the type furthest behind asks IB next; a type without holes here is done
-            behind = min(open_, key=lambda t: _cursor(queues[t]))
-            try:
-                await anext(open_[behind])
-            except StopAsyncIteration:
-                del open_[behind]
-            horizon = min((_cursor(queues[t]) for t in open_), default=None)
-            out = self._ready(horizon)
-            if out:
-                yield out
+        try:
+            while open_:
+                # the type furthest behind goes next; a type without holes left is done
+                behind = min(open_, key=lambda t: _cursor(queues[t]))
+                if not await open_[behind].step():
+                    del open_[behind]
+                horizon = min((_cursor(queues[t]) for t in open_), default=None)
+                yield self._ready(horizon)
+        finally:
+            for feed in feeds.values():
+                await feed.close()
 
     async def _feed(self, holes: list[Hole]) -> AsyncIterator[None]:
         """One tick type's holes, one page a step."""
@@ -205,6 +209,37 @@ class Group:
         tick["ib_time"] = row["time"]
         tick["source"] = "ib"
         return tick
+
+
+class _Ahead:
+    """One step of an async generator run ahead of its consumer (a task), so the next IB
+    page is under way while the last one is merged and sent."""
+
+    def __init__(self, steps: AsyncIterator[None]) -> None:
+        self.steps = steps
+        self.task: asyncio.Task | None = None
+
+    def _next(self) -> None:
+        self.task = asyncio.ensure_future(anext(self.steps, False))
+
+    async def step(self) -> bool:
+        """The next step done (False: there are none), the one after it started."""
+        if self.task is None:
+            self._next()
+        assert self.task is not None
+        # shielded: a cancel of the consumer must reach the consumer (close() ends the step)
+        more = await asyncio.shield(self.task) is not False
+        self.task = None
+        if more:
+            self._next()
+        return more
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await self.task
+        await self.steps.aclose()  # type: ignore[attr-defined]
 
 
 def _cursor(holes: list[Hole]) -> int:

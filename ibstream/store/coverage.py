@@ -1,9 +1,10 @@
 """What a store can answer of a history request, and its ticks in slices.
 
 A stream (contract, tick type) is held from its first to its last live tick of each recording
-run (`server_id`), minus the gaps whose latest status is not `filled` (a gap runs from the
-last tick before the hole to where ticks came again, both outside it). Everything else of a
-requested range is a hole, asked of IB. Times are receive stamps in ns; intervals half-open.
+run (`server_id`) and over its `filled` gaps (between runs too: a restart's), minus the gaps
+whose latest status is not `filled` (a gap runs from the last tick before the hole to where
+ticks came again, both outside it). Everything else of a requested range is a hole, asked
+of IB. Times are receive stamps in ns; intervals half-open.
 """
 
 from __future__ import annotations
@@ -96,21 +97,34 @@ def runs(root: layout.StoreRoot, parts: list, start: int, end: int) -> list[Inte
     return _union(list(bounds.values()))
 
 
-def unfilled(
+def gap_spans(
     root: layout.StoreRoot, contract_id: int, tick_type: str, start: int, end: int
-) -> list[Interval]:
-    """The stream's gaps not (yet) filled that reach into [start, end): (start + 1, end)."""
+) -> tuple[list[Interval], list[Interval]]:
+    """The stream's gaps that reach into [start, end), at their latest status: the filled
+    ones as [start, end] (held: backfill stored their ticks, between runs too) and the
+    others as (start, end) (holes: their edges are the stored ticks around them)."""
     if not _exists(root, layout.GAPS):
-        return []
+        return [], []
     where = _stream_filter(contract_id, tick_type)
     where &= (ds.field("start") < pa.scalar(end, layout.TIME)) & (
         ds.field("end") > pa.scalar(start, layout.TIME)
     )
-    table = layout.gaps_dataset(root).to_table(columns=layout.GAP_SCHEMA.names, filter=where)
-    table = gaps.latest(table).filter(ds.field("status") != "filled")
-    starts = table["start"].cast(pa.int64()).to_pylist()
-    ends = table["end"].cast(pa.int64()).to_pylist()
-    return _union([(s + 1, e) for s, e in zip(starts, ends, strict=True)])
+    table = gaps.latest(
+        layout.gaps_dataset(root).to_table(columns=layout.GAP_SCHEMA.names, filter=where)
+    )
+    filled, other = [], []
+    for row in zip(
+        table["start"].cast(pa.int64()).to_pylist(),
+        table["end"].cast(pa.int64()).to_pylist(),
+        table["status"].to_pylist(),
+        strict=True,
+    ):
+        lo, hi, status = row
+        if status == "filled":
+            filled.append((lo, hi + 1))
+        else:
+            other.append((lo + 1, hi))
+    return _union(filled), _union(other)
 
 
 def plan(
@@ -125,8 +139,8 @@ def plan(
     stream's (`stream_parts`)."""
     held: list[Interval] = []
     if root is not None:
-        spans = runs(root, parts, start, end)
-        held = _minus(spans, unfilled(root, contract_id, tick_type, start, end))
+        filled, holes = gap_spans(root, contract_id, tick_type, start, end)
+        held = _minus(_union(runs(root, parts, start, end) + filled), holes)
         held = [(max(lo, start), min(hi, end)) for lo, hi in held if lo < end and hi > start]
     out: list[tuple[int, int, str]] = []
     cursor = start
