@@ -13,7 +13,7 @@ SERVER_ARGS ?= --demo
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill serve gateway clean
+.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history serve gateway clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
 	$(BIN)/ruff format --check ibstream tests bench server
 
-bench: bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill
+bench: bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.throughput
@@ -67,6 +67,11 @@ bench-replay: $(STAMP)
 # data allows, time under IB's pacing rules scaled by 0.01 (~1 min).
 bench-backfill: $(STAMP)
 	$(BIN)/python -m bench.backfill
+
+# History on request: simulator -> server -> frame beside ib_insync's own paging, ticks/s of
+# the same pages in the same run, IB's pacing scaled down on both sides (goal >= 0.8x, ~1 min).
+bench-history: $(STAMP)
+	$(BIN)/python -m bench.history
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify

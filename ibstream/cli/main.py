@@ -1,4 +1,4 @@
-"""The `ibstream` console script: gateway, serve, demo, delta, store, replay.
+"""The `ibstream` console script: gateway, serve, demo, delta, store, replay, history.
 
 A problem a user can fix (a busy port, a bad option, a refused bind) ends the command with one
 line on stderr saying what to do and a non-zero exit code, never a traceback.
@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ibstream.cli import replay
 
     replay.add_arguments(command("replay", replay.HELP))
+    from ibstream.cli import history
+
+    history.add_arguments(command("history", history.HELP))
     return parser
 
 
@@ -253,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         from ibstream.cli import replay
 
         return replay.main(args)
+    if args.command == "history":
+        from ibstream.cli import history
+
+        return history.main(args)
     if args.command == "delta":
         from ibstream.cli import delta as study
 

@@ -22,6 +22,8 @@ __all__ = [
     "ClientState",
     "ErrorEvent",
     "Gap",
+    "HistoryEmptyWarning",
+    "HistoryIncompleteWarning",
     "Info",
     "StateChange",
     "SyncStream",
@@ -34,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from ibstream.client.buffer import TickBuffer
 
         return TickBuffer
+    if name in ("HistoryIncompleteWarning", "HistoryEmptyWarning"):  # with pyarrow: on demand
+        from ibstream.client import history
+
+        return getattr(history, name)
     raise AttributeError(f"module 'ibstream.client' has no attribute {name!r}")

@@ -238,6 +238,37 @@ class AsyncClient:
             await finish_collection(self, collection)
         return collection.frame()
 
+    async def history(
+        self,
+        contract: str | int,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        start: object = None,
+        end: object = None,
+        *,
+        progress: bool | str | None = None,
+    ) -> Any:
+        """Past ticks of [start, end) as a tick frame (index = receive stamp, so it joins a
+        `collect` frame), from the server's store and, for what it lacks, IB's history.
+
+        `start`: a time (ISO-8601, UTC unless an offset is given; a datetime, naive = UTC;
+        epoch seconds or ns) or a duration before `end` ("30min"); `end` defaults to now.
+        `frame.attrs["history"]`: from_store, from_ib, requests, missing. A partial answer
+        warns `HistoryIncompleteWarning` and returns; one with no ticks and a missing part
+        raises that part's error (IB's code in `details.ib_code`). `progress`: a tqdm bar
+        of the range's seconds (None: where a person watches, once it takes a moment)."""
+        from ibstream.client.history import HistoryAnswer, HistoryBar, fetch_history, settle
+        from ibstream.client.history_args import check_query
+
+        answer = HistoryAnswer(check_query(contract, tick_types, start, end))
+        bar = HistoryBar(progress, answer.query)
+        if self.closed:
+            raise connection_error("cannot ask for history", "this client is closed")
+        try:
+            await fetch_history(self.server, self.token, self.options, answer, bar.show)
+        finally:
+            bar.close(answer)
+        return settle(answer)
+
     async def buffer(
         self,
         contract: str | int,

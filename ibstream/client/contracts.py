@@ -28,15 +28,16 @@ COLUMNS = (
 )
 
 
-def check_symbol(symbol: object) -> str:
+def check_symbol(symbol: object, name: str = "symbol") -> str:
+    """A symbol or conId as text; the errors name the argument (`name`)."""
     if not isinstance(symbol, str | int) or isinstance(symbol, bool):
         raise TypeError(
-            f"symbol must be a string such as 'ES' or 'AAPL' (or a conId); got {symbol!r} "
+            f"{name} must be a string such as 'ES' or 'AAPL' (or a conId); got {symbol!r} "
             f"({type(symbol).__name__})"
         )
     text = str(symbol).strip()
     if not text:
-        raise ValueError("symbol must not be empty; give one such as 'ES', 'AAPL' or 'EUR.USD'")
+        raise ValueError(f"{name} must not be empty; give one such as 'ES', 'AAPL' or 'EUR.USD'")
     return text
 
 

@@ -38,17 +38,31 @@ def wanted(progress: ProgressOption) -> bool:
 class Progress:
     """Shows ticks so far, elapsed time and rate; does nothing when disabled."""
 
-    def __init__(self, progress: ProgressOption, *, total: int | None, desc: str):
+    def __init__(
+        self,
+        progress: ProgressOption,
+        *,
+        total: int | None,
+        desc: str,
+        unit: str = " ticks",
+        delay: float = 0.0,
+    ):
+        """`delay`: seconds before the bar first shows (a quick answer shows none)."""
         self._bar: Any = None
         self.enabled = wanted(progress)
         if self.enabled:
             from tqdm.auto import tqdm  # only when a bar is wanted
 
-            self._bar = tqdm(total=total, desc=desc, unit=" ticks", dynamic_ncols=True)
+            self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, delay=delay)
 
     def show(self, count: int) -> None:
         if self._bar is not None and count != self._bar.n:
             self._bar.update(count - self._bar.n)
+
+    def note(self, text: str) -> None:
+        """A short text after the counts (e.g. the ticks so far of a bar counting seconds)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
 
     def close(self, count: int) -> None:
         if self._bar is not None:

@@ -34,6 +34,7 @@ from ibstream.client.progress import Progress, ProgressOption, check_progress
 from ibstream.client.sinks import CallbackSink, Sink, ThreadInbox
 from ibstream.client.stream import SubscriptionView, release_when_dropped
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
+from ibstream.client.transport import connection_error
 
 log = logging.getLogger("ibstream.client")
 
@@ -235,6 +236,40 @@ class Client:
             finishing.result(self._async.options.close_timeout + 5)
         except (Exception, KeyboardInterrupt) as exc:  # it goes on on the loop thread
             log.warning("collect: stopping the streams did not finish (%r); keeping the frame", exc)
+
+    def history(
+        self,
+        contract: str | int,
+        tick_types: str | Iterable[str] = DEFAULT_TICK_TYPES,
+        start: object = None,
+        end: object = None,
+        *,
+        progress: bool | str | None = None,
+    ) -> Any:
+        """Past ticks of [start, end) as a tick frame; see `AsyncClient.history`. Ctrl-C
+        stops the request."""
+        from ibstream.client.history import HistoryAnswer, HistoryBar, fetch_history, settle
+        from ibstream.client.history_args import check_query
+
+        answer = HistoryAnswer(check_query(contract, tick_types, start, end))
+        bar = HistoryBar(progress, answer.query)
+        loop.refuse_on_loop_thread("Client.history")
+        if self._async.closed:
+            raise connection_error("cannot ask for history", "this client is closed")
+        options = self._async.options
+        waiting = loop.submit(fetch_history(self.server, self._async.token, options, answer))
+        try:
+            while not waiting.done():  # the bar is drawn from this thread (a kernel's)
+                with contextlib.suppress(concurrent.futures.TimeoutError):
+                    waiting.result(PROGRESS_EVERY)
+                bar.show(answer)
+            waiting.result()
+        except BaseException:
+            waiting.cancel()
+            raise
+        finally:
+            bar.close(answer)
+        return settle(answer)
 
     def buffer(
         self,

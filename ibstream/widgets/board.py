@@ -14,8 +14,10 @@ the stepping; `refresh()` steps by hand. Time axes are in UTC.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,17 +26,21 @@ import pandas as pd
 
 from ibstream.analytics import resolve_method
 from ibstream.client import Client
+from ibstream.client.history import HistoryIncompleteWarning
 from ibstream.errors import StreamConnectionError, StreamError
 from ibstream.widgets import exports, live
 from ibstream.widgets.controls import Controls, duration_label
 from ibstream.widgets.figures import Figures, widget_tree
 from ibstream.widgets.model import LiveModel
 from ibstream.widgets.schedule import Inbox, Ticker
+from ibstream.widgets.seam import Seam, history_span
 from ibstream.widgets.status import Status, StatusLine, problem
 
 log = logging.getLogger("ibstream.widgets")
 TICK_TYPES = ("bid_ask", "last")
 MIN_INTERVAL = 0.1  # seconds between redraws, at least
+FIVE_MINUTES = 300 * 1_000_000_000
+SECOND_MARGIN = 0.05  # seconds past a whole second before IB's history is taken to hold it
 SIZE_UNITS = {"STK": "shares", "CASH": "units", "CRYPTO": "units"}  # else contracts
 
 
@@ -43,12 +49,13 @@ def dashboard(
     server: str | None = None,
     *,
     transport: str = "websocket",
-    window: object = "5min",
+    window: object = None,
     bar: object = "5s",
     method: str | None = None,
     client: Client | None = None,
     token: str | None = None,
     interval: float = 0.1,
+    history: object = None,
 ) -> Dashboard:
     """Subscribe to `contract` (quotes and trades) and return the live dashboard.
 
@@ -59,7 +66,16 @@ def dashboard(
     server `StreamConnectionError`, here in the cell. A live dashboard of the same contract on
     the same server and transport (the cell run before) is closed first, logged at INFO;
     `ibstream.widgets.close_all()` closes them all.
+
+    `history` ("30min"): open with that much of the past drawn (`Client.history`: the
+    server's store, else IB's history), then go on live without a seam (`seam.py`); the
+    cumulative delta starts at the first tick of it. `window` defaults to 5min, or to
+    `history` when that is longer. History IB cannot give is said in the controls' message
+    line; the dashboard goes on live.
     """
+    span = None if history is None else history_span(history)
+    if window is None:
+        window = "5min" if span is None or span <= FIVE_MINUTES else history
     window, bar = duration_label(window, "window"), duration_label(bar, "bar")
     method = resolve_method(method)
     if not interval >= MIN_INTERVAL:
@@ -73,7 +89,7 @@ def dashboard(
         client = Client(server or default_url(), transport, token, connect_timeout=5.0)
     live.close_same(live.key(client.server, client.transport, contract))
     try:
-        return Dashboard(contract, client, owns, window, bar, method, interval)
+        return Dashboard(contract, client, owns, window, bar, method, interval, history)
     except BaseException as exc:
         if owns:
             client.close()
@@ -98,6 +114,7 @@ class Dashboard(widgets.VBox):
         bar: str,
         method: str,
         interval: float = 0.1,
+        history: object = None,
     ) -> None:
         self._lock = threading.RLock()  # first: Widget.__del__ may close a half-made one
         self.client, self._owns_client = client, owns_client
@@ -106,7 +123,10 @@ class Dashboard(widgets.VBox):
         self._listeners: list[Callable[[], object]] = []
         self._drawn = -1  # model.ticks_fed at the last redraw
         self._trades_seen = 0
+        self.history_ticks = 0  # ticks drawn from the history (`history=`)
         self.stream = client.stream(contract, TICK_TYPES, on_tick=self.inbox.put)
+        subscribed = time.time()
+        self.seam: Seam | None = None  # live ticks the history holds are dropped here
         info = self.stream.contract
         self.key = live.key(client.server, client.transport, contract)
         local = str(info.get("local_symbol") or "").upper()
@@ -127,6 +147,8 @@ class Dashboard(widgets.VBox):
         )
         self.status = StatusLine()
         super().__init__([self.status, self.controls, *self.figures.widgets])
+        if history is not None:  # subscribed first: the stream's ticks wait in the inbox
+            self._load_history(contract, history, subscribed)
         self.add_class("ibstream-dashboard")
         self.ticker = Ticker(self.refresh, interval)
         self.ticker.start()
@@ -154,8 +176,35 @@ class Dashboard(widgets.VBox):
         """Call `callback()` after every step (redrawn or not), on the stepping thread."""
         self._listeners.append(callback)
 
+    def _load_history(self, contract: str | int, history: object, subscribed: float) -> None:
+        """Draw the history up to now; the seam then keeps its ticks out of the live ones.
+        IB's history holds only seconds that are over, so it is asked for once the second
+        of the subscription is (at most a second's wait): it then reaches into the stream."""
+        wait = math.floor(subscribed) + 1 + SECOND_MARGIN - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", HistoryIncompleteWarning)
+                frame = self.client.history(contract, TICK_TYPES, start=history)
+        except StreamError as exc:
+            log.warning("dashboard %s: no history: %s", self.name, exc)
+            self.controls.say(f"no history: {exc.message}", error=True)
+            return
+        self.seam = Seam(frame, frame.attrs["history"]["end_ns"])
+        try:
+            self._trades_seen += len(self.model.feed(frame))
+        except Exception:  # the model kept its window and says why (model.problem)
+            self.controls.say(self.model.problem, error=True)
+            return
+        self.history_ticks = len(frame)
+        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        self.controls.say("; ".join(notes) or f"history: {len(frame):,} ticks", error=bool(notes))
+
     def _ingest(self) -> None:
         rows = self.inbox.take()
+        if rows and self.seam is not None and self.seam.open:
+            rows = self.seam.admit(rows)
         if rows:
             try:
                 self._trades_seen += len(self.model.feed(rows))
