@@ -41,6 +41,7 @@ COUNTS = {
 }
 COUNTS["03_recorded_sessions.ipynb"] = [
     r"a client saw (\d+) ES ticks",
+    r"of the last minute: (\d+) from the store",
     r"recorded (\d+) contract-days",
     r"ticks per minute: (\d+) rows",
     r"classified (\d+) recorded ES trades",
