@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import numpy as np
 import pyarrow as pa
@@ -53,14 +54,15 @@ def _page_table(what: str, ticks: list, end: int) -> pa.Table:
     """A page of the library's historical tick objects as a table of the kind's schema
     (those of IB seconds before `end`), built column by column: one pass over the objects
     per field, no row tuples."""
-    seconds = np.fromiter((t.time.timestamp() for t in ticks), np.float64, len(ticks))
+    times_of = map(datetime.timestamp, map(attrgetter("time"), ticks))
+    seconds = np.fromiter(times_of, np.float64, len(ticks))
     times = seconds.astype(np.int64)
     keep = times < end
     kept = ticks if keep.all() else [t for t, k in zip(ticks, keep, strict=True) if k]
     schema = SCHEMAS[what]
     arrays = [pa.array(times[keep])]
     for name, f in zip(_FIELDS[what], list(schema)[1:], strict=True):
-        arrays.append(pa.array([getattr(t, name) for t in kept], type=f.type))
+        arrays.append(pa.array(list(map(attrgetter(name), kept)), type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata({"requests": "1"}))
 
 

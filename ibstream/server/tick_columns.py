@@ -18,6 +18,7 @@ from ibstream.protocol.arrow import ARROW_TICK_SCHEMA
 SCHEMA = ARROW_TICK_SCHEMA.append(pa.field("source", pa.string()))
 NAMES = tuple(f.name for f in SCHEMA)
 WIRE = ("contract_id", "tick_type", "sequence", "recv_ns", *NAMES[5:])  # a tick object's keys
+_EMPTY = SCHEMA.empty_table()
 _LABELS = ("stream_id", "tick_type")  # dictionary-encoded: the tick type, as stream id too
 
 
@@ -41,7 +42,7 @@ class Ticks:
 
     @classmethod
     def empty(cls) -> Ticks:
-        return cls(SCHEMA.empty_table())
+        return cls(_EMPTY)
 
     @classmethod
     def from_columns(cls, n: int, tick_type: Any, columns: Mapping[str, Any]) -> Ticks:
