@@ -23,6 +23,7 @@ from ib_insync import IB
 from ibstream.gateway import GatewaySimulator
 from ibstream.ib.pacing import Pacer, PacingRules
 from ibstream.server.run import ServerHandle
+from ibstream.server.tick_columns import Ticks
 from ibstream.server.timeline import merged
 from tests.client_fixtures import ServerProcess, free_port
 from tests.conftest import WAIT, ServerFactory, WSClient
@@ -571,11 +572,11 @@ async def test_the_recent_past_of_a_recorded_stream_comes_from_the_store_alone(
 async def test_timeline_merges_chunked_sources_and_opens_each_only_when_reached():
     opened: list[str] = []
 
-    def source(name: str, chunks: list[list[int]]) -> AsyncIterator[list[dict]]:
-        async def run() -> AsyncIterator[list[dict]]:
+    def source(name: str, chunks: list[list[int]]) -> AsyncIterator[Ticks]:
+        async def run() -> AsyncIterator[Ticks]:
             opened.append(name)
             for chunk in chunks:
-                yield [{"recv_ns": n, "from": name} for n in chunk]
+                yield Ticks.from_dicts([{"recv_ns": n, "exchange": name} for n in chunk])
 
         return run()
 
@@ -586,7 +587,7 @@ async def test_timeline_merges_chunked_sources_and_opens_each_only_when_reached(
     ]
     out, horizons = [], []
     async for ticks, horizon in merged(sources):
-        out += ticks
+        out += ticks.to_dicts()
         horizons.append(horizon)
         if out and out[-1]["recv_ns"] < 20:
             assert "late" not in opened  # not opened before the merge reached it

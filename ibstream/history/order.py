@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ibstream.history.taken import Evident
+
 TIE_BREAKS = ("taken", "at_price", "spread", "quotes_first", "trades_first")
 DEFAULT_TIE_BREAK = "taken"
 SECOND = 1_000_000_000
 PRICE_TOLERANCE = 1e-6  # as classification: a price within this of a quote's side is at it
+LOOKUP = True  # `taken` looks the quote up (`taken.Evident`); False: walks (the reference)
 
 
 def history_order(
@@ -76,6 +79,8 @@ def _matched(
     earlier = (lo > 0) & (q_contract[np.maximum(lo - 1, 0)] == contract_id[trade_rows])
     last = len(bid) - 1
     todo = np.flatnonzero(hi > lo)
+    lookup = consumed and LOOKUP
+    evident_at = Evident((bid, bid_size, ask, ask_size), q_contract) if lookup else None
     # Python lists from here: the loop reads single values, which lists hand out several
     # times faster than numpy arrays do (numpy scalars)
     bid, bid_size, ask, ask_size = (a.tolist() for a in (bid, bid_size, ask, ask_size))
@@ -92,7 +97,13 @@ def _matched(
             continue
         sweep = None
         found = evident = -1
-        for k in range(a - 1 + placed if placed or earlier[t] else a, hi[t]):
+        start = a - 1 + placed if placed or earlier[t] else a
+        if evident_at is not None:  # `taken`: the first quote that shows it, looked up
+            k = evident_at.first(target, size[t], start, hi[t])
+            if k >= 0:
+                evident = k - a + 1
+                sweep = (1 if evident_at.at_ask(k, target) else -1, target, evident)
+        for k in range(start, hi[t]) if evident_at is None else ():
             at_bid = abs(bid[k] - target) <= PRICE_TOLERANCE
             at_ask = abs(ask[k] - target) <= PRICE_TOLERANCE
             if not (at_bid or at_ask):

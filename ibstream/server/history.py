@@ -24,6 +24,7 @@ from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
 from ibstream.protocol.validate import History
 from ibstream.server.history_ib import Counters, Group, Hole
+from ibstream.server.tick_columns import Ticks
 from ibstream.server.timeline import merged
 from ibstream.store import coverage
 from ibstream.store.layout import StoreRoot
@@ -146,7 +147,7 @@ class HistoryService:
         yield "history_started", plan.started()
         counters = Counters()
         from_store = [0]
-        sources: list[tuple[int, AsyncIterator[list[dict]]]] = []
+        sources: list[tuple[int, AsyncIterator[Ticks]]] = []
         root, cid = self.root, plan.contract.contract_id
         for kind, pieces in plan.pieces.items():
             for lo, hi, source in pieces:
@@ -238,14 +239,14 @@ class HistoryService:
 
 async def _store_chunks(
     root: StoreRoot, parts: list, contract_id: int, kind: str, lo: int, hi: int, count: list[int]
-) -> AsyncIterator[list[dict]]:
+) -> AsyncIterator[Ticks]:
     """A stored piece in slices of SLICE_NS receive time."""
     for at in range(lo, hi, SLICE_NS):
         ticks = await asyncio.to_thread(
             coverage.read, root, parts, contract_id, kind, at, min(hi, at + SLICE_NS)
         )
         count[0] += len(ticks)
-        yield ticks
+        yield Ticks.from_dicts(ticks)
 
 
 def _groups(holes: list[Hole]) -> list[list[Hole]]:

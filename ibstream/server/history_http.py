@@ -24,12 +24,12 @@ from starlette.types import Message as Message_
 from starlette.types import Receive, Scope, Send
 
 from ibstream.errors import ErrorCode, StreamError
-from ibstream.protocol.arrow import ARROW_TICK_SCHEMA
 from ibstream.protocol.http import ERROR_RESPONSES
 from ibstream.protocol.requests import HistoryQuery
 from ibstream.protocol.validate import parse_history_params
 from ibstream.server.history import HistoryService, Message
 from ibstream.server.sse import VERSION_HEADER, error_response
+from ibstream.server.tick_columns import SCHEMA, Ticks, json_default
 
 if TYPE_CHECKING:
     from ibstream.server.app import ServerContext
@@ -40,7 +40,7 @@ MEDIA = {
     "sse": "text/event-stream",
     "arrow": "application/vnd.apache.arrow.stream",
 }
-ARROW_HISTORY_SCHEMA = ARROW_TICK_SCHEMA.append(pa.field("source", pa.string()))
+ARROW_HISTORY_SCHEMA = SCHEMA
 _DESCRIPTION = (
     "The ticks of [start, end) from the server's store (`--record`) and, for what it lacks, "
     "from IB's history. jsonl: one `{type, data}` object a line; sse: `event: <type>` and "
@@ -55,7 +55,7 @@ _DESCRIPTION = (
 def jsonl(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
     async def lines() -> AsyncIterator[bytes]:
         async for kind, data in messages:
-            yield orjson.dumps({"type": kind, "data": data}) + b"\n"
+            yield orjson.dumps({"type": kind, "data": data}, default=json_default) + b"\n"
 
     return lines()
 
@@ -63,27 +63,20 @@ def jsonl(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
 def sse(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
     async def events() -> AsyncIterator[bytes]:
         async for kind, data in messages:
-            yield b"event: " + kind.encode() + b"\r\ndata: " + orjson.dumps(data) + b"\r\n\r\n"
+            yield (
+                b"event: "
+                + kind.encode()
+                + b"\r\ndata: "
+                + orjson.dumps(data, default=json_default)
+                + b"\r\n\r\n"
+            )
 
     return events()
 
 
-def ticks_batch(ticks: list[dict], metadata: dict[str, Any]) -> tuple[pa.RecordBatch, dict]:
-    """Wire ticks as a record batch of ARROW_HISTORY_SCHEMA (stream_id: the tick type)."""
-    columns: dict[str, list] = {f.name: [] for f in ARROW_HISTORY_SCHEMA}
-    for tick in ticks:
-        for name, values in columns.items():
-            values.append(tick.get("tick_type" if name == "stream_id" else name))
-    for name in ("sequence",):
-        columns[name] = [v or 0 for v in columns[name]]
-    arrays = []
-    for f in ARROW_HISTORY_SCHEMA:
-        if pa.types.is_dictionary(f.type):
-            arrays.append(pa.array(columns[f.name], pa.string()).dictionary_encode().cast(f.type))
-        else:
-            arrays.append(pa.array(columns[f.name], f.type))
-    batch = pa.RecordBatch.from_arrays(arrays, schema=ARROW_HISTORY_SCHEMA)
-    return batch, {k: orjson.dumps(v) for k, v in metadata.items()}
+def ticks_batch(ticks: Ticks, metadata: dict[str, Any]) -> tuple[pa.RecordBatch, dict]:
+    """Ticks as a record batch of ARROW_HISTORY_SCHEMA (stream_id: the tick type)."""
+    return ticks.batch(), {k: orjson.dumps(v) for k, v in metadata.items()}
 
 
 class _Chunks:
@@ -117,27 +110,27 @@ def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
     async def stream() -> AsyncIterator[bytes]:
         chunks = _Chunks()
         writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), ARROW_HISTORY_SCHEMA)
-        held: list[dict] = []
+        held: list[Ticks] = []
         meta: dict[str, Any] = {"progress": {}}
         try:
             async for kind, data in messages:
                 if kind == "history_started":
                     meta["started"] = data
                 elif kind == "history_ticks":
-                    held += data["ticks"]
+                    held.append(data["ticks"])
                 elif kind == "history_progress":
                     meta["progress"] = data
-                    batch, custom = ticks_batch(held, meta)
+                    batch, custom = ticks_batch(Ticks.concat(held), meta)
                     writer.write_batch(batch, custom_metadata=custom)
                     held, meta = [], {"progress": data}
                     yield chunks.take()
                 else:  # history_complete or error: the last message
                     if held or "started" in meta:
-                        batch, custom = ticks_batch(held, meta)
+                        batch, custom = ticks_batch(Ticks.concat(held), meta)
                         writer.write_batch(batch, custom_metadata=custom)
                     end = {**meta, "complete" if kind == "history_complete" else "error": data}
                     end.pop("started", None)
-                    batch, custom = ticks_batch([], end)
+                    batch, custom = ticks_batch(Ticks.empty(), end)
                     writer.write_batch(batch, custom_metadata=custom)
                     writer.close()
                     yield chunks.take()

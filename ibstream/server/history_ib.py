@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ibstream.errors import StreamError
 from ibstream.history.order import history_order
-from ibstream.ib.history import SCHEMAS, pages
+from ibstream.ib.history import pages
+from ibstream.server.tick_columns import SCHEMA, Ticks
 from ibstream.store import fill
 from ibstream.store.layout import StoreRoot
 
 log = logging.getLogger(__name__)
 NS = fill.NS
 KIND = {"BID_ASK": 0, "TRADES": 1, "MIDPOINT": 2}
+_TEXTS = {"TRADES": (("exchange", "exchange"), ("conditions", "conditions"))}
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Hole:
     edges: frozenset[int]
     reached: int = 0  # the first IB second not fetched yet
     previous: int = 0  # the last stamp given in it
-    rows: list[dict] = field(default_factory=list)  # fetched, not yet handed on
+    pages: list[pa.Table] = field(default_factory=list)  # fetched, not yet handed on
     done: bool = False
 
     @property
@@ -93,7 +97,7 @@ class Group:
         self.contract = contract
         self.ib, self.pacer, self.root, self.counters = ib, pacer, root, counters
 
-    async def chunks(self) -> AsyncIterator[list[dict]]:
+    async def chunks(self) -> AsyncIterator[Ticks]:
         """Stamped wire ticks, oldest first, after every IB page (maybe none yet: the
         other tick types have not reached those seconds). Each tick type's next page is
         asked while this one is merged and sent (one page ahead at most)."""
@@ -127,7 +131,8 @@ class Group:
                     self.ib, self.contract, hole.what, hole.first, hole.last + 1, pacer=self.pacer
                 ):
                     self.counters.requests += 1
-                    hole.rows += page.to_pylist()
+                    if page.num_rows:
+                        hole.pages.append(page)
                     hole.reached = int(page.schema.metadata[b"reached"])
                     yield
             except StreamError as exc:
@@ -137,79 +142,122 @@ class Group:
             hole.reached, hole.done = hole.last + 1, True
             yield
 
-    def _ready(self, horizon: int | None) -> list[dict]:
-        """The fetched rows of IB seconds below `horizon` (None: all), merged and stamped."""
-        taken: list[tuple[Hole, list[dict]]] = []
+    def _ready(self, horizon: int | None) -> Ticks:
+        """The fetched rows of IB seconds below `horizon` (None: all), merged and stamped:
+        columns throughout (a page's ticks are never Python objects again)."""
+        taken: list[tuple[Hole, pa.Table]] = []
         for hole in self.holes:
-            if not hole.rows:
+            if not hole.pages:
                 continue
-            cut = len(hole.rows)
+            rows = pa.concat_tables(hole.pages) if len(hole.pages) > 1 else hole.pages[0]
+            cut = rows.num_rows
             if horizon is not None:
-                cut = next((i for i, r in enumerate(hole.rows) if r["time"] >= horizon), cut)
+                times = rows.column("time").to_numpy()
+                cut = int(np.searchsorted(times, horizon, side="left"))
+            hole.pages = [rows.slice(cut)] if cut < rows.num_rows else []
             if cut:
-                ready, hole.rows = hole.rows[:cut], hole.rows[cut:]
-                taken.append((hole, self._unmatched(hole, ready)))
-        rows = [(h, r) for h, rs in taken for r in rs]
-        if not rows:
-            return []
-        order = _order(rows)
-        seconds = np.array([rows[i][1]["time"] for i in order])
+                ready = self._unmatched(hole, rows.slice(0, cut))
+                if ready.num_rows:
+                    taken.append((hole, ready))
+        if not taken:
+            return Ticks.empty()
+        rows = _Rows(taken)
+        order = rows.order()
+        seconds = rows.time[order]
         starts = np.r_[True, seconds[1:] != seconds[:-1]]
         first = np.maximum.accumulate(np.where(starts, np.arange(len(seconds)), 0))
         wanted = seconds * NS + (np.arange(len(seconds)) - first)
-        per_hole: dict[int, list[int]] = {}
-        for place, i in enumerate(order):
-            per_hole.setdefault(id(rows[i][0]), []).append(place)
+        which = rows.hole[order]
         stamps = np.zeros(len(order), np.int64)
-        for places in per_hole.values():
-            hole = rows[order[places[0]]][0]
-            want = [int(wanted[p]) for p in places]
+        for h, (hole, _) in enumerate(taken):
+            places = np.flatnonzero(which == h)
+            want = wanted[places]
             try:
-                fitted = fill.fit_stamps(want, hole.previous, hole.hi)
+                fitted = fill.fit_stamps_array(want, hole.previous, hole.hi)
             except ValueError:  # a busy last second: keep order, leave the hole's end
                 log.warning("history: %d ticks do not fit inside their hole", len(want))
-                fitted = fill.fit_stamps(want, hole.previous, 2**62)
-            hole.previous = fitted[-1]
+                fitted = fill.fit_stamps_array(want, hole.previous, 2**62)
+            hole.previous = int(fitted[-1])
             stamps[places] = fitted
-        ticks = [self._tick(*rows[i], int(stamps[p])) for p, i in enumerate(order)]
-        ticks.sort(key=lambda t: t["recv_ns"])
+        ticks = rows.ticks(self.contract_id, order, stamps)
         self.counters.from_ib += len(ticks)
         return ticks
 
-    def _unmatched(self, hole: Hole, rows: list[dict]) -> list[dict]:
+    def _unmatched(self, hole: Hole, rows: pa.Table) -> pa.Table:
         """Rows of the hole's IB seconds no stored tick beside it accounts for (only its
         edge seconds can hold stored ticks: the store is read for those alone)."""
-        edge = [r for r in rows if r["time"] in hole.edges]
-        if not edge or self.root is None:
+        if not hole.edges or self.root is None:
+            return rows
+        times = rows.column("time").to_numpy()
+        edge = times[np.isin(times, list(hole.edges))]
+        if not len(edge):
             return rows
         before, after = fill.stored_keys(
             self.root,
             self.contract_id,
             hole.tick_type,
-            edge[0]["time"],
-            edge[-1]["time"],
+            int(edge[0]),
+            int(edge[-1]),
             split_ns=hole.lo - 1,  # stored before the hole: matched from its seconds' front
             outside=(hole.lo, hole.hi),
         )
-        table = pa.Table.from_pylist(rows, schema=SCHEMAS[hole.what])
-        return fill.missing(table, hole.what, before, after)
+        return rows.filter(pa.array(fill.missing_mask(rows, hole.what, before, after)))
 
-    def _tick(self, hole: Hole, row: dict, stamp: int) -> dict:
-        tick: dict = {
-            "contract_id": self.contract_id,
-            "tick_type": hole.tick_type,
-            "sequence": 0,
-            "recv_ns": stamp,
-        }
-        for column, name in fill.MATCH[hole.what]:  # history column, wire (and store) field
-            if row[column] is not None:
-                tick[name] = row[column]
+
+class _Rows:
+    """The ready rows of several holes (tick types) as one set of numpy columns, in the
+    holes' order, each hole's rows in IB's order."""
+
+    def __init__(self, taken: list[tuple[Hole, pa.Table]]) -> None:
+        self.taken = taken
+        sizes = [t.num_rows for _, t in taken]
+        self.hole = np.repeat(np.arange(len(taken)), sizes)
+        self.kind = np.repeat(np.array([KIND[h.what] for h, _ in taken], np.int8), sizes)
+        self.time = self._column("time", np.int64, 0)
+
+    def _column(self, name: str, dtype: type, fill_value: object) -> np.ndarray:
+        parts = [
+            t.column(name).to_numpy(zero_copy_only=False).astype(dtype)
+            if name in t.column_names
+            else np.full(t.num_rows, fill_value, dtype)
+            for _, t in self.taken
+        ]
+        return np.concatenate(parts)
+
+    def order(self) -> np.ndarray:
+        """`history_order` of the rows (tie-break `taken`)."""
+        column = functools.partial(self._column, dtype=np.float64, fill_value=np.nan)
+        bid_size, ask_size = column("bid_size"), column("ask_size")
+        bid = np.where(bid_size == 0, np.nan, column("bid"))
+        ask = np.where(ask_size == 0, np.nan, column("ask"))
+        return history_order(
+            np.zeros(len(self.kind), np.int64), self.time * NS, self.kind,
+            (column("price"), column("size")), (bid, bid_size, ask, ask_size),
+        )  # fmt: skip
+
+    def ticks(self, contract_id: int, order: np.ndarray, stamps: np.ndarray) -> Ticks:
+        """The rows in `order` with receive stamps `stamps`, as wire ticks, oldest first."""
+        columns: dict[str, object] = {"contract_id": contract_id, "source": "ib"}
+        for hole, _ in self.taken:
+            for column, name in (*fill.MATCH[hole.what], *_TEXTS.get(hole.what, ())):
+                if name not in columns:
+                    columns[name] = pa.concat_arrays(
+                        [_array(t, column, SCHEMA.field(name).type) for _, t in self.taken]
+                    )
         for name in ("exchange", "conditions"):
-            if row.get(name):
-                tick[name] = row[name]
-        tick["ib_time"] = row["time"]
-        tick["source"] = "ib"
-        return tick
+            if name in columns:  # an empty text is no text
+                text = columns[name]
+                columns[name] = pc.if_else(pc.equal(text, ""), None, text)
+        labels = np.array([h.tick_type for h, _ in self.taken], dtype=object)[self.hole]
+        by_time = np.argsort(stamps, kind="stable")  # merged order, then by stamp
+        take = order[by_time]
+        picked = {
+            k: (v.take(pa.array(take)) if isinstance(v, pa.Array) else v)
+            for k, v in columns.items()
+        }
+        picked["ib_time"] = self.time[take]
+        picked["recv_ns"] = stamps[by_time]
+        return Ticks.from_columns(len(take), labels[take], picked)
 
 
 class _Ahead:
@@ -243,27 +291,16 @@ class _Ahead:
         await self.steps.aclose()  # type: ignore[attr-defined]
 
 
+def _array(table: pa.Table, column: str, type_: pa.DataType) -> pa.Array:
+    """A page's column as one array (nulls: a kind without it)."""
+    if column in table.column_names:
+        return table.column(column).combine_chunks()
+    return pa.nulls(table.num_rows, type_)
+
+
 def _cursor(holes: list[Hole]) -> int:
     """The first IB second of a tick type not fetched yet (its holes' seconds beyond)."""
     for hole in holes:
         if not hole.done:
             return hole.reached if hole.reached else hole.first
     return 2**62
-
-
-def _order(rows: list[tuple[Hole, dict]]) -> np.ndarray:
-    """`history_order` of the rows (tie-break `taken`), given in each type's own order."""
-    n = len(rows)
-    kind = np.array([KIND[h.what] for h, _ in rows], np.int8)
-    ib_ns = np.array([r["time"] for _, r in rows], np.int64) * NS
-
-    def column(name: str) -> np.ndarray:
-        return np.array([r.get(name) for _, r in rows], dtype=float)
-
-    bid_size, ask_size = column("bid_size"), column("ask_size")
-    bid = np.where(bid_size == 0, np.nan, column("bid"))
-    ask = np.where(ask_size == 0, np.nan, column("ask"))
-    return history_order(
-        np.zeros(n, np.int64), ib_ns, kind, (column("price"), column("size")),
-        (bid, bid_size, ask, ask_size),
-    )  # fmt: skip

@@ -1,17 +1,19 @@
 """Sources of receive-ordered tick chunks (a store slice, an IB page) as one receive order.
 
-Each source yields chunks, each oldest first and none before the source's `lo`; `merged`
-hands on, after every chunk a source gave, the ticks every source has passed (a k-way merge
-that holds one chunk per active source), and opens a source only once the merge reaches its
-`lo`, so a request with many holes holds few at a time.
+Each source yields chunks (`Ticks`), each oldest first and none before the source's `lo`;
+`merged` hands on, after every chunk a source gave, the ticks every source has passed (a
+k-way merge that holds one chunk per active source), and opens a source only once the merge
+reaches its `lo`, so a request with many holes holds few at a time.
 """
 
 from __future__ import annotations
 
-import bisect
-import heapq
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+
+import numpy as np
+
+from ibstream.server.tick_columns import Ticks
 
 FAR = 2**62  # a receive time after any
 
@@ -19,14 +21,14 @@ FAR = 2**62  # a receive time after any
 @dataclass
 class _Feed:
     lo: int
-    chunks: AsyncIterator[list[dict]]
-    buffer: list[dict] = field(default_factory=list)
+    chunks: AsyncIterator[Ticks]
+    buffer: Ticks = field(default_factory=Ticks.empty)
     at: int = 0
 
 
 async def merged(
-    sources: list[tuple[int, AsyncIterator[list[dict]]]],
-) -> AsyncIterator[tuple[list[dict], int]]:
+    sources: list[tuple[int, AsyncIterator[Ticks]]],
+) -> AsyncIterator[tuple[Ticks, int]]:
     """Chunks of several sources (each oldest first, none before its `lo`) as one receive
     order: (ticks, the receive time every later tick is at or after), after every chunk a
     source gave. A source is read only once the merge reaches its `lo`."""
@@ -45,7 +47,7 @@ async def merged(
                 feed.buffer, feed.at = chunk, 0
             if any(f.at >= len(f.buffer) for f in active):
                 horizon = min([f.lo for f in pending] + [_frontier(active)], default=FAR)
-                yield [], horizon
+                yield Ticks.empty(), horizon
                 continue
         if not active:
             continue
@@ -54,14 +56,13 @@ async def merged(
             continue
         runs = []
         for f in active:
-            cut = bisect.bisect_right(f.buffer, horizon, lo=f.at, key=lambda t: t["recv_ns"])
+            cut = f.at + int(np.searchsorted(f.buffer.recv_ns[f.at :], horizon, side="right"))
             runs.append(f.buffer[f.at : cut])
             f.at = cut
-        ticks = list(heapq.merge(*runs, key=lambda t: t["recv_ns"]))
-        yield ticks, horizon
+        yield Ticks.merge(runs), horizon
 
 
 def _frontier(active: list[_Feed]) -> int:
     """How far every active source has given its ticks (its buffer's last receive time)."""
-    ends = [f.buffer[-1]["recv_ns"] if f.at < len(f.buffer) else f.lo for f in active]
+    ends = [int(f.buffer.recv_ns[-1]) if f.at < len(f.buffer) else f.lo for f in active]
     return min(ends) if ends else FAR

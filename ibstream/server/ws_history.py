@@ -42,11 +42,11 @@ async def answer(ctx: ServerContext, sub: Subscriber, req: ClientMessage) -> Non
             for at in range(0, len(ticks), most):
                 part = ticks[at : at + most]
                 await sub.room()
-                item = message(kind, {"ticks": part}, request_id=rid)
+                item = message(kind, {"ticks": part.to_dicts()}, request_id=rid)
                 item.ticks = len(part)
                 sub.put(item)
                 sent["ticks"] += len(part)
-                sent["from_ib"] += sum(1 for t in part if t["source"] == "ib")
+                sent["from_ib"] += part.count("source", "ib")
                 sent["from_store"] = sent["ticks"] - sent["from_ib"]
     except StreamError as exc:
         sub.put(error_message(exc, request_id=rid))

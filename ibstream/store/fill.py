@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -116,19 +117,29 @@ def missing(
 ) -> list[dict]:
     """The historical rows (oldest first) that no stored tick accounts for: those stored
     before the gap matched from the front, those after it from the back (module docstring)."""
-    names = [h for h, _ in MATCH[what]]
     rows = history.to_pylist()
-    keys = [(row["time"], *(row[n] for n in names)) for row in rows]
-    taken = [False] * len(rows)
+    kept = missing_mask(history, what, before, after)
+    return [row for row, keep in zip(rows, kept, strict=True) if keep]
+
+
+def missing_mask(
+    history: pa.Table, what: str, before: Counter, after: Counter | None = None
+) -> list[bool]:
+    """`missing` as a mask over the rows: True where no stored tick accounts for the row."""
+    names = ["time", *(h for h, _ in MATCH[what])]
+    keys = list(zip(*(history.column(n).to_pylist() for n in names), strict=True))
+    taken = [False] * len(keys)
     for have, order in (
-        (Counter(before), range(len(rows))),
-        (Counter(after), range(len(rows) - 1, -1, -1)),
+        (Counter(before), range(len(keys))),
+        (Counter(after), range(len(keys) - 1, -1, -1)),
     ):
+        if not have:
+            continue
         for i in order:
             if not taken[i] and have[keys[i]] > 0:
                 have[keys[i]] -= 1
                 taken[i] = True
-    return [row for row, done in zip(rows, taken, strict=True) if not done]
+    return [not done for done in taken]
 
 
 def receive_times(seconds: list[int], after_ns: int, before_ns: int) -> list[int]:
@@ -140,17 +151,22 @@ def receive_times(seconds: list[int], after_ns: int, before_ns: int) -> list[int
 def fit_stamps(wanted: list[int], after_ns: int, before_ns: int) -> list[int]:
     """Strictly increasing stamps in (after_ns, before_ns), each as near its `wanted` stamp
     (non-decreasing) as that allows; ValueError when they do not fit."""
-    out: list[int] = []
-    previous = after_ns
-    for stamp in wanted:
-        previous = max(stamp, previous + 1)
-        out.append(previous)
-    ceiling = before_ns
-    for i in range(len(out) - 1, -1, -1):
-        ceiling = out[i] = min(out[i], ceiling - 1)
-    if out and out[0] <= after_ns:
-        raise ValueError(f"{len(out)} ticks do not fit between {after_ns} and {before_ns} ns")
-    return out
+    return fit_stamps_array(np.asarray(wanted, np.int64), after_ns, before_ns).tolist()
+
+
+def fit_stamps_array(wanted: np.ndarray, after_ns: int, before_ns: int) -> np.ndarray:
+    """`fit_stamps` on an int64 array, without a Python step per stamp: each stamp pushed
+    up to one past the one before it (a running maximum of `wanted - i`), then down to one
+    before the one after it (a running minimum from the end)."""
+    n = len(wanted)
+    if not n:
+        return wanted.astype(np.int64)
+    i = np.arange(n, dtype=np.int64)
+    up = np.maximum.accumulate(np.maximum(wanted - i, after_ns + 1)) + i
+    down = np.minimum.accumulate((np.minimum(up, before_ns - n + i) - i)[::-1])[::-1] + i
+    if down[0] <= after_ns:
+        raise ValueError(f"{n} ticks do not fit between {after_ns} and {before_ns} ns")
+    return down
 
 
 def ticks_of(
