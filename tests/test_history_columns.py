@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ibstream.history import order
+from ibstream.history import order, taken
 from ibstream.history.order import history_order
 from ibstream.server.tick_columns import SCHEMA, Ticks, json_default
 from ibstream.store import fill
@@ -40,6 +40,24 @@ def test_taken_lookup_orders_as_the_walk_does(monkeypatch: pytest.MonkeyPatch, n
     walked = [history_order(*case, "taken") for case in cases]
     differ = [i for i, (a, b) in enumerate(zip(looked_up, walked, strict=True)) if (a != b).any()]
     assert not differ, f"{len(differ)} of {len(cases)} cases ordered differently: {differ[:5]}"
+
+
+@pytest.mark.parametrize("noisy", [False, True])
+def test_taken_index_holds_each_quote_under_its_key_in_ascending_order(noisy: bool):
+    """The lookup's index, built by sorting in numpy, against one made a quote at a time:
+    every flagged quote under its key (a value or a tuple), indices ascending."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(0, 60))
+        _, _, _, _, (bid, bid_size, _, _) = market(rng, n, noisy)
+        where = rng.random(n) < 0.7
+        price_keys, size_keys = taken._keys(bid), taken._keys(bid_size - 1.5)
+        for keys in ((price_keys,), (price_keys, size_keys)):
+            expected: dict = {}
+            for k in np.flatnonzero(where).tolist():
+                key = tuple(int(c[k]) for c in keys)
+                expected.setdefault(key[0] if len(keys) == 1 else key, []).append(k)
+            assert taken._index(where, *keys) == expected
 
 
 def fit_one_by_one(wanted: list[int], after: int, before: int) -> list[int]:

@@ -23,12 +23,8 @@ _SCALE = 1e5  # the key grid: TOL is a tenth of it, so values within TOL key at 
 _NEAR = 0.5 - 2 * TOL * _SCALE  # a value this far from its key may have a neighbour's
 
 
-def _keys(values: np.ndarray) -> list[int]:
-    return (
-        np.rint(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) * _SCALE)
-        .astype(np.int64)
-        .tolist()
-    )
+def _keys(values: np.ndarray) -> np.ndarray:
+    return np.rint(np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0) * _SCALE).astype(np.int64)
 
 
 def _near(value: float) -> tuple[int, ...]:
@@ -42,12 +38,25 @@ def _near(value: float) -> tuple[int, ...]:
     return (k,)
 
 
-def _index(keys: list, where: np.ndarray) -> dict:
-    """key -> the ascending quote indices `where` holds with that key."""
-    out: dict = {}
-    for k in np.flatnonzero(where).tolist():
-        out.setdefault(keys[k], []).append(k)
-    return out
+def _index(where: np.ndarray, *keys: np.ndarray) -> dict:
+    """key (one column's value, or a tuple of several) -> the ascending quote indices
+    `where` holds with that key: sorted by key in numpy, each key's indices one slice."""
+    rows = np.flatnonzero(where)
+    if not len(rows):
+        return {}
+    columns = [k[rows] for k in keys]
+    by_key = np.lexsort((rows, *reversed(columns)))  # key, then index (ascending)
+    columns, rows = [c[by_key] for c in columns], rows[by_key]
+    new = np.zeros(len(rows), bool)
+    new[0] = True
+    for c in columns:
+        new[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(new)
+    bounds = [*starts.tolist(), len(rows)]
+    heads = [c[starts].tolist() for c in columns]
+    keyed = heads[0] if len(heads) == 1 else zip(*heads, strict=True)
+    ordered = rows.tolist()
+    return {key: ordered[bounds[i] : bounds[i + 1]] for i, key in enumerate(keyed)}
 
 
 class Evident:
@@ -67,8 +76,8 @@ class Evident:
                 moved = follows & ~same & ((after - price) * away > 0)
             left = size - size_after
             price_keys = _keys(price)
-            exact = _index(list(zip(price_keys, _keys(left), strict=True)), same)
-            gone = _index(price_keys, moved)
+            exact = _index(same, price_keys, _keys(left))
+            gone = _index(moved, price_keys)
             self.sides.append((exact, gone, size.tolist(), price.tolist(), left.tolist()))
 
     def first(self, target: float, size: float, start: int, stop: int) -> int:
