@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from numbers import Real
 
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, parse_tick_types
-from ibstream.protocol.times import iso_ns, parse_time_ns
+from ibstream.protocol.times import epoch_ns, iso_ns, parse_time_ns
 
 NS = 1_000_000_000
-SECONDS_BELOW = 10**11  # an epoch number below this is seconds (until the year 5138) ...
-NANOS_FROM = 10**15  # ... and from this on nanoseconds (milliseconds are not taken)
 _EXAMPLES = "an ISO-8601 time ('2026-12-07T14:30Z'), a datetime or epoch seconds / ns"
 
 
@@ -91,14 +89,10 @@ def point(name: str, value: object) -> int:
     if isinstance(value, Real):
         if not value >= 0 or value == float("inf"):
             raise ValueError(f"{name} must be {_EXAMPLES}; got {value!r}")
-        if value < SECONDS_BELOW:
-            return round(value * NS)
-        if value < NANOS_FROM or not float(value).is_integer():
-            raise ValueError(
-                f"{name} {value!r} is neither epoch seconds (below 10^11) nor epoch "
-                "nanoseconds (10^15 or more); milliseconds are not taken"
-            )
-        return int(value)
+        try:
+            return epoch_ns(value, whole_ns=False)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"{name} {exc}") from None
     if hasattr(value, "dtype") and str(getattr(value, "dtype", "")).startswith("datetime64"):
         return int(value.astype("datetime64[ns]").astype("int64"))  # type: ignore[attr-defined]
     if not isinstance(value, str):

@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.protocol.encode import clip
-from ibstream.protocol.times import parse_time_ns
+from ibstream.protocol.times import epoch_ns, parse_time_ns
 
 MAX_ID_LEN = 128
 MAX_SPEC_LEN = 64
@@ -225,18 +225,10 @@ def history_time_value(value: object) -> int:
         except ValueError:
             number = None
     if number is not None:
-        if not (number == number and 0 <= number < 2**63):
-            raise PydanticCustomError("time", "a time at or after 1970, in epoch seconds or ns")
-        if number < 10**11:
-            return round(number * 1_000_000_000)
-        if isinstance(number, int) and number >= 10**15:
-            return number
-        raise PydanticCustomError(
-            "time",
-            "{value} is neither epoch seconds (below 10^11) nor epoch nanoseconds (10^15 or "
-            "more); milliseconds are not taken",
-            {"value": value},
-        )
+        try:
+            return epoch_ns(number)
+        except ValueError as exc:
+            raise PydanticCustomError("time", str(exc)) from None
     try:
         return parse_time_ns(value)
     except ValueError as exc:

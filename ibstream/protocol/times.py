@@ -3,7 +3,8 @@
 Shared by the protocol (`config.start` of a subscribe to a replay server) and the command
 line (`ibstream replay --start / --end`), so both accept the same spellings: ISO-8601 with
 up to nine fractional digits (`2026-12-07T14:30:00.123456789Z`, an offset, or none: UTC),
-a date alone (midnight UTC), or epoch nanoseconds as an integer.
+a date alone (midnight UTC), or epoch nanoseconds as an integer. `epoch_ns` is the rule for
+an epoch number of unstated unit (history requests, `Client.history`): seconds or ns.
 """
 
 from __future__ import annotations
@@ -13,6 +14,26 @@ from datetime import UTC, datetime
 
 _FRACTION = re.compile(r"^(?P<head>[^.]*)\.(?P<digits>\d+)(?P<tail>.*)$")
 _NS_PER_S = 1_000_000_000
+SECONDS_BELOW = 10**11  # an epoch number below this is seconds (until the year 5138) ...
+NANOS_FROM = 10**15  # ... and from this on nanoseconds (milliseconds are not taken)
+
+
+def epoch_ns(number: float, *, whole_ns: bool = True) -> int:
+    """An epoch number as nanoseconds: below 10^11 seconds, from 10^15 nanoseconds (an int;
+    with `whole_ns` False also an integral float); ValueError for what lies between
+    (milliseconds) or before 1970."""
+    if not (number == number and 0 <= number < 2**63):
+        raise ValueError(f"{number!r} is not a time at or after 1970 in epoch seconds or ns")
+    if number < SECONDS_BELOW:
+        return round(number * _NS_PER_S)
+    if number >= NANOS_FROM and (
+        isinstance(number, int) or (not whole_ns and float(number).is_integer())
+    ):
+        return int(number)
+    raise ValueError(
+        f"{number!r} is neither epoch seconds (below 10^11) nor epoch nanoseconds (10^15 or "
+        "more); milliseconds are not taken"
+    )
 
 
 def parse_time_ns(value: object) -> int:
