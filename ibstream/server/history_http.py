@@ -40,7 +40,6 @@ MEDIA = {
     "sse": "text/event-stream",
     "arrow": "application/vnd.apache.arrow.stream",
 }
-ARROW_HISTORY_SCHEMA = SCHEMA
 _DESCRIPTION = (
     "The ticks of [start, end) from the server's store (`--record`) and, for what it lacks, "
     "from IB's history. jsonl: one `{type, data}` object a line; sse: `event: <type>` and "
@@ -74,9 +73,9 @@ def sse(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
     return events()
 
 
-def ticks_batch(ticks: Ticks, metadata: dict[str, Any]) -> tuple[pa.RecordBatch, dict]:
-    """Ticks as a record batch of ARROW_HISTORY_SCHEMA (stream_id: the tick type)."""
-    return ticks.batch(), {k: orjson.dumps(v) for k, v in metadata.items()}
+def _custom(metadata: dict[str, Any]) -> dict[str, bytes]:
+    """A batch's custom metadata: each entry's value as JSON."""
+    return {k: orjson.dumps(v) for k, v in metadata.items()}
 
 
 class _Chunks:
@@ -109,7 +108,7 @@ def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
 
     async def stream() -> AsyncIterator[bytes]:
         chunks = _Chunks()
-        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), ARROW_HISTORY_SCHEMA)
+        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), SCHEMA)
         held: list[Ticks] = []
         meta: dict[str, Any] = {"progress": {}}
         try:
@@ -120,18 +119,16 @@ def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
                     held.append(data["ticks"])
                 elif kind == "history_progress":
                     meta["progress"] = data
-                    batch, custom = ticks_batch(Ticks.concat(held), meta)
-                    writer.write_batch(batch, custom_metadata=custom)
+                    writer.write_batch(Ticks.concat(held).batch(), custom_metadata=_custom(meta))
                     held, meta = [], {"progress": data}
                     yield chunks.take()
                 else:  # history_complete or error: the last message
                     if held or "started" in meta:
-                        batch, custom = ticks_batch(Ticks.concat(held), meta)
-                        writer.write_batch(batch, custom_metadata=custom)
+                        batch = Ticks.concat(held).batch()
+                        writer.write_batch(batch, custom_metadata=_custom(meta))
                     end = {**meta, "complete" if kind == "history_complete" else "error": data}
                     end.pop("started", None)
-                    batch, custom = ticks_batch(Ticks.empty(), end)
-                    writer.write_batch(batch, custom_metadata=custom)
+                    writer.write_batch(Ticks.empty().batch(), custom_metadata=_custom(end))
                     writer.close()
                     yield chunks.take()
                     return
