@@ -92,17 +92,32 @@ async def test_a_server_records_into_the_bucket_and_a_crash_is_a_gap(s3: S3Serve
             await server.kill()
             await server.start(*options)
             clean = await read_ticks(server.url, 1.0, seen)
+            # the crash window of ES and AAPL, quotes and trades, filled from IB's history
+            lines = await server.wait_log("backfill: gap", "server_restarted", count=4, timeout=60)
             assert await server.terminate() == 0
         finally:
             await server.kill()
     store = ibstream.store.open(uri)
     ticks = store.ticks()
     assert len(ticks) > 0
-    frame = store.sql("SELECT server_id, contract_id, tick_type, sequence FROM ticks")
+    # live rows are numbered by their server; backfilled ones (sequence 0) fill the crash window
+    frame = store.sql(
+        "SELECT server_id, contract_id, tick_type, sequence FROM ticks WHERE source = 'live'"
+    )
     kept = set(frame.itertuples(index=False, name=None))
     assert len(kept) == len(frame), "a row stored twice"
     assert {(clean, *key) for key in seen[clean]} <= kept  # a clean stop keeps everything
     lost = [key for key in seen[crashed] if (crashed, *key) not in kept]
     assert len(lost) < len(seen[crashed])
     gaps = store.gaps()
-    assert set(gaps.loc[gaps["reason"] == "server_restarted", "server_id"]) == {crashed}
+    restarts = gaps[gaps["reason"] == "server_restarted"]
+    assert set(restarts["server_id"]) == {crashed}
+    assert all(": filled (" in line for line in lines), lines
+    assert set(restarts["status"]) == {"filled"}
+    filled = store.sql("SELECT contract_id, tick_type, time FROM ticks WHERE source = 'historical'")
+    for row in filled.itertuples(index=False):
+        window = restarts[
+            (restarts["contract_id"] == row.contract_id) & (restarts["tick_type"] == row.tick_type)
+        ]
+        assert ((window["start"] <= row.time) & (row.time <= window["end"])).any()
+    assert len(filled) > 0
