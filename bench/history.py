@@ -20,14 +20,19 @@ is told per order too:
 3. The same answer's Arrow bytes read by plain httpx and dropped: the server's share of
    (2); what (2) takes beyond it is the client's (framing, decoding, the frame).
 
-Both count the same ticks (checked). Goal: (2) >= 0.8x (1).
+Both count the same ticks (checked). Goal: (2) >= 0.8x (1). Each way runs once uncounted
+first (imports, connections). Beside the rates, the CPU each process spent a run (simulator,
+server, this process): on a shared machine wall time stretches with other work, CPU time
+much less, so it says where a run's work is.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
+import resource
 import sys
 import time
 from datetime import UTC, datetime
@@ -40,6 +45,19 @@ from ibstream.ib.pacing import Pacer, PacingRules
 ES_ID = 637533641
 SCALE = 0.001  # IB's pacing a thousand times faster, on both sides
 PAGE = 1000
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each child process (user + system) and by this one."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for who, pid in pids.items():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        out[who] = (int(fields[11]) + int(fields[12])) / tick
+    mine = resource.getrusage(resource.RUSAGE_SELF)
+    out["client"] = mine.ru_utime + mine.ru_stime
+    return out
 
 
 def say(line: str) -> None:
@@ -133,6 +151,7 @@ async def arrow_bytes(url: str, first: int, end: int) -> int:
     import httpx
 
     params = {"tick_types": "bid_ask,last", "start": first, "end": end, "format": "arrow"}
+    params["compression"] = "lz4"  # as the client asks
     size = 0
     async with (
         httpx.AsyncClient(base_url=url, timeout=None, trust_env=False) as http,
@@ -172,6 +191,8 @@ async def main(args: argparse.Namespace) -> None:
             "server -> Arrow bytes only": lambda: arrow_bytes(url, first, end),
         }
         rates: dict[str, list[float]] = {name: [] for name in ways}
+        pids = {"simulator": gateway.proc.pid, "server": server.proc.pid}
+        cpu: dict[str, dict[str, float]] = {name: {} for name in ways}
         counts: dict[str, set[int]] = {name: set() for name in ways}
         # the server's one Pacer outlives a run (each ib_insync run has a fresh one): a
         # server way run right after the other found the scaled 60-a-window rule nearly
@@ -179,13 +200,22 @@ async def main(args: argparse.Namespace) -> None:
         # server ways also swap places every repeat and the frame's rate is told both ways
         placed: dict[str, list[float]] = {"first": [], "second": []}
         names = list(ways)
+        for name in names:  # once each, not counted: imports and first connections
+            await asyncio.sleep(rules().window_seconds)
+            await ways[name]()
+        mine.clear()
+        theirs.clear()
         for repeat in range(args.repeat):
             turn = names if repeat % 2 == 0 else [names[0], names[2], names[1]]
             for name in turn:
                 await asyncio.sleep(rules().window_seconds)  # no way pays for the one before
+                before = cpu_seconds(pids)
                 began = time.perf_counter()
                 n = await ways[name]()
                 elapsed = time.perf_counter() - began
+                for who, used in cpu_seconds(pids).items():
+                    spent = (used - before[who]) / args.repeat
+                    cpu[name][who] = cpu[name].get(who, 0.0) + spent
                 if name.endswith("bytes only"):
                     n = min(counts["server -> frame"])  # the same answer's ticks (run 1 first)
                 rates[name].append(n / elapsed)
@@ -208,6 +238,10 @@ async def main(args: argparse.Namespace) -> None:
                 f"  the frame's ratio run before the bytes only: {both['first']:.2f}, after: "
                 f"{both['second']:.2f}, mean of both orders: {sum(both.values()) / 2:.2f}"
             )
+        say("  CPU a run (mean; the time each process spent, unlike wall time not stretched by")
+        say("  other work on the machine):")
+        for name, used in cpu.items():
+            say("    " + name + ": " + ", ".join(f"{w} {s * 1000:.0f} ms" for w, s in used.items()))
         if len(ticks) != 1:
             say(f"  WARNING: the two counted different ticks: {sorted(ticks)}")
     finally:

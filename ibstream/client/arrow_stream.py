@@ -109,7 +109,9 @@ class ArrowStreamParser:
 
     def _next_batch(self) -> tuple[pa.RecordBatch, dict[str, str]]:
         if self._reader is None:
-            self._reader = pa.ipc.open_stream(self._framed)
+            # one batch at a time as it arrives: no thread pool to hand a small one to
+            options = pa.ipc.IpcReadOptions(use_threads=False)
+            self._reader = pa.ipc.open_stream(self._framed, options=options)
         batch, metadata = self._reader.read_next_batch_with_custom_metadata()
         return batch, {k.decode(): v.decode() for k, v in (metadata or {}).items()}
 

@@ -37,12 +37,15 @@ class HistoryQuery:
         return "/v2/history/" + urllib.parse.quote(self.contract, safe="")
 
     def params(self, format: str = "arrow") -> dict[str, str]:
-        return {
+        params = {
             "tick_types": ",".join(self.tick_types),
             "start": str(self.start_ns),
             "end": str(self.end_ns),
             "format": format,
         }
+        if format == "arrow":  # a fifth of the bytes; pyarrow reads it as it is
+            params["compression"] = "lz4"
+        return params
 
     def describe(self) -> str:
         return f"{self.contract} {iso_ns(self.start_ns)[:19]}Z to {iso_ns(self.end_ns)[:19]}Z"

@@ -5,6 +5,8 @@ and one way to read an HTTP error answer as the typed error."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from typing import Any
 
 import httpx
@@ -25,10 +27,18 @@ def http_client(
     or replace httpx's settings, e.g. a read timeout)."""
     settings = {
         "timeout": httpx.Timeout(options.request_timeout, connect=options.connect_timeout),
+        "verify": _tls(),
         "trust_env": not is_loopback_url(base),  # a local server's token never goes to a proxy
         **kwargs,
     }
     return httpx.AsyncClient(base_url=base, headers=auth_headers(token), **settings)
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default TLS context, made once: loading the CA bundle takes about 20 ms,
+    which every client (and every `history` call of a new one) would pay again."""
+    return httpx.create_ssl_context()
 
 
 async def get(

@@ -74,6 +74,7 @@ EXPECTED = {
     "Last-Event-ID": f"a sequence number (50, up to {INT64_MAX}) or per tick type "
     "(bid_ask:50,last:3)",
     "token": "the server's token",
+    "compression": "one of none, lz4, zstd",
     "format": "json (SSE is text: Arrow frames are on the WebSocket endpoint only)",
     "start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
     "(replay servers only)",
@@ -451,5 +452,11 @@ class HistoryQuery(BaseModel):
         None,
         description="jsonl (the default: one JSON message a line), sse (also chosen by "
         "`Accept: text/event-stream`) or arrow (one Arrow IPC stream)",
+    )
+    compression: Literal["none", "lz4", "zstd"] | None = Field(
+        None,
+        description="arrow only: the IPC stream's buffers compressed with lz4 (about a fifth "
+        "of the bytes of ticks, for a client across a network; what `ibstream` asks for) or "
+        "zstd; none (the default) for readers without IPC compression, such as Arrow JS",
     )
     token: str | None = Field(None, description="the server's token")

@@ -283,9 +283,11 @@ def parse_sse_params(
     return out
 
 
-def parse_history_params(contract: str, params: Iterable[tuple[str, str]]) -> tuple[History, str]:
-    """`GET /v2/history/{contract}`'s path and query (`HistoryQuery`) -> the request and the
-    format asked for (None: not given)."""
+def parse_history_params(
+    contract: str, params: Iterable[tuple[str, str]]
+) -> tuple[History, str, str]:
+    """`GET /v2/history/{contract}`'s path and query (`HistoryQuery`) -> the request, the
+    format asked for ("": not given) and the Arrow answer's compression ("none" unless asked)."""
     allowed = list(rq.HistoryQuery.model_fields)
     seen = query_items(params, allowed)
     if "start" not in seen:
@@ -295,9 +297,14 @@ def parse_history_params(contract: str, params: Iterable[tuple[str, str]]) -> tu
     try:
         query = rq.HistoryQuery.model_validate(seen)
     except ValidationError as exc:
+        if [e["loc"] for e in exc.errors()] == [("format",)]:  # not the stream's json-only one
+            raise invalid("format", "one of jsonl, sse, arrow", seen["format"], None) from None
         raise from_validation(exc, root=rq.HistoryQuery) from None
     spec = contract_spec(contract, "contract")
     kinds = (
         tick_types(query.tick_types.split(",")) if query.tick_types else list(DEFAULT_HISTORY_TYPES)
     )
-    return History(spec, kinds, query.start, query.end), query.format or ""
+    compression = query.compression or "none"
+    if compression != "none" and query.format != "arrow":
+        raise invalid("compression", "none unless format=arrow", compression, None)
+    return History(spec, kinds, query.start, query.end), query.format or "", compression

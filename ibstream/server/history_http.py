@@ -102,13 +102,16 @@ class _Chunks:
         return out
 
 
-def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
+def arrow(messages: AsyncIterator[Message], compression: str = "none") -> AsyncIterator[bytes]:
     """One IPC stream: a batch per progress step (the ticks since the last, custom metadata
-    `progress`; the first also `started`), and an empty last batch with `complete` / `error`."""
+    `progress`; the first also `started`), and an empty last batch with `complete` / `error`;
+    buffers compressed with `compression` (lz4, zstd; none)."""
 
     async def stream() -> AsyncIterator[bytes]:
         chunks = _Chunks()
-        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), SCHEMA)
+        codec = None if compression == "none" else compression
+        options = pa.ipc.IpcWriteOptions(compression=codec, use_threads=False)
+        writer = pa.ipc.new_stream(pa.PythonFile(chunks, mode="w"), SCHEMA, options=options)
         held: list[Ticks] = []
         meta: dict[str, Any] = {"progress": {}}
         try:
@@ -139,7 +142,7 @@ def arrow(messages: AsyncIterator[Message]) -> AsyncIterator[bytes]:
     return stream()
 
 
-FORMATS = {"jsonl": jsonl, "sse": sse, "arrow": arrow}
+FORMATS = {"jsonl": jsonl, "sse": sse}  # and arrow, which also takes the compression
 
 
 class _TimedResponse(StreamingResponse):
@@ -176,7 +179,7 @@ async def answer(ctx: ServerContext, request: Request, contract: str) -> Respons
     service: HistoryService = ctx.history
     ip = request.client.host if request.client else "unknown"
     try:
-        req, fmt = parse_history_params(contract, request.query_params.multi_items())
+        req, fmt, compression = parse_history_params(contract, request.query_params.multi_items())
         if not fmt:
             accept = request.headers.get("accept", "")
             fmt = "sse" if "text/event-stream" in accept else "jsonl"
@@ -189,7 +192,8 @@ async def answer(ctx: ServerContext, request: Request, contract: str) -> Respons
     except Exception as exc:  # noqa: BLE001 - an answer, not a dropped connection
         return error_response(StreamError(ErrorCode.INTERNAL_ERROR, f"history failed: {exc}"))
     headers = {**VERSION_HEADER, "Cache-Control": "no-store"}
-    body = FORMATS[fmt](service.run(plan))
+    messages = service.run(plan)
+    body = arrow(messages, compression) if fmt == "arrow" else FORMATS[fmt](messages)
     timeout = ctx.settings.send_timeout
     release = functools.partial(_release_once, ctx.connections, ip, [False])
     return _TimedResponse(
