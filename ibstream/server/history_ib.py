@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from ibstream.errors import StreamError
 from ibstream.history.order import history_order
 from ibstream.ib.history import pages
-from ibstream.server.tick_columns import SCHEMA, Ticks
+from ibstream.server.tick_columns import SCHEMA, Ticks, labels_of
 from ibstream.store import fill
 from ibstream.store.layout import StoreRoot
 
@@ -248,16 +248,18 @@ class _Rows:
             if name in columns:  # an empty text is no text
                 text = columns[name]
                 columns[name] = pc.if_else(pc.equal(text, ""), None, text)
-        labels = np.array([h.tick_type for h, _ in self.taken], dtype=object)[self.hole]
         by_time = np.argsort(stamps, kind="stable")  # merged order, then by stamp
         take = order[by_time]
+        names = list(dict.fromkeys(h.tick_type for h, _ in self.taken))
+        code = np.array([names.index(h.tick_type) for h, _ in self.taken], np.int8)
+        labels = labels_of(code[self.hole[take]], names)
         picked = {
             k: (v.take(pa.array(take)) if isinstance(v, pa.Array) else v)
             for k, v in columns.items()
         }
         picked["ib_time"] = self.time[take]
         picked["recv_ns"] = stamps[by_time]
-        return Ticks.from_columns(len(take), labels[take], picked)
+        return Ticks.from_columns(len(take), labels, picked)
 
 
 class _Ahead:

@@ -23,12 +23,23 @@ _LABELS = ("stream_id", "tick_type")  # dictionary-encoded: the tick type, as st
 
 
 def _labels(values: Any, n: int) -> pa.Array:
-    """A tick type (one for all rows, or one a row) as the schema's dictionary column."""
+    """A tick type (one for all rows, one a row, or a DictionaryArray already) as the
+    schema's dictionary column."""
+    if isinstance(values, pa.DictionaryArray):
+        return values
     if isinstance(values, str):
         return pa.DictionaryArray.from_arrays(
             pa.array(np.zeros(n, np.int8)), pa.array([values], pa.string())
         )
     return pa.array(values, pa.string()).dictionary_encode().cast(SCHEMA.field(_LABELS[0]).type)
+
+
+def labels_of(codes: np.ndarray, names: Sequence[str]) -> pa.DictionaryArray:
+    """The tick type column of rows whose tick type is `names[code]`, built from the codes
+    (no string a row)."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(codes.astype(np.int8, copy=False)), pa.array(list(names), pa.string())
+    )
 
 
 class Ticks:
@@ -47,7 +58,7 @@ class Ticks:
     @classmethod
     def from_columns(cls, n: int, tick_type: Any, columns: Mapping[str, Any]) -> Ticks:
         """`n` ticks from column values (numpy, lists or Arrow arrays; a scalar for all
-        rows); columns not given are null, `sequence` 0; `tick_type`: one or one a row."""
+        rows); columns not given are null, `sequence` 0; `tick_type`: one, one a row, or a dictionary column (`labels_of`)."""
         labels = _labels(tick_type, n)
         arrays = []
         for f in SCHEMA:
@@ -58,7 +69,7 @@ class Ticks:
             if value is None:
                 arrays.append(pa.nulls(n, f.type))
             elif np.isscalar(value):
-                arrays.append(pa.array([value] * n, f.type))
+                arrays.append(pa.repeat(pa.scalar(value, f.type), n))
             else:
                 arrays.append(pa.array(value, f.type))
         return cls(pa.Table.from_arrays(arrays, schema=SCHEMA))
