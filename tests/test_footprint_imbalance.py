@@ -18,6 +18,7 @@ from ibstream.analytics import (
     classify,
     footprint,
 )
+from ibstream.analytics.footprint import merge_levels
 from tests.data import BINANCE, CME, recorded
 from tests.test_delta import trades_frame
 from tests.test_engine import split, trades_and_cuts
@@ -156,3 +157,22 @@ def test_delta_engine_footprint_carries_the_imbalances():
     newest = newest[newest.index == newest.index.max()]
     pd.testing.assert_frame_equal(engine.footprint(), newest, check_exact=True)
     assert engine.footprint()["stacked_sell"].any()
+
+
+def test_cells_off_the_grid_are_grouped_by_price_not_by_step():
+    """Grouping by grid step is a shortcut: prices that share a step but differ (not on the
+    grid) stay apart, as grouping by price keeps them."""
+    cells = {
+        "time": np.zeros(4, dtype=np.int64),
+        "contract_id": np.ones(4, dtype=np.int64),
+        "price": np.array([1.2, 1.0, 1.2, 3.0]),
+        "buy_volume": np.array([1.0, 2.0, 3.0, 4.0]),
+        "sell_volume": np.zeros(4),
+        "neutral_volume": np.zeros(4),
+        "trade_count": np.ones(4, dtype=np.int64),
+    }
+    on_grid = merge_levels(cells | {"tick": np.full(4, 1.0)})
+    no_grid = merge_levels(cells | {"tick": np.full(4, np.nan)})
+    assert on_grid["price"].tolist() == no_grid["price"].tolist() == [1.0, 1.2, 3.0]
+    assert on_grid["buy_volume"].tolist() == no_grid["buy_volume"].tolist() == [2.0, 4.0, 4.0]
+    assert on_grid["trade_count"].tolist() == [1, 2, 1]

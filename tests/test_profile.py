@@ -212,3 +212,8 @@ def test_live_profile_equals_batch_on_any_split(data, by, tick_size, fraction):
                 strict=True,
             )
         )
+
+
+def test_periods_from_an_empty_frame_hold_nothing():
+    none = volume_profile(two_periods(), pd.DatetimeIndex([], tz="UTC"), 0.25)
+    assert len(none.levels) == len(none.periods) == 0

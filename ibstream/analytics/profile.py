@@ -126,8 +126,7 @@ def profile_cells(
     if tick_size is None:
         tick_size = contract_ticks(getattr(trades, "attrs", {}), arrays.contract)
     keys, kept = period_keys(arrays, by)
-    cells = level_rows(arrays, 1, tick_size)
-    cells["time"] = keys
+    cells = level_rows(arrays, 1, tick_size, keys)
     priced = ~np.isnan(arrays.price)
     if not kept.all():
         cells = {k: v[kept[priced]] for k, v in cells.items()}
@@ -143,10 +142,8 @@ def check_fraction(value: object, name: str) -> float:
 
 
 def period_keys(a: TradeArrays, by: object) -> tuple[np.ndarray, np.ndarray]:
-    """Per priced trade its period (start in ns; 0 for `by=None`), and per trade whether
-    it is in a period."""
-    priced = ~np.isnan(a.price)
-    time = a.time[priced]
+    """Per trade its period (start in ns; 0 for `by=None`) and whether it is in one."""
+    time = a.time
     if by is None:
         return np.zeros(len(time), dtype=np.int64), np.ones(len(a.time), dtype=bool)
     if isinstance(by, pd.DataFrame):
@@ -156,7 +153,9 @@ def period_keys(a: TradeArrays, by: object) -> tuple[np.ndarray, np.ndarray]:
         bounds = np.unique(index.as_unit("ns").asi8)
         at = np.searchsorted(bounds, a.time, side="right") - 1
         kept = at >= 0
-        return bounds[np.maximum(at, 0)][priced], kept
+        if not len(bounds):
+            return np.zeros(len(time), dtype=np.int64), kept
+        return bounds[np.maximum(at, 0)], kept
     if not isinstance(by, str | pd.Timedelta | dt.timedelta | np.timedelta64):
         raise ValueError(f"by must be None, a duration or a frame of periods, got {by!r}")
     step = to_nanos(by, "by")
