@@ -32,35 +32,30 @@ __all__ = [
     "volume_profile",
 ]
 
-PROFILE_LEVEL_COLUMNS = {
-    "contract_id": "int64",
-    "price": "float64",
+_VOLUMES = {
     "volume": "float64",
     "buy_volume": "float64",
     "sell_volume": "float64",
     "neutral_volume": "float64",
     "delta": "float64",
     "trade_count": "int64",
-    "in_value_area": "bool",
 }
-PROFILE_PERIOD_COLUMNS = {
-    "contract_id": "int64",
-    "low": "float64",
-    "high": "float64",
-    "volume": "float64",
-    "buy_volume": "float64",
-    "sell_volume": "float64",
-    "neutral_volume": "float64",
-    "delta": "float64",
-    "trade_count": "int64",
-    "poc": "float64",
-    "poc_volume": "float64",
-    "value_area_low": "float64",
-    "value_area_high": "float64",
-    "value_area_volume": "float64",
-    "poc_naked": "bool",
-    "poc_revisited": "datetime64[ns, UTC]",
-}
+PROFILE_LEVEL_COLUMNS = (
+    {"contract_id": "int64", "price": "float64"} | _VOLUMES | {"in_value_area": "bool"}
+)
+PROFILE_PERIOD_COLUMNS = (
+    {"contract_id": "int64", "low": "float64", "high": "float64"}
+    | _VOLUMES
+    | {
+        "poc": "float64",
+        "poc_volume": "float64",
+        "value_area_low": "float64",
+        "value_area_high": "float64",
+        "value_area_volume": "float64",
+        "poc_naked": "bool",
+        "poc_revisited": "datetime64[ns, UTC]",
+    }
+)
 _SUMS = ("buy_volume", "sell_volume", "neutral_volume")
 
 
