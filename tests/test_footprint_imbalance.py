@@ -18,7 +18,9 @@ from ibstream.analytics import (
     classify,
     footprint,
 )
-from ibstream.analytics.footprint import merge_levels
+from ibstream.analytics.footprint import merge_levels, price_levels
+from ibstream.analytics.grouping import group_rows
+from ibstream.analytics.level_groups import dense_groups, hashed_groups, level_groups
 from tests.data import BINANCE, CME, recorded
 from tests.test_delta import trades_frame
 from tests.test_engine import split, trades_and_cuts
@@ -176,3 +178,39 @@ def test_cells_off_the_grid_are_grouped_by_price_not_by_step():
     assert on_grid["price"].tolist() == no_grid["price"].tolist() == [1.0, 1.2, 3.0]
     assert on_grid["buy_volume"].tolist() == no_grid["buy_volume"].tolist() == [2.0, 4.0, 4.0]
     assert on_grid["trade_count"].tolist() == [1, 2, 1]
+
+
+@st.composite
+def cell_keys(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
+    n = draw(st.integers(0, 700))
+    bars = draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
+    time = np.array(bars, dtype=np.int64) * 60 * 10**9
+    if draw(st.booleans()):
+        time = np.sort(time)  # in arrival order, as bars of one contract come
+    contract = np.array(draw(st.lists(st.sampled_from([7, 3, 11]), min_size=n, max_size=n)))
+    steps = draw(st.lists(st.integers(-40, 40), min_size=n, max_size=n))
+    price = np.array(steps, dtype=np.float64) * 0.25
+    if n and draw(st.booleans()):
+        price[: n // 3] += 0.1  # off the grid
+    tick = np.full(n, draw(st.sampled_from([0.25, 0.5, np.nan])))
+    return time, contract.astype(np.int64), price, tick
+
+
+@settings(max_examples=150, deadline=None)
+@given(keys=cell_keys())
+def test_every_way_of_grouping_cells_equals_sorting_them(keys):
+    """The table and hashing shortcuts of `level_groups` number and key the groups exactly
+    as sorting the rows does (the small inputs of the other tests are simply sorted)."""
+    time, contract, price, tick = keys
+    want = group_rows(time, contract, price)
+    ways = [level_groups(*keys), hashed_groups(time, contract, price)]
+    dense = dense_groups(*keys)
+    ways += [dense] if dense is not None else []
+    if len(price) >= 300 and (price == price_levels(price, 0.25)).all() and tick[0] == 0.25:
+        assert dense is not None  # on the grid, within the table's bound: the table is used
+    for codes, got, rows in ways:
+        assert codes.tolist() == want.codes.tolist()
+        for a, b in zip(got, want.keys, strict=True):
+            assert a.tolist() == b.tolist()
+        for a, b in zip((time, contract, price), want.keys, strict=True):
+            assert a[rows].tolist() == b.tolist()

@@ -22,10 +22,20 @@ def level_groups(
 
     On one tick grid with few enough (bar, contract, step) combinations the key is a
     position in a table of them (no hashing, no sort); else hashing (`pd.factorize`)
-    numbers the groups and only the groups are sorted."""
-    dense = _dense_groups(time, contract, price, tick)
+    numbers the groups and only the groups are sorted. A few rows are simply sorted."""
+    if len(price) < _FEW:
+        g = group_rows(time, contract, price)
+        return g.codes, g.keys, g.first
+    dense = dense_groups(time, contract, price, tick)
     if dense is not None:
         return dense
+    return hashed_groups(time, contract, price)
+
+
+def hashed_groups(
+    time: np.ndarray, contract: np.ndarray, price: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """`level_groups` by hashing each key and their combination."""
     parts = [pd.factorize(k) for k in (time, contract, price)]
     sizes = [max(len(u), 1) for _, u in parts]
     if float(np.prod(sizes, dtype=np.float64)) >= 2**62:  # the combined key would overflow
@@ -49,7 +59,7 @@ def level_groups(
     return rank[codes], tuple(v[order] for v in values), first[order]
 
 
-def _dense_groups(
+def dense_groups(
     time: np.ndarray, contract: np.ndarray, price: np.ndarray, tick: np.ndarray
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray] | None:
     n = len(price)
@@ -62,7 +72,7 @@ def _dense_groups(
         return None
     (t_codes, t_size), (c_codes, c_size) = _ordered_codes(time), _ordered_codes(contract)
     p_size = int(high - low) + 1
-    if t_size * c_size * p_size > max(4 * n, 1 << 20):
+    if t_size * c_size * p_size > 4 * n + 4096:  # a table no larger than the rows
         return None
     key = (t_codes * c_size + c_codes) * p_size + (steps - low).astype(np.int64)
     present = np.zeros(t_size * c_size * p_size, dtype=bool)
@@ -85,3 +95,6 @@ def _ordered_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
         return codes, int(codes[-1]) + 1
     codes, uniques = pd.factorize(values, sort=True)
     return codes.astype(np.int64), len(uniques)
+
+
+_FEW = 256  # rows below which sorting them costs less than hashing
