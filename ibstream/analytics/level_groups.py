@@ -87,7 +87,9 @@ def dense_groups(
 
 def _ordered_codes(values: np.ndarray) -> tuple[np.ndarray, int]:
     """Codes that keep the values' order, and how many there are; rows already in order
-    (time bars in arrival order) need no hashing."""
+    (time bars in arrival order) need no hashing, one value (one contract) nothing."""
+    if values.min() == values.max():
+        return np.zeros(len(values), dtype=np.int64), 1
     if (values[1:] >= values[:-1]).all():
         change = values[1:] != values[:-1]
         codes = np.zeros(len(values), dtype=np.int64)
