@@ -77,6 +77,7 @@ bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify
 	$(BIN)/python -m bench.history_order
 	$(BIN)/python -m bench.engine
+	$(BIN)/python -m bench.orderflow_profile
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.redraw
 

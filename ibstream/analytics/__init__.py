@@ -20,8 +20,17 @@ from ibstream.analytics.delta import (
     summary,
 )
 from ibstream.analytics.engine import DeltaEngine
+from ibstream.analytics.imbalance import IMBALANCE_COLUMNS
 from ibstream.analytics.live import Trade, trades_frame
+from ibstream.analytics.live_levels import LiveFootprint, LiveProfile
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
+from ibstream.analytics.profile import (
+    PROFILE_LEVEL_COLUMNS,
+    PROFILE_PERIOD_COLUMNS,
+    VolumeProfile,
+    value_area,
+    volume_profile,
+)
 from ibstream.analytics.running import Now
 
 # isort: split
@@ -43,6 +52,16 @@ from ibstream.analytics.classify import (
 from ibstream.analytics.footprint import FOOTPRINT_COLUMNS, footprint, price_levels
 
 __all__ = [
+    # volume profile and footprint imbalances
+    "IMBALANCE_COLUMNS",
+    "PROFILE_LEVEL_COLUMNS",
+    "PROFILE_PERIOD_COLUMNS",
+    "LiveFootprint",
+    "LiveProfile",
+    "VolumeProfile",
+    "value_area",
+    "volume_profile",
+    # the delta analytics
     "BAR_COLUMNS",
     "DEFAULT_METHOD",
     "FOOTPRINT_COLUMNS",

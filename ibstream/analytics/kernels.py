@@ -83,7 +83,14 @@ class TradeArrays:
 
 def trade_arrays(trades: object) -> TradeArrays:
     """Check a trades frame (see SCHEMA: classify's output) and take its arrays. A trade
-    without a size (NaN) has volume 0; one without a price keeps price NaN."""
+    without a size (NaN) has volume 0; one without a price keeps price NaN. A tick frame
+    (tick_type, no side) is refused with the call that makes trades of it."""
+    columns = trades.columns if isinstance(trades, pd.DataFrame) else ()
+    if "tick_type" in columns and "side" not in columns and "bid_price" in columns:
+        raise ValueError(
+            "expected classified trades (a frame with a side column), got a tick frame: "
+            "call ibstream.analytics.classify(ticks) first"
+        )
     trades = require_columns(trades, TRADE_REQUIRED, "trades")
     side = trades["side"]
     if isinstance(side.dtype, pd.CategoricalDtype) and tuple(side.cat.categories) == SIDES:
