@@ -21,6 +21,7 @@ from ibstream.analytics.delta import (
 )
 from ibstream.analytics.engine import DeltaEngine
 from ibstream.analytics.live import Trade, trades_frame
+from ibstream.analytics.lookahead import LOOKAHEAD_TIMEOUT
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
 from ibstream.analytics.running import Now
 
@@ -30,6 +31,7 @@ from ibstream.analytics.bars import BAR_COLUMNS, bars, bulk_volume, normal_cdf
 from ibstream.analytics.classify import (
     DEFAULT_METHOD,
     METHODS,
+    OPT_IN_METHODS,
     QUOTE_DTYPE,
     QUOTE_STATES,
     SIDE_DTYPE,
@@ -43,6 +45,10 @@ from ibstream.analytics.classify import (
 from ibstream.analytics.footprint import FOOTPRINT_COLUMNS, footprint, price_levels
 
 __all__ = [
+    # lookahead classification (issue 14)
+    "LOOKAHEAD_TIMEOUT",
+    "OPT_IN_METHODS",
+    # the rest
     "BAR_COLUMNS",
     "DEFAULT_METHOD",
     "FOOTPRINT_COLUMNS",
