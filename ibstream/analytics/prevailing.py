@@ -84,8 +84,9 @@ def prevailing(
     quote_ends, trade_ends = seen.take(g.ends - 1), np.searchsorted(trades, g.ends)
     quote_starts, trade_starts = _starts(quote_ends), _starts(trade_ends)
     book = len(quotes) + np.arange(g.size)  # the book: quotes, then the carried ones
-    book_bid = _book(bid, g.rows(quotes), init["bid"].to_numpy(np.float64))
-    book_ask = _book(ask, g.rows(quotes), init["ask"].to_numpy(np.float64))
+    quoted = g.rows(quotes)
+    book_bid = _book(bid, quoted, init["bid"].to_numpy(np.float64))
+    book_ask = _book(ask, quoted, init["ask"].to_numpy(np.float64))
     quote_at = seen.take(trades).astype(np.intp)  # quotes up to each trade; nondecreasing
     quote_at -= 1  # -> its last quote, unless that is another contract's:
     own = np.searchsorted(quote_at, quote_starts, side="left")  # first trade that has its own
@@ -113,7 +114,7 @@ def prevailing(
     if look_ahead:  # the quote after each trade: the next one counted, if its own
         next_at = seen.take(trades).astype(np.intp)
         own = next_at < np.repeat(quote_ends, trade_ends - trade_starts)
-        quoted = g.rows(quotes) if len(quotes) else np.zeros(1, dtype=np.intp)
+        quoted = quoted if len(quotes) else np.zeros(1, dtype=np.intp)
         next_at = np.where(own, quoted.take(np.where(own, next_at, 0)), -1)
     back = None
     if g.order is not None:  # contract order -> arrival order
