@@ -61,6 +61,8 @@ class DeltaEngine:
     (`feed_rows`) cost a few microseconds a tick. Receive times must not go back within a
     contract (the server's stamps never do); a batch that does (or that has an infinite
     price or size) raises ValueError and leaves the engine as it was, classifier included.
+    With `method="lookahead"` a trade counts once its contract's next quote (or `timeout`)
+    decides it; `release` and `flush` decide the waiting ones (see `TradeClassifier`).
     """
 
     def __init__(
