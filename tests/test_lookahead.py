@@ -115,6 +115,8 @@ def test_wrong_inputs_are_refused_with_the_name_of_the_argument():
             classify(frame, "lookahead", timeout=bad)
         with pytest.raises(ValueError, match="timeout"):
             TradeClassifier("lookahead", timeout=bad)
+        with pytest.raises(ValueError, match="timeout"):  # checked whatever the method
+            classify(frame, "lee_ready", timeout=bad)
     with pytest.raises(ValueError, match="tick_type"):
         classify(frame.drop(columns="tick_type"), "lookahead")
     with pytest.raises(ValueError, match="tick_type"):

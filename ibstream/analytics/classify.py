@@ -126,7 +126,7 @@ def classify_with_state(
     without it (`TradeClassifier` holds such trades back instead).
     """
     method = resolve_method(method)
-    wait = timeout_nanos(timeout) if method == LOOKAHEAD else 0
+    wait = timeout_nanos(timeout)  # checked for every method, used by lookahead
     if "tick_type" not in ticks.columns:
         raise ValueError(
             "ticks frame has no 'tick_type' column; pass a tick frame (bid_ask and last/all_last "
