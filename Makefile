@@ -75,6 +75,7 @@ bench-history: $(STAMP)
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify
+	$(BIN)/python -m bench.lookahead
 	$(BIN)/python -m bench.history_order
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.orderflow_profile

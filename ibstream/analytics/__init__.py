@@ -23,6 +23,7 @@ from ibstream.analytics.engine import DeltaEngine
 from ibstream.analytics.imbalance import IMBALANCE_COLUMNS
 from ibstream.analytics.live import Trade, trades_frame
 from ibstream.analytics.live_levels import LiveFootprint, LiveProfile
+from ibstream.analytics.lookahead import LOOKAHEAD_TIMEOUT
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
 from ibstream.analytics.profile import (
     PROFILE_LEVEL_COLUMNS,
@@ -39,6 +40,7 @@ from ibstream.analytics.bars import BAR_COLUMNS, bars, bulk_volume, normal_cdf
 from ibstream.analytics.classify import (
     DEFAULT_METHOD,
     METHODS,
+    OPT_IN_METHODS,
     QUOTE_DTYPE,
     QUOTE_STATES,
     SIDE_DTYPE,
@@ -61,6 +63,9 @@ __all__ = [
     "VolumeProfile",
     "value_area",
     "volume_profile",
+    # lookahead classification (issue 14)
+    "LOOKAHEAD_TIMEOUT",
+    "OPT_IN_METHODS",
     # the delta analytics
     "BAR_COLUMNS",
     "DEFAULT_METHOD",

@@ -35,11 +35,15 @@ def check_order(
 ) -> None:  # fmt: skip
     """Raise ValueError if a contract's receive times go back: within the rows (`order`:
     the rows in contract order, None if already; `ends`: where each contract's rows end)
-    or before `since` (each contract's last time in earlier batches)."""
+    or before `since` (each contract's last time in earlier batches). Times in order across
+    all rows (as the server stamps them) need no grouping: only each contract's first."""
+    starts = np.concatenate([[0], ends[:-1]])
+    if order is not None and not (time[1:] < time[:-1]).any():
+        if not (time.take(order.take(starts)) < since).any():
+            return
     timed = time if order is None else time.take(order)
     back = np.zeros(len(timed), dtype=bool)
     back[1:] = timed[1:] < timed[:-1]
-    starts = np.concatenate([[0], ends[:-1]])
     back[starts] = timed[starts] < since
     if not back.any():
         return

@@ -6,10 +6,16 @@ trades have begun), so any split of a tick sequence into batches gives exactly t
 `classify` gives on the whole sequence. Frames go through the vectorised `classify`; wire
 rows (tick `data` dicts) through the per-tick path of `live`, which costs microseconds
 rather than a millisecond per batch. Both read and leave the same state.
+
+`lookahead` holds each trade back until its contract's next quote (or the timeout) decides
+it (see `live`), so `update` returns the trades decided by the batch, which may include
+earlier batches' trades; frames go through the per-tick path. `release` hands over the
+waiting trades whose timeout has passed by the wall clock, `flush` all of them.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import pandas as pd
@@ -21,15 +27,20 @@ from ibstream.analytics.live import (
     books_frame,
     classify_rows,
     frame_books,
+    frame_rows,
+    release,
     trades_frame,
 )
+from ibstream.analytics.lookahead import LOOKAHEAD, LOOKAHEAD_TIMEOUT, timeout_nanos
 
 
 class TradeClassifier:
     """Classifies the trades of tick batches (frames or wire rows) in arrival order."""
 
-    def __init__(self, method: str | None = None) -> None:
+    def __init__(self, method: str | None = None, timeout: object = LOOKAHEAD_TIMEOUT) -> None:
         self.method = resolve_method(method)
+        self.timeout = timeout  # lookahead: the longest wait for a contract's next quote
+        self._wait = timeout_nanos(timeout)
         self._books: dict[int, Carried] = {}  # the state, unless `_frame` holds it
         self._frame: pd.DataFrame | None = None
         self.trades_seen = 0
@@ -43,7 +54,11 @@ class TradeClassifier:
         wire, or a list of them); returns just these trades as a trades frame. `accept` is
         called with them before the classifier moves on: if it raises, the batch is undone.
         Receive times that go back (within a contract, or before the last batch's) raise
-        ValueError and change nothing."""
+        ValueError and change nothing. For `lookahead`: the trades this batch decides."""
+        if isinstance(ticks, pd.DataFrame) and self.method == LOOKAHEAD:
+            if "tick_type" not in ticks.columns:
+                classify_with_state(ticks, self.method)  # raises the frame's error
+            ticks = frame_rows(ticks)
         if not isinstance(ticks, pd.DataFrame):
             frames: list[pd.DataFrame] = []
 
@@ -72,10 +87,39 @@ class TradeClassifier:
         rows = (rows,) if isinstance(rows, Mapping) else rows
         if self._frame is not None:
             self._books, self._frame = frame_books(self._frame), None
-        trades, touched = classify_rows(rows, self._books, self.method)
+        trades, touched = classify_rows(rows, self._books, self.method, self._wait)
         if accept is not None:
             accept(trades)
         self._books.update(touched)
+        self.trades_seen += len(trades)
+        return trades
+
+    @property
+    def pending(self) -> int:
+        """How many trades wait for their contract's next quote (`lookahead` only)."""
+        return sum(len(book.pending) for book in self._books.values())
+
+    def release(
+        self, now: int | None = None, accept: Callable[[list[Trade]], None] | None = None
+    ) -> list[Trade]:
+        """The waiting trades received more than the timeout before `now` (ns since the
+        epoch, UTC; None: the wall clock), decided by Lee-Ready, as `Trade` records. Call
+        it on a timer when a contract may fall quiet; it can give another side than a batch
+        `classify` would, if that contract's next quote was only late."""
+        now = time.time_ns() if now is None else now
+        return self._release(now - self._wait, accept)
+
+    def flush(self, accept: Callable[[list[Trade]], None] | None = None) -> list[Trade]:
+        """Every waiting trade, decided by Lee-Ready: what `classify` gives a trade without
+        a next quote (at the end of a feed, or before a pause)."""
+        return self._release(None, accept)
+
+    def _release(self, before: int | None, accept: Callable | None) -> list[Trade]:
+        books = {c: book.copy() for c, book in self._books.items() if book.pending}
+        trades = release(books, before)
+        if accept is not None:
+            accept(trades)
+        self._books.update(books)
         self.trades_seen += len(trades)
         return trades
 

@@ -19,6 +19,8 @@ docs/classification.md for accuracy on recorded data):
 - `clnv`: Chakrabarty, Li, Nguyen & Van Ness (2007), J. Banking & Finance 31(12): in the upper
   30 % of the spread (ask included) buy, in the lower 30 % (bid included) sell, the middle
   40 % and outside the spread the tick test.
+- `lookahead` (opt-in, not in METHODS): Lee-Ready, corrected by the next quote of the trade's
+  contract within `timeout` (see `lookahead`, after Jurkatis 2022).
 
 Quote states: `ok` (bid < ask), `locked` (bid == ask), `crossed` (bid > ask), `missing` (no
 quote yet or an empty side: no price, or a size of 0 where the size is given, as IB reports
@@ -42,13 +44,16 @@ import re
 import numpy as np
 import pandas as pd
 
+from ibstream.analytics import lookahead as ahead
 from ibstream.analytics.arrival import check_order, one_trade_stream, receive_times
 from ibstream.analytics.grouping import EARLIEST
+from ibstream.analytics.lookahead import LOOKAHEAD, LOOKAHEAD_TIMEOUT, timeout_nanos
 from ibstream.analytics.prevailing import Book, Contracts, empty_state, prevailing
 from ibstream.analytics.quotes import quote_prices, tick_kinds
 from ibstream.analytics.strings import take_strings
 
 METHODS = ("quote", "tick", "lee_ready", "emo", "clnv")
+OPT_IN_METHODS = (LOOKAHEAD,)  # research methods, accepted by name but not listed in METHODS
 DEFAULT_METHOD = "lee_ready"
 SIDES = ("buy", "sell", "neutral")
 QUOTE_STATES = ("ok", "locked", "crossed", "missing")
@@ -69,7 +74,7 @@ CLNV_BAND = 0.3  # share of the spread next to each side that CLNV decides by th
 EQUAL_WITHIN = 1e-6  # share of the spread within which two prices are equal
 _BLOCK = 2**17  # trades per block of `_decide`
 _UNDECIDED = 3  # side code of `_rules` where the tick test decides
-_ALIASES = {re.sub(r"[^a-z]", "", m): m for m in METHODS} | {
+_ALIASES = {re.sub(r"[^a-z]", "", m): m for m in METHODS + OPT_IN_METHODS} | {
     "quoterule": "quote",
     "ticktest": "tick",
 }
@@ -82,14 +87,19 @@ def resolve_method(method: str | None) -> str:
     found = _ALIASES.get(re.sub(r"[^a-z]", "", method.lower())) if isinstance(method, str) else None
     if found is None:
         raise ValueError(
-            f"unknown classification method {method!r}; use one of {', '.join(METHODS)}"
+            f"unknown classification method {method!r}; use one of "
+            f"{', '.join(METHODS + OPT_IN_METHODS)}"
         )
     return found
 
 
-def classify(ticks: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
-    """Ticks in arrival order -> the trades frame (one row per trade, see the module doc)."""
-    return classify_with_state(ticks, method)[0]
+def classify(
+    ticks: pd.DataFrame, method: str | None = None, *, timeout: object = LOOKAHEAD_TIMEOUT
+) -> pd.DataFrame:
+    """Ticks in arrival order -> the trades frame (one row per trade, see the module doc).
+    `timeout` (a duration) is how long after a trade its next quote may come and still count,
+    for `lookahead` only."""
+    return classify_with_state(ticks, method, timeout=timeout)[0]
 
 
 def empty_trades(index: pd.Index | None = None) -> pd.DataFrame:
@@ -103,13 +113,20 @@ def empty_trades(index: pd.Index | None = None) -> pd.DataFrame:
 
 
 def classify_with_state(
-    ticks: pd.DataFrame, method: str | None = None, state: pd.DataFrame | None = None
+    ticks: pd.DataFrame,
+    method: str | None = None,
+    state: pd.DataFrame | None = None,
+    *,
+    timeout: object = LOOKAHEAD_TIMEOUT,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`classify` that starts from a carried per-contract `state` and returns the new one.
 
     The state (see `empty_state`) is what makes batch after batch equal to one big batch.
+    For `lookahead` it does not: a trade whose next quote is in a later batch is decided
+    without it (`TradeClassifier` holds such trades back instead).
     """
     method = resolve_method(method)
+    wait = timeout_nanos(timeout)  # checked for every method, used by lookahead
     if "tick_type" not in ticks.columns:
         raise ValueError(
             "ticks frame has no 'tick_type' column; pass a tick frame (bid_ask and last/all_last "
@@ -136,6 +153,7 @@ def classify_with_state(
         _quote_side(ticks, "bid"),
         _quote_side(ticks, "ask"),
         init,
+        method == LOOKAHEAD,
     )
     last_time = init["time"].fillna(0).to_numpy(np.int64)
     if time is not None:
@@ -143,6 +161,8 @@ def classify_with_state(
     new_state = book.state.assign(time=last_time, all_last=seen)
     rows, ids = book.rows, g.ids
     side, quote = _decide(method, book)
+    if method == LOOKAHEAD:
+        side = _look_ahead(ticks, book, side, time, wait)
     trades = pd.DataFrame(
         {
             "contract_id": np.full(len(rows), ids[0]) if len(ids) == 1 else contract.take(rows),
@@ -180,10 +200,25 @@ def _quote_side(ticks: pd.DataFrame, side: str) -> np.ndarray:
     return quote_prices(price, _column(ticks, f"{side}_size", np.float64, np.nan))
 
 
+def _look_ahead(
+    ticks: pd.DataFrame, book: Book, side: np.ndarray, time: np.ndarray | None, wait: int
+) -> np.ndarray:
+    """Lee-Ready's `side` codes corrected by each trade's next quote (see `lookahead`),
+    where that quote came within `wait` ns of the trade."""
+    has_next = book.next_row >= 0
+    rows = np.where(has_next, book.next_row, 0)
+    if time is not None:
+        has_next &= time.take(rows) - time.take(book.rows) <= wait
+    after = (_quote_side(ticks, "bid").take(rows), _quote_side(ticks, "ask").take(rows))
+    return ahead.sides(side, book.price, (book.bid, book.ask), after, has_next)
+
+
 def _decide(method: str, book: Book) -> tuple[np.ndarray, np.ndarray]:
     """Side codes (0 buy, 1 sell, 2 neutral) and quote-state codes of the trades. The rules
     run a block of rows at a time (their dozen passes then run over data held in the CPU
     cache); the tick test is read where they leave the side undecided."""
+    if method == LOOKAHEAD:
+        method = "lee_ready"  # corrected afterwards by `_look_ahead`
     price, bid, ask = book.price, book.bid, book.ask
     side, quote = np.empty(len(price), dtype=np.int8), np.empty(len(price), dtype=np.int8)
     for at in range(0, len(price), _BLOCK):

@@ -42,6 +42,7 @@ from ibstream.analytics.grouping import (
 )
 from ibstream.analytics.kernels import TradeArrays, to_nanos, to_time_index, trade_arrays
 from ibstream.analytics.live import Trade, trades_frame
+from ibstream.analytics.lookahead import LOOKAHEAD_TIMEOUT
 from ibstream.analytics.running import Now, Running
 
 __all__ = ["DeltaEngine"]
@@ -60,6 +61,8 @@ class DeltaEngine:
     (`feed_rows`) cost a few microseconds a tick. Receive times must not go back within a
     contract (the server's stamps never do); a batch that does (or that has an infinite
     price or size) raises ValueError and leaves the engine as it was, classifier included.
+    With `method="lookahead"` a trade counts once its contract's next quote (or `timeout`)
+    decides it; `release` and `flush` decide the waiting ones (see `TradeClassifier`).
     """
 
     def __init__(
@@ -70,12 +73,13 @@ class DeltaEngine:
         max_bars: int | None = None,
         tick_size: float | None = None,
         max_trades: int | None = 100_000,
+        timeout: object = LOOKAHEAD_TIMEOUT,
     ) -> None:
         for name, value in (("max_bars", max_bars), ("max_trades", max_trades)):
             if value is not None and (type(value) is not int or value < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         price_levels(np.zeros(1), tick_size)  # validates tick_size
-        self.classifier = TradeClassifier(method)
+        self.classifier = TradeClassifier(method, timeout)
         self.window, self.bar_interval = window, bar_interval
         self._span, self._step = to_nanos(window, "window"), to_nanos(bar_interval, "interval")
         self.max_bars, self.tick_size, self.max_trades = max_bars, tick_size, max_trades
@@ -114,6 +118,16 @@ class DeltaEngine:
         `Trade` records (side and quote as codes of SIDES and QUOTE_STATES;
         `trades_frame(records)` makes them a trades frame)."""
         return self.classifier.classify_rows(rows, accept=self._take)
+
+    def release(self, now: int | None = None) -> list[Trade]:
+        """`lookahead`: count the trades that waited longer than the timeout for their
+        contract's next quote by `now` (ns, UTC; None: the wall clock), decided by Lee-Ready
+        (see `TradeClassifier.release`); returns them."""
+        return self.classifier.release(now, accept=self._take)
+
+    def flush(self) -> list[Trade]:
+        """`lookahead`: count every waiting trade, decided by Lee-Ready; returns them."""
+        return self.classifier.flush(accept=self._take)
 
     def feed_trades(self, trades: pd.DataFrame) -> None:
         """Update the state with already classified trades (a trades frame)."""

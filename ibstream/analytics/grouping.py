@@ -62,6 +62,14 @@ class Groups:
 def group_rows(*keys: np.ndarray, sort: bool = True) -> Groups:
     """Group rows by the key arrays (first key sorts first); one key without `sort` numbers
     the groups in order of first appearance instead (cheaper)."""
+    few = few_keys(keys[0]) if len(keys) == 1 else None
+    if few is not None:  # a few integer keys: each one's rows in turn, nothing hashed
+        ids, members = few
+        if sort:
+            ranks = np.argsort(ids, kind="stable")
+            ids, members = ids[ranks], [members[i] for i in ranks]
+        counts = np.array([len(m) for m in members])
+        return Groups((ids,), np.concatenate(members), np.cumsum(counts) - counts)
     if len(keys) == 1 and len(keys[0]):  # one key: its small integer codes
         codes, uniques = pd.factorize(keys[0], sort=sort)
         small = small_codes(codes, len(uniques))
@@ -82,6 +90,30 @@ def group_rows(*keys: np.ndarray, sort: bool = True) -> Groups:
     return Groups(tuple(k[starts] for k in ordered), order, starts)
 
 
+def few_keys(keys: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """The distinct values of integer `keys` in order of first appearance and each one's
+    rows, when there are at most `_FEW` of them (else None). A comparison per key costs a
+    fraction of hashing every row (`pd.factorize`); a sample first tells many keys apart."""
+    if keys.dtype.kind not in "iu" or not len(keys):
+        return None
+    if len(np.unique(keys[:: max(1, len(keys) // 256)])) > _FEW:
+        return None
+    ids: list[int] = []
+    members: list[np.ndarray] = []
+    rest = None  # rows whose key is not found yet
+    at = 0
+    while True:
+        if len(ids) == _FEW:
+            return None
+        ids.append(keys[at])
+        mine = keys == keys[at]
+        members.append(np.flatnonzero(mine))
+        rest = ~mine if rest is None else np.logical_and(rest, ~mine, out=rest)
+        at = int(rest.argmax())
+        if not rest[at]:
+            return np.array(ids, dtype=keys.dtype), members
+
+
 def small_codes(codes: np.ndarray, k: int) -> np.ndarray:
     """Codes 0..k-1 in the narrowest unsigned type (cheap to compare and to sort)."""
     return codes.astype(np.uint8 if k <= 2**8 else np.uint16 if k <= 2**16 else np.intp)
@@ -92,6 +124,12 @@ def grouped_cumsum(values: np.ndarray, key: np.ndarray) -> np.ndarray:
     itself (arrival order). One key value: a plain `np.cumsum`, nothing sorted."""
     if not len(key) or key.min() == key.max():
         return np.cumsum(values)
+    few = few_keys(key)
+    if few is not None:  # each key's rows summed on their own
+        out = np.empty_like(values)
+        for rows in few[1]:
+            out[rows] = np.cumsum(values.take(rows))
+        return out
     return running_sums(values[:, None], group_rows(key, sort=False))[:, 0]
 
 

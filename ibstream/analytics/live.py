@@ -6,6 +6,12 @@ whatever its size. Here a tick costs a few microseconds. Both paths carry the sa
 contract (`Carried`) and apply the same rules with the same float operations in the same
 order, so they give the same bits; `TradeClassifier` takes wire rows this way and frames
 the other, and the tests check any mix of them against one `classify` call.
+
+For `lookahead` a trade waits in its contract's `pending` list until the contract's next
+quote decides it, or until a tick of the contract (or `release`, by the wall clock) comes more
+than the timeout after it: Lee-Ready then decides, as `classify` does for a trade whose next
+quote is further away. Trades leave in the order they are decided (arrival order within a
+contract), so any split of the ticks gives each contract's rows of one `classify` call.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.arrival import warn_doubled, went_back
+from ibstream.analytics import lookahead as ahead
+from ibstream.analytics.arrival import receive_times, warn_doubled, went_back
 from ibstream.analytics.classify import (
     CLNV_BAND,
     EQUAL_WITHIN,
@@ -35,6 +42,11 @@ QUOTE, LAST, ALL_LAST, OTHER = range(4)
 _KINDS = {TickType.BID_ASK: QUOTE, TickType.LAST: LAST, TickType.ALL_LAST: ALL_LAST}
 _KIND_OF: dict[object, int] = {}  # tick type name as sent -> kind (filled as names come)
 _SIDE_OF_DIRECTION = {1: 0, -1: 1, 0: 2}  # +1 buy, -1 sell, 0 neutral -> side code
+_LATEST = 2**63  # a time (ns) after any other
+_ROW_COLUMNS = (
+    "contract_id", "tick_type", "sequence", "price", "size", "exchange",
+    "bid_price", "bid_size", "ask_price", "ask_size",
+)  # fmt: skip
 
 
 class Trade(NamedTuple):
@@ -56,7 +68,7 @@ class Trade(NamedTuple):
 class Carried:
     """What classification carries per contract (the columns of `empty_state`)."""
 
-    __slots__ = ("all_last", "ask", "bid", "price", "tick", "time")
+    __slots__ = ("all_last", "ask", "bid", "pending", "price", "tick", "time")
 
     def __init__(
         self,
@@ -66,19 +78,26 @@ class Carried:
         tick: int = 0,
         time: int = EARLIEST,
         all_last: bool = False,
+        pending: list[Trade] | None = None,
     ) -> None:
         self.bid, self.ask, self.price, self.tick = bid, ask, price, tick
         self.time, self.all_last = time, all_last
+        self.pending = [] if pending is None else pending  # lookahead: trades not decided
 
     def copy(self) -> Carried:
-        return Carried(self.bid, self.ask, self.price, self.tick, self.time, self.all_last)
+        return Carried(
+            self.bid, self.ask, self.price, self.tick, self.time, self.all_last, list(self.pending)
+        )
 
 
 def classify_rows(
-    rows: Iterable[Mapping], books: Mapping[int, Carried], method: str
+    rows: Iterable[Mapping], books: Mapping[int, Carried], method: str, wait: int = 0
 ) -> tuple[list[Trade], dict[int, Carried]]:
     """The trades among wire tick rows (arrival order) and the books they leave, per
-    contract touched (`books` itself is not changed: the caller commits)."""
+    contract touched (`books` itself is not changed: the caller commits). For `lookahead`
+    the trades decided by these rows (`wait`: the timeout in ns), see the module doc."""
+    look = method == ahead.LOOKAHEAD
+    method = "lee_ready" if look else method
     touched: dict[int, Carried] = {}
     trades: list[Trade] = []
     doubled: dict[int, int] = {}
@@ -91,6 +110,8 @@ def classify_rows(
         if time < book.time:
             raise went_back([c], i, time, book.time)
         book.time = time
+        if book.pending:
+            _expire(book.pending, time - wait, trades)
         name = row.get("tick_type")
         kind = _KIND_OF.get(name)
         if kind is None:
@@ -98,17 +119,52 @@ def classify_rows(
         if kind == QUOTE:
             book.bid = quote_price(_num(row, "bid_price"), _num(row, "bid_size"))
             book.ask = quote_price(_num(row, "ask_price"), _num(row, "ask_size"))
-        elif kind == ALL_LAST:
-            book.all_last = True
-            trades.append(_trade(row, c, time, book, method))
+            if book.pending:
+                after = (book.bid, book.ask)
+                trades.extend(
+                    p._replace(side=ahead.side(p.side, p.price, (p.bid, p.ask), after))
+                    for p in book.pending
+                )
+                book.pending.clear()
+        elif kind == ALL_LAST or (kind == LAST and not book.all_last):
+            book.all_last = book.all_last or kind == ALL_LAST
+            (book.pending if look else trades).append(_trade(row, c, time, book, method))
         elif kind == LAST:
-            if book.all_last:
-                doubled[c] = doubled.get(c, 0) + 1
-            else:
-                trades.append(_trade(row, c, time, book, method))
+            doubled[c] = doubled.get(c, 0) + 1
     if doubled:
         warn_doubled(sorted(doubled), sum(doubled.values()))
     return trades, touched
+
+
+def _expire(pending: list[Trade], before: int, out: list[Trade]) -> None:
+    """Move the pending trades older than `before` (ns) to `out`, undecided: Lee-Ready's."""
+    n = 0
+    while n < len(pending) and pending[n].time < before:
+        n += 1
+    out.extend(pending[:n])
+    del pending[:n]
+
+
+def release(books: Mapping[int, Carried], before: int | None) -> list[Trade]:
+    """Take the pending trades received before `before` (ns; None: all) out of `books`,
+    decided by Lee-Ready, in receive-time order (`lookahead` by the wall clock, or at the
+    end of a feed)."""
+    out: list[Trade] = []
+    for book in books.values():
+        _expire(book.pending, before if before is not None else _LATEST, out)
+    out.sort(key=lambda trade: trade.time)
+    return out
+
+
+def frame_rows(ticks: pd.DataFrame) -> list[dict]:
+    """A tick frame as wire rows (`recv_ns` from its time index), for the per-tick path."""
+    names = [c for c in _ROW_COLUMNS if c in ticks.columns]
+    rows = ticks[names].to_dict("records")
+    stamps = receive_times(ticks.index)
+    if stamps is not None:
+        for row, stamp in zip(rows, stamps.tolist(), strict=True):
+            row["recv_ns"] = stamp
+    return rows
 
 
 def _num(row: Mapping, name: str) -> float:

@@ -50,6 +50,7 @@ class Book:
     ticks: TickTest  # in contract order
     back: np.ndarray | None  # each trade's place in contract order (None: the same)
     state: pd.DataFrame  # the carried state after the batch, for its contracts
+    next_row: np.ndarray | None = None  # row of the contract's next quote, -1 if none (asked)
 
     def tick(self, trades: np.ndarray | None = None) -> np.ndarray:
         """Tick-test direction (int8 +1, -1 or 0) of the trades at these positions in arrival
@@ -68,10 +69,13 @@ def prevailing(
     bid: np.ndarray,
     ask: np.ndarray,
     init: pd.DataFrame,
+    look_ahead: bool = False,
 ) -> Book:
     """The trades among the ticks (arrival order) with their prevailing quote and tick-test
     direction, continuing the carried state of the contracts `g.ids` (`init`, in that order;
-    NaN where none, see `empty_state`). The returned state has bid, ask, price and tick."""
+    NaN where none, see `empty_state`). The returned state has bid, ask, price and tick.
+    With `look_ahead`, `Book.next_row` holds each trade's next quote of its contract in
+    the batch."""
     if g.order is not None:
         kind = (is_quote.view(np.int8) + 2 * is_trade.view(np.int8)).take(g.order)
         is_quote, is_trade = kind == 1, kind == 2
@@ -80,8 +84,9 @@ def prevailing(
     quote_ends, trade_ends = seen.take(g.ends - 1), np.searchsorted(trades, g.ends)
     quote_starts, trade_starts = _starts(quote_ends), _starts(trade_ends)
     book = len(quotes) + np.arange(g.size)  # the book: quotes, then the carried ones
-    book_bid = _book(bid, g.rows(quotes), init["bid"].to_numpy(np.float64))
-    book_ask = _book(ask, g.rows(quotes), init["ask"].to_numpy(np.float64))
+    quoted = g.rows(quotes)
+    book_bid = _book(bid, quoted, init["bid"].to_numpy(np.float64))
+    book_ask = _book(ask, quoted, init["ask"].to_numpy(np.float64))
     quote_at = seen.take(trades).astype(np.intp)  # quotes up to each trade; nondecreasing
     quote_at -= 1  # -> its last quote, unless that is another contract's:
     own = np.searchsorted(quote_at, quote_starts, side="left")  # first trade that has its own
@@ -105,13 +110,20 @@ def prevailing(
         },
         index=pd.Index(g.ids, name="contract_id"),
     )
+    next_at = None
+    if look_ahead:  # the quote after each trade: the next one counted, if its own
+        next_at = seen.take(trades).astype(np.intp)
+        own = next_at < np.repeat(quote_ends, trade_ends - trade_starts)
+        quoted = quoted if len(quotes) else np.zeros(1, dtype=np.intp)
+        next_at = np.where(own, quoted.take(np.where(own, next_at, 0)), -1)
     back = None
     if g.order is not None:  # contract order -> arrival order
         back = np.argsort(rows, kind="stable")
         rows, quote_at = rows.take(back), quote_at.take(back)
+        next_at = None if next_at is None else next_at.take(back)
         traded = price.take(rows)
     bid, ask = book_bid.take(quote_at), book_ask.take(quote_at)
-    return Book(rows, traded, bid, ask, ticks, back, state)
+    return Book(rows, traded, bid, ask, ticks, back, state, next_at)
 
 
 class Contracts:
