@@ -17,6 +17,7 @@ is told per order too:
    page from the second after the last one's (the loop every ib_insync user writes), paced.
 2. `AsyncClient.history("ES", ("bid_ask", "last"), start, end)`: the server pages IB the
    same way, merges the two in IB-time order, streams Arrow; the client builds the frame.
+   One client, connected before the runs, as (1)'s IB is.
 3. The same answer's Arrow bytes read by plain httpx and dropped: the server's share of
    (2); what (2) takes beyond it is the client's (framing, decoding, the frame).
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import resource
@@ -137,11 +139,11 @@ async def ib_insync_alone(
     return count
 
 
-async def through_the_server(url: str, first: int, end: int, pages: list[int]) -> int:
-    from ibstream.client import AsyncClient
-
-    async with AsyncClient(url) as client:
-        frame = await client.history("ES", ("bid_ask", "last"), first, end, progress=False)
+async def through_the_server(client: object, first: int, end: int, pages: list[int]) -> int:
+    """`client`: a connected AsyncClient (as the ib_insync way's IB is connected once)."""
+    frame = await client.history(  # type: ignore[attr-defined]
+        "ES", ("bid_ask", "last"), first, end, progress=False
+    )
     pages.append(frame.attrs["history"]["requests"])
     return len(frame)
 
@@ -165,8 +167,11 @@ async def arrow_bytes(url: str, first: int, end: int) -> int:
 async def main(args: argparse.Namespace) -> None:
     from ib_insync import IB, Contract
 
+    from ibstream.client import AsyncClient
+
     gateway = await Child.start("bench.history", "--gateway", "--rate", args.rate)
     server = None
+    stack = contextlib.AsyncExitStack()
     ib = IB()
     try:
         port = gateway.ready()["port"]
@@ -183,11 +188,12 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(max(0.0, end + 1 - time.time()))  # IB answers seconds that are over
         server = await Child.start("bench.history", "--server", port)
         url = server.ready()["url"]
+        client = await stack.enter_async_context(AsyncClient(url))
         mine: list[int] = []
         theirs: list[int] = []
         ways = {
             "ib_insync alone": lambda: ib_insync_alone(ib, es, first, end, theirs),
-            "server -> frame": lambda: through_the_server(url, first, end, mine),
+            "server -> frame": lambda: through_the_server(client, first, end, mine),
             "server -> Arrow bytes only": lambda: arrow_bytes(url, first, end),
         }
         rates: dict[str, list[float]] = {name: [] for name in ways}
@@ -245,6 +251,7 @@ async def main(args: argparse.Namespace) -> None:
         if len(ticks) != 1:
             say(f"  WARNING: the two counted different ticks: {sorted(ticks)}")
     finally:
+        await stack.aclose()
         ib.disconnect()
         if server is not None:
             await server.stop()
