@@ -24,6 +24,9 @@ from ibstream.analytics.live import Trade, trades_frame
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
 from ibstream.analytics.running import Now
 
+# issue 14, toxicity and microstructure (T)
+from ibstream.analytics.vpin import VPIN_COLUMNS, VPIN_METHODS, VpinEngine, vpin
+
 # isort: split
 # last: the functions named as their module (see the module doc)
 from ibstream.analytics.bars import BAR_COLUMNS, bars, bulk_volume, normal_cdf
@@ -56,6 +59,12 @@ __all__ = [
     "SIDE_DTYPE",
     "SUMMARY_COLUMNS",
     "TRADE_COLUMNS",
+    # issue 14, toxicity and microstructure (T)
+    "VPIN_COLUMNS",
+    "VPIN_METHODS",
+    "VpinEngine",
+    "vpin",
+    # end of issue 14 (T)
     "DeltaEngine",
     "DeltaSummary",
     "DoubleCountWarning",
