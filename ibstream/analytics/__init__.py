@@ -24,7 +24,18 @@ from ibstream.analytics.live import Trade, trades_frame
 from ibstream.analytics.ofi import OFI_BAR_COLUMNS, OFI_COLUMNS, order_flow_imbalance
 from ibstream.analytics.running import Now
 
+# isort: split
 # issue 14, toxicity and microstructure (T)
+from ibstream.analytics.absorption import ABSORPTION_COLUMNS, AbsorptionEngine, absorption
+from ibstream.analytics.divergence import DIVERGENCE_COLUMNS, DivergenceEngine, delta_divergence
+from ibstream.analytics.microprice import (
+    MICROPRICE_COLUMNS,
+    MICROPRICE_METHODS,
+    QUOTE_IMBALANCE_COLUMNS,
+    microprice,
+    quote_imbalance,
+)
+from ibstream.analytics.stoikov import STOIKOV_COLUMNS, stoikov_table
 from ibstream.analytics.vpin import VPIN_COLUMNS, VPIN_METHODS, VpinEngine, vpin
 
 # isort: split
@@ -60,9 +71,22 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "TRADE_COLUMNS",
     # issue 14, toxicity and microstructure (T)
+    "ABSORPTION_COLUMNS",
+    "DIVERGENCE_COLUMNS",
+    "MICROPRICE_COLUMNS",
+    "MICROPRICE_METHODS",
+    "QUOTE_IMBALANCE_COLUMNS",
+    "STOIKOV_COLUMNS",
     "VPIN_COLUMNS",
     "VPIN_METHODS",
+    "AbsorptionEngine",
+    "DivergenceEngine",
     "VpinEngine",
+    "absorption",
+    "delta_divergence",
+    "microprice",
+    "quote_imbalance",
+    "stoikov_table",
     "vpin",
     # end of issue 14 (T)
     "DeltaEngine",

@@ -39,7 +39,7 @@ from ibstream.analytics.frame_kinds import expect_trades
 from ibstream.analytics.grouping import Groups, group_rows, running_sums
 from ibstream.analytics.kernels import to_time_index, trade_arrays
 
-__all__ = ["VPIN_COLUMNS", "VPIN_METHODS", "VpinEngine", "vpin"]
+__all__ = ["VPIN_COLUMNS", "VPIN_METHODS", "VpinEngine", "filled_prices", "vpin"]
 
 VPIN_METHODS = ("bvc", "trades")
 VPIN_COLUMNS = {
@@ -165,7 +165,7 @@ class VpinEngine:
         opened = np.where(trade[runs.first] < 0, st.start, time[np.maximum(trade[runs.first], 0)])
         closing = trade[runs.last]
         complete = done[runs.last]
-        prices = _filled(price, st.price)
+        prices = filled_prices(price, st.price)
         closes = prices[closing[complete]]
         st.total = float(end[-1]) if len(end) else st.total
         st.price = float(prices[-1]) if len(prices) else st.price
@@ -224,7 +224,7 @@ def _runs(bucket: np.ndarray) -> Groups:
     return Groups((bucket[starts],), np.arange(len(bucket)), starts)
 
 
-def _filled(price: np.ndarray, before: float) -> np.ndarray:
+def filled_prices(price: np.ndarray, before: float) -> np.ndarray:
     """Each row's last price that is not NaN, up to it (`before` if none in the batch)."""
     at = np.maximum.accumulate(np.where(np.isnan(price), -1, np.arange(len(price))))
     return np.where(at >= 0, price[np.maximum(at, 0)], before)
