@@ -1,7 +1,7 @@
 """Order-flow analytics on tick frames: pandas in, pandas out, no I/O.
 
-Every public name of the submodules is imported here. Three of them are functions named as
-their module (`classify`, `bars`, `footprint`); they are bound last, so that the package
+Every public name of the submodules is imported here. Four of them are functions named as
+their module (`classify`, `bars`, `footprint`, `absorption`); they are bound last, so that the package
 attribute is always the function, even after `import ibstream.analytics.bars` (which binds
 the module there only when it first loads it, and the imports below load it first).
 """
@@ -26,7 +26,7 @@ from ibstream.analytics.running import Now
 
 # isort: split
 # issue 14, toxicity and microstructure (T)
-from ibstream.analytics.absorption import ABSORPTION_COLUMNS, AbsorptionEngine, absorption
+from ibstream.analytics.absorption import ABSORPTION_COLUMNS, AbsorptionEngine
 from ibstream.analytics.divergence import DIVERGENCE_COLUMNS, DivergenceEngine, delta_divergence
 from ibstream.analytics.microprice import (
     MICROPRICE_COLUMNS,
@@ -55,6 +55,9 @@ from ibstream.analytics.classify import (
     resolve_method,
 )
 from ibstream.analytics.footprint import FOOTPRINT_COLUMNS, footprint, price_levels
+
+# isort: split
+from ibstream.analytics.absorption import absorption  # issue 14 (T), named as its module
 
 __all__ = [
     "BAR_COLUMNS",

@@ -112,6 +112,9 @@ class AbsorptionEngine:
             if len(mine):
                 tick = self._tick(per_tick, mine, int(cid))
                 rows.append(self._advance(c, int(cid), a, mine, tick))
+            elif not c.trades and c.quotes:  # no run open: only the latest stamp can count
+                keep = c.quotes["time"] >= c.quotes["time"][-1] if len(c.quotes["time"]) else []
+                c.quotes = {k: v[keep] for k, v in c.quotes.items()}
         self._carry = carry
         closed = _events(rows, self)
         self._closed.append(closed)
@@ -319,9 +322,6 @@ def _add_quotes(c: _Carry, book: dict, mine: np.ndarray) -> None:
         c.quotes[f"{side}_flag"] = np.concatenate([c.quotes[f"{side}_flag"], grew])
         c.quotes[f"{side}_amount"] = np.concatenate([c.quotes[f"{side}_amount"], amount])
     c.quotes["time"] = np.concatenate([c.quotes["time"], new["time"]])
-    if not c.trades and len(c.quotes["time"]):  # no run open: only the latest stamp matters
-        keep = c.quotes["time"] >= c.quotes["time"][-1]
-        c.quotes = {k: v[keep] for k, v in c.quotes.items()}
     if len(new["time"]):
         c.book = tuple(float(v[-1]) for v in _columns(new))
 
