@@ -163,25 +163,30 @@ class AbsorptionEngine:
 def run_starts(time: np.ndarray, price: np.ndarray, band: float, gap: int) -> np.ndarray:
     """Positions of the first trades of runs (see the module doc), the first always 0.
 
-    Where each trade's run would end is found for every trade at once within the next
-    `_WIDTH` trades (one vector pass per distance); only the runs' own first trades are then
-    followed, one list step per run, and a run longer than that is searched on its own.
+    Where each trade's run would end is found for every trade at once, one vector pass per
+    distance up to `_WIDTH` trades ahead, each pass over the trades still undecided; only
+    the runs' own first trades are then followed, one list step per run, and a run longer
+    than that is searched on its own.
     """
     n = len(price)
     pause = np.zeros(n, dtype=bool)
     pause[1:] = np.diff(time) > gap
     suffix = np.minimum.accumulate(np.where(pause, np.arange(n), n)[::-1])[::-1]
-    next_pause = np.append(suffix[1:], n)
-    first = np.full(n, n)
-    for d in range(min(_WIDTH, n - 1), 0, -1):
-        out = np.abs(price[d:] - price[:-d]) > band
-        first[:-d] = np.where(out, np.arange(d, n), first[:-d])
-    end = np.minimum(first, next_pause)
-    sure = (end <= np.arange(n) + _WIDTH) | (np.arange(n) + _WIDTH >= n - 1)
+    end = np.append(suffix[1:], n)  # the next pause; lowered to the first trade out of band
+    open_ = np.flatnonzero(end > np.arange(n) + 1)
+    for d in range(1, min(_WIDTH, n - 1) + 1):
+        open_ = open_[open_ + d < end[open_]]
+        out = np.abs(price[open_ + d] - price[open_]) > band
+        end[open_[out]] = open_[out] + d
+        open_ = open_[~out]
+        if not len(open_):
+            break
+    sure = np.ones(n, dtype=bool)
+    sure[open_[open_ + _WIDTH < end[open_]]] = False
     ends, certain, starts, at = end.tolist(), sure.tolist(), [], 0
     while at < n:
         starts.append(at)
-        at = ends[at] if certain[at] else _search(price, at, band, int(next_pause[at]))
+        at = ends[at] if certain[at] else _search(price, at, band, ends[at])
     return np.array(starts, dtype=np.int64)
 
 

@@ -90,10 +90,11 @@ def quote_book(quotes: object, call: str) -> dict:
     the imbalance."""
     expect_quotes(quotes, call)
     require_columns(quotes, QUOTE_COLUMNS, "quotes")
-    if "tick_type" in quotes.columns:
-        quotes = quotes.loc[tick_kinds(quotes["tick_type"]).quote]
-    book = {k: quotes[k].to_numpy(dtype=np.float64, na_value=np.nan) for k in QUOTE_COLUMNS}
-    book["contract_id"] = quotes["contract_id"].to_numpy(dtype=np.int64)
+    rows = slice(None)
+    if "tick_type" in quotes.columns:  # the quote rows' columns only, not the whole frame
+        rows = tick_kinds(quotes["tick_type"]).quote
+    book = {k: quotes[k].to_numpy(dtype=np.float64, na_value=np.nan)[rows] for k in QUOTE_COLUMNS}
+    book["contract_id"] = quotes["contract_id"].to_numpy(dtype=np.int64)[rows]
     for side in ("bid", "ask"):
         book[f"{side}_price"] = quote_prices(book[f"{side}_price"], book[f"{side}_size"])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -101,6 +102,6 @@ def quote_book(quotes: object, call: str) -> dict:
         book["imbalance"] = np.where(
             total > 0, (book["bid_size"] - book["ask_size"]) / total, np.nan
         )
-    book["index"] = quotes.index
+    book["index"] = quotes.index[rows]
     book["attrs"] = getattr(quotes, "attrs", {})
     return book

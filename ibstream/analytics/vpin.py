@@ -22,8 +22,8 @@ incomplete bucket is not reported.
 
 `VpinEngine` is the incremental form: `update(trades)` returns the buckets a batch completes,
 equal bit for bit, over any split, to `vpin` of all trades so far (`vpin` runs the engine
-once). Every sum is taken in a fixed order over the same values (running sums continued from
-carried totals; window sums term by term), which is what makes splits agree.
+once). Every sum is taken in a fixed order over the same values (running totals continued
+from carried ones; window sums term by term), which is what makes splits agree.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pandas as pd
 
 from ibstream.analytics.bars import buy_share
 from ibstream.analytics.frame_kinds import expect_trades
-from ibstream.analytics.grouping import Groups, group_rows, running_sums
+from ibstream.analytics.grouping import group_rows
 from ibstream.analytics.kernels import to_time_index, trade_arrays
 
 __all__ = ["VPIN_COLUMNS", "VPIN_METHODS", "VpinEngine", "filled_prices", "vpin"]
@@ -52,7 +52,7 @@ VPIN_COLUMNS = {
     "imbalance": "float64",
     "vpin": "float64",
 }
-MAX_PIECES = 50_000_000  # bucket pieces one batch may make (a bucket far too small)
+MAX_BUCKETS = 10_000_000  # buckets one batch may complete (a bucket far too small)
 
 
 def vpin(
@@ -78,10 +78,12 @@ class _Open:
     """One contract's carried state between batches."""
 
     total: float = 0.0  # volume so far (a running sum continued batch to batch)
-    bucket: int = -1  # the open bucket, -1 when none is open
+    done: int = 0  # buckets completed (the open bucket's number)
     start: int = 0  # time of the open bucket's first trade
-    buy: float = 0.0  # the open bucket's running sums (method "trades")
-    sell: float = 0.0
+    buy_total: float = 0.0  # buy and sell volume so far (running sums, method "trades")
+    sell_total: float = 0.0
+    buy_mark: float = 0.0  # buy and sell volume so far at the last bucket edge
+    sell_mark: float = 0.0
     price: float = np.nan  # the last trade price
     close: float = np.nan  # the close of the last completed bucket
     changes: np.ndarray = field(default_factory=lambda: np.zeros(0))  # newest sigma_window - 1
@@ -138,46 +140,51 @@ class VpinEngine:
         return self._volumes[contract]
 
     def _contract(self, st: _Open, vb: float, rows: np.ndarray, a: object) -> dict:
-        """One contract's rows of the batch: its completed buckets; `st` moves on."""
+        """One contract's rows of the batch: its completed buckets; `st` moves on.
+
+        Bucket j ends where the running volume reaches (j + 1) vb, inside the first trade
+        whose running volume gets there; the buy (sell) volume up to that point is the
+        running buy (sell) volume before that trade plus its share up to the edge, so a
+        bucket's volumes are differences of running totals (exact for whole sizes, else
+        within float rounding of the totals, as `delta.rolling`) and no trade is split.
+        """
         time, price, size, side = a.time[rows], a.price[rows], a.size[rows], a.side[rows]
         end = np.cumsum(np.concatenate([[st.total], size]))[1:]
-        begin = np.concatenate([[st.total], end[:-1]])
-        first, last = _bucket_of(begin, vb, start=True), _bucket_of(end, vb, start=False)
-        counts = np.where(end > begin, last - first + 1, 0)
-        if counts.sum() > MAX_PIECES:
+        total = float(end[-1]) if len(end) else st.total
+        count = _edges_below(total, vb) - st.done
+        if count > MAX_BUCKETS:
             raise ValueError(
-                f"bucket_volume {vb!r} is too small for these trades ({int(counts.sum())} "
-                "bucket pieces in one batch); use a larger bucket"
+                f"bucket_volume {vb!r} is too small for these trades ({count} buckets in one "
+                "batch); use a larger bucket"
             )
-        trade = np.repeat(np.arange(len(rows)), counts)
-        offset = np.arange(len(trade)) - np.repeat(np.cumsum(counts) - counts, counts)
-        bucket = first[trade] + offset
-        piece = np.minimum(end[trade], (bucket + 1) * vb) - np.maximum(begin[trade], bucket * vb)
-        done = end[trade] >= (bucket + 1) * vb
-        flows = np.column_stack([piece * (side[trade] == 0), piece * (side[trade] == 1)])
-        carried = len(bucket) > 0 and bucket[0] == st.bucket
-        if carried:  # the open bucket's sums go first, so that they continue
-            flows = np.vstack([[st.buy, st.sell], flows])
-            bucket, trade = np.concatenate([[st.bucket], bucket]), np.concatenate([[-1], trade])
-            done = np.concatenate([[False], done])
-        runs = _runs(bucket)
-        sums = running_sums(flows, runs)[runs.last]
-        opened = np.where(trade[runs.first] < 0, st.start, time[np.maximum(trade[runs.first], 0)])
-        closing = trade[runs.last]
-        complete = done[runs.last]
-        prices = filled_prices(price, st.price)
-        closes = prices[closing[complete]]
-        st.total = float(end[-1]) if len(end) else st.total
-        st.price = float(prices[-1]) if len(prices) else st.price
-        if len(complete) and not complete[-1]:
-            st.bucket, st.start = int(runs.keys[0][-1]), int(opened[-1])
-            st.buy, st.sell = float(sums[-1, 0]), float(sums[-1, 1])
-        elif len(complete):
-            st.bucket, st.buy, st.sell = -1, 0.0, 0.0
-        buy, sell = sums[complete, 0], sums[complete, 1]
+        j = st.done + np.arange(count)
+        edge = (j + 1) * vb
+        k = np.searchsorted(end, edge, "left")  # the trade that completes bucket j
+        before = np.where(k > 0, end[np.maximum(k - 1, 0)], st.total)
+        marks, totals = [], []
+        for code, carried in ((0, st.buy_total), (1, st.sell_total)):
+            running = np.cumsum(np.concatenate([[carried], np.where(side == code, size, 0.0)]))
+            marks.append(running[k] + (edge - before) * (side[k] == code))
+            totals.append(float(running[-1]))
+        buy = np.diff(np.concatenate([[st.buy_mark], marks[0]]))
+        sell = np.diff(np.concatenate([[st.sell_mark], marks[1]]))
+        first = time[np.minimum(np.searchsorted(end, j * vb, "right"), max(len(end) - 1, 0))]
+        if count and st.total > st.done * vb:  # the open bucket began in an earlier batch
+            first[0] = st.start
+        has_nan = np.isnan(price).any()
+        prices = filled_prices(price, st.price) if has_nan else price
+        closes = prices[k]
+        opened = st.total > st.done * vb
+        st.done += count
+        if total > st.done * vb and (count or not opened):
+            st.start = int(time[np.searchsorted(end, st.done * vb, "right")])
+        st.total, st.buy_total, st.sell_total = total, *totals
+        if count:
+            st.buy_mark, st.sell_mark = float(marks[0][-1]), float(marks[1][-1])
+        if len(prices):
+            st.price = float(prices[-1]) if has_nan or not np.isnan(prices[-1]) else st.price
         if self.method == "bvc":
-            previous = np.concatenate([[st.close], closes[:-1]])
-            change = closes - previous
+            change = closes - np.concatenate([[st.close], closes[:-1]])[: len(closes)]
             sigma = _window_std(st.changes, change, self.sigma_window)
             buy = vb * buy_share(change, sigma)
             sell = vb - buy
@@ -188,11 +195,11 @@ class VpinEngine:
         mean = _window_sum(st.imbalances, imbalance, self.window) / self.window
         st.imbalances = _tail(st.imbalances, imbalance, self.window - 1)
         return {
-            "row": rows[closing[complete]],
-            "time": time[closing[complete]],
-            "contract_id": np.full(int(complete.sum()), a.contract[rows[0]], dtype=np.int64),
-            "bucket": runs.keys[0][complete],
-            "start": opened[complete],
+            "row": rows[k],
+            "time": time[k],
+            "contract_id": np.full(count, a.contract[rows[0]], dtype=np.int64),
+            "bucket": j,
+            "start": first,
             "buy_volume": buy,
             "sell_volume": sell,
             "close": closes,
@@ -201,27 +208,14 @@ class VpinEngine:
         }
 
 
-def _bucket_of(x: np.ndarray, vb: float, start: bool) -> np.ndarray:
-    """The bucket [j vb, (j + 1) vb) holding a trade's first unit of volume (`start`: j vb
-    <= x < (j + 1) vb) or its last (j vb < x <= (j + 1) vb), by the same products `j * vb`
-    the pieces are cut with (the quotient alone can round to the next bucket)."""
-    j = np.floor(x / vb) if start else np.ceil(x / vb) - 1
-    j = np.maximum(j, 0).astype(np.int64)
-    if start:
-        j -= (j * vb > x) & (j > 0)
-        j += (j + 1) * vb <= x
-    else:
-        j -= (j * vb >= x) & (j > 0)
-        j += (j + 1) * vb < x
+def _edges_below(total: float, vb: float) -> int:
+    """How many bucket edges (j + 1) vb are <= total, by the same products as the edges."""
+    j = int(np.floor(total / vb))
+    while j > 0 and j * vb > total:
+        j -= 1
+    while (j + 1) * vb <= total:
+        j += 1
     return j
-
-
-def _runs(bucket: np.ndarray) -> Groups:
-    """Pieces of one contract come in bucket order: each bucket is one run of rows."""
-    if not len(bucket):
-        return group_rows(bucket)
-    starts = np.flatnonzero(np.concatenate([[True], bucket[1:] != bucket[:-1]]))
-    return Groups((bucket[starts],), np.arange(len(bucket)), starts)
 
 
 def filled_prices(price: np.ndarray, before: float) -> np.ndarray:
