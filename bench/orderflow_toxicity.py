@@ -36,7 +36,7 @@ from ibstream.analytics import (
 from ibstream.datasets import load_recorded
 
 WINDOW, TICK, LOOKBACK = 50, 0.01, 20
-ABSORB = {"min_volume": 20.0, "ticks": 5, "tick_size": TICK, "max_gap": "5s"}
+ABSORB = {"min_volume": 20.0, "ticks": 100, "tick_size": TICK, "max_gap": "5s"}  # $1 band
 
 
 def vpin_loop(trades: pd.DataFrame, vb: float, method: str) -> list[float]:

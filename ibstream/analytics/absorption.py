@@ -146,7 +146,8 @@ class AbsorptionEngine:
         new = {"time": a.time[rows], "price": a.price[rows], "size": a.size[rows]}
         new["side"] = a.side[rows]
         t = {k: np.concatenate([c.trades[k], v]) if c.trades else v for k, v in new.items()}
-        t["price"] = filled_prices(t["price"], c.price)
+        if np.isnan(t["price"]).any():
+            t["price"] = filled_prices(t["price"], c.price)
         band = (self.ticks + 1e-6) * tick
         starts = run_starts(t["time"], t["price"], band, self.gap)
         last = int(starts[-1])

@@ -148,7 +148,8 @@ class VpinEngine:
         bucket's volumes are differences of running totals (exact for whole sizes, else
         within float rounding of the totals, as `delta.rolling`) and no trade is split.
         """
-        time, price, size, side = a.time[rows], a.price[rows], a.size[rows], a.side[rows]
+        pick = slice(None) if len(rows) == len(a.time) else rows  # one contract: no copies
+        time, price, size, side = a.time[pick], a.price[pick], a.size[pick], a.side[pick]
         end = np.cumsum(np.concatenate([[st.total], size]))[1:]
         total = float(end[-1]) if len(end) else st.total
         count = _edges_below(total, vb) - st.done
@@ -161,13 +162,8 @@ class VpinEngine:
         edge = (j + 1) * vb
         k = np.searchsorted(end, edge, "left")  # the trade that completes bucket j
         before = np.where(k > 0, end[np.maximum(k - 1, 0)], st.total)
-        marks, totals = [], []
-        for code, carried in ((0, st.buy_total), (1, st.sell_total)):
-            running = np.cumsum(np.concatenate([[carried], np.where(side == code, size, 0.0)]))
-            marks.append(running[k] + (edge - before) * (side[k] == code))
-            totals.append(float(running[-1]))
-        buy = np.diff(np.concatenate([[st.buy_mark], marks[0]]))
-        sell = np.diff(np.concatenate([[st.sell_mark], marks[1]]))
+        if self.method == "trades":
+            buy, sell = self._sides(st, side, size, k, edge - before)
         first = time[np.minimum(np.searchsorted(end, j * vb, "right"), max(len(end) - 1, 0))]
         if count and st.total > st.done * vb:  # the open bucket began in an earlier batch
             first[0] = st.start
@@ -178,11 +174,9 @@ class VpinEngine:
         st.done += count
         if total > st.done * vb and (count or not opened):
             st.start = int(time[np.searchsorted(end, st.done * vb, "right")])
-        st.total, st.buy_total, st.sell_total = total, *totals
-        if count:
-            st.buy_mark, st.sell_mark = float(marks[0][-1]), float(marks[1][-1])
+        st.total = total
         if len(prices):
-            st.price = float(prices[-1]) if has_nan or not np.isnan(prices[-1]) else st.price
+            st.price = float(prices[-1])
         if self.method == "bvc":
             change = closes - np.concatenate([[st.close], closes[:-1]])[: len(closes)]
             sigma = _window_std(st.changes, change, self.sigma_window)
@@ -206,6 +200,21 @@ class VpinEngine:
             "imbalance": imbalance,
             "vpin": mean,
         }
+
+    @staticmethod
+    def _sides(st: _Open, side: np.ndarray, size: np.ndarray, k: np.ndarray, part: np.ndarray):
+        """Buy and sell volume per completed bucket from the running totals at its edges
+        (`part`: the volume of trade k up to the edge); the totals move on in `st`."""
+        out = []
+        for code, total, mark in ((0, "buy_total", "buy_mark"), (1, "sell_total", "sell_mark")):
+            flow = np.where(side == code, size, 0.0)
+            running = np.cumsum(np.concatenate([[getattr(st, total)], flow]))
+            marks = running[k] + part * (side[k] == code)
+            out.append(np.diff(np.concatenate([[getattr(st, mark)], marks])))
+            setattr(st, total, float(running[-1]))
+            if len(marks):
+                setattr(st, mark, float(marks[-1]))
+        return out
 
 
 def _edges_below(total: float, vb: float) -> int:
