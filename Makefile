@@ -79,6 +79,7 @@ bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.engine
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.redraw
+	$(BIN)/python -m bench.orderflow_toxicity
 
 serve: $(STAMP)
 	$(BIN)/ibstream serve --demo

@@ -114,11 +114,11 @@ class VpinEngine:
         """The buckets this batch of classified trades completes (arrival order)."""
         expect_trades(trades, "vpin")
         a = trade_arrays(trades)
-        parts, states = [], {}
+        parts, states, nan_prices = [], {}, bool(np.isnan(a.price).any())
         for rows in group_rows(a.contract, sort=False).members():
             cid = int(a.contract[rows[0]])
             state = _copy(self._state.get(cid, _Open()))
-            out = self._contract(state, self._volume(cid), rows, a)
+            out = self._contract(state, self._volume(cid), rows, a, nan_prices)
             parts.append(out)
             states[cid] = state
         self._state |= states  # only once every contract went through
@@ -139,7 +139,9 @@ class VpinEngine:
             raise ValueError(f"bucket_volume has no volume for contract {contract}")
         return self._volumes[contract]
 
-    def _contract(self, st: _Open, vb: float, rows: np.ndarray, a: object) -> dict:
+    def _contract(
+        self, st: _Open, vb: float, rows: np.ndarray, a: object, nan_prices: bool
+    ) -> dict:
         """One contract's rows of the batch: its completed buckets; `st` moves on.
 
         Bucket j ends where the running volume reaches (j + 1) vb, inside the first trade
@@ -148,8 +150,15 @@ class VpinEngine:
         bucket's volumes are differences of running totals (exact for whole sizes, else
         within float rounding of the totals, as `delta.rolling`) and no trade is split.
         """
-        pick = slice(None) if len(rows) == len(a.time) else rows  # one contract: no copies
-        time, price, size, side = a.time[pick], a.price[pick], a.size[pick], a.side[pick]
+        whole = len(rows) == len(a.time)  # one contract: its columns as they are
+
+        def take(values: np.ndarray, at: np.ndarray | None = None) -> np.ndarray:
+            """The contract's `values` (at its rows `at`), gathering no more than asked."""
+            if at is None:
+                return values if whole else values[rows]
+            return values[at if whole else rows[at]]
+
+        size = take(a.size)
         end = np.cumsum(np.concatenate([[st.total], size]))[1:]
         total = float(end[-1]) if len(end) else st.total
         count = _edges_below(total, vb) - st.done
@@ -163,20 +172,23 @@ class VpinEngine:
         k = np.searchsorted(end, edge, "left")  # the trade that completes bucket j
         before = np.where(k > 0, end[np.maximum(k - 1, 0)], st.total)
         if self.method == "trades":
-            buy, sell = self._sides(st, side, size, k, edge - before)
-        first = time[np.minimum(np.searchsorted(end, j * vb, "right"), max(len(end) - 1, 0))]
+            buy, sell = self._sides(st, take(a.side), size, k, edge - before)
+        opens = np.minimum(np.searchsorted(end, j * vb, "right"), max(len(end) - 1, 0))
+        first = take(a.time, opens)
         if count and st.total > st.done * vb:  # the open bucket began in an earlier batch
             first[0] = st.start
-        has_nan = np.isnan(price).any()
-        prices = filled_prices(price, st.price) if has_nan else price
-        closes = prices[k]
+        if nan_prices:  # the last price up to each trade
+            prices = filled_prices(take(a.price), st.price)
+            closes, last = prices[k], prices[-1:]
+        else:
+            closes, last = take(a.price, k), take(a.price, np.arange(len(end))[-1:])
         opened = st.total > st.done * vb
         st.done += count
         if total > st.done * vb and (count or not opened):
-            st.start = int(time[np.searchsorted(end, st.done * vb, "right")])
+            st.start = int(take(a.time, np.searchsorted(end, st.done * vb, "right")))
         st.total = total
-        if len(prices):
-            st.price = float(prices[-1])
+        if len(last):
+            st.price = float(last[0])
         if self.method == "bvc":
             change = closes - np.concatenate([[st.close], closes[:-1]])[: len(closes)]
             sigma = _window_std(st.changes, change, self.sigma_window)
@@ -190,7 +202,7 @@ class VpinEngine:
         st.imbalances = _tail(st.imbalances, imbalance, self.window - 1)
         return {
             "row": rows[k],
-            "time": time[k],
+            "time": take(a.time, k),
             "contract_id": np.full(count, a.contract[rows[0]], dtype=np.int64),
             "bucket": j,
             "start": first,
