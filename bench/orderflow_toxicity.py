@@ -156,9 +156,8 @@ def main() -> None:
     vb = float(sample["size"].sum()) / 100
     print(f"machine: {machine()}")
     print(f"rows per second, best of {args.repeat}; loop on {args.loop_tiles} copies, scaled")
-    print(
-        f"{'function':22s} {'contracts':>9s} {'rows':>10s} {'vectorised':>12s} {'loop':>10s} {'ratio':>7s}"
-    )
+    heads = {"contracts": 9, "rows": 10, "vectorised": 12, "loop": 10, "ratio": 7}
+    print(f"{'function':22s} " + " ".join(f"{h:>{w}s}" for h, w in heads.items()))
     for contracts in (1, 4):
         ticks, small = tiled(sample, tiles, contracts), tiled(sample, args.loop_tiles, contracts)
         trades, few = classify(ticks), classify(small)

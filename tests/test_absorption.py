@@ -226,3 +226,13 @@ def test_the_divergence_engine_equals_the_batch_on_any_split(data, lookback):
     parts = [engine.update(part) for part in split(closed, cuts)]
     batch = delta_divergence(closed, lookback)
     pd.testing.assert_frame_equal(pd.concat(parts), batch, check_exact=True)
+
+
+def test_bars_going_back_in_time_are_refused_and_change_nothing():
+    up = _bars_of([10, 11, 12, 13, 14], [9, 10, 11, 12, 13], [1, 2, 3, 2, 9])
+    engine = DivergenceEngine(2)
+    engine.update(up.iloc[:3])
+    with pytest.raises(ValueError, match="bars in time order within a contract"):
+        engine.update(up.iloc[:1])
+    got = pd.concat([engine.update(up.iloc[3:])])
+    pd.testing.assert_frame_equal(got, delta_divergence(up, 2))

@@ -151,3 +151,13 @@ def test_recorded_vpin_is_a_share_and_bvc_flow_leans_with_the_true_flow():
     # BVC's bucket flow leans with the true flow (0.62 measured); VPIN itself need not
     signed = [f["buy_volume"] - f["sell_volume"] for f in (true, bvc)]
     assert signed[0].corr(signed[1]) > 0.4
+
+
+def test_a_refused_batch_leaves_the_engine_as_it_was():
+    engine = VpinEngine({1: 5, 2: 7}, window=2, method="trades")
+    engine.update(FIVE.iloc[:2])
+    stranger = _trades([9, 9], ["buy", "sell"], contract=3)
+    with pytest.raises(ValueError, match="no volume for contract 3"):
+        engine.update(pd.concat([FIVE.iloc[2:], stranger]))
+    engine.update(FIVE.iloc[2:])
+    pd.testing.assert_frame_equal(engine.frame(), vpin(FIVE, 5, 2, "trades"))

@@ -1,9 +1,10 @@
 """Order-flow analytics on tick frames: pandas in, pandas out, no I/O.
 
 Every public name of the submodules is imported here. Four of them are functions named as
-their module (`classify`, `bars`, `footprint`, `absorption`); they are bound last, so that the package
-attribute is always the function, even after `import ibstream.analytics.bars` (which binds
-the module there only when it first loads it, and the imports below load it first).
+their module (`classify`, `bars`, `footprint`, `absorption`); they are bound last, so that
+the package attribute is always the function, even after `import ibstream.analytics.bars`
+(which binds the module there only when it first loads it, and the imports below load it
+first).
 """
 
 from __future__ import annotations
