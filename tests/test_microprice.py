@@ -73,6 +73,10 @@ def test_frames_of_the_wrong_kind_name_the_call_to_make():
             call(trades)
     with pytest.raises(ValueError, match="method must be one of weighted, stoikov"):
         microprice(recorded(CME).ticks, "bvc")
+    with pytest.raises(ValueError, match="table must be a frame from .*stoikov_table"):
+        microprice(recorded(CME).ticks, "stoikov", table=trades)
+    with pytest.raises(ValueError, match="fit arguments .* go with method='stoikov' only"):
+        microprice(recorded(CME).ticks, n_spread=3)
     with pytest.raises(ValueError, match="n_imbalance must be an int >= 2"):
         stoikov_table(recorded(CME).ticks, n_imbalance=1)
 

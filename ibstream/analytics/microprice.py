@@ -16,7 +16,7 @@ import pandas as pd
 from ibstream.analytics.frame_kinds import expect_quotes
 from ibstream.analytics.kernels import require_columns, typed_frame
 from ibstream.analytics.quotes import quote_prices, tick_kinds
-from ibstream.analytics.stoikov import lookup, stoikov_table
+from ibstream.analytics.stoikov import STOIKOV_COLUMNS, lookup, stoikov_table
 
 __all__ = [
     "MICROPRICE_COLUMNS",
@@ -81,6 +81,11 @@ def microprice(
     if method == "stoikov":
         if table is None:
             table = stoikov_table(quotes, **fit)
+        elif not isinstance(table, pd.DataFrame) or not set(STOIKOV_COLUMNS) <= set(table):
+            raise ValueError(
+                "table must be a frame from ibstream.analytics.stoikov_table, got "
+                f"{type(table).__name__}"
+            )
         book["microprice"] = book["mid"] + lookup(table, book)
     return typed_frame(book, MICROPRICE_COLUMNS, book["index"])
 
