@@ -236,3 +236,28 @@ def test_bars_going_back_in_time_are_refused_and_change_nothing():
         engine.update(up.iloc[:1])
     got = pd.concat([engine.update(up.iloc[3:])])
     pd.testing.assert_frame_equal(got, delta_divergence(up, 2))
+
+
+def _runs_by_hand(time: list[int], price: list[float], band: float, gap: int) -> list[int]:
+    """The run rule trade by trade: a new run where the price leaves the band of the run's
+    first trade or after a pause."""
+    starts: list[int] = []
+    for i, p in enumerate(price):
+        if not starts or abs(p - price[starts[-1]]) > band or time[i] - time[i - 1] > gap:
+            starts.append(i)
+    return starts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.integers(-3, 3), min_size=1, max_size=300),
+    pauses=st.lists(st.integers(0, 400), min_size=300, max_size=300),
+    band=st.integers(0, 6),
+)
+def test_run_starts_follow_the_rule_trade_by_trade(steps, pauses, band):
+    from ibstream.analytics.absorption import run_starts
+
+    price = np.cumsum(np.array(steps, dtype=np.float64) * 0.25)
+    time = np.cumsum(np.array(pauses[: len(price)], dtype=np.int64))
+    got = run_starts(time, price, (band + 1e-6) * 0.25, 350)
+    assert got.tolist() == _runs_by_hand(time.tolist(), price.tolist(), (band + 1e-6) * 0.25, 350)

@@ -174,8 +174,15 @@ def run_starts(time: np.ndarray, price: np.ndarray, band: float, gap: int) -> np
     pause[1:] = np.diff(time) > gap
     suffix = np.minimum.accumulate(np.where(pause, np.arange(n), n)[::-1])[::-1]
     end = np.append(suffix[1:], n)  # the next pause; lowered to the first trade out of band
-    open_ = np.flatnonzero(end > np.arange(n) + 1)
-    for d in range(1, min(_WIDTH, n - 1) + 1):
+    at = np.arange(n)
+    undecided, d = end > at + 1, 1
+    while d <= min(_WIDTH, n - 1) and np.count_nonzero(undecided) > n // 4:  # most: slices
+        hit = undecided[:-d] & (np.abs(price[d:] - price[:-d]) > band) & (at[:-d] + d < end[:-d])
+        end[:-d][hit] = at[:-d][hit] + d
+        undecided &= at + d + 1 < end
+        d += 1
+    open_ = np.flatnonzero(undecided)
+    for d in range(d, min(_WIDTH, n - 1) + 1):  # the few left: gathered
         open_ = open_[open_ + d < end[open_]]
         out = np.abs(price[open_ + d] - price[open_]) > band
         end[open_[out]] = open_[out] + d
