@@ -182,10 +182,10 @@ def run_starts(time: np.ndarray, price: np.ndarray, band: float, gap: int) -> np
         undecided &= at + d + 1 < end
         d += 1
     open_ = np.flatnonzero(undecided)
-    for d in range(d, min(_WIDTH, n - 1) + 1):  # the few left: gathered
-        open_ = open_[open_ + d < end[open_]]
-        out = np.abs(price[open_ + d] - price[open_]) > band
-        end[open_[out]] = open_[out] + d
+    for ahead in range(d, min(_WIDTH, n - 1) + 1):  # the few left: gathered
+        open_ = open_[open_ + ahead < end[open_]]
+        out = np.abs(price[open_ + ahead] - price[open_]) > band
+        end[open_[out]] = open_[out] + ahead
         open_ = open_[~out]
         if not len(open_):
             break
