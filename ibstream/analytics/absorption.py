@@ -75,7 +75,8 @@ class _Carry:
 
 
 class AbsorptionEngine:
-    """`absorption` fed batch by batch; memory per contract: the open run and its quotes."""
+    """`absorption` fed batch by batch. The state per contract is the open run's trades and
+    the quotes since it began; `frame()` keeps the events closed so far."""
 
     def __init__(self, min_volume, ticks=1, tick_size=None, max_gap="5s", min_refills=1):
         ok = isinstance(min_volume, int | float) and not isinstance(min_volume, bool)

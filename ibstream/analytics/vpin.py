@@ -91,7 +91,8 @@ class _Open:
 
 
 class VpinEngine:
-    """`vpin` fed batch by batch; memory per contract is the open bucket and two windows."""
+    """`vpin` fed batch by batch. The state per contract is the open bucket's totals and two
+    windows; `frame()` keeps the completed buckets (one row per `bucket_volume` traded)."""
 
     def __init__(
         self,
