@@ -81,6 +81,7 @@ bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.orderflow_profile
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.redraw
+	$(BIN)/python -m bench.orderflow_toxicity
 
 serve: $(STAMP)
 	$(BIN)/ibstream serve --demo

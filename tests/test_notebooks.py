@@ -36,6 +36,7 @@ COUNTS = {
         r"(\d+) delta bars of",
         r"footprint: (\d+) \(bar, price level\) rows",
         r"(\d+) bars with a BVC delta",
+        r"VPIN: (\d+) buckets of",
         r"wrote and read back (\d+) rows of trades",
     ],
 }
@@ -50,7 +51,7 @@ COUNTS["03_recorded_sessions.ipynb"] = [
 ]
 TEXTS = {
     "01_quickstart.ipynb": ["using the ibstream server already running at {url}", "net_delta"],
-    "02_delta_research.ipynb": ["net_delta", "net delta: "],
+    "02_delta_research.ipynb": ["net_delta", "net delta: ", "VPIN from BVC: correlation"],
     "03_recorded_sessions.ipynb": ["equal to the recording: True", "net_delta"],
 }
 EMPTY = re.compile(r"^(Empty DataFrame|Series\(\[\]|DataFrame\(\[\]|\[\]$)", re.M)

@@ -1,9 +1,10 @@
 """Order-flow analytics on tick frames: pandas in, pandas out, no I/O.
 
-Every public name of the submodules is imported here. Three of them are functions named as
-their module (`classify`, `bars`, `footprint`); they are bound last, so that the package
-attribute is always the function, even after `import ibstream.analytics.bars` (which binds
-the module there only when it first loads it, and the imports below load it first).
+Every public name of the submodules is imported here. Four of them are functions named as
+their module (`classify`, `bars`, `footprint`, `absorption`); they are bound last, so that
+the package attribute is always the function, even after `import ibstream.analytics.bars`
+(which binds the module there only when it first loads it, and the imports below load it
+first).
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ from ibstream.analytics.profile import (
 from ibstream.analytics.running import Now
 
 # isort: split
+# issue 14, toxicity and microstructure (T)
+from ibstream.analytics.absorption import ABSORPTION_COLUMNS, AbsorptionEngine
+from ibstream.analytics.divergence import DIVERGENCE_COLUMNS, DivergenceEngine, delta_divergence
+from ibstream.analytics.microprice import (
+    MICROPRICE_COLUMNS,
+    MICROPRICE_METHODS,
+    QUOTE_IMBALANCE_COLUMNS,
+    microprice,
+    quote_imbalance,
+)
+from ibstream.analytics.stoikov import STOIKOV_COLUMNS, stoikov_table
+from ibstream.analytics.vpin import VPIN_COLUMNS, VPIN_METHODS, VpinEngine, vpin
+
+# isort: split
 # last: the functions named as their module (see the module doc)
 from ibstream.analytics.bars import BAR_COLUMNS, bars, bulk_volume, normal_cdf
 from ibstream.analytics.classify import (
@@ -52,6 +67,9 @@ from ibstream.analytics.classify import (
     resolve_method,
 )
 from ibstream.analytics.footprint import FOOTPRINT_COLUMNS, footprint, price_levels
+
+# isort: split
+from ibstream.analytics.absorption import absorption  # issue 14 (T), named as its module
 
 __all__ = [
     # volume profile and footprint imbalances
@@ -80,6 +98,25 @@ __all__ = [
     "SIDE_DTYPE",
     "SUMMARY_COLUMNS",
     "TRADE_COLUMNS",
+    # issue 14, toxicity and microstructure (T)
+    "ABSORPTION_COLUMNS",
+    "DIVERGENCE_COLUMNS",
+    "MICROPRICE_COLUMNS",
+    "MICROPRICE_METHODS",
+    "QUOTE_IMBALANCE_COLUMNS",
+    "STOIKOV_COLUMNS",
+    "VPIN_COLUMNS",
+    "VPIN_METHODS",
+    "AbsorptionEngine",
+    "DivergenceEngine",
+    "VpinEngine",
+    "absorption",
+    "delta_divergence",
+    "microprice",
+    "quote_imbalance",
+    "stoikov_table",
+    "vpin",
+    # end of issue 14 (T)
     "DeltaEngine",
     "DeltaSummary",
     "DoubleCountWarning",

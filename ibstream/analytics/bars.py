@@ -173,12 +173,18 @@ def bulk_volume(bars: pd.DataFrame, window: int = 20) -> pd.DataFrame:
         .sort_index()
         .to_numpy()
     )
+    buy = bars["volume"].to_numpy(dtype=np.float64) * buy_share(change, sigma)
+    sell = bars["volume"].to_numpy(dtype=np.float64) - buy
+    return bars.assign(bvc_buy_volume=buy, bvc_sell_volume=sell, bvc_delta=buy - sell)
+
+
+def buy_share(change: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The BVC buy fraction Phi(change / sigma): NaN where sigma is NaN; a zero sigma gives
+    1/2 for no change, else all to the change's side (shared by `bulk_volume` and `vpin`)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sigma > 0, change / sigma, np.where(change == 0, 0.0, change * np.inf))
     z[np.isnan(sigma)] = np.nan
-    buy = bars["volume"].to_numpy(dtype=np.float64) * normal_cdf(z)
-    sell = bars["volume"].to_numpy(dtype=np.float64) - buy
-    return bars.assign(bvc_buy_volume=buy, bvc_sell_volume=sell, bvc_delta=buy - sell)
+    return normal_cdf(z)
 
 
 def normal_cdf(z: np.ndarray) -> np.ndarray:
