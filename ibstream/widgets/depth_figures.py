@@ -64,12 +64,10 @@ class ProfileFigure:
         )
         self.poc = Lines(x=np.zeros(0), y=np.zeros(0), scales=line_scales, colors=[COLOURS["poc"]])
         self.poc.stroke_width = 2.5
-        self.price_axis = Axis(
-            scale=price_scale, orientation="vertical", side="right", tick_format=f".{digits}f"
-        )
+        self.price_axis = Axis(scale=price_scale, side="right", tick_format=f".{digits}f")
         self.volume_axis = Axis(
             scale=self.volume_scale,
-            orientation="horizontal",
+            side="bottom",
             label=f"volume ({unit})",
             tick_format=SIZE_FORMAT,
             num_ticks=3,
@@ -148,7 +146,6 @@ class FootprintFigure:
             line.stroke_width = 4
         self.price_axis = Axis(
             scale=self.price_scale,
-            orientation="vertical",
             side="left",
             label="price",
             label_offset="58px",
