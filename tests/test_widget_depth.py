@@ -185,3 +185,21 @@ async def test_live_profile_and_footprint_marks_change_as_ticks_arrive(live_serv
     finally:
         dash.close()
     await dash.ticker.wait_stopped()
+
+
+def test_stacked_runs_equal_a_plain_loop_over_random_grids():
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        flags = rng.random((int(rng.integers(0, 20)), int(rng.integers(1, 6)))) < 0.6
+        expected = np.zeros_like(flags)
+        for column in range(flags.shape[1]):
+            run = 0
+            for row in range(flags.shape[0] + 1):
+                if row < flags.shape[0] and flags[row, column]:
+                    run += 1
+                    continue
+                if run >= 3:
+                    expected[row - run : row, column] = True
+                run = 0
+        got = imbalance_marks(flags * 5.0, np.zeros(flags.shape))[2]  # buys over no sells
+        assert np.array_equal(got, expected)

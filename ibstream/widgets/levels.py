@@ -147,15 +147,15 @@ def imbalance_marks(
 
 
 def _runs(flags: np.ndarray, least: int) -> np.ndarray:
-    """The cells of runs of `least` or more flagged rows in a column."""
-    out = np.zeros_like(flags)
-    run = np.zeros(flags.shape[1:], np.int64)
-    for row in range(len(flags)):  # rows: levels of the shown bars (bounded)
-        run = np.where(flags[row], run + 1, 0)
-        ending = (run >= least) & ((row + 1 == len(flags)) | ~flags[min(row + 1, len(flags) - 1)])
-        for column in np.flatnonzero(ending):
-            out[row - run[column] + 1 : row + 1, column] = True
-    return out
+    """The cells of runs of `least` or more flagged rows in a column (vectorised: a run's
+    start adds one and its end takes it off, and the running sum is inside a run)."""
+    edges = np.diff(np.pad(flags.astype(np.int8), ((1, 1), (0, 0))), axis=0)
+    starts, ends = np.nonzero(edges.T == 1), np.nonzero(edges.T == -1)  # by column, in order
+    long = ends[1] - starts[1] >= least
+    marks = np.zeros((flags.shape[0] + 1, flags.shape[1]), np.int64)
+    np.add.at(marks, (starts[1][long], starts[0][long]), 1)
+    np.add.at(marks, (ends[1][long], ends[0][long]), -1)
+    return np.cumsum(marks, axis=0)[:-1] > 0
 
 
 def coarsen(rows: int, most: int) -> int:
