@@ -203,3 +203,17 @@ def test_stacked_runs_equal_a_plain_loop_over_random_grids():
                 run = 0
         got = imbalance_marks(flags * 5.0, np.zeros(flags.shape))[2]  # buys over no sells
         assert np.array_equal(got, expected)
+
+
+def test_quotes_alone_move_the_window_past_old_levels():
+    rows = market_rows(3_000)  # 3 s of ticks
+    model = LiveModel("10s", "1s", levels=True, tick_size=TICK)
+    model.feed(rows)
+    assert len(model.levels.bars) > 0
+    quote = next(r for r in rows if r["tick_type"] == "bid_ask")
+    model.feed([dict(quote, sequence=10**6, recv_ns=rows[-1]["recv_ns"] + 20 * 10**9)])
+    assert not model.levels.bars and not len(model.levels.totals)
+    assert model.plot().profile.price.size == 0
+    figures = Figures("USD", min_tick=TICK, panels=PANELS)
+    figures.draw(model.plot())  # an empty window draws (nothing) without an error
+    assert len(figures.profile.bars.x) == 0 and len(figures.profile.poc.y) == 0

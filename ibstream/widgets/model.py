@@ -149,6 +149,8 @@ class LiveModel:
         self.ticks_fed += len(frame)
         if len(trades):
             self._add_trades(trades)
+        if self.levels is not None:  # quotes move the window too
+            self.levels.trim(self._first_bar())
         return trades
 
     def _reject(self, ticks: int, exc: Exception) -> None:
@@ -174,7 +176,6 @@ class LiveModel:
         self.trades_fed += len(trades)
         if self.levels is not None:
             self.levels.add(time, price, side, size)
-            self.levels.trim(self._first_bar())
 
     @property
     def cumulative_delta(self) -> float:
