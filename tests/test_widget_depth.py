@@ -140,9 +140,9 @@ def test_only_the_panels_asked_for_are_shown():
     assert figures.figures == [figures.delta, figures.footprint.figure]
     assert figures.widgets[1::2] == figures.figures
     both = Figures("USD", min_tick=TICK, panels=PANELS)
-    row = both.widgets[0]  # the profile stands beside the price chart
-    assert both.price in row.children[0].children
-    assert both.profile.figure in row.children[1].children
+    row = both.widgets[1]  # the profile stands beside the price chart, under one header
+    assert row.children == (both.price, both.profile.figure)
+    assert both.widgets == both.widgets and len(both.widgets) == 10
     assert both.profile.bars.scales["x"] is both.price_scale  # one price scale
 
 

@@ -3,7 +3,7 @@
 
 Profile: horizontal bars of buy, sell and neutral volume per level (stacked), on the price
 chart's own price scale, so its levels line up with the price beside it; the point of
-control as a line, the value area as a band. Footprint: one cell per bar and level,
+control as a line, the value area's edges as dashed lines. Footprint: one cell per bar and level,
 coloured by delta (sells red, buys green), "sell × buy" volume written in it (bid × ask: a
 sell hits the bid), a triangle at each diagonal imbalance (up: buys over the sells a tick
 below; down: sells over the buys a tick above) and a bar beside each stacked run of them.
@@ -51,16 +51,13 @@ class ProfileFigure:
             padding=0.1,
         )
         line_scales = {"x": self.volume_scale, "y": price_scale}
-        self.value_area = Lines(
-            x=np.zeros((2, 0)),
-            y=np.zeros((2, 0)),
+        self.value_area = Lines(  # its low and high edge, one line apart by a NaN point
+            x=np.zeros(0),
+            y=np.zeros(0),
             scales=line_scales,
-            colors=[COLOURS["poc"], COLOURS["poc"]],
-            fill="between",
-            fill_colors=[COLOURS["poc"]],
-            fill_opacities=[0.15],
+            colors=[COLOURS["poc"]],
             line_style="dashed",
-            stroke_width=1,
+            stroke_width=1.5,
         )
         self.poc = Lines(x=np.zeros(0), y=np.zeros(0), scales=line_scales, colors=[COLOURS["poc"]])
         self.poc.stroke_width = 2.5
@@ -94,13 +91,10 @@ class ProfileFigure:
         with self.poc.hold_sync():
             self.poc.x = np.array([0.0, top] if known else [])
             self.poc.y = np.array([plot.poc, plot.poc] if known else [])
-        with self.value_area.hold_sync():
-            self.value_area.x = np.array([[0.0, top]] * 2) if known else np.zeros((2, 0))
-            self.value_area.y = (
-                np.array([[plot.value_low] * 2, [plot.value_high] * 2])
-                if known
-                else np.zeros((2, 0))
-            )
+        low, high = plot.value_low, plot.value_high
+        with self.value_area.hold_sync():  # (a Lines of 2-D data created empty fails in JS)
+            self.value_area.x = np.array([0.0, top, top, 0.0, top] if known else [])
+            self.value_area.y = np.array([low, low, np.nan, high, high] if known else [])
 
 
 class FootprintFigure:
@@ -118,13 +112,17 @@ class FootprintFigure:
             row=np.arange(3.0),
             column=np.arange(3).astype("M8[s]").astype("M8[ns]"),
             scales={"row": self.price_scale, "column": self.time, "color": self.colour},
-            null_color="transparent",
             stroke="transparent",
-            opacity=0.55,
+            opacity=0.5,
         )
         xy = {"x": self.time, "y": self.price_scale}
         self.text = Label(
-            x=NO_TIME, y=np.zeros(0), text=np.zeros(0, str), scales=xy, align="middle"
+            x=NO_TIME,
+            y=np.zeros(0),
+            text=np.zeros(0, str),
+            scales=xy,
+            align="middle",
+            colors=[COLOURS["text"]],
         )
         self.text.default_size, self.text.y_offset = 10.0, 4
         self.marks = {
@@ -171,7 +169,7 @@ class FootprintFigure:
         edges = np.append(plot.start, plot.end)
         rows = np.append(plot.price, plot.price[-1] + plot.row) - self.tick / 2
         delta = plot.buy - plot.sell
-        colour = np.where(plot.trades > 0, delta, np.nan)
+        colour = np.where(plot.trades > 0, delta, 0.0)  # bqplot draws NaN black: empty = even
         with self.time.hold_sync():
             self.time.min, self.time.max = edges[0], edges[-1]
         fit_axis(self.price_axis, (float(rows[0]), float(rows[-1])), self.tick)

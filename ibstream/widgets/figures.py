@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 from bqplot import Axis, Bars, DateScale, Figure, LinearScale, Lines, Scatter
-from ipywidgets import HBox, VBox, Widget
+from ipywidgets import HBox, Widget
 
 from ibstream.model import price_decimals
 from ibstream.widgets.axes import extent, fit_axis
@@ -152,12 +152,21 @@ class Figures:
             ),
         }
         self.profile = self.footprint = None
+        self.beside: HBox | None = None  # the price chart and the profile, one row
         if "profile" in self.panels:
             self.profile = ProfileFigure(self.price_scale, self.min_tick, digits, size_unit)
-            self.headers["profile"] = header(
-                "Volume profile", [("buy", "■ buys"), ("sell", "■ sells"), ("poc", "━ POC")]
-                + [("poc", "┅ value area")], left=8
-            )  # fmt: skip
+            key = [("buy", "■ buys"), ("sell", "■ sells"), ("poc", "━ POC ┅ value area")]
+            self.headers["profile"] = header("Volume profile", key)
+            if "price" in self.panels:  # one header over both, so the plots line up
+                self.headers["price"] = header(
+                    "Price, bid/ask and trades (bubble area: volume); volume profile",
+                    [("bid", "━ bid"), ("ask", "━ ask"), ("buy", "● ■ buys")]
+                    + [("sell", "● ■ sells"), ("neutral", "● neutral")] + key[2:],
+                )  # fmt: skip
+                self.price.layout.flex = "4 1 0%"
+                self.profile.figure.layout.flex = "1 1 0%"
+                self.profile.figure.layout.min_width = "180px"
+                self.beside = HBox([self.price, self.profile.figure], layout={"width": "100%"})
         if "footprint" in self.panels:
             self.footprint = FootprintFigure(self.min_tick, digits, PLOT_LEFT)
             self.headers["footprint"] = header(
@@ -183,21 +192,7 @@ class Figures:
         for name, figure in zip(self.panels, self.figures, strict=True):
             if name == "profile" and "price" in self.panels:
                 continue
-            if name == "price" and self.profile is not None:
-                out.append(
-                    HBox(
-                        [
-                            VBox([self.headers["price"], figure], layout={"flex": "4 1 0%"}),
-                            VBox(
-                                [self.headers["profile"], self.profile.figure],
-                                layout={"flex": "1 1 0%", "min_width": "180px"},
-                            ),
-                        ],
-                        layout={"width": "100%"},
-                    )
-                )
-                continue
-            out += [self.headers[name], figure]
+            out += [self.headers[name], self.beside if name == "price" and self.beside else figure]
         return out
 
     def marks(self) -> dict[str, object]:

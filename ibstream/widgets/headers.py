@@ -18,7 +18,8 @@ COLOURS = {
     "delta": "#8b5cf6",  # violet
     "buy_pct": "#0ea5e9",  # sky
     "poc": "#d97706",  # amber: point of control and value area
-    "even": "#a3a3a3",  # a footprint cell of as much buying as selling
+    "even": "#e2e8f0",  # a footprint cell of as much buying as selling (or none)
+    "text": "#1e293b",  # the volumes written in the footprint's cells
 }
 PLOT_LEFT = 75  # px: the figures' left margin, where their plot areas start
 
