@@ -144,6 +144,8 @@ def test_only_the_panels_asked_for_are_shown():
     assert row.children == (both.price, both.profile.figure)
     assert both.widgets == both.widgets and len(both.widgets) == 10
     assert both.profile.bars.scales["x"] is both.price_scale  # one price scale
+    marks = both.marks()  # every data mark by name, each with its `y`, for tests to read
+    assert {"profile", "footprint"} <= set(marks) and all(hasattr(m, "y") for m in marks.values())
 
 
 def changed(looks: list[tuple[np.ndarray, np.ndarray]]) -> bool:

@@ -205,7 +205,7 @@ class Figures:
             "delta": self.delta_line,
             "buy_pct": self.buy_pct_line,
             **({"profile": self.profile.bars} if self.profile else {}),
-            **({"footprint": self.footprint.cells} if self.footprint else {}),
+            **({"footprint": self.footprint.text} if self.footprint else {}),
         }
 
     def draw(self, plot: PlotData) -> None:
