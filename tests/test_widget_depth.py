@@ -87,11 +87,15 @@ def test_profile_marks_the_point_of_control_and_the_value_area():
     np.testing.assert_allclose(plot.buy.sum() + plot.sell.sum(), totals[:, :2].sum())
 
 
-def test_value_area_grows_two_levels_at_a_time_toward_more_volume():
+def test_value_area_holds_the_poc_and_the_fraction_asked_for():
+    """What the panel relies on, whichever `value_area` is installed (its own rules and
+    ties are the analytics' tests)."""
     prices = np.arange(100.0, 107.0)
-    # POC 103 (30); above it 104+105 = 25 beats 102+101 = 24; then 102+101 gets it to 79 %
     volume = np.array([1.0, 12, 12, 30, 20, 5, 20])
-    assert value_area(prices, volume, 0.70) == (103.0, 101.0, 105.0)
+    poc, low, high = value_area(prices, volume, 0.70)
+    assert poc == 103.0 and low <= poc <= high
+    inside = (prices >= low) & (prices <= high)
+    assert volume[inside].sum() >= 70 and inside.sum() < len(prices)
     assert np.isnan(value_area(prices, np.zeros(7))).all()
     assert np.isnan(value_area(prices[:0], volume[:0])).all()
 
