@@ -223,3 +223,25 @@ def test_quotes_alone_move_the_window_past_old_levels():
     figures = Figures("USD", min_tick=TICK, panels=PANELS)
     figures.draw(model.plot())  # an empty window draws (nothing) without an error
     assert len(figures.profile.bars.x) == 0 and len(figures.profile.poc.y) == 0
+
+
+def test_footprint_figure_marks_a_stacked_run_with_one_segment_per_bar():
+    from ibstream.widgets.depth import footprint_plot
+    from ibstream.widgets.levels import LevelBook
+
+    book, start = LevelBook(5 * 10**9, TICK), 1_800_000_000_000_000_000
+    for bar in range(2):
+        for level in range(6):  # buys of 12 over sells of 1 on levels 2-4: a stack of 3
+            buys = 6 if level in (2, 3, 4) else 1
+            at = start + bar * 5 * 10**9 + 10**9
+            book.add(np.full(buys, at), np.full(buys, 100 + level * TICK), np.zeros(buys, int),
+                     np.full(buys, 2.0))  # fmt: skip
+            book.add(np.array([at]), np.array([100 + level * TICK]), np.ones(1, int), np.ones(1))
+    plot = footprint_plot(book)
+    assert plot.buy_stacked[:, 0].tolist() == [False, False, True, True, True, False]
+    figures = Figures("USD", min_tick=TICK, panels=("footprint",))
+    figures.footprint.draw(plot)
+    line = figures.footprint.stacks["buy"]
+    assert len(line.y) == 5 and np.isnan(line.y[2])  # two segments, a gap between
+    assert (line.y[:2] == [100.5 - TICK / 2, 101.25 - TICK / 2]).all()
+    assert len(figures.footprint.text.text) == 12 and "1 × 12" in figures.footprint.text.text

@@ -218,7 +218,8 @@ def _stack_lines(
         for first, end in zip(change[::2], change[1::2], strict=True):
             xs += [x[column]] * 3
             ys += [rows[first], rows[end], np.nan]
-    return np.array(xs, "M8[ns]"), np.array(ys, np.float64)
+    # no NaN point last: bqplot places the line's label at its last point
+    return np.array(xs[:-1], "M8[ns]"), np.array(ys[:-1], np.float64)
 
 
 def _padded(
