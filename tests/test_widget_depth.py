@@ -8,18 +8,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ibstream.analytics import classify, footprint
 from ibstream.analytics.profile import value_area
 from ibstream.client.frames import ticks_to_frame
 from ibstream.widgets.depth import FOOTPRINT_BARS
 from ibstream.widgets.figures import Figures
-from ibstream.widgets.levels import SUMS, imbalance_marks
+from ibstream.widgets.levels import SUMS, LevelBook, imbalance_marks
 from ibstream.widgets.model import LiveModel
 from ibstream.widgets.panels import DEFAULT_PANELS, PANELS, check_panels
 from tests.client_fixtures import free_port
 from tests.client_fixtures import threaded_server as run_threaded_server
 from tests.conftest import Changes
+from tests.test_delta import trades_frame
+from tests.test_engine import GAPS_NS, SIZES, or_nan
 from tests.test_widgets import WAIT, feed_in_batches, market_rows
 
 TICK = 0.25  # ES
@@ -51,6 +55,58 @@ def test_level_sums_equal_the_footprint_of_the_window_for_any_split(seed):
     assert np.array_equal(prices[traded], profile.index)
     np.testing.assert_allclose(totals[traded], profile.to_numpy(), rtol=1e-12)
     assert (totals[~traded] == 0).all()  # a level whose trades all left is exactly zero
+
+
+@st.composite
+def trades_cuts_and_start(draw: st.DrawFn) -> tuple[pd.DataFrame, list[int], int]:
+    """One contract's trades (NaN prices and sizes, fractional sizes, equal stamps), where
+    to cut them into steps, and which of their bars the window starts at."""
+    n = draw(st.integers(1, 60))
+    seconds = np.cumsum(draw(st.lists(st.sampled_from(GAPS_NS), min_size=n, max_size=n))) / 1e9
+    rows = [
+        (
+            s,
+            7,
+            draw(or_nan(st.integers(0, 16).map(lambda k: 100.0 + 0.25 * k))),
+            draw(or_nan(SIZES)),
+            draw(st.sampled_from(["buy", "sell", "neutral"])),
+        )
+        for s in seconds.tolist()
+    ]
+    return (
+        trades_frame(rows),
+        draw(st.lists(st.integers(0, n), max_size=6)),
+        draw(st.integers(0, 3)),
+    )
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=trades_cuts_and_start(), bar=st.sampled_from([10**9, 5 * 10**9, 60 * 10**9]))
+def test_level_book_equals_the_footprint_for_any_split_and_window(data, bar):
+    trades, cuts, skip = data
+    book = LevelBook(bar, TICK)
+    time = trades.index.as_unit("ns").asi8
+    size = np.nan_to_num(trades["size"].to_numpy(), nan=0.0)  # as the model: no size, none
+    edges = [0, *sorted(cuts), len(trades)]
+    for a, b in zip(edges, edges[1:], strict=False):
+        book.add(time[a:b], trades["price"].to_numpy()[a:b],
+                 trades["side"].cat.codes.to_numpy()[a:b], size[a:b])  # fmt: skip
+    starts = np.unique(time - time % bar)
+    first = int(starts[min(skip, len(starts) - 1)])
+    book.trim(first)
+    expected = footprint(trades.assign(size=size), pd.Timedelta(bar), tick_size=TICK)
+    expected = expected[expected.index.as_unit("ns").asi8 >= first]
+    cells = book.frame()
+    assert np.array_equal(cells["time"].to_numpy(np.int64), expected.index.as_unit("ns").asi8)
+    assert np.array_equal(cells["price"], expected["price"])
+    for name in SUMS:
+        np.testing.assert_allclose(cells[name], expected[name], rtol=1e-9, atol=1e-9)
+    prices, totals = book.profile()
+    traded = totals[:, 3] > 0
+    by_level = expected.groupby("price")[list(SUMS)].sum()
+    assert np.array_equal(prices[traded], by_level.index)
+    np.testing.assert_allclose(totals[traded], by_level.to_numpy(), rtol=1e-9, atol=1e-9)
+    assert (totals[~traded] == 0).all()
 
 
 def test_one_batch_and_tick_by_tick_give_the_same_levels():

@@ -122,12 +122,11 @@ class LevelBook:
 
     def frame(self) -> pd.DataFrame:
         """The cells as footprint-like rows (time = bar start, price, the sums)."""
-        if not self.bars:
-            return pd.DataFrame(columns=["time", "price", *SUMS])
-        time = np.concatenate([np.full(len(c.level), c.start) for c in self.bars])
-        level = np.concatenate([c.level for c in self.bars])
-        sums = np.concatenate([c.sums for c in self.bars])
-        columns = {"time": time, "price": self.prices(level)}
+        bars = list(self.bars)
+        time = np.concatenate([np.full(len(c.level), c.start) for c in bars] or [[]])
+        level = np.concatenate([c.level for c in bars] or [[]]).astype(np.int64)
+        sums = np.concatenate([c.sums for c in bars] or [np.zeros((0, len(SUMS)))])
+        columns = {"time": time.astype(np.int64), "price": self.prices(level)}
         return pd.DataFrame(columns | {k: sums[:, i] for i, k in enumerate(SUMS)})
 
 
