@@ -10,6 +10,8 @@ library's `Ticker` steps at most 10 times a second:
 
 - dashboard: what `Dashboard.refresh` does: feed the batch to the `LiveModel` and assign
   its bounded plot arrays to the real bqplot figures;
+- + panels: the same with the profile and footprint panels on (`panels=` all six: the
+  model keeps the window's volume per bar and price level too);
 - naive: keep every tick; each step re-classify all of them, recompute bars and cumulative
   delta, and assign every quote, trade and bar since the start to the same figures;
 - feed only: drop the batch (the feeder's own cost, the floor of the others).
@@ -20,7 +22,8 @@ max), points and kilobytes sent per redraw, CPU of the whole process in % of one
 (`time.process_time` over wall time, feeder included) and the loop's lag (how late another
 task's 10 ms sleep wakes: what a cell waits). Replay part: --replay-minutes of ticks at
 1,000/s stepped every 100 ms of their time as fast as possible: the dashboard's step cost
-per minute, and the naive step's at a few points. On a shared machine only the ratios
+per minute without and with the two panels (their ratio, and the panels' cells and levels
+held: bounded by the window), and the naive step's at a few points. On a shared machine only the ratios
 (measured in the same run) mean much.
 """
 
@@ -45,9 +48,11 @@ from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
 from ibstream.gateway.market import Market, Quote
 from ibstream.widgets.figures import Figures
 from ibstream.widgets.model import LiveModel, PlotData
+from ibstream.widgets.panels import DEFAULT_PANELS, LEVEL_PANELS, PANELS
 from ibstream.widgets.schedule import Inbox, Ticker
 
 ES = 637533641
+ES_TICK = BUILTIN_BY_CON_ID[ES].min_tick
 NS = np.dtype("M8[ns]")
 REPLAY_NS = 1_800_000_000_000_000_000  # replayed ticks' first stamp
 
@@ -82,8 +87,10 @@ def market_rows(n: int, seed: int = 7) -> list[dict]:
 class Dashboard:
     """The dashboard's path: `LiveModel` + figures; returns the points sent."""
 
-    def __init__(self, window: str, bar: str) -> None:
-        self.model, self.figures = LiveModel(window, bar), Figures("USD")
+    def __init__(self, window: str, bar: str, panels: tuple[str, ...] = DEFAULT_PANELS) -> None:
+        levels = bool(LEVEL_PANELS.intersection(panels))
+        self.model = LiveModel(window, bar, levels=levels, tick_size=ES_TICK)
+        self.figures = Figures("USD", min_tick=ES_TICK, panels=panels)
 
     def __call__(self, rows: list[dict]) -> int:
         if not rows:
@@ -91,7 +98,18 @@ class Dashboard:
         self.model.feed(rows)  # as `Dashboard._ingest`: wire rows, the engine's per-tick path
         self.figures.draw(plot := self.model.plot())
         lines = [plot.quote_time, plot.delta_time, *(t for t, _, _ in plot.trades.values())]
-        return sum(map(len, lines)) + 3 * len(plot.bar_time)
+        points = sum(map(len, lines)) + 3 * len(plot.bar_time)
+        if plot.profile is not None and plot.footprint is not None:
+            points += 3 * len(plot.profile.price) + int((plot.footprint.trades > 0).sum())
+        return points
+
+    def held(self) -> str:
+        """What the level book holds: bars, cells and levels (bounded by the window)."""
+        book = self.model.levels
+        if book is None:
+            return ""
+        cells = sum(len(c.level) for c in book.bars)
+        return f"{len(book.bars)} bars, {cells} cells, {len(book.totals)} levels"
 
 
 class Naive:
@@ -146,6 +164,7 @@ def discard(rows: list[dict]) -> int:
 VIEWS: dict[str, Callable] = {
     "feed only": lambda window, bar: discard,
     "dashboard": Dashboard,
+    "+ panels": lambda window, bar: Dashboard(window, bar, PANELS),
     "naive": Naive,
 }
 
@@ -209,9 +228,14 @@ def replay(rows: list[dict], minutes: int, args: argparse.Namespace) -> None:
     the naive view is timed once at minutes 1, 5, 10 and the last (it only keeps the
     ticks in between)."""
     dashboard, naive = Dashboard(args.window, args.bar), Naive(args.window, args.bar)
+    panels = Dashboard(args.window, args.bar, PANELS)
     costs: list[float] = []
     kilobytes: list[float] = []
-    print(f"\nreplay: {minutes} min at 1000 ticks/s, a step per 100 ticks: ms (KB) per step")
+    panel_costs: list[float] = []
+    print(
+        f"\nreplay: {minutes} min at 1000 ticks/s, a step per 100 ticks: ms (KB) per step;"
+        " + panels: ms per step with profile and footprint, its ratio, what its levels hold"
+    )
     for k in range(minutes * 600):
         first = k * 100
         batch = [
@@ -222,20 +246,25 @@ def replay(rows: list[dict], minutes: int, args: argparse.Namespace) -> None:
         dashboard(batch)
         costs.append(time.perf_counter() - started)
         kilobytes.append((CountingComm.bytes_sent - sent) / 1e3)
+        started = time.perf_counter()
+        panels([dict(row) for row in batch])
+        panel_costs.append(time.perf_counter() - started)
         minute = (k + 1) // 600 if (k + 1) % 600 == 0 else 0
         cost, sent = np.mean(costs[-600:]) * 1e3, np.mean(kilobytes[-600:])
+        with_panels = np.mean(panel_costs[-600:]) * 1e3
+        line = (
+            f"  minute {minute:>3}: dashboard {cost:6.2f} ({sent:5.1f})   + panels"
+            f" {with_panels:6.2f} ({with_panels / cost:.2f}x; {panels.held()})"
+        )
         if minute in (1, 5, 10, minutes):
             started = time.perf_counter()
             naive(batch)  # every tick so far, classified and drawn again
             slow = (time.perf_counter() - started) * 1e3
-            print(
-                f"  minute {minute:>3}: dashboard {cost:6.2f} ({sent:5.1f})   naive {slow:8.1f}"
-                f"   ({slow / cost:.0f}x)"
-            )
+            print(f"{line}   naive {slow:8.1f} ({slow / cost:.0f}x)", flush=True)
         else:
             naive.add(batch)
             if minute:
-                print(f"  minute {minute:>3}: dashboard {cost:6.2f} ({sent:5.1f})")
+                print(line, flush=True)
 
 
 def main() -> None:
@@ -259,10 +288,13 @@ def main() -> None:
             print(f"{mode:<10} {rate:>7} {r['steps']:>5} {r['ms']:>7.2f} {r['end']:>7.2f} "
                   f"{r['p95']:>7.2f} {r['max']:>7.1f} {r['points']:>7.0f} {r['kb']:>7.1f} "
                   f"{r['cpu']:>6.1f} {r['lag']:>7.1f}", flush=True)  # fmt: skip
-        d, n = got["dashboard"], got["naive"]
+        d, n, p = got["dashboard"], got["naive"], got["+ panels"]
         print(f"  naive / dashboard at {rate}/s: {n['ms'] / d['ms']:.1f}x ms per step "
               f"({n['end'] / d['end']:.1f}x at the end), {n['cpu'] / d['cpu']:.1f}x CPU, "
               f"{n['kb'] / d['kb']:.0f}x bytes")  # fmt: skip
+        print(f"  + panels / dashboard at {rate}/s: {p['ms'] / d['ms']:.2f}x ms per step "
+              f"({p['end'] / d['end']:.2f}x at the end; goal <= 2x), {p['cpu'] / d['cpu']:.2f}x "
+              f"CPU, {p['kb'] / d['kb']:.2f}x bytes")  # fmt: skip
     if args.replay_minutes:
         replay(rows, args.replay_minutes, args)
 

@@ -4,9 +4,10 @@ JupyterLab serves a temporary copy of notebooks/ (its config, runtime and IPytho
 the test's directory too); its kernels reach a server this test owns through $IBSTREAM_URL.
 Playwright opens 01_quickstart.ipynb and runs it in two steps, as a researcher would:
 
-1. the cells above the collection (server, dashboard), then, with the kernel free: every
-   figure of the dashboard holds data (bqplot marks with data in its SVG), the marks change
-   between two looks and the status line counts ticks, more and more;
+1. the cells above the collection (server, dashboard with all six panels), then, with the
+   kernel free: every figure of the dashboard holds data (bqplot marks with data in its
+   SVG), the marks change between two looks (the profile's and the footprint's each on
+   their own) and the status line counts ticks, more and more;
 2. the rest (collect, classify, summary, bars, clean up): the dashboard keeps moving while
    the collection awaits, every cell runs without a traceback, and the clean-up removes the
    dashboard from the page.
@@ -39,14 +40,16 @@ QUICKSTART = "01_quickstart.ipynb"
 COLLECT_SECONDS = 20  # the quick start's collection: time to watch the dashboard during it
 LOOK = 45_000  # ms any expected change on the page may take (a busy 2-core machine)
 README_TICKS = 1500
-VIEWPORT = {"width": 1400, "height": 1800}  # the whole dashboard fits
-FIGURES = 4  # price, volume per bar, cumulative delta, buy %
+VIEWPORT = {"width": 1400, "height": 2600}  # the whole dashboard fits, footprint too
+FIGURES = 6  # price, volume per bar, cumulative delta, buy %, profile, footprint
+DEPTH = ("profile", "footprint")  # the panels of volume per price level
 TRACEBACK = ".jp-OutputArea-output:has-text('Traceback')"  # a cell raised
 
 # Data-bearing bqplot elements of each figure of the dashboard: bars with a height, scatter
-# dots, and lines through 3 or more points (a constant reference line has 2); with a
-# fingerprint of their geometry to see them change, and the labels of the time axis
-# (the one labelled "time ...") in the order they stand from left to right.
+# dots, lines through 3 or more points (a constant reference line has 2), footprint cells
+# with a colour and their text labels; with a fingerprint of their geometry to see them
+# change, the figure's panel (its ibstream-* class) and the labels of the time axis (the
+# one labelled "time ...") in the order they stand from left to right.
 MARKS_JS = """
 dash => Array.from(dash.querySelectorAll('.bqplot.figure')).map(fig => {
   const plot = fig.querySelector('svg.svg-figure');
@@ -55,14 +58,21 @@ dash => Array.from(dash.querySelectorAll('.bqplot.figure')).map(fig => {
     ...inside('rect.bar').filter(r => parseFloat(r.getAttribute('height')) > 0),
     ...inside('path.dot'),
     ...inside('path.line').filter(p => (p.getAttribute('d') || '').split('L').length >= 3),
+    ...inside('rect.heatmapcell').filter(r => !['', 'transparent'].includes(r.style.fill)),
+    ...inside('text.label'),
   ];
-  const geometry = e => ['d', 'transform', 'x', 'y', 'height'].map(a => e.getAttribute(a));
+  const geometry = e => ['d', 'transform', 'x', 'y', 'height', 'width']
+    .map(a => e.getAttribute(a))
+    .concat([e.style.fill, e.tagName === 'text' ? e.textContent : '',
+             e.parentNode.getAttribute('transform')]);
+  const panels = ['price', 'volume', 'delta', 'buy-pct', 'profile', 'footprint'];
   const label = Array.from(fig.querySelectorAll('text.axislabel'))
     .find(t => t.textContent.startsWith('time'));
   const ticks = label ? Array.from(label.parentNode.querySelectorAll('g.tick')) : [];
   const at = t => parseFloat((t.getAttribute('transform') || '').replace('translate(', ''));
   return {
     title: (fig.querySelector('.mainheading') || {}).textContent || '',
+    panel: panels.find(p => fig.classList.contains('ibstream-' + p)) || '',
     marks: shapes.length,
     geometry: JSON.stringify(shapes.map(geometry)),
     times: ticks.sort((a, b) => at(a) - at(b)).map(t => t.textContent),
@@ -71,6 +81,7 @@ dash => Array.from(dash.querySelectorAll('.bqplot.figure')).map(fig => {
 """
 HAS_DATA_JS = f"dash => ({MARKS_JS})(dash).filter(f => f.marks > 0).length >= {FIGURES}"
 GEOMETRY_JS = f"(dash => ({MARKS_JS})(dash).map(f => f.geometry).join('\\n'))"
+PANEL_JS = f"((dash, panel) => ({MARKS_JS})(dash).filter(f => f.panel === panel)[0])"
 TICKS_JS = """
 () => {
   const status = document.querySelector('.ibstream-dashboard .ibstream-status');
@@ -118,7 +129,11 @@ def run_quickstart(page, url: str, server: str, tmp_path: Path) -> None:
     page.wait_for_selector(f".ibstream-dashboard, {TRACEBACK}")
     tracebacks = page.locator(TRACEBACK)
     assert tracebacks.count() == 0, tracebacks.all_inner_texts()
-    wait_for_change(page, dash, wait_for_data(page, dash))
+    figures = wait_for_data(page, dash)
+    assert sorted(f["panel"] for f in figures if f["panel"] in DEPTH) == sorted(DEPTH), figures
+    wait_for_change(page, dash, figures)
+    for panel in DEPTH:
+        panel_changes(page, dash, panel, figures)
     ticks = page.evaluate(TICKS_JS)
     assert ticks > 0, page.inner_text(".ibstream-status")
     await_js(page, f"() => ({TICKS_JS})() > {ticks}", None, f"the ticks count stayed at {ticks}")
@@ -188,8 +203,12 @@ def wait_for_data(page, dash) -> list[dict]:
 
 def check_time_axes(figures: list[dict]) -> None:
     """Every figure has a time axis whose labels (HH:MM:SS, UTC) run forward from left to
-    right, within one day: a reversed axis or a domain of days fails here."""
+    right, within one day: a reversed axis or a domain of days fails here. The profile's
+    axes are volume and price (it stands beside the price chart)."""
     for figure in figures:
+        if figure["panel"] == "profile":
+            assert not figure["times"], figure
+            continue
         seconds = [seconds_of_day(label) for label in figure["times"]]
         steps = [(b - a) % 86_400 for a, b in itertools.pairwise(seconds)]
         assert len(seconds) >= 2 and sum(steps) < 86_400, (figure["title"], figure["times"])
@@ -209,6 +228,20 @@ def wait_for_change(page, dash, before: list[dict]) -> None:
         f"([dash, before]) => {GEOMETRY_JS}(dash) !== before",
         [dash.element_handle(), _geometry(before)],
         "the dashboard's marks did not change",
+    )
+
+
+def panel_changes(page, dash, panel: str, before: list[dict]) -> None:
+    """Await a look at `panel` whose marks are there and differ from `before`'s."""
+    (old,) = [f for f in before if f["panel"] == panel]
+    await_js(
+        page,
+        f"""([dash, panel, before]) => {{
+              const now = {PANEL_JS}(dash, panel);
+              return now.marks > 0 && now.geometry !== before;
+            }}""",
+        [dash.element_handle(), panel, old["geometry"]],
+        f"the {panel} panel's marks did not change",
     )
 
 

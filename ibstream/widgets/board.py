@@ -32,6 +32,7 @@ from ibstream.widgets import exports, live
 from ibstream.widgets.controls import Controls, duration_label
 from ibstream.widgets.figures import Figures, widget_tree
 from ibstream.widgets.model import LiveModel
+from ibstream.widgets.panels import DEFAULT_PANELS, LEVEL_PANELS, check_panels
 from ibstream.widgets.schedule import Inbox, Ticker
 from ibstream.widgets.seam import Seam, history_span
 from ibstream.widgets.status import Status, StatusLine, problem
@@ -56,6 +57,7 @@ def dashboard(
     token: str | None = None,
     interval: float = 0.1,
     history: object = None,
+    panels: object = DEFAULT_PANELS,
 ) -> Dashboard:
     """Subscribe to `contract` (quotes and trades) and return the live dashboard.
 
@@ -72,7 +74,13 @@ def dashboard(
     cumulative delta starts at the first tick of it. `window` defaults to 5min, or to
     `history` when that is longer. History IB cannot give is said in the controls' message
     line; the dashboard goes on live.
+
+    `panels`: the figures shown, of "price", "volume", "delta", "buy_pct" (the default) and
+    "profile" (the window's volume per price level beside the price chart: buys, sells,
+    point of control, value area) and "footprint" (the last bars × price levels: sell × buy
+    volume, delta colour, diagonal and stacked imbalances), in that order.
     """
+    panels = check_panels(panels)
     span = None if history is None else history_span(history)
     if window is None:
         window = "5min" if span is None or span <= FIVE_MINUTES else history
@@ -89,7 +97,7 @@ def dashboard(
         client = Client(server or default_url(), transport, token, connect_timeout=5.0)
     live.close_same(live.key(client.server, client.transport, contract))
     try:
-        return Dashboard(contract, client, owns, window, bar, method, interval, history)
+        return Dashboard(contract, client, owns, window, bar, method, interval, history, panels)
     except BaseException as exc:
         if owns:
             client.close()
@@ -115,10 +123,11 @@ class Dashboard(widgets.VBox):
         method: str,
         interval: float = 0.1,
         history: object = None,
+        panels: object = DEFAULT_PANELS,
     ) -> None:
         self._lock = threading.RLock()  # first: Widget.__del__ may close a half-made one
         self.client, self._owns_client = client, owns_client
-        self.model, self.inbox = LiveModel(window, bar, method), Inbox()
+        self.panels, self.inbox = check_panels(panels), Inbox()
         self.redraws, self.closed, self.paused = 0, False, False
         self._listeners: list[Callable[[], object]] = []
         self._drawn = -1  # model.ticks_fed at the last redraw
@@ -134,7 +143,11 @@ class Dashboard(widgets.VBox):
         self.name = info.get("local_symbol") or info.get("symbol") or str(contract)
         self.transport = getattr(client, "transport", "?")
         unit = SIZE_UNITS.get(info.get("sec_type", ""), "contracts")
-        self.figures = Figures(info.get("currency", ""), unit, info.get("min_tick", 0.01))
+        self.figures = Figures(
+            info.get("currency", ""), unit, info.get("min_tick", 0.01), self.panels
+        )
+        levels = bool(LEVEL_PANELS.intersection(self.panels))
+        self.model = LiveModel(window, bar, method, levels=levels, tick_size=self.figures.min_tick)
         self.controls = Controls(
             window=window,
             bar=bar,

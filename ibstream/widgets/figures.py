@@ -18,12 +18,14 @@ import math
 
 import numpy as np
 from bqplot import Axis, Bars, DateScale, Figure, LinearScale, Lines, Scatter
-from ipywidgets import Widget
+from ipywidgets import HBox, Widget
 
 from ibstream.model import price_decimals
 from ibstream.widgets.axes import extent, fit_axis
+from ibstream.widgets.depth_figures import FootprintFigure, ProfileFigure
 from ibstream.widgets.headers import COLOURS, PLOT_LEFT, header, header_html
 from ibstream.widgets.model import PlotData
+from ibstream.widgets.panels import DEFAULT_PANELS, check_panels
 
 MARGIN = {"top": 16, "bottom": 42, "left": PLOT_LEFT, "right": 50}  # right: last time label
 TIME_FORMAT = "%H:%M:%S"
@@ -33,12 +35,18 @@ DELTA_KEY = [("delta", "━ buys - sells")]
 
 
 class Figures:
-    """The four figures and their headers; `draw(plot)` shows a `PlotData`. `min_tick` (the
-    contract's price increment) sets the price axis' decimals and its least tick step."""
+    """The figures of `panels` (`panels.PANELS`) and their headers; `draw(plot)` shows a
+    `PlotData`. `min_tick` (the contract's price increment) sets the price axis' decimals
+    and its least tick step, and the levels of the profile and footprint."""
 
     def __init__(
-        self, currency: str = "", size_unit: str = "contracts", min_tick: object = 0.01
+        self,
+        currency: str = "",
+        size_unit: str = "contracts",
+        min_tick: object = 0.01,
+        panels: object = DEFAULT_PANELS,
     ) -> None:
+        self.panels = check_panels(panels)
         digits = price_decimals(min_tick)
         try:
             tick = float(min_tick)  # type: ignore[arg-type]
@@ -143,15 +151,49 @@ class Figures:
                 [("buy_pct", "●━ buy %"), ("neutral", "┅ 50 %")],
             ),
         }
+        self.profile = self.footprint = None
+        self.beside: HBox | None = None  # the price chart and the profile, one row
+        if "profile" in self.panels:
+            self.profile = ProfileFigure(self.price_scale, self.min_tick, digits, size_unit)
+            key = [("buy", "■ buys"), ("sell", "■ sells"), ("poc", "━ POC ┅ value area")]
+            self.headers["profile"] = header("Volume profile", key)
+            if "price" in self.panels:  # one header over both, so the plots line up
+                self.headers["price"] = header(
+                    "Price, bid/ask and trades (bubble area: volume); volume profile",
+                    [("bid", "━ bid"), ("ask", "━ ask"), ("buy", "● ■ buys")]
+                    + [("sell", "● ■ sells"), ("neutral", "● neutral")] + key[2:],
+                )  # fmt: skip
+                self.price.layout.flex = "4 1 0%"
+                self.profile.figure.layout.flex = "1 1 0%"
+                self.profile.figure.layout.min_width = "180px"
+                self.beside = HBox([self.price, self.profile.figure], layout={"width": "100%"})
+        if "footprint" in self.panels:
+            self.footprint = FootprintFigure(self.min_tick, digits, PLOT_LEFT)
+            self.headers["footprint"] = header(
+                "Footprint: sell × buy volume per bar and level, colour: delta",
+                [("buy", "▲ buy imbalance"), ("sell", "▼ sell imbalance")]
+                + [("neutral", "┃ stacked (3+)")],
+            )  # fmt: skip
 
     @property
     def figures(self) -> list[Figure]:
-        return [self.price, self.volume, self.delta, self.buy_pct]
+        """The figures shown, in the order of `panels.PANELS`."""
+        every = {"price": self.price, "volume": self.volume, "delta": self.delta}
+        every |= {"buy_pct": self.buy_pct}
+        every |= {"profile": getattr(self.profile, "figure", None)}
+        every |= {"footprint": getattr(self.footprint, "figure", None)}
+        return [every[name] for name in self.panels]
 
     @property
     def widgets(self) -> list[Widget]:
-        """Header and figure of each, in order: what the dashboard shows."""
-        return [w for pair in zip(self.headers.values(), self.figures, strict=True) for w in pair]
+        """Header and figure of each shown panel, in order (the profile beside the price
+        chart when both are on): what the dashboard shows."""
+        out: list[Widget] = []
+        for name, figure in zip(self.panels, self.figures, strict=True):
+            if name == "profile" and "price" in self.panels:
+                continue
+            out += [self.headers[name], self.beside if name == "price" and self.beside else figure]
+        return out
 
     def marks(self) -> dict[str, object]:
         """Every data mark by name (what tests and the browser check look at)."""
@@ -162,6 +204,8 @@ class Figures:
             "sell_volume": self.sells,
             "delta": self.delta_line,
             "buy_pct": self.buy_pct_line,
+            **({"profile": self.profile.bars} if self.profile else {}),
+            **({"footprint": self.footprint.text} if self.footprint else {}),
         }
 
     def draw(self, plot: PlotData) -> None:
@@ -171,29 +215,49 @@ class Figures:
             return
         with self.time.hold_sync():
             self.time.min, self.time.max = plot.start, plot.end
-        prices = [price for _, price, _ in plot.trades.values()]
-        price_range = extent(plot.bid, plot.ask, *prices, least=4 * self.min_tick)
-        fit_axis(self.price.axes[1], price_range, self.min_tick)
-        fit_axis(self.volume.axes[1], extent(plot.buy, plot.sell, least=LEAST_SIZE, include=(0.0,)))
-        fit_axis(self.delta.axes[1], extent(plot.delta, least=LEAST_SIZE))
+        if "price" in self.panels or "profile" in self.panels:
+            prices = [price for _, price, _ in plot.trades.values()]
+            price_range = extent(plot.bid, plot.ask, *prices, least=4 * self.min_tick)
+            fit_axis(self.price.axes[1], price_range, self.min_tick)
+        for name in self.panels:
+            getattr(self, f"_draw_{name}")(plot)
+
+    def _draw_price(self, plot: PlotData) -> None:
         with self.band.hold_sync():
             self.band.x, self.band.y = plot.quote_time, _f32(np.vstack([plot.bid, plot.ask]))
         for side, mark in self.trades.items():
             time, price, volume = plot.trades[side]
             with mark.hold_sync():
                 mark.x, mark.y, mark.size = time, _f32(price), _f32(volume)
+
+    def _draw_volume(self, plot: PlotData) -> None:
+        fit_axis(self.volume.axes[1], extent(plot.buy, plot.sell, least=LEAST_SIZE, include=(0.0,)))
         for mark, values in ((self.buys, plot.buy), (self.sells, plot.sell)):
             with mark.hold_sync():
                 mark.x, mark.y = plot.bar_time, _f32(values)
+
+    def _draw_delta(self, plot: PlotData) -> None:
+        fit_axis(self.delta.axes[1], extent(plot.delta, least=LEAST_SIZE))
         with self.delta_line.hold_sync():
             self.delta_line.x, self.delta_line.y = plot.delta_time, _f32(plot.delta)
         since = np.datetime_as_string(plot.delta_since, unit="s").replace("T", " ")
         self.headers["delta"].value = header_html(f"Cumulative delta since {since} UTC", DELTA_KEY)
+
+    def _draw_buy_pct(self, plot: PlotData) -> None:
         with self.buy_pct_line.hold_sync():
             self.buy_pct_line.x, self.buy_pct_line.y = plot.bar_time, _f32(plot.buy_pct)
         with self.even.hold_sync():  # the 50 % line across the window
             self.even.x = np.array([plot.start, plot.end])
             self.even.y = np.array([50.0, 50.0], np.float32)
+
+    def _draw_profile(self, plot: PlotData) -> None:
+        if self.profile is not None and plot.profile is not None:
+            self.profile.price_axis.tick_values = self.price.axes[1].tick_values
+            self.profile.draw(plot.profile)
+
+    def _draw_footprint(self, plot: PlotData) -> None:
+        if self.footprint is not None and plot.footprint is not None:
+            self.footprint.draw(plot.footprint)
 
     def _line(self, scale: LinearScale, colour: str, label: str) -> Lines:
         return Lines(

@@ -17,13 +17,17 @@ COLOURS = {
     "neutral": "#a3a3a3",  # grey
     "delta": "#8b5cf6",  # violet
     "buy_pct": "#0ea5e9",  # sky
+    "poc": "#d97706",  # amber: point of control and value area
+    "even": "#e2e8f0",  # a footprint cell of as much buying as selling (or none)
+    "text": "#1e293b",  # the volumes written in the footprint's cells
 }
 PLOT_LEFT = 75  # px: the figures' left margin, where their plot areas start
 
 
-def header(title: str, key: list[tuple[str, str]]) -> HTML:
-    """A header widget, lined up with the plot area; `key`: (colour name, label) pairs."""
-    box = HTML(header_html(title, key), layout={"margin": f"6px 0 0 {PLOT_LEFT}px"})
+def header(title: str, key: list[tuple[str, str]], left: int = PLOT_LEFT) -> HTML:
+    """A header widget, lined up with the plot area (`left` px in); `key`: (colour name,
+    label) pairs."""
+    box = HTML(header_html(title, key), layout={"margin": f"6px 0 0 {left}px"})
     box.add_class("ibstream-header")
     return box
 

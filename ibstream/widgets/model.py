@@ -22,6 +22,8 @@ import pandas as pd
 from ibstream.analytics import DeltaEngine, empty_trades, resolve_method, trades_frame
 from ibstream.analytics.kernels import to_nanos
 from ibstream.client.frames import empty_ticks, ticks_to_frame
+from ibstream.widgets.depth import FootprintPlot, ProfilePlot, footprint_plot, profile_plot
+from ibstream.widgets.levels import LevelBook
 from ibstream.widgets.series import Buckets, Recent
 
 log = logging.getLogger("ibstream.widgets")
@@ -49,11 +51,15 @@ class PlotData:
     sell: np.ndarray = field(default_factory=lambda: np.zeros(0))
     buy_pct: np.ndarray = field(default_factory=lambda: np.zeros(0))
     delta_since: np.datetime64 | None = None
+    profile: ProfilePlot | None = None  # with `levels=True` only
+    footprint: FootprintPlot | None = None
 
 
 class LiveModel:
     """Live analytics of one contract's ticks over a sliding `window`, in `bar` bars,
-    trades classified by `method` (see `ibstream.analytics.classify`)."""
+    trades classified by `method` (see `ibstream.analytics.classify`). With `levels`, the
+    window's volume per bar and price level too (`levels.LevelBook`, on the grid of
+    `tick_size`: the contract's min tick), for the profile and footprint panels."""
 
     def __init__(
         self,
@@ -63,9 +69,15 @@ class LiveModel:
         *,
         points: int = POINTS,
         max_ticks: int = MAX_TICKS,
+        levels: bool = False,
+        tick_size: float = 0.01,
     ) -> None:
         if type(points) is not int or points < 2:
             raise ValueError(f"points must be an int >= 2, got {points!r}")
+        number = isinstance(tick_size, int | float) and not isinstance(tick_size, bool)
+        if not (number and math.isfinite(tick_size) and tick_size > 0):
+            raise ValueError(f"tick_size must be a positive number, got {tick_size!r}")
+        self.with_levels, self.tick_size = bool(levels), float(tick_size)
         self.points, self.max_ticks = points, max_ticks
         self._ticks: Recent | None = None
         self.rejected, self.problem = 0, ""  # ticks the engine rejected, and why (the last)
@@ -90,6 +102,7 @@ class LiveModel:
         self.quotes = Buckets(width, span, lasts=("bid", "ask"))
         self.flows = {side: Buckets(width, span, sums=("volume", "pv")) for side in SIDES}
         self.delta = Buckets(width, span, lasts=("delta",))
+        self.levels = LevelBook(step, self.tick_size) if self.with_levels else None
         self._ticks = Recent(span, self.max_ticks, pd.concat)
         self._trades = Recent(span, self.max_ticks, pd.concat)
         self._last: int | None = None
@@ -136,6 +149,8 @@ class LiveModel:
         self.ticks_fed += len(frame)
         if len(trades):
             self._add_trades(trades)
+        if self.levels is not None:  # quotes move the window too
+            self.levels.trim(self._first_bar())
         return trades
 
     def _reject(self, ticks: int, exc: Exception) -> None:
@@ -159,6 +174,8 @@ class LiveModel:
             self.flows[name].add(time[mine], volume=size[mine], pv=price[mine] * size[mine])
         self._trades.add(time, trades)
         self.trades_fed += len(trades)
+        if self.levels is not None:
+            self.levels.add(time, price, side, size)
 
     @property
     def cumulative_delta(self) -> float:
@@ -191,6 +208,8 @@ class LiveModel:
             sell=-sell,
             buy_pct=pct,
             delta_since=np.datetime64(self.delta_since, "ns"),
+            profile=None if self.levels is None else profile_plot(self.levels),
+            footprint=None if self.levels is None else footprint_plot(self.levels),
         )
 
     def ticks(self) -> pd.DataFrame:
@@ -206,8 +225,11 @@ class LiveModel:
         bars = self.engine.bars()
         if self._last is None or bars.empty:
             return bars
-        first = (self._last - self._span) // self.bar.value * self.bar.value
-        return bars[bars.index.as_unit("ns").asi8 >= first]
+        return bars[bars.index.as_unit("ns").asi8 >= self._first_bar()]
+
+    def _first_bar(self) -> int:
+        """The start of the window's first bar (bars, profile and footprint begin there)."""
+        return (self._last - self._span) // self.bar.value * self.bar.value
 
     def _window(self, store: Recent | None, empty: object) -> pd.DataFrame:
         items = store.items() if store is not None else []
