@@ -160,14 +160,38 @@ def test_diagonal_and_stacked_imbalances_of_a_grid():
     # one bar, levels ascending: buy at p against sell a tick below, and the reverse
     buy = np.array([[1.0], [9], [12], [30], [2], [0]])
     sell = np.array([[3.0], [10], [2], [4], [9], [1]])
-    buys, sells, buy_stacks, sell_stacks = imbalance_marks(buy, sell, ratio=3.0)
-    # buy 9 vs sell 3 below (3x), 12 vs 10 (no), 30 vs 2 (15x), 2 vs 4 (no)
-    assert buys[:, 0].tolist() == [True, True, False, True, False, False]
-    # sell 9 vs buy 0 above: an empty opposite counts as none; 10 vs 12 (no); 3 vs 9 (no)
-    assert sells[:, 0].tolist() == [False, False, False, False, True, True]
+    buys, sells, buy_stacks, sell_stacks = imbalance_marks(buy, sell)
+    # buy 9 vs sell 3 below (3x), 12 vs 10 (no), 30 vs 2 (15x), 2 vs 4 (no); the bar's
+    # lowest level has nothing below to compare with (analytics.footprint's rule)
+    assert buys[:, 0].tolist() == [False, True, False, True, False, False]
+    # sell 9 vs buy 0 above (an untraded side counts as none); the highest level: none above
+    assert sells[:, 0].tolist() == [False, False, False, False, True, False]
     assert not buy_stacks.any() and not sell_stacks.any()  # runs of 2 at most
     stacked = imbalance_marks(np.array([[0.0], [6], [7], [8], [0]]), np.ones((5, 1)))[2]
     assert stacked[:, 0].tolist() == [False, True, True, True, False]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_grids_imbalances_are_the_footprints_own(seed):
+    """The panel's marks, from the level book's grid, equal the imbalance columns of
+    `analytics.footprint` of the same bars, cell for cell."""
+    rows = market_rows(20_000, seed=seed)
+    model = LiveModel("10s", "1s", levels=True, tick_size=TICK)
+    feed_in_batches(model, rows, seed=seed)
+    starts, prices, sums = model.levels.grid(FOOTPRINT_BARS)
+    marks = imbalance_marks(sums[..., 0], sums[..., 1], sums[..., 3] > 0)
+    expected = window_footprint(model, rows)
+    expected = expected[expected["time"].isin(starts)]
+    bar = np.searchsorted(starts, expected["time"].to_numpy())
+    level = np.searchsorted(prices, expected["price"].to_numpy())
+    assert np.array_equal(prices[level], expected["price"].to_numpy())
+    names = ("buy_imbalance", "sell_imbalance", "stacked_buy", "stacked_sell")
+    flagged = 0
+    for grid, name in zip(marks, names, strict=True):
+        assert np.array_equal(grid[level, bar], expected[name].to_numpy()), name
+        assert grid.sum() == expected[name].sum(), name  # nothing flagged off the cells
+        flagged += int(grid.sum())
+    assert flagged > 0
 
 
 def test_panels_argument_is_checked_with_the_valid_names():
@@ -247,24 +271,6 @@ async def test_live_profile_and_footprint_marks_change_as_ticks_arrive(live_serv
     finally:
         dash.close()
     await dash.ticker.wait_stopped()
-
-
-def test_stacked_runs_equal_a_plain_loop_over_random_grids():
-    rng = np.random.default_rng(11)
-    for _ in range(200):
-        flags = rng.random((int(rng.integers(0, 20)), int(rng.integers(1, 6)))) < 0.6
-        expected = np.zeros_like(flags)
-        for column in range(flags.shape[1]):
-            run = 0
-            for row in range(flags.shape[0] + 1):
-                if row < flags.shape[0] and flags[row, column]:
-                    run += 1
-                    continue
-                if run >= 3:
-                    expected[row - run : row, column] = True
-                run = 0
-        got = imbalance_marks(flags * 5.0, np.zeros(flags.shape))[2]  # buys over no sells
-        assert np.array_equal(got, expected)
 
 
 def test_quotes_alone_move_the_window_past_old_levels():

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ibstream.analytics.footprint import price_levels
+from ibstream.analytics.imbalance import imbalances
 
 SUMS = ("buy_volume", "sell_volume", "neutral_volume", "trade_count")
 
@@ -131,30 +132,30 @@ class LevelBook:
 
 
 def imbalance_marks(
-    buy: np.ndarray, sell: np.ndarray, ratio: float = 3.0, least: float = 1.0, stack: int = 3
+    buy: np.ndarray, sell: np.ndarray, traded: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Diagonal and stacked imbalances of a footprint grid (rows: levels one tick apart,
-    ascending; columns: bars): buy at p >= `ratio` x sell at p - tick (and the reverse: sell
-    at p >= `ratio` x buy at p + tick), of at least `least` volume (an empty opposite cell
-    counts as none); stacked where `stack` or more such levels adjoin in a bar. Returns
-    (buy, sell, buy stacked, sell stacked) boolean grids."""
-    below = np.vstack([np.zeros_like(sell[:1]), sell[:-1]])
-    above = np.vstack([buy[1:], np.zeros_like(buy[:1])])
-    buys = (buy >= least) & (buy >= ratio * below)
-    sells = (sell >= least) & (sell >= ratio * above)
-    return buys, sells, _runs(buys, stack), _runs(sells, stack)
-
-
-def _runs(flags: np.ndarray, least: int) -> np.ndarray:
-    """The cells of runs of `least` or more flagged rows in a column (vectorised: a run's
-    start adds one and its end takes it off, and the running sum is inside a run)."""
-    edges = np.diff(np.pad(flags.astype(np.int8), ((1, 1), (0, 0))), axis=0)
-    starts, ends = np.nonzero(edges.T == 1), np.nonzero(edges.T == -1)  # by column, in order
-    long = ends[1] - starts[1] >= least
-    marks = np.zeros((flags.shape[0] + 1, flags.shape[1]), np.int64)
-    np.add.at(marks, (starts[1][long], starts[0][long]), 1)
-    np.add.at(marks, (ends[1][long], ends[0][long]), -1)
-    return np.cumsum(marks, axis=0)[:-1] > 0
+    ascending; columns: bars), flagged exactly as `analytics.footprint` flags them
+    (`analytics.imbalance.imbalances` over the grid's cells that `traded`, default: those
+    with buy or sell volume; its default ratio, minimum and stack). Returns (buy, sell, buy
+    stacked, sell stacked) boolean grids."""
+    traded = (buy > 0) | (sell > 0) if traded is None else traded
+    bars, levels = np.nonzero(traded.T)  # the footprint's cell order: bar, then price
+    cells = {
+        "time": bars,
+        "contract_id": np.zeros_like(bars),
+        "price": levels.astype(np.float64),
+        "tick": np.ones(len(levels)),  # rows are one tick apart
+        "buy_volume": buy[levels, bars],
+        "sell_volume": sell[levels, bars],
+    }
+    flags = imbalances(cells)
+    out = []
+    for name in ("buy_imbalance", "sell_imbalance", "stacked_buy", "stacked_sell"):
+        grid = np.zeros(buy.shape, dtype=bool)
+        grid[levels, bars] = flags[name]
+        out.append(grid)
+    return out[0], out[1], out[2], out[3]
 
 
 def coarsen(rows: int, most: int) -> int:
