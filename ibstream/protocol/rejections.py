@@ -78,11 +78,14 @@ def invalid(path: str, expected: str, got: object, rid: str | int | None) -> Mes
     )
 
 
-def _expected(path: str) -> str:
-    """What a field (or the nearest field above it) must be, as quoted in errors."""
+def _expected(path: str, root: type[BaseModel] | None = None) -> str:
+    """What a field (or the nearest field above it) must be, as quoted in errors: the
+    model's own word (`EXPECTED` on the class) before the shared table."""
+    own = getattr(root, "EXPECTED", {})
     parts = path.split(".")
     while parts:
-        found = rq.EXPECTED.get(".".join(parts))
+        key = ".".join(parts)
+        found = own.get(key, rq.EXPECTED.get(key))
         if found is not None:
             return found
         parts.pop()
@@ -146,7 +149,7 @@ def from_validation(
             details={"supported": _SUPPORTED},
         )
     if kind == "time":  # a history time: the parser says what was wrong with it
-        error = invalid(path, _expected(path), got, rid)
+        error = invalid(path, _expected(path, root), got, rid)
         error.message += f" ({err['msg']})"
         return error
-    return invalid(path, _expected(path), MISSING if kind == "missing" else got, rid)
+    return invalid(path, _expected(path, root), MISSING if kind == "missing" else got, rid)

@@ -11,7 +11,7 @@ errors quote it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -74,7 +74,6 @@ EXPECTED = {
     "Last-Event-ID": f"a sequence number (50, up to {INT64_MAX}) or per tick type "
     "(bid_ask:50,last:3)",
     "token": "the server's token",
-    "compression": "one of none, lz4, zstd",
     "format": "json (SSE is text: Arrow frames are on the WebSocket endpoint only)",
     "start": "an ISO-8601 time such as 2026-12-07T14:30:00Z, or epoch nanoseconds "
     "(replay servers only)",
@@ -440,6 +439,12 @@ class HistoryQuery(BaseModel):
     """Query parameters of `GET /v2/history/{contract}` (strings on the wire, so not strict)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # what its fields must be, where the SSE query's fields of the same names differ
+    EXPECTED: ClassVar[dict[str, str]] = {
+        "start": "a time such as 2026-12-07T14:30:00Z, epoch seconds or ns",
+        "format": "one of jsonl, sse, arrow",
+        "compression": "one of none, lz4, zstd",
+    }
 
     tick_types: str | None = Field(
         None, description="comma-separated tick types, e.g. bid_ask,last (the default)"
