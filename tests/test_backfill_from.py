@@ -8,6 +8,7 @@ subscription): HH:MM is the minute that was under way then, in ES's exchange tim
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -35,12 +36,21 @@ def clock_of(moment: datetime) -> str:
     return f"{moment:%H:%M}"
 
 
+async def outside_the_days_end(minutes: int = 2) -> None:
+    """Within `minutes` of the exchange's midnight, wait for the new day (an HH:MM that
+    close to it would name yesterday's or tomorrow's): the wall clock is what is awaited."""
+    now = datetime.now(CENTRAL)
+    if (now + timedelta(minutes=minutes)).date() != now.date():
+        midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), CENTRAL)
+        await asyncio.sleep((midnight - now).total_seconds() + 1)
+
+
+@pytest.mark.timeout(300)  # may wait out the exchange's midnight first
 async def test_the_day_before_start_is_filled_once_one_for_one(tmp_path: Path):
     store = tmp_path / "store"
+    await outside_the_days_end()
     async with recorded_market(21) as (gateway, truth, _):
         began = datetime.now(CENTRAL)  # the market's past starts about now
-        if (began + timedelta(minutes=2)).date() != began.date():
-            pytest.skip("the exchange's day ends within two minutes: HH:MM would be yesterday's")
         since = int(began.replace(second=0, microsecond=0).timestamp())
         options = ["--record", str(store), *OPTIONS, "--backfill-from", clock_of(began)]
         server = ServerProcess(gateway.port)
@@ -75,11 +85,11 @@ async def test_the_day_before_start_is_filled_once_one_for_one(tmp_path: Path):
     assert {s.value // NS for s in mine["start"]} == {since}, mine
 
 
+@pytest.mark.timeout(300)  # may wait out the exchange's midnight first
 async def test_a_time_after_the_streams_start_is_refused_clearly(tmp_path: Path):
     store = tmp_path / "store"
+    await outside_the_days_end()
     later = datetime.now(CENTRAL) + timedelta(minutes=2)
-    if later.date() != datetime.now(CENTRAL).date():
-        pytest.skip("the exchange's day ends within two minutes")
     async with recorded_market(22) as (gateway, _, _):
         server = ServerProcess(gateway.port)
         try:
