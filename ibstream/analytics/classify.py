@@ -145,13 +145,14 @@ def classify_with_state(
     kinds = tick_kinds(ticks["tick_type"])
     seen = init["all_last"].fillna(False).to_numpy(bool)
     is_trade, seen = one_trade_stream(kinds.trade, kinds.all_last, g.order, g.ends, g.ids, seen)
+    bid, ask = _quote_side(ticks, "bid"), _quote_side(ticks, "ask")
     book = prevailing(
         kinds.quote,
         is_trade,
         g,
         _column(ticks, "price", np.float64, np.nan),
-        _quote_side(ticks, "bid"),
-        _quote_side(ticks, "ask"),
+        bid,
+        ask,
         init,
         method == LOOKAHEAD,
     )
@@ -162,7 +163,7 @@ def classify_with_state(
     rows, ids = book.rows, g.ids
     side, quote = _decide(method, book)
     if method == LOOKAHEAD:
-        side = _look_ahead(ticks, book, side, time, wait)
+        side = _look_ahead(book, side, (bid, ask), time, wait)
     trades = pd.DataFrame(
         {
             "contract_id": np.full(len(rows), ids[0]) if len(ids) == 1 else contract.take(rows),
@@ -201,15 +202,20 @@ def _quote_side(ticks: pd.DataFrame, side: str) -> np.ndarray:
 
 
 def _look_ahead(
-    ticks: pd.DataFrame, book: Book, side: np.ndarray, time: np.ndarray | None, wait: int
+    book: Book,
+    side: np.ndarray,
+    quotes: tuple[np.ndarray, np.ndarray],
+    time: np.ndarray | None,
+    wait: int,
 ) -> np.ndarray:
     """Lee-Ready's `side` codes corrected by each trade's next quote (see `lookahead`),
-    where that quote came within `wait` ns of the trade."""
+    where that quote (`quotes`: every row's bid and ask, as the rules read them) came within
+    `wait` ns of the trade."""
     has_next = book.next_row >= 0
     rows = np.where(has_next, book.next_row, 0)
     if time is not None:
         has_next &= time.take(rows) - time.take(book.rows) <= wait
-    after = (_quote_side(ticks, "bid").take(rows), _quote_side(ticks, "ask").take(rows))
+    after = (quotes[0].take(rows), quotes[1].take(rows))
     return ahead.sides(side, book.price, (book.bid, book.ask), after, has_next)
 
 

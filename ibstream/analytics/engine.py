@@ -40,7 +40,13 @@ from ibstream.analytics.grouping import (
     previous_in_group,
     running_sums,
 )
-from ibstream.analytics.kernels import TradeArrays, to_nanos, to_time_index, trade_arrays
+from ibstream.analytics.kernels import (
+    NO_TRADES,
+    TradeArrays,
+    to_nanos,
+    to_time_index,
+    trade_arrays,
+)
 from ibstream.analytics.live import Trade, trades_frame
 from ibstream.analytics.lookahead import LOOKAHEAD_TIMEOUT
 from ibstream.analytics.running import Now, Running
@@ -92,8 +98,8 @@ class DeltaEngine:
             "upto": np.zeros((0, 4)),
             "before": np.zeros((0, 4)),
         }
-        self._open = bar_rows(trade_arrays(_NO_TRADES), self._step, np.zeros(0))
-        self._open_cells = level_rows(trade_arrays(_NO_TRADES), self._step, tick_size)
+        self._open = bar_rows(trade_arrays(NO_TRADES), self._step, np.zeros(0))
+        self._open_cells = level_rows(trade_arrays(NO_TRADES), self._step, tick_size)
         self._closed: list[BarState] = [self._open]  # closed bars, in parts
         self._closed_cells: list[LevelState] = [self._open_cells]
         self._trades: list[pd.DataFrame] = []
@@ -346,7 +352,3 @@ def _by_time(state: dict[str, np.ndarray], *then: str) -> np.ndarray:
 
 _INFINITE = (np.inf, -np.inf)
 _EARLIEST = int(EARLIEST)
-_NO_TRADES = pd.DataFrame(
-    {"contract_id": np.zeros(0, np.int64), "price": [], "size": [], "side": []},
-    index=pd.DatetimeIndex([], tz="UTC", name="time"),
-)

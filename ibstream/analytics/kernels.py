@@ -14,6 +14,13 @@ from ibstream.analytics.classify import SIDES
 TRADE_REQUIRED = ("contract_id", "price", "size", "side")
 
 
+# a trades frame without rows: what a live form starts its state from
+NO_TRADES = pd.DataFrame(
+    {"contract_id": np.zeros(0, np.int64), "price": [], "size": [], "side": []},
+    index=pd.DatetimeIndex([], tz="UTC", name="time"),
+)
+
+
 def to_nanos(value: object, name: str) -> int:
     """A positive duration ('60s', '1min', Timedelta, timedelta) in nanoseconds."""
     if not isinstance(value, str | pd.Timedelta | dt.timedelta | np.timedelta64):

@@ -26,7 +26,7 @@ from ibstream.analytics.imbalance import (
     DEFAULT_STACKED,
     check_imbalance_args,
 )
-from ibstream.analytics.kernels import to_nanos, trade_arrays
+from ibstream.analytics.kernels import NO_TRADES, to_nanos, trade_arrays
 from ibstream.analytics.profile import (
     VolumeProfile,
     check_fraction,
@@ -52,9 +52,9 @@ class LiveProfile:
         self.fraction = check_fraction(value_area, "value_area")
         if tick_size is not None:
             price_levels(np.zeros(1), tick_size)  # validates tick_size
-        period_keys(trade_arrays(_NO_TRADES), by)  # validates by
+        period_keys(trade_arrays(NO_TRADES), by)  # validates by
         self.by, self.tick_size = by, tick_size
-        self._state: LevelState = merge_levels(profile_cells(_NO_TRADES, by, tick_size)[0])
+        self._state: LevelState = merge_levels(profile_cells(NO_TRADES, by, tick_size)[0])
         self._starts: dict[int, int] | None = None if by is not None else {}
 
     def update(self, trades: pd.DataFrame) -> None:
@@ -88,7 +88,7 @@ class LiveFootprint:
             price_levels(np.zeros(1), tick_size)  # validates tick_size
         self.interval, self.tick_size = interval, tick_size
         self.ratio, self.min_volume, self.stacked = ratio, min_volume, stacked
-        self._state = level_rows(trade_arrays(_NO_TRADES), self._step, tick_size)
+        self._state = level_rows(trade_arrays(NO_TRADES), self._step, tick_size)
 
     def update(self, trades: pd.DataFrame) -> None:
         """Add a batch of classified trades (in arrival order, after those fed before)."""
@@ -101,9 +101,3 @@ class LiveFootprint:
 
     def frame(self) -> pd.DataFrame:
         return finish_levels(self._state, self.ratio, self.min_volume, self.stacked)
-
-
-_NO_TRADES = pd.DataFrame(
-    {"contract_id": np.zeros(0, np.int64), "price": [], "size": [], "side": []},
-    index=pd.DatetimeIndex([], tz="UTC", name="time"),
-)
