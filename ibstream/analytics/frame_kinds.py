@@ -20,10 +20,10 @@ def kind_of(frame: object) -> str | None:
     if not isinstance(frame, pd.DataFrame):
         return None
     columns = set(frame.columns)
+    if "side" in columns:  # classified, whatever else it carries
+        return "trades"
     if "tick_type" in columns:
         return "ticks"
-    if "side" in columns:
-        return "trades"
     if {"open", "high", "low", "close"} <= columns:
         return "bars"
     return None

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ibstream.analytics.classify import SIDES
+from ibstream.analytics.frame_kinds import kind_of
 
 TRADE_REQUIRED = ("contract_id", "price", "size", "side")
 
@@ -92,8 +93,7 @@ def trade_arrays(trades: object) -> TradeArrays:
     """Check a trades frame (see SCHEMA: classify's output) and take its arrays. A trade
     without a size (NaN) has volume 0; one without a price keeps price NaN. A tick frame
     (tick_type, no side) is refused with the call that makes trades of it."""
-    columns = trades.columns if isinstance(trades, pd.DataFrame) else ()
-    if "tick_type" in columns and "side" not in columns and "bid_price" in columns:
+    if kind_of(trades) == "ticks":
         raise ValueError(
             "expected classified trades (a frame with a side column), got a tick frame: "
             "call ibstream.analytics.classify(ticks) first"
