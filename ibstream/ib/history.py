@@ -66,13 +66,14 @@ def _page_table(what: str, ticks: list, end: int) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata({"requests": "1"}))
 
 
-def _table(what: str, rows: list[tuple], requests: int) -> pa.Table:
+def _table(what: str, pages: list[pa.Table], requests: int) -> pa.Table:
+    """The pages as one table of the kind's schema, metadata `requests`."""
     schema = SCHEMAS[what].with_metadata({"requests": str(requests)})
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
-    return pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, schema, strict=True)],
-        schema=schema,
-    )
+    if not pages:
+        return schema.empty_table()
+    return pa.concat_tables(
+        [p.replace_schema_metadata(None) for p in pages]
+    ).replace_schema_metadata(schema.metadata)
 
 
 def _ib_time(second: int) -> str:
@@ -228,15 +229,15 @@ async def fetch_ticks(
     fetches of one IB connection. A refusal raises `StreamError` with IB's code and text in
     `details` and the ticks fetched before it as `.partial`."""
     check_range(what, start, end, time.time())
-    rows: list[tuple] = []
+    tables: list[pa.Table] = []
     requests = 0
     try:
         async for page in pages(ib, contract, what, start, end, use_rth=use_rth, pacer=pacer):
             requests += 1
-            rows += zip(*(page[n].to_pylist() for n in page.schema.names), strict=True)
+            tables.append(page)
             if progress is not None:
                 progress(int(page.schema.metadata[b"reached"]) - start, end - start)
     except StreamError as exc:
-        exc.partial = _table(what, rows, requests)  # type: ignore[attr-defined]
+        exc.partial = _table(what, tables, requests)  # type: ignore[attr-defined]
         raise
-    return _table(what, rows, requests)
+    return _table(what, tables, requests)
