@@ -260,9 +260,9 @@ class AsyncClient:
         from ibstream.client.history_args import check_query
 
         answer = HistoryAnswer(check_query(contract, tick_types, start, end))
-        bar = HistoryBar(progress, answer.query)
         if self.closed:
             raise connection_error("cannot ask for history", "this client is closed")
+        bar = HistoryBar(progress, answer.query)
         try:
             await fetch_history(self.server, self.token, self.options, answer, bar.show)
         finally:

@@ -17,7 +17,7 @@ import struct
 
 import pyarrow as pa
 
-CONTINUATION = b"\xff\xff\xff\xff"
+from ibstream.protocol.arrow import IPC_MARK
 
 
 class _Framed(io.RawIOBase):
@@ -43,7 +43,7 @@ def message_size(data: bytearray) -> int | None:
     """Bytes of the IPC message at the start of `data` (continuation, length, metadata,
     body), from the `bodyLength` of its flatbuffer `Message`; None until the metadata is in
     (or where it is not the format's current framing: then pyarrow decides)."""
-    if len(data) < 8 or data[:4] != CONTINUATION:
+    if len(data) < 8 or data[:4] != IPC_MARK:
         return None
     length = struct.unpack_from("<i", data, 4)[0]
     if length <= 0 or len(data) < 8 + length:
@@ -88,7 +88,7 @@ class ArrowStreamParser:
         pending = self._pending
         if len(pending) < 8:
             return None
-        if pending[:4] == CONTINUATION and struct.unpack_from("<i", pending, 4)[0] == 0:
+        if pending[:4] == IPC_MARK and struct.unpack_from("<i", pending, 4)[0] == 0:
             self.ended = True
             del pending[:8]
             return None

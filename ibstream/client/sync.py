@@ -252,10 +252,10 @@ class Client:
         from ibstream.client.history_args import check_query
 
         answer = HistoryAnswer(check_query(contract, tick_types, start, end))
-        bar = HistoryBar(progress, answer.query)
         loop.refuse_on_loop_thread("Client.history")
         if self._async.closed:
             raise connection_error("cannot ask for history", "this client is closed")
+        bar = HistoryBar(progress, answer.query)
         options = self._async.options
         waiting = loop.submit(fetch_history(self.server, self._async.token, options, answer))
         try:

@@ -31,13 +31,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ibstream.store.columns import CARRIED
+
 NS = 1_000_000_000
-FIELDS = {
-    "last": ("price", "size"),
-    "all_last": ("price", "size"),
-    "bid_ask": ("bid_price", "bid_size", "ask_price", "ask_size"),
-    "mid_point": ("mid_price",),
-}
+FIELDS = CARRIED  # the fields a tick of each type fills
 
 
 def history_span(history: object) -> int:
