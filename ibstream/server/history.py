@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.times import iso_ns
@@ -242,11 +245,30 @@ async def _store_chunks(
 ) -> AsyncIterator[Ticks]:
     """A stored piece in slices of SLICE_NS receive time."""
     for at in range(lo, hi, SLICE_NS):
-        ticks = await asyncio.to_thread(
+        table = await asyncio.to_thread(
             coverage.read, root, parts, contract_id, kind, at, min(hi, at + SLICE_NS)
         )
-        count[0] += len(ticks)
-        yield Ticks.from_dicts(ticks)
+        count[0] += table.num_rows
+        yield _stored_ticks(table, contract_id, kind)
+
+
+def _stored_ticks(table: pa.Table, contract_id: int, kind: str) -> Ticks:
+    """Stored rows (`coverage.read`) as wire ticks: column for column, an empty text as
+    none, a sequence or source the row lacks as 0 / live, IB's time in seconds."""
+    columns: dict[str, object] = {"contract_id": contract_id}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_dictionary(column.type):
+            column = column.dictionary_decode()
+        columns[name] = column
+    for name in ("exchange", "conditions"):
+        text = columns[name].cast(pa.string())
+        columns[name] = pc.if_else(pc.equal(text, ""), None, text)
+    columns["recv_ns"] = columns.pop("time").cast(pa.int64())
+    columns["ib_time"] = pc.divide(columns["ib_time"].cast(pa.int64()), 1_000_000_000)
+    columns["sequence"] = pc.fill_null(columns["sequence"], 0)
+    columns["source"] = pc.fill_null(columns["source"].cast(pa.string()), "live")
+    return Ticks.from_columns(table.num_rows, kind, columns)
 
 
 def _groups(holes: list[Hole]) -> list[list[Hole]]:

@@ -10,7 +10,6 @@ of IB. Times are receive stamps in ns; intervals half-open.
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from ibstream.store import catalog, gaps, layout
@@ -154,13 +153,16 @@ def plan(
     return out
 
 
+READ_COLUMNS = ("time", "sequence", *FIELDS, "exchange", "conditions", "ib_time", "source")
+
+
 def read(
     root: layout.StoreRoot, parts: list, contract_id: int, tick_type: str, lo: int, hi: int
-) -> list[dict]:
-    """The stream's (`parts`) stored ticks received in [lo, hi), oldest first, as wire tick
-    dicts (nulls omitted) with their `source`. A part a compaction swapped meanwhile: the
+) -> pa.Table:
+    """The stream's (`parts`) stored ticks received in [lo, hi), oldest first, as a table of
+    READ_COLUMNS (`time` the receive stamp). A part a compaction swapped meanwhile: the
     stream is listed again."""
-    columns = ["time", "sequence", *FIELDS, "exchange", "conditions", "ib_time", "source"]
+    columns = list(READ_COLUMNS)
     try:
         dataset = _dataset(root, parts, lo, hi)
         table = dataset.to_table(columns=columns, filter=_between(lo, hi)) if dataset else None
@@ -168,25 +170,5 @@ def read(
         dataset = _dataset(root, stream_parts(root, contract_id, tick_type), lo, hi)
         table = dataset.to_table(columns=columns, filter=_between(lo, hi)) if dataset else None
     if table is None:
-        return []
-    table = table.sort_by("time")
-    recv = table["time"].cast(pa.int64()).to_pylist()
-    ib_time = pc.divide(table["ib_time"].cast(pa.int64()), 1_000_000_000).to_pylist()
-    values = {name: table[name].to_pylist() for name in (*FIELDS, "exchange", "conditions")}
-    sequence, source = table["sequence"].to_pylist(), table["source"].to_pylist()
-    out = []
-    for i, stamp in enumerate(recv):
-        tick: dict = {
-            "contract_id": contract_id,
-            "tick_type": tick_type,
-            "sequence": sequence[i] or 0,
-            "recv_ns": stamp,
-        }
-        for name, column in values.items():
-            if column[i] is not None and column[i] != "":
-                tick[name] = column[i]
-        if ib_time[i] is not None:
-            tick["ib_time"] = ib_time[i]
-        tick["source"] = source[i] or "live"
-        out.append(tick)
-    return out
+        return layout.TICK_SCHEMA.empty_table().select(columns)
+    return table.sort_by("time")
