@@ -26,7 +26,7 @@ def receive_times(index: pd.Index) -> np.ndarray | None:
     """The frame's receive times in ns (UTC), or None when its index holds no times."""
     if not isinstance(index, pd.DatetimeIndex):
         return None
-    return index.as_unit("ns").asi8
+    return index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8  # as_unit copies
 
 
 def check_order(

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ibstream.analytics.classify import SIDES
 from ibstream.analytics.frame_kinds import kind_of
+from ibstream.timeindex import utc_index, utc_nanos
 
 TRADE_REQUIRED = ("contract_id", "price", "size", "side")
 
@@ -49,15 +50,8 @@ def require_columns(frame: object, required: tuple[str, ...], what: str) -> pd.D
     return frame
 
 
-def utc_nanos(index: pd.DatetimeIndex) -> np.ndarray:
-    """Nanoseconds since the epoch (UTC; a naive index is read as UTC)."""
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    return index.as_unit("ns").asi8
-
-
 def to_time_index(nanos: np.ndarray) -> pd.DatetimeIndex:
-    values = np.asarray(nanos, dtype=np.int64).view("datetime64[ns]")
-    return pd.DatetimeIndex(values, name="time").tz_localize("UTC")
+    return utc_index(np.array(nanos, dtype=np.int64))  # a copy: callers' arrays stay theirs
 
 
 def typed_frame(columns: dict, dtypes: dict[str, str], index: pd.Index) -> pd.DataFrame:

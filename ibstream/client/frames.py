@@ -53,6 +53,7 @@ import pyarrow.json as pa_json
 
 from ibstream.errors import StreamError
 from ibstream.model import TickType
+from ibstream.timeindex import utc_index
 
 INT_FIELDS = ("contract_id", "sequence")
 FLOAT_FIELDS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "mid_price")
@@ -167,7 +168,6 @@ def assemble(
 ) -> pd.DataFrame:
     """The tick frame of typed columns (as `TickColumns` holds them, the text columns already
     extension arrays), taken over without a copy."""
-    utc = pd.DatetimeTZDtype("ns", "UTC")
     data = {
         "contract_id": ints[0],
         "tick_type": pd.Categorical.from_codes(codes, dtype=TICK_TYPE_DTYPE),
@@ -175,10 +175,9 @@ def assemble(
         **dict(zip(FLOAT_FIELDS, floats, strict=True)),
         "exchange": exchange,
         "conditions": conditions,
-        "ib_time": pd.DatetimeIndex(ib_ns.view("M8[ns]"), dtype=utc),
+        "ib_time": utc_index(ib_ns, None),
     }
-    index = pd.DatetimeIndex(recv_ns.view("M8[ns]"), dtype=utc, name="time")
-    return pd.DataFrame(data, index=index, copy=False)
+    return pd.DataFrame(data, index=utc_index(recv_ns), copy=False)
 
 
 def _strings(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
