@@ -79,6 +79,12 @@ class ServerSettings:
     # With backfill: each record_contracts stream's day from this time (the exchange's zone,
     # else UTC) to its first start that day becomes a `before_start` gap, once a day.
     backfill_from: time | None = None
+    # An edge server (`--from-bus nats://HOST:4222`): no IB connection, its streams come from
+    # the source's ticks on this NATS JetStream bus; None is a server connected to IB.
+    from_bus: str | None = None
+    # An edge's hold on a stream at the source lasts this long unless renewed (every third
+    # of it while the edge has clients for it), so a dead edge frees its streams.
+    bus_lease: float = 30.0
 
     @property
     def ws_max_size(self) -> int:
