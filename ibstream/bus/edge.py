@@ -6,7 +6,7 @@ source numbered and encoded them (`Hub.publish_entry`), into kept channels wheth
 client holds the stream yet, so a client failing over from another edge (or from the
 source) finds its resume window here; the hub's `server_id` is the source's. Contract lookup
 goes to the source (`asks.py`, resolved contracts cached); a stream a client subscribes is
-held at the source (`holds.py`) before it is attached, so a source that does not answer
+held at the source (`edge_holds.py`) before it is attached, so a source that does not answer
 fails the subscribe with a recoverable CONNECTION_ERROR.
 
 A restarted source (`source_started` with a new id) is followed: clients get `complete`
@@ -23,8 +23,8 @@ from collections.abc import Callable
 
 from ibstream.bus import wire
 from ibstream.bus.asks import SourceAsks, contract_from
+from ibstream.bus.edge_holds import Holds
 from ibstream.bus.feed import BusFeed
-from ibstream.bus.holds import Holds
 from ibstream.errors import ErrorCode, StreamError, error_from_body
 from ibstream.ib.source import SourceEvent
 from ibstream.model import ContractInfo, Tick, TickType
