@@ -98,13 +98,3 @@ def record_spec(text: str) -> str:
     except StreamError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
     return text.strip()
-
-
-def bus_url(text: str) -> str:
-    """A NATS server URL (`nats://HOST:4222`, `tls://...`; several comma-separated)."""
-    urls = [u.strip() for u in text.split(",")]
-    if not all(u.partition("://")[0] in ("nats", "tls") and u.partition("://")[2] for u in urls):
-        raise argparse.ArgumentTypeError(
-            f"expected a NATS URL such as nats://HOST:4222, got {text!r}"
-        )
-    return ",".join(urls)

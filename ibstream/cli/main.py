@@ -16,10 +16,10 @@ import socket
 import sys
 from importlib import metadata
 
+from ibstream.cli import bus_options
 from ibstream.cli.args import (
     HelpFormatter,
     Parser,
-    bus_url,
     clock,
     day,
     ib_port,
@@ -173,7 +173,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--from-bus",
-        type=bus_url,
+        type=bus_options.nats_url,
         default=None,
         metavar="URL",
         help="run as an edge server: no IB connection, every stream comes from the source's "
@@ -228,6 +228,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         "exchange's time zone from IB's contract details, else UTC) up to when it first "
         "started that day, once a day (default: none)",
     )
+    bus_options.add_source_options(serve)
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
@@ -254,6 +255,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         backfill_from=args.backfill_from,
         from_bus=args.from_bus,
         bus_lease=args.bus_lease,
+        **bus_options.source_settings(args),
     )
 
 
@@ -363,11 +365,11 @@ def _serve(args: argparse.Namespace) -> int:
             "--backfill-from fills the day before --record-contract streams started: it needs "
             "--record DIR, --record-contract SPEC and backfill on (not --no-backfill)",
         )
-    if settings.from_bus and (settings.record or args.demo):
+    if settings.from_bus and (settings.record or args.demo or settings.bus):
         return _problem(
             "serve",
-            "--from-bus runs an edge (no IB, no store): leave out --record / --demo; record "
-            "from the bus with `ibstream record --from-bus URL --to DIR`",
+            "--from-bus runs an edge (no IB, no store, nothing published): leave out --record "
+            "/ --demo / --bus; record from the bus with `ibstream record --from-bus URL --to DIR`",
         )
     if problem := bind_problem(settings.host, settings.token):  # before anything starts
         return _problem("serve", problem)
