@@ -163,7 +163,7 @@ async def test_malformed_bus_messages_are_skipped(
     sent = await source.ticks(3)
     got = await client.ticks(3)
     assert [m["data"]["sequence"] for m in got] == [e.sequence for e in sent]
-    status = edge.hub.source.status()["bus"]
+    status = edge.hub.source.bus_status()
     assert status["malformed"] == 5
     skipped = [r for r in caplog.records if "malformed" in r.getMessage()]
     assert len(skipped) == 1  # one line for the run of them, not one per message
@@ -235,8 +235,8 @@ async def test_nats_away_at_start_is_degraded_then_caught_up(
     edges.append(edge)
     status, body = await get_json(edge, "/health")
     assert status == 503 and body["status"] == "degraded"
-    assert body["ib"]["bus"]["connected"] is False
-    assert str(port) in body["ib"]["bus"]["url"]
+    assert body["bus"]["connected"] is False and body["bus"]["role"] == "edge"
+    assert str(port) in body["bus"]["url"] and "last_error" in body["bus"]
     lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0]
     with running_nats(tmp_path / "late", port=port) as nats_server:
@@ -248,7 +248,8 @@ async def test_nats_away_at_start_is_degraded_then_caught_up(
             assert not edge.hub.source.linked.is_set()
             await asyncio.wait_for(edge.hub.source.linked.wait(), WAIT)  # found and followed
             status, body = await get_json(edge, "/health")
-            assert status == 200 and body["ib"]["bus"]["connected"] is True
+            assert status == 200 and body["bus"]["connected"] is True
+            assert body["bus"]["source_server_id"] == scripted.server_id
             client = await connect(edge)
             await client.subscribe(CID, ["last"], resume_from={"last": 0})
             got = [m["data"]["sequence"] for m in await client.ticks(4)]

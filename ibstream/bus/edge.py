@@ -94,13 +94,18 @@ class BusSource:
             "upstream_subscriptions": [
                 {"contract_id": c, "tick_type": t.value} for c, t in sorted(self.holds.keys)
             ],
-            "bus": {
-                **self.feed.status(),
-                "source_server_id": self.following,
-                "source_ib_connected": self.source_ib_up,
-                "holder": self.holds.holder,
-                "skipped_ticks": self.skipped,
-            },
+        }
+
+    def bus_status(self) -> dict:
+        """The `bus` section of `/health` (degraded while the bus is not followed)."""
+        return {
+            **self.feed.status(),
+            "role": "edge",
+            "source_server_id": self.following,
+            "source_ib_connected": self.source_ib_up,
+            "holder": self.holds.holder,
+            "holds": len(self.holds.keys),
+            "skipped_ticks": self.skipped,
         }
 
     async def resolve(self, spec: str | int) -> ContractInfo:
@@ -251,3 +256,17 @@ class BusSource:
             self.linked.set()
         if self.hub is not None:
             self.hub.broadcast("bus_resumed" if up else "bus_disconnected", message)
+
+
+class EdgeBus:
+    """An edge's bus as the server context shows it (`ctx.bus`: `/health`); the source owns
+    the connection and stops it."""
+
+    def __init__(self, source: BusSource):
+        self.source = source
+
+    def status(self) -> dict:
+        return self.source.bus_status()
+
+    async def stop(self) -> None:
+        pass

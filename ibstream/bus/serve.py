@@ -11,7 +11,7 @@ import contextlib
 import logging
 import socket
 
-from ibstream.bus.edge import BusSource
+from ibstream.bus.edge import BusSource, EdgeBus
 from ibstream.errors import CloseCode
 from ibstream.server.connections import Connections
 from ibstream.server.hub import Hub
@@ -46,7 +46,7 @@ async def start_edge_server(
         await source.start(hub)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(source.linked.wait(), settings.ib_connect_timeout)
-        handle = await _serve(hub, settings, sock, source, own_source=True)
+        handle = await _serve(hub, settings, sock, source, True, None, EdgeBus(source))  # type: ignore[arg-type]
     except BaseException:
         sock.close()
         await source.stop()
