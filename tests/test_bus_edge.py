@@ -61,7 +61,10 @@ async def edges() -> AsyncIterator[list[ServerHandle]]:
 
 
 async def connect(server: ServerHandle) -> WSClient:
-    client = WSClient(await websockets.connect(server.ws_url, open_timeout=WAIT))
+    conn = await websockets.connect(
+        server.ws_url, open_timeout=WAIT, max_queue=4096, max_size=2**24
+    )  # as conftest's ws_client: a test reading slowly never blocks the close handshake
+    client = WSClient(conn)
     client.greeting = await client.recv()
     return client
 

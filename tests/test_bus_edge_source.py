@@ -158,3 +158,33 @@ async def test_source_killed_and_restarted_edge_clients_see_one_restart_gap(
         assert reasons == [("bid_ask", "server_restarted"), ("last", "server_restarted")]
     finally:
         await source.kill()
+
+
+async def test_nats_away_mid_stream_edge_clients_told_and_caught_up(
+    tmp_path: Path, make_server, gateway: GatewaySimulator, edges: list[ServerHandle]
+) -> None:
+    nats_server = NatsServer(tmp_path / "nats").start()  # a persistent store: restarted below
+    try:
+        source = await make_server(bus=nats_server.url)
+        edges.append(edge := await edge_on(nats_server.url))
+        client = await connect(edge)
+        reply = await client.subscribe(ES, TYPES)
+        positions = {s["tick_type"]: s["start_sequence"] for s in reply["streams"]}
+        seen: list[tuple[str, int]] = []
+        await take(client, 5, positions, seen)
+        nats_server.kill()
+        await client.expect("info", status="bus_disconnected")
+        status, health = await get_json(edge, "/health")
+        assert status == 503 and health["bus"]["connected"] is False
+        numbered = source.hub.ticks_in
+        # the source goes on numbering ticks while the bus is away (and buffers them)
+        await gateway.wait_for(lambda: source.hub.ticks_in >= numbered + 20, WAIT)
+        nats_server.start()  # same port, same store: the source re-sends what it buffered
+        await take(client, 20, positions, seen)  # exactly contiguous across the outage
+        infos = [m["data"]["status"] for m in client.seen if m["type"] == "info"]
+        assert "bus_resumed" in infos
+        status, health = await get_json(edge, "/health")
+        assert status == 200 and health["bus"]["outages"] == 1
+        await client.close()
+    finally:
+        nats_server.kill()

@@ -218,6 +218,8 @@ class BusSource:
             message = str(event.get("message") or status)
             details = event.get("details") if isinstance(event.get("details"), dict) else None
             self.on_event(SourceEvent(status, message, key, details=details))
+        elif status == "bus_overflow":  # ticks that never reached the bus: clients see holes
+            log.warning("bus: the source says %s", event.get("message"))
         elif status not in NOT_FORWARDED:
             log.debug("bus: source status %r not forwarded to clients", status)
 
