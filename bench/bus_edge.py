@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.procs import Child, Consumer
+from bench.procs import Child, Consumer, run_note
 from bench.search import Probe, sustained
 from ibstream.bus.nats_server import NatsServer
 from ibstream.gateway import GatewaySimulator
@@ -191,10 +191,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             nats_server.stop()
     table(found, args)
-    say(
-        f"\n(the run took {time.monotonic() - started:.0f} s; load average {load:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after: above the core count, other work shared the CPU)"
-    )
+    say(run_note(started, load))
 
 
 def parse_args() -> argparse.Namespace:

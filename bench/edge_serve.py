@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import orjson
-
+from bench.serve import answer
 from ibstream.bus.serve import start_edge_server
 from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
@@ -48,16 +47,7 @@ async def start(role: str, args: list[str]) -> tuple[ServerHandle, bool]:
 
 async def main(role: str, args: list[str]) -> None:
     handle, ready = await start(role, args)
-    try:
-        if not ready:
-            print(orjson.dumps({"failed": f"{role} not connected"}).decode(), flush=True)
-            return
-        print(orjson.dumps({"port": handle.port}).decode(), flush=True)
-        loop = asyncio.get_running_loop()
-        while await loop.run_in_executor(None, sys.stdin.readline):
-            pass
-    finally:
-        await handle.stop()
+    await answer(handle, ready, f"{role} not connected")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Test modules wrap these in fixtures of their own (see tests/client_fixtures.py).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -19,8 +19,20 @@ from ibstream.bus import wire
 from ibstream.bus.nats_server import NatsServer
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.protocol.encode import EncodedTick, encode_tick
+from ibstream.server.run import ServerHandle
 
 AAPL = ContractInfo(265598, "AAPL", "STK", "SMART", "USD", local_symbol="AAPL")
+
+
+@contextlib.asynccontextmanager
+async def stopped_at_end() -> AsyncIterator[list[ServerHandle]]:
+    """A list for the servers a test starts; each is stopped at the end, last first."""
+    started: list[ServerHandle] = []
+    try:
+        yield started
+    finally:
+        for handle in reversed(started):
+            await handle.stop()
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from ibstream.model import TickType
 from ibstream.protocol.encode import tick_prefix
 from ibstream.server.run import ServerHandle
 from ibstream.server.settings import ServerSettings
-from tests.bus_fixtures import AAPL, ScriptedSource, running_nats
+from tests.bus_fixtures import AAPL, ScriptedSource, running_nats, stopped_at_end
 from tests.conftest import WAIT, WSClient, get_json, sse, sse_events
 from tests.schema_check import SENT
 
@@ -52,12 +52,8 @@ async def edge_on(url: str, **overrides: object) -> ServerHandle:
 
 @pytest.fixture
 async def edges() -> AsyncIterator[list[ServerHandle]]:
-    started: list[ServerHandle] = []
-    try:
+    async with stopped_at_end() as started:
         yield started
-    finally:
-        for handle in started:
-            await handle.stop()
 
 
 async def connect(server: ServerHandle) -> WSClient:
@@ -67,6 +63,16 @@ async def connect(server: ServerHandle) -> WSClient:
     client = WSClient(conn)
     client.greeting = await client.recv()
     return client
+
+
+async def opened_edge(
+    source: ScriptedSource, edges: list[ServerHandle], tick_type: TickType = TickType.LAST
+) -> tuple[ServerHandle, WSClient]:
+    """A source run with one stream opened, an edge following it and a client connected."""
+    await source.started()
+    await source.opened(tick_type)
+    edges.append(edge := await edge_on(source.url))
+    return edge, await connect(edge)
 
 
 async def raw_ticks(client: WSClient, n: int) -> list[bytes]:
@@ -121,11 +127,7 @@ async def test_edge_serves_the_sources_sequences_and_bytes(
 async def test_batched_frames_and_a_second_client_share_the_ring(
     source: ScriptedSource, edges: list[ServerHandle]
 ) -> None:
-    await source.started()
-    await source.opened(TickType.BID_ASK)
-    edge = await edge_on(source.url)
-    edges.append(edge)
-    client = await connect(edge)
+    edge, client = await opened_edge(source, edges, TickType.BID_ASK)
     await client.subscribe(CID, ["bid_ask"], batch_ms=50)
     sent = await source.ticks(30, TickType.BID_ASK)
     items: list[dict] = []
@@ -151,11 +153,7 @@ async def test_batched_frames_and_a_second_client_share_the_ring(
 async def test_malformed_bus_messages_are_skipped(
     source: ScriptedSource, edges: list[ServerHandle], caplog: pytest.LogCaptureFixture
 ) -> None:
-    await source.started()
-    await source.opened()
-    edge = await edge_on(source.url)
-    edges.append(edge)
-    client = await connect(edge)
+    edge, client = await opened_edge(source, edges)
     await client.subscribe(CID, ["last"])
     caplog.set_level(logging.WARNING, "ibstream.bus")
     await source.raw(wire.tick_subject(CID, "last"), b"short")
@@ -203,11 +201,7 @@ async def test_a_source_that_does_not_answer_fails_the_subscribe(
 async def test_a_restarted_source_reconnects_the_clients_once(
     source: ScriptedSource, edges: list[ServerHandle]
 ) -> None:
-    await source.started()
-    await source.opened()
-    edge = await edge_on(source.url)
-    edges.append(edge)
-    client = await connect(edge)
+    edge, client = await opened_edge(source, edges)
     await client.subscribe(CID, ["last"])
     await source.ticks(3)
     assert [m["data"]["sequence"] for m in await client.ticks(3)] == [1, 2, 3]

@@ -17,7 +17,7 @@ from ibstream.bus.nats_server import NatsServer
 from ibstream.client import AsyncClient, Backoff
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.run import ServerHandle
-from tests.bus_fixtures import running_nats
+from tests.bus_fixtures import running_nats, stopped_at_end
 from tests.client_fixtures import EventRecorder, ServerProcess
 from tests.conftest import WAIT, WSClient, assert_contiguous, get_json, upstream
 from tests.test_bus_edge import connect, edge_on
@@ -36,12 +36,8 @@ async def bus(tmp_path: Path) -> AsyncIterator[NatsServer]:
 
 @pytest.fixture
 async def edges() -> AsyncIterator[list[ServerHandle]]:
-    started: list[ServerHandle] = []
-    try:
+    async with stopped_at_end() as started:
         yield started
-    finally:
-        for handle in started:
-            await handle.stop()
 
 
 async def take(client: WSClient, n: int, positions: dict[str, int], seen: list) -> None:

@@ -4,10 +4,11 @@
 It starts at the newest source run (the first message on the newest `ibstream.events.<id>`
 subject, which is that run's `source_started`), so every stream's ring fills from the run's
 start and every `stream_opened` (a stream's contract) comes before its ticks. nats-py
-reconnects forever; the ordered consumer recreates itself from the last stream sequence it
-saw, so an outage of NATS loses nothing the stream still holds. A NATS that is not there at
-start-up is tried again every `retry` seconds. Each outage is logged once, and once when it
-ends. A malformed message is logged (the first of a run of them) and skipped.
+reconnects forever (a NATS not there at start-up too); after a reconnect the consumer starts
+again from the time of the last message it had (`starts.py`: sequences can be reused after a
+NATS crash), and what arrives twice is dropped: ticks by their stream sequence (the hub),
+events by their number. Each outage is logged once, and once when it ends. A malformed
+message is logged (the first of a run of them) and skipped.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
-from ibstream.bus import wire
+from ibstream.bus import starts, wire
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ class BusFeed:
         self._sub: Any = None
         self._bad_run = False  # inside a run of malformed messages (logged once)
         self._told = False  # the unreachable-at-start line was logged
+        self._last_reply: str | None = None  # the last message's reply subject (its stamp)
+        self._events: dict[str, int] = {}  # the newest run's last event number
+        self._resuming: asyncio.Task | None = None
 
     @property
     def connected(self) -> bool:
@@ -62,10 +66,11 @@ class BusFeed:
             self._task = asyncio.create_task(self._run(), name="ibstream-bus-feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._resuming):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.consuming = False  # a close of our own is no outage
         if self.nc is not None:
             with contextlib.suppress(Exception):
@@ -106,8 +111,25 @@ class BusFeed:
         await self._consume()
 
     async def _consume(self) -> None:
-        """Subscribe the ordered consumer at the newest run's start (retried while the
-        source has not created the JetStream stream yet)."""
+        """Follow the stream from the newest run's start (retried while the source has not
+        created the JetStream stream yet)."""
+        await self._follow(lambda js: starts.newest_run(js))
+        log.info("bus: following %s on %s from its newest source run", wire.STREAM, self.url)
+
+    async def _resume(self) -> None:
+        """After a reconnect: follow again from the last message's time (see `starts.py`)."""
+        old, self._sub = self._sub, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # its consumer died with NATS, most often
+                await old.unsubscribe()
+        stamp = starts.stamp_of(self._last_reply)
+        if stamp is None:
+            await self._consume()
+        else:
+            await self._follow(lambda js: starts.first_since(self.nc, js, stamp))
+        log.warning("bus: NATS at %s back; caught up from the stream", self.url)
+
+    async def _follow(self, start: Callable[[Any], Awaitable[int]]) -> None:
         import nats.js.api as api
         import nats.js.errors
 
@@ -115,10 +137,9 @@ class BusFeed:
         told = False
         while self._sub is None:
             try:
-                start = await self._start_sequence(js)
                 config = api.ConsumerConfig(
                     deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-                    opt_start_seq=start,
+                    opt_start_seq=await start(js),
                     filter_subjects=list(wire.SUBJECTS),
                 )
                 self._sub = await js.subscribe(
@@ -143,25 +164,11 @@ class BusFeed:
                     )
                 await asyncio.sleep(self.retry)
         self.consuming = True
-        log.info("bus: following %s on %s from its newest source run", wire.STREAM, self.url)
         self.on_link(True, f"the bus (NATS at {self.url}) is connected")
-
-    async def _start_sequence(self, js: Any) -> int:
-        """The stream sequence of the newest source run's first event (1: from the start)."""
-        events = f"{wire.EVENTS}.>"
-        info = await js.stream_info(wire.STREAM, subjects_filter=events)
-        newest: tuple[int, str] | None = None
-        for subject in info.state.subjects or {}:
-            last = await js.get_last_msg(wire.STREAM, subject)
-            if newest is None or last.seq > newest[0]:
-                newest = (last.seq, subject)
-        if newest is None:
-            return max(1, info.state.first_seq)
-        first = await js.get_msg(wire.STREAM, seq=1, subject=newest[1], next=True)
-        return int(first.seq)
 
     async def _message(self, msg: Any) -> None:
         self.messages += 1
+        self._last_reply = msg.reply
         subject = msg.subject
         try:
             if subject.startswith(wire.TICKS + "."):
@@ -181,7 +188,20 @@ class BusFeed:
                 log.warning("bus: skipped a malformed message on %s: %s", subject, exc)
             return
         self._bad_run = False
+        if self._seen_before(event["server_id"], msg.headers):
+            return
         self.on_event(event)
+
+    def _seen_before(self, server_id: str, headers: dict | None) -> bool:
+        """An event had already (its message id `<server_id>.event.<n>`), after a resume."""
+        msg_id = headers.get(wire.MSG_ID) if headers else None
+        head, _, number = (msg_id or "").rpartition(".event.")
+        if head != server_id or not number.isdigit():
+            return False
+        if int(number) <= self._events.get(server_id, 0):
+            return True
+        self._events = {server_id: int(number)}  # only the newest run's count matters
+        return False
 
     async def _disconnected(self) -> None:
         if self.consuming:
@@ -193,9 +213,7 @@ class BusFeed:
 
     async def _reconnected(self) -> None:
         if self._sub is not None and not self.consuming:
-            self.consuming = True
-            log.warning("bus: NATS at %s back; catching up from the stream", self.url)
-            self.on_link(True, f"the bus (NATS at {self.url}) is back; catching up")
+            self._resuming = asyncio.create_task(self._resume(), name="ibstream-bus-resume")
 
     async def _error(self, exc: Exception) -> None:
         self._failed(exc)
