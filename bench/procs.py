@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
+import time
 from asyncio.subprocess import PIPE
 from collections import Counter
 from typing import IO
@@ -71,6 +73,15 @@ class Child:
             await self.proc.wait()
         if summary := stderr_summary(self.stderr):
             print(f"  ({self.module} wrote to stderr: {summary})", flush=True)
+
+
+def run_note(started: float, load: float) -> str:
+    """How long a bench ran (`started`: time.monotonic()) and the load average before
+    (`load`) and now: a busy machine explains a weak figure."""
+    return (
+        f"\n(the run took {time.monotonic() - started:.0f} s; load average {load:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after: above the core count, other work shared the CPU)"
+    )
 
 
 def stderr_summary(stderr: IO[bytes], shown: int = 3) -> str:

@@ -19,7 +19,7 @@ import time
 
 import orjson
 
-from ibstream.server.run import start_server
+from ibstream.server.run import ServerHandle, start_server
 from ibstream.server.settings import ServerSettings
 
 
@@ -63,8 +63,16 @@ async def main(
     handle = await start_server(settings)
     pauses = GcPauses()
     try:
-        if not handle.source.connected:
-            print(orjson.dumps({"failed": "IB not connected"}).decode(), flush=True)
+        await answer(handle, handle.source.connected, "IB not connected")
+    finally:
+        print(pauses.summary(), file=sys.stderr, flush=True)
+
+
+async def answer(handle: ServerHandle, ready: bool, failure: str) -> None:
+    """Print `{"port": P}` (or `{"failed": failure}`), serve until stdin closes, stop."""
+    try:
+        if not ready:
+            print(orjson.dumps({"failed": failure}).decode(), flush=True)
             return
         print(orjson.dumps({"port": handle.port}).decode(), flush=True)
         loop = asyncio.get_running_loop()
@@ -72,7 +80,6 @@ async def main(
             pass
     finally:
         await handle.stop()
-        print(pauses.summary(), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

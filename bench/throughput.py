@@ -37,7 +37,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.latency import SendLog, measure
-from bench.procs import Child, Consumer, IbConsumer
+from bench.procs import Child, Consumer, IbConsumer, run_note
 from bench.search import SETTLE, Probe, sustained
 from ibstream.gateway import GatewaySimulator
 
@@ -220,10 +220,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             await server.stop()
     table(found, args)
-    say(
-        f"\n(the run took {time.monotonic() - started:.0f} s; load average {load:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after: above the core count, other work shared the CPU)"
-    )
+    say(run_note(started, load))
 
 
 def parse_args() -> argparse.Namespace:

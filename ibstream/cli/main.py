@@ -16,6 +16,7 @@ import socket
 import sys
 from importlib import metadata
 
+from ibstream.cli import bus_options
 from ibstream.cli.args import (
     HelpFormatter,
     Parser,
@@ -171,6 +172,23 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         "leaves, so a client that reconnects resumes without a gap (0: cancel at once)",
     )
     serve.add_argument(
+        "--from-bus",
+        type=bus_options.nats_url,
+        default=None,
+        metavar="URL",
+        help="run as an edge server: no IB connection, every stream comes from the source's "
+        "ticks on this NATS JetStream bus (a source runs `ibstream serve --bus URL`), e.g. "
+        "nats://HOST:4222 (default: none, connect to IB)",
+    )
+    serve.add_argument(
+        "--bus-lease",
+        type=positive(float),
+        default=d.bus_lease,
+        metavar="SECONDS",
+        help="with --from-bus: an edge's hold on a stream at the source lasts this long "
+        "unless renewed, so the streams of an edge that died are freed",
+    )
+    serve.add_argument(
         "--record",
         metavar="DIR",
         default=None,
@@ -210,6 +228,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         "exchange's time zone from IB's contract details, else UTC) up to when it first "
         "started that day, once a day (default: none)",
     )
+    bus_options.add_source_options(serve)
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
@@ -234,6 +253,9 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         record_contracts=tuple(args.record_contract),
         backfill=args.backfill,
         backfill_from=args.backfill_from,
+        from_bus=args.from_bus,
+        bus_lease=args.bus_lease,
+        **bus_options.source_settings(args),
     )
 
 
@@ -343,6 +365,12 @@ def _serve(args: argparse.Namespace) -> int:
             "--backfill-from fills the day before --record-contract streams started: it needs "
             "--record DIR, --record-contract SPEC and backfill on (not --no-backfill)",
         )
+    if settings.from_bus and (settings.record or args.demo or settings.bus):
+        return _problem(
+            "serve",
+            "--from-bus runs an edge (no IB, no store, nothing published): leave out --record "
+            "/ --demo / --bus; record from the bus with `ibstream record --from-bus URL --to DIR`",
+        )
     if problem := bind_problem(settings.host, settings.token):  # before anything starts
         return _problem("serve", problem)
     problem = listen_problem(args.host, args.port)  # now, not after waiting seconds for IB
@@ -355,6 +383,11 @@ def _serve(args: argparse.Namespace) -> int:
                 f"(`server/run_server.py status --port {args.port}`); pick another with --port"
             )
         return _problem("serve", problem)
+    if settings.from_bus:
+        from ibstream.bus.serve import run_edge_forever
+
+        asyncio.run(run_edge_forever(settings))
+        return 0
     asyncio.run(run_forever(settings, demo=args.demo))
     return 0
 

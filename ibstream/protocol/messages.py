@@ -42,6 +42,8 @@ InfoStatus = Literal[
     "record_failed",
     "record_resumed",
     "replay_completed",
+    "bus_disconnected",
+    "bus_resumed",
 ]
 CompleteReason = Literal["limit_reached", "timeout", "error", "server_shutdown", "replay_completed"]
 
@@ -161,7 +163,9 @@ class InfoData(Closed):
         "stream (`details.ib_code`); record_failed: the server records its streams (`--record`) "
         "and cannot write the store (disk full, directory gone): streaming goes on, the ticks "
         "wait in memory; record_resumed: the store is written again; replay_completed: a "
-        "replay server sent the last recorded tick of this stream (`complete` follows)"
+        "replay server sent the last recorded tick of this stream (`complete` follows); "
+        "bus_disconnected / bus_resumed: an edge server (`--from-bus`) lost / regained the "
+        "NATS bus its ticks come from (it catches up from the bus: nothing is lost)"
     )
     message: str
     details: Details | None = None

@@ -27,6 +27,7 @@ from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
 from ibstream.protocol.encode import EncodedTick, encode_tick
 
 if TYPE_CHECKING:
+    from ibstream.bus.publisher import BusPublisher
     from ibstream.ib.source import IBSource, SourceEvent
     from ibstream.server.subscriber import StreamHandle
     from ibstream.store.recorder import Recorder
@@ -67,12 +68,39 @@ class Channel:
     idle_until: float | None = None  # wall-clock time of that close
     # the client stream whose subscribe opened it (weak: a channel outlives its first client)
     opened_for: weakref.ref[StreamHandle] | None = None
+    held: bool = True  # subscribed upstream (a bus edge keeps channels it does not hold)
+
+
+@dataclass(eq=False)
+class QuietMember:
+    """A hub member that delivers nowhere: it only keeps its channel open upstream (the
+    recorder's kept streams, an edge's hold over the bus take the ticks another way)."""
+
+    contract: ContractInfo
+    tick_type: TickType
+    active: bool = field(default=True, kw_only=True)
+
+    def deliver(self, entry: object, *, replayed: bool = False) -> None:
+        pass
+
+    def notify(self, status: str, text: str, details: dict | None = None) -> None:
+        pass
+
+    def fail(self, error: StreamError) -> None:
+        self.active = False
 
 
 class Hub:
     """Fan-out between one `IBSource` and many subscribers."""
 
-    def __init__(self, source: IBSource, *, ring_size: int = 10_000, grace_seconds: float = 30.0):
+    def __init__(
+        self,
+        source: IBSource,
+        *,
+        ring_size: int = 10_000,
+        grace_seconds: float = 30.0,
+        keep_channels: bool = False,
+    ):
         if grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, not {grace_seconds}")
         self.source = source
@@ -84,11 +112,26 @@ class Hub:
         self.ticks_in = 0
         self.closed = False
         self.recorder: Recorder | None = None  # writes every numbered tick to the store
+        self.bus: BusPublisher | None = None  # puts every numbered tick on the NATS bus
+        # A bus edge (`ibstream.bus.edge`): channels are fed by `publish_entry` whether or not
+        # a client holds them (a client failing over finds its resume window), so an idle
+        # channel is released upstream after the grace period but kept with its ring.
+        self.keep_channels = keep_channels
         source.on_tick = self.publish
         source.on_event = self.on_source_event
 
     async def resolve(self, spec: str | int) -> ContractInfo:
         return await self.source.resolve(spec)
+
+    async def prepare(self, contract: ContractInfo, tick_types: list[TickType]) -> None:
+        """Before a subscribe attaches: a source that must be asked first (a bus edge asks
+        the source to hold the streams) raises here, so the subscribe fails whole."""
+        prepare = getattr(self.source, "prepare", None)
+        if prepare is not None:
+            held = {key for key, ch in self.channels.items() if ch.held}
+            wanted = [t for t in tick_types if (contract.contract_id, t) not in held]
+            if wanted:
+                await prepare(contract, wanted)
 
     def attach(self, handle: StreamHandle) -> None:
         """Join a channel, subscribing upstream if it is the first member."""
@@ -113,11 +156,17 @@ class Hub:
                 opened_for=weakref.ref(handle),
             )
             self.channels[key] = channel
+            if self.bus is not None:
+                self.bus.stream_opened(handle.contract, handle.tick_type, channel.opened_at)
             log.info("upstream subscribed: %s %s", key.contract_id, key.tick_type)
         elif channel.expiry is not None:
             channel.expiry.cancel()
             channel.expiry = channel.idle_until = None
             log.info("upstream kept (client back within grace): %s %s", *key)
+        elif not channel.held:  # a kept channel nobody held: hold it upstream again
+            self.source.subscribe(handle.contract, handle.tick_type)
+            channel.held = True
+            log.info("upstream held: %s %s", key.contract_id, key.tick_type)
         channel.members.add(handle)
 
     def replay(self, key: StreamKey, after: int) -> tuple[list[EncodedTick], list[dict]]:
@@ -206,16 +255,32 @@ class Hub:
         if self.channels.get(channel.key) is channel and not channel.members:
             self._drop(channel.key)
 
+    def _release(self, channel: Channel) -> None:
+        """A kept channel's last member is gone: upstream is released, the ring stays."""
+        channel.expiry = channel.idle_until = None
+        if channel.held:
+            channel.held = False
+            self.source.unsubscribe(channel.key.contract_id, channel.key.tick_type)
+            log.info("upstream released (channel kept): %s %s", *channel.key)
+
     def _drop(self, key: StreamKey) -> None:
-        """Forget a channel and cancel its upstream subscription."""
-        channel = self.channels.pop(key, None)
+        """Forget a channel and cancel its upstream subscription (a kept channel on a live
+        hub is only released)."""
+        channel = self.channels.get(key)
         if channel is None:
             return
         if channel.expiry is not None:
             channel.expiry.cancel()
-        self.source.unsubscribe(key.contract_id, key.tick_type)
+        if self.keep_channels and not self.closed:
+            self._release(channel)
+            return
+        del self.channels[key]
+        if channel.held:
+            self.source.unsubscribe(key.contract_id, key.tick_type)
         if self.recorder is not None:
             self.recorder.stream_closed(key.contract_id, key.tick_type)
+        if self.bus is not None:
+            self.bus.stream_closed(key, self._sequences.get(key, 0))
         log.info("upstream cancelled: %s %s", key.contract_id, key.tick_type)
 
     def close(self) -> None:
@@ -239,10 +304,50 @@ class Hub:
         entry = encode_tick(tick, seq)
         if self.recorder is not None:
             self.recorder.add(key, channel.contract, tick, seq)  # type: ignore[arg-type]
+        if self.bus is not None:
+            self.bus.tick(key, entry)  # type: ignore[arg-type]
         channel.ring.append(entry)
         channel.ticks += 1
         for handle in tuple(channel.members):  # a copy: delivering may end a stream
             handle.deliver(entry)
+
+    def publish_entry(self, key: StreamKey, contract: ContractInfo, entry: EncodedTick) -> None:
+        """A tick numbered and encoded elsewhere (a bus edge: the source's sequence and
+        bytes), so positions hold across edges and the source. Opens a kept channel (not
+        held upstream) for a stream no client holds yet; an entry not after the stream's
+        last sequence (a redelivery) is dropped."""
+        if entry.sequence <= self._sequences.get(key, 0):
+            return
+        channel = self.channels.get(key)
+        if channel is None:
+            channel = self.open_kept(key, contract, entry.sequence - 1)
+        self.ticks_in += 1
+        self._sequences[key] = entry.sequence
+        channel.ring.append(entry)
+        channel.ticks += 1
+        for handle in tuple(channel.members):
+            handle.deliver(entry)
+
+    def open_kept(self, key: StreamKey, contract: ContractInfo, opened_at: int) -> Channel:
+        """A kept channel (see `keep_channels`) for a stream opened upstream at `opened_at`:
+        resumes from before it get the `upstream_idle` gap, as on the source."""
+        channel = self.channels.get(key)
+        if channel is None:
+            channel = Channel(key, contract, deque(maxlen=self.ring_size), held=False)
+            self.channels[key] = channel
+        channel.opened_at = opened_at
+        self._sequences[key] = max(self._sequences.get(key, 0), opened_at)
+        return channel
+
+    def renumber(self, server_id: str) -> None:
+        """Another numbering (a bus edge following a restarted source): every channel, ring
+        and sequence is forgotten; upstream holds with them (the new source has none)."""
+        for channel in self.channels.values():
+            if channel.expiry is not None:
+                channel.expiry.cancel()
+        self.channels.clear()
+        self._sequences.clear()
+        self.server_id = server_id
 
     def on_source_event(self, event: SourceEvent) -> None:
         """Connection changes go to every stream; a stream error ends that channel at once."""
@@ -251,9 +356,11 @@ class Hub:
                 last = self._sequences.get(channel.key, 0)
                 if event.status == "ib_disconnected" and last not in channel.outages:
                     channel.outages.append(last)
+            held = [(*key, self._sequences.get(key, 0)) for key in self.channels]
             if self.recorder is not None:
-                held = [(*key, self._sequences.get(key, 0)) for key in self.channels]
                 self.recorder.connection_changed(event.status, held)
+            if self.bus is not None:
+                self.bus.connection_changed(event.status, event.message, event.details, held)
             self.broadcast(event.status, event.message, event.details)
             return
         key = StreamKey(*event.key)
@@ -261,9 +368,13 @@ class Hub:
         if channel is None:
             return
         if event.error is not None:  # upstream is gone: no grace, a new subscribe starts over
-            if event.error.details.get("ib_code") == 10190 and self._free_idle_slot(key):
+            slots = event.error.details.get("ib_code") == 10190 and not self.keep_channels
+            if slots and self._free_idle_slot(key):
                 self.source.subscribe(channel.contract, key.tick_type)  # retry in that slot
                 return
+        if self.bus is not None:
+            self.bus.stream_event(event, self._sequences.get(key, 0))
+        if event.error is not None:
             self._drop(key)
         for handle in list(channel.members):
             if event.error is not None:

@@ -139,6 +139,9 @@ class Subscriber:
                 details={"max_streams": self.max_streams, "open_streams": len(self.streams)},
             )
         contract = await self.hub.resolve(spec)
+        prepare = getattr(self.hub, "prepare", None)  # a bus edge asks its source to hold them
+        if prepare is not None:
+            await prepare(contract, tick_types)
         if self._closing:  # closed while resolving: attaching now would leak upstream streams
             raise StreamError(
                 ErrorCode.CONNECTION_ERROR, "this connection closed while subscribing"

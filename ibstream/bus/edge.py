@@ -1,0 +1,274 @@
+"""`BusSource`: an edge server's source. It has no IB connection: the hub and the status
+endpoints ask it what they ask `IBSource`, and it answers from the bus.
+
+Ticks and events come from one ordered consumer (`feed.py`) and go to the hub as the
+source numbered and encoded them (`Hub.publish_entry`), into kept channels whether or not a
+client holds the stream yet, so a client failing over from another edge (or from the
+source) finds its resume window here; the hub's `server_id` is the source's. Contract lookup
+goes to the source (`asks.py`, resolved contracts cached); a stream a client subscribes is
+held at the source (`edge_holds.py`) before it is attached, so a source that does not answer
+fails the subscribe with a recoverable CONNECTION_ERROR.
+
+A restarted source (`source_started` with a new id) is followed: clients get `complete`
+(server_shutdown) and a close, so they reconnect, see the new `server_id` and report one
+`server_restarted` gap per stream; the edge's rings and sequences start over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import typing
+from collections.abc import Callable
+
+from ibstream.bus import wire
+from ibstream.bus.asks import SourceAsks, contract_from
+from ibstream.bus.edge_holds import Holds
+from ibstream.bus.feed import BusFeed
+from ibstream.errors import ErrorCode, StreamError, error_from_body
+from ibstream.ib.source import SourceEvent
+from ibstream.model import ContractInfo, Tick, TickType
+from ibstream.protocol.changes import Changes
+from ibstream.protocol.messages import InfoStatus
+from ibstream.server.hub import Hub, StreamKey
+
+log = logging.getLogger(__name__)
+FORWARDED = set(typing.get_args(InfoStatus))  # source statuses clients may be told
+NOT_FORWARDED = {"source_started", "stream_opened", "stream_closed", "stream_error"}
+
+
+class BusSource:
+    """What `IBSource` is to the hub, over NATS (see the module's docstring)."""
+
+    def __init__(self, url: str, *, lease: float = 30.0, request_timeout: float = 5.0):
+        self.url = url
+        self.on_tick: Callable[[Tick], None] = lambda tick: None  # the hub sets these; the
+        self.on_event: Callable[[SourceEvent], None] = lambda event: None  # bus feeds it
+        self.on_restart: Callable[[str, str], None] = lambda old, new: None
+        self.hub: Hub | None = None
+        self.feed = BusFeed(url, self._tick, self._event, self._link)
+        self.asks = SourceAsks(None, request_timeout)
+        self.holds = Holds(self.asks, lease)
+        self.contracts: dict[int, ContractInfo] = {}
+        self._resolved: dict[str | int, ContractInfo] = {}
+        self.source_ib_up = True
+        self.following: str | None = None  # the source run (server_id) the hub numbers as
+        self.skipped = 0  # ticks of another source run than the one followed
+        self._arrivals = Changes()
+        self._waiting = 0
+        self.linked = asyncio.Event()  # set once the bus was followed (start-up waits on it)
+
+    # -- what the hub and the status endpoints ask ----------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self.feed.connected
+
+    @property
+    def available(self) -> bool:
+        return self.feed.connected and self.source_ib_up
+
+    @property
+    def upstream(self) -> set[tuple[int, TickType]]:
+        return set(self.holds.keys)
+
+    async def start(self, hub: Hub) -> None:
+        self.hub = hub
+        self.feed.start()
+
+    async def stop(self) -> None:
+        if self.feed.nc is not None and self.feed.nc.is_connected:
+            await self.holds.stop()
+        await self.feed.stop()
+
+    def status(self) -> dict:
+        return {
+            "connected": self.available,
+            "host": self.url,
+            "port": 0,
+            "client_id": 0,
+            "library": "bus",
+            "ib_link_lost": False,
+            "reconnects": self.feed.outages,
+            "last_error": self.feed.status()["last_error"]
+            or (None if self.source_ib_up else "the source lost IB (it is reconnecting)"),
+            "upstream_subscriptions": [
+                {"contract_id": c, "tick_type": t.value} for c, t in sorted(self.holds.keys)
+            ],
+        }
+
+    def bus_status(self) -> dict:
+        """The `bus` section of `/health` (degraded while the bus is not followed)."""
+        return {
+            **self.feed.status(),
+            "role": "edge",
+            "source_server_id": self.following,
+            "source_ib_connected": self.source_ib_up,
+            "holder": self.holds.holder,
+            "holds": len(self.holds.keys),
+            "skipped_ticks": self.skipped,
+        }
+
+    async def resolve(self, spec: str | int) -> ContractInfo:
+        found = self._resolved.get(spec)
+        if found is None:
+            self.asks.nc = self.feed.nc
+            found = self._resolved[spec] = await self.asks.resolve(spec)
+            self.contracts.setdefault(found.contract_id, found)
+        return found
+
+    async def search(self, symbol: str) -> list[ContractInfo]:
+        self.asks.nc = self.feed.nc
+        return await self.asks.search(symbol)
+
+    async def prepare(self, contract: ContractInfo, tick_types: list[TickType]) -> None:
+        """Hold the streams at the source before they are attached, then wait (briefly)
+        until this edge's copy of the bus has caught up with where the source stands, so
+        the subscribe's `start_sequence` and its resume window are the source's."""
+        self.asks.nc = self.feed.nc
+        for tick_type in tick_types:
+            key = StreamKey(contract.contract_id, tick_type)
+            server_id, last = await self.holds.hold(key)
+            if server_id != self.following:
+                raise StreamError(
+                    ErrorCode.CONNECTION_ERROR,
+                    f"this edge is still catching up with the source's run {server_id} on the "
+                    "bus; retry in a moment",
+                )
+            await self._caught_up(key, contract, last)
+
+    def subscribe(self, contract: ContractInfo, tick_type: TickType) -> None:
+        self.holds.add((contract.contract_id, tick_type))
+
+    def unsubscribe(self, contract_id: int, tick_type: TickType) -> None:
+        self.holds.remove((contract_id, tick_type))
+
+    async def _caught_up(self, key: StreamKey, contract: ContractInfo, last: int) -> None:
+        hub = self.hub
+        assert hub is not None
+        if hub.last_sequence(*key) >= last:
+            return
+        self._waiting += 1
+        try:
+            await self._arrivals.wait_for(
+                lambda: hub.last_sequence(*key) >= last, self.asks.timeout
+            )
+        except TimeoutError:  # the bus lags far behind: start from the source's position
+            log.warning("bus: %s %s not caught up to sequence %d; starting there", *key, last)
+            hub.open_kept(key, contract, last)
+        finally:
+            self._waiting -= 1
+
+    # -- what the bus brings --------------------------------------------------------------
+    def _follows(self, server_id: str) -> bool:
+        """True for the run being followed; the first run seen is adopted."""
+        if self.following is None:
+            self._adopt(server_id)
+        return server_id == self.following
+
+    def _adopt(self, server_id: str) -> None:
+        old, self.following = self.following, server_id
+        self.source_ib_up = True
+        if self.hub is None or self.hub.server_id == server_id:
+            return
+        if old is not None:
+            log.warning(
+                "bus: the source restarted (run %s -> %s); clients reconnect", old, server_id
+            )
+            self.holds.forget()
+            self.on_restart(old, server_id)  # clients told and closed before the renumbering
+        self.hub.renumber(server_id)
+
+    def _tick(self, tick: wire.BusTick) -> None:
+        if not self._follows(tick.server_id):
+            self.skipped += 1
+            return
+        key = StreamKey(tick.contract_id, tick.tick_type)
+        contract = self.contracts.get(tick.contract_id) or ContractInfo(
+            tick.contract_id, str(tick.contract_id), "", "", ""
+        )
+        assert self.hub is not None
+        self.hub.publish_entry(key, contract, tick.entry)
+        if self._waiting:
+            self._arrivals.notify()
+
+    def _event(self, event: dict) -> None:
+        status, server_id = event["status"], event["server_id"]
+        if status == "source_started":
+            if server_id != self.following:
+                self._adopt(server_id)
+            return
+        if not self._follows(server_id):
+            return
+        try:
+            key = self._key_of(event)
+            if status == "stream_opened":
+                self._opened(key, event)
+                return
+            if status == "stream_error":
+                self._failed(key, event)
+                return
+        except (ValueError, TypeError) as exc:
+            log.warning("bus: skipped a malformed %s event: %s", status, exc)
+            return
+        if status == "ib_disconnected":
+            self.source_ib_up = False
+        elif status == "resumed":
+            self.source_ib_up = True
+        if status in FORWARDED:
+            message = str(event.get("message") or status)
+            details = event.get("details") if isinstance(event.get("details"), dict) else None
+            self.on_event(SourceEvent(status, message, key, details=details))
+        elif status == "bus_overflow":  # ticks that never reached the bus: clients see holes
+            log.warning("bus: the source says %s", event.get("message"))
+        elif status not in NOT_FORWARDED:
+            log.debug("bus: source status %r not forwarded to clients", status)
+
+    @staticmethod
+    def _key_of(event: dict) -> StreamKey | None:
+        contract_id, tick_type = event.get("contract_id"), event.get("tick_type")
+        if contract_id is None and tick_type is None:
+            return None
+        if not isinstance(contract_id, int) or not isinstance(tick_type, str):
+            raise ValueError(f"contract_id {contract_id!r}, tick_type {tick_type!r}")
+        return StreamKey(contract_id, TickType.parse(tick_type))
+
+    def _opened(self, key: StreamKey | None, event: dict) -> None:
+        last = event.get("last_sequence", 0)
+        if key is None or not isinstance(last, int):
+            raise ValueError("stream_opened needs contract_id, tick_type and last_sequence")
+        contract = contract_from(event.get("contract"))
+        self.contracts[key.contract_id] = contract
+        assert self.hub is not None
+        self.hub.open_kept(key, contract, last)
+        if self._waiting:
+            self._arrivals.notify()
+
+    def _failed(self, key: StreamKey | None, event: dict) -> None:
+        body = event.get("error")
+        if key is None or not isinstance(body, dict):
+            raise ValueError("stream_error needs contract_id, tick_type and error")
+        self.holds.keys.discard(key)
+        error = error_from_body(body)
+        self.on_event(SourceEvent("stream_error", error.message, key, error=error))
+
+    def _link(self, up: bool, message: str) -> None:
+        """NATS lost or back: every client stream hears it (`info`)."""
+        self.asks.nc = self.feed.nc
+        if up:
+            self.linked.set()
+        if self.hub is not None:
+            self.hub.broadcast("bus_resumed" if up else "bus_disconnected", message)
+
+
+class EdgeBus:
+    """An edge's bus as the server context shows it (`ctx.bus`: `/health`); the source owns
+    the connection and stops it."""
+
+    def __init__(self, source: BusSource):
+        self.source = source
+
+    def status(self) -> dict:
+        return self.source.bus_status()
+
+    async def stop(self) -> None:
+        pass
