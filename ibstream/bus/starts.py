@@ -1,11 +1,11 @@
 """Where an edge starts reading the bus: stream sequences found by event subject and by time.
 
-Stream sequences alone are not a safe place to resume after NATS itself went down: a node
-killed before its writes reached the disk comes back without the newest messages, and the
-ones published again after it (the source re-sends what was not acknowledged) take those
-sequences anew. Time does not repeat, so after an outage the edge starts again at the first
-message stored at or after the last one it had (their stamps are NATS's own clock), and
-drops what it already has (per-stream tick sequences, event numbers).
+After NATS itself went down, the stream sequence the edge got to is not a safe place to go
+on from: a node that comes back without its newest writes gives the messages published
+again (the source re-sends what was not acknowledged) those sequences anew. Stored times do
+not go back, so after an outage the edge starts again at the first message stored at or
+after the last one it had (NATS's own clock), and drops what it already has (per-stream tick
+sequences, event numbers).
 """
 
 from __future__ import annotations
