@@ -22,12 +22,14 @@ from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from ibstream.bus import wire
 from ibstream.client.options import Backoff
+from ibstream.protocol.changes import Changes
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
@@ -69,6 +71,8 @@ class BusLink:
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()  # set when the current connection ends
         self.outages = 0
+        self.attempts = 0  # connection attempts, failed ones included
+        self.changes = Changes()  # notified on every attempt (tests, status watchers)
         self.last_error: str | None = None
         self.down_since: float | None = time.monotonic()
         self._task: asyncio.Task | None = None
@@ -101,11 +105,15 @@ class BusLink:
             await asyncio.sleep(next(delays))  # backoff before the next attempt
 
     async def _connect(self) -> None:
+        self.attempts += 1
+        self.changes.notify()
         self.lost.clear()
         self.nc = await nats.connect(
             self.url.split(","),
             name=self.name,
             allow_reconnect=False,
+            max_reconnect_attempts=1,  # each server at most twice, then raise: our loop retries
+            reconnect_time_wait=0.05,
             connect_timeout=CONNECT_TIMEOUT,
             error_cb=self._error,
             closed_cb=self._closed,
@@ -129,7 +137,10 @@ class BusLink:
 
     def _went_down(self, exc: BaseException | None) -> None:
         self.connected.clear()
-        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection closed"
+        if isinstance(exc, NoServersError) and self.last_error:  # the client said why
+            reason = self.last_error
+        else:
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection closed"
         self.last_error = reason
         if self.down_since is None or not self.outages:
             self.outages += 1

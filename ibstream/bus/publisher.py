@@ -95,9 +95,14 @@ class BusPublisher:
         self._wake.set()
 
     def _drop_oldest(self) -> None:
-        gone = self.buffer.popleft()
-        if self.inflight:  # its ack no longer matters
-            self.inflight.popleft().cancel()
+        """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
+        buffer, inflight = self.buffer, self.inflight
+        at = next((i for i, m in enumerate(buffer) if m.key is not None), 0)
+        gone = buffer[at]
+        del buffer[at]
+        if at < len(inflight):  # its ack no longer matters
+            inflight[at].cancel()
+            del inflight[at]
         self.dropped += 1
         if gone.key is not None:
             span = self._lost.setdefault(gone.key, [gone.sequence, gone.sequence])
@@ -142,8 +147,9 @@ class BusPublisher:
         lost = asyncio.ensure_future(self.link.lost.wait())
         try:
             while not lost.done():
-                if self._lost and not self.inflight:
-                    self.buffer.appendleft(self.events.overflow(self._lost, self.dropped))
+                if self._lost and not self.inflight:  # before the ticks that survived
+                    at = next((i for i, m in enumerate(self.buffer) if m.key is not None), 0)
+                    self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
                 await self._fill(js)
                 if not self.inflight:
