@@ -24,28 +24,22 @@ from pathlib import Path
 import nats
 
 from bench.history import cpu_seconds
-from bench.procs import Child
-from bench.search import sustained
-from bench.throughput import ES, attempt, clients, machine, say
+from bench.procs import Child, Consumer
+from bench.record import one_client_rate
+from bench.search import add_search_options, compare
+from bench.throughput import ES, machine, say
 from ibstream.bus import wire
 from ibstream.bus.nats_server import NatsServer
 from ibstream.gateway import GatewaySimulator
 
-CLIENT_IDS = iter(range(400, 500))
 CPU_SECONDS = 3.0  # the fixed-rate window CPU is measured over
 
 
-async def one_client(sim: GatewaySimulator, bus: str, args, cpu: dict) -> float | None:
-    """The best 1-client rate of a server (with `bus`: publishing there); `cpu` gets the CPU
-    percent of each process at the fixed rate."""
-    server = await Child.start("bench.serve", sim.port, next(CLIENT_IDS), 100, 10, "", bus)
-    who = clients(f"ws://127.0.0.1:{server.ready()['port']}/v2/ws/stream", 1)
-    try:
-        await who.start()
-        probe = await attempt(
-            "search",
-            sustained(sim, ES, who, start=4_000, window=args.window, refine=args.refine, say=say),
-        )
+def cpu_at_fixed_rate(sim: GatewaySimulator, args, cpu: dict[str, float]):
+    """What `one_client_rate` runs after its search: `cpu` gets the CPU percent of each
+    process while the simulator offers `args.fixed` ticks/s."""
+
+    async def measure(server: Child, who: Consumer) -> None:
         sim.set_rate(args.fixed, ES)
         await asyncio.sleep(1.0)  # reaching the rate: not measured
         pids = {"server": server.proc.pid, "ws client": who.child.proc.pid, **args.pids}
@@ -54,11 +48,8 @@ async def one_client(sim: GatewaySimulator, bus: str, args, cpu: dict) -> float 
         after, elapsed = cpu_seconds(pids), time.perf_counter() - t0
         cpu.update({k: 100 * (after[k] - before[k]) / elapsed for k in after})
         cpu["simulator+bench"] = cpu.pop("client")  # cpu_seconds' name for this process
-        return probe.slowest if probe is not None else None
-    finally:
-        sim.set_rate(0, ES)
-        await who.stop()
-        await server.stop()
+
+    return measure
 
 
 async def bus_messages(url: str) -> int:
@@ -83,22 +74,24 @@ async def main(args: argparse.Namespace) -> None:
             ) as sim:
                 for n in range(args.rounds):
                     say(f"round {n + 1}: without --bus")
-                    if (rate := await one_client(sim, "", args, cpu_plain)) is not None:
+                    if (
+                        rate := await one_client_rate(
+                            sim, "", args, then=cpu_at_fixed_rate(sim, args, cpu_plain)
+                        )
+                    ) is not None:
                         plain.append(rate)
                     say(f"round {n + 1}: with --bus")
-                    if (rate := await one_client(sim, nats_server.url, args, cpu_bus)) is not None:
+                    if (
+                        rate := await one_client_rate(
+                            sim, "", args, nats_server.url, cpu_at_fixed_rate(sim, args, cpu_bus)
+                        )
+                    ) is not None:
                         bused.append(rate)
             held = await bus_messages(nats_server.url)
         finally:
             nats_server.stop()
     say(f"\nmachine: {machine()}")
-    best_plain, best_bus = max(plain, default=0.0), max(bused, default=0.0)
-    ratio = best_bus / best_plain if best_plain else float("nan")
-    say(f"1 client without --bus: {best_plain:,.0f} ticks/s (best of {len(plain)})")
-    say(
-        f"1 client with --bus:    {best_bus:,.0f} ticks/s; ratio {ratio:.2f}  goal >= 0.85 "
-        f"{'met' if ratio >= 0.85 else 'not met'}"
-    )
+    say(compare("--bus", plain, bused, 0.85))
     say(f"CPU % per process at {args.fixed:,.0f} ticks/s (last round; 100 % = one core):")
     for name in ("server", "nats-server", "ws client", "simulator+bench"):
         say(
@@ -110,9 +103,7 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--window", type=float, default=1.5)
-    parser.add_argument("--refine", type=int, default=2)
+    add_search_options(parser)
     parser.add_argument("--fixed", type=float, default=5_000.0)
     return parser.parse_args()
 

@@ -177,8 +177,7 @@ class BusLink:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()
