@@ -18,7 +18,9 @@ import orjson
 import pytest
 import websockets
 
+from ibstream.bus.link import stream_config
 from ibstream.bus.nats_server import NatsServer, free_port
+from ibstream.bus.wire import STREAM, SUBJECTS
 from ibstream.model import TickType
 from tests.bus_fixtures import (
     BusMessage,
@@ -321,3 +323,45 @@ async def test_a_full_buffer_drops_the_oldest_and_says_which(make_server, tmp_pa
     ticks = [m.tick.entry.sequence for m in messages if m.tick]
     assert ticks[0] == last + 1 and contiguous(ticks)  # the rest, in order, after the event
     assert all(m.tick for m in messages[3:])
+
+
+async def test_ib_connection_changes_go_on_the_bus_with_the_streams_positions(
+    make_server, gateway, nats_server, nats_client
+):
+    server = await make_server(bus=nats_server.url)
+    client = await RawClient.subscribe(server.ws_url, ["last"])
+    task = await reading(client)
+    try:
+        await client.until(20)
+        await gateway.drop_connections()
+        messages = await bus_until(
+            nats_client,
+            lambda ms: (
+                any(m.event and m.event["status"] == "resumed" for m in ms)
+                and ms[-1].tick is not None
+            ),  # and ticks again after it
+        )
+    finally:
+        await client.conn.close()
+        await asyncio.gather(task, return_exceptions=True)
+    statuses = [m.event["status"] for m in messages if m.event]
+    assert statuses.index("ib_disconnected") < statuses.index("resumed")
+    lost = next(m for m in messages if m.event and m.event["status"] == "ib_disconnected")
+    before = [m.tick.entry.sequence for m in messages if m.tick and m.stream_seq < lost.stream_seq]
+    assert lost.event["details"]["sequences"] == [[AAPL, "last", before[-1]]]
+    assert lost.event["server_id"] == server.hub.server_id and lost.event["message"]
+    sequences = [m.tick.entry.sequence for m in messages if m.tick]
+    assert contiguous(sequences)  # numbering goes on across the outage
+
+
+async def test_the_stream_is_created_or_brought_to_the_options(
+    make_server, nats_server, nats_client
+):
+    js = nats_client.jetstream()
+    await js.add_stream(stream_config(60.0, None, 1))  # an older source's retention
+    server = await make_server(bus=nats_server.url, bus_max_age=7200.0, bus_max_bytes=50_000_000)
+    assert server.context.bus.link.connected.is_set()
+    config = (await js.stream_info(STREAM)).config
+    assert config.max_age == 7200.0 and config.max_bytes == 50_000_000
+    assert config.duplicate_window == 120.0 and config.num_replicas == 1
+    assert sorted(config.subjects) == sorted(SUBJECTS)

@@ -46,7 +46,7 @@ def stream_config(max_age: float, max_bytes: int | None, replicas: int) -> Strea
         max_age=max_age,
         max_bytes=max_bytes if max_bytes else -1,
         num_replicas=replicas,
-        duplicate_window=DUPLICATE_WINDOW,
+        duplicate_window=min(DUPLICATE_WINDOW, max_age),  # JetStream wants it <= max_age
     )
 
 
@@ -146,7 +146,7 @@ class BusLink:
             self.outages += 1
             self.down_since = time.monotonic()
             log.warning(
-                "bus: NATS at %s is unreachable (%s); serving clients without the bus, "
+                "bus: NATS at %s is unreachable or refused (%s); serving clients without the bus, "
                 "buffering ticks and retrying in the background",
                 self.url,
                 reason,
