@@ -57,9 +57,11 @@ class BusPublisher:
         self._sent = 0
         self.published = 0  # acknowledged by JetStream
         self.dropped = 0  # gone from a full buffer
-        self._lost: dict[Key, list[int]] = {}  # dropped, not yet told: stream -> [first, last]
+        self._lost: dict[
+            tuple[int, str], list[int]
+        ] = {}  # dropped, not yet told: stream -> [first, last]
         self._warned = False  # one overflow warning per outage
-        self._names: dict[Key, tuple[str, str]] = {}
+        self._names: dict[Key, tuple[str, str, str]] = {}
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the sender finds nothing left to send
         self._task: asyncio.Task | None = None
@@ -73,11 +75,11 @@ class BusPublisher:
             named = self._names[key] = (
                 wire.tick_subject(*key),
                 wire.message_id(self.server_id, key[0], key[1], 0)[:-1],
+                key[1].value,
             )
         sequence = entry.sequence
         body = wire.tick_body(self.server_id, entry)
-        headers = {wire.MSG_ID: f"{named[1]}{sequence}"}
-        self._append(Message(named[0], body, headers, key, sequence))
+        self._append(Message(named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> None:
         self._append(self.events.stream_opened(contract, tick_type, last))
@@ -106,7 +108,7 @@ class BusPublisher:
     def _drop_oldest(self) -> None:
         """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
         buffer, inflight = self.buffer, self.inflight
-        at = next((i for i, m in enumerate(buffer) if m.key is not None), 0)
+        at = next((i for i, m in enumerate(buffer) if m.is_tick), 0)
         gone = buffer[at]
         del buffer[at]
         if at < self._sent:  # in flight: its batch counts one message less
@@ -117,8 +119,9 @@ class BusPublisher:
                     break
                 at -= batch[0]
         self.dropped += 1
-        if gone.key is not None:
-            span = self._lost.setdefault(gone.key, [gone.sequence, gone.sequence])
+        if gone.is_tick:
+            stream = (gone.contract_id, gone.tick_type)
+            span = self._lost.setdefault(stream, [gone.sequence, gone.sequence])
             span[0], span[1] = min(span[0], gone.sequence), max(span[1], gone.sequence)
         if not self._warned:
             self._warned = True
@@ -163,7 +166,7 @@ class BusPublisher:
         try:
             while not lost.done():
                 if self._lost and not self.inflight:  # before the ticks that survived
-                    at = next((i for i, m in enumerate(self.buffer) if m.key is not None), 0)
+                    at = next((i for i, m in enumerate(self.buffer) if m.is_tick), 0)
                     self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
                 await self._fill(nc, js)
@@ -199,9 +202,11 @@ class BusPublisher:
             inflight.append(record)
             self._sent += len(batch)
             for msg in batch[:-1]:
-                await nc.publish(msg.subject, msg.body, headers=msg.headers)
+                await nc.publish(msg.subject, msg.body, headers={wire.MSG_ID: msg.msg_id})
             last = batch[-1]
-            record[1] = await js.publish_async(last.subject, last.body, headers=last.headers)
+            record[1] = await js.publish_async(
+                last.subject, last.body, headers={wire.MSG_ID: last.msg_id}
+            )
 
     def _take_acked(self) -> None:
         """Take acknowledged batches off the head; a refused one raises (resend from it)."""
