@@ -28,12 +28,13 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from ibstream.bus import wire
-from ibstream.client.options import Backoff
+from ibstream.protocol.backoff import Backoff
 from ibstream.protocol.changes import Changes
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
 DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a message id
+PING_SECONDS = 5.0
 OnConnect = Callable[[NATS, JetStreamContext], Awaitable[None]]
 
 
@@ -114,6 +115,8 @@ class BusLink:
             allow_reconnect=False,
             max_reconnect_attempts=1,  # each server at most twice, then raise: our loop retries
             reconnect_time_wait=0.05,
+            ping_interval=PING_SECONDS,  # a silent peer (no RST) found in ~3 pings, not minutes
+            max_outstanding_pings=3,
             connect_timeout=CONNECT_TIMEOUT,
             error_cb=self._error,
             closed_cb=self._closed,
