@@ -115,6 +115,7 @@ class BusLink:
             allow_reconnect=False,
             max_reconnect_attempts=1,  # each server at most twice, then raise: our loop retries
             reconnect_time_wait=0.05,
+            skip_subject_validation=True,  # every subject is made by wire.py
             ping_interval=PING_SECONDS,  # a silent peer (no RST) found in ~3 pings, not minutes
             max_outstanding_pings=3,
             connect_timeout=CONNECT_TIMEOUT,

@@ -207,6 +207,7 @@ class BusPublisher:
             record[1] = await js.publish_async(
                 last.subject, last.body, headers={wire.MSG_ID: last.msg_id}
             )
+            await asyncio.sleep(0)  # a batch at a time: the server's clients are served between
 
     def _take_acked(self) -> None:
         """Take acknowledged batches off the head; a refused one raises (resend from it)."""
