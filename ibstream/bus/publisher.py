@@ -25,7 +25,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ibstream.bus import wire
-from ibstream.bus.events import EventMaker, Message
+from ibstream.bus.events import EventMaker, Message, is_tick
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.encode import EncodedTick
 
@@ -79,7 +79,7 @@ class BusPublisher:
             )
         sequence = entry.sequence
         body = wire.tick_body(self.server_id, entry)
-        self._append(Message(named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
+        self._append((named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> None:
         self._append(self.events.stream_opened(contract, tick_type, last))
@@ -108,7 +108,7 @@ class BusPublisher:
     def _drop_oldest(self) -> None:
         """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
         buffer, inflight = self.buffer, self.inflight
-        at = next((i for i, m in enumerate(buffer) if m.is_tick), 0)
+        at = next((i for i, m in enumerate(buffer) if is_tick(m)), 0)
         gone = buffer[at]
         del buffer[at]
         if at < self._sent:  # in flight: its batch counts one message less
@@ -119,10 +119,10 @@ class BusPublisher:
                     break
                 at -= batch[0]
         self.dropped += 1
-        if gone.is_tick:
-            stream = (gone.contract_id, gone.tick_type)
-            span = self._lost.setdefault(stream, [gone.sequence, gone.sequence])
-            span[0], span[1] = min(span[0], gone.sequence), max(span[1], gone.sequence)
+        if is_tick(gone):
+            _, _, _, contract_id, tick_type, sequence = gone
+            span = self._lost.setdefault((contract_id, tick_type), [sequence, sequence])
+            span[0], span[1] = min(span[0], sequence), max(span[1], sequence)
         if not self._warned:
             self._warned = True
             log.warning(
@@ -166,7 +166,7 @@ class BusPublisher:
         try:
             while not lost.done():
                 if self._lost and not self.inflight:  # before the ticks that survived
-                    at = next((i for i, m in enumerate(self.buffer) if m.is_tick), 0)
+                    at = next((i for i, m in enumerate(self.buffer) if is_tick(m)), 0)
                     self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
                 await self._fill(nc, js)
@@ -201,12 +201,10 @@ class BusPublisher:
             record: list = [len(batch), None]
             inflight.append(record)
             self._sent += len(batch)
-            for msg in batch[:-1]:
-                await nc.publish(msg.subject, msg.body, headers={wire.MSG_ID: msg.msg_id})
+            for msg in batch[:-1]:  # (subject, body, message id, ...)
+                await nc.publish(msg[0], msg[1], headers={wire.MSG_ID: msg[2]})
             last = batch[-1]
-            record[1] = await js.publish_async(
-                last.subject, last.body, headers={wire.MSG_ID: last.msg_id}
-            )
+            record[1] = await js.publish_async(last[0], last[1], headers={wire.MSG_ID: last[2]})
             await asyncio.sleep(0)  # a batch at a time: the server's clients are served between
 
     def _take_acked(self) -> None:
