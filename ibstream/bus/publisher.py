@@ -57,9 +57,8 @@ class BusPublisher:
         self._sent = 0
         self.published = 0  # acknowledged by JetStream
         self.dropped = 0  # gone from a full buffer
-        self._lost: dict[
-            tuple[int, str], list[int]
-        ] = {}  # dropped, not yet told: stream -> [first, last]
+        # dropped and not yet told on the bus: (contract id, tick type) -> [first, last]
+        self._lost: dict[tuple[int, str], list[int]] = {}
         self._warned = False  # one overflow warning per outage
         self._names: dict[Key, tuple[str, str, str]] = {}
         self._wake = asyncio.Event()
