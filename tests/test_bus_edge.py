@@ -22,22 +22,18 @@ from ibstream.model import TickType
 from ibstream.protocol.encode import tick_prefix
 from ibstream.server.run import ServerHandle
 from ibstream.server.settings import ServerSettings
-from tests.bus_fixtures import AAPL, ScriptedSource, running_nats, stopped_at_end
+from tests.bus_fixtures import AAPL, ScriptedSource, nats_server, stopped_at_end
 from tests.conftest import WAIT, WSClient, get_json, sse, sse_events
 from tests.schema_check import SENT
+
+__all__ = ["nats_server"]  # a fixture, imported for pytest
 
 CID = AAPL.contract_id
 
 
 @pytest.fixture
-async def bus(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    with running_nats(tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
-async def source(bus: NatsServer) -> AsyncIterator[ScriptedSource]:
-    scripted = await ScriptedSource(bus.url).start()
+async def source(nats_server: NatsServer) -> AsyncIterator[ScriptedSource]:
+    scripted = await ScriptedSource(nats_server.url).start()
     try:
         yield scripted
     finally:
@@ -236,21 +232,22 @@ async def test_nats_away_at_start_is_degraded_then_caught_up(
     assert str(port) in body["bus"]["url"] and "last_error" in body["bus"]
     lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0]
-    with running_nats(tmp_path / "late", port=port) as nats_server:
-        scripted = await ScriptedSource(nats_server.url).start()
-        try:
-            await scripted.started()
-            await scripted.opened()
-            sent = await scripted.ticks(4)
-            assert not edge.hub.source.linked.is_set()
-            await asyncio.wait_for(edge.hub.source.linked.wait(), WAIT)  # found and followed
-            status, body = await get_json(edge, "/health")
-            assert status == 200 and body["bus"]["connected"] is True
-            assert body["bus"]["source_server_id"] == scripted.server_id
-            client = await connect(edge)
-            await client.subscribe(CID, ["last"], resume_from={"last": 0})
-            got = [m["data"]["sequence"] for m in await client.ticks(4)]
-            assert got == [e.sequence for e in sent]
-            await client.close()
-        finally:
-            await scripted.stop()
+    late = NatsServer(tmp_path / "late", port=port).start()
+    try:
+        scripted = await ScriptedSource(late.url).start()
+        await scripted.started()
+        await scripted.opened()
+        sent = await scripted.ticks(4)
+        assert not edge.hub.source.linked.is_set()
+        await asyncio.wait_for(edge.hub.source.linked.wait(), WAIT)  # found and followed
+        status, body = await get_json(edge, "/health")
+        assert status == 200 and body["bus"]["connected"] is True
+        assert body["bus"]["source_server_id"] == scripted.server_id
+        client = await connect(edge)
+        await client.subscribe(CID, ["last"], resume_from={"last": 0})
+        got = [m["data"]["sequence"] for m in await client.ticks(4)]
+        assert got == [e.sequence for e in sent]
+        await client.close()
+        await scripted.stop()
+    finally:
+        late.kill()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import websockets
@@ -15,19 +14,15 @@ import websockets
 from ibstream.bus.nats_server import NatsServer
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.run import ServerHandle
-from tests.bus_fixtures import running_nats, stopped_at_end
+from tests.bus_fixtures import nats_server, stopped_at_end
 from tests.client_fixtures import ServerProcess
 from tests.conftest import WAIT, WSClient, assert_contiguous
 from tests.test_bus_edge import edge_on
 from tests.test_bus_edge_source import ES, TYPES, take
 
+__all__ = ["nats_server"]  # a fixture, imported for pytest
+
 CLIENTS = 20
-
-
-@pytest.fixture
-async def bus(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    with running_nats(tmp_path / "nats") as server:
-        yield server
 
 
 @pytest.fixture
@@ -52,13 +47,13 @@ async def until_cut(client: WSClient, positions: dict[str, int], seen: list) -> 
 
 
 async def test_an_edge_killed_under_20_clients_they_resume_on_the_other(
-    bus: NatsServer, make_server, gateway: GatewaySimulator, edges: list[ServerHandle]
+    nats_server: NatsServer, make_server, gateway: GatewaySimulator, edges: list[ServerHandle]
 ) -> None:
-    await make_server(bus=bus.url)
+    await make_server(bus=nats_server.url)
     edge_a = ServerProcess(gateway.port)  # an edge as its own process, to kill -9
     try:
-        await edge_a.start("--from-bus", bus.url, "--max-connections-per-ip", "50")
-        edges.append(edge_b := await edge_on(bus.url, max_connections_per_ip=50))
+        await edge_a.start("--from-bus", nats_server.url, "--max-connections-per-ip", "50")
+        edges.append(edge_b := await edge_on(nats_server.url, max_connections_per_ip=50))
         ws_a = f"ws://127.0.0.1:{edge_a.port}/v2/ws/stream"
         clients = [await on(ws_a) for _ in range(CLIENTS)]
         positions, seen = [], []
