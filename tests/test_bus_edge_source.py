@@ -83,6 +83,12 @@ async def test_a_client_moves_edge_to_edge_to_source_without_a_gap_or_a_repeat(
     for tick_type in TYPES:
         seqs = [s for t, s in seen if t == tick_type]
         assert_contiguous(seqs)
+    # contract lookup goes to the source: the same answer, an unknown symbol the same error
+    assert await get_json(edge_b, "/v2/contracts?symbol=ES") == await get_json(
+        source, "/v2/contracts?symbol=ES"
+    )
+    status, body = await get_json(edge_b, "/v2/contracts?symbol=NOSUCHTHING")
+    assert status == 404 and body["error"]["code"] == "CONTRACT_NOT_FOUND"
     # one IB subscription per stream however many edges and clients watched it
     assert len(upstream(gateway, ES, "BidAsk")) == len(upstream(gateway, ES, "Last")) == 1
 
