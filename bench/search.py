@@ -132,3 +132,12 @@ def compare(option: str, without: list[float], with_: list[float], goal: float) 
         f"1 client with {option}:    {best_with:,.0f} ticks/s; ratio {ratio:.2f}  "
         f"goal >= {goal:g} {'met' if ratio >= goal else 'not met'}"
     )
+
+
+def search_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A bench's argument parser (its docstring's first line as description) with the rate
+    search's options: --window and --refine."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--window", type=float, default=1.5, help="seconds per measurement")
+    parser.add_argument("--refine", type=int, default=2, help="bisection steps per search")
+    return parser
