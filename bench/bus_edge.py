@@ -13,7 +13,8 @@ Processes: this one runs the gateway simulator and a nats-server; the plain serv
 source and each edge (`bench.edge_serve`) and the clients (`bench.clients`, lean Sans-I/O)
 each run in their own process. CPU seconds per process over each window come from /proc.
 On 2 cores the edges, the source, NATS and the clients all share those cores: the edge
-figures measure the extra hops' cost, not the scale-out they give on separate machines.
+figures show the extra hops' cost and what a second process buys on this machine, not the
+scale-out edges give on machines of their own.
 """
 
 from __future__ import annotations
@@ -165,9 +166,10 @@ def table(found: dict, args) -> None:
     if one and two:
         say(f"  ratio 2 edges / one server: {two.total / one.total:.2f}")
     say(
-        f"  ({os.cpu_count()} cores: the simulator, NATS, the source, both edges and the "
-        "clients share them, so the edges cannot add cores here; each edge's work is what a "
-        "server does for its clients plus reading the bus)"
+        f"  ({os.cpu_count()} cores: one server is one process, at most one core; 2 edges are "
+        "two, but share the cores with the simulator, NATS, the source and the clients, so "
+        "they go past one server only as far as those leave room; on separate machines each "
+        "edge has its own)"
     )
 
 
