@@ -157,13 +157,21 @@ async def test_malformed_bus_messages_are_skipped(
     await source.raw(wire.event_subject(source.server_id), b"{not json")
     await source.raw(wire.event_subject(source.server_id), b'{"status": 3}')
     await source.raw("ibstream.ticks.nope", b"x" * 40)
+    await source.raw("ibstream.ticks.265598.nope", b"x" * 40)  # no such tick type
+    await source.event("stream_opened", contract_id=CID, tick_type="nope", last_sequence=0)
+    await source.event("stream_error", contract_id=CID, tick_type="last")  # no error body
     sent = await source.ticks(3)
     got = await client.ticks(3)
     assert [m["data"]["sequence"] for m in got] == [e.sequence for e in sent]
     status = edge.hub.source.bus_status()
-    assert status["malformed"] == 5
-    skipped = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(skipped) == 1  # one line for the run of them, not one per message
+    assert status["malformed"] == 6
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len([t for t in lines if "malformed message" in t]) == 1  # one for the run
+    assert [t.split(":")[1] for t in lines if "event" in t] == [
+        " skipped a malformed stream_opened event",
+        " skipped a malformed stream_error event",
+    ]
+    assert not [m for m in client.seen if m["type"] in ("error", "complete")]  # stream lives
     await client.close()
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ibstream.bus import starts, wire
+from ibstream.errors import StreamError
 
 log = logging.getLogger(__name__)
 
@@ -172,25 +173,27 @@ class BusFeed:
         subject = msg.subject
         try:
             if subject.startswith(wire.TICKS + "."):
-                tick = wire.parse_tick(subject, msg.data)
-                self._bad_run = False
-                self.on_tick(tick)
-                return
-            event = orjson.loads(msg.data)
-            if not isinstance(event, dict) or not isinstance(event.get("status"), str):
-                raise ValueError("an event is an object with a `status`")
-            if not isinstance(event.get("server_id"), str):
-                raise ValueError("an event names its `server_id`")
-        except (ValueError, orjson.JSONDecodeError) as exc:
+                tick, event = wire.parse_tick(subject, msg.data), None
+            else:
+                tick, event = None, orjson.loads(msg.data)
+                if not isinstance(event, dict) or not isinstance(event.get("status"), str):
+                    raise ValueError("an event is an object with a `status`")
+                if not isinstance(event.get("server_id"), str):
+                    raise ValueError("an event names its `server_id`")
+        except (ValueError, StreamError) as exc:  # orjson's JSONDecodeError is a ValueError
             self.malformed += 1
             if not self._bad_run:
                 self._bad_run = True
                 log.warning("bus: skipped a malformed message on %s: %s", subject, exc)
             return
         self._bad_run = False
-        if self._seen_before(event["server_id"], msg.headers):
-            return
-        self.on_event(event)
+        try:
+            if tick is not None:
+                self.on_tick(tick)
+            elif not self._seen_before(event["server_id"], msg.headers):
+                self.on_event(event)
+        except Exception:  # a bug handling one message must not stop the feed: said, skipped
+            log.exception("bus: handling a message on %s failed", subject)
 
     def _seen_before(self, server_id: str, headers: dict | None) -> bool:
         """An event had already (its message id `<server_id>.event.<n>`), after a resume."""
