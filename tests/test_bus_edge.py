@@ -259,3 +259,26 @@ async def test_nats_away_at_start_is_degraded_then_caught_up(
         await scripted.stop()
     finally:
         late.kill()
+
+
+async def test_an_edge_reads_only_its_catch_up_window_of_an_older_run(
+    source: ScriptedSource, edges: list[ServerHandle]
+) -> None:
+    await source.started()
+    await source.opened()
+    await source.ticks(5)  # older than the edge's catch-up window: not read
+    edge = await edge_on(source.url, bus_catch_up=0.001)
+    edges.append(edge)
+    newer = await source.ticks(1)
+    client = await connect(edge)
+    await client.subscribe(CID, ["last"], resume_from={"last": 2})
+    gap = await client.expect("info", status="gap")
+    assert gap["data"]["details"]["reason"] == "not_buffered"  # not `upstream_idle`: unknown
+    assert (gap["data"]["details"]["first_missing"], gap["data"]["details"]["last_missing"]) == (
+        3,
+        5,
+    )
+    tick = await client.expect("tick")
+    assert tick["data"]["sequence"] == newer[0].sequence == 6
+    assert edge.hub.source.bus_status()["messages"] == 1  # the one tick after its start
+    await client.close()

@@ -39,13 +39,20 @@ RESOLVED_KEPT = 1024
 class BusSource:
     """What `IBSource` is to the hub, over NATS (see the module's docstring)."""
 
-    def __init__(self, url: str, *, lease: float = 30.0, request_timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease: float = 30.0,
+        request_timeout: float = 5.0,
+        catch_up: float = 600.0,
+    ):
         self.url = url
         self.on_tick: Callable[[Tick], None] = lambda tick: None  # the hub sets these; the
         self.on_event: Callable[[SourceEvent], None] = lambda event: None  # bus feeds it
         self.on_restart: Callable[[str, str], None] = lambda old, new: None
         self.hub: Hub | None = None
-        self.feed = BusFeed(url, self._tick, self._event, self._link)
+        self.feed = BusFeed(url, self._tick, self._event, self._link, catch_up=catch_up)
         self.asks = SourceAsks(None, request_timeout)
         self.holds = Holds(self.asks, lease)
         self.contracts: dict[int, ContractInfo] = {}
@@ -134,6 +141,8 @@ class BusSource:
         for tick_type in tick_types:
             key = StreamKey(contract.contract_id, tick_type)
             server_id, last = await self.holds.hold(key)
+            if self.following is None:  # nothing of the run read yet (a quiet bus): the
+                self._adopt(server_id)  # source says which run it is
             if server_id != self.following:
                 raise StreamError(
                     ErrorCode.CONNECTION_ERROR,
@@ -160,7 +169,7 @@ class BusSource:
             )
         except TimeoutError:  # the bus lags far behind: start from the source's position
             log.warning("bus: %s %s not caught up to sequence %d; starting there", *key, last)
-            hub.open_kept(key, contract, last)
+            hub.open_kept(key, contract, last, reopened=False)
         finally:
             self._waiting -= 1
 

@@ -2,8 +2,8 @@
 `ibstream.>` (ticks and events in the order the source published them).
 
 It starts at the newest source run (the first message on the newest `ibstream.events.<id>`
-subject, which is that run's `source_started`), so every stream's ring fills from the run's
-start and every `stream_opened` (a stream's contract) comes before its ticks. nats-py
+subject, which is that run's `source_started`), or `catch_up` seconds back if the run is
+older: enough to fill the resume buffers without reading a day of ticks at start-up. nats-py
 reconnects forever (a NATS not there at start-up too); after a reconnect the consumer starts
 again from the time of the last message it had (`starts.py`: sequences can be reused after a
 NATS crash), and what arrives twice is dropped: ticks by their stream sequence (the hub),
@@ -38,11 +38,13 @@ class BusFeed:
         on_link: Callable[[bool, str], None],
         *,
         retry: float = 1.0,
+        catch_up: float = 600.0,
         name: str = "ibstream-edge",
     ):
         self.url = url
         self.on_tick, self.on_event, self.on_link = on_tick, on_event, on_link
         self.retry = retry
+        self.catch_up = catch_up
         self.name = name
         self.nc: Any = None
         self.consuming = False
@@ -94,7 +96,7 @@ class BusFeed:
         while self.nc is None:
             try:
                 self.nc = await nats.connect(
-                    self.url,
+                    self.url.split(","),  # a cluster's nodes, any of them
                     name=self.name,
                     connect_timeout=2,
                     reconnect_time_wait=self.retry,
@@ -114,7 +116,7 @@ class BusFeed:
     async def _consume(self) -> None:
         """Follow the stream from the newest run's start (retried while the source has not
         created the JetStream stream yet)."""
-        await self._follow(lambda js: starts.newest_run(js))
+        await self._follow(lambda js: starts.run_start(self.nc, js, self.catch_up))
         log.info("bus: following %s on %s from its newest source run", wire.STREAM, self.url)
 
     async def _resume(self) -> None:

@@ -35,7 +35,7 @@ async def start_edge_server(
     if not settings.from_bus:
         raise ValueError("an edge server needs settings.from_bus (a nats:// URL)")
     sock = listening_socket(settings, sock)
-    source = BusSource(settings.from_bus, lease=settings.bus_lease)
+    source = BusSource(settings.from_bus, lease=settings.bus_lease, catch_up=settings.bus_catch_up)
     hub = Hub(
         source,  # type: ignore[arg-type]
         ring_size=settings.ring_size,

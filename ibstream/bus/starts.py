@@ -11,6 +11,7 @@ sequences, event numbers).
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import orjson
@@ -33,6 +34,14 @@ async def newest_run(js: Any) -> int:
         return max(1, info.state.first_seq)
     first = await js.get_msg(wire.STREAM, seq=1, subject=newest[1], next=True)
     return int(first.seq)
+
+
+async def run_start(nc: Any, js: Any, catch_up: float) -> int:
+    """Where an edge starts: the newest run's first event, or the first message of the last
+    `catch_up` seconds when the run is older (its rings hold the newest ticks anyway)."""
+    start = await newest_run(js)
+    since = time.time_ns() - int(catch_up * 1e9)
+    return max(start, await first_since(nc, js, since))
 
 
 def stamp_of(reply: str | None) -> int | None:

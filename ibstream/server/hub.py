@@ -319,8 +319,8 @@ class Hub:
         if entry.sequence <= self._sequences.get(key, 0):
             return
         channel = self.channels.get(key)
-        if channel is None:
-            channel = self.open_kept(key, contract, entry.sequence - 1)
+        if channel is None:  # where it opened upstream is unknown: older ticks are not_buffered
+            channel = self.open_kept(key, contract, 0, reopened=False)
         self.ticks_in += 1
         self._sequences[key] = entry.sequence
         channel.ring.append(entry)
@@ -328,15 +328,19 @@ class Hub:
         for handle in tuple(channel.members):
             handle.deliver(entry)
 
-    def open_kept(self, key: StreamKey, contract: ContractInfo, opened_at: int) -> Channel:
-        """A kept channel (see `keep_channels`) for a stream opened upstream at `opened_at`:
-        resumes from before it get the `upstream_idle` gap, as on the source."""
+    def open_kept(
+        self, key: StreamKey, contract: ContractInfo, last: int, *, reopened: bool = True
+    ) -> Channel:
+        """A kept channel (see `keep_channels`) for a stream whose numbering stands at `last`;
+        `reopened`: the stream (re)opened upstream there, so resumes from before it get the
+        `upstream_idle` gap, as on the source (else older ticks are just not buffered)."""
         channel = self.channels.get(key)
         if channel is None:
             channel = Channel(key, contract, deque(maxlen=self.ring_size), held=False)
             self.channels[key] = channel
-        channel.opened_at = opened_at
-        self._sequences[key] = max(self._sequences.get(key, 0), opened_at)
+        if reopened:
+            channel.opened_at = last
+        self._sequences[key] = max(self._sequences.get(key, 0), last)
         return channel
 
     def renumber(self, server_id: str) -> None:
