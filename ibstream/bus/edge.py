@@ -2,7 +2,7 @@
 endpoints ask it what they ask `IBSource`, and it answers from the bus.
 
 Ticks and events come from one ordered consumer (`feed.py`) and go to the hub as the
-source numbered and encoded them (`Hub.publish_entry`), into kept channels whether or not a
+source numbered and encoded them (`EdgeHub.publish_entry`), into kept channels whether or not a
 client holds the stream yet, so a client failing over from another edge (or from the
 source) finds its resume window here; the hub's `server_id` is the source's. Contract lookup
 goes to the source (`asks.py`, resolved contracts cached); a stream a client subscribes is
@@ -20,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ibstream.bus import edge_events, wire
 from ibstream.bus.asks import SourceAsks
@@ -29,7 +30,10 @@ from ibstream.errors import ErrorCode, StreamError
 from ibstream.ib.source import SourceEvent
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.protocol.changes import Changes
-from ibstream.server.hub import Hub, StreamKey
+from ibstream.server.hub import StreamKey
+
+if TYPE_CHECKING:
+    from ibstream.bus.edge_hub import EdgeHub
 
 log = logging.getLogger(__name__)
 RESOLVED_SECONDS = 3600.0
@@ -51,7 +55,7 @@ class BusSource:
         self.on_tick: Callable[[Tick], None] = lambda tick: None  # the hub sets these; the
         self.on_event: Callable[[SourceEvent], None] = lambda event: None  # bus feeds it
         self.on_restart: Callable[[str, str], None] = lambda old, new: None
-        self.hub: Hub | None = None
+        self.hub: EdgeHub | None = None
         self.feed = BusFeed(url, self._tick, self._event, self._link, catch_up=catch_up)
         self.asks = SourceAsks(None, request_timeout)
         self.holds = Holds(self.asks, lease)
@@ -79,7 +83,7 @@ class BusSource:
     def upstream(self) -> set[tuple[int, TickType]]:
         return set(self.holds.keys)
 
-    async def start(self, hub: Hub) -> None:
+    async def start(self, hub: EdgeHub) -> None:
         self.hub = hub
         self.feed.start()
 
