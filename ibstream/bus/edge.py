@@ -2,8 +2,8 @@
 endpoints ask it what they ask `IBSource`, and it answers from the bus.
 
 Ticks and events come from one ordered consumer (`feed.py`) and go to the hub as the
-source numbered and encoded them (`EdgeHub.publish_entry`), into kept channels whether or not a
-client holds the stream yet, so a client failing over from another edge (or from the
+source numbered and encoded them (`EdgeHub.publish_entry`), into kept channels whether or
+not a client holds the stream yet, so a client failing over from another edge (or from the
 source) finds its resume window here; the hub's `server_id` is the source's. Contract lookup
 goes to the source (`asks.py`, resolved contracts cached); a stream a client subscribes is
 held at the source (`edge_holds.py`) before it is attached, so a source that does not answer
