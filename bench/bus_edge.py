@@ -13,7 +13,8 @@ Processes: this one runs the gateway simulator and a nats-server; the plain serv
 source and each edge (`bench.edge_serve`) and the clients (`bench.clients`, lean Sans-I/O)
 each run in their own process. CPU seconds per process over each window come from /proc.
 On 2 cores the edges, the source, NATS and the clients all share those cores: the edge
-figures measure the extra hops' cost, not the scale-out they give on separate machines.
+figures show the extra hops' cost and what a second process buys on this machine, not the
+scale-out edges give on machines of their own.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.latency import recording_clients
 from bench.procs import Child, Consumer, run_note
-from bench.search import Probe, sustained
+from bench.search import Probe, search_parser, sustained
 from ibstream.bus.nats_server import NatsServer
 from ibstream.gateway import GatewaySimulator
 
@@ -82,23 +84,14 @@ def clients(url: str, k: int) -> Consumer:
 
 async def latency(sim: GatewaySimulator, url: str, args, servers: list[Child]) -> dict:
     """p50 / p99 ms from the source's receive stamp to each client's receive time."""
-    sim.set_rate(args.latency_rate, ES)
-    who = None
-    try:
-        who = await Child.start(
-            "bench.clients", url, args.latency_clients, "--contract", ES, "--record"
-        )
-        await asyncio.sleep(1.0)  # warm-up, not measured
+    rate, k = args.latency_rate, args.latency_clients
+    async with recording_clients(sim, ES, url, rate, k) as who:
         since, cpu0 = time.time_ns(), [cpu_seconds(s.proc.pid) for s in servers]
         t0 = time.perf_counter()
         await asyncio.sleep(args.latency_seconds)  # the measurement window
         cpu = [cpu_seconds(s.proc.pid) - c for s, c in zip(servers, cpu0, strict=True)]
         elapsed = time.perf_counter() - t0
         answer = await who.ask("records", timeout=60)
-    finally:
-        sim.set_rate(0, ES)
-        if who is not None:
-            await who.stop()
     lags = np.array([(c - r) / 1e6 for _, _, r, c in answer["records"] if c >= since])
     return {
         "p50": float(np.percentile(lags, 50)),
@@ -173,9 +166,10 @@ def table(found: dict, args) -> None:
     if one and two:
         say(f"  ratio 2 edges / one server: {two.total / one.total:.2f}")
     say(
-        f"  ({os.cpu_count()} cores: the simulator, NATS, the source, both edges and the "
-        "clients share them, so the edges cannot add cores here; each edge's work is what a "
-        "server does for its clients plus reading the bus)"
+        f"  ({os.cpu_count()} cores: one server is one process, at most one core; 2 edges are "
+        "two, but share the cores with the simulator, NATS, the source and the clients, so "
+        "they go past one server only as far as those leave room; on separate machines each "
+        "edge has its own)"
     )
 
 
@@ -195,9 +189,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--window", type=float, default=1.5, help="seconds per measurement")
-    parser.add_argument("--refine", type=int, default=2, help="bisection steps per search")
+    parser = search_parser(__doc__)
     parser.add_argument("--latency-rate", type=int, default=1_000, help="ticks/s offered")
     parser.add_argument("--latency-seconds", type=float, default=4.0)
     parser.add_argument("--latency-clients", type=int, default=10)

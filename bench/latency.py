@@ -14,10 +14,15 @@ bytes of a tick arrive; the server's own `recv_ns` splits the latency into the u
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import numpy as np
 
+from bench.procs import Child
+from ibstream.gateway import GatewaySimulator
 from ibstream.gateway.market import Market, Quote
 
 MIN_MATCH = 0.99  # share of ticks whose content must equal the aligned event's
@@ -45,6 +50,24 @@ class SendLog:
 
     def close(self) -> None:
         del self.market.step  # back to the class's method
+
+
+@asynccontextmanager
+async def recording_clients(
+    sim: GatewaySimulator, con_id: int, url: str, rate: float, clients: int
+) -> AsyncIterator[Child]:
+    """`clients` recording clients (`bench.clients --record`) of `url` while the simulator
+    offers `rate` ticks/s, yielded after a second of warm-up; the rate back to 0 after."""
+    sim.set_rate(rate, con_id)
+    who = None
+    try:
+        who = await Child.start("bench.clients", url, clients, "--contract", con_id, "--record")
+        await asyncio.sleep(1.0)  # warm-up, not measured
+        yield who
+    finally:
+        sim.set_rate(0, con_id)
+        if who is not None:
+            await who.stop()
 
 
 def offset(sent: list[tuple[tuple, int]], content: dict[int, tuple]) -> tuple[int, float]:

@@ -36,9 +36,9 @@ from collections.abc import Awaitable
 from importlib.metadata import version
 from pathlib import Path
 
-from bench.latency import SendLog, measure
+from bench.latency import SendLog, measure, recording_clients
 from bench.procs import Child, Consumer, IbConsumer, run_note
-from bench.search import SETTLE, Probe, sustained
+from bench.search import SETTLE, Probe, search_parser, sustained
 from ibstream.gateway import GatewaySimulator
 
 ES = 637533641
@@ -109,21 +109,14 @@ async def bare(k: int, frames: Path, window: float) -> float:
 
 async def latency(sim: GatewaySimulator, url: str, args) -> dict:
     log = SendLog(sim.market(ES))
-    sim.set_rate(args.latency_rate, ES)
-    who = None
     try:
-        who = await Child.start(
-            "bench.clients", url, args.latency_clients, "--contract", ES, "--record"
-        )
-        await asyncio.sleep(1.0)  # warm-up, not measured
-        since = time.time_ns()
-        await asyncio.sleep(args.latency_seconds)  # the measurement window
-        answer = await who.ask("records", timeout=60)
+        rate, k = args.latency_rate, args.latency_clients
+        async with recording_clients(sim, ES, url, rate, k) as who:
+            since = time.time_ns()
+            await asyncio.sleep(args.latency_seconds)  # the measurement window
+            answer = await who.ask("records", timeout=60)
     finally:
-        sim.set_rate(0, ES)
         log.close()
-        if who is not None:
-            await who.stop()
     return measure(log, answer["records"], answer["content"], since)
 
 
@@ -224,9 +217,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--window", type=float, default=1.5, help="seconds per measurement")
-    parser.add_argument("--refine", type=int, default=2, help="bisection steps per search")
+    parser = search_parser(__doc__)
     parser.add_argument("--batch-ms", type=float, default=20.0)
     parser.add_argument("--latency-rate", type=int, default=1_000, help="ticks/s per client")
     parser.add_argument("--latency-seconds", type=float, default=4.0)

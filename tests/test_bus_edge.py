@@ -22,22 +22,18 @@ from ibstream.model import TickType
 from ibstream.protocol.encode import tick_prefix
 from ibstream.server.run import ServerHandle
 from ibstream.server.settings import ServerSettings
-from tests.bus_fixtures import AAPL, ScriptedSource, running_nats, stopped_at_end
+from tests.bus_fixtures import AAPL, ScriptedSource, nats_server, stopped_at_end
 from tests.conftest import WAIT, WSClient, get_json, sse, sse_events
 from tests.schema_check import SENT
+
+__all__ = ["nats_server"]  # a fixture, imported for pytest
 
 CID = AAPL.contract_id
 
 
 @pytest.fixture
-async def bus(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    with running_nats(tmp_path / "nats") as server:
-        yield server
-
-
-@pytest.fixture
-async def source(bus: NatsServer) -> AsyncIterator[ScriptedSource]:
-    scripted = await ScriptedSource(bus.url).start()
+async def source(nats_server: NatsServer) -> AsyncIterator[ScriptedSource]:
+    scripted = await ScriptedSource(nats_server.url).start()
     try:
         yield scripted
     finally:
@@ -161,13 +157,21 @@ async def test_malformed_bus_messages_are_skipped(
     await source.raw(wire.event_subject(source.server_id), b"{not json")
     await source.raw(wire.event_subject(source.server_id), b'{"status": 3}')
     await source.raw("ibstream.ticks.nope", b"x" * 40)
+    await source.raw("ibstream.ticks.265598.nope", b"x" * 40)  # no such tick type
+    await source.event("stream_opened", contract_id=CID, tick_type="nope", last_sequence=0)
+    await source.event("stream_error", contract_id=CID, tick_type="last")  # no error body
     sent = await source.ticks(3)
     got = await client.ticks(3)
     assert [m["data"]["sequence"] for m in got] == [e.sequence for e in sent]
     status = edge.hub.source.bus_status()
-    assert status["malformed"] == 5
-    skipped = [r for r in caplog.records if "malformed" in r.getMessage()]
-    assert len(skipped) == 1  # one line for the run of them, not one per message
+    assert status["malformed"] == 6
+    lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert len([t for t in lines if "malformed message" in t]) == 1  # one for the run
+    assert [t.split(":")[1] for t in lines if "event" in t] == [
+        " skipped a malformed stream_opened event",
+        " skipped a malformed stream_error event",
+    ]
+    assert not [m for m in client.seen if m["type"] in ("error", "complete")]  # stream lives
     await client.close()
 
 
@@ -236,21 +240,45 @@ async def test_nats_away_at_start_is_degraded_then_caught_up(
     assert str(port) in body["bus"]["url"] and "last_error" in body["bus"]
     lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0]
-    with running_nats(tmp_path / "late", port=port) as nats_server:
-        scripted = await ScriptedSource(nats_server.url).start()
-        try:
-            await scripted.started()
-            await scripted.opened()
-            sent = await scripted.ticks(4)
-            assert not edge.hub.source.linked.is_set()
-            await asyncio.wait_for(edge.hub.source.linked.wait(), WAIT)  # found and followed
-            status, body = await get_json(edge, "/health")
-            assert status == 200 and body["bus"]["connected"] is True
-            assert body["bus"]["source_server_id"] == scripted.server_id
-            client = await connect(edge)
-            await client.subscribe(CID, ["last"], resume_from={"last": 0})
-            got = [m["data"]["sequence"] for m in await client.ticks(4)]
-            assert got == [e.sequence for e in sent]
-            await client.close()
-        finally:
-            await scripted.stop()
+    late = NatsServer(tmp_path / "late", port=port).start()
+    try:
+        scripted = await ScriptedSource(late.url).start()
+        await scripted.started()
+        await scripted.opened()
+        sent = await scripted.ticks(4)
+        assert not edge.hub.source.linked.is_set()
+        await asyncio.wait_for(edge.hub.source.linked.wait(), WAIT)  # found and followed
+        status, body = await get_json(edge, "/health")
+        assert status == 200 and body["bus"]["connected"] is True
+        assert body["bus"]["source_server_id"] == scripted.server_id
+        client = await connect(edge)
+        await client.subscribe(CID, ["last"], resume_from={"last": 0})
+        got = [m["data"]["sequence"] for m in await client.ticks(4)]
+        assert got == [e.sequence for e in sent]
+        await client.close()
+        await scripted.stop()
+    finally:
+        late.kill()
+
+
+async def test_an_edge_reads_only_its_catch_up_window_of_an_older_run(
+    source: ScriptedSource, edges: list[ServerHandle]
+) -> None:
+    await source.started()
+    await source.opened()
+    await source.ticks(5)  # older than the edge's catch-up window: not read
+    edge = await edge_on(source.url, bus_catch_up=0.001)
+    edges.append(edge)
+    newer = await source.ticks(1)
+    client = await connect(edge)
+    await client.subscribe(CID, ["last"], resume_from={"last": 2})
+    gap = await client.expect("info", status="gap")
+    assert gap["data"]["details"]["reason"] == "not_buffered"  # not `upstream_idle`: unknown
+    assert (gap["data"]["details"]["first_missing"], gap["data"]["details"]["last_missing"]) == (
+        3,
+        5,
+    )
+    tick = await client.expect("tick")
+    assert tick["data"]["sequence"] == newer[0].sequence == 6
+    assert edge.hub.source.bus_status()["messages"] == 1  # the one tick after its start
+    await client.close()

@@ -2,8 +2,8 @@
 endpoints ask it what they ask `IBSource`, and it answers from the bus.
 
 Ticks and events come from one ordered consumer (`feed.py`) and go to the hub as the
-source numbered and encoded them (`Hub.publish_entry`), into kept channels whether or not a
-client holds the stream yet, so a client failing over from another edge (or from the
+source numbered and encoded them (`EdgeHub.publish_entry`), into kept channels whether or
+not a client holds the stream yet, so a client failing over from another edge (or from the
 source) finds its resume window here; the hub's `server_id` is the source's. Contract lookup
 goes to the source (`asks.py`, resolved contracts cached); a stream a client subscribes is
 held at the source (`edge_holds.py`) before it is attached, so a source that does not answer
@@ -18,39 +18,51 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import typing
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ibstream.bus import wire
-from ibstream.bus.asks import SourceAsks, contract_from
+from ibstream.bus import edge_events, wire
+from ibstream.bus.asks import SourceAsks
 from ibstream.bus.edge_holds import Holds
 from ibstream.bus.feed import BusFeed
-from ibstream.errors import ErrorCode, StreamError, error_from_body
+from ibstream.errors import ErrorCode, StreamError
 from ibstream.ib.source import SourceEvent
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.protocol.changes import Changes
-from ibstream.protocol.messages import InfoStatus
-from ibstream.server.hub import Hub, StreamKey
+from ibstream.server.hub import StreamKey
+
+if TYPE_CHECKING:
+    from ibstream.bus.edge_hub import EdgeHub
 
 log = logging.getLogger(__name__)
-FORWARDED = set(typing.get_args(InfoStatus))  # source statuses clients may be told
-NOT_FORWARDED = {"source_started", "stream_opened", "stream_closed", "stream_error"}
+RESOLVED_SECONDS = 3600.0
+RESOLVED_KEPT = 1024
 
 
 class BusSource:
     """What `IBSource` is to the hub, over NATS (see the module's docstring)."""
 
-    def __init__(self, url: str, *, lease: float = 30.0, request_timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease: float = 30.0,
+        request_timeout: float = 5.0,
+        catch_up: float = 600.0,
+    ):
         self.url = url
         self.on_tick: Callable[[Tick], None] = lambda tick: None  # the hub sets these; the
         self.on_event: Callable[[SourceEvent], None] = lambda event: None  # bus feeds it
         self.on_restart: Callable[[str, str], None] = lambda old, new: None
-        self.hub: Hub | None = None
-        self.feed = BusFeed(url, self._tick, self._event, self._link)
+        self.hub: EdgeHub | None = None
+        self.feed = BusFeed(url, self._tick, self._event, self._link, catch_up=catch_up)
         self.asks = SourceAsks(None, request_timeout)
         self.holds = Holds(self.asks, lease)
         self.contracts: dict[int, ContractInfo] = {}
-        self._resolved: dict[str | int, ContractInfo] = {}
+        # spec -> (when, contract): looked up again after RESOLVED_SECONDS (a front month
+        # rolls) or when the source restarts; at most RESOLVED_KEPT specs, oldest out first
+        self._resolved: dict[str | int, tuple[float, ContractInfo]] = {}
         self.source_ib_up = True
         self.following: str | None = None  # the source run (server_id) the hub numbers as
         self.skipped = 0  # ticks of another source run than the one followed
@@ -71,7 +83,7 @@ class BusSource:
     def upstream(self) -> set[tuple[int, TickType]]:
         return set(self.holds.keys)
 
-    async def start(self, hub: Hub) -> None:
+    async def start(self, hub: EdgeHub) -> None:
         self.hub = hub
         self.feed.start()
 
@@ -109,11 +121,16 @@ class BusSource:
         }
 
     async def resolve(self, spec: str | int) -> ContractInfo:
-        found = self._resolved.get(spec)
-        if found is None:
-            self.asks.nc = self.feed.nc
-            found = self._resolved[spec] = await self.asks.resolve(spec)
-            self.contracts.setdefault(found.contract_id, found)
+        kept = self._resolved.get(spec)
+        if kept is not None and time.monotonic() - kept[0] < RESOLVED_SECONDS:
+            return kept[1]
+        self.asks.nc = self.feed.nc
+        found = await self.asks.resolve(spec)
+        self._resolved.pop(spec, None)
+        if len(self._resolved) >= RESOLVED_KEPT:
+            del self._resolved[next(iter(self._resolved))]
+        self._resolved[spec] = (time.monotonic(), found)
+        self.contracts.setdefault(found.contract_id, found)
         return found
 
     async def search(self, symbol: str) -> list[ContractInfo]:
@@ -128,6 +145,8 @@ class BusSource:
         for tick_type in tick_types:
             key = StreamKey(contract.contract_id, tick_type)
             server_id, last = await self.holds.hold(key)
+            if self.following is None:  # nothing of the run read yet (a quiet bus): the
+                self._adopt(server_id)  # source says which run it is
             if server_id != self.following:
                 raise StreamError(
                     ErrorCode.CONNECTION_ERROR,
@@ -154,7 +173,7 @@ class BusSource:
             )
         except TimeoutError:  # the bus lags far behind: start from the source's position
             log.warning("bus: %s %s not caught up to sequence %d; starting there", *key, last)
-            hub.open_kept(key, contract, last)
+            hub.open_kept(key, contract, last, reopened=False)
         finally:
             self._waiting -= 1
 
@@ -175,6 +194,7 @@ class BusSource:
                 "bus: the source restarted (run %s -> %s); clients reconnect", old, server_id
             )
             self.holds.forget()
+            self._resolved.clear()
             self.on_restart(old, server_id)  # clients told and closed before the renumbering
         self.hub.renumber(server_id)
 
@@ -200,56 +220,27 @@ class BusSource:
         if not self._follows(server_id):
             return
         try:
-            key = self._key_of(event)
             if status == "stream_opened":
-                self._opened(key, event)
-                return
-            if status == "stream_error":
-                self._failed(key, event)
-                return
-        except (ValueError, TypeError) as exc:
+                self._opened(*edge_events.opened(event))
+            elif status == "stream_error":
+                key, error = edge_events.failure(event)
+                self.holds.keys.discard(key)
+                self.on_event(SourceEvent("stream_error", error.message, key, error=error))
+            elif (told := edge_events.told(event)) is not None:
+                if status in ("ib_disconnected", "resumed"):
+                    self.source_ib_up = status == "resumed"
+                self.on_event(told)
+            elif status == "bus_overflow":  # ticks that never reached the bus: holes
+                log.warning("bus: the source says %s", event.get("message"))
+        except ValueError as exc:
             log.warning("bus: skipped a malformed %s event: %s", status, exc)
-            return
-        if status == "ib_disconnected":
-            self.source_ib_up = False
-        elif status == "resumed":
-            self.source_ib_up = True
-        if status in FORWARDED:
-            message = str(event.get("message") or status)
-            details = event.get("details") if isinstance(event.get("details"), dict) else None
-            self.on_event(SourceEvent(status, message, key, details=details))
-        elif status == "bus_overflow":  # ticks that never reached the bus: clients see holes
-            log.warning("bus: the source says %s", event.get("message"))
-        elif status not in NOT_FORWARDED:
-            log.debug("bus: source status %r not forwarded to clients", status)
 
-    @staticmethod
-    def _key_of(event: dict) -> StreamKey | None:
-        contract_id, tick_type = event.get("contract_id"), event.get("tick_type")
-        if contract_id is None and tick_type is None:
-            return None
-        if not isinstance(contract_id, int) or not isinstance(tick_type, str):
-            raise ValueError(f"contract_id {contract_id!r}, tick_type {tick_type!r}")
-        return StreamKey(contract_id, TickType.parse(tick_type))
-
-    def _opened(self, key: StreamKey | None, event: dict) -> None:
-        last = event.get("last_sequence", 0)
-        if key is None or not isinstance(last, int):
-            raise ValueError("stream_opened needs contract_id, tick_type and last_sequence")
-        contract = contract_from(event.get("contract"))
+    def _opened(self, key: StreamKey, contract: ContractInfo, last: int) -> None:
         self.contracts[key.contract_id] = contract
         assert self.hub is not None
         self.hub.open_kept(key, contract, last)
         if self._waiting:
             self._arrivals.notify()
-
-    def _failed(self, key: StreamKey | None, event: dict) -> None:
-        body = event.get("error")
-        if key is None or not isinstance(body, dict):
-            raise ValueError("stream_error needs contract_id, tick_type and error")
-        self.holds.keys.discard(key)
-        error = error_from_body(body)
-        self.on_event(SourceEvent("stream_error", error.message, key, error=error))
 
     def _link(self, up: bool, message: str) -> None:
         """NATS lost or back: every client stream hears it (`info`)."""

@@ -2,8 +2,8 @@
 `ibstream.>` (ticks and events in the order the source published them).
 
 It starts at the newest source run (the first message on the newest `ibstream.events.<id>`
-subject, which is that run's `source_started`), so every stream's ring fills from the run's
-start and every `stream_opened` (a stream's contract) comes before its ticks. nats-py
+subject, which is that run's `source_started`), or `catch_up` seconds back if the run is
+older: enough to fill the resume buffers without reading a day of ticks at start-up. nats-py
 reconnects forever (a NATS not there at start-up too); after a reconnect the consumer starts
 again from the time of the last message it had (`starts.py`: sequences can be reused after a
 NATS crash), and what arrives twice is dropped: ticks by their stream sequence (the hub),
@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ibstream.bus import starts, wire
+from ibstream.errors import StreamError
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,13 @@ class BusFeed:
         on_link: Callable[[bool, str], None],
         *,
         retry: float = 1.0,
+        catch_up: float = 600.0,
         name: str = "ibstream-edge",
     ):
         self.url = url
         self.on_tick, self.on_event, self.on_link = on_tick, on_event, on_link
         self.retry = retry
+        self.catch_up = catch_up
         self.name = name
         self.nc: Any = None
         self.consuming = False
@@ -93,7 +96,7 @@ class BusFeed:
         while self.nc is None:
             try:
                 self.nc = await nats.connect(
-                    self.url,
+                    self.url.split(","),  # a cluster's nodes, any of them
                     name=self.name,
                     connect_timeout=2,
                     reconnect_time_wait=self.retry,
@@ -113,7 +116,7 @@ class BusFeed:
     async def _consume(self) -> None:
         """Follow the stream from the newest run's start (retried while the source has not
         created the JetStream stream yet)."""
-        await self._follow(lambda js: starts.newest_run(js))
+        await self._follow(lambda js: starts.run_start(self.nc, js, self.catch_up))
         log.info("bus: following %s on %s from its newest source run", wire.STREAM, self.url)
 
     async def _resume(self) -> None:
@@ -172,25 +175,27 @@ class BusFeed:
         subject = msg.subject
         try:
             if subject.startswith(wire.TICKS + "."):
-                tick = wire.parse_tick(subject, msg.data)
-                self._bad_run = False
-                self.on_tick(tick)
-                return
-            event = orjson.loads(msg.data)
-            if not isinstance(event, dict) or not isinstance(event.get("status"), str):
-                raise ValueError("an event is an object with a `status`")
-            if not isinstance(event.get("server_id"), str):
-                raise ValueError("an event names its `server_id`")
-        except (ValueError, orjson.JSONDecodeError) as exc:
+                tick, event = wire.parse_tick(subject, msg.data), None
+            else:
+                tick, event = None, orjson.loads(msg.data)
+                if not isinstance(event, dict) or not isinstance(event.get("status"), str):
+                    raise ValueError("an event is an object with a `status`")
+                if not isinstance(event.get("server_id"), str):
+                    raise ValueError("an event names its `server_id`")
+        except (ValueError, StreamError) as exc:  # orjson's JSONDecodeError is a ValueError
             self.malformed += 1
             if not self._bad_run:
                 self._bad_run = True
                 log.warning("bus: skipped a malformed message on %s: %s", subject, exc)
             return
         self._bad_run = False
-        if self._seen_before(event["server_id"], msg.headers):
-            return
-        self.on_event(event)
+        try:
+            if tick is not None:
+                self.on_tick(tick)
+            elif not self._seen_before(event["server_id"], msg.headers):
+                self.on_event(event)
+        except Exception:  # a bug handling one message must not stop the feed: said, skipped
+            log.exception("bus: handling a message on %s failed", subject)
 
     def _seen_before(self, server_id: str, headers: dict | None) -> bool:
         """An event had already (its message id `<server_id>.event.<n>`), after a resume."""

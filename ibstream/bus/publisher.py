@@ -1,15 +1,15 @@
 """Every numbered tick and source event onto JetStream, in order, acknowledged.
 
 The hub hands each tick over (`tick`) as the `EncodedTick` it already made, without
-awaiting: the publisher appends the message to a bounded buffer and wakes its sender. The
-sender keeps up to `WINDOW` messages in flight (`publish_async`, one ack each) and takes a
-message off the buffer only when JetStream acknowledged it, so after a lost connection or a
-refused publish it sends again from the first unacknowledged message, with the same message
-id: JetStream drops the copies it already holds.
+awaiting: the publisher appends the message to a bounded buffer and wakes its sender
+(`sender.py`: publishes at once, one ack per batch), which takes a message off the buffer
+only when JetStream acknowledged it, so after a lost connection or a refused publish it
+sends again from the first unacknowledged message, with the same message id: JetStream
+drops the copies it already holds.
 
-While NATS is away the buffer fills; past `capacity` the oldest message goes, counted, with
-one warning per outage, and an event (`bus_overflow`) goes on the bus ahead of the
-surviving messages naming the ranges lost per stream.
+While NATS is away the buffer fills; past `capacity` the oldest tick goes (events stay),
+counted, with one warning per outage, and an event (`bus_overflow`) goes on the bus ahead
+of the surviving ticks naming the ranges lost per stream.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ibstream.bus import wire
-from ibstream.bus.events import EventMaker, Message
+from ibstream.bus.events import EventMaker, Message, is_tick
+from ibstream.bus.sender import ACK_TIMEOUT, BATCHES, Sender
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.encode import EncodedTick
 
@@ -32,8 +34,6 @@ if TYPE_CHECKING:
     from ibstream.ib.source import SourceEvent
 
 log = logging.getLogger(__name__)
-WINDOW = 1_000  # messages in flight at most (awaiting their acks)
-ACK_TIMEOUT = 5.0  # seconds without the oldest ack: send again from it
 RETRY_PAUSE = 0.2  # after a refused publish (no stream leader yet ...), before sending again
 Key = tuple[int, TickType]
 
@@ -49,26 +49,33 @@ class BusPublisher:
         self.capacity = capacity
         self.events = EventMaker(server_id)
         self.buffer: deque[Message] = deque()
-        self.inflight: deque[asyncio.Future] = deque()  # futures of buffer[:len(inflight)]
         self.published = 0  # acknowledged by JetStream
         self.dropped = 0  # gone from a full buffer
-        self._lost: dict[Key, list[int]] = {}  # dropped, not yet told: stream -> [first, last]
+        # dropped and not yet told on the bus: (contract id, tick type) -> [first, last]
+        self._lost: dict[tuple[int, str], list[int]] = {}
         self._warned = False  # one overflow warning per outage
-        self._subjects: dict[Key, str] = {}
+        self._names: dict[Key, tuple[str, str, str]] = {}
         self._wake = asyncio.Event()
+        self.sender = Sender(self.buffer, self._wake)
         self._drained = asyncio.Event()  # set whenever the sender finds nothing left to send
         self._task: asyncio.Task | None = None
+        self._clock: asyncio.TimerHandle | None = None
+        link.on_lost.append(self._wake.set)
         self._event("source_started", f"source {server_id} started")
 
     # -- the hub's side: never awaits ----------------------------------------------------
 
     def tick(self, key: Key, entry: EncodedTick) -> None:
-        subject = self._subjects.get(key)
-        if subject is None:
-            subject = self._subjects[key] = wire.tick_subject(*key)
-        msg_id = wire.message_id(self.server_id, key[0], key[1], entry.sequence)
+        named = self._names.get(key)
+        if named is None:  # the subject and message id prefix of a stream, made once
+            named = self._names[key] = (
+                wire.tick_subject(*key),
+                wire.message_id(self.server_id, key[0], key[1], 0)[:-1],
+                key[1].value,
+            )
+        sequence = entry.sequence
         body = wire.tick_body(self.server_id, entry)
-        self._append(Message(subject, body, {wire.MSG_ID: msg_id}, key, entry.sequence))
+        self._append((named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> None:
         self._append(self.events.stream_opened(contract, tick_type, last))
@@ -95,13 +102,17 @@ class BusPublisher:
         self._wake.set()
 
     def _drop_oldest(self) -> None:
-        gone = self.buffer.popleft()
-        if self.inflight:  # its ack no longer matters
-            self.inflight.popleft().cancel()
+        """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
+        buffer = self.buffer
+        at = next((i for i, m in enumerate(buffer) if is_tick(m)), 0)
+        gone = buffer[at]
+        del buffer[at]
+        self.sender.forget(at)
         self.dropped += 1
-        if gone.key is not None:
-            span = self._lost.setdefault(gone.key, [gone.sequence, gone.sequence])
-            span[0], span[1] = min(span[0], gone.sequence), max(span[1], gone.sequence)
+        if is_tick(gone):
+            _, _, _, contract_id, tick_type, sequence = gone
+            span = self._lost.setdefault((contract_id, tick_type), [sequence, sequence])
+            span[0], span[1] = min(span[0], sequence), max(span[1], sequence)
         if not self._warned:
             self._warned = True
             log.warning(
@@ -119,67 +130,48 @@ class BusPublisher:
     async def _run(self) -> None:
         while True:
             await self.link.connected.wait()
-            js = self.link.js
-            if js is None:  # between connections
+            nc, js = self.link.nc, self.link.js
+            if nc is None or js is None:  # between connections
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             try:
-                await self._session(js)
+                await self._session(nc, js)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection ended or refused: resend from the head
                 log.debug("bus: publishing stopped (%r); resending from the oldest unacked", exc)
-            self._reset()
+            self.sender.reset()
             if self.link.connected.is_set():  # refused (no stream leader ...), not gone
                 await asyncio.sleep(RETRY_PAUSE)
 
-    def _reset(self) -> None:
-        for future in self.inflight:
-            future.cancel()
-        self.inflight.clear()
-
-    async def _session(self, js: JetStreamContext) -> None:
-        lost = asyncio.ensure_future(self.link.lost.wait())
+    async def _session(self, nc: NATS, js: JetStreamContext) -> None:
+        """Send and take acks until the connection ends; one event wakes it (a new message,
+        an ack, a batch due, the connection lost, the ack clock): a pass makes no task."""
+        lost, wake, sender = self.link.lost, self._wake, self.sender
+        self._clock = asyncio.get_running_loop().call_later(ACK_TIMEOUT / 4, self._tick_clock)
         try:
-            while not lost.done():
-                if self._lost and not self.inflight:
-                    self.buffer.appendleft(self.events.overflow(self._lost, self.dropped))
+            while not lost.is_set():
+                if self._lost and not sender.batches:  # before the ticks that survived
+                    at = next((i for i, m in enumerate(self.buffer) if is_tick(m)), 0)
+                    self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
-                await self._fill(js)
-                if not self.inflight:
+                wake.clear()
+                await sender.send(nc, js)
+                self.published += sender.take_acked()  # raises a refusal, a lost ack
+                if not self.buffer:
                     self._warned = False  # caught up: a later overflow is a new one
                     self._drained.set()
-                    self._wake.clear()
-                    woken = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait([woken, lost], return_when=asyncio.FIRST_COMPLETED)
-                    woken.cancel()
-                    continue
-                oldest = self.inflight[0]
-                done, _ = await asyncio.wait(
-                    [oldest, lost], timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-                )
-                if oldest in done:
-                    self._take_acked()
-                elif not lost.done():
-                    raise TimeoutError(f"no ack within {ACK_TIMEOUT} s")
+                if sender.sent < len(self.buffer) and sender.awaited() < BATCHES:
+                    continue  # more to send at once
+                await wake.wait()
         finally:
-            lost.cancel()
+            self._clock.cancel()
 
-    async def _fill(self, js: JetStreamContext) -> None:
-        buffer, inflight = self.buffer, self.inflight
-        while len(inflight) < WINDOW and len(inflight) < len(buffer):
-            msg = buffer[len(inflight)]
-            inflight.append(await js.publish_async(msg.subject, msg.body, headers=msg.headers))
-
-    def _take_acked(self) -> None:
-        """Take acknowledged messages off the head; a refused one raises (resend from it)."""
-        buffer, inflight = self.buffer, self.inflight
-        while inflight and inflight[0].done():
-            future = inflight[0]
-            future.result()  # raises what JetStream refused with
-            inflight.popleft()
-            buffer.popleft()
-            self.published += 1
+    def _tick_clock(self) -> None:
+        """Wake the sender now and then, so an ack that never comes is noticed."""
+        if self.sender.batches:
+            self._wake.set()
+        self._clock = asyncio.get_running_loop().call_later(ACK_TIMEOUT / 4, self._tick_clock)
 
     def status(self) -> dict:
         return {
@@ -187,7 +179,7 @@ class BusPublisher:
             "server_id": self.server_id,
             "published": self.published,
             "buffered": len(self.buffer),
-            "in_flight": len(self.inflight),
+            "in_flight": self.sender.sent,
             "buffer_capacity": self.capacity,
             "dropped": self.dropped,
         }
@@ -204,6 +196,5 @@ class BusPublisher:
             log.warning("bus: %d message(s) not published at shutdown", len(self.buffer))
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._reset()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.sender.reset()

@@ -12,9 +12,9 @@ import logging
 import socket
 
 from ibstream.bus.edge import BusSource, EdgeBus
+from ibstream.bus.edge_hub import EdgeHub
 from ibstream.errors import CloseCode
 from ibstream.server.connections import Connections
-from ibstream.server.hub import Hub
 from ibstream.server.run import ServerHandle, _serve, listening_socket, serve_until_signal
 from ibstream.server.settings import ServerSettings
 
@@ -35,13 +35,8 @@ async def start_edge_server(
     if not settings.from_bus:
         raise ValueError("an edge server needs settings.from_bus (a nats:// URL)")
     sock = listening_socket(settings, sock)
-    source = BusSource(settings.from_bus, lease=settings.bus_lease)
-    hub = Hub(
-        source,  # type: ignore[arg-type]
-        ring_size=settings.ring_size,
-        grace_seconds=settings.channel_grace_seconds,
-        keep_channels=True,
-    )
+    source = BusSource(settings.from_bus, lease=settings.bus_lease, catch_up=settings.bus_catch_up)
+    hub = EdgeHub(source, ring_size=settings.ring_size, grace=settings.channel_grace_seconds)
     try:
         await source.start(hub)
         with contextlib.suppress(TimeoutError):

@@ -1,16 +1,17 @@
 """Where an edge starts reading the bus: stream sequences found by event subject and by time.
 
-Stream sequences alone are not a safe place to resume after NATS itself went down: a node
-killed before its writes reached the disk comes back without the newest messages, and the
-ones published again after it (the source re-sends what was not acknowledged) take those
-sequences anew. Time does not repeat, so after an outage the edge starts again at the first
-message stored at or after the last one it had (their stamps are NATS's own clock), and
-drops what it already has (per-stream tick sequences, event numbers).
+After NATS itself went down, the stream sequence the edge got to is not a safe place to go
+on from: a node that comes back without its newest writes gives the messages published
+again (the source re-sends what was not acknowledged) those sequences anew. Stored times do
+not go back, so after an outage the edge starts again at the first message stored at or
+after the last one it had (NATS's own clock), and drops what it already has (per-stream tick
+sequences, event numbers).
 """
 
 from __future__ import annotations
 
 import datetime
+import time
 from typing import Any
 
 import orjson
@@ -33,6 +34,14 @@ async def newest_run(js: Any) -> int:
         return max(1, info.state.first_seq)
     first = await js.get_msg(wire.STREAM, seq=1, subject=newest[1], next=True)
     return int(first.seq)
+
+
+async def run_start(nc: Any, js: Any, catch_up: float) -> int:
+    """Where an edge starts: the newest run's first event, or the first message of the last
+    `catch_up` seconds when the run is older (its rings hold the newest ticks anyway)."""
+    start = await newest_run(js)
+    since = time.time_ns() - int(catch_up * 1e9)
+    return max(start, await first_since(nc, js, since))
 
 
 def stamp_of(reply: str | None) -> int | None:

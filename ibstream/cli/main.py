@@ -189,6 +189,14 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         "unless renewed, so the streams of an edge that died are freed",
     )
     serve.add_argument(
+        "--bus-catch-up",
+        type=seconds,
+        default=d.bus_catch_up,
+        metavar="SECONDS",
+        help="with --from-bus: at start read this much of the source's current run from the "
+        "bus (its resume buffers), or all of it if the run is younger",
+    )
+    serve.add_argument(
         "--record",
         metavar="DIR",
         default=None,
@@ -255,6 +263,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         backfill_from=args.backfill_from,
         from_bus=args.from_bus,
         bus_lease=args.bus_lease,
+        bus_catch_up=args.bus_catch_up,
         **bus_options.source_settings(args),
     )
 

@@ -113,7 +113,7 @@ class Hub:
         self.closed = False
         self.recorder: Recorder | None = None  # writes every numbered tick to the store
         self.bus: BusPublisher | None = None  # puts every numbered tick on the NATS bus
-        # A bus edge (`ibstream.bus.edge`): channels are fed by `publish_entry` whether or not
+        # A bus edge (`ibstream.bus.edge_hub`): channels are fed from the bus whether or not
         # a client holds them (a client failing over finds its resume window), so an idle
         # channel is released upstream after the grace period but kept with its ring.
         self.keep_channels = keep_channels
@@ -122,16 +122,6 @@ class Hub:
 
     async def resolve(self, spec: str | int) -> ContractInfo:
         return await self.source.resolve(spec)
-
-    async def prepare(self, contract: ContractInfo, tick_types: list[TickType]) -> None:
-        """Before a subscribe attaches: a source that must be asked first (a bus edge asks
-        the source to hold the streams) raises here, so the subscribe fails whole."""
-        prepare = getattr(self.source, "prepare", None)
-        if prepare is not None:
-            held = {key for key, ch in self.channels.items() if ch.held}
-            wanted = [t for t in tick_types if (contract.contract_id, t) not in held]
-            if wanted:
-                await prepare(contract, wanted)
 
     def attach(self, handle: StreamHandle) -> None:
         """Join a channel, subscribing upstream if it is the first member."""
@@ -310,44 +300,6 @@ class Hub:
         channel.ticks += 1
         for handle in tuple(channel.members):  # a copy: delivering may end a stream
             handle.deliver(entry)
-
-    def publish_entry(self, key: StreamKey, contract: ContractInfo, entry: EncodedTick) -> None:
-        """A tick numbered and encoded elsewhere (a bus edge: the source's sequence and
-        bytes), so positions hold across edges and the source. Opens a kept channel (not
-        held upstream) for a stream no client holds yet; an entry not after the stream's
-        last sequence (a redelivery) is dropped."""
-        if entry.sequence <= self._sequences.get(key, 0):
-            return
-        channel = self.channels.get(key)
-        if channel is None:
-            channel = self.open_kept(key, contract, entry.sequence - 1)
-        self.ticks_in += 1
-        self._sequences[key] = entry.sequence
-        channel.ring.append(entry)
-        channel.ticks += 1
-        for handle in tuple(channel.members):
-            handle.deliver(entry)
-
-    def open_kept(self, key: StreamKey, contract: ContractInfo, opened_at: int) -> Channel:
-        """A kept channel (see `keep_channels`) for a stream opened upstream at `opened_at`:
-        resumes from before it get the `upstream_idle` gap, as on the source."""
-        channel = self.channels.get(key)
-        if channel is None:
-            channel = Channel(key, contract, deque(maxlen=self.ring_size), held=False)
-            self.channels[key] = channel
-        channel.opened_at = opened_at
-        self._sequences[key] = max(self._sequences.get(key, 0), opened_at)
-        return channel
-
-    def renumber(self, server_id: str) -> None:
-        """Another numbering (a bus edge following a restarted source): every channel, ring
-        and sequence is forgotten; upstream holds with them (the new source has none)."""
-        for channel in self.channels.values():
-            if channel.expiry is not None:
-                channel.expiry.cancel()
-        self.channels.clear()
-        self._sequences.clear()
-        self.server_id = server_id
 
     def on_source_event(self, event: SourceEvent) -> None:
         """Connection changes go to every stream; a stream error ends that channel at once."""

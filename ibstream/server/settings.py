@@ -94,6 +94,9 @@ class ServerSettings:
     # An edge's hold on a stream at the source lasts this long unless renewed (every third
     # of it while the edge has clients for it), so a dead edge frees its streams.
     bus_lease: float = 30.0
+    # An edge starts reading the source's current run this far back (or at its start, if
+    # younger): what fills its resume buffers, without a day of ticks read at start-up.
+    bus_catch_up: float = 600.0
 
     @property
     def ws_max_size(self) -> int:
