@@ -82,8 +82,13 @@ class Recorder:
 
     # -- the live path ----------------------------------------------------------------
     def add(self, key: tuple[int, TickType], contract: ContractInfo, tick: Tick, seq: int) -> None:
-        """Called by the hub for every tick it numbers, in arrival order."""
+        """Called by the hub for every tick it numbers, in arrival order. A sequence that does
+        not follow the batch's (a bus consumer's hole) starts a new batch: a batch's
+        sequences are contiguous."""
         batch = self._batches.get(key)
+        if batch is not None and seq != batch.first + len(batch.ticks):
+            self._waiting.append(batch)
+            batch = None
         if batch is None:
             kept = StreamColumns(key[1].value)
             batch = self._batches[key] = _Batch(contract, key[1], seq, kept)
@@ -96,10 +101,13 @@ class Recorder:
             if mark is not None:
                 mark.open = False
 
-    def connection_changed(self, status: str, streams: list[tuple[int, TickType, int]]) -> None:
-        """IB went away (`ib_disconnected`) or came back (`resumed`): the window between is
-        an `ib_disconnected` gap of every stream held then (each with its last sequence)."""
-        now = time.time_ns()
+    def connection_changed(
+        self, status: str, streams: list[tuple[int, TickType, int]], at_ns: int | None = None
+    ) -> None:
+        """IB went away (`ib_disconnected`) or came back (`resumed`) now (or at `at_ns`, when
+        the news is read later, e.g. from the bus): the window between is an
+        `ib_disconnected` gap of every stream held then (each with its last sequence)."""
+        now = at_ns or time.time_ns()
         if status == "ib_disconnected":
             for con_id, kind, last in streams:
                 self._outage.setdefault(f"{con_id}:{kind.value}", (now, last))
@@ -119,8 +127,27 @@ class Recorder:
         self._compact_closed_hours()  # what a crashed run left, while recording starts
         self._task = asyncio.create_task(self._run(), name="ibstream-recorder")
 
-    async def stop(self) -> None:
-        """Clean stop: write what is buffered; the marker goes only when all of it is on disk."""
+    @property
+    def marker(self) -> state.RunMarker | None:
+        """This run's crash marker (what is on disk per stream, which streams are open)."""
+        return self._marker
+
+    def note_gap(
+        self,
+        contract_id: int,
+        tick_type: str,
+        start: int,
+        end: int,
+        reason: str,
+        after_sequence: int | None,
+        message: str,
+    ) -> None:
+        """A gap row written with the next flush (a bus recorder's hole, for example)."""
+        self._gap(contract_id, tick_type, start, end, reason, after_sequence, message)
+
+    async def stop(self, *, keep_marker: bool = False) -> None:
+        """Clean stop: write what is buffered; the marker goes only when all of it is on disk
+        (`keep_marker`: it stays, for a recorder that resumes this run later)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,7 +157,7 @@ class Recorder:
             with contextlib.suppress(Exception):
                 await self._compacting  # never leave a half-done swap to the next start
         await self.flush()
-        if self.problem is None and self._marker is not None:
+        if self.problem is None and self._marker is not None and not keep_marker:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(state.remove, self.root, self._marker)
 
