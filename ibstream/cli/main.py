@@ -16,6 +16,7 @@ import socket
 import sys
 from importlib import metadata
 
+from ibstream.cli import bus_options
 from ibstream.cli.args import (
     HelpFormatter,
     Parser,
@@ -213,6 +214,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         "exchange's time zone from IB's contract details, else UTC) up to when it first "
         "started that day, once a day (default: none)",
     )
+    bus_options.add_source_options(serve)
 
 
 def serve_settings(args: argparse.Namespace) -> ServerSettings:
@@ -237,6 +239,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         record_contracts=tuple(args.record_contract),
         backfill=args.backfill,
         backfill_from=args.backfill_from,
+        **bus_options.source_settings(args),
     )
 
 

@@ -47,6 +47,18 @@ class BackfillStatus(BaseModel):
     ticks_added: int = Field(description="historical ticks stored by this run")
 
 
+class BusStatus(BaseModel):
+    """`--bus`: the NATS connection and what went onto the bus (`degraded` while it is down)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    connected: bool
+    url: str
+    published: int | None = None
+    buffered: int | None = None
+    dropped: int | None = None
+
+
 class RecordingStatus(BaseModel):
     """`--record`: where ticks are kept, and whether they can be written right now."""
 
@@ -83,6 +95,7 @@ class Health(BaseModel):
     connections: int
     upstream_streams: int
     recording: RecordingStatus | None = None
+    bus: BusStatus | None = None
 
 
 class ErrorResponse(BaseModel):

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -23,6 +24,9 @@ from ibstream.server.hub import Hub
 from ibstream.server.recording import Recording
 from ibstream.server.settings import ServerSettings
 from ibstream.server.status import without_nulls
+
+if TYPE_CHECKING:
+    from ibstream.bus.source import SourceBus
 
 
 def package_version() -> str:
@@ -42,6 +46,7 @@ class ServerContext:
     settings: ServerSettings
     connections: Connections
     recording: Recording | None = None  # --record: the tick store's recorder
+    bus: SourceBus | None = None  # --bus: ticks and events onto NATS JetStream
     version: str = field(default_factory=package_version)
     started: float = field(default_factory=time.monotonic)
     history: HistoryService = field(init=False)
@@ -68,6 +73,9 @@ class ServerContext:
         if self.recording is not None:
             recording, self.recording = self.recording, None
             await recording.stop()
+        if self.bus is not None:  # after the hub closed: its stream_closed events go out
+            bus, self.bus = self.bus, None
+            await bus.stop()
 
 
 def with_head(routes: list[BaseRoute]) -> list[BaseRoute]:
@@ -83,12 +91,18 @@ def with_head(routes: list[BaseRoute]) -> list[BaseRoute]:
     return out
 
 
-def create_app(hub: Hub, settings: ServerSettings, recording: Recording | None = None) -> FastAPI:
+def create_app(
+    hub: Hub,
+    settings: ServerSettings,
+    recording: Recording | None = None,
+    bus: SourceBus | None = None,
+) -> FastAPI:
     ctx = ServerContext(
         hub,
         settings,
         Connections(settings.max_connections_per_ip, settings.max_streams_per_connection),
         recording,
+        bus=bus,
     )
 
     @asynccontextmanager

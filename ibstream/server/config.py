@@ -98,6 +98,19 @@ class ServeOptions:
         "exchange's time zone, else UTC) up to its first start that day, once a day",
         parse=parse_clock,
     )
+    bus: str | None = _key(
+        None, "publish every tick to this NATS JetStream server (nats://HOST:4222)"
+    )
+    bus_max_age: float = _key(
+        _DEFAULTS.bus_max_age, "with bus: seconds the bus keeps a tick", low=1
+    )
+    bus_max_bytes: int = _key(0, "with bus: the bus stream's size bound (0: unlimited)", low=0)
+    bus_replicas: int = _key(
+        _DEFAULTS.bus_replicas, "with bus: copies of the stream in a NATS cluster", low=1, high=5
+    )
+    bus_buffer: int = _key(
+        _DEFAULTS.bus_buffer, "with bus: messages kept while NATS is away", low=1
+    )
 
     @property
     def url(self) -> str:
@@ -124,6 +137,11 @@ class ServeOptions:
             argv.append("--no-backfill")
         if self.backfill_from:
             argv += ["--backfill-from", self.backfill_from]
+        if self.bus:
+            argv += ["--bus", self.bus, "--bus-max-age", f"{self.bus_max_age:g}"]
+            argv += ["--bus-replicas", str(self.bus_replicas), "--bus-buffer", str(self.bus_buffer)]
+            if self.bus_max_bytes:
+                argv += ["--bus-max-bytes", str(self.bus_max_bytes)]
         return argv + (["--demo"] if self.demo else [])  # never the token: `ps` shows argv
 
     @property

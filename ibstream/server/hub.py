@@ -27,6 +27,7 @@ from ibstream.model import ContractInfo, Tick, TickType, iso_timestamp
 from ibstream.protocol.encode import EncodedTick, encode_tick
 
 if TYPE_CHECKING:
+    from ibstream.bus.publisher import BusPublisher
     from ibstream.ib.source import IBSource, SourceEvent
     from ibstream.server.subscriber import StreamHandle
     from ibstream.store.recorder import Recorder
@@ -69,6 +70,25 @@ class Channel:
     opened_for: weakref.ref[StreamHandle] | None = None
 
 
+@dataclass(eq=False)
+class QuietMember:
+    """A hub member that delivers nowhere: it only keeps its channel open upstream (the
+    recorder's kept streams, an edge's hold over the bus take the ticks another way)."""
+
+    contract: ContractInfo
+    tick_type: TickType
+    active: bool = field(default=True, kw_only=True)
+
+    def deliver(self, entry: object, *, replayed: bool = False) -> None:
+        pass
+
+    def notify(self, status: str, text: str, details: dict | None = None) -> None:
+        pass
+
+    def fail(self, error: StreamError) -> None:
+        self.active = False
+
+
 class Hub:
     """Fan-out between one `IBSource` and many subscribers."""
 
@@ -84,6 +104,7 @@ class Hub:
         self.ticks_in = 0
         self.closed = False
         self.recorder: Recorder | None = None  # writes every numbered tick to the store
+        self.bus: BusPublisher | None = None  # puts every numbered tick on the NATS bus
         source.on_tick = self.publish
         source.on_event = self.on_source_event
 
@@ -113,6 +134,8 @@ class Hub:
                 opened_for=weakref.ref(handle),
             )
             self.channels[key] = channel
+            if self.bus is not None:
+                self.bus.stream_opened(handle.contract, handle.tick_type, channel.opened_at)
             log.info("upstream subscribed: %s %s", key.contract_id, key.tick_type)
         elif channel.expiry is not None:
             channel.expiry.cancel()
@@ -216,6 +239,8 @@ class Hub:
         self.source.unsubscribe(key.contract_id, key.tick_type)
         if self.recorder is not None:
             self.recorder.stream_closed(key.contract_id, key.tick_type)
+        if self.bus is not None:
+            self.bus.stream_closed(key, self._sequences.get(key, 0))
         log.info("upstream cancelled: %s %s", key.contract_id, key.tick_type)
 
     def close(self) -> None:
@@ -239,6 +264,8 @@ class Hub:
         entry = encode_tick(tick, seq)
         if self.recorder is not None:
             self.recorder.add(key, channel.contract, tick, seq)  # type: ignore[arg-type]
+        if self.bus is not None:
+            self.bus.tick(key, entry)  # type: ignore[arg-type]
         channel.ring.append(entry)
         channel.ticks += 1
         for handle in tuple(channel.members):  # a copy: delivering may end a stream
@@ -251,9 +278,11 @@ class Hub:
                 last = self._sequences.get(channel.key, 0)
                 if event.status == "ib_disconnected" and last not in channel.outages:
                     channel.outages.append(last)
+            held = [(*key, self._sequences.get(key, 0)) for key in self.channels]
             if self.recorder is not None:
-                held = [(*key, self._sequences.get(key, 0)) for key in self.channels]
                 self.recorder.connection_changed(event.status, held)
+            if self.bus is not None:
+                self.bus.connection_changed(event.status, event.message, event.details, held)
             self.broadcast(event.status, event.message, event.details)
             return
         key = StreamKey(*event.key)
@@ -264,6 +293,9 @@ class Hub:
             if event.error.details.get("ib_code") == 10190 and self._free_idle_slot(key):
                 self.source.subscribe(channel.contract, key.tick_type)  # retry in that slot
                 return
+        if self.bus is not None:
+            self.bus.stream_event(event, self._sequences.get(key, 0))
+        if event.error is not None:
             self._drop(key)
         for handle in list(channel.members):
             if event.error is not None:

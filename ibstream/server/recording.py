@@ -18,7 +18,7 @@ from datetime import time as clock_time
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.model import ContractInfo, TickType
-from ibstream.server.hub import Hub
+from ibstream.server.hub import Hub, QuietMember
 from ibstream.store import before_start, gaps
 from ibstream.store.backfill import Backfill
 from ibstream.store.layout import open_root
@@ -46,19 +46,10 @@ def parse_record_spec(spec: str) -> tuple[str, list[TickType]]:
 
 
 @dataclass(eq=False)
-class KeptStream:
+class KeptStream(QuietMember):
     """A hub member that only keeps its channel open (the recorder takes the ticks)."""
 
-    contract: ContractInfo
-    tick_type: TickType
-    recording: Recording
-    active: bool = True
-
-    def deliver(self, entry: object, *, replayed: bool = False) -> None:
-        pass
-
-    def notify(self, status: str, text: str, details: dict | None = None) -> None:
-        pass
+    recording: Recording | None = None
 
     def fail(self, error: StreamError) -> None:
         """IB ended the stream (no permission, a slot limit ...): ask again later."""
@@ -69,7 +60,8 @@ class KeptStream:
             error.message,
             RETRY_SECONDS[1],
         )
-        self.recording.retry_later(self)
+        if self.recording is not None:
+            self.recording.retry_later(self)
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -30,6 +30,9 @@ from ibstream.server.settings import ServerSettings
 from ibstream.server.ws_writer import CorkedProtocol
 from ibstream.store.layout import open_root
 from ibstream.store.recorder import usable_store
+
+if TYPE_CHECKING:
+    from ibstream.bus.source import SourceBus
 
 log = logging.getLogger(__name__)
 USER_TIMEOUTS = 3
@@ -177,6 +180,11 @@ async def start_server(
             await source.stop()
             raise
     hub = Hub(source, ring_size=settings.ring_size, grace_seconds=settings.channel_grace_seconds)
+    bus = None
+    if settings.bus:  # before any client: source_started leads this server_id on the bus
+        from ibstream.bus.source import SourceBus
+
+        bus = await SourceBus.start(hub, settings)
     recording = None
     if settings.record:
         try:
@@ -190,12 +198,14 @@ async def start_server(
             )
         except BaseException:
             sock.close()
+            await _stop_bus(bus)
             if own_source:
                 await source.stop()
             raise
     try:
-        handle = await _serve(hub, settings, sock, source, own_source, recording)
+        handle = await _serve(hub, settings, sock, source, own_source, recording, bus)
     except BaseException:
+        await _stop_bus(bus)
         if own_source:
             await source.stop()
         raise
@@ -226,9 +236,10 @@ async def _serve(
     source: Any,
     own_source: bool,
     recording: Recording | None = None,
+    bus: SourceBus | None = None,
 ) -> ServerHandle:
     """The app over `hub`, run by uvicorn on `sock` (closed if the start fails)."""
-    app = create_app(hub, settings, recording)
+    app = create_app(hub, settings, recording, bus)
     ready = asyncio.Event()
 
     async def serving_started() -> None:  # uvicorn calls it on its first tick after startup
@@ -263,6 +274,11 @@ async def _serve(
         sock.close()
         raise
     return ServerHandle(server, serving, sock, app.state.ibstream, source, own_source)
+
+
+async def _stop_bus(bus: SourceBus | None) -> None:
+    if bus is not None:
+        await bus.stop()
 
 
 async def run_forever(settings: ServerSettings, demo: bool = False) -> None:

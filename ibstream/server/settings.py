@@ -79,6 +79,15 @@ class ServerSettings:
     # With backfill: each record_contracts stream's day from this time (the exchange's zone,
     # else UTC) to its first start that day becomes a `before_start` gap, once a day.
     backfill_from: time | None = None
+    # The NATS server (nats://host:4222) to publish every tick and source event to (the
+    # JetStream stream ibstream.bus.wire.STREAM, created or updated at start); None: no bus.
+    bus: str | None = None
+    bus_max_age: float = 86_400.0  # seconds the bus keeps a message
+    bus_max_bytes: int | None = None  # the stream's size bound; None: unlimited
+    bus_replicas: int = 1  # copies of the stream in a NATS cluster
+    # Messages held while NATS is away (or slower than the ticks); past it the oldest go,
+    # counted, and an event on the bus names the ranges lost.
+    bus_buffer: int = 200_000
 
     @property
     def ws_max_size(self) -> int:

@@ -49,6 +49,9 @@ def health_body(ctx: ServerContext) -> dict:
         ok = False  # live streaming goes on, but what it streams is not being kept
     if ib.get("connected"):
         ib.pop("last_error", None)  # it described an outage that is over
+    bus = ctx.bus.status() if ctx.bus is not None else None
+    if bus is not None and not bus["connected"]:
+        ok = False  # clients are served, but nothing reaches the bus's consumers
     return without_nulls(
         {
             "status": "ok" if ok else "degraded",
@@ -58,6 +61,7 @@ def health_body(ctx: ServerContext) -> dict:
             "connections": ctx.connections.limiter.total,
             "upstream_streams": len(ctx.hub.channels),
             "recording": recording,
+            "bus": bus,
         }
     )
 

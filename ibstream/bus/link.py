@@ -1,0 +1,174 @@
+"""The source's connection to NATS, kept up forever in the background.
+
+nats-py's own reconnect replays what it buffered while the socket died *after* the bytes
+that died in the socket, so a retry from the first unacknowledged tick could land behind
+later ticks on the bus. This link therefore runs nats-py without its reconnect and
+reconnects itself (with backoff and jitter): every connection starts empty, and the
+publisher re-sends from its first unacknowledged message in order (the message ids make the
+ones JetStream already holds no-ops). Each (re)connection creates or updates the JetStream
+stream and runs the `on_connect` hooks (the control responder subscribes there).
+
+One log line per outage when NATS goes away (or is not there at start-up), one when it is
+back; the server keeps serving its own clients throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from ibstream.bus import wire
+from ibstream.client.options import Backoff
+
+log = logging.getLogger(__name__)
+CONNECT_TIMEOUT = 2.0
+DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a message id
+OnConnect = Callable[[NATS, JetStreamContext], Awaitable[None]]
+
+
+def stream_config(max_age: float, max_bytes: int | None, replicas: int) -> StreamConfig:
+    """The one JetStream stream holding ticks and events (the bus protocol's settings)."""
+    return StreamConfig(
+        name=wire.STREAM,
+        subjects=list(wire.SUBJECTS),
+        storage=StorageType.FILE,
+        max_age=max_age,
+        max_bytes=max_bytes if max_bytes else -1,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    """Create the stream, or bring an existing one to `config` (retention changed)."""
+    try:
+        await js.add_stream(config)
+    except BadRequestError:  # exists with other settings
+        await js.update_stream(config)
+
+
+class BusLink:
+    """One NATS connection at a time; `connected` while it is up and the stream exists."""
+
+    def __init__(self, url: str, config: StreamConfig, *, name: str = "ibstream-source"):
+        self.url = url
+        self.config = config
+        self.name = name
+        self.on_connect: list[OnConnect] = []
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.connected = asyncio.Event()
+        self.lost = asyncio.Event()  # set when the current connection ends
+        self.outages = 0
+        self.last_error: str | None = None
+        self.down_since: float | None = time.monotonic()
+        self._task: asyncio.Task | None = None
+        self._first = asyncio.Event()  # the first attempt ended (either way)
+        self._stopping = False
+
+    async def start(self, wait: float = CONNECT_TIMEOUT) -> None:
+        """Connect in the background; wait up to `wait` s for the first attempt."""
+        self._task = asyncio.create_task(self._run(), name="ibstream-bus-link")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await self._first.wait()
+
+    async def _run(self) -> None:
+        delays = Backoff(initial=0.1, maximum=2.0).delays()
+        while True:
+            try:
+                await self._connect()
+                delays = Backoff(initial=0.1, maximum=2.0).delays()
+                await self.lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # unreachable, refused, JetStream off: say it once
+                self._went_down(exc)
+            self._first.set()
+            if self.nc is not None:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+                self.nc = self.js = None
+            await asyncio.sleep(next(delays))  # backoff before the next attempt
+
+    async def _connect(self) -> None:
+        self.lost.clear()
+        self.nc = await nats.connect(
+            self.url.split(","),
+            name=self.name,
+            allow_reconnect=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            error_cb=self._error,
+            closed_cb=self._closed,
+        )
+        self.js = self.nc.jetstream()
+        await ensure_stream(self.js, self.config)
+        for hook in self.on_connect:
+            await hook(self.nc, self.js)
+        if self.down_since is not None and self.outages:
+            log.warning(
+                "bus: connected to NATS at %s again after %.1f s",
+                self.url,
+                time.monotonic() - self.down_since,
+            )
+        else:
+            log.info("bus: connected to NATS at %s, stream %s", self.url, wire.STREAM)
+        self.down_since = None
+        self.last_error = None
+        self.connected.set()
+        self._first.set()
+
+    def _went_down(self, exc: BaseException | None) -> None:
+        self.connected.clear()
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection closed"
+        self.last_error = reason
+        if self.down_since is None or not self.outages:
+            self.outages += 1
+            self.down_since = time.monotonic()
+            log.warning(
+                "bus: NATS at %s is unreachable (%s); serving clients without the bus, "
+                "buffering ticks and retrying in the background",
+                self.url,
+                reason,
+            )
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("bus: NATS client error: %r", exc)
+        self.last_error = f"{type(exc).__name__}: {exc}"
+
+    async def _closed(self) -> None:
+        if self.connected.is_set() and not self._stopping:
+            self._went_down(None)
+        self.lost.set()
+
+    def status(self) -> dict:
+        return {
+            "connected": self.connected.is_set(),
+            "url": self.url,
+            "stream": wire.STREAM,
+            "outages": self.outages,
+            "down_seconds": None
+            if self.down_since is None
+            else round(time.monotonic() - self.down_since, 3),
+            "last_error": None if self.connected.is_set() else self.last_error,
+        }
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        self.connected.clear()
