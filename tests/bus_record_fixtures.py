@@ -26,17 +26,19 @@ DURABLE = "rec-test"
 class Publisher:
     """The source's side of the bus protocol, done by hand: what `serve --bus` publishes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, control: bool = True) -> None:
         self.url = url
+        self.control = control  # answer contract lookups (no real source is there)
         self.nc: nats.NATS | None = None
         self.contracts: dict[int, ContractInfo] = {}
         self.resolves = 0
 
     async def __aenter__(self) -> Publisher:
         self.nc = await nats.connect(self.url)
-        await self.nc.subscribe(
-            wire.control_subject("resolve"), queue="ibstream-source", cb=self._resolve
-        )
+        if self.control:
+            await self.nc.subscribe(
+                wire.control_subject("resolve"), queue="ibstream-source", cb=self._resolve
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -11,22 +11,22 @@ bus expired before the recorder read it is a `bus_expired` gap naming the range.
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
 
 import ibstream.store
 from ibstream.bus.nats_server import NatsServer
-from ibstream.client import AsyncClient
+from ibstream.gateway import GatewaySimulator
 from ibstream.model import TickType
 from tests.bus_record_fixtures import (
     Publisher,
     RecorderProcess,
     gap_rows,
     stored,
-    tick_of_data,
 )
-from tests.conftest import Changes, ServerFactory
+from tests.conftest import AAPL, WAIT, ServerFactory, WSClient
 from tests.store_data import ES, sample_ticks
 
 RUN = "a1b2c3d4e5f60718"  # a source run's server_id (16 characters, as the hub's)
@@ -51,97 +51,76 @@ def recorder(bus: NatsServer, tmp_path: Path):
         process.kill()
 
 
-class Got(Changes):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ticks: list[dict] = []
-
-    def __call__(self, tick: dict) -> None:
-        self.ticks.append(tick)
-        self.notify()
-
-
-async def test_the_store_holds_every_tick_a_client_received(
-    make_server: ServerFactory, bus, recorder, tmp_path: Path
+async def test_the_store_equals_the_sources_own_recording_and_its_clients_ticks(
+    make_server: ServerFactory, gateway: GatewaySimulator, ws_client, bus, recorder, tmp_path
 ):
-    server = await make_server()
-    got = Got()
-    async with AsyncClient(server.url) as client:
-        await client.stream("ES", ("bid_ask", "last"), on_tick=got)
-        await got.until(lambda: min(count(got.ticks, t) for t in ("bid_ask", "last")) >= 40)
-    contract = await server.hub.resolve("ES")
-    run = server.hub.server_id
-    half = len(got.ticks) // 2
-    async with Publisher(bus.url) as source:
-        await source.create()
-        await source.event(run, "source_started")
-        for kind in ("bid_ask", "last"):
-            first = min(t["sequence"] for t in got.ticks if t["tick_type"] == kind)
-            await source.opened(run, contract, kind, first - 1)
-        recorder.start()
-        for i, data in enumerate(got.ticks):
-            if i == half:  # IB lost and back: the window is a gap of both streams
-                where = [[contract.contract_id, k, last(got.ticks[:i], k)] for k in TYPES]
-                details = {"sequences": where}
-                await source.event(run, "ib_disconnected", details=details)
-                await source.event(run, "resumed", details=details)
-            await source.tick(run, tick_of_data(data), data["sequence"])
-        await source.wait_acked()
-        assert source.resolves == 0  # the contract came with stream_opened
+    """A real source (`--bus`, also recording in-process into its own store) through an IB
+    drop: the recorder's store equals the source's own, row for row, holds every tick its
+    client received, and has the outage as the same gaps."""
+    own = tmp_path / "own"
+    server = await make_server(bus=bus.url, record=str(own), record_flush=0.1)
+    recorder.start()
+    client: WSClient = await ws_client(server)
+    await client.subscribe(AAPL, list(TYPES))
+    await client.ticks(40)
+    await gateway.drop_connections()
+    statuses = set()
+    while "resumed" not in statuses:
+        statuses.add((await client.expect("info"))["data"]["status"])
+    await client.ticks(20)
+    await server.stop()  # its last ticks and stream_closed go out before it ends
+    async with Publisher(bus.url, control=False) as probe:
+        await probe.wait_acked()
     assert recorder.terminate() == 0
-    rows = {(r["tick_type"], r["sequence"]): r for r in stored(recorder.store)}
-    assert len(rows) == len(got.ticks) == len(stored(recorder.store))
-    for data in got.ticks:
-        row = rows[(data["tick_type"], data["sequence"])]
-        assert row["time"].value == data["recv_ns"] and row["server_id"] == run
+    mine, theirs = by_stream(stored(recorder.store)), by_stream(stored(own))
+    assert mine == theirs and len(mine) >= 60
+    for tick in [m["data"] for m in client.seen if m["type"] == "tick"]:
+        row = mine[(tick["tick_type"], tick["sequence"])]
+        assert row["time"].value == tick["recv_ns"] and row["server_id"] == server.hub.server_id
         assert {f: row[f] for f in FIELDS if row[f] is not None} == {
-            f: data[f] for f in FIELDS if f in data
+            f: tick[f] for f in FIELDS if f in tick
         }
-    frame = ibstream.store.open(recorder.store).ticks("ES")
-    assert len(frame) == len(got.ticks)
-    sql = ibstream.store.duckdb(recorder.store).sql(
-        "SELECT count(*), count(DISTINCT sequence) FROM ticks WHERE tick_type = 'last'"
-    )
-    assert sql.fetchall()[0] == (count(got.ticks, "last"),) * 2
-    gaps = gap_rows(recorder.store)
-    assert sorted(g["tick_type"] for g in gaps) == ["bid_ask", "last"]
-    for gap in gaps:
-        assert gap["reason"] == "ib_disconnected" and gap["server_id"] == run
-        assert gap["after_sequence"] == last(got.ticks[:half], gap["tick_type"])
+    frame = ibstream.store.open(recorder.store).ticks("AAPL")
+    assert len(frame) == len(mine)
+    query = "SELECT count(*), count(DISTINCT sequence) FROM ticks WHERE tick_type = 'last'"
+    counted = ibstream.store.duckdb(recorder.store).sql(query).fetchall()[0]
+    assert counted == (sum(1 for k in mine if k[0] == "last"),) * 2
+    outages = [g for g in gap_rows(recorder.store) if g["reason"] == "ib_disconnected"]
+    own_outages = [g for g in gap_rows(own) if g["reason"] == "ib_disconnected"]
+    assert sorted(g["tick_type"] for g in outages) == ["bid_ask", "last"]
+    assert {(g["tick_type"], g["after_sequence"]) for g in outages} == {
+        (g["tick_type"], g["after_sequence"]) for g in own_outages
+    }
+    assert [g["reason"] for g in gap_rows(recorder.store)] == ["ib_disconnected"] * 2
 
 
-async def test_kill_9_and_restart_lose_nothing_and_store_nothing_twice(bus, recorder):
-    ticks = sample_ticks(ES, 3000)
-    seqs: dict[TickType, int] = {}
-
-    async def publish(source: Publisher) -> None:
-        for i, tick in enumerate(ticks):
-            seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
-            await source.tick(RUN, tick, seqs[tick.tick_type])
-            if i % 25 == 0:
-                await asyncio.sleep(0.02)  # pacing the load (~1,000 ticks/s), not a sync
-
-    async with Publisher(bus.url) as source:
-        await source.create()
-        await source.event(RUN, "source_started")
-        for kind in TYPES:
-            await source.opened(RUN, ES, kind, 0)
-        recorder.start()
-        publishing = asyncio.create_task(publish(source))
+async def test_kill_9_and_restart_lose_nothing_and_store_nothing_twice(
+    make_server: ServerFactory, ws_client, bus, recorder, tmp_path
+):
+    """The recorder kill -9ed three times while a real source streams: its store still
+    equals the source's own recording, row for row."""
+    own = tmp_path / "own"
+    server = await make_server(bus=bus.url, record=str(own), record_flush=0.1)
+    client: WSClient = await ws_client(server)
+    await client.subscribe(AAPL, list(TYPES))
+    recorder.start()
+    async with Publisher(bus.url, control=False) as probe:
         for _ in range(3):  # each time once it consumes: read, written, acknowledged or not
-            await source.wait_acked(beyond=await source.acked() + 50)
+            await probe.wait_acked(beyond=await probe.acked() + 30)
             recorder.kill()
             recorder.start()
-        await publishing
-        await source.wait_acked()
+        await client.ticks(30)
+        await server.stop()
+        await probe.wait_acked()
     assert recorder.terminate() == 0
-    rows = stored(recorder.store)
-    for kind, top in seqs.items():
-        mine = sorted(r["sequence"] for r in rows if r["tick_type"] == kind.value)
-        assert mine == list(range(1, top + 1)), kind  # every one, once
-    assert len(rows) == len(ticks) and gap_rows(recorder.store) == []
+    mine, theirs = by_stream(stored(recorder.store)), by_stream(stored(own))
+    assert mine == theirs and len(mine) > 100
+    for kind in TYPES:
+        seqs = sorted(n for k, n in mine if k == kind)
+        assert seqs == list(range(1, len(seqs) + 1))  # every one, once
+    assert gap_rows(recorder.store) == []
     log = recorder.text()
-    assert log.count(f"resuming the recording of source run {RUN}") == 3
+    assert log.count("resuming the recording of source run") == 3
     assert "Traceback" not in log
 
 
@@ -185,43 +164,61 @@ async def test_a_restarted_source_is_a_new_run_and_a_gap_of_its_open_streams(bus
     assert gap["start"].value == old_tail
 
 
-async def test_messages_expired_before_the_recorder_read_them_are_a_gap(bus, recorder):
-    ticks = [t for t in sample_ticks(ES) if t.tick_type == TickType.BID_ASK][:400]
-    async with Publisher(bus.url) as source:
-        await source.create(max_msgs=60)
-        await source.event(RUN, "source_started")
-        await source.opened(RUN, ES, "bid_ask", 0)  # expires too: the contract is asked for
-        for seq, tick in enumerate(ticks[:200], 1):
-            await source.tick(RUN, tick, seq)
-        recorder.start()
-        await source.wait_acked()
+async def test_what_the_bus_expired_before_the_recorder_read_it_is_a_gap(
+    make_server: ServerFactory, ws_client, bus, recorder, tmp_path
+):
+    """A source whose bus keeps 20 kB of messages (~0.5 s of ticks): the recorder starts late (the start expired, and
+    with it stream_opened: the contract is asked of the source), then is away a while. Every
+    sequence is stored once or named by a `bus_expired` gap, never both."""
+    server = await make_server(bus=bus.url, bus_max_bytes=20_000)
+    client: WSClient = await ws_client(server)
+    await client.subscribe(AAPL, list(TYPES))
+    await ticks_for(client, seconds=1.0)  # the first of them are gone from the bus
+    recorder.start()
+    async with Publisher(bus.url, control=False) as probe:
+        await probe.wait_acked(beyond=await probe.acked() + 30)
         assert recorder.terminate() == 0
-        assert source.resolves >= 1
-        first = stored(recorder.store)
-        assert [r["sequence"] for r in first] == list(range(141, 201))
-        (gap,) = gap_rows(recorder.store)
-        assert (gap["reason"], gap["after_sequence"]) == ("bus_expired", 0)
-        assert "sequences 1-140" in gap["message"]
-        assert gap["end"].value == ticks[140].recv_ns
-        for seq, tick in enumerate(ticks[200:], 201):  # the recorder away: 201-340 expire
-            await source.tick(RUN, tick, seq)
+        await ticks_for(client, seconds=1.0)  # the recorder away longer than the bus keeps
         recorder.start()
-        await source.wait_acked()
+        await probe.wait_acked(beyond=await probe.acked() + 30)
+        await server.stop()
+        await probe.wait_acked()
     assert recorder.terminate() == 0
-    seqs = sorted(r["sequence"] for r in stored(recorder.store))
-    assert seqs == [*range(141, 201), *range(341, 401)]
-    gap = max(gap_rows(recorder.store), key=lambda g: g["after_sequence"])
-    assert (gap["reason"], gap["after_sequence"]) == ("bus_expired", 200)
-    assert "sequences 201-340" in gap["message"]
-    assert gap["start"].value == ticks[199].recv_ns and gap["end"].value == ticks[340].recv_ns
+    rows, gaps = stored(recorder.store), gap_rows(recorder.store)
+    assert {g["reason"] for g in gaps} == {"bus_expired"}
+    for kind in TYPES:
+        seqs = sorted(r["sequence"] for r in rows if r["tick_type"] == kind)
+        holes = sorted(named(g) for g in gaps if g["tick_type"] == kind)
+        assert holes[0][0] == 1 and len(holes) >= 2, holes  # the start, and while away
+        covered = sorted([*seqs, *(n for lo, hi in holes for n in range(lo, hi + 1))])
+        assert covered == list(range(1, seqs[-1] + 1)), kind  # each once: stored or a gap
+        for gap in (g for g in gaps if g["tick_type"] == kind):
+            after = next(
+                r for r in rows if (r["tick_type"], r["sequence"]) == (kind, named(gap)[1] + 1)
+            )
+            assert gap["end"].value == after["time"].value
+    assert "cannot learn contract" not in recorder.text()
 
 
 TYPES = ("bid_ask", "last")
 
 
-def count(ticks: list[dict], kind: str) -> int:
-    return sum(1 for t in ticks if t["tick_type"] == kind)
+def by_stream(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    return {(r["tick_type"], r["sequence"]): r for r in rows}
 
 
-def last(ticks: list[dict], kind: str) -> int:
-    return max((t["sequence"] for t in ticks if t["tick_type"] == kind), default=0)
+def named(gap: dict) -> tuple[int, int]:
+    """The sequences a bus_expired gap names ("sequences 1-140 of ...")."""
+    lo, hi = re.search(r"sequences (\d+)-(\d+)", gap["message"]).groups()
+    return int(lo), int(hi)
+
+
+async def ticks_for(client: WSClient, seconds: float) -> None:
+    """Read ticks until they span `seconds` of the source's receive clock."""
+    first = None
+    async with asyncio.timeout(WAIT):
+        while True:
+            (msg,) = await client.ticks(1)
+            first = first or msg["data"]["recv_ns"]
+            if msg["data"]["recv_ns"] - first >= seconds * 1e9:
+                return

@@ -17,6 +17,7 @@ from ibstream.bus import wire
 from ibstream.bus.record_run import contract_of
 from ibstream.client.options import Backoff
 from ibstream.model import ContractInfo
+from ibstream.store import catalog, layout
 
 log = logging.getLogger(__name__)
 RESOLVE_TIMEOUT = 5.0
@@ -112,10 +113,13 @@ class Connection:
 
 
 class Contracts:
-    """Each contract's `ContractInfo`, as the source described it."""
+    """Each contract's `ContractInfo`, as the source described it (on the bus, or in the
+    parts recorded before: a restarted recorder whose `stream_opened` events were read and
+    acknowledged by its previous run still knows them while the source is away)."""
 
-    def __init__(self, bus: Connection) -> None:
+    def __init__(self, bus: Connection, root: layout.StoreRoot) -> None:
         self.bus = bus
+        self.root = root
         self.known: dict[int, ContractInfo] = {}
 
     def learn(self, contract: ContractInfo) -> None:
@@ -125,7 +129,10 @@ class Contracts:
         """Known, else asked of the source (`ibstream.control.resolve`) until it answers:
         the recorder reads nothing further meanwhile, so nothing goes unrecorded."""
         contract = self.known.get(contract_id)
+        if contract is None:
+            contract = await asyncio.to_thread(self._stored, contract_id)
         if contract is not None:
+            self.learn(contract)
             return contract
         told = False
         for delay in BACKOFF.delays():
@@ -141,3 +148,11 @@ class Contracts:
                     told = True
             await asyncio.sleep(delay)  # a backoff, not a synchronisation
         raise AssertionError("unreachable: the backoff never ends")
+
+    def _stored(self, contract_id: int) -> ContractInfo | None:
+        parts = [p for p in catalog.list_parts(self.root) if p.contract_id == contract_id]
+        body = catalog.Validator(self.root).contracts(parts).get(contract_id)
+        try:
+            return None if body is None else contract_of(body)
+        except (TypeError, ValueError):
+            return None

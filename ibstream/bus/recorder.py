@@ -62,7 +62,7 @@ class BusRecorder:
         self.durable = durable
         self.flush_seconds = flush_seconds
         self.bus = Connection(url)
-        self.contracts = Contracts(self.bus)
+        self.contracts = Contracts(self.bus, self.root)
         self.runs: dict[str, RecordRun] = {}
         self.ticks_recorded = 0
         self.skipped = 0  # malformed messages
