@@ -127,10 +127,15 @@ class RecorderProcess:
             self.proc.kill()
             self.proc.wait()
 
-    def terminate(self) -> int:
+    async def terminate(self) -> int:
+        """SIGTERM, then its exit code (waited for off the loop: the test's own source may
+        be on it); its log if it does not stop."""
         assert self.proc is not None
         self.proc.terminate()
-        return self.proc.wait(WAIT)
+        try:
+            return await asyncio.to_thread(self.proc.wait, WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the recorder ignored SIGTERM:\n" + self.text()[-3000:]) from None
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -71,7 +71,7 @@ async def test_the_store_equals_the_sources_own_recording_and_its_clients_ticks(
     await server.stop()  # its last ticks and stream_closed go out before it ends
     async with Publisher(bus.url, control=False) as probe:
         await probe.wait_acked()
-    assert recorder.terminate() == 0
+    assert await recorder.terminate() == 0
     mine, theirs = by_stream(stored(recorder.store)), by_stream(stored(own))
     assert mine == theirs and len(mine) >= 60
     for tick in [m["data"] for m in client.seen if m["type"] == "tick"]:
@@ -112,7 +112,7 @@ async def test_kill_9_and_restart_lose_nothing_and_store_nothing_twice(
         await client.ticks(30)
         await server.stop()
         await probe.wait_acked()
-    assert recorder.terminate() == 0
+    assert await recorder.terminate() == 0
     mine, theirs = by_stream(stored(recorder.store)), by_stream(stored(own))
     assert mine == theirs and len(mine) > 100
     for kind in TYPES:
@@ -145,7 +145,7 @@ async def test_a_restarted_source_is_a_new_run_and_a_gap_of_its_open_streams(bus
                 closed = {"contract_id": ES.contract_id, "tick_type": "last"}
                 await source.event(RUN, "stream_closed", **closed)
         await source.wait_acked()
-    assert recorder.terminate() == 0
+    assert await recorder.terminate() == 0
     rows = stored(recorder.store)
     for run, seqs in ends.items():
         for kind, top in seqs.items():
@@ -177,13 +177,13 @@ async def test_what_the_bus_expired_before_the_recorder_read_it_is_a_gap(
     recorder.start()
     async with Publisher(bus.url, control=False) as probe:
         await probe.wait_acked(beyond=await probe.acked() + 30)
-        assert recorder.terminate() == 0
+        assert await recorder.terminate() == 0
         await ticks_for(client, seconds=1.0)  # the recorder away longer than the bus keeps
         recorder.start()
         await probe.wait_acked(beyond=await probe.acked() + 30)
         await server.stop()
         await probe.wait_acked()
-    assert recorder.terminate() == 0
+    assert await recorder.terminate() == 0
     rows, gaps = stored(recorder.store), gap_rows(recorder.store)
     assert {g["reason"] for g in gaps} == {"bus_expired"}
     for kind in TYPES:

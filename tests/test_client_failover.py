@@ -20,28 +20,13 @@ from ibstream.errors import ErrorCode, StreamError
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.launch import ServerNotRunning, ensure_server
 from tests.client_fixtures import EventRecorder, ServerProcess, free_port
-from tests.conftest import WAIT, Changes, assert_contiguous
+from tests.conftest import WAIT, assert_contiguous, running_gateway
 from tests.proxy import TcpProxy
+from tests.test_client_reconnect import Ticks
 
 TRANSPORTS = ["websocket", "sse"]
 FAST = Backoff(initial=0.05, maximum=0.3)
 TYPES = ("bid_ask", "last")
-
-
-class Ticks(Changes):
-    """An on_tick callback that keeps every tick and wakes waiters."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.got: list[dict] = []
-
-    def __call__(self, tick: dict) -> None:
-        self.got.append(tick)
-        self.notify()
-
-    async def more(self, n: int) -> None:
-        have = len(self.got)
-        await self.until(lambda: len(self.got) >= have + n)
 
 
 def of_type(ticks: list[dict], tick_type: str) -> list[int]:
@@ -58,12 +43,8 @@ def assert_exact(ticks: list[dict]) -> None:
 
 @pytest.fixture
 async def second_gateway() -> AsyncIterator[GatewaySimulator]:
-    gw = GatewaySimulator(port=0, seed=2, rate=200.0, bursts=False)
-    await gw.start()
-    try:
+    async with running_gateway(seed=2) as gw:
         yield gw
-    finally:
-        await gw.stop()
 
 
 @pytest.fixture

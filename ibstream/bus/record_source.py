@@ -5,6 +5,7 @@ events, else `ibstream.control.resolve` when the recorder starts after those exp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import nats
@@ -24,11 +25,26 @@ RESOLVE_TIMEOUT = 5.0
 BACKOFF = Backoff(initial=0.2, maximum=5.0)
 
 
+class Stopped(Exception):
+    """The recorder was asked to stop while it waited for the bus or the source."""
+
+
+async def pause(stop: asyncio.Event, delay: float) -> None:
+    """A backoff's wait that a stop ends at once (raising Stopped)."""
+    if stop.is_set():
+        raise Stopped
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay)
+    if stop.is_set():
+        raise Stopped
+
+
 class Connection:
     """The recorder's NATS connection; nats-py reconnects it by itself once it was up."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, stop: asyncio.Event) -> None:
         self.url = url
+        self.stop = stop  # set: every retry below ends (Stopped)
         self.nc: nats.NATS | None = None
         self.connected = False
 
@@ -59,7 +75,7 @@ class Connection:
                 if not told:
                     log.warning("cannot reach the bus at %s (%s); retrying", self.url, exc)
                     told = True
-            await asyncio.sleep(delay)  # a backoff, not a synchronisation
+            await pause(self.stop, delay)
 
     async def stream_info(self) -> api.StreamInfo:
         """The bus's JetStream stream, waiting for the source to create it."""
@@ -76,7 +92,7 @@ class Connection:
                     told = True
             except (nats.errors.Error, TimeoutError) as exc:
                 log.debug("stream info failed: %s", exc)
-            await asyncio.sleep(delay)  # a backoff, not a synchronisation
+            await pause(self.stop, delay)
         raise AssertionError("unreachable: the backoff never ends")
 
     async def request(self, action: str, body: dict) -> dict:
@@ -146,7 +162,7 @@ class Contracts:
                     log.warning("cannot learn contract %d from the source (%s); asking again",
                                 contract_id, exc)  # fmt: skip
                     told = True
-            await asyncio.sleep(delay)  # a backoff, not a synchronisation
+            await pause(self.bus.stop, delay)
         raise AssertionError("unreachable: the backoff never ends")
 
     def _stored(self, contract_id: int) -> ContractInfo | None:

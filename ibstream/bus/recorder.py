@@ -19,6 +19,7 @@ still sees its start).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 
@@ -30,7 +31,7 @@ from nats.js import api
 from ibstream.bus import wire
 from ibstream.bus.record_events import BusEvent, parse_event
 from ibstream.bus.record_run import RecordRun, tick_of
-from ibstream.bus.record_source import Connection, Contracts
+from ibstream.bus.record_source import Connection, Contracts, Stopped
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.store import gaps
@@ -61,7 +62,8 @@ class BusRecorder:
         self.root = open_root(location)
         self.durable = durable
         self.flush_seconds = flush_seconds
-        self.bus = Connection(url)
+        self.stopping = asyncio.Event()  # set by `run`'s stop, or by the owner directly
+        self.bus = Connection(url, self.stopping)
         self.contracts = Contracts(self.bus, self.root)
         self.runs: dict[str, RecordRun] = {}
         self.ticks_recorded = 0
@@ -109,8 +111,15 @@ class BusRecorder:
         log.info("recording %s from bus message %d on into %s", self.bus.url, floor + 1,
                  self.root.uri)  # fmt: skip
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Consume, write and acknowledge until `stop` is set; then write and ack the rest."""
+    async def run(self) -> None:
+        """Consume, write and acknowledge until `stopping` is set; then write and ack the
+        rest (a wait for the bus or a contract ends at once: what it held is not acked)."""
+        stop = self.stopping
+        with contextlib.suppress(Stopped):
+            await self._consume(stop)
+        await self._flush()
+
+    async def _consume(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time() + self.flush_seconds
         while not stop.is_set():
@@ -123,7 +132,6 @@ class BusRecorder:
             if loop.time() >= due:
                 await self._flush()
                 due = loop.time() + self.flush_seconds
-        await self._flush()
 
     async def _fetch(self) -> list:
         assert self._sub is not None

@@ -54,19 +54,19 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _record(args: argparse.Namespace) -> int:
+    from ibstream.bus.record_source import Stopped
     from ibstream.bus.recorder import BusRecorder
 
     recorder = BusRecorder(
         args.from_bus, args.to, durable=args.durable, flush_seconds=args.record_flush
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, recorder.stopping.set)
     try:
-        await recorder.start()
-        log.info("recording the bus %s into %s", args.from_bus, recorder.root.uri)
-        await recorder.run(stop)
+        with contextlib.suppress(Stopped):  # stopped while still waiting for the bus
+            await recorder.start()
+            await recorder.run()
     finally:
         with contextlib.suppress(Exception):
             await recorder.stop()

@@ -114,7 +114,7 @@ class Recorder:
         elif status == "resumed":
             for name, (since, last) in self._outage.items():
                 con_id, kind = name.split(":")
-                self._gap(int(con_id), kind, since, now, "ib_disconnected", last)
+                self.note_gap(int(con_id), kind, since, now, "ib_disconnected", last)
             self._outage.clear()
 
     # -- lifetime -------------------------------------------------------------------------
@@ -131,19 +131,6 @@ class Recorder:
     def marker(self) -> state.RunMarker | None:
         """This run's crash marker (what is on disk per stream, which streams are open)."""
         return self._marker
-
-    def note_gap(
-        self,
-        contract_id: int,
-        tick_type: str,
-        start: int,
-        end: int,
-        reason: str,
-        after_sequence: int | None,
-        message: str,
-    ) -> None:
-        """A gap row written with the next flush (a bus recorder's hole, for example)."""
-        self._gap(contract_id, tick_type, start, end, reason, after_sequence, message)
 
     async def stop(self, *, keep_marker: bool = False) -> None:
         """Clean stop: write what is buffered; the marker goes only when all of it is on disk
@@ -271,7 +258,7 @@ class Recorder:
             if excess <= 0:
                 break
             cut = min(excess, len(batch.ticks))
-            self._gap(
+            self.note_gap(
                 batch.contract.contract_id,
                 batch.tick_type.value,
                 batch.ticks.recv[0],
@@ -322,7 +309,7 @@ class Recorder:
         ):
             raise FileNotFoundError(f"the directory {self.root.base} is gone")
 
-    def _gap(
+    def note_gap(
         self,
         contract_id: int,
         tick_type: str,
@@ -332,6 +319,7 @@ class Recorder:
         after_sequence: int | None,
         message: str | None = None,
     ) -> None:
+        """A gap row of this run, written with the next flush (also a bus recorder's hole)."""
         self._gaps.append(
             gaps.row(
                 contract_id, tick_type, start, end, reason, self.server_id, after_sequence, message
