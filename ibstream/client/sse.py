@@ -26,11 +26,16 @@ import orjson
 from httpx_sse import SSEError, aconnect_sse
 
 from ibstream.client.events import ClientState, ErrorEvent, EventLog
-from ibstream.client.http import error_from_response, get, http_client
+from ibstream.client.http import error_from_response, get, sse_client
 from ibstream.client.options import ClientOptions
 from ibstream.client.servers import Servers
 from ibstream.client.subscription import Subscription
-from ibstream.client.transport import connection_error, gave_up, none_answered, timeout_error
+from ibstream.client.transport import (
+    connect_in_order,
+    connection_error,
+    gave_up,
+    timeout_error,
+)
 from ibstream.errors import ErrorCode, StreamError
 
 log = logging.getLogger("ibstream.client")
@@ -67,33 +72,15 @@ class SSETransport:
 
     def _http(self, base: str) -> httpx.AsyncClient:
         """The HTTP client of server `base` (made on first use)."""
-        http = self._clients.get(base)
-        if http is None:
-            options = self.options
-            timeout = httpx.Timeout(
-                options.request_timeout,
-                connect=options.connect_timeout,
-                read=options.sse_idle_timeout,  # the server pings every 15 s while idle
-            )
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=4)
-            http = http_client(base, self.token, options, timeout=timeout, limits=limits)
-            self._clients[base] = http
-        return http
+        if base not in self._clients:
+            self._clients[base] = sse_client(base, self.token, self.options)
+        return self._clients[base]
 
     async def start(self) -> None:
         """Reach the first of the servers (in order, from the one in use) that answers."""
-        errors: list[StreamError] = []
-        for base in self.servers.in_order():
-            self.servers.use(base)
-            try:
-                await self.ping(self.options.connect_timeout, "connect_timeout")
-                break
-            except StreamError as exc:
-                if not exc.recoverable:
-                    raise
-                errors.append(exc)
-        else:
-            raise none_answered(self.servers, errors)
+        await connect_in_order(
+            self.servers, lambda: self.ping(self.options.connect_timeout, "connect_timeout")
+        )
         self._watch = asyncio.create_task(self._watch_server(), name="ibstream-sse-watch")
 
     async def _watch_server(self) -> None:

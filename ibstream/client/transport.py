@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ibstream.client.events import EventLog
@@ -61,6 +62,23 @@ def connection_error(what: str, exc: BaseException | str, **details: object) -> 
         f"{what}: {reason}{HINT}",
         details={k: v for k, v in details.items() if v is not None},
     )
+
+
+async def connect_in_order(servers: Servers, attempt: Callable[[], Awaitable[object]]) -> None:
+    """Run `attempt` against each server in turn, from the one in use: the first that
+    answers stays in use. A refusal retrying cannot help (AUTH_REQUIRED ...) is raised as
+    it is; none answering is the error naming them all."""
+    errors: list[StreamError] = []
+    for base in servers.in_order():
+        servers.use(base)
+        try:
+            await attempt()
+            return
+        except StreamError as exc:
+            if not exc.recoverable:
+                raise
+            errors.append(exc)
+    raise none_answered(servers, errors)
 
 
 def none_answered(servers: Servers, errors: list[StreamError]) -> StreamError:

@@ -25,9 +25,9 @@ from ibstream.client.options import ClientOptions, auth_headers, ws_url
 from ibstream.client.servers import Servers
 from ibstream.client.subscription import Subscription
 from ibstream.client.transport import (
+    connect_in_order,
     connection_error,
     gave_up,
-    none_answered,
     timeout_error,
 )
 from ibstream.client.ws_link import Link, LinkLost, link_lost
@@ -65,18 +65,7 @@ class WebSocketTransport:
 
     async def start(self) -> None:
         """Connect to the first of the servers (in order, from the one in use) that answers."""
-        errors: list[StreamError] = []
-        for base in self.servers.in_order():
-            self.servers.use(base)
-            try:
-                await self._connect()
-                break
-            except StreamError as exc:
-                if not exc.recoverable:  # AUTH_REQUIRED ...: say so, do not hide it
-                    raise
-                errors.append(exc)
-        else:
-            raise none_answered(self.servers, errors)
+        await connect_in_order(self.servers, self._connect)
         self._supervisor = asyncio.create_task(self._supervise(), name="ibstream-ws-supervisor")
 
     async def _connect(self) -> None:

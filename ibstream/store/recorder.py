@@ -86,7 +86,7 @@ class Recorder:
         not follow the batch's (a bus consumer's hole) starts a new batch: a batch's
         sequences are contiguous."""
         batch = self._batches.get(key)
-        if batch is not None and seq != batch.first + len(batch.ticks):
+        if batch is not None and seq != batch.first + len(batch.ticks.recv):
             self._waiting.append(batch)
             batch = None
         if batch is None:
