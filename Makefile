@@ -13,7 +13,7 @@ SERVER_ARGS ?= --demo
 LAB_PORT ?= 8888
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo lab test lint bench bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history serve gateway bus clean
+.PHONY: demo lab test lint bench bench-bus bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history serve gateway bus clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check ibstream tests bench server
 	$(BIN)/ruff format --check ibstream tests bench server
 
-bench: bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history
+bench: bench-server bench-analytics bench-memory bench-store bench-replay bench-backfill bench-history bench-bus
 
 bench-server: $(STAMP)
 	$(BIN)/python -m bench.throughput
@@ -77,6 +77,11 @@ bench-backfill: $(STAMP)
 # the same pages in the same run, IB's pacing scaled down on both sides (goal >= 0.8x, ~1 min).
 bench-history: $(STAMP)
 	$(BIN)/python -m bench.history
+
+# Publishing to the NATS bus (a local nats-server) against the same server without it: the
+# 1-client rate with --bus over without (goal >= 0.85x) and CPU per process (~2 min).
+bench-bus: $(STAMP)
+	$(BIN)/python -m bench.bus
 
 bench-analytics: $(STAMP)
 	$(BIN)/python -m bench.classify

@@ -15,18 +15,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.procs import Child
-from bench.search import sustained
+from bench.procs import Child, Consumer
+from bench.search import add_search_options, compare, sustained
 from bench.throughput import ES, attempt, clients, machine, say
 from ibstream.gateway import GatewaySimulator
 
 CLIENT_IDS = iter(range(300, 400))
 
 
-async def one_client_rate(sim: GatewaySimulator, record: str, args) -> float | None:
-    server = await Child.start("bench.serve", sim.port, next(CLIENT_IDS), 100, 10, record)
+async def one_client_rate(
+    sim: GatewaySimulator,
+    record: str,
+    args,
+    bus: str = "",
+    then: Callable[[Child, Consumer], Awaitable[None]] | None = None,
+) -> float | None:
+    """The best rate one client keeps up with from a server (recording into `record`,
+    publishing to `bus` when given); `then` runs on the server and client after the search."""
+    server = await Child.start("bench.serve", sim.port, next(CLIENT_IDS), 100, 10, record, bus)
     who = clients(f"ws://127.0.0.1:{server.ready()['port']}/v2/ws/stream", 1)
     try:
         await who.start()
@@ -34,6 +43,8 @@ async def one_client_rate(sim: GatewaySimulator, record: str, args) -> float | N
             "search",
             sustained(sim, ES, who, start=4_000, window=args.window, refine=args.refine, say=say),
         )
+        if then is not None:
+            await then(server, who)
         return probe.slowest if probe is not None else None
     finally:
         await who.stop()
@@ -64,21 +75,13 @@ async def main(args: argparse.Namespace) -> None:
             if (Path(tmp) / f"store-{n}" / "ticks").exists()
         )
     say(f"\nmachine: {machine()}")
-    best_plain, best_rec = max(plain, default=0.0), max(recorded, default=0.0)
-    ratio = best_rec / best_plain if best_plain else float("nan")
-    say(f"1 client without --record: {best_plain:,.0f} ticks/s (best of {plain and len(plain)})")
-    say(
-        f"1 client with --record:    {best_rec:,.0f} ticks/s; ratio {ratio:.2f}  goal >= 0.9 "
-        f"{'met' if ratio >= 0.9 else 'not met'}"
-    )
+    say(compare("--record", plain, recorded, 0.9))
     say(f"the recordings hold {rows:,} ticks")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--window", type=float, default=1.5)
-    parser.add_argument("--refine", type=int, default=2)
+    add_search_options(parser)
     return parser.parse_args()
 
 

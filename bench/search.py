@@ -14,6 +14,7 @@ to each client).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from collections.abc import Callable
@@ -113,3 +114,21 @@ async def sustained(
             break
     sim.set_rate(0, con_id)
     return best
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a bench that compares best 1-client rates over rounds."""
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--window", type=float, default=1.5)
+    parser.add_argument("--refine", type=int, default=2)
+
+
+def compare(option: str, without: list[float], with_: list[float], goal: float) -> str:
+    """Two lines: the best rate without `option` and with it, their ratio against `goal`."""
+    best, best_with = max(without, default=0.0), max(with_, default=0.0)
+    ratio = best_with / best if best else float("nan")
+    return (
+        f"1 client without {option}: {best:,.0f} ticks/s (best of {len(without)})\n"
+        f"1 client with {option}:    {best_with:,.0f} ticks/s; ratio {ratio:.2f}  "
+        f"goal >= {goal:g} {'met' if ratio >= goal else 'not met'}"
+    )

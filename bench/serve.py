@@ -1,6 +1,6 @@
 """Benchmark server process: the ibstream server (`start_server`) on a free port.
 
-    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT]
+    python -m bench.serve IB_PORT CLIENT_ID MAX_CONNECTIONS [SEND_TIMEOUT [RECORD [BUS]]]
 
 Connects to the gateway simulator at 127.0.0.1:IB_PORT, prints `{"port": P}` once IB is
 connected (or `{"failed": ...}`), and stops gracefully when stdin closes. Its own process,
@@ -49,10 +49,16 @@ class GcPauses:
 
 
 async def main(
-    ib_port: int, client_id: int, connections: int, send_timeout: int = 10, record: str = ""
+    ib_port: int,
+    client_id: int,
+    connections: int,
+    send_timeout: int = 10,
+    record: str = "",
+    bus: str = "",
 ) -> None:
     settings = ServerSettings(
         record=record or None,
+        bus=bus or None,
         port=0,
         ib_port=ib_port,
         client_id=client_id,
@@ -76,4 +82,4 @@ async def main(
 
 
 if __name__ == "__main__":
-    asyncio.run(main(*map(int, sys.argv[1:5]), *sys.argv[5:6]))
+    asyncio.run(main(*map(int, sys.argv[1:5]), *sys.argv[5:7]))

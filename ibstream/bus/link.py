@@ -22,16 +22,19 @@ from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.errors import NoServersError
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from ibstream.bus import wire
-from ibstream.client.options import Backoff
+from ibstream.protocol.backoff import Backoff
+from ibstream.protocol.changes import Changes
 
 log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
 DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a message id
+PING_SECONDS = 5.0
 OnConnect = Callable[[NATS, JetStreamContext], Awaitable[None]]
 
 
@@ -44,7 +47,7 @@ def stream_config(max_age: float, max_bytes: int | None, replicas: int) -> Strea
         max_age=max_age,
         max_bytes=max_bytes if max_bytes else -1,
         num_replicas=replicas,
-        duplicate_window=DUPLICATE_WINDOW,
+        duplicate_window=min(DUPLICATE_WINDOW, max_age),  # JetStream wants it <= max_age
     )
 
 
@@ -69,6 +72,8 @@ class BusLink:
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()  # set when the current connection ends
         self.outages = 0
+        self.attempts = 0  # connection attempts, failed ones included
+        self.changes = Changes()  # notified on every attempt (tests, status watchers)
         self.last_error: str | None = None
         self.down_since: float | None = time.monotonic()
         self._task: asyncio.Task | None = None
@@ -101,11 +106,18 @@ class BusLink:
             await asyncio.sleep(next(delays))  # backoff before the next attempt
 
     async def _connect(self) -> None:
+        self.attempts += 1
+        self.changes.notify()
         self.lost.clear()
         self.nc = await nats.connect(
             self.url.split(","),
             name=self.name,
             allow_reconnect=False,
+            max_reconnect_attempts=1,  # each server at most twice, then raise: our loop retries
+            reconnect_time_wait=0.05,
+            skip_subject_validation=True,  # every subject is made by wire.py
+            ping_interval=PING_SECONDS,  # a silent peer (no RST) found in ~3 pings, not minutes
+            max_outstanding_pings=3,
             connect_timeout=CONNECT_TIMEOUT,
             error_cb=self._error,
             closed_cb=self._closed,
@@ -129,13 +141,16 @@ class BusLink:
 
     def _went_down(self, exc: BaseException | None) -> None:
         self.connected.clear()
-        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection closed"
+        if isinstance(exc, NoServersError) and self.last_error:  # the client said why
+            reason = self.last_error
+        else:
+            reason = f"{type(exc).__name__}: {exc}" if exc is not None else "connection closed"
         self.last_error = reason
         if self.down_since is None or not self.outages:
             self.outages += 1
             self.down_since = time.monotonic()
             log.warning(
-                "bus: NATS at %s is unreachable (%s); serving clients without the bus, "
+                "bus: NATS at %s is unreachable or refused (%s); serving clients without the bus, "
                 "buffering ticks and retrying in the background",
                 self.url,
                 reason,
@@ -166,8 +181,7 @@ class BusLink:
         self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.drain()

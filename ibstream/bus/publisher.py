@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ibstream.bus import wire
@@ -32,7 +34,8 @@ if TYPE_CHECKING:
     from ibstream.ib.source import SourceEvent
 
 log = logging.getLogger(__name__)
-WINDOW = 1_000  # messages in flight at most (awaiting their acks)
+BATCH = 256  # messages per acknowledged batch
+BATCHES = 8  # batches in flight at most (awaiting their acks)
 ACK_TIMEOUT = 5.0  # seconds without the oldest ack: send again from it
 RETRY_PAUSE = 0.2  # after a refused publish (no stream leader yet ...), before sending again
 Key = tuple[int, TickType]
@@ -49,12 +52,16 @@ class BusPublisher:
         self.capacity = capacity
         self.events = EventMaker(server_id)
         self.buffer: deque[Message] = deque()
-        self.inflight: deque[asyncio.Future] = deque()  # futures of buffer[:len(inflight)]
+        # [count, ack future] of each batch in flight: the first _sent messages of buffer
+        self.inflight: deque[list] = deque()
+        self._sent = 0
         self.published = 0  # acknowledged by JetStream
         self.dropped = 0  # gone from a full buffer
-        self._lost: dict[Key, list[int]] = {}  # dropped, not yet told: stream -> [first, last]
+        self._lost: dict[
+            tuple[int, str], list[int]
+        ] = {}  # dropped, not yet told: stream -> [first, last]
         self._warned = False  # one overflow warning per outage
-        self._subjects: dict[Key, str] = {}
+        self._names: dict[Key, tuple[str, str, str]] = {}
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the sender finds nothing left to send
         self._task: asyncio.Task | None = None
@@ -63,12 +70,16 @@ class BusPublisher:
     # -- the hub's side: never awaits ----------------------------------------------------
 
     def tick(self, key: Key, entry: EncodedTick) -> None:
-        subject = self._subjects.get(key)
-        if subject is None:
-            subject = self._subjects[key] = wire.tick_subject(*key)
-        msg_id = wire.message_id(self.server_id, key[0], key[1], entry.sequence)
+        named = self._names.get(key)
+        if named is None:  # the subject and message id prefix of a stream, made once
+            named = self._names[key] = (
+                wire.tick_subject(*key),
+                wire.message_id(self.server_id, key[0], key[1], 0)[:-1],
+                key[1].value,
+            )
+        sequence = entry.sequence
         body = wire.tick_body(self.server_id, entry)
-        self._append(Message(subject, body, {wire.MSG_ID: msg_id}, key, entry.sequence))
+        self._append(Message(named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> None:
         self._append(self.events.stream_opened(contract, tick_type, last))
@@ -95,12 +106,22 @@ class BusPublisher:
         self._wake.set()
 
     def _drop_oldest(self) -> None:
-        gone = self.buffer.popleft()
-        if self.inflight:  # its ack no longer matters
-            self.inflight.popleft().cancel()
+        """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
+        buffer, inflight = self.buffer, self.inflight
+        at = next((i for i, m in enumerate(buffer) if m.is_tick), 0)
+        gone = buffer[at]
+        del buffer[at]
+        if at < self._sent:  # in flight: its batch counts one message less
+            self._sent -= 1
+            for batch in inflight:
+                if at < batch[0]:
+                    batch[0] -= 1
+                    break
+                at -= batch[0]
         self.dropped += 1
-        if gone.key is not None:
-            span = self._lost.setdefault(gone.key, [gone.sequence, gone.sequence])
+        if gone.is_tick:
+            stream = (gone.contract_id, gone.tick_type)
+            span = self._lost.setdefault(stream, [gone.sequence, gone.sequence])
             span[0], span[1] = min(span[0], gone.sequence), max(span[1], gone.sequence)
         if not self._warned:
             self._warned = True
@@ -119,12 +140,12 @@ class BusPublisher:
     async def _run(self) -> None:
         while True:
             await self.link.connected.wait()
-            js = self.link.js
-            if js is None:  # between connections
+            nc, js = self.link.nc, self.link.js
+            if nc is None or js is None:  # between connections
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             try:
-                await self._session(js)
+                await self._session(nc, js)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the connection ended or refused: resend from the head
@@ -134,18 +155,21 @@ class BusPublisher:
                 await asyncio.sleep(RETRY_PAUSE)
 
     def _reset(self) -> None:
-        for future in self.inflight:
-            future.cancel()
+        for _, future in self.inflight:
+            if future is not None:
+                future.cancel()
         self.inflight.clear()
+        self._sent = 0
 
-    async def _session(self, js: JetStreamContext) -> None:
+    async def _session(self, nc: NATS, js: JetStreamContext) -> None:
         lost = asyncio.ensure_future(self.link.lost.wait())
         try:
             while not lost.done():
-                if self._lost and not self.inflight:
-                    self.buffer.appendleft(self.events.overflow(self._lost, self.dropped))
+                if self._lost and not self.inflight:  # before the ticks that survived
+                    at = next((i for i, m in enumerate(self.buffer) if m.is_tick), 0)
+                    self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
-                await self._fill(js)
+                await self._fill(nc, js)
                 if not self.inflight:
                     self._warned = False  # caught up: a later overflow is a new one
                     self._drained.set()
@@ -154,7 +178,7 @@ class BusPublisher:
                     await asyncio.wait([woken, lost], return_when=asyncio.FIRST_COMPLETED)
                     woken.cancel()
                     continue
-                oldest = self.inflight[0]
+                oldest = self.inflight[0][1]
                 done, _ = await asyncio.wait(
                     [oldest, lost], timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -165,21 +189,37 @@ class BusPublisher:
         finally:
             lost.cancel()
 
-    async def _fill(self, js: JetStreamContext) -> None:
+    async def _fill(self, nc: NATS, js: JetStreamContext) -> None:
+        """Send batches of what is not in flight yet: every message but a batch's last one
+        as a plain publish, the last with a reply for JetStream's ack. One connection keeps
+        them in order and the stream stores them in order, so that ack stands for the whole
+        batch (one ack to handle per batch, not per tick); a refused or missing ack sends
+        the batch again, whose copies JetStream drops by their message ids."""
         buffer, inflight = self.buffer, self.inflight
-        while len(inflight) < WINDOW and len(inflight) < len(buffer):
-            msg = buffer[len(inflight)]
-            inflight.append(await js.publish_async(msg.subject, msg.body, headers=msg.headers))
+        while len(inflight) < BATCHES and self._sent < len(buffer):
+            batch = list(itertools.islice(buffer, self._sent, self._sent + BATCH))
+            record: list = [len(batch), None]
+            inflight.append(record)
+            self._sent += len(batch)
+            for msg in batch[:-1]:
+                await nc.publish(msg.subject, msg.body, headers={wire.MSG_ID: msg.msg_id})
+            last = batch[-1]
+            record[1] = await js.publish_async(
+                last.subject, last.body, headers={wire.MSG_ID: last.msg_id}
+            )
+            await asyncio.sleep(0)  # a batch at a time: the server's clients are served between
 
     def _take_acked(self) -> None:
-        """Take acknowledged messages off the head; a refused one raises (resend from it)."""
+        """Take acknowledged batches off the head; a refused one raises (resend from it)."""
         buffer, inflight = self.buffer, self.inflight
-        while inflight and inflight[0].done():
-            future = inflight[0]
+        while inflight and inflight[0][1] is not None and inflight[0][1].done():
+            count, future = inflight[0]
             future.result()  # raises what JetStream refused with
             inflight.popleft()
-            buffer.popleft()
-            self.published += 1
+            for _ in range(count):
+                buffer.popleft()
+            self._sent -= count
+            self.published += count
 
     def status(self) -> dict:
         return {
@@ -187,7 +227,7 @@ class BusPublisher:
             "server_id": self.server_id,
             "published": self.published,
             "buffered": len(self.buffer),
-            "in_flight": len(self.inflight),
+            "in_flight": self._sent,
             "buffer_capacity": self.capacity,
             "dropped": self.dropped,
         }
@@ -204,6 +244,5 @@ class BusPublisher:
             log.warning("bus: %d message(s) not published at shutdown", len(self.buffer))
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)
         self._reset()

@@ -21,6 +21,34 @@ def nats_url(text: str) -> str:
     return ",".join(urls)
 
 
+# (option, type, ServerSettings field, metavar, help): the stream's retention and the buffer
+_WITH_BUS = (
+    ("--bus-max-age", positive(float), "bus_max_age", "SECONDS", "how long the bus keeps a tick"),
+    (
+        "--bus-max-bytes",
+        positive(int),
+        "bus_max_bytes",
+        "BYTES",
+        "the bus stream's size bound, oldest ticks go first (default: unlimited)",
+    ),
+    (
+        "--bus-replicas",
+        positive(int),
+        "bus_replicas",
+        "N",
+        "copies of the stream in a NATS cluster (1, 3 or 5)",
+    ),
+    (
+        "--bus-buffer",
+        positive(int),
+        "bus_buffer",
+        "N",
+        "messages kept while NATS is away; beyond it the oldest are dropped, counted in "
+        "/health and named in a bus_overflow event",
+    ),
+)
+
+
 def add_source_options(serve: argparse.ArgumentParser) -> None:
     d = ServerSettings()
     serve.add_argument(
@@ -31,43 +59,12 @@ def add_source_options(serve: argparse.ArgumentParser) -> None:
         help="publish every tick and source event to this NATS JetStream server "
         "(nats://HOST:4222), and answer edges' control requests there (default: none)",
     )
-    serve.add_argument(
-        "--bus-max-age",
-        type=positive(float),
-        default=d.bus_max_age,
-        metavar="SECONDS",
-        help="with --bus: how long the bus keeps a tick",
-    )
-    serve.add_argument(
-        "--bus-max-bytes",
-        type=positive(int),
-        default=d.bus_max_bytes,
-        metavar="BYTES",
-        help="with --bus: the bus stream's size bound, oldest ticks go first (default: unlimited)",
-    )
-    serve.add_argument(
-        "--bus-replicas",
-        type=positive(int),
-        default=d.bus_replicas,
-        metavar="N",
-        help="with --bus: copies of the stream in a NATS cluster (1, 3 or 5)",
-    )
-    serve.add_argument(
-        "--bus-buffer",
-        type=positive(int),
-        default=d.bus_buffer,
-        metavar="N",
-        help="with --bus: messages kept while NATS is away; beyond it the oldest are dropped, "
-        "counted in /health and named in a bus_overflow event",
-    )
+    for flag, kind, name, metavar, text in _WITH_BUS:
+        serve.add_argument(
+            flag, type=kind, default=getattr(d, name), metavar=metavar, help=f"with --bus: {text}"
+        )
 
 
 def source_settings(args: argparse.Namespace) -> dict:
     """The bus options as ServerSettings keywords."""
-    return {
-        "bus": args.bus,
-        "bus_max_age": args.bus_max_age,
-        "bus_max_bytes": args.bus_max_bytes,
-        "bus_replicas": args.bus_replicas,
-        "bus_buffer": args.bus_buffer,
-    }
+    return {"bus": args.bus, **{name: getattr(args, name) for _, _, name, _, _ in _WITH_BUS}}
