@@ -68,10 +68,12 @@ async def test_the_store_equals_the_sources_own_recording_and_its_clients_ticks(
     await client.ticks(40)
     await gateway.drop_connections()
     statuses = set()
-    while "resumed" not in statuses:
-        statuses.add((await client.expect("info"))["data"]["status"])
+    async with asyncio.timeout(WAIT):
+        while "resumed" not in statuses:
+            statuses.add((await client.expect("info"))["data"]["status"])
     await client.ticks(20)
-    await server.stop()  # its last ticks and stream_closed go out before it ends
+    async with asyncio.timeout(WAIT):
+        await server.stop()  # its last ticks and stream_closed go out before it ends
     async with Publisher(bus.url, control=False) as probe:
         await probe.wait_acked()
     assert await recorder.terminate() == 0
