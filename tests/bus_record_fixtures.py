@@ -137,6 +137,14 @@ class RecorderProcess:
         except subprocess.TimeoutExpired:
             raise AssertionError("the recorder ignored SIGTERM:\n" + self.text()[-3000:]) from None
 
+    async def wait_log(self, words: str, timeout: float = WAIT) -> None:
+        """Until its log holds `words` (another process's file: polled)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self.log.exists() and words in self.text():
+                    return
+                await asyncio.sleep(0.05)
+
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 

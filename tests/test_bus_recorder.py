@@ -20,7 +20,7 @@ import pytest
 
 import ibstream.store
 from ibstream.bus import wire
-from ibstream.bus.nats_server import NatsServer
+from ibstream.bus.nats_server import NatsServer, free_port
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import TickType
 from tests.bus_record_fixtures import (
@@ -231,3 +231,44 @@ async def ticks_for(client: WSClient, seconds: float) -> None:
             first = first or msg["data"]["recv_ns"]
             if msg["data"]["recv_ns"] - first >= seconds * 1e9:
                 return
+
+
+async def test_the_bus_away_at_start_and_midway_loses_nothing(tmp_path: Path):
+    """NATS not there at start: one log line, then recording once it is; NATS kill -9ed and
+    started again on its store: the recorder reconnects and nothing is lost or twice."""
+    bus = NatsServer(tmp_path / "nats", port=free_port())
+    recorder = RecorderProcess(bus.url, tmp_path / "store", tmp_path / "recorder.log")
+    ticks = sample_ticks(ES, 1200)
+    seqs: dict[TickType, int] = {}
+
+    async def publish(part: list) -> None:
+        async with Publisher(bus.url) as source:
+            if not seqs:
+                await source.create()
+                await source.event(RUN, "source_started")
+                for kind in TYPES:
+                    await source.opened(RUN, ES, kind, 0)
+            for tick in part:
+                seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
+                await source.tick(RUN, tick, seqs[tick.tick_type])
+            await source.wait_acked()
+
+    try:
+        recorder.start()
+        await recorder.wait_log("cannot reach the bus")
+        bus.start()
+        await publish(ticks[:600])
+        bus.kill()
+        await recorder.wait_log("lost the bus")
+        bus.start()
+        await publish(ticks[600:])
+        assert await recorder.terminate() == 0
+    finally:
+        recorder.kill()
+        bus.kill()
+    rows = stored(recorder.store)
+    for kind, top in seqs.items():
+        mine = sorted(r["sequence"] for r in rows if r["tick_type"] == kind.value)
+        assert mine == list(range(1, top + 1)), kind
+    log = recorder.text()
+    assert log.count("cannot reach the bus") == 1 and log.count("lost the bus") == 1

@@ -151,7 +151,7 @@ class RecordRun:
             expected, since = seq, 0
         self.closed.discard(key)
         if seq > expected:
-            self._hole(key, expected, seq, since or tick.recv_ns, tick.recv_ns)
+            self._hole(key, expected, seq, min(since or tick.recv_ns, tick.recv_ns), tick.recv_ns)
         self.recorder.add(key, contract, tick, seq)
         self.last[key] = (seq, tick.recv_ns)
         return True

@@ -47,6 +47,8 @@ class Connection:
         self.stop = stop  # set: every retry below ends (Stopped)
         self.nc: nats.NATS | None = None
         self.connected = False
+        self.reached = False  # connected once: later outages are nats-py's reconnects
+        self.told = False  # the one "cannot reach" warning was logged
 
     @property
     def js(self) -> nats.js.JetStreamContext:
@@ -54,28 +56,30 @@ class Connection:
         return self.nc.jetstream()
 
     async def connect(self) -> None:
-        """Reach the bus, retrying with backoff (one warning while it cannot be reached)."""
-        told = False
-        for delay in BACKOFF.delays():
-            try:
-                self.nc = await nats.connect(
-                    self.url,
-                    name="ibstream-recorder",
-                    max_reconnect_attempts=-1,
-                    allow_reconnect=True,
-                    disconnected_cb=self._down,
-                    reconnected_cb=self._up,
-                    error_cb=self._error,
-                )
-                self.connected = True
-                if told:
-                    log.warning("the bus at %s answers again", self.url)
-                return
-            except (OSError, nats.errors.Error, TimeoutError) as exc:
-                if not told:
-                    log.warning("cannot reach the bus at %s (%s); retrying", self.url, exc)
-                    told = True
-            await pause(self.stop, delay)
+        """Reach the bus; nats-py retries until it answers (one warning meanwhile), and a
+        stop ends the wait (Stopped)."""
+        self.nc = nats.NATS()
+        connecting = asyncio.ensure_future(
+            self.nc.connect(
+                self.url.split(","),  # a cluster's nodes, any of them
+                name="ibstream-recorder",
+                max_reconnect_attempts=-1,  # from the first attempt on, for ever
+                reconnect_time_wait=0.5,
+                disconnected_cb=self._down,
+                reconnected_cb=self._up,
+                error_cb=self._error,
+            )
+        )
+        stopping = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait([connecting, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            raise Stopped
+        connecting.result()
+        self.connected = self.reached = True
+        if self.told:
+            log.warning("the bus at %s answers now", self.url)
 
     async def stream_info(self) -> api.StreamInfo:
         """The bus's JetStream stream, waiting for the source to create it."""
@@ -120,7 +124,10 @@ class Connection:
         log.warning("reconnected to the bus at %s", self.url)
 
     async def _error(self, exc: Exception) -> None:
-        log.debug("bus error: %s", exc)
+        if not self.reached and not self.told:
+            self.told = True
+            log.warning("cannot reach the bus at %s (%s); retrying", self.url, exc or type(exc))
+        log.debug("bus error: %r", exc)
 
     async def close(self) -> None:
         self.connected = False  # a disconnect of our own making: nothing to warn about

@@ -87,6 +87,9 @@ class BusRecorder:
         """The durable consumer, set back to its ack floor (see the module)."""
         js = self.bus.js
         info = await self.bus.stream_info()
+        if info.state.last_seq < self._seen:  # a new stream (the bus lost its store)
+            log.warning("the bus's stream %s was made anew; reading it from its start", wire.STREAM)
+            self._seen = self._acked = 0
         self._max_age_ns = int(info.config.max_age * 1e9) if info.config.max_age else DAY_NS
         floor = 0
         try:
@@ -200,6 +203,7 @@ class BusRecorder:
         run = self.runs.get(server_id)
         if run is not None:
             return run
+        self._held = False  # an outage of a run that ended: its gap is the restart's
         for old in list(self.runs.values()):
             await old.recorder.flush()
             if rows := old.ended(server_id, at_ns):

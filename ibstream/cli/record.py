@@ -13,6 +13,7 @@ import signal
 import sys
 
 from ibstream.cli.args import positive
+from ibstream.cli.bus_options import nats_url
 
 HELP = "record every stream on the bus into a tick store (durably: a restart resumes)"
 log = logging.getLogger("ibstream.record")
@@ -22,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ibstream.bus.recorder import DEFAULT_DURABLE
 
     parser.add_argument(
-        "--from-bus", required=True, metavar="URL", help="the NATS server, e.g. nats://HOST:4222"
+        "--from-bus",
+        required=True,
+        type=nats_url,
+        metavar="URL",
+        help="the NATS server, e.g. nats://HOST:4222 (a cluster: its URLs, comma-separated)",
     )
     parser.add_argument(
         "--to", required=True, metavar="DIR", help="the tick store: a directory or s3:// URI"
