@@ -90,12 +90,14 @@ class Publisher:
         )
         return ack.seq
 
-    async def acked(self) -> int:
+    async def acked(self, durable: str = DURABLE) -> int:
         with contextlib.suppress(Exception):
-            return (await self.js.consumer_info(wire.STREAM, DURABLE)).ack_floor.stream_seq
+            return (await self.js.consumer_info(wire.STREAM, durable)).ack_floor.stream_seq
         return 0
 
-    async def wait_acked(self, beyond: int | None = None, timeout: float = WAIT) -> None:
+    async def wait_acked(
+        self, beyond: int | None = None, timeout: float = WAIT, durable: str = DURABLE
+    ) -> None:
         """Until the recorder acknowledged the stream's last message (or one past `beyond`):
         its ack floor lives in another process and the nats-server, so it is polled."""
         last = (await self.js.stream_info(wire.STREAM)).state.last_seq
@@ -103,7 +105,7 @@ class Publisher:
         async with asyncio.timeout(timeout):
             while True:
                 with contextlib.suppress(Exception):
-                    info = await self.js.consumer_info(wire.STREAM, DURABLE)
+                    info = await self.js.consumer_info(wire.STREAM, durable)
                     if info.ack_floor.stream_seq >= last:
                         return
                 await asyncio.sleep(0.05)
@@ -112,13 +114,13 @@ class Publisher:
 class RecorderProcess:
     """`ibstream record` as a child process."""
 
-    def __init__(self, bus_url: str, store: Path, log: Path) -> None:
-        self.bus_url, self.store, self.log = bus_url, store, log
+    def __init__(self, bus_url: str, store: Path, log: Path, durable: str = DURABLE) -> None:
+        self.bus_url, self.store, self.log, self.durable = bus_url, store, log, durable
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "ibstream", "-v", "record", "--from-bus", self.bus_url]
-        cmd += ["--to", str(self.store), "--durable", DURABLE, "--record-flush", "0.1"]
+        cmd += ["--to", str(self.store), "--durable", self.durable, "--record-flush", "0.1"]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stderr=log, stdout=log)
 

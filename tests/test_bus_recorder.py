@@ -171,6 +171,18 @@ async def test_a_restarted_source_is_a_new_run_and_a_gap_of_its_open_streams(bus
     old_tail = max(t.recv_ns for t in ticks[:300] if t.tick_type == TickType.BID_ASK)
     assert gap["start"].value == old_tail
     assert recorder.text().count("skipped a malformed bus message") == 2  # and went on
+    # A second recorder (another durable) reads the whole bus again into the same store:
+    # every tick and every gap is there already, so nothing is added.
+    again = RecorderProcess(bus.url, recorder.store, recorder.log, durable="rec-again")
+    try:
+        again.start()
+        async with Publisher(bus.url, control=False) as probe:
+            await probe.wait_acked(durable="rec-again")
+        assert await again.terminate() == 0
+    finally:
+        again.kill()
+    assert sorted(map(by_key, stored(recorder.store))) == sorted(map(by_key, rows))
+    assert [g["reason"] for g in gap_rows(recorder.store)] == ["server_restarted"]
 
 
 async def test_what_the_bus_expired_before_the_recorder_read_it_is_a_gap(
@@ -210,6 +222,10 @@ async def test_what_the_bus_expired_before_the_recorder_read_it_is_a_gap(
 
 
 TYPES = ("bid_ask", "last")
+
+
+def by_key(row: dict) -> tuple[str, str, int]:
+    return row["server_id"], row["tick_type"], row["sequence"]
 
 
 def by_stream(rows: list[dict]) -> dict[tuple[str, int], dict]:
@@ -272,3 +288,36 @@ async def test_the_bus_away_at_start_and_midway_loses_nothing(tmp_path: Path):
         assert mine == list(range(1, top + 1)), kind
     log = recorder.text()
     assert log.count("cannot reach the bus") == 1 and log.count("lost the bus") == 1
+
+
+async def test_a_source_restarted_while_the_recorder_was_down(bus, recorder):
+    """Killed with everything read acknowledged, the recorder finds its old run's marker at
+    restart and the bus holding only a new run: the old run's open streams are gaps."""
+    ticks = sample_ticks(ES, 400)
+    new_run = "0011223344556677"
+    ends: dict[str, dict[TickType, int]] = {}
+    async with Publisher(bus.url) as source:
+        await source.create()
+        for run, part in ((RUN, ticks[:200]), (new_run, ticks[200:])):
+            await source.event(run, "source_started")
+            for kind in TYPES:
+                await source.opened(run, ES, kind, 0)
+            seqs = ends[run] = {}
+            for tick in part:
+                seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
+                await source.tick(run, tick, seqs[tick.tick_type])
+            if run == RUN:
+                recorder.start()
+                await source.wait_acked()
+                recorder.kill()
+        recorder.start()
+        await source.wait_acked()
+    assert await recorder.terminate() == 0
+    rows = stored(recorder.store)
+    assert len(rows) == len(ticks) and len(set(map(by_key, rows))) == len(ticks)
+    gaps = {g["tick_type"]: g for g in gap_rows(recorder.store)}
+    assert sorted(gaps) == ["bid_ask", "last"]
+    for kind, gap in gaps.items():
+        assert (gap["reason"], gap["server_id"]) == ("server_restarted", RUN)
+        assert gap["after_sequence"] == ends[RUN][TickType(kind)]
+    assert "source run a1b2c3d4e5f60718 ended while no recorder read the bus" in recorder.text()

@@ -19,10 +19,12 @@ import logging
 from dataclasses import dataclass, field
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ibstream.bus.wire import BusTick
 from ibstream.model import ContractInfo, Tick, TickType
-from ibstream.store import crash, gaps, layout, state
+from ibstream.store import catalog, crash, gaps, layout, state
 from ibstream.store.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -92,17 +94,21 @@ class RecordRun:
     duplicates: int = 0
     missing: int = 0
 
-    async def start(self) -> None:
-        """Resume what is on disk of this run (its marker, each stream's last tick), then
-        record. A marker a killed recorder left is taken over, not counted as a crash: the
-        bus still holds what that recorder had not acknowledged."""
+    async def start(self, left: state.RunMarker | None, spared: set[str]) -> None:
+        """Resume what is on disk of this run (`left`: the marker a killed recorder left of
+        it, taken over rather than counted as a crash: the bus still holds what that
+        recorder had not acknowledged; each stream's last tick on disk), then record.
+        `spared`: other runs' markers the bus recorder ends itself once it caught up."""
         # Its own periodic flush only compacts; the bus recorder flushes and then acks.
         self.recorder = Recorder(self.root, flush_seconds=max(self.flush_seconds, 3600.0))
-        left = await asyncio.to_thread(self._take_marker)
+        self.recorder.spared = spared
+        if left is not None:
+            await asyncio.to_thread(state.remove, self.root, left)
         await self.recorder.start(self.server_id)
         tails = await asyncio.to_thread(crash.stored_tails, self.root, self.server_id)
         for (contract_id, kind), (recv_ns, sequence) in tails.items():
             self.last[(contract_id, TickType.parse(kind))] = (sequence, recv_ns)
+        self.recorder.written_gaps = await asyncio.to_thread(self._written_gaps)
         marker = self.recorder.marker
         if left is not None and marker is not None:
             marker.started_ns = left.started_ns
@@ -112,16 +118,15 @@ class RecordRun:
                 "resuming the recording of source run %s (%d streams)", self.server_id, len(tails)
             )
 
-    def _take_marker(self) -> state.RunMarker | None:
-        for path, raw in layout.state_files(self.root, state.PREFIX):
-            try:
-                marker = state.RunMarker.from_json(raw)
-            except (ValueError, KeyError, TypeError):
-                continue
-            if marker.server_id == self.server_id and not marker.is_alive():
-                self.root.fs.delete_file(path)
-                return marker
-        return None
+    def _written_gaps(self) -> set[tuple]:
+        """The gaps of this run the store holds (a resumed run notes none of them again)."""
+        if not catalog.list_gap_files(self.root):
+            return set()
+        table = layout.gaps_dataset(self.root).to_table(
+            columns=list(gaps.IDENTITY), filter=pc.field("server_id") == self.server_id
+        )
+        table = table.set_column(2, "start", pc.cast(table["start"], pa.int64()))
+        return {tuple(row.values()) for row in table.to_pylist()}
 
     def stream_opened(self, key: Key, last_sequence: int, at_ns: int) -> None:
         """The source opened a stream: its ticks continue after `last_sequence`."""
@@ -170,19 +175,36 @@ class RecordRun:
         """The source was restarted as `next_run` at `at_ns`: a `server_restarted` gap for
         every stream this run still held (what the source received but never published)."""
         marker = self.recorder.marker
-        rows = []
-        for mark in marker.streams.values() if marker is not None else ():
-            if not mark.open or (mark.contract_id, TickType.parse(mark.tick_type)) in self.closed:
-                continue
-            message = (
-                f"source run {self.server_id} ended without closing this stream (restarted as "
-                f"{next_run}); ticks it had not published were lost"
+        if marker is None:
+            return []
+        rows = stale_gaps(marker, next_run, at_ns, self.closed)
+        return [r for r in rows if identity(r) not in self.recorder.written_gaps]
+
+
+def identity(row: dict) -> tuple:
+    return tuple(row[name] for name in gaps.IDENTITY)
+
+
+def stale_gaps(
+    marker: state.RunMarker,
+    next_run: str,
+    at_ns: int,
+    closed: set[Key] = frozenset(),  # type: ignore[assignment]
+) -> list[dict]:
+    """A `server_restarted` gap for each stream run `marker` still held when `next_run`
+    began at `at_ns` (a stream the source closed, or a marker says is closed: none)."""
+    rows = []
+    for mark in marker.streams.values():
+        if not mark.open or (mark.contract_id, TickType.parse(mark.tick_type)) in closed:
+            continue
+        message = (
+            f"source run {marker.server_id} ended without closing this stream (restarted as "
+            f"{next_run}); ticks it had not published were lost"
+        )
+        rows.append(
+            gaps.row(
+                mark.contract_id, mark.tick_type, mark.last_ns or marker.started_ns, at_ns,
+                "server_restarted", marker.server_id, mark.last_sequence, message,
             )
-            start = mark.last_ns or marker.started_ns  # type: ignore[union-attr]
-            rows.append(
-                gaps.row(
-                    mark.contract_id, mark.tick_type, start, at_ns, "server_restarted",
-                    self.server_id, mark.last_sequence, message,
-                )
-            )  # fmt: skip
-        return rows
+        )  # fmt: skip
+    return rows

@@ -30,11 +30,11 @@ from nats.js import api
 
 from ibstream.bus import wire
 from ibstream.bus.record_events import BusEvent, parse_event
-from ibstream.bus.record_run import RecordRun, tick_of
+from ibstream.bus.record_run import RecordRun, stale_gaps, tick_of
 from ibstream.bus.record_source import Connection, Contracts, Stopped
 from ibstream.errors import StreamError
 from ibstream.model import TickType
-from ibstream.store import gaps
+from ibstream.store import gaps, state
 from ibstream.store.layout import open_root
 from ibstream.store.recorder import usable_store
 
@@ -66,6 +66,7 @@ class BusRecorder:
         self.bus = Connection(url, self.stopping)
         self.contracts = Contracts(self.bus, self.root)
         self.runs: dict[str, RecordRun] = {}
+        self.left: dict[str, state.RunMarker] = {}  # markers of runs no process records now
         self.ticks_recorded = 0
         self.skipped = 0  # malformed messages
         self._sub: nats.js.JetStreamContext.PullSubscription | None = None
@@ -80,6 +81,8 @@ class BusRecorder:
     async def start(self) -> None:
         """Check the store (StreamError if unusable), reach the bus, bind the consumer."""
         await asyncio.to_thread(usable_store, self.root)
+        crashed = await asyncio.to_thread(state.crashed_runs, self.root)
+        self.left = {marker.server_id: marker for marker in crashed}
         await self.bus.connect()
         await self._subscribe()
 
@@ -211,9 +214,22 @@ class BusRecorder:
             await old.recorder.stop()
             del self.runs[old.server_id]
             log.info("source run %s ended; %s began", old.server_id, server_id)
+        left = self.left.pop(server_id, None)
+        await self._end_left(server_id, at_ns)
         run = self.runs[server_id] = RecordRun(self.root, server_id, self.flush_seconds)
-        await run.start()
+        await run.start(left, set(self.left))
         return run
+
+    async def _end_left(self, server_id: str, at_ns: int) -> None:
+        """Run `server_id` began at `at_ns` (bus time), after the last flush of a run a killed
+        recorder left and the bus holds nothing more of: that run ended meanwhile, its open
+        streams are gaps until then. (Replayed older messages leave such markers alone.)"""
+        for marker in [m for m in self.left.values() if m.flushed_ns < at_ns]:
+            if rows := stale_gaps(marker, server_id, at_ns):
+                await asyncio.to_thread(gaps.write, self.root, marker.server_id, rows)
+            await asyncio.to_thread(state.remove, self.root, marker)
+            del self.left[marker.server_id]
+            log.warning("source run %s ended while no recorder read the bus", marker.server_id)
 
     async def _flush(self) -> None:
         """Write what was read; acknowledge it (all of it, up to the last message) once

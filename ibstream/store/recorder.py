@@ -74,6 +74,8 @@ class Recorder:
         self._waiting: list[_Batch] = []  # taken from _batches, not written yet (oldest first)
         self._gaps: list[dict] = []  # gap rows not written yet
         self._outage: dict[str, tuple[int, int | None]] = {}  # stream -> (since ns, last seq)
+        self.written_gaps: set[tuple] = set()  # gaps.IDENTITY of the rows noted or stored
+        self.spared: set[str] = set()  # crashed runs whose markers its owner ends itself
         self._marker: state.RunMarker | None = None
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -294,6 +296,8 @@ class Recorder:
         try:
             compact.recover(root)  # a compaction or a part a crash left half done
             for run in state.crashed_runs(root):
+                if run.server_id in self.spared:
+                    continue
                 if rows := crash.gaps_of(root, run, marker.started_ns):
                     gaps.write(root, self.server_id, rows)
                 state.remove(root, run)
@@ -319,12 +323,15 @@ class Recorder:
         after_sequence: int | None,
         message: str | None = None,
     ) -> None:
-        """A gap row of this run, written with the next flush (also a bus recorder's hole)."""
-        self._gaps.append(
-            gaps.row(
-                contract_id, tick_type, start, end, reason, self.server_id, after_sequence, message
-            )
+        """A gap row of this run, written with the next flush (also a bus recorder's hole);
+        none where the store has that gap already (`written_gaps`: a resumed run's)."""
+        row = gaps.row(
+            contract_id, tick_type, start, end, reason, self.server_id, after_sequence, message
         )
+        identity = tuple(row[name] for name in gaps.IDENTITY)
+        if identity not in self.written_gaps:
+            self.written_gaps.add(identity)
+            self._gaps.append(row)
 
     def _write_gaps(self, rows: list[dict]) -> None:
         gaps.write(self.root, self.server_id, rows)
