@@ -80,6 +80,18 @@ class Publisher:
             last_sequence=last,
         )
 
+    async def begin(self, server_id: str, contract: ContractInfo, kinds: tuple[str, ...]) -> None:
+        """A source run's start: `source_started`, then each stream opened from sequence 1."""
+        await self.event(server_id, "source_started")
+        for kind in kinds:
+            await self.opened(server_id, contract, kind, 0)
+
+    async def ticks(self, server_id: str, ticks: list[Tick], seqs: dict[TickType, int]) -> None:
+        """Publish `ticks`, each stream numbered on from `seqs` (updated)."""
+        for tick in ticks:
+            seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
+            await self.tick(server_id, tick, seqs[tick.tick_type])
+
     async def tick(self, server_id: str, tick: Tick, sequence: int) -> int:
         entry = encode_tick(tick, sequence)
         msg_id = wire.message_id(server_id, tick.contract_id, tick.tick_type, sequence)

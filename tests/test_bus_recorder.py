@@ -140,13 +140,8 @@ async def test_a_restarted_source_is_a_new_run_and_a_gap_of_its_open_streams(bus
         await source.create()
         recorder.start()
         for run, part in ((RUN, ticks[:300]), (new_run, ticks[300:])):
-            await source.event(run, "source_started")
-            for kind in TYPES:
-                await source.opened(run, ES, kind, 0)
-            seqs = ends[run] = {}
-            for tick in part:
-                seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
-                await source.tick(run, tick, seqs[tick.tick_type])
+            await source.begin(run, ES, TYPES)
+            await source.ticks(run, part, ends.setdefault(run, {}))
             if run == RUN:
                 closed = {"contract_id": ES.contract_id, "tick_type": "last"}
                 await source.event(RUN, "stream_closed", **closed)
@@ -261,12 +256,8 @@ async def test_the_bus_away_at_start_and_midway_loses_nothing(tmp_path: Path):
         async with Publisher(bus.url) as source:
             if not seqs:
                 await source.create()
-                await source.event(RUN, "source_started")
-                for kind in TYPES:
-                    await source.opened(RUN, ES, kind, 0)
-            for tick in part:
-                seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
-                await source.tick(RUN, tick, seqs[tick.tick_type])
+                await source.begin(RUN, ES, TYPES)
+            await source.ticks(RUN, part, seqs)
             await source.wait_acked()
 
     try:
@@ -299,13 +290,8 @@ async def test_a_source_restarted_while_the_recorder_was_down(bus, recorder):
     async with Publisher(bus.url) as source:
         await source.create()
         for run, part in ((RUN, ticks[:200]), (new_run, ticks[200:])):
-            await source.event(run, "source_started")
-            for kind in TYPES:
-                await source.opened(run, ES, kind, 0)
-            seqs = ends[run] = {}
-            for tick in part:
-                seqs[tick.tick_type] = seqs.get(tick.tick_type, 0) + 1
-                await source.tick(run, tick, seqs[tick.tick_type])
+            await source.begin(run, ES, TYPES)
+            await source.ticks(run, part, ends.setdefault(run, {}))
             if run == RUN:
                 recorder.start()
                 await source.wait_acked()
