@@ -7,6 +7,7 @@ with a deadline, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,14 +51,21 @@ def _sent_messages_match_the_schema():
         pytest.fail(f"{len(failures)} sent message(s) do not match /v2/schema:\n{shown}")
 
 
-@pytest.fixture
-async def gateway() -> AsyncIterator[GatewaySimulator]:
-    gw = GatewaySimulator(port=0, seed=1, rate=200.0, bursts=False)
+@contextlib.asynccontextmanager
+async def running_gateway(seed: int = 1) -> AsyncIterator[GatewaySimulator]:
+    """A started simulator at 200 events/s a contract, stopped at the end."""
+    gw = GatewaySimulator(port=0, seed=seed, rate=200.0, bursts=False)
     await gw.start()
     try:
         yield gw
     finally:
         await gw.stop()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[GatewaySimulator]:
+    async with running_gateway() as gw:
+        yield gw
 
 
 class Changes:

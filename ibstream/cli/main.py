@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ibstream.cli import history
 
     history.add_arguments(command("history", history.HELP))
+    from ibstream.cli import record
+
+    record.add_arguments(command("record", record.HELP))
     return parser
 
 
@@ -291,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         from ibstream.cli import history
 
         return history.main(args)
+    if args.command == "record":
+        from ibstream.cli import record
+
+        return record.main(args)
     if args.command == "delta":
         from ibstream.cli import delta as study
 
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _configure_logging(args: argparse.Namespace) -> None:
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
-    if args.command in ("gateway", "serve", "replay"):
+    if args.command in ("gateway", "serve", "replay", "record"):
         level = min(level, logging.INFO)  # "listening on" / "serving on" lines
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:

@@ -5,7 +5,9 @@
         async with client.stream("ES", ("bid_ask", "last")) as stream:
             async for tick in stream: ...
 
-It connects on first use, reconnects by itself with backoff and resumes every subscription
+`server` may be a list of URLs: tried in order at connect, and on a lost connection the
+next one is used (servers.py). It connects on first use, reconnects by itself with backoff
+and resumes every subscription
 from its own positions, so ticks are neither lost nor duplicated; reconnects and gaps are
 reported through `state`, `reconnects`, `gaps`, `events` and the `on_event` callbacks.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ibstream.client import arguments
@@ -26,8 +28,9 @@ from ibstream.client.collect import (
 )
 from ibstream.client.events import ClientEvent, ClientState, EventLog, Listener
 from ibstream.client.lifetime import Held, release_when_garbage, with_room
-from ibstream.client.options import TRANSPORTS, Backoff, ClientOptions, base_url, env_token
+from ibstream.client.options import TRANSPORTS, Backoff, ClientOptions, env_token
 from ibstream.client.progress import Progress, ProgressOption, check_progress
+from ibstream.client.servers import Servers, check_servers
 from ibstream.client.sinks import BufferSink, CallbackSink, Sink
 from ibstream.client.stream import AsyncStream
 from ibstream.client.subscription import DEFAULT_TICK_TYPES, Subscription
@@ -39,7 +42,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8001"
 class AsyncClient:
     def __init__(
         self,
-        server: str = DEFAULT_SERVER,
+        server: str | Sequence[str] = DEFAULT_SERVER,
         transport: str = "websocket",
         token: str | None = None,
         *,
@@ -51,7 +54,7 @@ class AsyncClient:
         max_queue: int = 10_000,
         on_event: Listener | None = None,
     ):
-        self.server = base_url(arguments.text("server", server))
+        self._servers = Servers(check_servers(server))
         self.transport = arguments.choice("transport", transport, TRANSPORTS)
         self.token = env_token(arguments.maybe(arguments.text, "token", token))  # $IBSTREAM_TOKEN
         seconds = {
@@ -78,6 +81,16 @@ class AsyncClient:
         self._released: deque[Subscription] = deque()  # streams let go of (any thread)
 
     # --- state -------------------------------------------------------------------------
+    @property
+    def server(self) -> str:
+        """The URL of the server in use (the first of `servers` until a failover)."""
+        return self._servers.current
+
+    @property
+    def servers(self) -> list[str]:
+        """Every server URL this client may use, in the order it tries them."""
+        return list(self._servers.urls)
+
     @property
     def state(self) -> str:
         """connecting | connected | reconnecting | closed."""
@@ -135,7 +148,7 @@ class AsyncClient:
 
     async def _start_link(self) -> Transport:
         """A started transport; a close() meanwhile stops the start, and no link survives it."""
-        link = make_transport(self.transport, self.server, self.token, self.options, self._events)
+        link = make_transport(self.transport, self._servers, self.token, self.options, self._events)
         starting = self._starting = asyncio.ensure_future(link.start())
         try:
             await starting

@@ -34,6 +34,16 @@ def http_client(
     return httpx.AsyncClient(base_url=base, headers=auth_headers(token), **settings)
 
 
+def sse_client(base: str, token: str | None, options: ClientOptions) -> httpx.AsyncClient:
+    """The SSE transport's client of `base`: reads time out only after `sse_idle_timeout`
+    (the server pings every 15 s while idle), any number of responses at once."""
+    timeout = httpx.Timeout(
+        options.request_timeout, connect=options.connect_timeout, read=options.sse_idle_timeout
+    )
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=4)
+    return http_client(base, token, options, timeout=timeout, limits=limits)
+
+
 @functools.cache
 def _tls() -> ssl.SSLContext:
     """httpx's default TLS context, made once: loading the CA bundle takes about 20 ms,

@@ -54,7 +54,8 @@ async def helper_client(client: AsyncClient) -> AsyncClient:
     """Another connection with `client`'s settings (its events go to `client`'s listeners)."""
     same = ("request_timeout", "connect_timeout", "close_timeout", "ping_interval")
     settings = {name: getattr(client.options, name) for name in (*same, "backoff", "max_queue")}
-    helper = type(client)(client.server, client.transport, client.token, **settings)
+    servers = client._servers.in_order()  # the server in use first, then the others
+    helper = type(client)(servers, client.transport, client.token, **settings)
     helper._events.listeners = client._events.listeners
     try:
         return await helper.connect()

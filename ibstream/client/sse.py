@@ -2,7 +2,8 @@
 
 Events are parsed by httpx-sse. Each subscription runs its own task: when its response
 ends or breaks (server shutdown, cut, idle beyond `sse_idle_timeout`) the task reopens it
-with backoff and `?resume_from=bid_ask:50,last:3` (the subscription's own positions). If the
+with backoff and `?resume_from=bid_ask:50,last:3` (the subscription's own positions), on the
+next of the client's servers (servers.py: one move per lost server, whichever task sees it). If the
 reopened response comes from another server instance (`server_id` of `subscribed`), those
 positions were void there: the subscription resets and reopens at once without them.
 When one subscription runs out of reconnect attempts the client gives up as a whole, as the
@@ -25,10 +26,16 @@ import orjson
 from httpx_sse import SSEError, aconnect_sse
 
 from ibstream.client.events import ClientState, ErrorEvent, EventLog
-from ibstream.client.http import error_from_response, get, http_client
+from ibstream.client.http import error_from_response, get, sse_client
 from ibstream.client.options import ClientOptions
+from ibstream.client.servers import Servers
 from ibstream.client.subscription import Subscription
-from ibstream.client.transport import connection_error, timeout_error
+from ibstream.client.transport import (
+    connect_in_order,
+    connection_error,
+    gave_up,
+    timeout_error,
+)
 from ibstream.errors import ErrorCode, StreamError
 
 log = logging.getLogger("ibstream.client")
@@ -42,22 +49,14 @@ class _ServerRestarted(Exception):
 class SSETransport:
     name = "sse"
 
-    def __init__(self, base: str, token: str | None, options: ClientOptions, events: EventLog):
-        self.base = base
+    def __init__(
+        self, servers: Servers, token: str | None, options: ClientOptions, events: EventLog
+    ):
+        self.servers = servers
         self.token = token
         self.options = options
         self.events = events
-        self._http = http_client(
-            base,
-            token,
-            options,
-            timeout=httpx.Timeout(
-                options.request_timeout,
-                connect=options.connect_timeout,
-                read=options.sse_idle_timeout,  # the server pings every 15 s while idle
-            ),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=4),
-        )
+        self._clients: dict[str, httpx.AsyncClient] = {}  # one per server used
         self._tasks: dict[Subscription, asyncio.Task[None]] = {}
         self._dropped: set[asyncio.Task[None]] = set()
         self._down: set[Subscription] = set()
@@ -66,8 +65,22 @@ class SSETransport:
         self._unreachable = False  # the watch found the server gone
         self._watch: asyncio.Task[None] | None = None
 
+    @property
+    def base(self) -> str:
+        """The server in use."""
+        return self.servers.current
+
+    def _http(self, base: str) -> httpx.AsyncClient:
+        """The HTTP client of server `base` (made on first use)."""
+        if base not in self._clients:
+            self._clients[base] = sse_client(base, self.token, self.options)
+        return self._clients[base]
+
     async def start(self) -> None:
-        await self.ping(self.options.connect_timeout, "connect_timeout")
+        """Reach the first of the servers (in order, from the one in use) that answers."""
+        await connect_in_order(
+            self.servers, lambda: self.ping(self.options.connect_timeout, "connect_timeout")
+        )
         self._watch = asyncio.create_task(self._watch_server(), name="ibstream-sse-watch")
 
     async def _watch_server(self) -> None:
@@ -78,9 +91,11 @@ class SSETransport:
             await asyncio.sleep(interval)  # the ping period, not synchronisation
             if any(sub not in self._down for sub in self._tasks):  # a response watches
                 continue
+            base = self.base
             try:
                 await self.ping(interval, "ping_interval")
             except StreamError as exc:
+                self.servers.failed(base)  # the next check (and response) tries the next
                 if not self._unreachable:
                     self._unreachable = True
                     delays = self.options.backoff.delays() if self.options.backoff else None
@@ -103,7 +118,7 @@ class SSETransport:
         timeout = timeout or self.options.request_timeout
         loop = asyncio.get_running_loop()
         started = loop.time()
-        response = await get(self._http, "/health", timeout, setting)
+        response = await get(self._http(self.base), "/health", timeout, setting)
         if response.status_code not in (200, 503):  # 503: up, but IB is not connected
             raise await error_from_response(response)
         return loop.time() - started
@@ -157,9 +172,10 @@ class SSETransport:
             await asyncio.wait(tasks, timeout=self.options.close_timeout)
         try:
             async with asyncio.timeout(self.options.close_timeout):
-                await self._http.aclose()
+                for http in self._clients.values():
+                    await http.aclose()
         except TimeoutError:
-            log.warning("closing the HTTP client of %s took too long", self.base)
+            log.warning("closing the HTTP client of %s took too long", self.servers.describe())
 
     async def _run(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
         """Keep one subscription's response open until it ends; fail it on a surprise."""
@@ -182,8 +198,9 @@ class SSETransport:
     async def _keep_open(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
         delays = None
         while sub.active and not self._closing:
+            base = self.base
             try:
-                await self._response(sub, opened)
+                await self._response(sub, opened, base)
                 why = "the server ended the response"
             except _ServerRestarted:
                 continue
@@ -205,6 +222,7 @@ class SSETransport:
                 return
             if sub not in self._down:
                 delays = None
+            self.servers.failed(base)  # reopened on the next server
             self._lost(sub, why)
             delays = delays or (self.options.backoff.delays() if self.options.backoff else None)
             delay = next(delays, None) if delays is not None else None
@@ -213,7 +231,7 @@ class SSETransport:
                 return
             await asyncio.sleep(delay)  # backoff, not synchronisation
 
-    async def _response(self, sub: Subscription, opened: asyncio.Future[None]) -> None:
+    async def _response(self, sub: Subscription, opened: asyncio.Future[None], base: str) -> None:
         params = {"tick_types": ",".join(sub.tick_types)}
         if sub.positions:
             params["resume_from"] = ",".join(f"{t}:{n}" for t, n in sub.positions.items())
@@ -223,7 +241,7 @@ class SSETransport:
             params["format"] = sub.format
         path = "/v2/stream/" + quote(str(sub.target), safe="")
         async with asyncio.timeout(self.options.request_timeout) as deadline:
-            async with aconnect_sse(self._http, "GET", path, params=params) as source:
+            async with aconnect_sse(self._http(base), "GET", path, params=params) as source:
                 if source.response.status_code != 200:
                     raise await error_from_response(source.response)
                 async for event in source.aiter_sse():
@@ -246,7 +264,7 @@ class SSETransport:
 
     def _give_up(self, why: str) -> None:
         """Out of reconnect attempts: fail every subscription and end as `closed`."""
-        error = self._gave_up = connection_error("gave up reconnecting", why, url=self.base)
+        error = self._gave_up = gave_up(self.servers, why, self.base)
         self._closing = True
         for sub, task in list(self._tasks.items()):
             sub.fail(error)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ibstream.client import arguments, loop
@@ -83,7 +83,7 @@ class Client:
 
     def __init__(
         self,
-        server: str = DEFAULT_SERVER,
+        server: str | Sequence[str] = DEFAULT_SERVER,
         transport: str = "websocket",
         token: str | None = None,
         *,
@@ -115,7 +115,13 @@ class Client:
 
     @property
     def server(self) -> str:
+        """The URL of the server in use (see `AsyncClient.server`)."""
         return self._async.server
+
+    @property
+    def servers(self) -> list[str]:
+        """Every server URL this client may use, in order."""
+        return self._async.servers
 
     @property
     def transport(self) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ibstream.client.events import EventLog
 from ibstream.client.options import ClientOptions
+from ibstream.client.servers import Servers
 from ibstream.client.subscription import Subscription
 from ibstream.errors import ErrorCode, StreamError
 
@@ -38,24 +40,64 @@ class Transport(Protocol):
 
 
 def make_transport(
-    kind: str, server: str, token: str | None, options: ClientOptions, events: EventLog
+    kind: str, servers: Servers, token: str | None, options: ClientOptions, events: EventLog
 ) -> Transport:
-    """A transport of `kind` (imported only when a client connects)."""
+    """A transport of `kind` (imported only when a client connects) over `servers`."""
     if kind == "sse":
         from ibstream.client.sse import SSETransport
 
-        return SSETransport(server, token, options, events)
+        return SSETransport(servers, token, options, events)
     from ibstream.client.ws import WebSocketTransport
 
-    return WebSocketTransport(server, token, options, events)
+    return WebSocketTransport(servers, token, options, events)
+
+
+HINT = "; is the server running (`ibstream serve`) and reachable?"
 
 
 def connection_error(what: str, exc: BaseException | str, **details: object) -> StreamError:
     reason = exc if isinstance(exc, str) else (str(exc) or type(exc).__name__)
     return StreamError(
         ErrorCode.CONNECTION_ERROR,
-        f"{what}: {reason}; is the server running (`ibstream serve`) and reachable?",
+        f"{what}: {reason}{HINT}",
         details={k: v for k, v in details.items() if v is not None},
+    )
+
+
+async def connect_in_order(servers: Servers, attempt: Callable[[], Awaitable[object]]) -> None:
+    """Run `attempt` against each server in turn, from the one in use: the first that
+    answers stays in use. A refusal retrying cannot help (AUTH_REQUIRED ...) is raised as
+    it is; none answering is the error naming them all."""
+    errors: list[StreamError] = []
+    for base in servers.in_order():
+        servers.use(base)
+        try:
+            await attempt()
+            return
+        except StreamError as exc:
+            if not exc.recoverable:
+                raise
+            errors.append(exc)
+    raise none_answered(servers, errors)
+
+
+def none_answered(servers: Servers, errors: list[StreamError]) -> StreamError:
+    """The error of a connect that reached none of `servers` (one server: its own error)."""
+    if len(errors) == 1:
+        return errors[0]
+    reasons = "; ".join(error.message.removesuffix(HINT) for error in errors)
+    return connection_error(
+        f"cannot connect to any of {servers.describe()}", reasons, urls=list(servers.urls)
+    )
+
+
+def gave_up(servers: Servers, why: str, url: str) -> StreamError:
+    """Out of reconnect attempts: the error naming every server tried (one server: `url`,
+    the address the transport used)."""
+    if len(servers.urls) == 1:
+        return connection_error("gave up reconnecting", why, url=url)
+    return connection_error(
+        f"gave up reconnecting to {servers.describe()}", why, urls=list(servers.urls)
     )
 
 

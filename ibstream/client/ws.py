@@ -1,9 +1,10 @@
 """WebSocket transport: one connection carries every subscription of a client.
 
 When the connection goes (cut, SLOW_CONSUMER then 1008, server shutdown 1001, server killed),
-a supervisor reconnects with backoff and resubscribes every subscription with `resume_from`
-= its own positions, unless the greeting shows another server instance (`server_id`): then
-those positions mean nothing there and every subscription starts afresh (a `Gap` each).
+a supervisor reconnects with backoff (each attempt to the next of the client's servers, see
+servers.py) and resubscribes every subscription with `resume_from` = its own positions,
+unless the greeting shows another server instance (`server_id`): then those positions mean
+nothing there and every subscription starts afresh (a `Gap` each).
 The reader (`ws_link.Link`) only parses and hands messages on.
 
 Unsubscribes are sent without waiting for their replies, in order, before any later
@@ -21,8 +22,14 @@ from collections import deque
 
 from ibstream.client.events import ClientState, ErrorEvent, EventLog, Info
 from ibstream.client.options import ClientOptions, auth_headers, ws_url
+from ibstream.client.servers import Servers
 from ibstream.client.subscription import Subscription
-from ibstream.client.transport import connection_error, timeout_error
+from ibstream.client.transport import (
+    connect_in_order,
+    connection_error,
+    gave_up,
+    timeout_error,
+)
 from ibstream.client.ws_link import Link, LinkLost, link_lost
 from ibstream.errors import ErrorCode, StreamError, error_from_body
 from ibstream.model import iso_timestamp
@@ -34,9 +41,11 @@ _LINK_TROUBLE = (ErrorCode.CONNECTION_ERROR, ErrorCode.STREAM_TIMEOUT)
 class WebSocketTransport:
     name = "websocket"
 
-    def __init__(self, base: str, token: str | None, options: ClientOptions, events: EventLog):
-        self.url = ws_url(base)  # the token goes in a header: a URL lands in logs
-        self.headers = auth_headers(token)
+    def __init__(
+        self, servers: Servers, token: str | None, options: ClientOptions, events: EventLog
+    ):
+        self.servers = servers
+        self.headers = auth_headers(token)  # the token goes in a header: a URL lands in logs
         self.options = options
         self.events = events
         self._link: Link | None = None
@@ -47,15 +56,23 @@ class WebSocketTransport:
         self._unsent: deque[str] = deque()  # stream ids to unsubscribe on the current link
         self._closing = False
         self._fatal: StreamError | None = None  # why reconnecting stopped, if not the link
+        self._base = servers.current
+
+    @property
+    def url(self) -> str:
+        """The WebSocket URL of the server in use."""
+        return ws_url(self.servers.current)
 
     async def start(self) -> None:
-        await self._connect()
+        """Connect to the first of the servers (in order, from the one in use) that answers."""
+        await connect_in_order(self.servers, self._connect)
         self._supervisor = asyncio.create_task(self._supervise(), name="ibstream-ws-supervisor")
 
     async def _connect(self) -> None:
         link = await Link.open(
             self.url, self.headers, self.options, self._on_message, self._on_arrow
         )
+        self._base = self.servers.current  # the server this link is on
         server_id = (link.greeting.get("data") or {}).get("server_id")
         for sub in self._subs:  # before anything is resubscribed with stale positions
             sub.check_server(server_id)
@@ -222,6 +239,7 @@ class WebSocketTransport:
             if self._closing:
                 return
             self.events.set_state(ClientState.RECONNECTING, why)
+            self.servers.failed(self._base)  # the next server is tried first
             if not await self._reconnect():
                 self._give_up(why)
                 return
@@ -236,6 +254,7 @@ class WebSocketTransport:
             return False
         for attempt, delay in enumerate(backoff.delays(), 1):
             await asyncio.sleep(delay)  # backoff, not synchronisation
+            url = self.servers.current
             try:
                 await self._connect()
                 return True
@@ -243,7 +262,8 @@ class WebSocketTransport:
                 if not exc.recoverable:  # AUTH_REQUIRED ...: retrying cannot help
                     self._fatal = exc
                     return False
-                log.info("reconnect attempt %d to %s failed: %s", attempt, self.url, exc.message)
+                log.info("reconnect attempt %d to %s failed: %s", attempt, url, exc.message)
+                self.servers.failed(url)  # the next attempt goes to the next server
         return False
 
     async def _restore(self) -> None:
@@ -264,7 +284,7 @@ class WebSocketTransport:
                 sub.fail(exc)
 
     def _give_up(self, why: str) -> None:
-        error = self._fatal or connection_error("gave up reconnecting", why, url=self.url)
+        error = self._fatal or gave_up(self.servers, why, self.url)
         for sub in list(self._subs):
             self._forget(sub, unsubscribe=False)
             sub.fail(error)

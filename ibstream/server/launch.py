@@ -89,7 +89,7 @@ def default_url() -> str:
 
 
 def ensure_server(
-    url: str | None = None,
+    url: str | Sequence[str] | None = None,
     *,
     start: bool | None = None,
     demo: bool | None = None,
@@ -118,13 +118,18 @@ def ensure_server(
     `record` (a directory or s3:// URI) makes a started server record every stream into that
     tick store (`serve --record`), `record_contracts` the streams it keeps recorded from
     start-up (`--record-contract`); a server found running is used as it is.
+
+    `url` may be a list (a client's `servers`): the first that answers, in order, is used;
+    where none does, the first is the one started (`start=True`) or named in the error.
     """
     explicit = url is not None
-    url = (url or default_url()).rstrip("/")
-    if health(url) is not None:
-        return _found(url)
+    urls = _urls(url) if explicit else [default_url().rstrip("/")]
+    for candidate in urls:
+        if health(candidate) is not None:
+            return _found(candidate)
+    url = urls[0]
     if not (start if start is not None else not explicit or demo is True):
-        raise _not_running(url, explicit)
+        raise _not_running(url, explicit, urls)
     host, port = _local_address(url)
     given = {"host": host, "port": port, "ib_host": ib_host, "ib_port": ib_port, "demo": demo}
     given["token"] = token  # reaches the server through its environment, not its argv
@@ -149,12 +154,21 @@ def ensure_server(
     return info
 
 
-def _not_running(url: str, explicit: bool) -> ServerNotRunning:
+def _urls(url: object) -> list[str]:
+    """The URLs of `url` (one, or a non-empty list / tuple of them)."""
+    items = list(url) if isinstance(url, list | tuple) else [url]
+    if not items or not all(isinstance(item, str) for item in items):
+        raise TypeError(f"url must be a URL or a non-empty list of URLs; got {url!r}")
+    return [item.rstrip("/") for item in items]
+
+
+def _not_running(url: str, explicit: bool, urls: Sequence[str] = ()) -> ServerNotRunning:
     port = urlsplit(url if "://" in url else f"http://{url}").port
     serve = f"`ibstream serve{f' --port {port}' if port else ''}`"
     default = "" if not explicit else f", or ensure_server() to use {default_url()}"
+    where = " nor at ".join(urls) if len(urls) > 1 else url
     return ServerNotRunning(
-        f"no ibstream server answers at {url} (GET /health); check the URL and port, "
+        f"no ibstream server answers at {where} (GET /health); check the URL and port, "
         f"start one there with {serve} or ensure_server({url!r}, start=True){default}"
     )
 

@@ -74,6 +74,8 @@ class Recorder:
         self._waiting: list[_Batch] = []  # taken from _batches, not written yet (oldest first)
         self._gaps: list[dict] = []  # gap rows not written yet
         self._outage: dict[str, tuple[int, int | None]] = {}  # stream -> (since ns, last seq)
+        self.written_gaps: set[tuple] = set()  # gaps.IDENTITY of the rows noted or stored
+        self.spared: set[str] = set()  # crashed runs whose markers its owner ends itself
         self._marker: state.RunMarker | None = None
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
@@ -82,8 +84,13 @@ class Recorder:
 
     # -- the live path ----------------------------------------------------------------
     def add(self, key: tuple[int, TickType], contract: ContractInfo, tick: Tick, seq: int) -> None:
-        """Called by the hub for every tick it numbers, in arrival order."""
+        """Called by the hub for every tick it numbers, in arrival order. A sequence that does
+        not follow the batch's (a bus consumer's hole) starts a new batch: a batch's
+        sequences are contiguous."""
         batch = self._batches.get(key)
+        if batch is not None and seq != batch.first + len(batch.ticks.recv):
+            self._waiting.append(batch)
+            batch = None
         if batch is None:
             kept = StreamColumns(key[1].value)
             batch = self._batches[key] = _Batch(contract, key[1], seq, kept)
@@ -96,17 +103,20 @@ class Recorder:
             if mark is not None:
                 mark.open = False
 
-    def connection_changed(self, status: str, streams: list[tuple[int, TickType, int]]) -> None:
-        """IB went away (`ib_disconnected`) or came back (`resumed`): the window between is
-        an `ib_disconnected` gap of every stream held then (each with its last sequence)."""
-        now = time.time_ns()
+    def connection_changed(
+        self, status: str, streams: list[tuple[int, TickType, int]], at_ns: int | None = None
+    ) -> None:
+        """IB went away (`ib_disconnected`) or came back (`resumed`) now (or at `at_ns`, when
+        the news is read later, e.g. from the bus): the window between is an
+        `ib_disconnected` gap of every stream held then (each with its last sequence)."""
+        now = at_ns or time.time_ns()
         if status == "ib_disconnected":
             for con_id, kind, last in streams:
                 self._outage.setdefault(f"{con_id}:{kind.value}", (now, last))
         elif status == "resumed":
             for name, (since, last) in self._outage.items():
                 con_id, kind = name.split(":")
-                self._gap(int(con_id), kind, since, now, "ib_disconnected", last)
+                self.note_gap(int(con_id), kind, since, now, "ib_disconnected", last)
             self._outage.clear()
 
     # -- lifetime -------------------------------------------------------------------------
@@ -119,8 +129,14 @@ class Recorder:
         self._compact_closed_hours()  # what a crashed run left, while recording starts
         self._task = asyncio.create_task(self._run(), name="ibstream-recorder")
 
-    async def stop(self) -> None:
-        """Clean stop: write what is buffered; the marker goes only when all of it is on disk."""
+    @property
+    def marker(self) -> state.RunMarker | None:
+        """This run's crash marker (what is on disk per stream, which streams are open)."""
+        return self._marker
+
+    async def stop(self, *, keep_marker: bool = False) -> None:
+        """Clean stop: write what is buffered; the marker goes only when all of it is on disk
+        (`keep_marker`: it stays, for a recorder that resumes this run later)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,7 +146,7 @@ class Recorder:
             with contextlib.suppress(Exception):
                 await self._compacting  # never leave a half-done swap to the next start
         await self.flush()
-        if self.problem is None and self._marker is not None:
+        if self.problem is None and self._marker is not None and not keep_marker:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(state.remove, self.root, self._marker)
 
@@ -244,7 +260,7 @@ class Recorder:
             if excess <= 0:
                 break
             cut = min(excess, len(batch.ticks))
-            self._gap(
+            self.note_gap(
                 batch.contract.contract_id,
                 batch.tick_type.value,
                 batch.ticks.recv[0],
@@ -280,6 +296,8 @@ class Recorder:
         try:
             compact.recover(root)  # a compaction or a part a crash left half done
             for run in state.crashed_runs(root):
+                if run.server_id in self.spared:
+                    continue
                 if rows := crash.gaps_of(root, run, marker.started_ns):
                     gaps.write(root, self.server_id, rows)
                 state.remove(root, run)
@@ -295,7 +313,7 @@ class Recorder:
         ):
             raise FileNotFoundError(f"the directory {self.root.base} is gone")
 
-    def _gap(
+    def note_gap(
         self,
         contract_id: int,
         tick_type: str,
@@ -305,11 +323,15 @@ class Recorder:
         after_sequence: int | None,
         message: str | None = None,
     ) -> None:
-        self._gaps.append(
-            gaps.row(
-                contract_id, tick_type, start, end, reason, self.server_id, after_sequence, message
-            )
+        """A gap row of this run, written with the next flush (also a bus recorder's hole);
+        none where the store has that gap already (`written_gaps`: a resumed run's)."""
+        row = gaps.row(
+            contract_id, tick_type, start, end, reason, self.server_id, after_sequence, message
         )
+        identity = tuple(row[name] for name in gaps.IDENTITY)
+        if identity not in self.written_gaps:
+            self.written_gaps.add(identity)
+            self._gaps.append(row)
 
     def _write_gaps(self, rows: list[dict]) -> None:
         gaps.write(self.root, self.server_id, rows)
