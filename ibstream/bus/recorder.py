@@ -26,7 +26,6 @@ from datetime import datetime
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js import api
 
 from ibstream.bus import wire
 from ibstream.bus.record_events import BusEvent, parse_event
@@ -88,30 +87,12 @@ class BusRecorder:
 
     async def _subscribe(self) -> None:
         """The durable consumer, set back to its ack floor (see the module)."""
-        js = self.bus.js
         info = await self.bus.stream_info()
         if info.state.last_seq < self._seen:  # a new stream (the bus lost its store)
             log.warning("the bus's stream %s was made anew; reading it from its start", wire.STREAM)
             self._seen = self._acked = 0
         self._max_age_ns = int(info.config.max_age * 1e9) if info.config.max_age else DAY_NS
-        floor = 0
-        try:
-            consumer = await js.consumer_info(wire.STREAM, self.durable)
-            floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
-            await js.delete_consumer(wire.STREAM, self.durable)
-        except nats.js.errors.NotFoundError:
-            pass
-        config = api.ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=api.AckPolicy.ALL,
-            ack_wait=ACK_WAIT,
-            max_ack_pending=-1,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if floor else api.DeliverPolicy.ALL,
-            opt_start_seq=floor + 1 if floor else None,
-        )
-        self._sub = await js.pull_subscribe(
-            EVERYTHING, durable=self.durable, stream=wire.STREAM, config=config
-        )
+        self._sub, floor = await self.bus.durable_consumer(self.durable, EVERYTHING, ACK_WAIT)
         self._seen = max(self._seen, floor)
         self._acked = max(self._acked, floor)
         log.info("recording %s from bus message %d on into %s", self.bus.url, floor + 1,
