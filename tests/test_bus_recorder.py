@@ -307,3 +307,30 @@ async def test_a_source_restarted_while_the_recorder_was_down(bus, recorder):
         assert (gap["reason"], gap["server_id"]) == ("server_restarted", RUN)
         assert gap["after_sequence"] == ends[RUN][TickType(kind)]
     assert "source run a1b2c3d4e5f60718 ended while no recorder read the bus" in recorder.text()
+
+
+async def test_a_store_that_cannot_be_written_holds_the_bus_back(bus, recorder):
+    """The store's directory gone: nothing further is acknowledged (the bus keeps it);
+    back: everything is written, once, without a gap."""
+    ticks = sample_ticks(ES, 600)
+    seqs: dict[TickType, int] = {}
+    async with Publisher(bus.url) as source:
+        await source.create()
+        await source.begin(RUN, ES, TYPES)
+        recorder.start()
+        await source.ticks(RUN, ticks[:300], seqs)
+        await source.wait_acked()
+        before = await source.acked()
+        aside = recorder.store.with_name("store-aside")
+        recorder.store.rename(aside)
+        await source.ticks(RUN, ticks[300:], seqs)
+        await recorder.wait_log("cannot write to the tick store")
+        assert await source.acked() == before
+        aside.rename(recorder.store)
+        await source.wait_acked()
+    assert await recorder.terminate() == 0
+    rows = stored(recorder.store)
+    for kind, top in seqs.items():
+        mine = sorted(r["sequence"] for r in rows if r["tick_type"] == kind.value)
+        assert mine == list(range(1, top + 1)), kind
+    assert gap_rows(recorder.store) == []

@@ -30,7 +30,7 @@ import nats.js.errors
 from ibstream.bus import wire
 from ibstream.bus.record_events import BusEvent, parse_event
 from ibstream.bus.record_run import RecordRun, stale_gaps, tick_of
-from ibstream.bus.record_source import Connection, Contracts, Stopped
+from ibstream.bus.record_source import Connection, Contracts, Stopped, pause
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.store import gaps, state
@@ -111,7 +111,7 @@ class BusRecorder:
         due = loop.time() + self.flush_seconds
         while not stop.is_set():
             if not self._store_ok():  # the store fails: read no more, retry the flush
-                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=self.flush_seconds)
+                await pause(stop, self.flush_seconds)
                 await self._flush()
                 continue
             for msg in await self._fetch():
@@ -190,6 +190,9 @@ class BusRecorder:
         self._held = False  # an outage of a run that ended: its gap is the restart's
         for old in list(self.runs.values()):
             await old.recorder.flush()
+            while old.recorder.problem is not None or old.recorder.pending():
+                await pause(self.stopping, self.flush_seconds)  # the store fails: wait
+                await old.recorder.flush()
             if rows := old.ended(server_id, at_ns):
                 await asyncio.to_thread(gaps.write, self.root, old.server_id, rows)
             await old.recorder.stop()
