@@ -240,6 +240,8 @@ async def test_nats_killed_mid_stream_loses_no_tick_and_repeats_none(
         await link.changes.wait_for(lambda: link.attempts >= attempts + 2, WAIT)  # one line
         nats_server.start()  # the same port and store: what it acked before is there
         await asyncio.wait_for(link.connected.wait(), WAIT)
+        async with connected(nats_server.url) as nc:  # the responder subscribed again
+            assert (await control(nc, "status", {}))["ok"]["server_id"] == server.hub.server_id
         await client.until(client.count + 300)
     finally:
         await client.conn.close()
