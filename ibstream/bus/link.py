@@ -71,6 +71,7 @@ class BusLink:
         self.js: JetStreamContext | None = None
         self.connected = asyncio.Event()
         self.lost = asyncio.Event()  # set when the current connection ends
+        self.on_lost: list[Callable[[], None]] = []  # called then (the publisher wakes)
         self.outages = 0
         self.attempts = 0  # connection attempts, failed ones included
         self.changes = Changes()  # notified on every attempt (tests, status watchers)
@@ -164,6 +165,8 @@ class BusLink:
         if self.connected.is_set() and not self._stopping:
             self._went_down(None)
         self.lost.set()
+        for hook in self.on_lost:
+            hook()
 
     def status(self) -> dict:
         return {

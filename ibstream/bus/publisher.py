@@ -1,22 +1,21 @@
 """Every numbered tick and source event onto JetStream, in order, acknowledged.
 
 The hub hands each tick over (`tick`) as the `EncodedTick` it already made, without
-awaiting: the publisher appends the message to a bounded buffer and wakes its sender. The
-sender keeps up to `WINDOW` messages in flight (`publish_async`, one ack each) and takes a
-message off the buffer only when JetStream acknowledged it, so after a lost connection or a
-refused publish it sends again from the first unacknowledged message, with the same message
-id: JetStream drops the copies it already holds.
+awaiting: the publisher appends the message to a bounded buffer and wakes its sender
+(`sender.py`: publishes at once, one ack per batch), which takes a message off the buffer
+only when JetStream acknowledged it, so after a lost connection or a refused publish it
+sends again from the first unacknowledged message, with the same message id: JetStream
+drops the copies it already holds.
 
-While NATS is away the buffer fills; past `capacity` the oldest message goes, counted, with
-one warning per outage, and an event (`bus_overflow`) goes on the bus ahead of the
-surviving messages naming the ranges lost per stream.
+While NATS is away the buffer fills; past `capacity` the oldest tick goes (events stay),
+counted, with one warning per outage, and an event (`bus_overflow`) goes on the bus ahead
+of the surviving ticks naming the ranges lost per stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
@@ -25,7 +24,8 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from ibstream.bus import wire
-from ibstream.bus.events import EventMaker, Message
+from ibstream.bus.events import EventMaker, Message, is_tick
+from ibstream.bus.sender import ACK_TIMEOUT, BATCH, BATCHES, Sender
 from ibstream.model import ContractInfo, TickType
 from ibstream.protocol.encode import EncodedTick
 
@@ -34,9 +34,10 @@ if TYPE_CHECKING:
     from ibstream.ib.source import SourceEvent
 
 log = logging.getLogger(__name__)
-BATCH = 256  # messages per acknowledged batch
-BATCHES = 8  # batches in flight at most (awaiting their acks)
-ACK_TIMEOUT = 5.0  # seconds without the oldest ack: send again from it
+# Messages gather this long before they are sent, so one write (and one pass of the sender)
+# carries what arrived meanwhile instead of one per event-loop pass: the bus lags the
+# server's own clients by at most this, and costs it a fraction of the CPU per tick.
+GATHER_SECONDS = 0.001
 RETRY_PAUSE = 0.2  # after a refused publish (no stream leader yet ...), before sending again
 Key = tuple[int, TickType]
 
@@ -52,19 +53,19 @@ class BusPublisher:
         self.capacity = capacity
         self.events = EventMaker(server_id)
         self.buffer: deque[Message] = deque()
-        # [count, ack future] of each batch in flight: the first _sent messages of buffer
-        self.inflight: deque[list] = deque()
-        self._sent = 0
         self.published = 0  # acknowledged by JetStream
         self.dropped = 0  # gone from a full buffer
-        self._lost: dict[
-            tuple[int, str], list[int]
-        ] = {}  # dropped, not yet told: stream -> [first, last]
+        # dropped and not yet told on the bus: (contract id, tick type) -> [first, last]
+        self._lost: dict[tuple[int, str], list[int]] = {}
         self._warned = False  # one overflow warning per outage
         self._names: dict[Key, tuple[str, str, str]] = {}
         self._wake = asyncio.Event()
+        self.sender = Sender(self.buffer, self._wake)
         self._drained = asyncio.Event()  # set whenever the sender finds nothing left to send
         self._task: asyncio.Task | None = None
+        self._clock: asyncio.TimerHandle | None = None
+        self._gather: asyncio.TimerHandle | None = None
+        link.on_lost.append(self._wake.set)
         self._event("source_started", f"source {server_id} started")
 
     # -- the hub's side: never awaits ----------------------------------------------------
@@ -79,7 +80,7 @@ class BusPublisher:
             )
         sequence = entry.sequence
         body = wire.tick_body(self.server_id, entry)
-        self._append(Message(named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
+        self._append((named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> None:
         self._append(self.events.stream_opened(contract, tick_type, last))
@@ -103,26 +104,28 @@ class BusPublisher:
         if len(buffer) >= self.capacity:
             self._drop_oldest()
         buffer.append(message)
+        if self._gather is None:  # the first of a gathering: send it and what follows soon
+            loop = asyncio.get_running_loop()
+            self._gather = loop.call_later(GATHER_SECONDS, self._gathered)
+        elif len(buffer) - self.sender.sent >= BATCH:  # a batch is there already: now
+            self._wake.set()
+
+    def _gathered(self) -> None:
+        self._gather = None
         self._wake.set()
 
     def _drop_oldest(self) -> None:
         """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
-        buffer, inflight = self.buffer, self.inflight
-        at = next((i for i, m in enumerate(buffer) if m.is_tick), 0)
+        buffer = self.buffer
+        at = next((i for i, m in enumerate(buffer) if is_tick(m)), 0)
         gone = buffer[at]
         del buffer[at]
-        if at < self._sent:  # in flight: its batch counts one message less
-            self._sent -= 1
-            for batch in inflight:
-                if at < batch[0]:
-                    batch[0] -= 1
-                    break
-                at -= batch[0]
+        self.sender.forget(at)
         self.dropped += 1
-        if gone.is_tick:
-            stream = (gone.contract_id, gone.tick_type)
-            span = self._lost.setdefault(stream, [gone.sequence, gone.sequence])
-            span[0], span[1] = min(span[0], gone.sequence), max(span[1], gone.sequence)
+        if is_tick(gone):
+            _, _, _, contract_id, tick_type, sequence = gone
+            span = self._lost.setdefault((contract_id, tick_type), [sequence, sequence])
+            span[0], span[1] = min(span[0], sequence), max(span[1], sequence)
         if not self._warned:
             self._warned = True
             log.warning(
@@ -150,76 +153,38 @@ class BusPublisher:
                 raise
             except Exception as exc:  # the connection ended or refused: resend from the head
                 log.debug("bus: publishing stopped (%r); resending from the oldest unacked", exc)
-            self._reset()
+            self.sender.reset()
             if self.link.connected.is_set():  # refused (no stream leader ...), not gone
                 await asyncio.sleep(RETRY_PAUSE)
 
-    def _reset(self) -> None:
-        for _, future in self.inflight:
-            if future is not None:
-                future.cancel()
-        self.inflight.clear()
-        self._sent = 0
-
     async def _session(self, nc: NATS, js: JetStreamContext) -> None:
-        lost = asyncio.ensure_future(self.link.lost.wait())
+        """Send and take acks until the connection ends; one event wakes it (a new message,
+        an ack, a batch due, the connection lost, the ack clock): a pass makes no task."""
+        lost, wake, sender = self.link.lost, self._wake, self.sender
+        self._clock = asyncio.get_running_loop().call_later(ACK_TIMEOUT / 4, self._tick_clock)
         try:
-            while not lost.done():
-                if self._lost and not self.inflight:  # before the ticks that survived
-                    at = next((i for i, m in enumerate(self.buffer) if m.is_tick), 0)
+            while not lost.is_set():
+                if self._lost and not sender.batches:  # before the ticks that survived
+                    at = next((i for i, m in enumerate(self.buffer) if is_tick(m)), 0)
                     self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
-                await self._fill(nc, js)
-                if not self.inflight:
+                wake.clear()
+                await sender.send(nc, js)
+                self.published += sender.take_acked()  # raises a refusal, a lost ack
+                if not self.buffer:
                     self._warned = False  # caught up: a later overflow is a new one
                     self._drained.set()
-                    self._wake.clear()
-                    woken = asyncio.ensure_future(self._wake.wait())
-                    await asyncio.wait([woken, lost], return_when=asyncio.FIRST_COMPLETED)
-                    woken.cancel()
-                    continue
-                oldest = self.inflight[0][1]
-                done, _ = await asyncio.wait(
-                    [oldest, lost], timeout=ACK_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
-                )
-                if oldest in done:
-                    self._take_acked()
-                elif not lost.done():
-                    raise TimeoutError(f"no ack within {ACK_TIMEOUT} s")
+                if sender.sent < len(self.buffer) and sender.awaited() < BATCHES:
+                    continue  # more to send at once
+                await wake.wait()
         finally:
-            lost.cancel()
+            self._clock.cancel()
 
-    async def _fill(self, nc: NATS, js: JetStreamContext) -> None:
-        """Send batches of what is not in flight yet: every message but a batch's last one
-        as a plain publish, the last with a reply for JetStream's ack. One connection keeps
-        them in order and the stream stores them in order, so that ack stands for the whole
-        batch (one ack to handle per batch, not per tick); a refused or missing ack sends
-        the batch again, whose copies JetStream drops by their message ids."""
-        buffer, inflight = self.buffer, self.inflight
-        while len(inflight) < BATCHES and self._sent < len(buffer):
-            batch = list(itertools.islice(buffer, self._sent, self._sent + BATCH))
-            record: list = [len(batch), None]
-            inflight.append(record)
-            self._sent += len(batch)
-            for msg in batch[:-1]:
-                await nc.publish(msg.subject, msg.body, headers={wire.MSG_ID: msg.msg_id})
-            last = batch[-1]
-            record[1] = await js.publish_async(
-                last.subject, last.body, headers={wire.MSG_ID: last.msg_id}
-            )
-            await asyncio.sleep(0)  # a batch at a time: the server's clients are served between
-
-    def _take_acked(self) -> None:
-        """Take acknowledged batches off the head; a refused one raises (resend from it)."""
-        buffer, inflight = self.buffer, self.inflight
-        while inflight and inflight[0][1] is not None and inflight[0][1].done():
-            count, future = inflight[0]
-            future.result()  # raises what JetStream refused with
-            inflight.popleft()
-            for _ in range(count):
-                buffer.popleft()
-            self._sent -= count
-            self.published += count
+    def _tick_clock(self) -> None:
+        """Wake the sender now and then, so an ack that never comes is noticed."""
+        if self.sender.batches:
+            self._wake.set()
+        self._clock = asyncio.get_running_loop().call_later(ACK_TIMEOUT / 4, self._tick_clock)
 
     def status(self) -> dict:
         return {
@@ -227,7 +192,7 @@ class BusPublisher:
             "server_id": self.server_id,
             "published": self.published,
             "buffered": len(self.buffer),
-            "in_flight": self._sent,
+            "in_flight": self.sender.sent,
             "buffer_capacity": self.capacity,
             "dropped": self.dropped,
         }
@@ -245,4 +210,6 @@ class BusPublisher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._reset()
+        self.sender.reset()
+        if self._gather is not None:
+            self._gather.cancel()
