@@ -23,6 +23,7 @@ from ibstream.bus import wire
 from ibstream.bus.nats_server import NatsServer, free_port
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import TickType
+from tests.bus_fixtures import nats_server  # noqa: F401 (the fixture)
 from tests.bus_record_fixtures import (
     Publisher,
     RecorderProcess,
@@ -37,12 +38,8 @@ FIELDS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "ex
 
 
 @pytest.fixture
-def bus(tmp_path: Path):
-    server = NatsServer(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.kill()
+def bus(nats_server: NatsServer) -> NatsServer:  # noqa: F811 (the fixture, by name)
+    return nats_server
 
 
 @pytest.fixture
