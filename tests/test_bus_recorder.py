@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -331,3 +333,20 @@ async def test_a_store_that_cannot_be_written_holds_the_bus_back(bus, recorder):
         mine = sorted(r["sequence"] for r in rows if r["tick_type"] == kind.value)
         assert mine == list(range(1, top + 1)), kind
     assert gap_rows(recorder.store) == []
+
+
+def test_bad_record_options_are_one_line(tmp_path: Path):
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory")
+    base = [sys.executable, "-m", "ibstream", "record"]
+    cases = [
+        (["--from-bus", "http://x:4222", "--to", str(tmp_path)], 2, "nats://HOST:4222"),
+        (["--from-bus", "nats://127.0.0.1:1", "--to", str(afile)], 1, "not a directory"),
+        (["--from-bus", "nats://127.0.0.1:1", "--to", str(tmp_path), "--record-flush", "0"], 2,
+         "--record-flush"),
+    ]  # fmt: skip
+    for args, code, words in cases:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == code, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr
