@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from ibstream.bus import wire
 from ibstream.bus.nats_server import NatsServer, free_port
 from ibstream.gateway import GatewaySimulator
 from ibstream.model import TickType
+from tests.bus_fixtures import nats_server  # noqa: F401 (the fixture)
 from tests.bus_record_fixtures import (
     Publisher,
     RecorderProcess,
@@ -37,12 +40,8 @@ FIELDS = ("price", "size", "bid_price", "bid_size", "ask_price", "ask_size", "ex
 
 
 @pytest.fixture
-def bus(tmp_path: Path):
-    server = NatsServer(tmp_path / "nats").start()
-    try:
-        yield server
-    finally:
-        server.kill()
+def bus(nats_server: NatsServer) -> NatsServer:  # noqa: F811 (the fixture, by name)
+    return nats_server
 
 
 @pytest.fixture
@@ -307,3 +306,47 @@ async def test_a_source_restarted_while_the_recorder_was_down(bus, recorder):
         assert (gap["reason"], gap["server_id"]) == ("server_restarted", RUN)
         assert gap["after_sequence"] == ends[RUN][TickType(kind)]
     assert "source run a1b2c3d4e5f60718 ended while no recorder read the bus" in recorder.text()
+
+
+async def test_a_store_that_cannot_be_written_holds_the_bus_back(bus, recorder):
+    """The store's directory gone: nothing further is acknowledged (the bus keeps it);
+    back: everything is written, once, without a gap."""
+    ticks = sample_ticks(ES, 600)
+    seqs: dict[TickType, int] = {}
+    async with Publisher(bus.url) as source:
+        await source.create()
+        await source.begin(RUN, ES, TYPES)
+        recorder.start()
+        await source.ticks(RUN, ticks[:300], seqs)
+        await source.wait_acked()
+        before = await source.acked()
+        aside = recorder.store.with_name("store-aside")
+        recorder.store.rename(aside)
+        await source.ticks(RUN, ticks[300:], seqs)
+        await recorder.wait_log("cannot write to the tick store")
+        assert await source.acked() == before
+        aside.rename(recorder.store)
+        await source.wait_acked()
+    assert await recorder.terminate() == 0
+    rows = stored(recorder.store)
+    for kind, top in seqs.items():
+        mine = sorted(r["sequence"] for r in rows if r["tick_type"] == kind.value)
+        assert mine == list(range(1, top + 1)), kind
+    assert gap_rows(recorder.store) == []
+
+
+def test_bad_record_options_are_one_line(tmp_path: Path):
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory")
+    base = [sys.executable, "-m", "ibstream", "record"]
+    cases = [
+        (["--from-bus", "http://x:4222", "--to", str(tmp_path)], 2, "nats://HOST:4222"),
+        (["--from-bus", "nats://127.0.0.1:1", "--to", str(afile)], 1, "not a directory"),
+        (["--from-bus", "nats://127.0.0.1:1", "--to", str(tmp_path), "--record-flush", "0"], 2,
+         "--record-flush"),
+    ]  # fmt: skip
+    for args, code, words in cases:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == code, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and "Traceback" not in done.stderr

@@ -99,6 +99,28 @@ class Connection:
             await pause(self.stop, delay)
         raise AssertionError("unreachable: the backoff never ends")
 
+    async def durable_consumer(
+        self, durable: str, subject: str, ack_wait: float
+    ) -> tuple[nats.js.JetStreamContext.PullSubscription, int]:
+        """The durable pull consumer `durable` (ack-all), set back to its ack floor: what a
+        killed recorder had read but not acknowledged comes first, in order, not after
+        `ack_wait`. Its subscription and that floor (0: a new consumer, from the start)."""
+        js, floor = self.js, 0
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            consumer = await js.consumer_info(wire.STREAM, durable)
+            floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+            await js.delete_consumer(wire.STREAM, durable)
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.ALL,
+            ack_wait=ack_wait,
+            max_ack_pending=-1,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if floor else api.DeliverPolicy.ALL,
+            opt_start_seq=floor + 1 if floor else None,
+        )
+        sub = await js.pull_subscribe(subject, durable=durable, stream=wire.STREAM, config=config)
+        return sub, floor
+
     async def request(self, action: str, body: dict) -> dict:
         """A control request's `ok` answer (StreamError-like ValueError if refused)."""
         assert self.nc is not None

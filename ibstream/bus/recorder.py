@@ -26,12 +26,11 @@ from datetime import datetime
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js import api
 
 from ibstream.bus import wire
 from ibstream.bus.record_events import BusEvent, parse_event
 from ibstream.bus.record_run import RecordRun, stale_gaps, tick_of
-from ibstream.bus.record_source import Connection, Contracts, Stopped
+from ibstream.bus.record_source import Connection, Contracts, Stopped, pause
 from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.store import gaps, state
@@ -88,30 +87,12 @@ class BusRecorder:
 
     async def _subscribe(self) -> None:
         """The durable consumer, set back to its ack floor (see the module)."""
-        js = self.bus.js
         info = await self.bus.stream_info()
         if info.state.last_seq < self._seen:  # a new stream (the bus lost its store)
             log.warning("the bus's stream %s was made anew; reading it from its start", wire.STREAM)
             self._seen = self._acked = 0
         self._max_age_ns = int(info.config.max_age * 1e9) if info.config.max_age else DAY_NS
-        floor = 0
-        try:
-            consumer = await js.consumer_info(wire.STREAM, self.durable)
-            floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
-            await js.delete_consumer(wire.STREAM, self.durable)
-        except nats.js.errors.NotFoundError:
-            pass
-        config = api.ConsumerConfig(
-            durable_name=self.durable,
-            ack_policy=api.AckPolicy.ALL,
-            ack_wait=ACK_WAIT,
-            max_ack_pending=-1,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE if floor else api.DeliverPolicy.ALL,
-            opt_start_seq=floor + 1 if floor else None,
-        )
-        self._sub = await js.pull_subscribe(
-            EVERYTHING, durable=self.durable, stream=wire.STREAM, config=config
-        )
+        self._sub, floor = await self.bus.durable_consumer(self.durable, EVERYTHING, ACK_WAIT)
         self._seen = max(self._seen, floor)
         self._acked = max(self._acked, floor)
         log.info("recording %s from bus message %d on into %s", self.bus.url, floor + 1,
@@ -130,7 +111,7 @@ class BusRecorder:
         due = loop.time() + self.flush_seconds
         while not stop.is_set():
             if not self._store_ok():  # the store fails: read no more, retry the flush
-                await asyncio.wait([asyncio.ensure_future(stop.wait())], timeout=self.flush_seconds)
+                await pause(stop, self.flush_seconds)
                 await self._flush()
                 continue
             for msg in await self._fetch():
@@ -209,6 +190,9 @@ class BusRecorder:
         self._held = False  # an outage of a run that ended: its gap is the restart's
         for old in list(self.runs.values()):
             await old.recorder.flush()
+            while old.recorder.problem is not None or old.recorder.pending():
+                await pause(self.stopping, self.flush_seconds)  # the store fails: wait
+                await old.recorder.flush()
             if rows := old.ended(server_id, at_ns):
                 await asyncio.to_thread(gaps.write, self.root, old.server_id, rows)
             await old.recorder.stop()

@@ -356,7 +356,7 @@ def usable_store(root: layout.StoreRoot) -> None:
 def _unusable(root: layout.StoreRoot, why: str) -> StreamError:
     return StreamError(
         ErrorCode.INVALID_MESSAGE,
-        f"cannot record to {root.uri}: {why}; give --record a directory this user can write "
-        "(or an s3:// URI)",
+        f"cannot record to {root.uri}: {why}; give --record (`record --to`) a directory this "
+        "user can write (or an s3:// URI)",
         details={"store": root.uri},
     )
