@@ -140,6 +140,8 @@ class ScriptedSource:
         self.js = None
         self.sequences: dict[tuple[int, TickType], int] = {}
         self.holds: list[dict] = []
+        self.released: list[dict] = []
+        self.releases = asyncio.Event()  # set at each release request
         self.answer = True  # False: the control responder stays silent (a hung source)
         self._clock = 1_700_000_000_000_000_000
 
@@ -200,6 +202,10 @@ class ScriptedSource:
             self.holds.append(request)
             key = (request["contract_id"], TickType.parse(request["tick_type"]))
             ok = {"server_id": self.server_id, "last_sequence": self.sequences.get(key, 0)}
+        elif action == "release":
+            self.released.append(request)
+            self.releases.set()
+            ok = {}
         else:
             ok = {}
         await msg.respond(orjson.dumps({"ok": ok}))

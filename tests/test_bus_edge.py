@@ -282,3 +282,28 @@ async def test_an_edge_reads_only_its_catch_up_window_of_an_older_run(
     assert tick["data"]["sequence"] == newer[0].sequence == 6
     assert edge.hub.source.bus_status()["messages"] == 1  # the one tick after its start
     await client.close()
+
+
+async def test_the_edge_refuses_what_a_live_server_refuses(
+    source: ScriptedSource, edges: list[ServerHandle]
+) -> None:
+    edge, client = await opened_edge(source, edges)
+    arrow = {"contract_id": CID, "tick_types": ["last"], "config": {"format": "arrow"}}
+    arrow["config"]["batch_ms"] = 50
+    reply = await client.request("subscribe", arrow)
+    assert reply["type"] == "error" and reply["data"]["code"] == "INVALID_MESSAGE"
+    assert "served by replay servers" in reply["data"]["message"]
+    start = {
+        "contract_id": CID,
+        "tick_types": ["last"],
+        "config": {"start": "2026-01-02T14:30:00Z"},
+    }
+    reply = await client.request("subscribe", start)
+    assert reply["type"] == "error" and reply["data"]["details"]["field"] == "start"
+    assert edge.hub.channels[(CID, TickType.LAST)].held is False  # nothing held for them
+    await source.releases.wait()  # the hold taken before the refusal was given back
+    assert [h["contract_id"] for h in source.holds] == [CID]
+    assert source.released == [
+        {"holder": source.holds[0]["holder"], "contract_id": CID, "tick_type": "last"}
+    ]
+    await client.close()

@@ -58,6 +58,11 @@ class Holds:
             self.renewed.pop(key, None)
             self._spawn(self._release(key))
 
+    def forgo(self, key: Key) -> None:
+        """A hold taken for a subscribe that then failed: released unless kept since."""
+        if key not in self.keys and self.renewed.pop(key, None) is not None:
+            self._spawn(self._release(key))
+
     def forget(self) -> None:
         """The source restarted: it holds nothing for us any more (nothing to release)."""
         self.keys.clear()

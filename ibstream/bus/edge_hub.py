@@ -19,6 +19,7 @@ from ibstream.server.hub import Channel, Hub, StreamKey
 
 if TYPE_CHECKING:
     from ibstream.bus.edge import BusSource
+    from ibstream.server.stream import StreamHandle
 
 
 class EdgeHub(Hub):
@@ -36,6 +37,14 @@ class EdgeHub(Hub):
         wanted = [t for t in tick_types if (contract.contract_id, t) not in held]
         if wanted:
             await self.source.prepare(contract, wanted)
+
+    def drop_unused(self, handle: StreamHandle) -> None:
+        """A subscribe failed after `prepare`: the holds it took and left unused go too."""
+        super().drop_unused(handle)
+        key = StreamKey(handle.contract.contract_id, handle.tick_type)
+        channel = self.channels.get(key)
+        if channel is None or not channel.held:
+            self.source.holds.forgo(key)
 
     def publish_entry(self, key: StreamKey, contract: ContractInfo, entry: EncodedTick) -> None:
         """A tick as the source numbered and encoded it. Opens a kept channel (not held
