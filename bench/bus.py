@@ -98,6 +98,8 @@ async def main(args: argparse.Namespace) -> None:
             f"  {name:<16} without --bus {cpu_plain.get(name, 0.0):5.1f}   "
             f"with --bus {cpu_bus.get(name, 0.0):5.1f}"
         )
+    extra = (cpu_bus.get("server", 0.0) - cpu_plain.get("server", 0.0)) / 100 / args.fixed
+    say(f"  the bus costs the server {extra * 1e6:.1f} us of CPU per tick at that rate")
     say(f"the bus holds {held:,} messages (ticks and events of {args.rounds} source run(s))")
 
 

@@ -21,7 +21,10 @@ import websockets
 from ibstream.bus.link import stream_config
 from ibstream.bus.nats_server import NatsServer, free_port
 from ibstream.bus.wire import STREAM, SUBJECTS
+from ibstream.gateway import GatewaySimulator
 from ibstream.model import TickType
+from ibstream.server.run import start_server
+from ibstream.server.settings import ServerSettings
 from tests.bus_fixtures import (
     BusMessage,
     bus_until,
@@ -237,6 +240,8 @@ async def test_nats_killed_mid_stream_loses_no_tick_and_repeats_none(
         await link.changes.wait_for(lambda: link.attempts >= attempts + 2, WAIT)  # one line
         nats_server.start()  # the same port and store: what it acked before is there
         await asyncio.wait_for(link.connected.wait(), WAIT)
+        async with connected(nats_server.url) as nc:  # the responder subscribed again
+            assert (await control(nc, "status", {}))["ok"]["server_id"] == server.hub.server_id
         await client.until(client.count + 300)
     finally:
         await client.conn.close()
@@ -365,3 +370,25 @@ async def test_the_stream_is_created_or_brought_to_the_options(
     assert config.max_age == 7200.0 and config.max_bytes == 50_000_000
     assert config.duplicate_window == 120.0 and config.num_replicas == 1
     assert sorted(config.subjects) == sorted(SUBJECTS)
+
+
+async def test_an_upstream_refusal_is_a_stream_error_on_the_bus_and_ends_the_hold(
+    nats_server, nats_client
+):
+    async with GatewaySimulator(port=0, seed=1, rate=50.0, no_permission={"CL"}) as gateway:
+        settings = ServerSettings(port=0, ib_port=gateway.port, client_id=4242, bus=nats_server.url)
+        server = await start_server(settings)
+        try:
+            contract = (await control(nats_client, "resolve", {"spec": "CL"}))["ok"]["contract"]
+            hold = {"holder": "edge", "contract_id": contract["contract_id"], "tick_type": "last"}
+            assert "ok" in await control(nats_client, "hold", {**hold, "lease_seconds": 60})
+            messages = await bus_until(
+                nats_client, lambda ms: any(m.event["status"] == "stream_error" for m in ms)
+            )
+            error = next(m.event for m in messages if m.event["status"] == "stream_error")
+            assert error["contract_id"] == contract["contract_id"] and error["tick_type"] == "last"
+            assert error["error"]["code"] == "PERMISSION_DENIED"
+            assert error["error"]["details"]["ib_code"] == 354
+            assert server.context.bus.control.holds.held == {}  # the hold ended with it
+        finally:
+            await server.stop()
