@@ -37,14 +37,19 @@ async def edges() -> AsyncIterator[list[ServerHandle]]:
 
 
 async def take(
-    client: WSClient, n: int, positions: dict[str, int], seen: list, until: str | None = None
+    client: WSClient,
+    n: int,
+    positions: dict[str, int],
+    seen: list,
+    until: str | None = None,
+    timeout: float = WAIT,
 ) -> None:
     """Read until `n` more ticks of each stream arrived (or, with `until`, an `info` of that
     status), checking each tick continues its stream's position by exactly one (a replay
-    included)."""
+    included); `timeout`: for each message."""
     counts = dict.fromkeys(positions, 0)
     while min(counts.values()) < n:
-        msg = await client.recv()
+        msg = await client.recv(timeout)
         if msg["type"] == "info" and msg["data"]["status"] == until:
             return
         if msg["type"] != "tick":
