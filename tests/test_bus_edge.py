@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import websockets
@@ -307,3 +309,16 @@ async def test_the_edge_refuses_what_a_live_server_refuses(
         {"holder": source.holds[0]["holder"], "contract_id": CID, "tick_type": "last"}
     ]
     await client.close()
+
+
+async def test_history_on_an_edge_says_where_to_ask(
+    source: ScriptedSource, edges: list[ServerHandle]
+) -> None:
+    edge, client = await opened_edge(source, edges)
+    await client.close()
+    end = time.time_ns() - 60 * 10**9
+    query = f"tick_types=last&start={end - 600 * 10**9}&end={end}"
+    async with httpx.AsyncClient(base_url=edge.url, timeout=WAIT) as http:
+        answer = await http.get(f"/v2/history/{CID}?{query}")
+    assert answer.status_code != 500
+    assert "an edge server (--from-bus) has no IB connection for history" in answer.text

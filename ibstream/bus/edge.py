@@ -133,6 +133,15 @@ class BusSource:
         self.contracts.setdefault(found.contract_id, found)
         return found
 
+    async def qualified(self, contract_id: int) -> tuple[ContractInfo, object]:
+        """History from IB (`/v2/history`) needs the IB connection an edge does not have."""
+        raise StreamError(
+            ErrorCode.CONNECTION_ERROR,
+            "an edge server (--from-bus) has no IB connection for history: ask the source "
+            "server (`ibstream serve --bus`) or read a recording (`ibstream record --from-bus`)",
+            details={"contract_id": contract_id},
+        )
+
     async def search(self, symbol: str) -> list[ContractInfo]:
         self.asks.nc = self.feed.nc
         return await self.asks.search(symbol)

@@ -111,6 +111,15 @@ class ServeOptions:
     bus_buffer: int = _key(
         _DEFAULTS.bus_buffer, "with bus: messages kept while NATS is away", low=1
     )
+    from_bus: str | None = _key(
+        None, "run as an edge: every stream from this NATS bus (nats://HOST:4222), no IB"
+    )
+    bus_lease: float = _key(
+        _DEFAULTS.bus_lease, "with from_bus: seconds a hold on a stream lasts unrenewed", low=1
+    )
+    bus_catch_up: float = _key(
+        _DEFAULTS.bus_catch_up, "with from_bus: seconds of the current run read at start", low=0
+    )
 
     @property
     def url(self) -> str:
@@ -142,6 +151,9 @@ class ServeOptions:
             argv += ["--bus-replicas", str(self.bus_replicas), "--bus-buffer", str(self.bus_buffer)]
             if self.bus_max_bytes:
                 argv += ["--bus-max-bytes", str(self.bus_max_bytes)]
+        if self.from_bus:
+            argv += ["--from-bus", self.from_bus, "--bus-lease", f"{self.bus_lease:g}"]
+            argv += ["--bus-catch-up", f"{self.bus_catch_up:g}"]
         return argv + (["--demo"] if self.demo else [])  # never the token: `ps` shows argv
 
     @property
