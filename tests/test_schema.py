@@ -296,6 +296,8 @@ def test_the_schema_lists_every_info_status_and_complete_reason():
         "record_failed",
         "record_resumed",
         "replay_completed",
+        "bus_disconnected",
+        "bus_resumed",
     ]
     reasons = defs["CompleteData"]["properties"]["reason"]["enum"]
     assert reasons == ["limit_reached", "timeout", "error", "server_shutdown", "replay_completed"]
