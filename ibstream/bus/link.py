@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
 DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a message id
 PING_SECONDS = 5.0
+WATCH_SECONDS = 1.0  # how often the connection's closed state is looked at (see _until_lost)
 OnConnect = Callable[[NATS, JetStreamContext], Awaitable[None]]
 
 
@@ -94,7 +95,7 @@ class BusLink:
             try:
                 await self._connect()
                 delays = Backoff(initial=0.1, maximum=2.0).delays()
-                await self.lost.wait()
+                await self._until_lost()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # unreachable, refused, JetStream off: say it once
@@ -105,6 +106,33 @@ class BusLink:
                     await self.nc.close()
                 self.nc = self.js = None
             await asyncio.sleep(next(delays))  # backoff before the next attempt
+
+    async def _until_lost(self) -> None:
+        """Until the connection ends: its `closed_cb`, or, where nats-py closed it without
+        calling back (a close begun in a task the close itself cancels), its closed state,
+        looked at every `WATCH_SECONDS`."""
+        while not self.lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(WATCH_SECONDS):
+                    await self.lost.wait()
+            if not self.lost.is_set() and (self.nc is None or self.nc.is_closed):
+                await self._closed()
+
+    async def restart(self, nc: NATS) -> None:
+        """Give up on connection `nc` (JetStream stopped acknowledging on it: a peer that
+        still answers pings but no longer routes) and connect afresh, maybe to another node
+        of the cluster."""
+        if nc is not self.nc or self.lost.is_set():
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CONNECT_TIMEOUT):  # a wedged socket may not flush
+                await nc.close()
+        await self._closed()
+
+    def notice_closed(self, nc: NATS) -> None:
+        """A user of the connection found it closed: end it now rather than at the watch."""
+        if nc is self.nc and nc.is_closed and not self.lost.is_set():
+            asyncio.get_running_loop().create_task(self._closed())
 
     async def _connect(self) -> None:
         self.attempts += 1
@@ -162,6 +190,8 @@ class BusLink:
         self.last_error = f"{type(exc).__name__}: {exc}"
 
     async def _closed(self) -> None:
+        if self.lost.is_set():  # told twice (the callback and the watch): once is enough
+            return
         if self.connected.is_set() and not self._stopping:
             self._went_down(None)
         self.lost.set()

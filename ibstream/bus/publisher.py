@@ -151,8 +151,16 @@ class BusPublisher:
                 await self._session(nc, js)
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:  # no ack, or a send that never finished: a wedged connection
+                log.warning(
+                    "bus: JetStream acknowledged nothing for %g s; reconnecting to NATS and "
+                    "resending from the oldest unacknowledged message",
+                    ACK_TIMEOUT,
+                )
+                await self.link.restart(nc)
             except Exception as exc:  # the connection ended or refused: resend from the head
                 log.debug("bus: publishing stopped (%r); resending from the oldest unacked", exc)
+                self.link.notice_closed(nc)
             self.sender.reset()
             if self.link.connected.is_set():  # refused (no stream leader ...), not gone
                 await asyncio.sleep(RETRY_PAUSE)
@@ -169,7 +177,8 @@ class BusPublisher:
                     self.buffer.insert(at, self.events.overflow(self._lost, self.dropped))
                     self._lost = {}
                 wake.clear()
-                await sender.send(nc, js)
+                async with asyncio.timeout(ACK_TIMEOUT):  # a send blocked on a wedged socket
+                    await sender.send(nc, js)
                 self.published += sender.take_acked()  # raises a refusal, a lost ack
                 if not self.buffer:
                     self._warned = False  # caught up: a later overflow is a new one
