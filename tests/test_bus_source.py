@@ -326,8 +326,13 @@ async def test_a_full_buffer_drops_the_oldest_and_says_which(make_server, tmp_pa
     ((cid, tt, first, last),) = messages[2].event["details"]["ranges"]
     assert (cid, tt, first) == (AAPL, "last", 1)
     ticks = [m.tick.entry.sequence for m in messages if m.tick]
-    assert ticks[0] == last + 1 and contiguous(ticks)  # the rest, in order, after the event
-    assert all(m.tick for m in messages[3:])
+    # the rest, in order, after the event; the buffer may fill again while NATS catches up,
+    # and then only the ticks a later bus_overflow names are missing
+    later = [m.event for m in messages[3:] if not m.tick]
+    assert all(e["status"] == "bus_overflow" for e in later), later
+    named = {q for e in later for (_, _, a, b) in e["details"]["ranges"] for q in range(a, b + 1)}
+    assert ticks[0] == last + 1
+    assert ticks == [q for q in range(ticks[0], ticks[-1] + 1) if q not in named]
 
 
 async def test_ib_connection_changes_go_on_the_bus_with_the_streams_positions(
