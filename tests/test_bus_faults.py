@@ -1,9 +1,5 @@
-"""The bus's faults through the library's own client and a real NATS cluster.
-
-- An edge process kill -9ed under 20 `AsyncClient(server=[edge_a, edge_b])`s: each fails
-  over to the second URL by itself and resumes there, every tick once per stream.
-- One node of a three-node NATS cluster (the stream's leader, three replicas) kill -9ed
-  while the source streams 2,000 ticks/s: the clients of both edges get every tick once.
+"""One node of a three-node NATS cluster (the stream's leader, three replicas) kill -9ed while
+the source streams 2,000 ticks/s: the library clients of both edges get every tick once.
 """
 
 from __future__ import annotations
@@ -21,15 +17,13 @@ from ibstream.bus.nats_server import NatsServer, cluster
 from ibstream.client import AsyncClient, Backoff
 from ibstream.gateway import GatewaySimulator
 from ibstream.server.run import ServerHandle
-from tests.bus_fixtures import nats_server, stopped_at_end
-from tests.client_fixtures import EventRecorder, ServerProcess
+from tests.bus_fixtures import stopped_at_end
+from tests.client_fixtures import EventRecorder
 from tests.conftest import WAIT
 from tests.test_bus_edge import edge_on
+from tests.test_bus_edge_failover import per_stream
 from tests.test_client_reconnect import Ticks, assert_exact
 
-__all__ = ["nats_server"]  # a fixture, imported for pytest
-
-CLIENTS = 20
 TYPES = ("bid_ask", "last")
 FAST = Backoff(initial=0.05, maximum=0.5)
 RATE = 2_000.0  # ticks per second of the cluster test's market
@@ -39,48 +33,6 @@ RATE = 2_000.0  # ticks per second of the cluster test's market
 async def edges() -> AsyncIterator[list[ServerHandle]]:
     async with stopped_at_end() as started:
         yield started
-
-
-def per_stream(ticks: Ticks) -> dict[str, int]:
-    counts = dict.fromkeys(TYPES, 0)
-    for tick in ticks.got:
-        counts[tick["tick_type"]] += 1
-    return counts
-
-
-async def test_an_edge_killed_under_20_clients_they_fail_over_to_the_next_url(
-    nats_server: NatsServer, make_server, gateway: GatewaySimulator, edges: list[ServerHandle]
-) -> None:
-    await make_server(bus=nats_server.url)
-    edge_a = ServerProcess(gateway.port)  # an edge in its own process, to kill -9
-    try:
-        await edge_a.start("--from-bus", nats_server.url, "--max-connections-per-ip", "50")
-        edges.append(edge_b := await edge_on(nats_server.url, max_connections_per_ip=50))
-        urls = [edge_a.url, edge_b.url]
-        streams = [Ticks() for _ in range(CLIENTS)]
-        events = [EventRecorder() for _ in streams]
-        clients = [AsyncClient(urls, backoff=FAST, on_event=e) for e in events]
-        try:
-            for client, ticks in zip(clients, streams, strict=True):
-                await client.connect()
-                await client.stream("ES", TYPES, on_tick=ticks)
-            for ticks in streams:
-                await ticks.until(lambda t=ticks: min(per_stream(t).values()) >= 2, timeout=WAIT)
-            assert {c.server for c in clients} == {edge_a.url}
-            before = [len(t.got) for t in streams]
-            await edge_a.kill()  # no close frame: the sockets just die
-            for client in clients:
-                await client.wait_for(lambda c=client: c.server == edge_b.url, WAIT)
-                await client.wait_for(lambda c=client: c.state == "connected", WAIT)
-            for ticks, had in zip(streams, before, strict=True):
-                await ticks.until(lambda t=ticks, n=had: len(t.got) >= n + 20, timeout=WAIT)
-            for ticks, seen in zip(streams, events, strict=True):
-                assert_exact(ticks.got)  # per stream: every sequence once, across the move
-                assert not seen.gaps, seen.gaps
-        finally:
-            await asyncio.gather(*(c.close() for c in clients))
-    finally:
-        await edge_a.kill()
 
 
 @pytest.fixture
