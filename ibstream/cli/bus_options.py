@@ -1,11 +1,12 @@
-"""`ibstream serve` options of the source role: `--bus nats://HOST:4222` and the JetStream
-stream's retention (see `ibstream.bus`)."""
+"""`ibstream serve` options of the bus roles: the source's `--bus nats://HOST:4222` and the
+JetStream stream's retention, an edge's `--from-bus nats://HOST:4222` and its holds and
+catch-up (see `ibstream.bus`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ibstream.cli.args import positive
+from ibstream.cli.args import positive, seconds
 from ibstream.server.settings import ServerSettings
 
 
@@ -49,6 +50,48 @@ _WITH_BUS = (
 )
 
 
+# the same for an edge (--from-bus)
+_FROM_BUS = (
+    (
+        "--bus-lease",
+        positive(float),
+        "bus_lease",
+        "SECONDS",
+        "an edge's hold on a stream at the source lasts this long unless renewed, so the "
+        "streams of an edge that died are freed",
+    ),
+    (
+        "--bus-catch-up",
+        seconds,
+        "bus_catch_up",
+        "SECONDS",
+        "at start read this much of the source's current run from the bus (its resume "
+        "buffers), or all of it if the run is younger",
+    ),
+)
+
+
+def add_edge_options(serve: argparse.ArgumentParser) -> None:
+    d = ServerSettings()
+    serve.add_argument(
+        "--from-bus",
+        type=nats_url,
+        default=None,
+        metavar="URL",
+        help="run as an edge server: no IB connection, every stream comes from the source's "
+        "ticks on this NATS JetStream bus (a source runs `ibstream serve --bus URL`), e.g. "
+        "nats://HOST:4222 (default: none, connect to IB)",
+    )
+    _add(serve, _FROM_BUS, d, "with --from-bus")
+
+
+def _add(serve: argparse.ArgumentParser, table: tuple, d: ServerSettings, role: str) -> None:
+    for flag, kind, name, metavar, text in table:
+        serve.add_argument(
+            flag, type=kind, default=getattr(d, name), metavar=metavar, help=f"{role}: {text}"
+        )
+
+
 def add_source_options(serve: argparse.ArgumentParser) -> None:
     d = ServerSettings()
     serve.add_argument(
@@ -59,12 +102,10 @@ def add_source_options(serve: argparse.ArgumentParser) -> None:
         help="publish every tick and source event to this NATS JetStream server "
         "(nats://HOST:4222), and answer edges' control requests there (default: none)",
     )
-    for flag, kind, name, metavar, text in _WITH_BUS:
-        serve.add_argument(
-            flag, type=kind, default=getattr(d, name), metavar=metavar, help=f"with --bus: {text}"
-        )
+    _add(serve, _WITH_BUS, d, "with --bus")
 
 
-def source_settings(args: argparse.Namespace) -> dict:
-    """The bus options as ServerSettings keywords."""
-    return {"bus": args.bus, **{name: getattr(args, name) for _, _, name, _, _ in _WITH_BUS}}
+def bus_settings(args: argparse.Namespace) -> dict:
+    """Both roles' options as ServerSettings keywords."""
+    names = [name for _, _, name, _, _ in _WITH_BUS + _FROM_BUS]
+    return {"bus": args.bus, "from_bus": args.from_bus, **{n: getattr(args, n) for n in names}}

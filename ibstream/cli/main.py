@@ -174,31 +174,7 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         help="keep an upstream stream and its resume buffer this long after its last client "
         "leaves, so a client that reconnects resumes without a gap (0: cancel at once)",
     )
-    serve.add_argument(
-        "--from-bus",
-        type=bus_options.nats_url,
-        default=None,
-        metavar="URL",
-        help="run as an edge server: no IB connection, every stream comes from the source's "
-        "ticks on this NATS JetStream bus (a source runs `ibstream serve --bus URL`), e.g. "
-        "nats://HOST:4222 (default: none, connect to IB)",
-    )
-    serve.add_argument(
-        "--bus-lease",
-        type=positive(float),
-        default=d.bus_lease,
-        metavar="SECONDS",
-        help="with --from-bus: an edge's hold on a stream at the source lasts this long "
-        "unless renewed, so the streams of an edge that died are freed",
-    )
-    serve.add_argument(
-        "--bus-catch-up",
-        type=seconds,
-        default=d.bus_catch_up,
-        metavar="SECONDS",
-        help="with --from-bus: at start read this much of the source's current run from the "
-        "bus (its resume buffers), or all of it if the run is younger",
-    )
+    bus_options.add_edge_options(serve)
     serve.add_argument(
         "--record",
         metavar="DIR",
@@ -264,10 +240,7 @@ def serve_settings(args: argparse.Namespace) -> ServerSettings:
         record_contracts=tuple(args.record_contract),
         backfill=args.backfill,
         backfill_from=args.backfill_from,
-        from_bus=args.from_bus,
-        bus_lease=args.bus_lease,
-        bus_catch_up=args.bus_catch_up,
-        **bus_options.source_settings(args),
+        **bus_options.bus_settings(args),
     )
 
 
