@@ -63,12 +63,14 @@ def test_version_is_the_installed_package_version():
     assert run.stdout.strip() == f"ibstream {metadata.version('ibstream')}"
 
 
-@pytest.mark.parametrize("name", ["ibstream", "gateway", "serve", "demo", "delta"])
+@pytest.mark.parametrize(
+    "name", ["ibstream", "gateway", "serve", "demo", "delta", "record", "history"]
+)
 def test_help_shows_the_default_of_every_option_that_takes_a_value(name):
     parser = subcommands()[name]
     valued = [a for a in parser._actions if a.option_strings and a.nargs != 0]
     text = " ".join(parser.format_help().split())  # unwrapped
-    assert text.count("(default: ") == len(valued), text
+    assert text.count("(default: ") + text.count("(required)") == len(valued), text
     for action in valued:
         if action.default not in (None, [], argparse.SUPPRESS):
             assert f"(default: {action.default})" in text, action.dest

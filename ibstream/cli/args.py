@@ -14,12 +14,15 @@ from typing import NoReturn
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Appends `(default: ...)` to every option that takes a value and does not say its
-    default itself; flags (store_true, counts) have none to show."""
+    default itself (`(required)` to a required one); flags (store_true, counts) have none to
+    show."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.nargs == 0 or "(default" in text:
+        if action.nargs == 0 or "(default" in text or "required)" in text:
             return text
+        if action.required and action.option_strings:
+            return f"{text} (required)"
         return super()._get_help_string(action)
 
 
