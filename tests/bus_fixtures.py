@@ -56,12 +56,27 @@ async def connected(url: str) -> AsyncIterator[nats.NATS]:
 
 
 class BusMessage:
-    """One message of the stream: a tick (`tick` set: wire.parse_tick) or an event (`event`)."""
+    """One tick of a message of the stream (`tick` set, `end`: it ends its gathering
+    window) or an event (`event`), with the message's stream sequence and id."""
 
     def __init__(self, subject: str, data: bytes, stream_seq: int, msg_id: str | None):
         self.subject, self.data, self.stream_seq, self.msg_id = subject, data, stream_seq, msg_id
-        self.tick = wire.parse_tick(subject, data) if subject.startswith(wire.TICKS) else None
-        self.event = orjson.loads(data) if self.tick is None else None
+        self.tick: wire.BusTick | None = None
+        self.event = None if subject.startswith(wire.TICKS) else orjson.loads(data)
+        self.end = False
+
+    @classmethod
+    def of(cls, subject: str, data: bytes, stream_seq: int, msg_id: str | None) -> list:
+        """The message's ticks one by one (a pack), or the event."""
+        if not subject.startswith(wire.TICKS):
+            return [cls(subject, data, stream_seq, msg_id)]
+        pack = wire.parse_pack(subject, data)
+        out = []
+        for tick in pack.ticks:
+            one = cls(subject, data, stream_seq, msg_id)
+            one.tick, one.end = tick, pack.end and tick is pack.ticks[-1]
+            out.append(one)
+        return out
 
 
 async def read_bus(nc: nats.NATS, timeout: float = WAIT) -> list[BusMessage]:
@@ -81,13 +96,8 @@ async def read_bus(nc: nats.NATS, timeout: float = WAIT) -> list[BusMessage]:
             while True:
                 msg = await sub.next_msg(timeout=timeout)
                 headers = msg.headers or {}
-                out.append(
-                    BusMessage(
-                        msg.subject,
-                        msg.data,
-                        msg.metadata.sequence.stream,
-                        headers.get(wire.MSG_ID),
-                    )
+                out += BusMessage.of(
+                    msg.subject, msg.data, msg.metadata.sequence.stream, headers.get(wire.MSG_ID)
                 )
                 if msg.metadata.sequence.stream >= last:
                     return out
@@ -183,7 +193,7 @@ class ScriptedSource:
             tick = Tick(AAPL.contract_id, tick_type, self._clock, price=100 + seq / 100, size=seq)
             entry = encode_tick(tick, seq)
             headers = {wire.MSG_ID: wire.message_id(self.server_id, *key, seq)}
-            body = wire.tick_body(self.server_id, entry)
+            body = wire.pack_body(self.server_id, [wire.tick_record(entry, seq)], end=True)
             await self.js.publish(wire.tick_subject(*key), body, headers=headers)
             out.append(entry)
         return out

@@ -97,7 +97,7 @@ class Publisher:
         msg_id = wire.message_id(server_id, tick.contract_id, tick.tick_type, sequence)
         ack = await self.js.publish(
             wire.tick_subject(tick.contract_id, tick.tick_type),
-            wire.tick_body(server_id, entry),
+            wire.pack_body(server_id, [wire.tick_record(entry, sequence)], end=True),
             headers={wire.MSG_ID: msg_id},
         )
         return ack.seq

@@ -20,8 +20,8 @@ import websockets
 from ibstream.bus import wire
 from ibstream.bus.nats_server import NatsServer, free_port
 from ibstream.bus.serve import start_edge_server
-from ibstream.model import TickType
-from ibstream.protocol.encode import tick_prefix
+from ibstream.model import Tick, TickType
+from ibstream.protocol.encode import encode_tick, tick_prefix
 from ibstream.server.run import ServerHandle
 from ibstream.server.settings import ServerSettings
 from tests.bus_fixtures import AAPL, ScriptedSource, nats_server, stopped_at_end
@@ -160,13 +160,18 @@ async def test_malformed_bus_messages_are_skipped(
     await source.raw(wire.event_subject(source.server_id), b'{"status": 3}')
     await source.raw("ibstream.ticks.nope", b"x" * 40)
     await source.raw("ibstream.ticks.265598.nope", b"x" * 40)  # no such tick type
+    one = wire.tick_record(encode_tick(Tick(CID, TickType.LAST, 1, price=1.0, size=1.0), 1), 1)
+    whole = wire.pack_body(source.server_id, [one], end=True)
+    await source.raw(wire.tick_subject(CID, "last"), whole[:-5])  # a record cut short
+    await source.raw(wire.tick_subject(CID, "last"), whole + b"xx")  # bytes after the last
+    await source.raw(wire.tick_subject(CID, "last"), wire.pack_body("s", [one, one], end=True))
     await source.event("stream_opened", contract_id=CID, tick_type="nope", last_sequence=0)
     await source.event("stream_error", contract_id=CID, tick_type="last")  # no error body
     sent = await source.ticks(3)
     got = await client.ticks(3)
     assert [m["data"]["sequence"] for m in got] == [e.sequence for e in sent]
     status = edge.hub.source.bus_status()
-    assert status["malformed"] == 6
+    assert status["malformed"] == 9
     lines = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
     assert len([t for t in lines if "malformed message" in t]) == 1  # one for the run
     assert [t.split(":")[1] for t in lines if "event" in t] == [

@@ -196,3 +196,26 @@ async def test_nats_away_mid_stream_edge_clients_told_and_caught_up(
         await client.close()
     finally:
         nats_server.kill()
+
+
+async def test_an_edge_client_gets_the_streams_interleaved_as_the_source_sent_them(
+    nats_server: NatsServer, make_server, gateway: GatewaySimulator, edges: list[ServerHandle]
+) -> None:
+    """The bus carries each stream's ticks of a millisecond as one message; at 5,000 ticks/s
+    a window holds both streams, and the edge merges them back: its client sees quotes and
+    trades in exactly the order the source's own client does."""
+    source = await make_server(bus=nats_server.url)
+    edges.append(edge := await edge_on(nats_server.url))
+    gateway.set_rate(5_000, ES)
+    direct, far = await connect(source), await connect(edge)
+    await direct.subscribe(ES, TYPES)
+    await far.subscribe(ES, TYPES)
+    near_seen = [(m["data"]["tick_type"], m["data"]["sequence"]) for m in await direct.ticks(3000)]
+    far_seen = [(m["data"]["tick_type"], m["data"]["sequence"]) for m in await far.ticks(2000)]
+    both = set(near_seen) & set(far_seen)
+    assert len(both) >= 1000
+    assert [t for t in far_seen if t in both] == [t for t in near_seen if t in both]
+    switches = sum(a[0] != b[0] for a, b in zip(far_seen, far_seen[1:], strict=False))
+    assert switches >= 100  # the streams really interleave: windows held both
+    await direct.close()
+    await far.close()

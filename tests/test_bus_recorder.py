@@ -182,10 +182,11 @@ async def test_a_restarted_source_is_a_new_run_and_a_gap_of_its_open_streams(bus
 async def test_what_the_bus_expired_before_the_recorder_read_it_is_a_gap(
     make_server: ServerFactory, ws_client, bus, recorder, tmp_path
 ):
-    """A source whose bus keeps 20 kB of messages (~0.5 s of ticks): the recorder starts late (the start expired, and
-    with it stream_opened: the contract is asked of the source), then is away a while. Every
-    sequence is stored once or named by a `bus_expired` gap, never both."""
-    server = await make_server(bus=bus.url, bus_max_bytes=20_000)
+    """A source whose bus keeps 10 kB of messages (a fraction of a second of ticks): the
+    recorder starts late (the start expired, and with it stream_opened: the contract is asked
+    of the source), then is away a while. Every sequence is stored once or named by a
+    `bus_expired` gap, never both."""
+    server = await make_server(bus=bus.url, bus_max_bytes=10_000)
     client: WSClient = await ws_client(server)
     await client.subscribe(AAPL, list(TYPES))
     await ticks_for(client, seconds=1.0)  # the first of them are gone from the bus

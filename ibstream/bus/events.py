@@ -22,10 +22,10 @@ if TYPE_CHECKING:
 
 
 # One message for the bus, a plain tuple: (subject, body, message id, contract id, tick type,
-# sequence); an event has contract id 0. Only strings, bytes and ints in an exact tuple, so
-# the garbage collector stops tracking a buffered one (it does not untrack a NamedTuple):
-# a buffer of 200,000 costs no collection time.
-Message = tuple[str, bytes, str, int, str, int]
+# first sequence, ticks); an event has contract id 0 and no ticks. Only strings, bytes and
+# ints in an exact tuple, so the garbage collector stops tracking a buffered one (it does
+# not untrack a NamedTuple): a full buffer costs no collection time.
+Message = tuple[str, bytes, str, int, str, int, int]
 
 
 def is_tick(message: Message) -> bool:
@@ -50,7 +50,7 @@ class EventMaker:
             **{k: v for k, v in extra.items() if v is not None},
         }
         msg_id = f"{self.server_id}.event.{self.count}"
-        return (self.subject, orjson.dumps(body), msg_id, 0, "", 0)
+        return (self.subject, orjson.dumps(body), msg_id, 0, "", 0, 0)
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> Message:
         return self.make(
@@ -97,7 +97,7 @@ class EventMaker:
         ranges = [[cid, tt, first, last] for (cid, tt), (first, last) in lost.items()]
         return self.make(
             "bus_overflow",
-            f"the source's bus buffer overflowed while NATS was away: {dropped} message(s) "
+            f"the source's bus buffer overflowed while NATS was away: {dropped} tick(s) "
             "dropped in all; the ranges listed never reached the bus",
             {"ranges": ranges, "dropped_total": dropped},
         )

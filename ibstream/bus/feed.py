@@ -8,7 +8,8 @@ reconnects forever (a NATS not there at start-up too); after a reconnect the con
 again from the time of the last message it had (`starts.py`: sequences can be reused after a
 NATS crash), and what arrives twice is dropped: ticks by their stream sequence (the hub),
 events by their number. Each outage is logged once, and once when it ends. A malformed
-message is logged (the first of a run of them) and skipped.
+message is logged (the first of a run of them) and skipped. Ticks come in packs, a stream's
+ticks of about a millisecond each; `window.py` puts them back in the source's order.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 
 from ibstream.bus import starts, wire
+from ibstream.bus.window import WindowMerge
 from ibstream.errors import StreamError
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class BusFeed:
         self._last_reply: str | None = None  # the last message's reply subject (its stamp)
         self._events: dict[str, int] = {}  # the newest run's last event number
         self._resuming: asyncio.Task | None = None
+        self._window = WindowMerge(on_tick)
 
     @property
     def connected(self) -> bool:
@@ -175,9 +178,9 @@ class BusFeed:
         subject = msg.subject
         try:
             if subject.startswith(wire.TICKS + "."):
-                tick, event = wire.parse_tick(subject, msg.data), None
+                pack, event = wire.parse_pack(subject, msg.data), None
             else:
-                tick, event = None, orjson.loads(msg.data)
+                pack, event = None, orjson.loads(msg.data)
                 if not isinstance(event, dict) or not isinstance(event.get("status"), str):
                     raise ValueError("an event is an object with a `status`")
                 if not isinstance(event.get("server_id"), str):
@@ -189,10 +192,12 @@ class BusFeed:
                 log.warning("bus: skipped a malformed message on %s: %s", subject, exc)
             return
         self._bad_run = False
+        if pack is not None:
+            self._window.pack(pack)  # each tick handed on alone: a failing one is said there
+            return
+        self._window.flush()  # the ticks before the event first
         try:
-            if tick is not None:
-                self.on_tick(tick)
-            elif not self._seen_before(event["server_id"], msg.headers):
+            if not self._seen_before(event["server_id"], msg.headers):
                 self.on_event(event)
         except Exception:  # a bug handling one message must not stop the feed: said, skipped
             log.exception("bus: handling a message on %s failed", subject)

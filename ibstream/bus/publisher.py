@@ -1,13 +1,15 @@
 """Every numbered tick and source event onto JetStream, in order, acknowledged.
 
 The hub hands each tick over (`tick`) as the `EncodedTick` it already made, without
-awaiting: the publisher appends the message to a bounded buffer and wakes its sender
+awaiting: the publisher adds it to its stream's open pack (`wire.py`: the ticks of one
+stream in one message), and every GATHER_SECONDS, before an event, or when a pack is full,
+the open packs go into a bounded buffer and wake its sender
 (`sender.py`: publishes at once, one ack per batch), which takes a message off the buffer
 only when JetStream acknowledged it, so after a lost connection or a refused publish it
 sends again from the first unacknowledged message, with the same message id: JetStream
 drops the copies it already holds.
 
-While NATS is away the buffer fills; past `capacity` the oldest tick goes (events stay),
+While NATS is away the buffer fills; past `capacity` ticks the oldest pack goes (events stay),
 counted, with one warning per outage, and an event (`bus_overflow`) goes on the bus ahead
 of the surviving ticks naming the ranges lost per stream.
 """
@@ -34,9 +36,10 @@ if TYPE_CHECKING:
     from ibstream.ib.source import SourceEvent
 
 log = logging.getLogger(__name__)
-# Messages gather this long before they are sent, so one write (and one pass of the sender)
-# carries what arrived meanwhile instead of one per event-loop pass: the bus lags the
-# server's own clients by at most this, and costs it a fraction of the CPU per tick.
+# Ticks gather this long into their streams' packs before they are sent, so one message
+# (and one pass of the sender) carries what arrived meanwhile instead of one per tick: the
+# bus lags the server's own clients by at most this, and costs it and nats-server a fraction
+# of the CPU per tick.
 GATHER_SECONDS = 0.001
 RETRY_PAUSE = 0.2  # after a refused publish (no stream leader yet ...), before sending again
 Key = tuple[int, TickType]
@@ -47,18 +50,22 @@ class BusPublisher:
 
     def __init__(self, link: BusLink, server_id: str, *, capacity: int = 200_000):
         if capacity < 1:
-            raise ValueError(f"the bus buffer holds at least 1 message, not {capacity}")
+            raise ValueError(f"the bus buffer holds at least 1 tick, not {capacity}")
         self.link = link
         self.server_id = server_id
         self.capacity = capacity
         self.events = EventMaker(server_id)
         self.buffer: deque[Message] = deque()
-        self.published = 0  # acknowledged by JetStream
-        self.dropped = 0  # gone from a full buffer
+        self.ticks = 0  # in the buffer's packs
+        self.published = 0  # ticks and events acknowledged by JetStream
+        self.dropped = 0  # ticks gone from a full buffer
         # dropped and not yet told on the bus: (contract id, tick type) -> [first, last]
         self._lost: dict[tuple[int, str], list[int]] = {}
         self._warned = False  # one overflow warning per outage
         self._names: dict[Key, tuple[str, str, str]] = {}
+        # the window's open packs: a stream's first sequence, then its ticks' records
+        self._open: dict[Key, list] = {}
+        self._ordinal = 0  # the ticks' order across streams, carried in their records
         self._wake = asyncio.Event()
         self.sender = Sender(self.buffer, self._wake)
         self._drained = asyncio.Event()  # set whenever the sender finds nothing left to send
@@ -71,16 +78,20 @@ class BusPublisher:
     # -- the hub's side: never awaits ----------------------------------------------------
 
     def tick(self, key: Key, entry: EncodedTick) -> None:
-        named = self._names.get(key)
-        if named is None:  # the subject and message id prefix of a stream, made once
-            named = self._names[key] = (
-                wire.tick_subject(*key),
-                wire.message_id(self.server_id, key[0], key[1], 0)[:-1],
-                key[1].value,
-            )
-        sequence = entry.sequence
-        body = wire.tick_body(self.server_id, entry)
-        self._append((named[0], body, f"{named[1]}{sequence}", key[0], named[2], sequence))
+        """Into its stream's open pack (a full one goes to the buffer at once)."""
+        pack = self._open.get(key)
+        if pack is None:
+            pack = self._open[key] = [entry.sequence]
+            if self._gather is None:  # the window's first tick: it closes in GATHER_SECONDS
+                loop = asyncio.get_running_loop()
+                self._gather = loop.call_later(GATHER_SECONDS, self._gathered)
+        self._ordinal += 1
+        pack.append(wire.tick_record(entry, self._ordinal))
+        if len(pack) > wire.PACK_TICKS:
+            del self._open[key]
+            self._push(key, pack, end=not self._open)  # the only open pack: ends the window
+            if not self._open:
+                self._wake.set()
 
     def stream_opened(self, contract: ContractInfo, tick_type: TickType, last: int) -> None:
         self._append(self.events.stream_opened(contract, tick_type, last))
@@ -100,36 +111,64 @@ class BusPublisher:
         self._append(self.events.make(status, message, details))
 
     def _append(self, message: Message) -> None:
-        buffer = self.buffer
-        if len(buffer) >= self.capacity:
+        """An event, after the ticks before it (it ends their window)."""
+        self._close_window()
+        self.buffer.append(message)
+        self._soon()
+
+    def _close_window(self) -> None:
+        """Every open pack into the buffer, in the order of their first ticks; the last one
+        ends the window."""
+        if self._open:
+            packs, self._open = self._open, {}
+            last = len(packs) - 1
+            for n, (key, pack) in enumerate(packs.items()):
+                self._push(key, pack, end=n == last)
+
+    def _push(self, key: Key, pack: list, end: bool) -> None:
+        named = self._names.get(key)
+        if named is None:  # the subject and message id prefix of a stream, made once
+            named = self._names[key] = (
+                wire.tick_subject(*key),
+                wire.message_id(self.server_id, key[0], key[1], 0)[:-1],
+                key[1].value,
+            )
+        first, records = pack[0], pack[1:]
+        count = len(records)
+        while self.ticks + count > self.capacity and self.ticks:
             self._drop_oldest()
-        buffer.append(message)
-        if self._gather is None:  # the first of a gathering: send it and what follows soon
+        body = wire.pack_body(self.server_id, records, end)
+        self.buffer.append((named[0], body, f"{named[1]}{first}", key[0], named[2], first, count))
+        self.ticks += count
+        self._soon()
+
+    def _soon(self) -> None:
+        if self._gather is None:  # send it and what follows soon
             loop = asyncio.get_running_loop()
             self._gather = loop.call_later(GATHER_SECONDS, self._gathered)
-        elif len(buffer) - self.sender.sent >= BATCH:  # a batch is there already: now
+        elif len(self.buffer) - self.sender.sent >= BATCH:  # a batch is there already: now
             self._wake.set()
 
     def _gathered(self) -> None:
         self._gather = None
+        self._close_window()
         self._wake.set()
 
     def _drop_oldest(self) -> None:
-        """Drop the oldest tick (events before it stay: a consumer needs `stream_opened`)."""
+        """Drop the oldest pack (events before it stay: a consumer needs `stream_opened`)."""
         buffer = self.buffer
-        at = next((i for i, m in enumerate(buffer) if is_tick(m)), 0)
-        gone = buffer[at]
+        at = next(i for i, m in enumerate(buffer) if is_tick(m))
+        _, _, _, contract_id, tick_type, first, count = buffer[at]
         del buffer[at]
         self.sender.forget(at)
-        self.dropped += 1
-        if is_tick(gone):
-            _, _, _, contract_id, tick_type, sequence = gone
-            span = self._lost.setdefault((contract_id, tick_type), [sequence, sequence])
-            span[0], span[1] = min(span[0], sequence), max(span[1], sequence)
+        self.ticks -= count
+        self.dropped += count
+        span = self._lost.setdefault((contract_id, tick_type), [first, first + count - 1])
+        span[0], span[1] = min(span[0], first), max(span[1], first + count - 1)
         if not self._warned:
             self._warned = True
             log.warning(
-                "bus: buffer full (%d messages) while NATS at %s is away or slow: dropping the "
+                "bus: buffer full (%d ticks) while NATS at %s is away or slow: dropping the "
                 "oldest (counted in /health bus.dropped; consumers get a bus_overflow event)",
                 self.capacity,
                 self.link.url,
@@ -179,7 +218,9 @@ class BusPublisher:
                 wake.clear()
                 async with asyncio.timeout(ACK_TIMEOUT):  # a send blocked on a wedged socket
                     await sender.send(nc, js)
-                self.published += sender.take_acked()  # raises a refusal, a lost ack
+                items, ticks = sender.take_acked()  # raises a refusal, a lost ack
+                self.published += items
+                self.ticks -= ticks
                 if not self.buffer:
                     self._warned = False  # caught up: a later overflow is a new one
                     self._drained.set()
@@ -200,7 +241,8 @@ class BusPublisher:
             **self.link.status(),
             "server_id": self.server_id,
             "published": self.published,
-            "buffered": len(self.buffer),
+            "buffered": self.ticks,
+            "buffered_messages": len(self.buffer),
             "in_flight": self.sender.sent,
             "buffer_capacity": self.capacity,
             "dropped": self.dropped,
@@ -208,6 +250,7 @@ class BusPublisher:
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Publish what is buffered (up to `timeout` s while connected), then stop."""
+        self._close_window()
         if self.buffer and self.link.connected.is_set():
             self._drained.clear()
             self._wake.set()
@@ -215,7 +258,11 @@ class BusPublisher:
                 async with asyncio.timeout(timeout):
                     await self._drained.wait()
         if self.buffer:
-            log.warning("bus: %d message(s) not published at shutdown", len(self.buffer))
+            log.warning(
+                "bus: %d tick(s) in %d message(s) not published at shutdown",
+                self.ticks,
+                len(self.buffer),
+            )
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

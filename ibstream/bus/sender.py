@@ -103,22 +103,23 @@ class Sender:
     def awaited(self) -> int:
         return sum(1 for b in self.batches if b[1] is not None)
 
-    def take_acked(self) -> int:
-        """Take acknowledged batches off the buffer's head; how many messages. A refused
-        batch raises what JetStream said (the caller sends again from it); so does an ack
-        awaited past ACK_TIMEOUT."""
-        buffer, batches, taken = self.buffer, self.batches, 0
+    def take_acked(self) -> tuple[int, int]:
+        """Take acknowledged batches off the buffer's head; how many ticks and events, and
+        how many ticks. A refused batch raises what JetStream said (the caller sends again
+        from it); so does an ack awaited past ACK_TIMEOUT."""
+        buffer, batches, items, ticks = self.buffer, self.batches, 0, 0
         while batches and batches[0][1] is not None and batches[0][1].done():
             count, future, *_ = batches.popleft()
             future.result()
             for _ in range(count):
-                buffer.popleft()
+                n = buffer.popleft()[6]
+                items += n or 1
+                ticks += n
             self.sent -= count
-            taken += count
         if batches and batches[0][1] is not None:
             if batches[0][2] < time.monotonic() - ACK_TIMEOUT:
                 raise TimeoutError(f"no ack from JetStream within {ACK_TIMEOUT} s")
-        return taken
+        return items, ticks
 
     def forget(self, at: int) -> None:
         """The message at `at` left the buffer (dropped when full): count it out of its
