@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,10 +130,12 @@ class RecorderProcess:
     def __init__(self, bus_url: str, store: Path, log: Path, durable: str = DURABLE) -> None:
         self.bus_url, self.store, self.log, self.durable = bus_url, store, log, durable
         self.proc: subprocess.Popen | None = None
+        self.extra: list[str] = []  # more options of `ibstream record`
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "ibstream", "-v", "record", "--from-bus", self.bus_url]
         cmd += ["--to", str(self.store), "--durable", self.durable, "--record-flush", "0.1"]
+        cmd += self.extra
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stderr=log, stdout=log)
 
@@ -161,6 +164,11 @@ class RecorderProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    async def health_url(self) -> str:
+        """Its `/health` URL, as the line it logs at start names it (its latest start's)."""
+        await self.wait_log("recorder health at ")
+        return re.findall(r"recorder health at (\S+)", self.text())[-1]
 
 
 def stored(store: Path) -> list[dict]:
