@@ -9,6 +9,7 @@ import contextlib
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -19,9 +20,12 @@ from ibstream.bus import wire
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.protocol.encode import encode_tick
 from ibstream.store import layout
+from tests.store_data import ES
 
 WAIT = 20.0
 DURABLE = "rec-test"
+RUN = "a1b2c3d4e5f60718"  # a source run's server_id (16 characters, as the hub's)
+KINDS = ("bid_ask", "last")
 
 
 class Publisher:
@@ -108,6 +112,14 @@ class Publisher:
             return (await self.js.consumer_info(wire.STREAM, durable)).ack_floor.stream_seq
         return 0
 
+    async def first_run(self, ticks: list[Tick], seqs: dict[TickType, int]) -> None:
+        """The stream created, source run `RUN` begun (`KINDS`), `ticks` published, and
+        everything acknowledged by the recorder."""
+        await self.create()
+        await self.begin(RUN, ES, KINDS)
+        await self.ticks(RUN, ticks, seqs)
+        await self.wait_acked()
+
     async def wait_acked(
         self, beyond: int | None = None, timeout: float = WAIT, durable: str = DURABLE
     ) -> None:
@@ -122,6 +134,18 @@ class Publisher:
                     if info.ack_floor.stream_seq >= last:
                         return
                 await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def recording(bus_url: str, tmp_path: Path, *options: str) -> Iterator[RecorderProcess]:
+    """`ibstream record` (more `options` given) on `bus_url` into tmp_path/store, logging to
+    tmp_path/recorder.log; not started; killed at the end whatever the test did."""
+    process = RecorderProcess(bus_url, tmp_path / "store", tmp_path / "recorder.log")
+    process.extra = list(options)
+    try:
+        yield process
+    finally:
+        process.kill()
 
 
 class RecorderProcess:
