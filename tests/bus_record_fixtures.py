@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -18,9 +20,12 @@ from ibstream.bus import wire
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.protocol.encode import encode_tick
 from ibstream.store import layout
+from tests.store_data import ES
 
 WAIT = 20.0
 DURABLE = "rec-test"
+RUN = "a1b2c3d4e5f60718"  # a source run's server_id (16 characters, as the hub's)
+KINDS = ("bid_ask", "last")
 
 
 class Publisher:
@@ -107,6 +112,14 @@ class Publisher:
             return (await self.js.consumer_info(wire.STREAM, durable)).ack_floor.stream_seq
         return 0
 
+    async def first_run(self, ticks: list[Tick], seqs: dict[TickType, int]) -> None:
+        """The stream created, source run `RUN` begun (`KINDS`), `ticks` published, and
+        everything acknowledged by the recorder."""
+        await self.create()
+        await self.begin(RUN, ES, KINDS)
+        await self.ticks(RUN, ticks, seqs)
+        await self.wait_acked()
+
     async def wait_acked(
         self, beyond: int | None = None, timeout: float = WAIT, durable: str = DURABLE
     ) -> None:
@@ -123,16 +136,30 @@ class Publisher:
                 await asyncio.sleep(0.05)
 
 
+@contextlib.contextmanager
+def recording(bus_url: str, tmp_path: Path, *options: str) -> Iterator[RecorderProcess]:
+    """`ibstream record` (more `options` given) on `bus_url` into tmp_path/store, logging to
+    tmp_path/recorder.log; not started; killed at the end whatever the test did."""
+    process = RecorderProcess(bus_url, tmp_path / "store", tmp_path / "recorder.log")
+    process.extra = list(options)
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
 class RecorderProcess:
     """`ibstream record` as a child process."""
 
     def __init__(self, bus_url: str, store: Path, log: Path, durable: str = DURABLE) -> None:
         self.bus_url, self.store, self.log, self.durable = bus_url, store, log, durable
         self.proc: subprocess.Popen | None = None
+        self.extra: list[str] = []  # more options of `ibstream record`
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "ibstream", "-v", "record", "--from-bus", self.bus_url]
         cmd += ["--to", str(self.store), "--durable", self.durable, "--record-flush", "0.1"]
+        cmd += self.extra
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, stderr=log, stdout=log)
 
@@ -161,6 +188,11 @@ class RecorderProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    async def health_url(self) -> str:
+        """Its `/health` URL, as the line it logs at start names it (its latest start's)."""
+        await self.wait_log("recorder health at ")
+        return re.findall(r"recorder health at (\S+)", self.text())[-1]
 
 
 def stored(store: Path) -> list[dict]:

@@ -16,6 +16,7 @@ import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from tests.bus_record_fixtures import (
     Publisher,
     RecorderProcess,
     gap_rows,
+    recording,
     stored,
 )
 from tests.conftest import AAPL, WAIT, ServerFactory, WSClient
@@ -45,12 +47,9 @@ def bus(nats_server: NatsServer) -> NatsServer:  # noqa: F811 (the fixture, by n
 
 
 @pytest.fixture
-def recorder(bus: NatsServer, tmp_path: Path):
-    process = RecorderProcess(bus.url, tmp_path / "store", tmp_path / "recorder.log")
-    try:
+def recorder(bus: NatsServer, tmp_path: Path) -> Iterator[RecorderProcess]:
+    with recording(bus.url, tmp_path) as process:
         yield process
-    finally:
-        process.kill()
 
 
 async def test_the_store_equals_the_sources_own_recording_and_its_clients_ticks(

@@ -60,6 +60,21 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
+def connection_status(
+    url: str, connected: bool, outages: int, down_since: float | None, last_error: str | None
+) -> dict:
+    """The `bus` section of `/health` as every role that holds a NATS connection shows it
+    (`down_since`: time.monotonic() when the current outage began; None while up)."""
+    return {
+        "connected": connected,
+        "url": url,
+        "stream": wire.STREAM,
+        "outages": outages,
+        "down_seconds": None if down_since is None else round(time.monotonic() - down_since, 3),
+        "last_error": None if connected else last_error,
+    }
+
+
 class BusLink:
     """One NATS connection at a time; `connected` while it is up and the stream exists."""
 
@@ -199,16 +214,9 @@ class BusLink:
             hook()
 
     def status(self) -> dict:
-        return {
-            "connected": self.connected.is_set(),
-            "url": self.url,
-            "stream": wire.STREAM,
-            "outages": self.outages,
-            "down_seconds": None
-            if self.down_since is None
-            else round(time.monotonic() - self.down_since, 3),
-            "last_error": None if self.connected.is_set() else self.last_error,
-        }
+        return connection_status(
+            self.url, self.connected.is_set(), self.outages, self.down_since, self.last_error
+        )
 
     async def stop(self) -> None:
         self._stopping = True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import nats
 import nats.errors
@@ -15,6 +16,7 @@ import orjson
 from nats.js import api
 
 from ibstream.bus import wire
+from ibstream.bus.link import connection_status
 from ibstream.bus.record_run import contract_of
 from ibstream.client.options import Backoff
 from ibstream.model import ContractInfo
@@ -49,6 +51,9 @@ class Connection:
         self.connected = False
         self.reached = False  # connected once: later outages are nats-py's reconnects
         self.told = False  # the one "cannot reach" warning was logged
+        self.outages = 0  # unreachable at start-up, then each loss
+        self.down_since: float | None = time.monotonic()  # the outage's start; None while up
+        self.last_error: str | None = None
 
     @property
     def js(self) -> nats.js.JetStreamContext:
@@ -78,6 +83,7 @@ class Connection:
             raise Stopped
         connecting.result()
         self.connected = self.reached = True
+        self.down_since = None
         if self.told:
             log.warning("the bus at %s answers now", self.url)
 
@@ -137,19 +143,31 @@ class Connection:
     async def _down(self) -> None:
         if self.connected:
             self.connected = False
+            self.outages += 1
+            self.down_since = time.monotonic()
+            self.last_error = "NATS connection lost"
             log.warning(
                 "lost the bus at %s; reconnecting (nothing unwritten is acknowledged)", self.url
             )
 
     async def _up(self) -> None:
         self.connected = True
+        self.down_since = None
         log.warning("reconnected to the bus at %s", self.url)
 
     async def _error(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
         if not self.reached and not self.told:
             self.told = True
+            self.outages += 1
             log.warning("cannot reach the bus at %s (%s); retrying", self.url, exc or type(exc))
         log.debug("bus error: %r", exc)
+
+    def status(self) -> dict:
+        """The `bus` section of the recorder's `/health` (the source's and edge's shape)."""
+        return connection_status(
+            self.url, self.connected, self.outages, self.down_since, self.last_error
+        )
 
     async def close(self) -> None:
         self.connected = False  # a disconnect of our own making: nothing to warn about

@@ -76,12 +76,20 @@ class BusRecorder:
         self._expired_since: int | None = None  # the bus lost messages unread, since (ns)
         self._max_age_ns = DAY_NS
         self._last_ns = 0  # the bus time of the last message handled
+        self._opened = False  # open_store ran
 
-    async def start(self) -> None:
-        """Check the store (StreamError if unusable), reach the bus, bind the consumer."""
+    async def open_store(self) -> None:
+        """Check the store (StreamError if unusable) and find the runs a killed recorder
+        left; `start` does it unless done (the CLI does it first: a bad store is one line)."""
         await asyncio.to_thread(usable_store, self.root)
         crashed = await asyncio.to_thread(state.crashed_runs, self.root)
         self.left = {marker.server_id: marker for marker in crashed}
+        self._opened = True
+
+    async def start(self) -> None:
+        """Check the store (StreamError if unusable), reach the bus, bind the consumer."""
+        if not self._opened:
+            await self.open_store()
         await self.bus.connect()
         await self._subscribe()
 
@@ -110,7 +118,7 @@ class BusRecorder:
         loop = asyncio.get_running_loop()
         due = loop.time() + self.flush_seconds
         while not stop.is_set():
-            if not self._store_ok():  # the store fails: read no more, retry the flush
+            if self.store_problem() is not None:  # the store fails: read no more, retry the flush
                 await pause(stop, self.flush_seconds)
                 await self._flush()
                 continue
@@ -133,8 +141,15 @@ class BusRecorder:
             await asyncio.sleep(FETCH_WAIT)  # a retry period, not a synchronisation
         return []
 
-    def _store_ok(self) -> bool:
-        return all(run.recorder.problem is None for run in self.runs.values())
+    def store_problem(self) -> str | None:
+        """Why the store cannot be written right now (the store recorder's own words), or
+        None: then what is read is written and acknowledged."""
+        return next((r.recorder.problem for r in self.runs.values() if r.recorder.problem), None)
+
+    @property
+    def consuming(self) -> bool:
+        """The durable consumer is bound and the bus is up: messages are being read."""
+        return self._sub is not None and self.bus.connected
 
     async def _handle(self, msg: nats.aio.msg.Msg) -> None:
         meta = msg.metadata

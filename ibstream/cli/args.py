@@ -7,6 +7,8 @@ what it takes (exit 2), before anything starts.
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from collections.abc import Callable
 from datetime import date, time
 from typing import NoReturn
@@ -41,6 +43,13 @@ def port(text: str, lowest: int = 0) -> int:
     if not lowest <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is {lowest} to 65535, got {value}")
     return value
+
+
+def bind_error(exc: OSError) -> bool:
+    """A listening socket refused for a reason the user can fix (a busy port, an address
+    not this machine's, a privileged port, a host name that does not resolve)."""
+    binds = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
+    return isinstance(exc, socket.gaierror) or exc.errno in binds
 
 
 def ib_port(text: str) -> int:

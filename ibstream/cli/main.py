@@ -20,6 +20,7 @@ from ibstream.cli import bus_options
 from ibstream.cli.args import (
     HelpFormatter,
     Parser,
+    bind_error,
     clock,
     day,
     ib_port,
@@ -284,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except StreamError as exc:  # e.g. a bind off loopback without a token
         return _problem(args.command, exc.message)
     except OSError as exc:
-        if not (isinstance(exc, socket.gaierror) or exc.errno in _BIND_ERRNOS):
+        if not bind_error(exc):
             raise  # not the user's to fix: a real bug keeps its traceback
         return _problem(args.command, _bind_problem(args, exc))
     return 0
@@ -306,9 +307,6 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def _problem(command: str, line: str) -> int:
     sys.stderr.write(f"ibstream {command}: {line}\n")
     return EXIT_PROBLEM
-
-
-_BIND_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 def _bind_problem(args: argparse.Namespace, exc: OSError) -> str:

@@ -81,6 +81,14 @@ def bind_socket(
     return sock
 
 
+def socket_url(sock: socket.socket) -> str:
+    """`http://HOST:PORT` of a listening socket (bound to every address: loopback's)."""
+    host, port = sock.getsockname()[:2]
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
 class ServerHandle:
     """A running server: `url`, `ws_url`, `port`, `context`; `await stop()` or `async with`."""
 
@@ -99,11 +107,9 @@ class ServerHandle:
         self.source = source
         self._serving = serving
         self._own_source = own_source
-        host, self.port = sock.getsockname()[:2]
-        host = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        host = f"[{host}]" if ":" in host else host
-        self.url = f"http://{host}:{self.port}"
-        self.ws_url = f"ws://{host}:{self.port}/v2/ws/stream"
+        self.port = sock.getsockname()[1]
+        self.url = socket_url(sock)
+        self.ws_url = "ws" + self.url.removeprefix("http") + "/v2/ws/stream"
         self._stopped = False
 
     @property
@@ -240,25 +246,35 @@ async def _serve(
 ) -> ServerHandle:
     """The app over `hub`, run by uvicorn on `sock` (closed if the start fails)."""
     app = create_app(hub, settings, recording, bus)
-    ready = asyncio.Event()
-
-    async def serving_started() -> None:  # uvicorn calls it on its first tick after startup
-        ready.set()
-
-    config = uvicorn.Config(
+    server, serving = await start_uvicorn(
         app,
+        sock,
         ws=CorkedProtocol,  # websockets-sansio, one socket write per loop pass
         ws_max_size=settings.ws_max_size,
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         ws_per_message_deflate=False,  # compressing every tick for every client costs more than it saves
         log_level=settings.log_level,
-        log_config=None,
-        access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
-        callback_notify=serving_started,
     )
+    return ServerHandle(server, serving, sock, app.state.ibstream, source, own_source)
+
+
+async def start_uvicorn(
+    app: Any, sock: socket.socket, **options: Any
+) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    """uvicorn (`EmbeddedServer`: the caller owns the signals) serving `app` on `sock`,
+    returned once it serves: the server (`should_exit = True` stops it) and the task that
+    ends when it stopped. `options`: uvicorn.Config's. If the start fails, `sock` is closed
+    and what stopped uvicorn is raised."""
+    ready = asyncio.Event()
+
+    async def serving_started() -> None:  # uvicorn calls it on its first tick after startup
+        ready.set()
+
+    options = {"log_config": None, "access_log": False, **options}
+    config = uvicorn.Config(app, callback_notify=serving_started, **options)
     server = EmbeddedServer(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="ibstream-uvicorn")
     started = asyncio.create_task(ready.wait())
@@ -273,7 +289,7 @@ async def _serve(
         await asyncio.gather(serving, return_exceptions=True)
         sock.close()
         raise
-    return ServerHandle(server, serving, sock, app.state.ibstream, source, own_source)
+    return server, serving
 
 
 async def _stop_bus(bus: SourceBus | None) -> None:
