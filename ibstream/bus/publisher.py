@@ -150,8 +150,8 @@ class BusPublisher:
             self._wake.set()
 
     def _gathered(self) -> None:
+        self._close_window()  # while `_gather` is set: its packs start no timer of their own
         self._gather = None
-        self._close_window()
         self._wake.set()
 
     def _drop_oldest(self) -> None:

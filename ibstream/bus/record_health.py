@@ -1,8 +1,9 @@
 """`GET /health` of `ibstream record --from-bus`: the recorder has no HTTP server of its own,
 so this is a tiny one (Starlette under uvicorn, on the recorder's event loop) for monitors
 and operators, shaped like the server's `/health`: 200 `ok`, 503 `degraded` (same body)
-while NATS is unreachable (at start-up, or lost and reconnecting) or while the tick store
-cannot be written. The `bus` section is the source's and the edge's
+while NATS is unreachable (at start-up, or lost and reconnecting), while it has no stream to
+read yet (no source ever started: nothing is recorded), or while the tick store cannot be
+written. The `bus` section is the source's and the edge's
 (`ibstream.bus.link.connection_status`), `store` is the server's recording `ok` / `problem`,
 `recorder` is `BusRecorder.status()`.
 
@@ -37,7 +38,7 @@ def health_body(recorder: BusRecorder, version: str) -> dict:
     """The recorder's state as it is now (`status`: ok / degraded, and why in the sections)."""
     bus = {**recorder.bus.status(), "consuming": recorder.consuming}
     problem = recorder.store_problem()
-    ok = bus["connected"] and problem is None
+    ok = bus["connected"] and recorder.consuming and problem is None
     return without_nulls(
         {
             "status": "ok" if ok else "degraded",
