@@ -92,9 +92,10 @@ class EventMaker:
         sequences = [[cid, TickType.parse(tt).value, last] for cid, tt, last in held]
         return self.make(status, message, {**(details or {}), "sequences": sequences})
 
-    def overflow(self, lost: dict[tuple[int, str], list[int]], dropped: int) -> Message:
-        """A full buffer dropped these ticks (per stream, first to last) before NATS took them."""
-        ranges = [[cid, tt, first, last] for (cid, tt), (first, last) in lost.items()]
+    def overflow(self, lost: dict[tuple[int, str], list[list[int]]], dropped: int) -> Message:
+        """A full buffer dropped these ticks (per stream, ranges first to last) before NATS
+        took them."""
+        ranges = [[cid, tt, a, b] for (cid, tt), spans in lost.items() for a, b in spans]
         return self.make(
             "bus_overflow",
             f"the source's bus buffer overflowed while NATS was away: {dropped} tick(s) "

@@ -59,8 +59,8 @@ class BusPublisher:
         self.ticks = 0  # in the buffer's packs
         self.published = 0  # ticks and events acknowledged by JetStream
         self.dropped = 0  # ticks gone from a full buffer
-        # dropped and not yet told on the bus: (contract id, tick type) -> [first, last]
-        self._lost: dict[tuple[int, str], list[int]] = {}
+        # dropped and not yet told on the bus: (contract id, tick type) -> [[first, last], ...]
+        self._lost: dict[tuple[int, str], list[list[int]]] = {}
         self._warned = False  # one overflow warning per outage
         self._names: dict[Key, tuple[str, str, str]] = {}
         # the window's open packs: a stream's first sequence, then its ticks' records
@@ -135,8 +135,8 @@ class BusPublisher:
             )
         first, records = pack[0], pack[1:]
         count = len(records)
-        while self.ticks + count > self.capacity and self.ticks:
-            self._drop_oldest()
+        while self.ticks + count > self.capacity and self._drop_oldest():
+            pass
         body = wire.pack_body(self.server_id, records, end)
         self.buffer.append((named[0], body, f"{named[1]}{first}", key[0], named[2], first, count))
         self.ticks += count
@@ -154,22 +154,29 @@ class BusPublisher:
         self._gather = None
         self._wake.set()
 
-    def _drop_oldest(self) -> None:
-        """Drop the oldest pack (events before it stay: a consumer needs `stream_opened`)."""
+    def _drop_oldest(self) -> bool:
+        """Drop the oldest pack not sent yet (events before it stay: a consumer needs
+        `stream_opened`; one on its way may be stored already, so it is never named lost:
+        the buffer exceeds its capacity by at most what is in flight). False if none."""
         buffer = self.buffer
-        at = next(i for i, m in enumerate(buffer) if is_tick(m))
+        at = next((i for i in range(self.sender.sent, len(buffer)) if is_tick(buffer[i])), None)
+        if at is None:
+            return False
         _, _, _, contract_id, tick_type, first, count = buffer[at]
         del buffer[at]
-        self.sender.forget(at)
         self.ticks -= count
         self.dropped += count
-        span = self._lost.setdefault((contract_id, tick_type), [first, first + count - 1])
-        span[0], span[1] = min(span[0], first), max(span[1], first + count - 1)
+        spans = self._lost.setdefault((contract_id, tick_type), [])
+        if spans and spans[-1][1] + 1 == first:  # a stream's packs go oldest first
+            spans[-1][1] = first + count - 1
+        else:
+            spans.append([first, first + count - 1])
         if not self._warned:
             self._warned = True
             log.warning(
                 "bus: buffer full (%d ticks) while NATS at %s is away or slow: dropping the "
-                "oldest (counted in /health bus.dropped; consumers get a bus_overflow event)",
+                "oldest not yet sent (counted in /health bus.dropped; consumers get a "
+                "bus_overflow event)",
                 self.capacity,
                 self.link.url,
             )

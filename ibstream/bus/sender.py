@@ -121,18 +121,6 @@ class Sender:
                 raise TimeoutError(f"no ack from JetStream within {ACK_TIMEOUT} s")
         return items, ticks
 
-    def forget(self, at: int) -> None:
-        """The message at `at` left the buffer (dropped when full): count it out of its
-        batch if it was sent."""
-        if at >= self.sent:
-            return
-        self.sent -= 1
-        for batch in self.batches:
-            if at < batch[0]:
-                batch[0] -= 1
-                return
-            at -= batch[0]
-
     def reset(self) -> None:
         """Nothing is in flight any more (the connection ended): all is sent again."""
         for _, future, *_ in self.batches:
