@@ -1,16 +1,17 @@
 """The publisher's sending side: the buffer's head onto one NATS connection, acknowledged.
 
-Every message goes out at once as a plain publish (no wait, no reply to handle per tick),
-and now and then one of them carries a reply for JetStream's ack: when a batch reaches
-`BATCH` messages, or `CONFIRM_SECONDS` after its first one (then its last message is sent
-again with a reply: JetStream drops the copy by its message id and still acks it). A tick
-costs a publish, a batch one ack. The ack stands for the whole batch because every message
-but a session's first names its predecessor (`Nats-Expected-Last-Msg-Id`): JetStream stores
-a message only right after the one before it, so one lost on the way (a cluster electing a
-new stream leader drops publishes silently) makes every later one refused, its batch's ack
-included, and nothing is stored out of order. A refused or missing ack (or a new connection)
-sends everything unacknowledged again from the oldest, in order; the copies JetStream already
-holds are dropped by their message ids (checked before the expectation).
+Every message (an event, or a pack of one stream's ticks) goes out at once as a plain
+publish (no wait, no reply to handle per message), and now and then one of them carries a
+reply for JetStream's ack: when a batch reaches `BATCH` messages, or `CONFIRM_SECONDS` after
+its first one (then its last message is sent again with a reply: JetStream drops the copy
+by its message id and still acks it). A message costs a publish, a batch one ack. The ack
+stands for the whole batch because every message but a session's first names its
+predecessor (`Nats-Expected-Last-Msg-Id`): JetStream stores a message only right after the
+one before it, so one lost on the way (a cluster electing a new stream leader drops
+publishes silently) makes every later one refused, its batch's ack included, and nothing is
+stored out of order. A refused or missing ack (or a new connection) sends everything
+unacknowledged again from the oldest, in order; the copies JetStream already holds are
+dropped by their message ids (checked before the expectation).
 """
 
 from __future__ import annotations

@@ -32,9 +32,9 @@ class WindowMerge:
         self._timer: asyncio.TimerHandle | None = None
 
     def pack(self, pack: Pack) -> None:
-        held = self._held
-        if held and held[0].ticks[0].server_id != pack.ticks[0].server_id:
+        if self._held and self._held[0].ticks[0].server_id != pack.ticks[0].server_id:
             self.flush()  # another source run: the old one's window never ends
+        held = self._held
         if pack.end and not held:  # a window of one pack (one stream busy): as it is
             self._hand(pack.ticks)
             return

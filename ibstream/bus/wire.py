@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from ibstream.errors import StreamError
 from ibstream.model import TickType
 from ibstream.protocol.encode import EncodedTick
 
@@ -95,7 +96,10 @@ def parse_pack(subject: str, body: bytes) -> Pack:
     parts = subject.split(".")
     if len(parts) != 4 or f"{parts[0]}.{parts[1]}" != TICKS or not parts[2].isdigit():
         raise ValueError(f"not a tick subject: {subject!r}")
-    contract_id, tick_type = int(parts[2]), TickType.parse(parts[3])
+    try:
+        contract_id, tick_type = int(parts[2]), TickType.parse(parts[3])
+    except StreamError as exc:
+        raise ValueError(exc.message) from None
     if len(body) < _PACK.size:
         raise ValueError(f"tick body of {len(body)} bytes is too short")
     server_raw, flags, count = _PACK.unpack_from(body)
