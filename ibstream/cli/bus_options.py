@@ -44,7 +44,7 @@ _WITH_BUS = (
         positive(int),
         "bus_buffer",
         "N",
-        "messages kept while NATS is away; beyond it the oldest are dropped, counted in "
+        "ticks kept while NATS is away; beyond it the oldest are dropped, counted in "
         "/health and named in a bus_overflow event",
     ),
 )

@@ -85,7 +85,7 @@ class ServerSettings:
     bus_max_age: float = 86_400.0  # seconds the bus keeps a message
     bus_max_bytes: int | None = None  # the stream's size bound; None: unlimited
     bus_replicas: int = 1  # copies of the stream in a NATS cluster
-    # Messages held while NATS is away (or slower than the ticks); past it the oldest go,
+    # Ticks held while NATS is away (or slower than the ticks); past it the oldest go,
     # counted, and an event on the bus names the ranges lost.
     bus_buffer: int = 200_000
     # An edge server (`--from-bus nats://HOST:4222`): no IB connection, its streams come from
