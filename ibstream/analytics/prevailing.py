@@ -103,7 +103,7 @@ def prevailing(
         ticks = ArrivalTicks(traded, np.zeros(len(traded), dtype=np.uint8), *_carried(init))
     else:
         ticks = TickTest(traded, trade_ends, *_carried(init))
-    state = _state(g, (book_bid, book_ask), last_quote, ticks)
+    state = _state(g, (book_bid.take(last_quote), book_ask.take(last_quote)), ticks)
     next_at = None
     if look_ahead:  # the quote after each trade: the next one counted, if its own
         next_at = seen.take(trades).astype(np.intp)
@@ -136,22 +136,21 @@ def _in_arrival_order(
     quoted, trades = np.flatnonzero(is_quote), np.flatnonzero(is_trade)
     code = g.codes.take(quoted)
     book = Counts(code, g.size, gap=1)
-    rows = np.zeros(len(quoted) + g.size, dtype=np.intp)  # the book's rows, carried: 0
+    rows = np.empty(len(quoted) + g.size, dtype=np.intp)  # each slot's row, carried: -1
+    rows[book.starts - 1] = -1
     for at, end, part in zip(book.starts, book.ends, members(code, g.size), strict=True):
         quoted.take(part, out=rows[at:end])
-    carried = book.starts - 1
-    sides = [side.take(rows) for side in quotes]
-    sides[0][carried], sides[1][carried] = init["bid"], init["ask"]
     code = g.codes.take(trades)
-    quote_at = book.at(code, np.cumsum(is_quote, dtype=np.int32).take(trades))
+    quote_at = book.at(code, np.cumsum(is_quote, dtype=np.int32).take(trades)).astype(np.intp)
     traded = price.take(trades)
     ticks = ArrivalTicks(traded, code, *_carried(init))
-    state = _state(g, sides, book.ends - 1, ticks)
+    carried = (init["bid"].to_numpy(np.float64), init["ask"].to_numpy(np.float64))
+    state = _state(g, _quoted(rows.take(book.ends - 1), quotes, carried, np.arange(g.size)), ticks)
     next_at = None
     if look_ahead:  # the quote after each trade: the next slot, if its contract's
         own = quote_at < book.ends.take(code) - 1
         next_at = np.where(own, rows.take(np.where(own, quote_at + 1, 0)), -1)
-    bid, ask = sides[0].take(quote_at), sides[1].take(quote_at)
+    bid, ask = _quoted(rows.take(quote_at), quotes, carried, code)
     return Book(trades, traded, bid, ask, ticks, None, state, next_at)
 
 
@@ -160,14 +159,29 @@ def _carried(init: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return init["price"].to_numpy(np.float64), init["tick"].fillna(0).to_numpy(np.int8)
 
 
-def _state(
-    g: Contracts, book: tuple[np.ndarray, np.ndarray], last_quote: np.ndarray, ticks: TickTest
-) -> pd.DataFrame:
-    """The carried state of the contracts after the batch (time and all_last aside)."""
+def _quoted(
+    rows: np.ndarray,
+    quotes: tuple[np.ndarray, np.ndarray],
+    carried: tuple[np.ndarray, np.ndarray],
+    code: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask of the quotes at `rows`; where a row is -1, the carried quote of the
+    contract `code` (the same place in `code`)."""
+    bid, ask = quotes[0].take(rows), quotes[1].take(rows)  # -1: the last row, replaced
+    early = np.flatnonzero(rows < 0)
+    if len(early):
+        mine = code.take(early)
+        bid[early], ask[early] = carried[0].take(mine), carried[1].take(mine)
+    return bid, ask
+
+
+def _state(g: Contracts, last: tuple[np.ndarray, np.ndarray], ticks: TickTest) -> pd.DataFrame:
+    """The carried state of the contracts after the batch (time and all_last aside):
+    `last` the bid and ask of each one's last quote."""
     return pd.DataFrame(
         {
-            "bid": book[0].take(last_quote),
-            "ask": book[1].take(last_quote),
+            "bid": last[0],
+            "ask": last[1],
             "price": ticks.last_price,
             "tick": ticks.last_tick,
         },
