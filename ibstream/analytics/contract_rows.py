@@ -102,24 +102,23 @@ def _last(mine: np.ndarray) -> int:
 
 
 class Counts:
-    """How many of a sequence's items (`codes`: each one's contract, 0..k-1) belong to each
+    """How many of a sequence's items (`codes`: each one's contract, 0..k-1; `counts`: how
+    many each contract has in all) belong to each
     contract up to each place, as slots of a contract-ordered layout: `table[c, j]` is the
     slot of contract c's last item among the first j items, where contract c's part begins
     at `starts[c]`, after `gap` free slots (one: a place for carried state, the slot given
     while the contract has no item yet). One int32 cumsum per contract; no sort."""
 
-    def __init__(self, codes: np.ndarray, k: int, gap: int = 0) -> None:
-        n = len(codes)
+    def __init__(self, codes: np.ndarray, counts: np.ndarray, gap: int = 0) -> None:
+        n, k = len(codes), len(counts)
         dtype = np.int32 if n + k * (gap + 1) < 2**31 else np.int64
         table = np.empty((k, n + 1), dtype=dtype)
-        table[:, 0] = 0
-        np.equal(
-            codes, np.arange(k, dtype=codes.dtype)[:, None], out=table[:, 1:], casting="unsafe"
-        )
+        per = np.arange(k, dtype=codes.dtype)[:, None]
+        np.equal(codes, per, out=table[:, 1:], casting="unsafe")
+        self.counts = counts  # each contract's items in all
+        self.starts = np.cumsum(counts + gap) - counts
+        table[:, 0] = self.starts - 1
         np.cumsum(table, axis=1, out=table)
-        self.counts = table[:, -1].astype(np.intp)
-        self.starts = np.cumsum(self.counts + gap) - self.counts
-        table += (self.starts - 1).astype(dtype)[:, None]
         self.table, self.codes = table, codes
 
     @property

@@ -135,13 +135,14 @@ def _in_arrival_order(
     that need it (`ArrivalTicks`)."""
     quoted, trades = np.flatnonzero(is_quote), np.flatnonzero(is_trade)
     code = g.codes.take(quoted)
-    book = Counts(code, g.size, gap=1)
+    parts = members(code, g.size)
+    book = Counts(code, np.array([len(part) for part in parts]), gap=1)
     rows = np.empty(len(quoted) + g.size, dtype=np.intp)  # each slot's row, carried: -1
     rows[book.starts - 1] = -1
-    for at, end, part in zip(book.starts, book.ends, members(code, g.size), strict=True):
+    for at, end, part in zip(book.starts, book.ends, parts, strict=True):
         quoted.take(part, out=rows[at:end])
     code = g.codes.take(trades)
-    quote_at = book.at(code, np.cumsum(is_quote, dtype=np.int32).take(trades)).astype(np.intp)
+    quote_at = book.at(code, _quotes_before(is_quote, quoted, trades)).astype(np.intp)
     traded = price.take(trades)
     ticks = ArrivalTicks(traded, code, *_carried(init))
     carried = (init["bid"].to_numpy(np.float64), init["ask"].to_numpy(np.float64))
@@ -157,6 +158,14 @@ def _in_arrival_order(
 def _carried(init: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """The carried last price and last direction per contract, as the tick test reads them."""
     return init["price"].to_numpy(np.float64), init["tick"].fillna(0).to_numpy(np.int8)
+
+
+def _quotes_before(is_quote: np.ndarray, quoted: np.ndarray, trades: np.ndarray) -> np.ndarray:
+    """How many quotes come before each trade. When every row is a quote or a trade, trade
+    i (row r) has r - i of them; else they are counted."""
+    if len(quoted) + len(trades) == len(is_quote):
+        return trades - np.arange(len(trades))
+    return np.cumsum(is_quote, dtype=np.int32).take(trades)
 
 
 def _quoted(
