@@ -46,9 +46,7 @@ class Contracts:
     @property
     def order(self) -> np.ndarray | None:
         if self._order is None and self.codes is not None:
-            self._order = np.concatenate(
-                [np.flatnonzero(self.codes == c) for c in range(self.size)]
-            )
+            self._order = np.concatenate(members(self.codes, self.size))
         return self._order
 
     def rows(self, positions: np.ndarray) -> np.ndarray:
@@ -103,11 +101,11 @@ def _last(mine: np.ndarray) -> int:
 
 class Counts:
     """How many of a sequence's items (`codes`: each one's contract, 0..k-1; `counts`: how
-    many each contract has in all) belong to each
-    contract up to each place, as slots of a contract-ordered layout: `table[c, j]` is the
-    slot of contract c's last item among the first j items, where contract c's part begins
-    at `starts[c]`, after `gap` free slots (one: a place for carried state, the slot given
-    while the contract has no item yet). One int32 cumsum per contract; no sort."""
+    many each contract has in all) belong to each contract up to each place, as slots of a
+    contract-ordered layout: `table[c, j]` is the slot of contract c's last item among the
+    first j items, where contract c's part begins at `starts[c]`, after `gap` free slots
+    (one: a place for carried state, the slot given while the contract has no item yet).
+    One int32 cumsum per contract; no sort."""
 
     def __init__(self, codes: np.ndarray, counts: np.ndarray, gap: int = 0) -> None:
         n, k = len(codes), len(counts)
@@ -119,7 +117,7 @@ class Counts:
         self.starts = np.cumsum(counts + gap) - counts
         table[:, 0] = self.starts - 1
         np.cumsum(table, axis=1, out=table)
-        self.table, self.codes = table, codes
+        self.table = table
 
     @property
     def ends(self) -> np.ndarray:
@@ -127,7 +125,8 @@ class Counts:
         return self.starts + self.counts
 
     def at(self, codes: np.ndarray, places: np.ndarray) -> np.ndarray:
-        """`table[codes, places]` (int32 while the slots fit)."""
+        """`table[codes, places]`: per (contract, place), the slot of that contract's last
+        item before the place (int32 while the slots fit)."""
         flat = np.multiply(codes, self.table.shape[1], dtype=np.intp)
         flat += places
         return self.table.ravel().take(flat)

@@ -2,8 +2,8 @@
 
 Each trade's direction is the sign of the last price change of its contract up to it (Lee &
 Ready 1991): `TickTest` computes it for every trade at once, in contract order.
-`ArrivalTicks` answers for trades in arrival order (a few contracts interleaved): the quote
-rules leave only a handful of trades to the tick test, so it looks back from just those
+`ArrivalTicks` answers for trades in arrival order (one contract, or a few interleaved): the
+quote rules leave only a handful of trades to the tick test, so it looks back from just those
 trades over a window of their neighbours, widened until the contract's last price change is
 in it, and builds the whole test only when asked for most trades (the `tick` method) or when
 the windows would cost as much.
