@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ibstream.analytics import DEFAULT_METHOD, METHODS, TRADE_COLUMNS, classify
-from ibstream.analytics.prevailing import TickTest
 from ibstream.analytics.strings import take_strings
+from ibstream.analytics.tick_test import ArrivalTicks, TickTest
 from ibstream.gateway.contracts import BUILTIN_BY_CON_ID
 from ibstream.gateway.market import BUY, Market, Quote, Trade
 from tests.data import BINANCE, CME, recorded, tick_frame
@@ -365,6 +365,25 @@ def test_the_tick_test_read_at_one_trade_equals_the_full_fill(prices, parts, car
     test = TickTest(np.array(prices), ends, start_price, start_tick.astype(np.int8))
     full = test.all()
     assert [test.at(np.array([i]))[0] for i in range(len(prices))] == full.tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    trades=st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([1.0, 1.5, 2.0, NAN])), min_size=1, max_size=80
+    ),
+    carried=st.lists(
+        st.tuples(st.sampled_from([1.5, NAN]), st.sampled_from([-1, 0, 1])), min_size=3, max_size=3
+    ),
+)
+def test_the_tick_test_looking_back_in_arrival_order_equals_the_full_fill(trades, carried):
+    """A few contracts interleaved: the windows back from each trade (widened as needed)
+    give what the whole test in contract order gives, carried state included."""
+    code, prices = (np.array(v) for v in zip(*trades, strict=True))
+    start_price, start_tick = (np.array(c) for c in zip(*carried, strict=True))
+    test = ArrivalTicks(prices, code.astype(np.uint8), start_price, start_tick.astype(np.int8))
+    every = np.arange(len(prices))
+    assert test.look_back(every, most=10**9).tolist() == test.all().tolist()
 
 
 def test_an_empty_quote_side_reported_as_zero_is_missing():

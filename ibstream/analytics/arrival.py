@@ -15,6 +15,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from ibstream.analytics.contract_rows import Contracts
+
 SORT_HINT = 'sort them by receive time first, e.g. ticks.sort_index(kind="stable")'
 
 
@@ -29,18 +31,15 @@ def receive_times(index: pd.Index) -> np.ndarray | None:
     return index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8  # as_unit copies
 
 
-def check_order(
-    time: np.ndarray, order: np.ndarray | None, ends: np.ndarray, ids: np.ndarray,
-    since: np.ndarray,
-) -> None:  # fmt: skip
-    """Raise ValueError if a contract's receive times go back: within the rows (`order`:
-    the rows in contract order, None if already; `ends`: where each contract's rows end)
-    or before `since` (each contract's last time in earlier batches). Times in order across
+def check_order(time: np.ndarray, g: Contracts, since: np.ndarray) -> None:
+    """Raise ValueError if a contract's receive times go back: within its rows (`g`) or
+    before `since` (each contract's last time in earlier batches). Times in order across
     all rows (as the server stamps them) need no grouping: only each contract's first."""
-    starts = np.concatenate([[0], ends[:-1]])
-    if order is not None and not (time[1:] < time[:-1]).any():
-        if not (time.take(order.take(starts)) < since).any():
+    if g.size > 1 and not (time[1:] < time[:-1]).any():
+        if not (time.take(g.firsts) < since).any():
             return
+    order, ends, ids = g.order, g.ends, g.ids
+    starts = np.concatenate([[0], ends[:-1]])
     timed = time if order is None else time.take(order)
     back = np.zeros(len(timed), dtype=bool)
     back[1:] = timed[1:] < timed[:-1]
@@ -65,14 +64,14 @@ def went_back(contracts: list[int], row: int, time: int, before: int) -> ValueEr
 
 
 def one_trade_stream(
-    is_trade: np.ndarray, is_all_last: np.ndarray, order: np.ndarray | None, ends: np.ndarray,
-    ids: np.ndarray, seen: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    is_trade: np.ndarray, is_all_last: np.ndarray, g: Contracts, seen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The trades to classify (a `last` trade of a contract whose `all_last` trades have
     begun, here or before: `seen`, is left out, with one warning) and per contract whether
-    its `all_last` trades have begun after these rows."""
+    its `all_last` trades have begun after these rows (`g`: the contracts' rows)."""
     if not is_all_last.any() and not seen.any():
         return is_trade, seen
+    order, ends, ids = g.order, g.ends, g.ids
     lengths = np.diff(np.concatenate([[0], ends]))
     mine = np.repeat(np.arange(len(ends)), lengths)  # contract number, in contract order
     kinds = is_all_last if order is None else is_all_last.take(order)

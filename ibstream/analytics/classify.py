@@ -46,9 +46,10 @@ import pandas as pd
 
 from ibstream.analytics import lookahead as ahead
 from ibstream.analytics.arrival import check_order, one_trade_stream, receive_times
+from ibstream.analytics.contract_rows import Contracts
 from ibstream.analytics.grouping import EARLIEST
 from ibstream.analytics.lookahead import LOOKAHEAD, LOOKAHEAD_TIMEOUT, timeout_nanos
-from ibstream.analytics.prevailing import Book, Contracts, empty_state, prevailing
+from ibstream.analytics.prevailing import Book, empty_state, prevailing
 from ibstream.analytics.quotes import quote_prices, tick_kinds
 from ibstream.analytics.strings import take_strings
 
@@ -141,10 +142,10 @@ def classify_with_state(
     time = receive_times(ticks.index)
     if time is not None:
         since = init["time"].fillna(EARLIEST).to_numpy(np.int64)
-        check_order(time, g.order, g.ends, g.ids, since)
+        check_order(time, g, since)
     kinds = tick_kinds(ticks["tick_type"])
     seen = init["all_last"].fillna(False).to_numpy(bool)
-    is_trade, seen = one_trade_stream(kinds.trade, kinds.all_last, g.order, g.ends, g.ids, seen)
+    is_trade, seen = one_trade_stream(kinds.trade, kinds.all_last, g, seen)
     bid, ask = _quote_side(ticks, "bid"), _quote_side(ticks, "ask")
     book = prevailing(
         kinds.quote,
@@ -158,7 +159,7 @@ def classify_with_state(
     )
     last_time = init["time"].fillna(0).to_numpy(np.int64)
     if time is not None:
-        last_time = time.take(g.rows(g.ends - 1))
+        last_time = time.take(g.lasts)
     new_state = book.state.assign(time=last_time, all_last=seen)
     rows, ids = book.rows, g.ids
     side, quote = _decide(method, book)

@@ -1,13 +1,14 @@
 """Each trade's prevailing quote and tick-test direction, per contract, from carried state.
 
-This is the stateful half of classification. The ticks are put in contract order (for
-several contracts by `grouping.group_rows`; for one, nothing moves). A cumsum over the quote
-rows then numbers each trade's last quote; a trade that comes before its contract's first
-quote in the batch gets the quote earlier batches left (kept behind the batch's quotes in
-the `book`, one per contract). The tick test is the sign of the last price change, a
-contract's first trade compared with its carried last price; it is read for every trade or
-only for the few the quote rules leave undecided. Each contract's last quote, price and
-direction are the state carried to the next batch.
+This is the stateful half of classification. For one contract nothing moves; for a few
+(`contract_rows`) the rows stay in arrival order and per-contract counts number each trade's
+last quote; for many the ticks are put in contract order (`grouping.group_rows`) and a
+cumsum over the quote rows numbers it. A trade that comes before its contract's first quote
+in the batch gets the quote earlier batches left (kept in the `book`, one per contract). The
+tick test (`tick_test`) is the sign of the last price change, a contract's first trade
+compared with its carried last price; it is read for every trade or only for the few the
+quote rules leave undecided. Each contract's last quote, price and direction are the state
+carried to the next batch.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ibstream.analytics.grouping import group_rows
+from ibstream.analytics.contract_rows import Contracts, Counts, members
+from ibstream.analytics.tick_test import ArrivalTicks, TickTest, part_starts
 
 STATE_COLUMNS = {
     "bid": "float64",
@@ -47,7 +49,7 @@ class Book:
     price: np.ndarray
     bid: np.ndarray  # the prevailing quote of the trade's contract (NaN if none)
     ask: np.ndarray
-    ticks: TickTest  # in contract order
+    ticks: TickTest | ArrivalTicks  # in contract order, or arrival order (back None)
     back: np.ndarray | None  # each trade's place in contract order (None: the same)
     state: pd.DataFrame  # the carried state after the batch, for its contracts
     next_row: np.ndarray | None = None  # row of the contract's next quote, -1 if none (asked)
@@ -76,13 +78,15 @@ def prevailing(
     NaN where none, see `empty_state`). The returned state has bid, ask, price and tick.
     With `look_ahead`, `Book.next_row` holds each trade's next quote of its contract in
     the batch."""
+    if g.codes is not None:
+        return _in_arrival_order(is_quote, is_trade, g, price, (bid, ask), init, look_ahead)
     if g.order is not None:
         kind = (is_quote.view(np.int8) + 2 * is_trade.view(np.int8)).take(g.order)
         is_quote, is_trade = kind == 1, kind == 2
     seen = np.cumsum(is_quote, dtype=np.int32)  # quotes up to each row, in contract order
     quotes, trades = np.flatnonzero(is_quote), np.flatnonzero(is_trade)
     quote_ends, trade_ends = seen.take(g.ends - 1), np.searchsorted(trades, g.ends)
-    quote_starts, trade_starts = _starts(quote_ends), _starts(trade_ends)
+    quote_starts, trade_starts = part_starts(quote_ends), part_starts(trade_ends)
     book = len(quotes) + np.arange(g.size)  # the book: quotes, then the carried ones
     quoted = g.rows(quotes)
     book_bid = _book(bid, quoted, init["bid"].to_numpy(np.float64))
@@ -95,21 +99,11 @@ def prevailing(
     last_quote = np.where(quote_ends > quote_starts, quote_ends - 1, book)
     rows = g.rows(trades)
     traded = price.take(rows)
-    ticks = TickTest(
-        traded,
-        trade_ends,
-        init["price"].to_numpy(np.float64),
-        init["tick"].fillna(0).to_numpy(np.int8),
-    )
-    state = pd.DataFrame(
-        {
-            "bid": book_bid.take(last_quote),
-            "ask": book_ask.take(last_quote),
-            "price": ticks.last_price,
-            "tick": ticks.last_tick,
-        },
-        index=pd.Index(g.ids, name="contract_id"),
-    )
+    if g.order is None:  # one contract: arrival order, the tick test read where needed
+        ticks = ArrivalTicks(traded, np.zeros(len(traded), dtype=np.uint8), *_carried(init))
+    else:
+        ticks = TickTest(traded, trade_ends, *_carried(init))
+    state = _state(g, (book_bid.take(last_quote), book_ask.take(last_quote)), ticks)
     next_at = None
     if look_ahead:  # the quote after each trade: the next one counted, if its own
         next_at = seen.take(trades).astype(np.intp)
@@ -126,83 +120,82 @@ def prevailing(
     return Book(rows, traded, bid, ask, ticks, back, state, next_at)
 
 
-class Contracts:
-    """The rows of a tick frame grouped by contract: `ids` the distinct contracts, `order`
-    the rows in contract order (arrival order within one; None when there is one contract),
-    `ends` where each contract's rows end in that order."""
-
-    def __init__(self, contract: np.ndarray) -> None:
-        if not len(contract) or contract.min() == contract.max():
-            self.ids, self.order = contract[:1], None
-            self.ends = np.array([len(contract)])
-            return
-        g = group_rows(contract, sort=False)
-        self.ids, self.order, self.ends = g.keys[0], g.order, g.starts + g.lengths
-
-    @property
-    def size(self) -> int:
-        return len(self.ids)
-
-    def rows(self, positions: np.ndarray) -> np.ndarray:
-        """Positions in contract order -> rows of the frame."""
-        return positions if self.order is None else self.order.take(positions)
-
-
-class TickTest:
-    """The tick test of trades in contract order (contract i's ending at `ends[i]`): each
-    trade's direction is the sign of the last price change up to it. A contract's first
-    trade compares with its carried price (`start_price`, NaN if none) and keeps the carried
-    `start_tick` on no change; a trade without a price gets 0 and does not move the test.
-    `at` reads a few trades (the rules need the test only where the quote does not decide)."""
-
-    def __init__(
-        self, price: np.ndarray, ends: np.ndarray, start_price: np.ndarray, start_tick: np.ndarray
-    ) -> None:
-        nan = np.isnan(price)
-        self.priced = None  # each trade's place among the priced ones, when some are not
-        if nan.any():
-            self.priced = np.where(nan, -1, np.cumsum(~nan) - 1)
-            ends = np.concatenate([[0], np.cumsum(~nan)]).take(ends)
-            price = price[~nan]
-        starts = _starts(ends)
-        traded = starts < ends
-        firsts, lasts = starts[traded], ends[traded] - 1
-        self.step = np.empty(len(price), dtype=np.int8)  # the sign of each price change
-        up, down = price[1:] > price[:-1], price[1:] < price[:-1]
-        np.subtract(up.view(np.int8), down.view(np.int8), out=self.step[1:])
-        change = price.take(firsts) - start_price[traded]  # NaN without a carried price
-        self.step[firsts] = np.where(change > 0, 1, np.where(change < 0, -1, start_tick[traded]))
-        self.mark = self.step != 0
-        self.mark[firsts] = True  # no contract's direction runs on into the next one's
-        self.marks = np.flatnonzero(self.mark)
-        self.last_price, self.last_tick = start_price.copy(), start_tick.copy()
-        self.last_price[traded], self.last_tick[traded] = price.take(lasts), self._at(lasts)
-
-    def all(self) -> np.ndarray:
-        """Every trade's direction: a forward fill of the marked steps."""
-        seen = np.cumsum(self.mark, dtype=np.intp)
-        seen -= 1
-        tick = self.step.take(self.marks).take(seen)
-        return tick if self.priced is None else _place(tick, self.priced >= 0)
-
-    def at(self, trades: np.ndarray) -> np.ndarray:
-        """The direction of the trades at these (contract-order) positions."""
-        if len(trades) * 8 > len(self.mark):  # many: filling all is cheaper
-            return self.all().take(trades)
-        if self.priced is None:
-            return self._at(trades)
-        where = self.priced.take(trades)
-        return _place(self._at(where[where >= 0]), where >= 0)
-
-    def _at(self, priced: np.ndarray) -> np.ndarray:
-        """The direction at these places among the priced trades: the last marked step."""
-        last = np.searchsorted(self.marks, priced, side="right") - 1
-        return self.step.take(self.marks.take(last))
+def _in_arrival_order(
+    is_quote: np.ndarray,
+    is_trade: np.ndarray,
+    g: Contracts,
+    price: np.ndarray,
+    quotes: tuple[np.ndarray, np.ndarray],
+    init: pd.DataFrame,
+    look_ahead: bool,
+) -> Book:
+    """`prevailing` for a few contracts (`g.codes`), rows left in arrival order. The book
+    holds per contract its carried quote, then its quotes; `Counts` gives each trade the
+    slot of its contract's last quote before it; the tick test looks back from the trades
+    that need it (`ArrivalTicks`)."""
+    quoted, trades = np.flatnonzero(is_quote), np.flatnonzero(is_trade)
+    code = g.codes.take(quoted)
+    parts = members(code, g.size)
+    book = Counts(code, np.array([len(part) for part in parts]), gap=1)
+    rows = np.empty(len(quoted) + g.size, dtype=np.intp)  # each slot's row, carried: -1
+    rows[book.starts - 1] = -1
+    for at, end, part in zip(book.starts, book.ends, parts, strict=True):
+        quoted.take(part, out=rows[at:end])
+    code = g.codes.take(trades)
+    quote_at = book.at(code, _quotes_before(is_quote, quoted, trades)).astype(np.intp)
+    traded = price.take(trades)
+    ticks = ArrivalTicks(traded, code, *_carried(init))
+    carried = (init["bid"].to_numpy(np.float64), init["ask"].to_numpy(np.float64))
+    state = _state(g, _quoted(rows.take(book.ends - 1), quotes, carried, np.arange(g.size)), ticks)
+    next_at = None
+    if look_ahead:  # the quote after each trade: the next slot, if its contract's
+        own = quote_at < book.ends.take(code) - 1
+        next_at = np.where(own, rows.take(np.where(own, quote_at + 1, 0)), -1)
+    bid, ask = _quoted(rows.take(quote_at), quotes, carried, code)
+    return Book(trades, traded, bid, ask, ticks, None, state, next_at)
 
 
-def _starts(ends: np.ndarray) -> np.ndarray:
-    """Where each contract's part begins, from where each ends."""
-    return np.concatenate([[0], ends[:-1]]).astype(ends.dtype)
+def _carried(init: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The carried last price and last direction per contract, as the tick test reads them."""
+    return init["price"].to_numpy(np.float64), init["tick"].fillna(0).to_numpy(np.int8)
+
+
+def _quotes_before(is_quote: np.ndarray, quoted: np.ndarray, trades: np.ndarray) -> np.ndarray:
+    """How many quotes come before each trade. When every row is a quote or a trade, trade
+    i (row r) has r - i of them; else they are counted."""
+    if len(quoted) + len(trades) == len(is_quote):
+        return trades - np.arange(len(trades))
+    return np.cumsum(is_quote, dtype=np.int32).take(trades)
+
+
+def _quoted(
+    rows: np.ndarray,
+    quotes: tuple[np.ndarray, np.ndarray],
+    carried: tuple[np.ndarray, np.ndarray],
+    code: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask of the quotes at `rows`; where a row is -1, the carried quote of the
+    contract `code` (the same place in `code`)."""
+    bid, ask = quotes[0].take(rows), quotes[1].take(rows)  # -1: the last row, replaced
+    early = np.flatnonzero(rows < 0)
+    if len(early):
+        mine = code.take(early)
+        bid[early], ask[early] = carried[0].take(mine), carried[1].take(mine)
+    return bid, ask
+
+
+def _state(g: Contracts, last: tuple[np.ndarray, np.ndarray], ticks: TickTest) -> pd.DataFrame:
+    """The carried state of the contracts after the batch (time and all_last aside):
+    `last` the bid and ask of each one's last quote."""
+    return pd.DataFrame(
+        {
+            "bid": last[0],
+            "ask": last[1],
+            "price": ticks.last_price,
+            "tick": ticks.last_tick,
+        },
+        index=pd.Index(g.ids, name="contract_id"),
+    )
 
 
 def _book(values: np.ndarray, rows: np.ndarray, carried: np.ndarray) -> np.ndarray:
@@ -217,10 +210,3 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """The positions starts[i] .. starts[i] + lengths[i] - 1, for every i, concatenated."""
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
     return offsets + np.arange(len(offsets))
-
-
-def _place(values: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """`values` at the True places of `where`, zeros elsewhere."""
-    out = np.zeros(len(where), dtype=values.dtype)
-    out[where] = values
-    return out

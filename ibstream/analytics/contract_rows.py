@@ -1,0 +1,137 @@
+"""The rows of a tick frame by contract, for classification.
+
+One contract: nothing to group. A few (up to `grouping._FEW`, the usual case of a handful
+of subscriptions): each row gets a small contract code and the rows stay in arrival order;
+what classification needs per contract is counted, not sorted (`Counts`: one int32 cumsum
+per contract over the rows), which costs a fraction of putting every column into contract
+order and back. Many: the rows are grouped (`grouping.group_rows`) and put in contract order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ibstream.analytics.grouping import _FEW, group_rows
+
+
+class Contracts:
+    """The rows of a tick frame grouped by contract: `ids` the distinct contracts (in order
+    of first appearance when there are a few), `ends` where each contract's rows end in
+    contract order, `codes` each row's contract number (a few contracts only, else None),
+    `order` the rows in contract order (arrival order within one; None for one contract;
+    for a few contracts made when first asked for)."""
+
+    def __init__(self, contract: np.ndarray) -> None:
+        self.codes: np.ndarray | None = None
+        self._order: np.ndarray | None = None
+        if not len(contract) or contract.min() == contract.max():
+            self.ids = contract[:1]
+            self.ends = np.array([len(contract)])
+            self.firsts = np.zeros(len(self.ids), dtype=np.intp)
+            self.lasts = self.firsts + len(contract) - 1
+            return
+        few = contract_codes(contract)
+        if few is not None:
+            self.ids, self.codes, self.firsts, self.lasts, counts = few
+            self.ends = np.cumsum(counts)
+            return
+        g = group_rows(contract, sort=False)
+        self.ids, self._order, self.ends = g.keys[0], g.order, g.starts + g.lengths
+        self.firsts, self.lasts = g.order.take(g.starts), g.order.take(self.ends - 1)
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    @property
+    def order(self) -> np.ndarray | None:
+        if self._order is None and self.codes is not None:
+            self._order = np.concatenate(members(self.codes, self.size))
+        return self._order
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """Positions in contract order -> rows of the frame."""
+        order = self.order
+        return positions if order is None else order.take(positions)
+
+
+def contract_codes(
+    contract: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """For at most `_FEW` distinct integer contracts (else None): the ids in order of first
+    appearance, each row's code (uint8, the id's place there), each contract's first and
+    last row and its count of rows. A comparison per contract finds them; a sample first
+    tells many contracts apart."""
+    if contract.dtype.kind not in "iu":
+        return None
+    if len(np.unique(contract[:: max(1, len(contract) // 256)])) > _FEW:
+        return None
+    codes = np.zeros(len(contract), dtype=np.uint8)
+    ids, firsts, lasts, counts = [], [], [], []
+    rest = None  # rows whose contract is not found yet
+    at = 0
+    while True:
+        if len(ids) == _FEW:
+            return None
+        mine = contract == contract[at]
+        if ids:
+            codes += mine.view(np.uint8) * np.uint8(len(ids))
+        ids.append(contract[at])
+        firsts.append(at)
+        lasts.append(_last(mine))
+        counts.append(int(np.count_nonzero(mine)))
+        rest = ~mine if rest is None else np.logical_and(rest, ~mine, out=rest)
+        at = int(rest.argmax())
+        if not rest[at]:
+            arrays = (ids, firsts, lasts, counts)
+            return np.array(ids, dtype=contract.dtype), codes, *(np.array(a) for a in arrays[1:])
+
+
+def _last(mine: np.ndarray) -> int:
+    """The last True place (there is one), searched from the end in growing blocks: a
+    contract's last row is usually near the end."""
+    end, step = len(mine), 4096
+    while True:
+        start = max(0, end - step)
+        found = np.flatnonzero(mine[start:end])
+        if len(found):
+            return start + int(found[-1])
+        end, step = start, step * 4
+
+
+class Counts:
+    """How many of a sequence's items (`codes`: each one's contract, 0..k-1; `counts`: how
+    many each contract has in all) belong to each contract up to each place, as slots of a
+    contract-ordered layout: `table[c, j]` is the slot of contract c's last item among the
+    first j items, where contract c's part begins at `starts[c]`, after `gap` free slots
+    (one: a place for carried state, the slot given while the contract has no item yet).
+    One int32 cumsum per contract; no sort."""
+
+    def __init__(self, codes: np.ndarray, counts: np.ndarray, gap: int = 0) -> None:
+        n, k = len(codes), len(counts)
+        dtype = np.int32 if n + k * (gap + 1) < 2**31 else np.int64
+        table = np.empty((k, n + 1), dtype=dtype)
+        per = np.arange(k, dtype=codes.dtype)[:, None]
+        np.equal(codes, per, out=table[:, 1:], casting="unsafe")
+        self.counts = counts  # each contract's items in all
+        self.starts = np.cumsum(counts + gap) - counts
+        table[:, 0] = self.starts - 1
+        np.cumsum(table, axis=1, out=table)
+        self.table = table
+
+    @property
+    def ends(self) -> np.ndarray:
+        """Where each contract's part ends (its last item's slot + 1)."""
+        return self.starts + self.counts
+
+    def at(self, codes: np.ndarray, places: np.ndarray) -> np.ndarray:
+        """`table[codes, places]`: per (contract, place), the slot of that contract's last
+        item before the place (int32 while the slots fit)."""
+        flat = np.multiply(codes, self.table.shape[1], dtype=np.intp)
+        flat += places
+        return self.table.ravel().take(flat)
+
+
+def members(codes: np.ndarray, k: int) -> list[np.ndarray]:
+    """The places of each contract's items (codes 0..k-1), ascending."""
+    return [np.flatnonzero(codes == c) for c in range(k)]
