@@ -34,7 +34,7 @@ _SCHEMA = pa.unify_schemas([layout.TICK_SCHEMA, layout.PARTITION_SCHEMA])
 _COLUMNS = [
     n for n in _SCHEMA.names if n not in ("date", "server_id", "symbol", "local_symbol", "source")
 ]
-_KEYS = ("time", "contract_id", "tick_type")  # read always (the partition keys from paths)
+_KEYS = ("contract_id", "tick_type")  # the partition keys: from the paths, not the scan
 
 
 def open(location: object) -> Store:  # noqa: A001 - `ibstream.store.open(DIR)` reads as meant
@@ -83,27 +83,37 @@ class Store:
         self, parts: list[catalog.PartFile], lo: int | None, hi: int | None
     ) -> list[pa.Table]:
         """The parts' rows as tables end to end (`store.frame.frame_from_tables`): a run of
-        parts with the same columns in use is one scan of those columns only (a stream
-        fills its own tick type's: the others, all nulls, are not read at all)."""
+        parts of one stream (contract and tick type) with the same columns in use is one
+        scan of those columns only (a stream fills its own tick type's: the others, all
+        nulls, are not read at all); its partition keys, one value, come run-end encoded."""
         # trades first, then quotes: the stable sort by time keeps a trade ahead of a quote
         # with the same stamp (only quotes that arrived before a trade prevail for it)
         parts = sorted(parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.path))
         tables = []
-        for columns, run in groupby(parts, key=self._filled):
+        for (columns, *keys), run in groupby(parts, key=self._stream_columns):
             dataset = ds.dataset(
                 [p.path for p in run],
                 filesystem=self.root.fs,
                 partition_base_dir=self.root.path(layout.TICKS),
                 **layout.SCAN_OPTIONS,  # text as dictionaries: no string spelled out per row
             )
-            tables.append(dataset.to_table(columns=list(columns), filter=_time_filter(lo, hi)))
+            table = dataset.to_table(columns=list(columns), filter=_time_filter(lo, hi))
+            if table.num_rows:
+                for name, value in zip(_KEYS, keys, strict=True):
+                    ends = pa.array([table.num_rows], pa.int32())
+                    ree = pa.RunEndEncodedArray.from_arrays(ends, pa.array([value]))
+                    table = table.append_column(name, ree)
+                tables.append(table)
         return tables
+
+    def _stream_columns(self, part: catalog.PartFile) -> tuple[tuple[str, ...], int, str]:
+        return self._filled(part), part.contract_id, part.tick_type
 
     def _filled(self, part: catalog.PartFile) -> tuple[str, ...]:
         """The frame's columns that hold a value somewhere in `part`, by its footer's
         statistics (a column without them counts as holding values)."""
         footer = self.validator.footer(part)
-        empty = set(_COLUMNS) - set(_KEYS)
+        empty = set(_COLUMNS) - {"time"}
         for group in range(footer.num_row_groups):
             row_group = footer.row_group(group)
             for column in range(row_group.num_columns):
@@ -115,7 +125,7 @@ class Store:
                     or stats.null_count < row_group.num_rows
                 ):
                     empty.discard(chunk.path_in_schema)
-        return tuple(n for n in _COLUMNS if n not in empty)
+        return tuple(n for n in _COLUMNS if n not in empty and n not in _KEYS)
 
     def trades(
         self, contract: object = None, start: object = None, end: object = None, method: Any = None
