@@ -87,8 +87,11 @@ class Store:
         scan of those columns only (a stream fills its own tick type's: the others, all
         nulls, are not read at all); its partition keys, one value, come run-end encoded."""
         # trades first, then quotes: the stable sort by time keeps a trade ahead of a quote
-        # with the same stamp (only quotes that arrived before a trade prevail for it)
-        parts = sorted(parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.path))
+        # with the same stamp (only quotes that arrived before a trade prevail for it); a
+        # stream's days next to each other (equal stamps share a day: their order is kept)
+        parts = sorted(
+            parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.tick_type, p.path)
+        )
         tables = []
         for (columns, *keys), run in groupby(parts, key=self._stream_columns):
             dataset = ds.dataset(
