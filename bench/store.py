@@ -14,9 +14,9 @@ the same run (only the ratios mean much on a shared machine).
     no columns to build). Goal >= 1 M ticks/s.
 (b) Read: a day of ES made here (`--day-ticks` over the 23 hours CME trades, one part per
     stream and hour, written as the recorder writes them) into a tick frame with
-    `ibstream.store.open(DIR).ticks()`, and its two halves on their own: the scan with text
-    columns as dictionaries (`ticks_dataset(dictionaries=True)`), then
-    `store.frame.frame_from_table`. Baselines: the plain scan alone
+    `ibstream.store.open(DIR).ticks()`, and its two halves on their own: the reader's scan (a
+    table a stream's run of parts, only the columns its footers say hold values, text as
+    dictionaries), then `store.frame.frame_from_tables`. Baselines: the plain scan alone
     (`ticks_dataset().to_table()`, no frame) and pandas' own `read_parquet` of the directory
     (a frame, unsorted, not the tick schema). Goal >= 10 M ticks/s.
 (c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9):
@@ -49,9 +49,9 @@ import pyarrow.parquet as pq
 
 import ibstream.store
 from ibstream.model import ContractInfo, Tick, TickType
-from ibstream.store import layout
+from ibstream.store import catalog, layout
 from ibstream.store.columns import StreamColumns
-from ibstream.store.frame import frame_from_table
+from ibstream.store.frame import frame_from_tables
 from ibstream.store.parts import build_column_parts, build_parts, write_part, write_table
 
 ES = ContractInfo(
@@ -222,9 +222,9 @@ def read_step(n: int, repeat: int, day: Path) -> None:
 
     def ours() -> int:
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        scan = layout.ticks_dataset(root, dictionaries=True).to_table(columns=FRAME_COLUMNS)
+        scan = store._read(store.validator.usable(catalog.list_parts(root)), None, None)
         r1, t1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        frame = frame_from_table(scan)
+        frame = frame_from_tables(scan)
         r2, t2 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         phases.append((t2 - t0, t1 - t0, *_cpu(r0, r1), t2 - t1, *_cpu(r1, r2)))
         if not frame.index.is_monotonic_increasing:
@@ -239,14 +239,14 @@ def read_step(n: int, repeat: int, day: Path) -> None:
 
     paths = {
         "ibstream.store.open(DIR).ticks() -> tick frame": store_ticks,
-        "scan (dictionaries) + frame_from_table -> tick frame": ours,
+        "reader scan + frame_from_tables -> tick frame": ours,
         "scan alone, ticks_dataset().to_table()  [baseline]": scan_only,
         "pd.read_parquet(DIR/ticks), unsorted  [baseline]": pandas_read,
     }
     show(best(paths, repeat), list(paths)[2:], "read >= 10 M ticks/s", 10e6)
     _, scan, scan_user, scan_sys, frame, frame_user, frame_sys = min(phases)
     say(f"where the time goes (best round, seconds wall / user / sys): scan {scan:.3f} / "
-        f"{scan_user:.3f} / {scan_sys:.3f}, frame_from_table {frame:.3f} / {frame_user:.3f} / "
+        f"{scan_user:.3f} / {scan_sys:.3f}, frame_from_tables {frame:.3f} / {frame_user:.3f} / "
         f"{frame_sys:.3f} (sys: the kernel handing out the frame's fresh pages)\n")  # fmt: skip
 
 

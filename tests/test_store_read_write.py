@@ -9,13 +9,14 @@ import random
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from ibstream.client.frames import ticks_to_frame
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.store import layout
-from ibstream.store.frame import frame_from_table
+from ibstream.store.frame import frame_from_table, frame_from_tables
 from ibstream.store.parts import build_parts, write_part
 
 ES = ContractInfo(637533641, "ES", "FUT", "CME", "USD", "ESZ6", 0.25, "E-mini", "20261218", "50")
@@ -84,6 +85,28 @@ def test_rows_in_arrival_order_already_and_mixed_chunks_give_the_same_frame(tmp_
     expected = expected_frame(ticks)
     pd.testing.assert_frame_equal(frame_from_table(rechunked), expected)
     pd.testing.assert_frame_equal(frame_from_table(scan.slice(0, 0)), expected.iloc[:0])
+
+
+def test_tables_without_their_null_columns_and_run_end_encoded_give_the_same_frame(tmp_path):
+    """As the reader hands a scan over: a table a run, columns all nulls left out, the
+    partition keys run-end encoded (here text too, and runs of one row)."""
+    scan = layout.ticks_dataset(record(tmp_path, streams(600, seed=7)), dictionaries=True)
+    scan = scan.to_table(columns=COLUMNS)
+    tables, start = [], 0
+    for size in (1, 149, 1, 250, 199):
+        table = scan.slice(start, size)
+        start += size
+        for name in table.column_names:
+            column = table.column(name)
+            if name != "time" and column.null_count == len(column):
+                table = table.drop_columns([name])
+            elif name in ("contract_id", "tick_type", "exchange", "sequence"):
+                plain = column.cast(pa.string()) if name in ("tick_type", "exchange") else column
+                encoded = pa.chunked_array([pc.run_end_encode(c) for c in plain.chunks])
+                table = table.set_column(table.schema.get_field_index(name), name, encoded)
+        tables.append(table)
+    assert start == scan.num_rows
+    pd.testing.assert_frame_equal(frame_from_tables(tables), frame_from_table(scan))
 
 
 def test_an_unknown_tick_type_is_refused_by_name(tmp_path):

@@ -14,17 +14,17 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from itertools import groupby
 from typing import Any, TypeVar
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from ibstream.client.frames import empty_ticks
 from ibstream.model import TickType
 from ibstream.store import catalog, layout, specs
 from ibstream.store.errors import StoreError
-from ibstream.store.frame import frame_from_table
+from ibstream.store.frame import frame_from_tables
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +34,7 @@ _SCHEMA = pa.unify_schemas([layout.TICK_SCHEMA, layout.PARTITION_SCHEMA])
 _COLUMNS = [
     n for n in _SCHEMA.names if n not in ("date", "server_id", "symbol", "local_symbol", "source")
 ]
+_KEYS = ("contract_id", "tick_type")  # the partition keys: from the paths, not the scan
 
 
 def open(location: object) -> Store:  # noqa: A001 - `ibstream.store.open(DIR)` reads as meant
@@ -72,25 +73,62 @@ class Store:
         def pick(parts: list[catalog.PartFile]) -> list[catalog.PartFile]:
             return catalog.select(parts, ids, kinds, lo, hi)
 
-        table = self.snapshot(pick, lambda parts: self._read(parts, lo, hi))
-        frame = _frame(table) if table.num_rows else empty_ticks()
+        tables = self.snapshot(pick, lambda parts: self._read(parts, lo, hi))
+        frame = frame_from_tables(tables)
         wanted = sorted(infos) if ids is None else ids
         frame.attrs["contracts"] = [infos[i] for i in wanted if i in infos]
         return frame
 
-    def _read(self, parts: list[catalog.PartFile], lo: int | None, hi: int | None) -> pa.Table:
-        if not parts:
-            return _SCHEMA.empty_table()
+    def _read(
+        self, parts: list[catalog.PartFile], lo: int | None, hi: int | None
+    ) -> list[pa.Table]:
+        """The parts' rows as tables end to end (`store.frame.frame_from_tables`): a run of
+        parts of one stream (contract and tick type) with the same columns in use is one
+        scan of those columns only (a stream fills its own tick type's: the others, all
+        nulls, are not read at all); its partition keys, one value, come run-end encoded."""
         # trades first, then quotes: the stable sort by time keeps a trade ahead of a quote
-        # with the same stamp (only quotes that arrived before a trade prevail for it)
-        parts = sorted(parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.path))
-        dataset = ds.dataset(
-            [p.path for p in parts],
-            filesystem=self.root.fs,
-            partition_base_dir=self.root.path(layout.TICKS),
-            **layout.SCAN_OPTIONS,  # text as dictionaries: no string spelled out per row
+        # with the same stamp (only quotes that arrived before a trade prevail for it); a
+        # stream's days next to each other (equal stamps share a day: their order is kept)
+        parts = sorted(
+            parts, key=lambda p: (_ORDER.get(p.tick_type, 9), p.contract_id, p.tick_type, p.path)
         )
-        return dataset.to_table(columns=_COLUMNS, filter=_time_filter(lo, hi))
+        tables = []
+        for (columns, *keys), run in groupby(parts, key=self._stream_columns):
+            dataset = ds.dataset(
+                [p.path for p in run],
+                filesystem=self.root.fs,
+                partition_base_dir=self.root.path(layout.TICKS),
+                **layout.SCAN_OPTIONS,  # text as dictionaries: no string spelled out per row
+            )
+            table = dataset.to_table(columns=list(columns), filter=_time_filter(lo, hi))
+            if table.num_rows:
+                for name, value in zip(_KEYS, keys, strict=True):
+                    ends = pa.array([table.num_rows], pa.int32())
+                    ree = pa.RunEndEncodedArray.from_arrays(ends, pa.array([value]))
+                    table = table.append_column(name, ree)
+                tables.append(table)
+        return tables
+
+    def _stream_columns(self, part: catalog.PartFile) -> tuple[tuple[str, ...], int, str]:
+        return self._filled(part), part.contract_id, part.tick_type
+
+    def _filled(self, part: catalog.PartFile) -> tuple[str, ...]:
+        """The frame's columns that hold a value somewhere in `part`, by its footer's
+        statistics (a column without them counts as holding values)."""
+        footer = self.validator.footer(part)
+        empty = set(_COLUMNS) - {"time"}
+        for group in range(footer.num_row_groups):
+            row_group = footer.row_group(group)
+            for column in range(row_group.num_columns):
+                chunk = row_group.column(column)
+                stats = chunk.statistics
+                if (
+                    stats is None
+                    or not stats.has_null_count
+                    or stats.null_count < row_group.num_rows
+                ):
+                    empty.discard(chunk.path_in_schema)
+        return tuple(n for n in _COLUMNS if n not in empty and n not in _KEYS)
 
     def trades(
         self, contract: object = None, start: object = None, end: object = None, method: Any = None
@@ -172,12 +210,6 @@ class Store:
             f"{self.root.uri} changed under every read; try again",
             store=self.root.uri,
         )
-
-
-def _frame(table: pa.Table) -> pd.DataFrame:
-    """The tick frame of the parts' rows in arrival order: the parts are runs in time order,
-    merged by a stable sort of the receive times, each column moved once (`store.frame`)."""
-    return frame_from_table(table)
 
 
 def _time_filter(lo: int | None, hi: int | None) -> ds.Expression | None:
