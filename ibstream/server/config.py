@@ -108,9 +108,7 @@ class ServeOptions:
     bus_replicas: int = _key(
         _DEFAULTS.bus_replicas, "with bus: copies of the stream in a NATS cluster", low=1, high=5
     )
-    bus_buffer: int = _key(
-        _DEFAULTS.bus_buffer, "with bus: ticks kept while NATS is away", low=1
-    )
+    bus_buffer: int = _key(_DEFAULTS.bus_buffer, "with bus: ticks kept while NATS is away", low=1)
     from_bus: str | None = _key(
         None, "run as an edge: every stream from this NATS bus (nats://HOST:4222), no IB"
     )
