@@ -17,7 +17,7 @@ from importlib import metadata
 import httpx
 import pytest
 
-from ibstream.cli import build_parser, serve_settings
+from ibstream.cli import build_parser, bus_options, serve_settings
 from ibstream.errors import StreamError
 from ibstream.ib.source import IBSource
 from ibstream.server.run import ServerHandle
@@ -121,6 +121,37 @@ def test_a_bad_option_value_is_one_line(args, words):
     run = subprocess.run(IBSTREAM + args, capture_output=True, text=True, timeout=30)
     assert run.returncode == 2
     assert_one_line(run.stderr, args[0], "argument", *words, "--help")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--bus-max-age", "60"], ["--bus-max-age only applies with --bus URL"]),
+        (["--bus-replicas", "3", "--bus-buffer", "9"], ["--bus-replicas, --bus-buffer", "--bus"]),
+        (["--bus-lease", "5"], ["--bus-lease only applies with --from-bus URL"]),
+        (["--from-bus", "nats://127.0.0.1:1", "--bus-buffer", "9"], ["--bus-buffer", "--bus URL"]),
+    ],
+)
+def test_a_bus_option_without_its_role_is_one_line(args, words):
+    """A source's option without --bus (or an edge's without --from-bus) would do nothing:
+    refused before anything starts, one line, exit 1."""
+    run = subprocess.run(
+        [*IBSTREAM, "serve", "--port", "0", "--ib-port", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.returncode == 1
+    assert_one_line(run.stderr, "serve", *words)
+
+
+def test_bus_options_with_their_role_are_taken():
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--bus", "nats://h:4222", "--bus-buffer", "9"])
+    assert bus_options.misplaced(args) is None and serve_settings(args).bus_buffer == 9
+    args = parser.parse_args(["serve", "--from-bus", "nats://h:4222", "--bus-lease", "5"])
+    assert bus_options.misplaced(args) is None and serve_settings(args).bus_lease == 5
+    assert bus_options.misplaced(parser.parse_args(["serve"])) is None
 
 
 async def test_a_port_no_socket_takes_is_the_source_s_last_error():

@@ -85,11 +85,39 @@ def add_edge_options(serve: argparse.ArgumentParser) -> None:
     _add(serve, _FROM_BUS, d, "with --from-bus")
 
 
+class _RoleOption(argparse.Action):
+    """Stores the value and notes the flag as given, so one without its role is refused."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.bus_given = [*getattr(namespace, "bus_given", ()), option_string]
+
+
 def _add(serve: argparse.ArgumentParser, table: tuple, d: ServerSettings, role: str) -> None:
     for flag, kind, name, metavar, text in table:
         serve.add_argument(
-            flag, type=kind, default=getattr(d, name), metavar=metavar, help=f"{role}: {text}"
+            flag,
+            type=kind,
+            default=getattr(d, name),
+            metavar=metavar,
+            action=_RoleOption,
+            help=f"{role}: {text}",
         )
+
+
+def misplaced(args: argparse.Namespace) -> str | None:
+    """A role's option given without the role (it would do nothing), said in one line."""
+    given = getattr(args, "bus_given", ())
+    for table, role, present in (
+        (_WITH_BUS, "--bus", args.bus),
+        (_FROM_BUS, "--from-bus", args.from_bus),
+    ):
+        flags = [flag for flag, *_ in table if flag in given]
+        if flags and not present:
+            what = "the source publishing to the bus" if role == "--bus" else "an edge"
+            verb = "apply" if len(flags) > 1 else "applies"
+            return f"{', '.join(flags)} only {verb} with {role} URL ({what})"
+    return None
 
 
 def add_source_options(serve: argparse.ArgumentParser) -> None:

@@ -352,6 +352,8 @@ def _serve(args: argparse.Namespace) -> int:
             "--backfill-from fills the day before --record-contract streams started: it needs "
             "--record DIR, --record-contract SPEC and backfill on (not --no-backfill)",
         )
+    if problem := bus_options.misplaced(args):
+        return _problem("serve", problem)
     if settings.from_bus and (settings.record or args.demo or settings.bus):
         return _problem(
             "serve",
