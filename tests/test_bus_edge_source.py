@@ -8,6 +8,8 @@ clients with one `server_restarted` gap per stream, nothing repeated.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -219,3 +221,28 @@ async def test_an_edge_client_gets_the_streams_interleaved_as_the_source_sent_th
     assert switches >= 100  # the streams really interleave: windows held both
     await direct.close()
     await far.close()
+
+
+async def test_an_edge_renews_its_holds_so_a_watched_stream_outlives_many_leases(
+    nats_server: NatsServer,
+    make_server,
+    gateway: GatewaySimulator,
+    edges: list[ServerHandle],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A lease of 1 s and a client watching for about 3.5 s (3.5 leases): the edge renews
+    every third of it, so the source never lets the stream go and IB sees one subscription."""
+    caplog.set_level(logging.INFO, "ibstream.bus")
+    await make_server(bus=nats_server.url)
+    edges.append(edge := await edge_on(nats_server.url, bus_lease=1.0))
+    client = await connect(edge)
+    reply = await client.subscribe(ES, TYPES)
+    positions = {s["tick_type"]: s["start_sequence"] for s in reply["streams"]}
+    started = time.monotonic()
+    while time.monotonic() - started < 3.5:  # reading ticks: the time is the test's subject
+        await take(client, 20, positions, [])
+    assert len(upstream(gateway, ES, "BidAsk")) == len(upstream(gateway, ES, "Last")) == 1
+    assert not [r for r in caplog.records if "without a renewal" in r.getMessage()]
+    closed = [m for m in client.seen if m["type"] in ("complete", "error")]
+    assert closed == []
+    await client.close()
