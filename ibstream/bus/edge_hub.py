@@ -3,13 +3,15 @@
 Sequences and encodings are the source's (`publish_entry`: the bus body already is the
 source's `EncodedTick`), and so is `server_id`, so a client moving between edges and the
 source resumes with `resume_from` without a gap or a repeat. Its channels are kept whether
-or not a client holds them (`Hub(keep_channels=True)`): every stream's ring fills from the
-bus, so a client failing over from another edge finds its resume window here; only the hold
-at the source is released when the last client leaves (after the grace period).
+or not a client holds them: every stream's ring fills from the bus, so a client failing over
+from another edge finds its resume window here; when the last client leaves (after the
+grace period) only the hold at the source is released (`_drop`), the channel and its ring
+stay until the hub closes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,8 @@ if TYPE_CHECKING:
     from ibstream.bus.edge import BusSource
     from ibstream.server.stream import StreamHandle
 
+log = logging.getLogger(__name__)
+
 
 class EdgeHub(Hub):
     """A hub whose ticks come numbered and encoded from the source over the bus."""
@@ -28,7 +32,7 @@ class EdgeHub(Hub):
     source: BusSource
 
     def __init__(self, source: BusSource, *, ring_size: int = 10_000, grace: float = 30.0):
-        super().__init__(source, ring_size=ring_size, grace_seconds=grace, keep_channels=True)  # type: ignore[arg-type]
+        super().__init__(source, ring_size=ring_size, grace_seconds=grace)  # type: ignore[arg-type]
 
     async def prepare(self, contract: ContractInfo, tick_types: list[TickType]) -> None:
         """Before a subscribe attaches: the streams this edge does not hold yet are held at
@@ -45,6 +49,25 @@ class EdgeHub(Hub):
         channel = self.channels.get(key)
         if channel is None or not channel.held:
             self.source.holds.forgo(key)
+
+    def _drop(self, key: StreamKey) -> None:
+        """A channel's last member is gone (or its stream failed): upstream is released, the
+        channel and its ring stay; forgotten only when the hub closes."""
+        channel = self.channels.get(key)
+        if channel is None or self.closed:
+            super()._drop(key)
+            return
+        if channel.expiry is not None:
+            channel.expiry.cancel()
+        channel.expiry = channel.idle_until = None
+        if channel.held:
+            channel.held = False
+            self.source.unsubscribe(key.contract_id, key.tick_type)
+            log.info("upstream released (channel kept): %s %s", *key)
+
+    def _free_idle_slot(self, needed: StreamKey) -> bool:
+        """IB's slots (10190) are the source's to free: an edge's idle channels hold none."""
+        return False
 
     def publish_entry(self, key: StreamKey, contract: ContractInfo, entry: EncodedTick) -> None:
         """A tick as the source numbered and encoded it. Opens a kept channel (not held

@@ -93,14 +93,7 @@ class QuietMember:
 class Hub:
     """Fan-out between one `IBSource` and many subscribers."""
 
-    def __init__(
-        self,
-        source: IBSource,
-        *,
-        ring_size: int = 10_000,
-        grace_seconds: float = 30.0,
-        keep_channels: bool = False,
-    ):
+    def __init__(self, source: IBSource, *, ring_size: int = 10_000, grace_seconds: float = 30.0):
         if grace_seconds < 0:
             raise ValueError(f"grace_seconds must be >= 0, not {grace_seconds}")
         self.source = source
@@ -113,10 +106,6 @@ class Hub:
         self.closed = False
         self.recorder: Recorder | None = None  # writes every numbered tick to the store
         self.bus: BusPublisher | None = None  # puts every numbered tick on the NATS bus
-        # A bus edge (`ibstream.bus.edge_hub`): channels are fed from the bus whether or not
-        # a client holds them (a client failing over finds its resume window), so an idle
-        # channel is released upstream after the grace period but kept with its ring.
-        self.keep_channels = keep_channels
         source.on_tick = self.publish
         source.on_event = self.on_source_event
 
@@ -245,25 +234,13 @@ class Hub:
         if self.channels.get(channel.key) is channel and not channel.members:
             self._drop(channel.key)
 
-    def _release(self, channel: Channel) -> None:
-        """A kept channel's last member is gone: upstream is released, the ring stays."""
-        channel.expiry = channel.idle_until = None
-        if channel.held:
-            channel.held = False
-            self.source.unsubscribe(channel.key.contract_id, channel.key.tick_type)
-            log.info("upstream released (channel kept): %s %s", *channel.key)
-
     def _drop(self, key: StreamKey) -> None:
-        """Forget a channel and cancel its upstream subscription (a kept channel on a live
-        hub is only released)."""
+        """Forget a channel and cancel its upstream subscription."""
         channel = self.channels.get(key)
         if channel is None:
             return
         if channel.expiry is not None:
             channel.expiry.cancel()
-        if self.keep_channels and not self.closed:
-            self._release(channel)
-            return
         del self.channels[key]
         if channel.held:
             self.source.unsubscribe(key.contract_id, key.tick_type)
@@ -320,8 +297,7 @@ class Hub:
         if channel is None:
             return
         if event.error is not None:  # upstream is gone: no grace, a new subscribe starts over
-            slots = event.error.details.get("ib_code") == 10190 and not self.keep_channels
-            if slots and self._free_idle_slot(key):
+            if event.error.details.get("ib_code") == 10190 and self._free_idle_slot(key):
                 self.source.subscribe(channel.contract, key.tick_type)  # retry in that slot
                 return
         if self.bus is not None:
