@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from ibstream.bus import starts, wire
+from ibstream.bus.link import connection_status
 from ibstream.bus.window import WindowMerge
 from ibstream.errors import StreamError
 
@@ -50,6 +52,7 @@ class BusFeed:
         self.name = name
         self.nc: Any = None
         self.consuming = False
+        self.down_since: float | None = time.monotonic()  # not following the bus since
         self.last_error: str | None = None
         self.messages = 0
         self.malformed = 0
@@ -84,12 +87,11 @@ class BusFeed:
 
     def status(self) -> dict:
         return {
-            "url": self.url,
-            "connected": self.connected,
+            **connection_status(
+                self.url, self.connected, self.outages, self.down_since, self.last_error
+            ),
             "messages": self.messages,
             "malformed": self.malformed,
-            "outages": self.outages,
-            "last_error": None if self.connected else self.last_error,
         }
 
     async def _run(self) -> None:
@@ -170,6 +172,7 @@ class BusFeed:
                     )
                 await asyncio.sleep(self.retry)
         self.consuming = True
+        self.down_since = None
         self.on_link(True, f"the bus (NATS at {self.url}) is connected")
 
     async def _message(self, msg: Any) -> None:
@@ -217,6 +220,7 @@ class BusFeed:
         if self.consuming:
             self.consuming = False
             self.outages += 1
+            self.down_since = time.monotonic()
             self.last_error = "NATS connection lost"
             log.warning("bus: NATS at %s lost; reconnecting (clients are told)", self.url)
             self.on_link(False, f"the bus (NATS at {self.url}) is away; reconnecting")
