@@ -1,17 +1,18 @@
 """The rows of a tick frame by contract, for classification.
 
-One contract: nothing to group. A few (up to `grouping._FEW`, the usual case of a handful
-of subscriptions): each row gets a small contract code and the rows stay in arrival order;
-what classification needs per contract is counted, not sorted (`Counts`: one int32 cumsum
-per contract over the rows), which costs a fraction of putting every column into contract
-order and back. Many: the rows are grouped (`grouping.group_rows`) and put in contract order.
+One contract: nothing to group. A few (up to 8, found by `grouping.few_key_masks`: the usual
+case of a handful of subscriptions): each row gets a small contract code and the rows stay
+in arrival order; what classification needs per contract is counted, not sorted (`Counts`:
+one int32 cumsum per contract over the rows), which costs a fraction of putting every column
+into contract order and back. Many: the rows are grouped (`grouping.group_rows`) and put
+in contract order.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ibstream.analytics.grouping import _FEW, group_rows
+from ibstream.analytics.grouping import few_key_masks, group_rows
 
 
 class Contracts:
@@ -58,33 +59,19 @@ class Contracts:
 def contract_codes(
     contract: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """For at most `_FEW` distinct integer contracts (else None): the ids in order of first
-    appearance, each row's code (uint8, the id's place there), each contract's first and
-    last row and its count of rows. A comparison per contract finds them; a sample first
-    tells many contracts apart."""
-    if contract.dtype.kind not in "iu":
-        return None
-    if len(np.unique(contract[:: max(1, len(contract) // 256)])) > _FEW:
+    """For at most 8 distinct integer contracts (else None, `grouping.few_key_masks`):
+    the ids in order of first appearance, each row's code (uint8, the id's place there),
+    each contract's first and last row and its count of rows."""
+    found = few_key_masks(contract)
+    if found is None:
         return None
     codes = np.zeros(len(contract), dtype=np.uint8)
-    ids, firsts, lasts, counts = [], [], [], []
-    rest = None  # rows whose contract is not found yet
-    at = 0
-    while True:
-        if len(ids) == _FEW:
-            return None
-        mine = contract == contract[at]
-        if ids:
-            codes += mine.view(np.uint8) * np.uint8(len(ids))
-        ids.append(contract[at])
-        firsts.append(at)
-        lasts.append(_last(mine))
-        counts.append(int(np.count_nonzero(mine)))
-        rest = ~mine if rest is None else np.logical_and(rest, ~mine, out=rest)
-        at = int(rest.argmax())
-        if not rest[at]:
-            arrays = (ids, firsts, lasts, counts)
-            return np.array(ids, dtype=contract.dtype), codes, *(np.array(a) for a in arrays[1:])
+    for n, (_, mine) in enumerate(found[1:], 1):
+        codes += mine.view(np.uint8) * np.uint8(n)
+    firsts = np.array([at for at, _ in found])
+    lasts = np.array([_last(mine) for _, mine in found])
+    counts = np.array([np.count_nonzero(mine) for _, mine in found])
+    return contract.take(firsts), codes, firsts, lasts, counts
 
 
 def _last(mine: np.ndarray) -> int:

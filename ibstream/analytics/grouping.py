@@ -92,26 +92,34 @@ def group_rows(*keys: np.ndarray, sort: bool = True) -> Groups:
 
 def few_keys(keys: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]] | None:
     """The distinct values of integer `keys` in order of first appearance and each one's
-    rows, when there are at most `_FEW` of them (else None). A comparison per key costs a
-    fraction of hashing every row (`pd.factorize`); a sample first tells many keys apart."""
+    rows, when there are at most `_FEW` of them (else None)."""
+    found = few_key_masks(keys)
+    if found is None:
+        return None
+    return keys.take([at for at, _ in found]), [np.flatnonzero(mine) for _, mine in found]
+
+
+def few_key_masks(keys: np.ndarray) -> list[tuple[int, np.ndarray]] | None:
+    """Each distinct value of integer `keys` in order of first appearance as (its first row,
+    the mask of its rows), when there are at most `_FEW` of them (else None). A comparison
+    per key costs a fraction of hashing every row (`pd.factorize`); a sample first tells many
+    keys apart."""
     if keys.dtype.kind not in "iu" or not len(keys):
         return None
     if len(np.unique(keys[:: max(1, len(keys) // 256)])) > _FEW:
         return None
-    ids: list[int] = []
-    members: list[np.ndarray] = []
+    found: list[tuple[int, np.ndarray]] = []
     rest = None  # rows whose key is not found yet
     at = 0
     while True:
-        if len(ids) == _FEW:
+        if len(found) == _FEW:
             return None
-        ids.append(keys[at])
         mine = keys == keys[at]
-        members.append(np.flatnonzero(mine))
+        found.append((at, mine))
         rest = ~mine if rest is None else np.logical_and(rest, ~mine, out=rest)
         at = int(rest.argmax())
         if not rest[at]:
-            return np.array(ids, dtype=keys.dtype), members
+            return found
 
 
 def small_codes(codes: np.ndarray, k: int) -> np.ndarray:
