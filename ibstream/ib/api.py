@@ -2,7 +2,8 @@
 
 ib_async is the maintained fork with the same API; choose it with `IBSTREAM_IB_LIB=ib_async`
 or `load("ib_async")`. Nothing else in ibstream imports either library directly, and what
-reaches below their public API (`parse_in_slices`) lives here.
+reaches below their public API lives here (`parse_in_slices`) or beside it (`history_wire`,
+the historical ticks decoded as columns).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import importlib
 import logging
 import os
 from types import ModuleType
+
+from ibstream.ib.history_wire import column_pages
 
 SUPPORTED = ("ib_insync", "ib_async")
 log = logging.getLogger(__name__)
@@ -76,13 +79,18 @@ def request_historical_ticks(
     what: str,
     use_rth: bool,
 ) -> tuple[int, asyncio.Future]:
-    """Send one reqHistoricalTicks and return (its request id, the future of its ticks).
+    """Send one reqHistoricalTicks and return (its request id, the future of its ticks:
+    tables of the kind's schema where `history_wire` hooks the library's decoder, else the
+    library's tick objects).
 
     What the libraries' `reqHistoricalTicksAsync` does, with the request id kept: an error
     (162, 354 ...) ends the future with an empty list, and only the id ties the error event
     to the request when several run at once."""
     req_id = ib.client.getReqId()  # type: ignore[attr-defined]
     future = ib.wrapper.startReq(req_id, contract)  # type: ignore[attr-defined]
+    hook = column_pages(ib)
+    if hook is not None:
+        hook.watch(req_id, future)
     ib.client.reqHistoricalTicks(  # type: ignore[attr-defined]
         req_id, contract, start, end, number, what, use_rth, False, []
     )

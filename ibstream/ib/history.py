@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from itertools import groupby
 from operator import attrgetter
 
 import numpy as np
@@ -23,23 +24,13 @@ import pyarrow as pa
 
 from ibstream.errors import ErrorCode, StreamError
 from ibstream.ib.api import request_historical_ticks
+from ibstream.ib.history_wire import SCHEMAS
 from ibstream.ib.pacing import Pacer
 
 log = logging.getLogger(__name__)
 
 PAGE = 1000  # IB's most ticks a request
 REQUEST_TIMEOUT = 60.0  # seconds for one page's answer
-SCHEMAS = {
-    "TRADES": pa.schema(
-        [("time", pa.int64()), ("price", pa.float64()), ("size", pa.float64()),
-         ("exchange", pa.string()), ("conditions", pa.string())]
-    ),
-    "BID_ASK": pa.schema(
-        [("time", pa.int64()), ("bid", pa.float64()), ("ask", pa.float64()),
-         ("bid_size", pa.float64()), ("ask_size", pa.float64())]
-    ),
-    "MIDPOINT": pa.schema([("time", pa.int64()), ("mid", pa.float64())]),
-}  # fmt: skip
 Progress = Callable[[int, int], None]  # (seconds covered, seconds asked for)
 
 
@@ -50,20 +41,26 @@ _FIELDS = {  # the kind's columns after `time`: the library's attribute of each
 }
 
 
-def _page_table(what: str, ticks: list, end: int) -> pa.Table:
-    """A page of the library's historical tick objects as a table of the kind's schema
-    (those of IB seconds before `end`), built column by column: one pass over the objects
-    per field, no row tuples."""
+def _objects_table(what: str, ticks: list) -> pa.Table:
+    """The library's historical tick objects as a table of the kind's schema, column by
+    column (one pass over the objects per field, no row tuples)."""
     times_of = map(datetime.timestamp, map(attrgetter("time"), ticks))
-    seconds = np.fromiter(times_of, np.float64, len(ticks))
-    times = seconds.astype(np.int64)
-    keep = times < end
-    kept = ticks if keep.all() else [t for t, k in zip(ticks, keep, strict=True) if k]
-    schema = SCHEMAS[what]
-    arrays = [pa.array(times[keep])]
-    for name, f in zip(_FIELDS[what], list(schema)[1:], strict=True):
-        arrays.append(pa.array(list(map(attrgetter(name), kept)), type=f.type))
-    return pa.Table.from_arrays(arrays, schema=schema.with_metadata({"requests": "1"}))
+    arrays = [pa.array(np.fromiter(times_of, np.float64, len(ticks)).astype(np.int64))]
+    for name, f in zip(_FIELDS[what], list(SCHEMAS[what])[1:], strict=True):
+        arrays.append(pa.array(list(map(attrgetter(name), ticks)), type=f.type))
+    return pa.Table.from_arrays(arrays, schema=SCHEMAS[what])
+
+
+def _answer_table(what: str, answer: list) -> pa.Table:
+    """A request's answer as one table: the tables `history_wire` decoded, or the library's
+    tick objects (a library without the hook, or a message it had to decode itself)."""
+    parts = [
+        pa.concat_tables(list(run)) if decoded else _objects_table(what, list(run))
+        for decoded, run in groupby(answer, key=lambda item: isinstance(item, pa.Table))
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return pa.concat_tables(parts) if parts else SCHEMAS[what].empty_table()
 
 
 def _table(what: str, pages: list[pa.Table], requests: int) -> pa.Table:
@@ -122,8 +119,8 @@ def _refusal(code: int, text: str, contract: object, what: str, cursor: int) -> 
 
 async def _ask(
     ib: object, contract: object, what: str, cursor: int, use_rth: bool
-) -> tuple[list, list[tuple[int, str]]]:
-    """One request: its ticks and the errors IB sent for it."""
+) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """One request: its ticks (a table of the kind's schema) and the errors IB sent for it."""
     errors: list[tuple[int, str]] = []
     req_id = -1
 
@@ -155,12 +152,12 @@ async def _ask(
         ticks = []
     finally:
         ib.errorEvent -= on_error  # type: ignore[attr-defined]
-    return list(ticks), errors
+    return _answer_table(what, list(ticks)), errors
 
 
 async def _page(
     ib: object, contract: object, what: str, cursor: int, use_rth: bool, pacer: Pacer
-) -> list:
+) -> pa.Table:
     """One page from `cursor`, retried after pacing violations."""
     identity = (getattr(contract, "conId", 0) or repr(contract), what, cursor, use_rth)
     kind = identity[:2]
@@ -201,15 +198,15 @@ async def pages(
     pacer = pacer or Pacer()
     cursor = start
     while cursor < end:
-        ticks = await _page(ib, contract, what, cursor, use_rth, pacer)
-        table = _page_table(what, ticks, end)
-        if len(ticks) < PAGE:  # IB has nothing more up to now
+        page = await _page(ib, contract, what, cursor, use_rth, pacer)
+        times = page.column("time").to_numpy()
+        if len(times) < PAGE:  # IB has nothing more up to now
             cursor = end
         else:
-            cursor = max(cursor, int(ticks[-1].time.timestamp())) + 1
-        yield table.replace_schema_metadata(
-            {**table.schema.metadata, b"reached": str(min(cursor, end)).encode()}
-        )
+            cursor = max(cursor, int(times[-1])) + 1
+        if len(times) and times[-1] >= end:  # IB's last second may reach past `end`
+            page = page.filter(pa.array(times < end))
+        yield page.replace_schema_metadata({"requests": "1", "reached": str(min(cursor, end))})
 
 
 async def fetch_ticks(

@@ -1,8 +1,9 @@
 """The holes of a history request filled from IB: paged, merged across tick types, stamped.
 
 The holes of the requested tick types that overlap in IB seconds are fetched together (one
-`Group`), page by page (`ib.history.pages`, on the connection's one `Pacer`), so memory holds
-about a page per tick type whatever the range. Rows of the IB seconds every tick type has
+`Group`), page by page (`ib.history.pages`, on the connection's one `Pacer`), each tick type
+at most `AHEAD_PAGES` pages ahead of the merge, so memory holds a few pages per tick type
+whatever the range. Rows of the IB seconds every tick type has
 complete are merged in `history.order`'s order (tie-break `taken`), stamped with receive
 times strictly inside their hole (IB's second plus the row's place in it, `fill.fit_stamps`)
 and handed on. At a hole's edge to stored ticks the edge seconds are asked too and the rows
@@ -32,6 +33,7 @@ from ibstream.store.layout import StoreRoot
 log = logging.getLogger(__name__)
 NS = fill.NS
 KIND = {"BID_ASK": 0, "TRADES": 1, "MIDPOINT": 2}
+AHEAD_PAGES = 4  # IB pages a tick type may fetch ahead of the merge
 _TEXTS = {"TRADES": (("exchange", "exchange"), ("conditions", "conditions"))}
 
 
@@ -99,8 +101,8 @@ class Group:
 
     async def chunks(self) -> AsyncIterator[Ticks]:
         """Stamped wire ticks, oldest first, after every IB page (maybe none yet: the
-        other tick types have not reached those seconds). Each tick type's next page is
-        asked while this one is merged and sent (one page ahead at most)."""
+        other tick types have not reached those seconds). Each tick type's next pages are
+        asked while this one is merged and sent (`_Ahead`)."""
         types = list(dict.fromkeys(h.tick_type for h in self.holes))
         queues = {t: [h for h in self.holes if h.tick_type == t] for t in types}
         feeds = {t: _Ahead(self._feed(queues[t])) for t in types}
@@ -263,33 +265,37 @@ class _Rows:
 
 
 class _Ahead:
-    """One step of an async generator run ahead of its consumer (a task), so the next IB
-    page is under way while the last one is merged and sent."""
+    """An async generator run by its own task up to `depth` steps ahead of its consumer, so a
+    tick type's next IB pages are under way while the pages before are merged and sent (the
+    merge and the answer's writes hold the loop for milliseconds a page)."""
 
-    def __init__(self, steps: AsyncIterator[None]) -> None:
+    def __init__(self, steps: AsyncIterator[None], depth: int = AHEAD_PAGES) -> None:
         self.steps = steps
-        self.task: asyncio.Task | None = None
+        self.done: asyncio.Queue[BaseException | None] = asyncio.Queue(depth)
+        self.task = asyncio.ensure_future(self._run())
 
-    def _next(self) -> None:
-        self.task = asyncio.ensure_future(anext(self.steps, False))
+    async def _run(self) -> None:
+        try:
+            async for _ in self.steps:
+                await self.done.put(None)
+        except Exception as exc:  # noqa: BLE001 - raised again by the consumer's step
+            await self.done.put(exc)
+            return
+        await self.done.put(StopAsyncIteration())
 
     async def step(self) -> bool:
-        """The next step done (False: there are none), the one after it started."""
-        if self.task is None:
-            self._next()
-        assert self.task is not None
-        # shielded: a cancel of the consumer must reach the consumer (close() ends the step)
-        more = await asyncio.shield(self.task) is not False
-        self.task = None
-        if more:
-            self._next()
-        return more
+        """The next step done (False: there are none)."""
+        outcome = await self.done.get()
+        if isinstance(outcome, StopAsyncIteration):
+            return False
+        if outcome is not None:
+            raise outcome
+        return True
 
     async def close(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await self.task
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
         await self.steps.aclose()  # type: ignore[attr-defined]
 
 
