@@ -18,7 +18,9 @@ the same run (only the ratios mean much on a shared machine).
     table a stream's run of parts, only the columns its footers say hold values, text as
     dictionaries), then `store.frame.frame_from_tables`. Baselines: the plain scan alone
     (`ticks_dataset().to_table()`, no frame) and pandas' own `read_parquet` of the directory
-    (a frame, unsorted, not the tick schema). Goal >= 10 M ticks/s.
+    (a frame, unsorted, not the tick schema). Goal >= 10 M ticks/s. Each round of `ticks()`
+    is printed with its kernel time and the machine's huge-page faults and compaction stalls
+    (`bench.kernel`): fresh memory is what makes the figure swing.
 (c) Recording cost, the 1-client rate with `--record` over without (goal >= 0.9):
     `bench.record` (`make bench-store` runs it after this).
 (d) Replay at `--speed max` to one client over the live 1-client rate (goal >= 0.8): in
@@ -48,6 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import ibstream.store
+from bench import kernel
 from ibstream.model import ContractInfo, Tick, TickType
 from ibstream.store import catalog, layout
 from ibstream.store.columns import StreamColumns
@@ -214,10 +217,13 @@ def read_step(n: int, repeat: int, day: Path) -> None:
 
     store = ibstream.store.open(day)
 
+    rounds: list[str] = []
+
     def store_ticks() -> int:
-        frame = store.ticks()
+        frame, cost = kernel.measured(store.ticks)
         if not frame.index.is_monotonic_increasing:
             raise RuntimeError("the frame is not in arrival order")
+        rounds.append(kernel.describe(cost, len(frame)))
         return len(frame)
 
     def ours() -> int:
@@ -247,7 +253,9 @@ def read_step(n: int, repeat: int, day: Path) -> None:
     _, scan, scan_user, scan_sys, frame, frame_user, frame_sys = min(phases)
     say(f"where the time goes (best round, seconds wall / user / sys): scan {scan:.3f} / "
         f"{scan_user:.3f} / {scan_sys:.3f}, frame_from_tables {frame:.3f} / {frame_user:.3f} / "
-        f"{frame_sys:.3f} (sys: the kernel handing out the frame's fresh pages)\n")  # fmt: skip
+        f"{frame_sys:.3f} (sys: the kernel handing out the frame's fresh pages)")  # fmt: skip
+    say("ticks() round by round (huge-page faults and compaction stalls: the machine's, from "
+        "/proc/vmstat; cold huge pages cost up to 10x warm ones):\n  " + "\n  ".join(rounds) + "\n")  # fmt: skip
 
 
 def _cpu(before: resource.struct_rusage, after: resource.struct_rusage) -> tuple[float, float]:

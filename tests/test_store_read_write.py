@@ -106,7 +106,10 @@ def test_tables_without_their_null_columns_and_run_end_encoded_give_the_same_fra
                 table = table.set_column(table.schema.get_field_index(name), name, encoded)
         tables.append(table)
     assert start == scan.num_rows
+    kept = [t.to_pydict() for t in tables]
     pd.testing.assert_frame_equal(frame_from_tables(tables), frame_from_table(scan))
+    # the frame lets go of the scan's buffers as it goes, never of a caller's tables
+    assert [t.to_pydict() for t in tables] == kept
 
 
 def test_an_unknown_tick_type_is_refused_by_name(tmp_path):

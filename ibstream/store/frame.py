@@ -6,8 +6,9 @@ reader leaves such columns out of the scan, so a scan may come as several tables
 column a table lacks is nulls there (and the partition keys, one value a part, may come run-end
 encoded, never spelled out per row). Each column is written once, chunk by chunk, straight
 from Arrow's buffers to the rows it takes in arrival order (a scatter through the inverse
-of the time sort); chunks that are all nulls are never read. numpy does the moving without
-the GIL, so the columns are spread over the cores.
+of the time sort); chunks that are all nulls are never read, and each chunk is let go once
+written (the tables' owner permitting), so the scan's memory shrinks as the frame's grows.
+numpy does the moving without the GIL, so the columns are spread over the cores.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ibstream.client.frames import (
     assemble,
     empty_ticks,
 )
+from ibstream.store.layout import scan_pool
 
 
 class Same(NamedTuple):
@@ -41,6 +43,8 @@ class Same(NamedTuple):
 
 
 Piece = pa.Array | Same  # a column of tables end to end is pieces
+_JOBS = (("exchange", "conditions"), ("tick_type",), (*FLOAT_FIELDS, *INT_FIELDS, "ib_time"))
+_REQUIRED = ("time", "contract_id", "tick_type")
 
 
 def frame_from_table(table: pa.Table) -> pd.DataFrame:
@@ -69,15 +73,18 @@ def frame_from_tables(tables: Sequence[pa.Table]) -> pd.DataFrame:
         where, recv = recv, recv[order]  # the table's stamps are done with: where takes their room
         where[order] = _counting(ib_ns)  # row i of the tables goes to row where[i] of the frame
         del order
+    text, kinds, numbers = (
+        [_pieces(tables, name, required=name in _REQUIRED) for name in names] for names in _JOBS
+    )
+    del tables  # from here each job holds its column's buffers alone and drops them when done
+    rows = [*floats, *ints, ib_ns]
+    fills = [*(np.nan for _ in floats), 0, 0, NAT]
     jobs: list[Callable[[], object]] = [  # the longest first, so no core waits on one at the end
-        lambda: _strings(_pieces(tables, "exchange"), where),
-        lambda: _strings(_pieces(tables, "conditions"), where),
-        lambda: _codes(_pieces(tables, "tick_type", required=True), n, where),
-        *(_placer(_pieces(tables, name), row, np.nan, where) for name, row in zip(FLOAT_FIELDS, floats, strict=True)),
-        _placer(_pieces(tables, "contract_id", required=True), ints[0], 0, where),
-        _placer(_pieces(tables, "sequence"), ints[1], 0, where),
-        _placer(_pieces(tables, "ib_time"), ib_ns, NAT, where),
-    ]  # fmt: skip
+        lambda: _strings(text[0], where),
+        lambda: _strings(text[1], where),
+        lambda: _codes(kinds[0], n, where),
+        *(_placer(p, row, fill, where) for p, row, fill in zip(numbers, rows, fills, strict=True)),
+    ]
     with ThreadPoolExecutor(max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
         exchange, conditions, codes, *_ = pool.map(lambda job: job(), jobs)
     return assemble(recv, codes, ints, floats, exchange, conditions, ib_ns)
@@ -121,19 +128,24 @@ def _int64s(chunk: pa.Array) -> pa.Array:
 
 
 def _placer(
-    pieces: Sequence[Piece], out: np.ndarray, fill: object, where: np.ndarray | None
+    pieces: list[Piece], out: np.ndarray, fill: object, where: np.ndarray | None
 ) -> Callable[[], None]:
-    """A job that writes the pieces into `out` in arrival order, nulls as `fill`."""
+    """A job that writes the pieces into `out` in arrival order, nulls as `fill`, taking
+    them out of `pieces` as it goes: the scan's buffers go while the frame's later columns
+    are being written, whose pages the kernel then hands out warm (fresh ones cost most)."""
 
     def place() -> None:
         same = {p.value for p in pieces if isinstance(p, Same)}
         if len(same) == 1 and all(isinstance(p, Same) for p in pieces):
             out.fill(fill if None in same else same.pop())  # one value throughout
+            pieces.clear()
             return
         if None in same or any(not isinstance(p, Same) and p.null_count for p in pieces):
             out.fill(fill)
         start = 0
-        for piece in pieces:
+        pieces.reverse()
+        while pieces:  # each piece let go as soon as it is written
+            piece = pieces.pop()
             size = piece.size if isinstance(piece, Same) else len(piece)
             rows = slice(start, start + size)
             start += size
@@ -161,6 +173,7 @@ def _codes(pieces: list[Piece], n: int, where: np.ndarray | None) -> np.ndarray:
         kinds = piece if pa.types.is_dictionary(piece.type) else piece.dictionary_encode()
         lut = _lut(kinds.dictionary.to_pylist(), kinds.null_count)
         coded.append(pa.array(lut[kinds.indices.to_numpy()]))
+    pieces.clear()
     codes = np.empty(n, np.int8)
     _placer(coded, codes, 0, where)()
     return codes
@@ -173,13 +186,15 @@ def _lut(names: list, nulls: int) -> np.ndarray:
     return np.array(lut, dtype=np.int8)
 
 
-def _strings(pieces: list[Piece], where: np.ndarray | None) -> pd.api.extensions.ExtensionArray:
-    """A text column in arrival order: only the indices into its few distinct values move."""
-    pieces = [pa.repeat(pa.scalar(p.value, pa.string()), p.size) if isinstance(p, Same) and p.value is not None else p for p in pieces]  # fmt: skip
+def _strings(column: list[Piece], where: np.ndarray | None) -> pd.api.extensions.ExtensionArray:
+    """A text column in arrival order: only the indices into its few distinct values move.
+    `column` is emptied (its buffers held here only while needed)."""
+    pieces = [pa.repeat(pa.scalar(p.value, pa.string()), p.size) if isinstance(p, Same) and p.value is not None else p for p in column]  # fmt: skip
+    column.clear()
     chunks = [p for p in pieces if not isinstance(p, Same) and p.null_count < len(p)]
     n = sum(p.size if isinstance(p, Same) else len(p) for p in pieces)
     if not chunks:
-        strings = pa.nulls(n, pa.large_string())
+        strings = pa.nulls(n, pa.large_string(), memory_pool=scan_pool())
     else:
         encoded = pa.chunked_array(chunks).combine_chunks()  # one dictionary for all
         if not pa.types.is_dictionary(encoded.type):
@@ -197,6 +212,7 @@ def _strings(pieces: list[Piece], where: np.ndarray | None) -> pd.api.extensions
                 indices.append(encoded.indices.slice(start, size))
                 start += size
         rows = np.empty(n, np.int32)
+        del pieces, chunks, encoded
         _placer(indices, rows, len(slots) - 1, where)()
-        strings = slots.take(pa.array(rows))
+        strings = pc.take(slots, pa.array(rows), memory_pool=scan_pool())
     return pd.array(strings, dtype=TICK_COLUMNS["exchange"])

@@ -73,8 +73,8 @@ class Store:
         def pick(parts: list[catalog.PartFile]) -> list[catalog.PartFile]:
             return catalog.select(parts, ids, kinds, lo, hi)
 
-        tables = self.snapshot(pick, lambda parts: self._read(parts, lo, hi))
-        frame = frame_from_tables(tables)
+        # no name holds the scan: its buffers go column by column as the frame is written
+        frame = frame_from_tables(self.snapshot(pick, lambda parts: self._read(parts, lo, hi)))
         wanted = sorted(infos) if ids is None else ids
         frame.attrs["contracts"] = [infos[i] for i in wanted if i in infos]
         return frame
@@ -100,7 +100,9 @@ class Store:
                 partition_base_dir=self.root.path(layout.TICKS),
                 **layout.SCAN_OPTIONS,  # text as dictionaries: no string spelled out per row
             )
-            table = dataset.to_table(columns=list(columns), filter=_time_filter(lo, hi))
+            table = dataset.to_table(
+                columns=list(columns), filter=_time_filter(lo, hi), memory_pool=layout.scan_pool()
+            )
             if table.num_rows:
                 for name, value in zip(_KEYS, keys, strict=True):
                     ends = pa.array([table.num_rows], pa.int32())
