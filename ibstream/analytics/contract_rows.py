@@ -121,8 +121,8 @@ class Counts:
 
     def at(self, codes: np.ndarray, places: np.ndarray) -> np.ndarray:
         """`table[codes, places]`: per (contract, place), the slot of that contract's last
-        item before the place (intp). One buffer holds the flat places, then the slots: each
-        new array of a million rows costs the kernel's zeroed pages as well as its writes."""
+        item before the place (intp). One buffer holds the flat places, then the slots (a
+        temporary of a million rows costs a pass of its own)."""
         flat = codes.astype(np.intp)
         flat *= self.table.shape[1]
         flat += places

@@ -43,6 +43,7 @@ def empty_state() -> pd.DataFrame:
     )
 
 
+# what a contract that nothing carries starts from
 _NONE = {"bid": np.nan, "ask": np.nan, "price": np.nan, "tick": 0, "time": EARLIEST, "all_last": 0}
 
 
