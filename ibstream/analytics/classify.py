@@ -47,9 +47,8 @@ import pandas as pd
 from ibstream.analytics import lookahead as ahead
 from ibstream.analytics.arrival import check_order, one_trade_stream, receive_times
 from ibstream.analytics.contract_rows import Contracts
-from ibstream.analytics.grouping import EARLIEST
 from ibstream.analytics.lookahead import LOOKAHEAD, LOOKAHEAD_TIMEOUT, timeout_nanos
-from ibstream.analytics.prevailing import Book, empty_state, prevailing
+from ibstream.analytics.prevailing import Book, carried, empty_state, prevailing
 from ibstream.analytics.quotes import quote_prices, tick_kinds
 from ibstream.analytics.strings import take_strings
 
@@ -133,18 +132,16 @@ def classify_with_state(
             "ticks frame has no 'tick_type' column; pass a tick frame (bid_ask and last/all_last "
             "rows) such as ibstream.client.frames.ticks_to_frame returns"
         )
-    state = empty_state() if state is None else state
     if ticks.empty:
-        return empty_trades(ticks.index), state
+        return empty_trades(ticks.index), empty_state() if state is None else state
     contract = _column(ticks, "contract_id", np.int64, 0)
     g = Contracts(contract)
-    init = state.reindex(g.ids)
+    init = carried(state, g.ids)
     time = receive_times(ticks.index)
     if time is not None:
-        since = init["time"].fillna(EARLIEST).to_numpy(np.int64)
-        check_order(time, g, since)
+        check_order(time, g, init["time"])
     kinds = tick_kinds(ticks["tick_type"])
-    seen = init["all_last"].fillna(False).to_numpy(bool)
+    seen = init["all_last"]
     is_trade, seen = one_trade_stream(kinds.trade, kinds.all_last, g, seen)
     bid, ask = _quote_side(ticks, "bid"), _quote_side(ticks, "ask")
     book = prevailing(
@@ -157,17 +154,22 @@ def classify_with_state(
         init,
         method == LOOKAHEAD,
     )
-    last_time = init["time"].fillna(0).to_numpy(np.int64)
     if time is not None:
         last_time = time.take(g.lasts)
-    new_state = book.state.assign(time=last_time, all_last=seen)
+    else:  # none carried: 0
+        last_time = np.where(init["known"], init["time"], 0)
+    new_state = pd.DataFrame(
+        book.state | {"time": last_time, "all_last": seen},
+        index=pd.Index(g.ids, name="contract_id"),
+        copy=False,
+    )
     rows, ids = book.rows, g.ids
     side, quote = _decide(method, book)
     if method == LOOKAHEAD:
         side = _look_ahead(book, side, (bid, ask), time, wait)
     trades = pd.DataFrame(
         {
-            "contract_id": np.full(len(rows), ids[0]) if len(ids) == 1 else contract.take(rows),
+            "contract_id": _contract_ids(ids, book.code, contract, rows),
             "sequence": _column(ticks, "sequence", np.int64, 0).take(rows),
             "price": book.price,
             "size": _column(ticks, "size", np.float64, np.nan).take(rows),
@@ -181,7 +183,7 @@ def classify_with_state(
         copy=False,
     )
     trades.attrs = dict(ticks.attrs)  # the contracts' metadata (min_tick ...) goes along
-    if len(state):
+    if state is not None and len(state):
         return trades, pd.concat([state.drop(ids, errors="ignore"), new_state])
     return trades, new_state
 
@@ -193,6 +195,22 @@ def _column(ticks: pd.DataFrame, name: str, dtype: type, default: float) -> np.n
     if column.dtype == dtype:
         return column.to_numpy()
     return column.to_numpy(dtype=dtype, na_value=default)
+
+
+def _contract_ids(
+    ids: np.ndarray, code: np.ndarray | None, contract: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """Each trade's contract: the one id; or, for a few, the id of each trade's code (read
+    from a table of a few, not gathered from the whole column); else the column."""
+    if len(ids) == 1:
+        return np.full(len(rows), ids[0])
+    if code is None:
+        return contract.take(rows)
+    out = code.astype(np.int64)
+    if (np.diff(ids) == 1).all():  # ids in a row: an offset
+        out += ids[0]
+        return out
+    return ids.take(out)
 
 
 def _quote_side(ticks: pd.DataFrame, side: str) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ibstream.analytics.grouping import few_key_masks, group_rows
+from ibstream.analytics.grouping import few_key_masks, group_rows, narrow
 
 
 class Contracts:
@@ -25,13 +25,14 @@ class Contracts:
     def __init__(self, contract: np.ndarray) -> None:
         self.codes: np.ndarray | None = None
         self._order: np.ndarray | None = None
-        if not len(contract) or contract.min() == contract.max():
+        bounds = (contract.min(), contract.max()) if len(contract) else (0, 0)
+        if bounds[0] == bounds[1]:
             self.ids = contract[:1]
             self.ends = np.array([len(contract)])
             self.firsts = np.zeros(len(self.ids), dtype=np.intp)
             self.lasts = self.firsts + len(contract) - 1
             return
-        few = contract_codes(contract)
+        few = contract_codes(contract, bounds)
         if few is not None:
             self.ids, self.codes, self.firsts, self.lasts, counts = few
             self.ends = np.cumsum(counts)
@@ -57,17 +58,24 @@ class Contracts:
 
 
 def contract_codes(
-    contract: np.ndarray,
+    contract: np.ndarray, bounds: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """For at most 8 distinct integer contracts (else None, `grouping.few_key_masks`):
     the ids in order of first appearance, each row's code (uint8, the id's place there),
-    each contract's first and last row and its count of rows."""
-    found = few_key_masks(contract)
+    each contract's first and last row and its count of rows. `bounds`: the least and
+    greatest id, if known."""
+    keys = narrow(contract, bounds)
+    found = few_key_masks(keys)
     if found is None:
         return None
-    codes = np.zeros(len(contract), dtype=np.uint8)
-    for n, (_, mine) in enumerate(found[1:], 1):
-        codes += mine.view(np.uint8) * np.uint8(n)
+    if keys.dtype == np.uint8 and keys.take([at for at, _ in found]).tolist() == list(
+        range(len(found))
+    ):  # ids lo, lo + 1, ... in order of first appearance: their offsets are the codes
+        codes = keys
+    else:
+        codes = np.zeros(len(contract), dtype=np.uint8)
+        for n, (_, mine) in enumerate(found[1:], 1):
+            codes += mine.view(np.uint8) * np.uint8(n)
     firsts = np.array([at for at, _ in found])
     lasts = np.array([_last(mine) for _, mine in found])
     counts = np.array([np.count_nonzero(mine) for _, mine in found])
@@ -113,10 +121,13 @@ class Counts:
 
     def at(self, codes: np.ndarray, places: np.ndarray) -> np.ndarray:
         """`table[codes, places]`: per (contract, place), the slot of that contract's last
-        item before the place (int32 while the slots fit)."""
-        flat = np.multiply(codes, self.table.shape[1], dtype=np.intp)
+        item before the place (intp). One buffer holds the flat places, then the slots (a
+        temporary of a million rows costs a pass of its own)."""
+        flat = codes.astype(np.intp)
+        flat *= self.table.shape[1]
         flat += places
-        return self.table.ravel().take(flat)
+        flat[...] = self.table.ravel().take(flat)
+        return flat
 
 
 def members(codes: np.ndarray, k: int) -> list[np.ndarray]:

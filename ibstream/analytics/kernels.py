@@ -105,8 +105,10 @@ def trade_arrays(trades: object) -> TradeArrays:
     price = trades["price"].to_numpy(dtype=np.float64, na_value=np.nan)
     size = trades["size"].to_numpy(dtype=np.float64, na_value=np.nan)
     for name, values in (("price", price), ("size", size)):
-        if np.isinf(values).any():
+        if not np.isfinite(values).all() and np.isinf(values).any():  # one pass when all are
             raise ValueError(f"trades frame has {int(np.isinf(values).sum())} infinite {name}s")
-    size = np.where(np.isnan(size), 0.0, size)  # no size: no volume (NaN price: no level)
+    missing = np.isnan(size)
+    if missing.any():  # no size: no volume (NaN price: no level)
+        size = np.where(missing, 0.0, size)
     contract = trades["contract_id"].to_numpy(dtype=np.int64)
     return TradeArrays(utc_nanos(trades.index), contract, price, size, codes.astype(np.int8))

@@ -37,12 +37,18 @@ def tick_kinds(tick_type: pd.Series) -> TickKinds:
     for i, name in enumerate(names):
         parsed = tick_type_of(name)
         if parsed is TickType.BID_ASK:
-            kinds.quote[codes == i] = True
+            _add(kinds.quote, codes, i)
         elif parsed in (TickType.LAST, TickType.ALL_LAST):
-            kinds.trade[codes == i] = True
+            _add(kinds.trade, codes, i)
             if parsed is TickType.ALL_LAST:
-                kinds.all_last[codes == i] = True
+                _add(kinds.all_last, codes, i)
     return kinds
+
+
+def _add(kind: np.ndarray, codes: np.ndarray, code: int) -> None:
+    """Mark the rows of `code` in `kind`: an or of whole arrays (a masked store would branch
+    on every row)."""
+    np.logical_or(kind, codes == code, out=kind)
 
 
 def tick_type_of(name: object) -> TickType | None:
