@@ -43,6 +43,29 @@ def test_group_rows_equals_hashing_for_any_number_of_keys(keys, sort):
     assert grouped_cumsum(values, keys).tolist() == expected.tolist()
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.sampled_from([0.0, -0.0, 1.5, -2.25, 1e300, -1e300, 1e-300, np.nan, 3.0]),
+        ),
+        max_size=60,
+    )
+)
+def test_grouped_cumsum_of_a_few_keys_has_the_bits_of_each_keys_cumsum(rows):
+    """Two keys share one complex cumsum: each part must still be its key's plain float
+    cumsum, bit for bit (signed zeros, NaN, overflow to inf, a key with one row)."""
+    keys = np.array([k for k, _ in rows], dtype=np.int64) + 700
+    values = np.array([v for _, v in rows], dtype=np.float64)
+    expected = np.zeros(len(keys))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for k in np.unique(keys):
+            expected[keys == k] = np.cumsum(values[keys == k])
+        got = grouped_cumsum(values, keys)
+    np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
+
+
 def test_few_keys_gives_up_beyond_its_limit_and_on_floats():
     assert few_keys(np.arange(_FEW + 1)) is None
     assert few_keys(np.array([1.0, np.nan, 1.0])) is None  # NaN never equals itself

@@ -150,6 +150,8 @@ def grouped_cumsum(values: np.ndarray, key: np.ndarray) -> np.ndarray:
     if bounds[0] == bounds[1]:
         return np.cumsum(values)
     few = few_key_masks(narrow(key, bounds)) if key.dtype.kind in "iu" else None
+    if few is not None and values.dtype == np.float64:
+        return _paired_cumsums(values, [np.flatnonzero(mine) for _, mine in few])
     if few is not None:  # each key's rows summed on their own
         out = np.empty_like(values)
         for _, mine in few:
@@ -158,6 +160,34 @@ def grouped_cumsum(values: np.ndarray, key: np.ndarray) -> np.ndarray:
             out[rows] = np.cumsum(part, out=part)
         return out
     return running_sums(values[:, None], group_rows(key, sort=False))[:, 0]
+
+
+def _paired_cumsums(values: np.ndarray, members: list[np.ndarray]) -> np.ndarray:
+    """Per row, the running sum of float64 `values` over its member list (ascending rows),
+    two lists at a time: one's values in the real parts of a complex array, the other's in
+    the imaginary parts, gathered interleaved in one `take`, summed by one complex cumsum
+    and put back by one scatter. A float cumsum waits on each add (and its store) before the
+    next; the complex one makes two independent adds in that time. Each part is still a
+    plain left-to-right float sum: the same bits as a cumsum of its own. The pairs share
+    one index and one value buffer (each new array of a million rows costs page faults)."""
+    n = len(values)
+    out = np.empty(n + 1, dtype=np.float64)  # n: where the shorter list's padding goes
+    members = sorted(members, key=len, reverse=True)
+    if len(members) % 2:
+        members.append(members[0][:0])  # the last one paired with none
+    rows = np.empty(2 * len(members[0]), dtype=np.intp)
+    pairs = np.empty(len(rows), dtype=np.float64)
+    for longer, shorter in zip(members[::2], members[1::2], strict=True):
+        at, both = rows[: 2 * len(longer)], pairs[: 2 * len(longer)]
+        at[::2] = longer
+        at[1::2][: len(shorter)] = shorter
+        at[1::2][len(shorter) :] = n
+        values.take(at, out=both, mode="clip")  # clip: no buffered copy (n reads the last)
+        both[1::2][len(shorter) :] = 0.0
+        summed = both.view(np.complex128)
+        np.cumsum(summed, out=summed)
+        out[at] = both
+    return out[:n]
 
 
 def positions(keys: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -33,22 +33,27 @@ def tick_kinds(tick_type: pd.Series) -> TickKinds:
         codes, names = tick_type.cat.codes.to_numpy(), tick_type.cat.categories
     else:
         codes, names = pd.factorize(tick_type)
-    kinds = TickKinds(*(np.zeros(len(codes), dtype=bool) for _ in range(3)))
+    found: dict[str, list[int]] = {"quote": [], "trade": [], "all_last": []}
     for i, name in enumerate(names):
         parsed = tick_type_of(name)
         if parsed is TickType.BID_ASK:
-            _add(kinds.quote, codes, i)
+            found["quote"].append(i)
         elif parsed in (TickType.LAST, TickType.ALL_LAST):
-            _add(kinds.trade, codes, i)
+            found["trade"].append(i)
             if parsed is TickType.ALL_LAST:
-                _add(kinds.all_last, codes, i)
-    return kinds
+                found["all_last"].append(i)
+    return TickKinds(*(_rows_of(codes, found[kind]) for kind in TickKinds._fields))
 
 
-def _add(kind: np.ndarray, codes: np.ndarray, code: int) -> None:
-    """Mark the rows of `code` in `kind`: an or of whole arrays (a masked store would branch
-    on every row)."""
-    np.logical_or(kind, codes == code, out=kind)
+def _rows_of(codes: np.ndarray, wanted: list[int]) -> np.ndarray:
+    """Whether each row's code is one of `wanted`: one comparison for one code, an or of
+    whole arrays for more (a masked store would branch on every row)."""
+    if not wanted:
+        return np.zeros(len(codes), dtype=bool)
+    kind = codes == wanted[0]
+    for code in wanted[1:]:
+        np.logical_or(kind, codes == code, out=kind)
+    return kind
 
 
 def tick_type_of(name: object) -> TickType | None:
