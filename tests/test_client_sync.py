@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -78,11 +79,17 @@ def test_collect_until_interrupted_returns_what_arrived(threaded_server, monkeyp
             _thread.interrupt_main()  # as Ctrl-C, or Jupyter's stop button, would
 
     monkeypatch.setattr(Progress, "show", interrupt_after_ticks)
-    with Client(threaded_server.url) as client:
-        frame = client.collect("ES", progress=False)  # no seconds, no limit
-        assert len(frame) >= 10
-        assert client.subscriptions == []
-        assert client.collect("ES", limit=5, progress=False).shape[0] == 5  # still usable
+    # Ctrl-C as a terminal or a kernel has it: an event loop of an earlier test in this
+    # process may have left its own SIGINT handler, which interrupt_main() would call instead
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with Client(threaded_server.url) as client:
+            frame = client.collect("ES", progress=False)  # no seconds, no limit
+            assert len(frame) >= 10
+            assert client.subscriptions == []
+            assert client.collect("ES", limit=5, progress=False).shape[0] == 5  # still usable
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_client_called_from_its_own_callback_is_refused(threaded_server):
