@@ -1,10 +1,12 @@
-"""A history group's page feed runs ahead of the merge by at most `depth` steps, hands an
-error on to the consumer, and closes its generator."""
+"""A history group's page feed runs ahead of the merge by at most `depth` steps, applies a
+step's change only when the merge takes it, hands an error on to the consumer, and closes
+its generator."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -16,6 +18,7 @@ class Feed:
 
     def __init__(self, fail_after: int | None = None) -> None:
         self.made = 0
+        self.applied: list[int] = []
         self.closed = False
         self.reached: dict[int, asyncio.Event] = {}
         self.fail_after = fail_after
@@ -23,14 +26,14 @@ class Feed:
     def at(self, n: int) -> asyncio.Event:
         return self.reached.setdefault(n, asyncio.Event())
 
-    async def steps(self) -> AsyncIterator[None]:
+    async def steps(self) -> AsyncIterator[Callable[[], None]]:
         try:
             while True:
                 if self.made == self.fail_after:
                     raise RuntimeError("the feed broke")
                 self.made += 1
                 self.at(self.made).set()
-                yield
+                yield functools.partial(self.applied.append, self.made)
         finally:
             self.closed = True
 
@@ -41,8 +44,8 @@ async def test_the_feed_runs_at_most_depth_steps_ahead() -> None:
     await feed.at(4).wait()  # three done and queued, the fourth made and waiting for room
     for _ in range(20):  # loop passes in which an unbounded feed would go on
         await asyncio.sleep(0)
-    assert feed.made == 4
-    assert await ahead.step()
+    assert feed.made == 4 and feed.applied == []  # made ahead, not applied
+    assert await ahead.step() and feed.applied == [1]
     await feed.at(5).wait()  # one taken: one more made
     for _ in range(20):
         await asyncio.sleep(0)
@@ -62,9 +65,9 @@ async def test_an_error_in_the_feed_reaches_the_consumer_after_its_steps() -> No
 
 
 async def test_a_finished_feed_says_so() -> None:
-    async def two() -> AsyncIterator[None]:
-        yield
-        yield
+    async def two() -> AsyncIterator[Callable[[], None]]:
+        yield lambda: None
+        yield lambda: None
 
     ahead = _Ahead(two(), depth=1)
     assert [await ahead.step() for _ in range(3)] == [True, True, False]

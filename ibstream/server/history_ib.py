@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,12 +119,15 @@ class Group:
             for feed in feeds.values():
                 await feed.close()
 
-    async def _feed(self, holes: list[Hole]) -> AsyncIterator[None]:
-        """One tick type's holes, one page a step."""
+    async def _feed(self, holes: list[Hole]) -> AsyncIterator[Change]:
+        """One tick type's holes, one page a step. A step is the change it makes to the holes,
+        applied when the merge takes it (`_Ahead.step`): what a merge sees never depends on
+        how far ahead the fetching ran, so an answer's chunks are the same every time."""
+        changes: list[Change] = []
         for hole in holes:
-            hole.reached, hole.previous = hole.first, hole.lo - 1
+            changes.append(functools.partial(_begin, hole))
             if hole.first > hole.last:
-                hole.done = True
+                changes.append(functools.partial(_end, hole))
                 continue
             try:
                 if isinstance(self.contract, StreamError):
@@ -132,17 +135,16 @@ class Group:
                 async for page in pages(
                     self.ib, self.contract, hole.what, hole.first, hole.last + 1, pacer=self.pacer
                 ):
-                    self.counters.requests += 1
-                    if page.num_rows:
-                        hole.pages.append(page)
-                    hole.reached = int(page.schema.metadata[b"reached"])
-                    yield
+                    changes.append(functools.partial(_took, hole, page, self.counters))
+                    yield _together(changes)
+                    changes = []
             except StreamError as exc:
-                log.info("history: %s of IB seconds %d-%d: %s", hole.what, hole.reached,
-                         hole.last, exc.message)  # fmt: skip
-                self.counters.missing.append(missing_entry(hole, exc))
-            hole.reached, hole.done = hole.last + 1, True
-            yield
+                changes.append(functools.partial(_refused, hole, exc, self.counters))
+            changes.append(functools.partial(_end, hole))
+            yield _together(changes)
+            changes = []
+        if changes:  # empty holes at the end
+            yield _together(changes)
 
     def _ready(self, horizon: int | None) -> Ticks:
         """The fetched rows of IB seconds below `horizon` (None: all), merged and stamped:
@@ -264,32 +266,65 @@ class _Rows:
         return Ticks.from_columns(len(take), labels, picked)
 
 
+Change = Callable[[], None]
+
+
+def _together(changes: list[Change]) -> Change:
+    def apply() -> None:
+        for change in changes:
+            change()
+
+    return apply
+
+
+def _begin(hole: Hole) -> None:
+    hole.reached, hole.previous = hole.first, hole.lo - 1
+
+
+def _took(hole: Hole, page: pa.Table, counters: Counters) -> None:
+    counters.requests += 1
+    if page.num_rows:
+        hole.pages.append(page)
+    hole.reached = int(page.schema.metadata[b"reached"])
+
+
+def _refused(hole: Hole, exc: StreamError, counters: Counters) -> None:
+    log.info("history: %s of IB seconds %d-%d: %s", hole.what, hole.reached, hole.last,
+             exc.message)  # fmt: skip
+    counters.missing.append(missing_entry(hole, exc))
+
+
+def _end(hole: Hole) -> None:
+    hole.reached, hole.done = hole.last + 1, True
+
+
 class _Ahead:
     """An async generator run by its own task up to `depth` steps ahead of its consumer, so a
     tick type's next IB pages are under way while the pages before are merged and sent (the
     merge and the answer's writes hold the loop for milliseconds a page)."""
 
-    def __init__(self, steps: AsyncIterator[None], depth: int = AHEAD_PAGES) -> None:
+    def __init__(self, steps: AsyncIterator[Change], depth: int = AHEAD_PAGES) -> None:
         self.steps = steps
-        self.done: asyncio.Queue[BaseException | None] = asyncio.Queue(depth)
+        self.done: asyncio.Queue[Change | BaseException] = asyncio.Queue(depth)
         self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         try:
-            async for _ in self.steps:
-                await self.done.put(None)
+            async for change in self.steps:
+                await self.done.put(change)
         except Exception as exc:  # noqa: BLE001 - raised again by the consumer's step
             await self.done.put(exc)
             return
         await self.done.put(StopAsyncIteration())
 
     async def step(self) -> bool:
-        """The next step done (False: there are none)."""
+        """The next step done and its change applied (False: there are none)."""
         outcome = await self.done.get()
         if isinstance(outcome, StopAsyncIteration):
             return False
-        if outcome is not None:
+        if isinstance(outcome, BaseException):
             raise outcome
+        outcome()
         return True
 
     async def close(self) -> None:
