@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 2.0
 DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a message id
 PING_SECONDS = 5.0
+DRAIN_SECONDS = 2.0  # a stop's wait for NATS to take what is in flight, at most
 WATCH_SECONDS = 1.0  # how often the connection's closed state is looked at (see _until_lost)
 OnConnect = Callable[[NATS, JetStreamContext], Awaitable[None]]
 # nats-server 2.14 and later stop a replicated stream for good when a replica applies a
@@ -246,6 +247,9 @@ class BusLink:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.nc is not None:
+            with contextlib.suppress(Exception):  # NATS gone unnoticed: nats-py waits 30 s
+                async with asyncio.timeout(DRAIN_SECONDS):
+                    await self.nc.drain()
             with contextlib.suppress(Exception):
-                await self.nc.drain()
+                await self.nc.close()
         self.connected.clear()
