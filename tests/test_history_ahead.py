@@ -26,14 +26,14 @@ class Feed:
     def at(self, n: int) -> asyncio.Event:
         return self.reached.setdefault(n, asyncio.Event())
 
-    async def steps(self) -> AsyncIterator[Callable[[], None]]:
+    async def steps(self) -> AsyncIterator[list[Callable[[], None]]]:
         try:
             while True:
                 if self.made == self.fail_after:
                     raise RuntimeError("the feed broke")
                 self.made += 1
                 self.at(self.made).set()
-                yield functools.partial(self.applied.append, self.made)
+                yield [functools.partial(self.applied.append, self.made)]
         finally:
             self.closed = True
 
@@ -65,9 +65,9 @@ async def test_an_error_in_the_feed_reaches_the_consumer_after_its_steps() -> No
 
 
 async def test_a_finished_feed_says_so() -> None:
-    async def two() -> AsyncIterator[Callable[[], None]]:
-        yield lambda: None
-        yield lambda: None
+    async def two() -> AsyncIterator[list[Callable[[], None]]]:
+        yield []
+        yield []
 
     ahead = _Ahead(two(), depth=1)
     assert [await ahead.step() for _ in range(3)] == [True, True, False]

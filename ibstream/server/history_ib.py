@@ -119,8 +119,8 @@ class Group:
             for feed in feeds.values():
                 await feed.close()
 
-    async def _feed(self, holes: list[Hole]) -> AsyncIterator[Change]:
-        """One tick type's holes, one page a step. A step is the change it makes to the holes,
+    async def _feed(self, holes: list[Hole]) -> AsyncIterator[list[Change]]:
+        """One tick type's holes, one page a step. A step is the changes it makes to the holes,
         applied when the merge takes it (`_Ahead.step`): what a merge sees never depends on
         how far ahead the fetching ran, so an answer's chunks are the same every time."""
         changes: list[Change] = []
@@ -136,15 +136,15 @@ class Group:
                     self.ib, self.contract, hole.what, hole.first, hole.last + 1, pacer=self.pacer
                 ):
                     changes.append(functools.partial(_took, hole, page, self.counters))
-                    yield _together(changes)
+                    yield changes
                     changes = []
             except StreamError as exc:
                 changes.append(functools.partial(_refused, hole, exc, self.counters))
             changes.append(functools.partial(_end, hole))
-            yield _together(changes)
+            yield changes
             changes = []
         if changes:  # empty holes at the end
-            yield _together(changes)
+            yield changes
 
     def _ready(self, horizon: int | None) -> Ticks:
         """The fetched rows of IB seconds below `horizon` (None: all), merged and stamped:
@@ -269,14 +269,6 @@ class _Rows:
 Change = Callable[[], None]
 
 
-def _together(changes: list[Change]) -> Change:
-    def apply() -> None:
-        for change in changes:
-            change()
-
-    return apply
-
-
 def _begin(hole: Hole) -> None:
     hole.reached, hole.previous = hole.first, hole.lo - 1
 
@@ -303,28 +295,29 @@ class _Ahead:
     tick type's next IB pages are under way while the pages before are merged and sent (the
     merge and the answer's writes hold the loop for milliseconds a page)."""
 
-    def __init__(self, steps: AsyncIterator[Change], depth: int = AHEAD_PAGES) -> None:
+    def __init__(self, steps: AsyncIterator[list[Change]], depth: int = AHEAD_PAGES) -> None:
         self.steps = steps
-        self.done: asyncio.Queue[Change | BaseException] = asyncio.Queue(depth)
+        self.done: asyncio.Queue[list[Change] | BaseException] = asyncio.Queue(depth)
         self.task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         try:
-            async for change in self.steps:
-                await self.done.put(change)
+            async for changes in self.steps:
+                await self.done.put(changes)
         except Exception as exc:  # noqa: BLE001 - raised again by the consumer's step
             await self.done.put(exc)
             return
         await self.done.put(StopAsyncIteration())
 
     async def step(self) -> bool:
-        """The next step done and its change applied (False: there are none)."""
+        """The next step done and its changes applied (False: there are none)."""
         outcome = await self.done.get()
         if isinstance(outcome, StopAsyncIteration):
             return False
         if isinstance(outcome, BaseException):
             raise outcome
-        outcome()
+        for change in outcome:
+            change()
         return True
 
     async def close(self) -> None:
